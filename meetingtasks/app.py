@@ -1,0 +1,122 @@
+"""The Celery app of a service: four strictly ordered queues, acks late, leases, JSON only.
+
+``create_app("ai")`` builds the app ``meetingtasks.services.ai:app`` is made of; tests build their own
+with their own :class:`Settings`. Every task type registered for the service is bound to the app, also
+when registered later (``--include`` modules, Celery's ``-I``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from meetingtasks.connections import is_tls, ssl_options
+from meetingtasks.platform import Platform
+from meetingtasks.priority import Priority, queue_name, service_queues
+from meetingtasks.registry import REGISTRY, SERVICES, TaskTypeSpec, import_modules
+from meetingtasks.settings import Settings, load_settings
+from meetingtasks.task import PlatformTask
+
+
+def _run(self: PlatformTask, *args: Any, **kwargs: Any) -> Any:
+    return self.execute(args, kwargs)
+
+
+def bind_task(app: Celery, spec: TaskTypeSpec) -> None:
+    """Make ``spec`` a Celery task of ``app`` (once)."""
+    if spec.name in app.tasks:
+        return
+    settings: Settings = app.mt_platform.settings
+    soft = spec.timeout_s or settings.default_timeout_s
+    app.task(
+        bind=True,
+        base=PlatformTask,
+        name=spec.name,
+        spec=spec,
+        platform=app.mt_platform,
+        soft_time_limit=soft,
+        time_limit=soft + settings.hard_timeout_grace_s,
+        queue=queue_name(spec.service, spec.priority),
+    )(_run)
+
+
+def transport_options(platform: Platform, service: str) -> dict[str, Any]:
+    s = platform.settings
+    keys = platform.keys
+    return {
+        "queue_order_strategy": "priority",
+        "visibility_timeout": s.visibility_timeout_s,
+        "unacked_key": keys.unacked(service),
+        "unacked_index_key": keys.unacked_index(service),
+        "unacked_mutex_key": keys.unacked_mutex(service),
+        "unacked_mutex_expire": max(5, int(s.visibility_timeout_s)),
+        "unacked_restore_interval": s.restore_interval_s,
+        "unacked_restore_throttle": 1,
+        "health_check_interval": 10,
+        "socket_timeout": s.redis_socket_timeout_s,
+        "socket_connect_timeout": s.redis_socket_timeout_s,
+        "socket_keepalive": True,
+        "mt_platform": platform,
+        "mt_service": service,
+    }
+
+
+def create_app(service: str, settings: Settings | None = None, *, include: Iterable[str] = ()) -> Celery:
+    if service not in SERVICES:
+        raise ValueError(f"unknown service {service!r}; services: {', '.join(SERVICES)}")
+    settings = settings or load_settings()
+    platform = Platform(settings)
+    url = settings.broker_url(service)
+    app = Celery(f"meetingtasks.{service}", set_as_current=False)
+    app.mt_platform = platform
+    app.mt_service = service
+    queues = [Queue(q, Exchange(q, type="direct"), routing_key=q) for q in service_queues(service)]
+    app.conf.update(
+        broker_url=url,
+        broker_transport="meetingtasks.worker.transport:Transport",
+        broker_transport_options=transport_options(platform, service),
+        broker_use_ssl=ssl_options(settings) if is_tls(url) else None,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        result_backend=None,
+        task_ignore_result=True,
+        task_queues=queues,
+        task_default_queue=queue_name(service, Priority.NORMAL),
+        task_default_exchange=queue_name(service, Priority.NORMAL),
+        task_default_routing_key=queue_name(service, Priority.NORMAL),
+        task_create_missing_queues=False,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=settings.worker_concurrency,
+        worker_pool=settings.worker_pool,
+        worker_consumer="meetingtasks.worker.consumer:PlatformConsumer",
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        accept_content=["json"],
+        task_serializer="json",
+        result_serializer="json",
+        event_serializer="json",
+        result_accept_content=["json"],
+        timezone=settings.timezone,
+        enable_utc=True,
+    )
+    from meetingtasks.worker.loops import PlatformLoops
+
+    app.steps["consumer"].add(PlatformLoops)
+
+    def bind_if_ours(spec: TaskTypeSpec) -> None:
+        if spec.service == service:
+            bind_task(app, spec)
+
+    REGISTRY.subscribe(bind_if_ours)
+    import_modules([*settings.include, *include])
+    for spec in REGISTRY.for_service(service):
+        bind_task(app, spec)
+    return app

@@ -1,0 +1,3 @@
+from meetingtasks.cli import main
+
+main()

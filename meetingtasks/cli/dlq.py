@@ -1,0 +1,94 @@
+"""``dlq list|show|replay|purge``: the dead-letter queue tools."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from meetingtasks.cli.main import echo_json, fail, platform_command
+from meetingtasks.deadletter import DeadLetter
+from meetingtasks.platform import Platform
+from meetingtasks.registry import SERVICES
+
+service_option = click.option("--service", type=click.Choice(SERVICES), help="Only this service.")
+
+
+@click.group()
+def dlq() -> None:
+    """Inspect, replay and purge dead letters."""
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+@dlq.command("list")
+@service_option
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1))
+@platform_command
+def list_(platform: Platform, service: str | None, as_json: bool, limit: int) -> None:
+    """List dead letters, newest first."""
+    letters = platform.dead_letters.list(platform.redis(service), service, limit=limit)
+    if as_json:
+        echo_json([letter.summary() for letter in letters])
+        return
+    if not letters:
+        click.echo("no dead letters")
+        return
+    for letter in letters:
+        click.echo(f"{letter.id}  {letter.service:<9} {letter.task_type or '-':<28} {letter.reason:<18} "
+                   f"{_when(letter.last_failure_at)}  {letter.error[:80]}")
+
+
+@dlq.command()
+@click.argument("letter_id")
+@platform_command
+def show(platform: Platform, letter_id: str) -> None:
+    """Show one dead letter in full (JSON)."""
+    letter: DeadLetter = platform.dead_letters.get(platform.redis(), letter_id)
+    data = letter.summary()
+    data["traceback"] = letter.traceback
+    data["message"] = letter.message
+    echo_json(data)
+
+
+@dlq.command()
+@click.argument("letter_id", required=False)
+@click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter (of --service).")
+@service_option
+@platform_command
+def replay(platform: Platform, letter_id: str | None, replay_all: bool, service: str | None) -> None:
+    """Queue a dead letter again with its original priority and a fresh retry budget."""
+    if bool(letter_id) == replay_all:
+        fail("give a dead-letter ID or --all", code=2)
+    store = platform.dead_letters
+    if letter_id:
+        letters = [store.get(platform.redis(), letter_id)]
+    else:
+        letters = [letter for letter in store.list(platform.redis(service), service, limit=10**9) if letter.replayable]
+    replayed = 0
+    for letter in letters:
+        client = platform.redis(letter.service)
+        result = store.replay(client, letter.id)
+        if result.replayed:
+            replayed += 1
+            click.echo(f"replayed {letter.id} -> {result.queue}")
+        elif letter_id:
+            fail(f"dead letter {letter_id!r} was already replayed or purged")
+    if replay_all:
+        click.echo(f"{replayed} replayed")
+
+
+@dlq.command()
+@service_option
+@platform_command
+def purge(platform: Platform, service: str | None) -> None:
+    """Delete dead letters (all services unless --service)."""
+    removed = platform.dead_letters.purge(platform.redis(service), service)
+    click.echo(f"{removed} dead letters purged")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(dlq)

@@ -1,0 +1,29 @@
+"""``worker SERVICE``: a Celery worker of one service, consuming its four queues in strict order."""
+
+from __future__ import annotations
+
+import click
+
+from meetingtasks.cli.main import fail
+from meetingtasks.errors import MeetingTasksError
+from meetingtasks.registry import SERVICES
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("service", type=click.Choice(SERVICES))
+@click.option("--include", "-I", "includes", multiple=True, help="Module with the service's own task types.")
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(service: str, includes: tuple[str, ...], celery_args: tuple[str, ...]) -> None:
+    """Run a worker of SERVICE; other options go to `celery worker` (e.g. --concurrency 4 --pool threads)."""
+    from meetingtasks.app import create_app
+
+    try:
+        app = create_app(service, include=includes)
+    except MeetingTasksError as exc:
+        fail(str(exc))
+    argv = ["worker", "--loglevel", app.mt_platform.settings.log_level, *celery_args]
+    app.worker_main(argv=argv)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(worker)

@@ -1,0 +1,165 @@
+"""The dead-letter queue: the only module that writes dead letters.
+
+One hash and one index per service (see :mod:`meetingtasks.keys`). A dead letter keeps the whole original
+message, so :meth:`DeadLetterStore.replay` can queue it again with its original priority and a fresh retry
+budget. Replay is one Lua call that deletes the letter and pushes the message together: two operators
+replaying the same letter at once queue it exactly once.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import traceback as tb
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+
+from meetingtasks.errors import TaskNotFound
+from meetingtasks.keys import Keys
+from meetingtasks.lua import LuaScript
+from meetingtasks.message import dumps, loads, new_id, renew_envelope
+from meetingtasks.priority import parse_queue
+from meetingtasks.registry import SERVICES
+
+_HOST = socket.gethostname()
+
+# KEYS: dlq hash, dlq index, target queue, deliveries counter, task status.
+# ARGV: id, message, now_s, status channel, status event JSON, status ttl_s.
+# The status is reset to QUEUED before the push, so a worker never sees the old terminal status.
+_REPLAY = LuaScript(
+    """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[4])
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  local h = redis.call('HGET', KEYS[5], 'history') or ''
+  redis.call('HSET', KEYS[5], 'status', 'QUEUED', 'attempt', '1', 'updated_at', ARGV[3],
+             'history', h .. 'QUEUED ' .. ARGV[3] .. ' 1\\n')
+  redis.call('HDEL', KEYS[5], 'error', 'error_type', 'result')
+  redis.call('EXPIRE', KEYS[5], ARGV[6])
+  redis.call('PUBLISH', ARGV[4], ARGV[5])
+end
+redis.call('LPUSH', KEYS[3], ARGV[2])
+return 1
+"""
+)
+
+
+@dataclass
+class DeadLetter:
+    """One failed message and why it failed. Times are epoch seconds."""
+
+    id: str
+    service: str
+    reason: str
+    error: str
+    task_id: str | None = None
+    task_type: str | None = None
+    priority: str | None = None
+    queue: str | None = None
+    payload: Any = None
+    traceback: str | None = None
+    attempts: int = 0
+    first_failure_at: float = field(default_factory=time.time)
+    last_failure_at: float = field(default_factory=time.time)
+    worker: str = _HOST
+    message: str | None = None  # the original queue item, verbatim (JSON text or repr of raw bytes)
+    replayable: bool = True
+
+    def summary(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("message")
+        out.pop("traceback")
+        return out
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    id: str
+    task_id: str | None
+    queue: str
+    replayed: bool
+
+
+class DeadLetterStore:
+    def __init__(self, keys: Keys, status_ttl_s: int) -> None:
+        self.keys = keys
+        self.status_ttl_s = status_ttl_s
+
+    def add(self, client: redis.Redis | redis.client.Pipeline, letter: DeadLetter) -> None:
+        """Store ``letter`` (replacing an older letter with the same id); queued if ``client`` is a pipeline."""
+        record = dumps(asdict(letter))
+        score = int(letter.last_failure_at * 1000)
+        if isinstance(client, redis.client.Pipeline):
+            client.hset(self.keys.dlq(letter.service), letter.id, record)
+            client.zadd(self.keys.dlq_index(letter.service), {letter.id: score})
+            return
+        with client.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.dlq(letter.service), letter.id, record)
+            pipe.zadd(self.keys.dlq_index(letter.service), {letter.id: score})
+            pipe.execute()
+
+    def list(self, client: redis.Redis, service: str | None = None, limit: int = 1000) -> list[DeadLetter]:
+        """Letters newest first, for one service or all."""
+        letters: list[DeadLetter] = []
+        for svc in [service] if service else SERVICES:
+            ids = client.zrevrange(self.keys.dlq_index(svc), 0, limit - 1)
+            if not ids:
+                continue
+            for raw in client.hmget(self.keys.dlq(svc), ids):
+                if raw is not None:
+                    letters.append(DeadLetter(**loads(raw)))
+        letters.sort(key=lambda letter: letter.last_failure_at, reverse=True)
+        return letters[:limit]
+
+    def get(self, client: redis.Redis, letter_id: str) -> DeadLetter:
+        for svc in SERVICES:
+            raw = client.hget(self.keys.dlq(svc), letter_id)
+            if raw is not None:
+                return DeadLetter(**loads(raw))
+        raise TaskNotFound(f"no dead letter with id {letter_id!r} (see `meetingtasks dlq list`)")
+
+    def count(self, client: redis.Redis, service: str) -> int:
+        return int(client.hlen(self.keys.dlq(service)))
+
+    def replay(self, client: redis.Redis, letter_id: str) -> ReplayResult:
+        """Queue the letter's message again (retries reset); raises if it is gone or cannot be replayed."""
+        letter = self.get(client, letter_id)
+        if not letter.replayable or letter.message is None or letter.queue is None:
+            raise TaskNotFound(
+                f"dead letter {letter_id!r} cannot be replayed: {letter.reason} (remove it with `dlq purge`)"
+            )
+        if parse_queue(letter.queue) is None:
+            raise TaskNotFound(f"dead letter {letter_id!r} names no platform queue ({letter.queue!r})")
+        message = renew_envelope(loads(letter.message), retries=0)
+        task_id = letter.task_id or letter.id
+        now = time.time()
+        event = dumps({"op": "status", "id": task_id, "status": "QUEUED", "time": now, "attempt": 1})
+        done = _REPLAY(
+            client,
+            [self.keys.dlq(letter.service), self.keys.dlq_index(letter.service), letter.queue,
+             self.keys.deliveries(task_id), self.keys.status(task_id)],
+            [letter.id, message, repr(now), self.keys.status_channel, event, self.status_ttl_s],
+        )
+        return ReplayResult(id=letter.id, task_id=letter.task_id, queue=letter.queue, replayed=bool(done))
+
+    def purge(self, client: redis.Redis, service: str | None = None) -> int:
+        removed = 0
+        for svc in [service] if service else SERVICES:
+            with client.pipeline(transaction=True) as pipe:
+                pipe.hlen(self.keys.dlq(svc))
+                pipe.delete(self.keys.dlq(svc), self.keys.dlq_index(svc))
+                count, _ = pipe.execute()
+            removed += int(count)
+        return removed
+
+
+def format_traceback(exc: BaseException) -> str:
+    return "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def letter_id_for(task_id: str | None) -> str:
+    """Dead letters of tasks are filed under the task id; anything without one gets a fresh id."""
+    return task_id or new_id()

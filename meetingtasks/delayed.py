@@ -1,0 +1,129 @@
+"""The delayed set: tasks waiting for a due time (``delay``/``eta``, retry backoff).
+
+Per service and priority, a sorted set of task ids scored by due time in epoch milliseconds, and per
+service a hash of ``"<queue>\\n<message>"`` per id. The pump moves due entries onto their queues inside one Lua call, so an
+entry is never lost and never moved twice, however many pumps race. A moved task whose status is still
+SCHEDULED becomes QUEUED (published like any transition); a RETRYING task stays RETRYING until it starts.
+No message ever waits inside a worker's memory, so a delay longer than the visibility timeout is safe.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from meetingtasks.keys import Keys
+from meetingtasks.lua import LuaScript
+from meetingtasks.priority import PRIORITY_ORDER, Priority, parse_queue
+
+# KEYS: hash, then the zsets in priority order. ARGV: now_ms, limit, status key prefix, status channel,
+# status ttl_s, now_s. Critical entries move first.
+_PUMP = LuaScript(
+    """
+local left = tonumber(ARGV[2])
+local moved = 0
+for k = 2, #KEYS do
+ if left <= 0 then break end
+ local ids = redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', ARGV[1], 'LIMIT', 0, left)
+ left = left - #ids
+ moved = moved + #ids
+ for _, id in ipairs(ids) do
+  local e = redis.call('HGET', KEYS[1], id)
+  if e then
+    local nl = string.find(e, '\\n', 1, true)
+    redis.call('LPUSH', string.sub(e, 1, nl - 1), string.sub(e, nl + 1))
+    redis.call('HDEL', KEYS[1], id)
+    local sk = ARGV[3] .. id
+    if redis.call('HGET', sk, 'status') == 'SCHEDULED' then
+      local attempt = redis.call('HGET', sk, 'attempt') or '1'
+      redis.call('HSET', sk, 'status', 'QUEUED', 'updated_at', ARGV[6])
+      local h = redis.call('HGET', sk, 'history') or ''
+      redis.call('HSET', sk, 'history', h .. 'QUEUED ' .. ARGV[6] .. ' ' .. attempt .. '\\n')
+      redis.call('EXPIRE', sk, ARGV[5])
+      redis.call('PUBLISH', ARGV[4], '{"op":"status","id":"' .. id .. '","status":"QUEUED","time":' ..
+        ARGV[6] .. ',"attempt":' .. attempt .. '}')
+    end
+  end
+  redis.call('ZREM', KEYS[k], id)
+ end
+end
+return moved
+"""
+)
+
+# KEYS: hash, then the zsets. ARGV: id. Returns 1 when the entry was there (and is now gone).
+_REMOVE = LuaScript(
+    """
+local had = redis.call('HDEL', KEYS[1], ARGV[1])
+for k = 2, #KEYS do redis.call('ZREM', KEYS[k], ARGV[1]) end
+return had
+"""
+)
+
+
+class DelayedSet:
+    def __init__(self, keys: Keys, status_ttl_s: int) -> None:
+        self.keys = keys
+        self.status_ttl_s = status_ttl_s
+
+    def schedule(
+        self,
+        client: redis.Redis | redis.client.Pipeline,
+        service: str,
+        task_id: str,
+        queue: str,
+        message: bytes,
+        due_s: float,
+    ) -> None:
+        """Hold ``message`` until ``due_s`` (epoch seconds), then the pump pushes it onto ``queue``."""
+        parsed = parse_queue(queue)
+        if parsed is None or parsed[0] != service:
+            raise ValueError(f"{queue!r} is not a queue of service {service!r}")
+        entry = queue.encode() + b"\n" + message
+        client.hset(self.keys.delayed_messages(service), task_id, entry)
+        client.zadd(self.keys.delayed(service, parsed[1].value), {task_id: int(due_s * 1000)})
+
+    def _keys(self, service: str) -> list[str]:
+        return [self.keys.delayed_messages(service), *(self.keys.delayed(service, p.value) for p in PRIORITY_ORDER)]
+
+    def pump(self, client: redis.Redis, service: str, *, limit: int = 1000, now_s: float | None = None) -> int:
+        """Move up to ``limit`` due entries onto their queues; returns how many moved."""
+        now_s = time.time() if now_s is None else now_s
+        moved = _PUMP(
+            client,
+            self._keys(service),
+            [int(now_s * 1000), limit, self.keys.status(""), self.keys.status_channel, self.status_ttl_s,
+             repr(now_s)],
+        )
+        return int(moved)
+
+    def pump_all(self, client: redis.Redis, service: str, *, batch: int = 1000) -> int:
+        """Pump until nothing due is left."""
+        total = 0
+        while True:
+            moved = self.pump(client, service, limit=batch)
+            total += moved
+            if moved < batch:
+                return total
+
+    def remove(self, client: redis.Redis, service: str, task_id: str) -> bool:
+        """Take a waiting task out of the set; ``True`` if it was there."""
+        return bool(_REMOVE(client, self._keys(service), [task_id]))
+
+    def counts(self, client: redis.Redis, service: str) -> dict[Priority, int]:
+        """Waiting entries per priority."""
+        with client.pipeline(transaction=False) as pipe:
+            for prio in PRIORITY_ORDER:
+                pipe.zcard(self.keys.delayed(service, prio.value))
+            return {prio: int(n) for prio, n in zip(PRIORITY_ORDER, pipe.execute(), strict=True)}
+
+    def count(self, client: redis.Redis, service: str) -> int:
+        return sum(self.counts(client, service).values())
+
+    def due_time_s(self, client: redis.Redis, service: str, task_id: str) -> float | None:
+        with client.pipeline(transaction=False) as pipe:
+            for prio in PRIORITY_ORDER:
+                pipe.zscore(self.keys.delayed(service, prio.value), task_id)
+            scores = [s for s in pipe.execute() if s is not None]
+        return scores[0] / 1000 if scores else None

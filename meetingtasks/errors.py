@@ -1,0 +1,66 @@
+"""The one exception tree of meetingtasks.
+
+::
+
+    MeetingTasksError
+    ├── ConfigurationError          settings or environment are wrong (one line: key and reason)
+    ├── DispatchError               a task could not be accepted for queuing
+    │   ├── UnknownTaskType         (also a ValueError) the type is not in the routing table
+    │   ├── InvalidPayload          (also a ValueError) the payload fails the type's model
+    │   └── MessageTooLarge         (also a ValueError) the encoded message exceeds max_message_bytes
+    ├── TaskNotFound                no status, dead letter or schedule exists for an id
+    ├── TaskFailed                  raised by TaskHandle.wait() when the task ended without success
+    ├── WaitTimeout                 (also a TimeoutError) TaskHandle.wait() ran out of time
+    └── PermanentError              raised by a handler: a domain refusal, fails at once, never retried
+
+Control flow (retry later, cancelled) is expressed with Celery's own ``Retry`` and ``Ignore`` and is never
+logged as a failure.
+"""
+
+from __future__ import annotations
+
+
+class MeetingTasksError(Exception):
+    """Root of every error meetingtasks raises on purpose."""
+
+
+class ConfigurationError(MeetingTasksError):
+    """Settings or the environment are wrong; the message names the key and the reason."""
+
+
+class DispatchError(MeetingTasksError):
+    """A task could not be accepted: nothing was queued."""
+
+
+class UnknownTaskType(DispatchError, ValueError):
+    """The task type is not registered in the routing table."""
+
+
+class InvalidPayload(DispatchError, ValueError):
+    """The payload does not validate against the task type's model."""
+
+
+class MessageTooLarge(DispatchError, ValueError):
+    """The encoded message is larger than ``Settings.max_message_bytes``."""
+
+
+class TaskNotFound(MeetingTasksError, LookupError):
+    """No record exists for the given task or dead-letter id."""
+
+
+class TaskFailed(MeetingTasksError):
+    """The awaited task ended in a state other than SUCCEEDED."""
+
+    def __init__(self, task_id: str, status: str, error: str | None) -> None:
+        self.task_id = task_id
+        self.status = status
+        self.error = error
+        super().__init__(f"task {task_id} ended {status}: {error or 'no error recorded'}")
+
+
+class WaitTimeout(MeetingTasksError, TimeoutError):
+    """``TaskHandle.wait`` gave up before the task finished."""
+
+
+class PermanentError(MeetingTasksError):
+    """A handler's domain refusal (wrong password, meeting ended): FAILED at once, no retry, no dead letter."""

@@ -1,0 +1,75 @@
+"""Every Redis key meetingtasks uses, and who owns it.
+
+``P`` is ``Settings.key_prefix`` (default ``mt:``); ``svc`` a service name; ``id`` a task id.
+
+=================================  ======  =====================  ==========================================
+key                                type    owner                  lifetime / notes
+=================================  ======  =====================  ==========================================
+``<svc>.<priority>``               list    kombu (routing)        the four task queues; LPUSH in, BRPOP out
+``P unacked:<svc>``                hash    kombu QoS              delivery tag -> [message, exchange, queue]
+``P unacked_index:<svc>``          zset    kombu QoS, lease       delivery tag scored by lease start (s);
+                                                                  the lease renewer re-scores live tags
+``P unacked_mutex:<svc>``          string  kombu QoS              restore-sweep lock, expires by itself
+``P dlq:<svc>``                    hash    deadletter             dead-letter id -> JSON dead letter; forever
+``P dlq:<svc>:index``              zset    deadletter             dead-letter id scored by last failure (ms)
+``P delayed:<svc>``                zset    delayed                task id scored by due time (epoch ms)
+``P delayed:<svc>:msg``            hash    delayed                task id -> JSON {"q": queue, "m": message}
+``P status:<id>``                  hash    status                 task status record; TTL status_ttl_s
+``P status``                       pubsub  status                 every status transition, JSON
+``P deliveries:<id>``              string  task (poison guard)    deliveries of one task; TTL 1 day
+``P cancel:<id>``                  string  cancel                 cancel flag; TTL status_ttl_s
+``P dedup:<key>``                  string  dispatcher             task id owning a dedup key; TTL dedup_ttl_s
+=================================  ======  =====================  ==========================================
+
+Nothing else in the code base spells a key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "mt:"
+
+    def unacked(self, service: str) -> str:
+        return f"{self.prefix}unacked:{service}"
+
+    def unacked_index(self, service: str) -> str:
+        return f"{self.prefix}unacked_index:{service}"
+
+    def unacked_mutex(self, service: str) -> str:
+        return f"{self.prefix}unacked_mutex:{service}"
+
+    def dlq(self, service: str) -> str:
+        return f"{self.prefix}dlq:{service}"
+
+    def dlq_index(self, service: str) -> str:
+        return f"{self.prefix}dlq:{service}:index"
+
+    def delayed(self, service: str, priority: str) -> str:
+        return f"{self.prefix}delayed:{service}:{priority}"
+
+    def delayed_messages(self, service: str) -> str:
+        return f"{self.prefix}delayed:{service}:msg"
+
+    def status(self, task_id: str) -> str:
+        return f"{self.prefix}status:{task_id}"
+
+    @property
+    def status_channel(self) -> str:
+        return f"{self.prefix}status"
+
+    def deliveries(self, task_id: str) -> str:
+        return f"{self.prefix}deliveries:{task_id}"
+
+    def cancel(self, task_id: str) -> str:
+        return f"{self.prefix}cancel:{task_id}"
+
+    def dedup(self, dedup_key: str) -> str:
+        return f"{self.prefix}dedup:{dedup_key}"
+
+
+#: Time a delivery counter survives: long enough to span every redelivery of one task.
+DELIVERIES_TTL_S = 86_400

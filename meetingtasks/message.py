@@ -1,0 +1,190 @@
+"""The wire format: Celery message protocol v2 inside kombu's Redis envelope, JSON only.
+
+A queue item is one JSON object::
+
+    {"body": "<JSON text of [args, kwargs, embed]>", "content-type": "application/json",
+     "content-encoding": "utf-8",
+     "headers": {"lang": "py", "task": "<task type>", "id": "<task id>", "retries": 0,
+                 "root_id": ..., "parent_id": ..., "timelimit": [hard, soft], "origin": ...,
+                 "mt_priority": "normal", ...platform headers (all optional)},
+     "properties": {"delivery_tag": "<uuid>", "delivery_mode": 2, "priority": 0,
+                    "delivery_info": {"exchange": "", "routing_key": "<svc>.<priority>"},
+                    "correlation_id": "<task id>", "body_encoding": "base64" (optional)}}
+
+``args`` is ``[payload]`` (a payload object may instead come as ``kwargs``). We write the body as plain
+JSON text without base64: kombu decodes a body only when ``body_encoding`` is set, and Celery clients that
+do base64 (celery-node, Celery itself) are understood all the same.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+_ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
+_REPR_LIMIT = 200
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj)
+
+
+def loads(data: bytes | str) -> Any:
+    return orjson.loads(data)
+
+
+def encode_task_message(
+    *,
+    task_id: str,
+    task_name: str,
+    payload: Mapping[str, Any],
+    queue: str,
+    retries: int = 0,
+    headers: Mapping[str, Any] | None = None,
+    root_id: str | None = None,
+    parent_id: str | None = None,
+) -> bytes:
+    """Encode one task message ready to ``LPUSH`` onto ``queue``."""
+    body = orjson.dumps([[payload], {}, _EMBED]).decode()
+    argsrepr = body[: _REPR_LIMIT]
+    hdrs: dict[str, Any] = {
+        "lang": "py",
+        "task": task_name,
+        "id": task_id,
+        "shadow": None,
+        "eta": None,
+        "expires": None,
+        "group": None,
+        "group_index": None,
+        "retries": retries,
+        "timelimit": [None, None],
+        "root_id": root_id or task_id,
+        "parent_id": parent_id,
+        "argsrepr": argsrepr,
+        "kwargsrepr": "{}",
+        "origin": _ORIGIN,
+        "ignore_result": True,
+    }
+    if headers:
+        hdrs.update(headers)
+    return orjson.dumps(
+        {
+            "body": body,
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": hdrs,
+            "properties": {
+                "correlation_id": task_id,
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": queue},
+                "priority": 0,
+                "delivery_tag": new_id(),
+            },
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedMessage:
+    """What the platform needs of a queue item; ``None`` fields were absent."""
+
+    envelope: dict[str, Any]
+    task_id: str | None
+    task_name: str | None
+    queue: str | None
+    retries: int
+    payload: Any
+
+
+class MalformedMessage(ValueError):
+    """A queue item that is not a task message we can run; the text says what is wrong."""
+
+
+def check_envelope(raw: bytes | str, max_bytes: int) -> dict[str, Any]:
+    """Parse a queue item into kombu's envelope or raise :class:`MalformedMessage` saying why."""
+    size = len(raw)
+    if size > max_bytes:
+        raise MalformedMessage(f"message of {size} bytes exceeds max_message_bytes={max_bytes}")
+    try:
+        envelope = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedMessage(f"not JSON: {exc}") from None
+    if not isinstance(envelope, dict):
+        raise MalformedMessage(f"not a message envelope: a JSON {type(envelope).__name__}, not an object")
+    props = envelope.get("properties")
+    if not isinstance(props, dict):
+        raise MalformedMessage("envelope has no 'properties' object")
+    if not isinstance(props.get("delivery_tag"), str | int):
+        raise MalformedMessage("envelope properties have no 'delivery_tag'")
+    if not isinstance(props.get("delivery_info", {}), dict):
+        raise MalformedMessage("envelope properties.delivery_info is not an object")
+    headers = envelope.get("headers")
+    if headers is not None and not isinstance(headers, dict):
+        raise MalformedMessage("envelope 'headers' is not an object")
+    return envelope
+
+
+def decode_body(envelope: Mapping[str, Any]) -> Any:
+    """The decoded ``[args, kwargs, embed]`` body, or ``None`` when it cannot be read."""
+    body = envelope.get("body")
+    if body is None:
+        return None
+    try:
+        if envelope.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        return orjson.loads(body)
+    except (binascii.Error, ValueError, TypeError):
+        return None
+
+
+def payload_from_args(args: Any, kwargs: Any) -> Any:
+    """The payload of a task call: ``args[0]`` when it is the only argument, else ``kwargs``."""
+    if args and len(args) == 1 and not kwargs:
+        return args[0]
+    if not args:
+        return dict(kwargs or {})
+    return {"args": list(args), "kwargs": dict(kwargs or {})}
+
+
+def describe(envelope: Mapping[str, Any]) -> DecodedMessage:
+    """Pick the fields the dead-letter queue records out of an envelope, tolerating any shape."""
+    headers = envelope.get("headers") or {}
+    props = envelope.get("properties") or {}
+    info = props.get("delivery_info") or {}
+    body = decode_body(envelope)
+    payload: Any = None
+    if isinstance(body, list) and len(body) >= 2:
+        payload = payload_from_args(body[0], body[1])
+    retries = headers.get("retries", 0)
+    return DecodedMessage(
+        envelope=dict(envelope),
+        task_id=headers.get("id") or props.get("correlation_id"),
+        task_name=headers.get("task"),
+        queue=info.get("routing_key"),
+        retries=retries if isinstance(retries, int) else 0,
+        payload=payload,
+    )
+
+
+def renew_envelope(envelope: Mapping[str, Any], *, retries: int) -> bytes:
+    """A copy of ``envelope`` for another delivery: fresh delivery tag, ``retries`` set, not redelivered."""
+    copy = orjson.loads(orjson.dumps(envelope))
+    copy.setdefault("headers", {})["retries"] = retries
+    copy["headers"].pop("redelivered", None)
+    props = copy.setdefault("properties", {})
+    props["delivery_tag"] = new_id()
+    props.setdefault("delivery_info", {}).pop("redelivered", None)
+    return orjson.dumps(copy)

@@ -1,0 +1,56 @@
+"""The platform's shared parts for one process: settings, key schema, stores and Redis clients.
+
+Everything that talks to Redis takes a :class:`Platform` instead of reaching for globals, so tests can
+build one per Redis server. :func:`configure` sets the process default used by the module-level API
+(``dispatch``, ``publish_event``); without it the default is built from the environment on first use.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import redis
+
+from meetingtasks.connections import shared_client
+from meetingtasks.deadletter import DeadLetterStore
+from meetingtasks.delayed import DelayedSet
+from meetingtasks.keys import Keys
+from meetingtasks.settings import Settings, load_settings
+from meetingtasks.status import StatusStore
+
+
+class Platform:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.status = StatusStore(self.keys, settings.status_ttl_s)
+        self.dead_letters = DeadLetterStore(self.keys, settings.status_ttl_s)
+        self.delayed = DelayedSet(self.keys, settings.status_ttl_s)
+
+    def redis(self, service: str | None = None) -> redis.Redis:
+        """The shared client of ``service``'s Redis (the global one when ``None``)."""
+        return shared_client(self.settings.broker_url(service), self.settings)
+
+    def redis_urls(self) -> dict[str, str]:
+        """Service -> broker URL, for tools that visit every service."""
+        from meetingtasks.registry import SERVICES
+
+        return {svc: self.settings.broker_url(svc) for svc in SERVICES}
+
+
+_default: Platform | None = None
+_lock = threading.Lock()
+
+
+def configure(settings: Settings | None = None) -> Platform:
+    """Make a platform built from ``settings`` (or the environment) the process default."""
+    global _default
+    with _lock:
+        _default = Platform(settings or load_settings())
+        return _default
+
+
+def get_platform() -> Platform:
+    if _default is None:
+        return configure()
+    return _default

@@ -1,0 +1,18 @@
+"""The ai service: its Celery app (built on first access), task types and subscriptions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meetingtasks.services.ai import tasks as tasks  # registers the service's task types
+
+
+def __getattr__(name: str) -> Any:
+    # Built lazily so that importing the routing table never opens a broker connection.
+    if name == "app":
+        from meetingtasks.app import create_app
+
+        app = create_app("ai")
+        globals()["app"] = app
+        return app
+    raise AttributeError(name)

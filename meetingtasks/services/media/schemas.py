@@ -1,0 +1,34 @@
+"""Payload models of the media service's task types. Large media travels as blob references."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MediaStreamProcess(Payload):
+    meeting_id: str = Field(min_length=1, max_length=64)
+    user_id: str = Field(min_length=1, max_length=64)
+    stream_id: str | None = Field(None, max_length=64)
+    kind: Literal["audio", "video", "screen"] = "video"
+
+
+class MediaRecordingStart(Payload):
+    meeting_id: str = Field(min_length=1, max_length=64)
+    recording_id: str | None = Field(None, max_length=64)
+
+
+class MediaRecordingStop(Payload):
+    meeting_id: str = Field(min_length=1, max_length=64)
+    recording_id: str | None = Field(None, max_length=64)
+
+
+class MediaTranscode(Payload):
+    source_ref: str = Field(min_length=1, max_length=256)
+    target_format: Literal["mp4", "webm", "mp3", "ogg", "wav"] = "mp4"
+    meeting_id: str | None = Field(None, max_length=64)

@@ -1,0 +1,35 @@
+"""Payload models of the user service's task types."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserRegister(Payload):
+    username: str = Field(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
+    email: str = Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    password: str = Field(min_length=8, max_length=128)
+    display_name: str | None = Field(None, max_length=64)
+
+
+class UserLogin(Payload):
+    username: str = Field(min_length=1, max_length=32)
+    password: str = Field(min_length=1, max_length=128)
+
+
+class UserProfileUpdate(Payload):
+    user_id: str = Field(min_length=1, max_length=64)
+    display_name: str | None = Field(None, max_length=64)
+    avatar_url: str | None = Field(None, max_length=512)
+    bio: str | None = Field(None, max_length=1000)
+
+
+class UserStatusChange(Payload):
+    user_id: str = Field(min_length=1, max_length=64)
+    status: Literal["online", "away", "busy", "offline"]

@@ -1,0 +1,278 @@
+"""Settings: one typed object, read from ``MEETINGTASKS_*`` env vars and an optional YAML file.
+
+Precedence, highest first: keyword arguments, environment (``MEETINGTASKS_REDIS_URL`` ...), the YAML file
+named by ``MEETINGTASKS_CONFIG``, defaults. The YAML file takes the meeting system's ``config.yaml``
+sections (``message_queue``, ``task_scheduler``, ``event_bus``, ``task_dispatcher``), whose keys map onto
+the flat fields below (see ``YAML_SECTIONS``); flat field names are accepted at the top level too.
+
+Use :func:`load_settings` where a person reads the error: it turns a validation failure into one line that
+names the key and the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from meetingtasks.backoff import RetryPolicy
+from meetingtasks.errors import ConfigurationError
+from meetingtasks.priority import Priority
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "MEETINGTASKS_"
+CONFIG_ENV = "MEETINGTASKS_CONFIG"
+#: File in the data directory where ``meetingtasks up`` records the embedded Redis URL.
+REDIS_URL_FILE = "redis.url"
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+#: YAML section -> {yaml key: settings field}. ``None`` means accepted for compatibility, not used.
+YAML_SECTIONS: dict[str, dict[str, str | None]] = {
+    "message_queue": {
+        "enabled": None,
+        "type": "broker_type",
+        "queue_name": None,
+        "workers": "worker_concurrency",
+        "visibility_timeout": "visibility_timeout_s",
+        "poll_interval": "pump_interval_s",
+        "max_retries": "max_retries",
+        "enable_dead_letter_queue": "dead_letter_enabled",
+        "redis_url": "redis_url",
+        "max_message_size": "max_message_bytes",
+        "max_deliveries": "max_deliveries",
+    },
+    "task_scheduler": {
+        "enabled": None,
+        "check_interval": "pump_interval_s",
+        "poll_interval": "pump_interval_s",
+        "timezone": "timezone",
+        "max_delay": "max_delay_s",
+    },
+    "event_bus": {
+        "enabled": None,
+        "type": None,
+        "buffer_size": "local_bus_buffer",
+        "max_stream_length": "stream_maxlen",
+        "stream_maxlen": "stream_maxlen",
+        "workers": None,
+    },
+    "task_dispatcher": {
+        "enabled": None,
+        "default_priority": "default_priority",
+        "default_timeout": "default_timeout_s",
+        "status_ttl": "status_ttl_s",
+        "dedup_ttl": "dedup_ttl_s",
+        "max_message_size": "max_message_bytes",
+        "max_retries": "max_retries",
+    },
+}
+
+
+def _flatten_yaml(doc: Any, path: str) -> dict[str, Any]:
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigurationError(f"{path}: the YAML file must hold a mapping of sections, not {type(doc).__name__}")
+    flat: dict[str, Any] = {}
+    for section, body in doc.items():
+        mapping = YAML_SECTIONS.get(section)
+        if mapping is None:
+            if section in Settings.model_fields:
+                flat[section] = body
+            else:
+                log.warning("%s: unknown section %r ignored (known: %s)", path, section, ", ".join(YAML_SECTIONS))
+            continue
+        if not isinstance(body, dict):
+            raise ConfigurationError(f"{path}: section {section!r} must be a mapping")
+        for key, value in body.items():
+            if key not in mapping:
+                log.warning("%s: unknown key %s.%s ignored (known: %s)", path, section, key, ", ".join(mapping))
+            elif mapping[key] is not None:
+                flat[mapping[key]] = value  # type: ignore[index]
+    return flat
+
+
+class YamlConfigSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by ``MEETINGTASKS_CONFIG`` and flattens its sections into fields."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: str | None) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ returns the whole mapping
+
+    def __call__(self) -> dict[str, Any]:
+        if not self.path:
+            return {}
+        try:
+            text = Path(self.path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigurationError(f"{CONFIG_ENV}={self.path}: cannot read the file ({exc.strerror})") from None
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigurationError(f"{CONFIG_ENV}={self.path}: not valid YAML ({exc})".replace("\n", " ")) from None
+        return _flatten_yaml(doc, self.path)
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with units in the names (``_s`` seconds, ``_bytes`` bytes)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
+
+    # --- Redis -------------------------------------------------------------------------------------------
+    redis_url: str | None = Field(None, description="Broker URL for every service; redis://, rediss://, unix://")
+    service_redis_urls: dict[str, str] = Field(
+        default_factory=dict, description="Per-service broker URL overrides, e.g. {'ai': 'redis://ai-redis/0'}"
+    )
+    redis_tls_cert_reqs: Literal["required", "optional", "none"] = "required"
+    redis_tls_ca_certs: str | None = None
+    redis_tls_certfile: str | None = None
+    redis_tls_keyfile: str | None = None
+    redis_socket_timeout_s: float = Field(10.0, gt=0)
+    broker_type: Literal["redis"] = "redis"
+    key_prefix: str = Field("mt:", min_length=1)
+    data_dir: Path = Path(".meetingtasks")
+
+    # --- queues and delivery -----------------------------------------------------------------------------
+    visibility_timeout_s: float = Field(30.0, gt=0)
+    restore_interval_s: float = Field(2.0, gt=0)
+    lease_renew_interval_s: float | None = Field(None, gt=0)
+    max_deliveries: int = Field(5, ge=1)
+    max_message_bytes: int = Field(1_048_576, ge=1024)
+    worker_concurrency: int | None = Field(None, ge=1)
+    worker_pool: Literal["prefork", "threads", "solo"] = "prefork"
+
+    # --- retries and time limits ---------------------------------------------------------------------------
+    max_retries: int = Field(3, ge=0)
+    retry_backoff_base_s: float = Field(1.0, ge=0)
+    retry_backoff_max_s: float = Field(300.0, ge=0)
+    retry_jitter: bool = True
+    default_timeout_s: float = Field(300.0, gt=0)
+    hard_timeout_grace_s: float = Field(5.0, ge=0)
+    dead_letter_enabled: bool = True
+
+    # --- scheduling -----------------------------------------------------------------------------------------
+    pump_interval_s: float = Field(0.2, gt=0)
+    pump_batch: int = Field(1000, ge=1)
+    max_delay_s: float = Field(366 * 86_400, gt=0)
+    timezone: str = "UTC"
+
+    # --- dispatcher and status --------------------------------------------------------------------------------
+    default_priority: Priority | None = None
+    status_ttl_s: int = Field(7 * 86_400, ge=1)
+    dedup_ttl_s: int = Field(3_600, ge=1)
+
+    # --- events -------------------------------------------------------------------------------------------------
+    stream_maxlen: int = Field(100_000, ge=1)
+    local_bus_buffer: int = Field(10_000, ge=1)
+
+    # --- processes ------------------------------------------------------------------------------------------------
+    include: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    gateway_secret: SecretStr | None = None
+    flower_basic_auth: SecretStr | None = None
+    log_json: bool = False
+    log_level: str = "INFO"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_redis_url(value)
+        return value
+
+    @field_validator("service_redis_urls")
+    @classmethod
+    def _check_service_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for url in value.values():
+            check_redis_url(url)
+        return value
+
+    @field_validator("include", mode="before")
+    @classmethod
+    def _split_include(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("default_priority", mode="before")
+    @classmethod
+    def _lower_priority(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The settings module is the one place that reads the process environment by hand.
+        yaml_source = YamlConfigSource(settings_cls, os.environ.get(CONFIG_ENV))
+        return (init_settings, env_settings, yaml_source)
+
+    # --- derived values ---------------------------------------------------------------------------------------
+    def broker_url(self, service: str | None = None) -> str:
+        """The Redis URL for ``service`` (its override, the global URL, what ``up`` recorded, or localhost)."""
+        if service is not None and service in self.service_redis_urls:
+            return self.service_redis_urls[service]
+        if self.redis_url:
+            return self.redis_url
+        recorded = self.recorded_redis_url()
+        return recorded or "redis://localhost:6379/0"
+
+    def recorded_redis_url(self) -> str | None:
+        """The URL ``meetingtasks up`` wrote into the data directory, if it did."""
+        try:
+            text = (self.data_dir / REDIS_URL_FILE).read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        return text or None
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_retries=self.max_retries,
+            base_s=self.retry_backoff_base_s,
+            max_s=self.retry_backoff_max_s,
+            jitter=self.retry_jitter,
+        )
+
+    @property
+    def lease_interval_s(self) -> float:
+        """How often a worker renews the leases of the messages it holds: a third of the visibility timeout."""
+        return self.lease_renew_interval_s or max(0.2, self.visibility_timeout_s / 3)
+
+
+def check_redis_url(url: str) -> None:
+    """Raise ``ValueError`` naming the problem when ``url`` is not a usable Redis URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in REDIS_SCHEMES:
+        raise ValueError(f"{url!r} is not a Redis URL: use redis://, rediss:// (TLS) or unix://")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError(f"{url!r} has no host")
+    try:
+        parts.port  # noqa: B018 - property access validates the port
+    except ValueError:
+        raise ValueError(f"{url!r} has an invalid port") from None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build :class:`Settings`, turning any validation failure into a one-line :class:`ConfigurationError`."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "settings"
+        env_name = ENV_PREFIX + field.upper()
+        raise ConfigurationError(f"{env_name}: {first['msg']} (got {first.get('input')!r})") from None

@@ -1,0 +1,147 @@
+"""Task status records: one hash per task, every transition kept and published.
+
+A record holds ``id type service priority queue status attempt created_at updated_at`` and, when known,
+``result`` (JSON), ``error``, ``error_type``, ``progress``, ``progress_message``, ``worker``, and
+``history``: one line per transition, ``"<STATUS> <epoch seconds> <attempt>"``. Records expire
+``status_ttl_s`` after their last change. Every accepted transition is published as JSON on the status
+channel (``Keys.status_channel``), which the WebSocket gateway forwards.
+
+A terminal status (SUCCEEDED, FAILED, DEAD_LETTERED, CANCELLED, TIMED_OUT) is final: later transitions
+are refused (a late duplicate cannot turn SUCCEEDED back into STARTED) unless ``force`` is set, which only
+dead-letter replay does.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import redis
+
+from meetingtasks.keys import Keys
+from meetingtasks.lua import LuaScript
+from meetingtasks.message import dumps, loads
+
+
+class Status(StrEnum):
+    SCHEDULED = "SCHEDULED"
+    QUEUED = "QUEUED"
+    STARTED = "STARTED"
+    RETRYING = "RETRYING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    DEAD_LETTERED = "DEAD_LETTERED"
+    CANCELLED = "CANCELLED"
+    TIMED_OUT = "TIMED_OUT"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.DEAD_LETTERED, Status.CANCELLED, Status.TIMED_OUT})
+
+# KEYS[1] status hash. ARGV: status, time_s, attempt, ttl_s, channel, event JSON, force, field/value pairs...
+_TRANSITION = LuaScript(
+    """
+local terminal = {SUCCEEDED=true, FAILED=true, DEAD_LETTERED=true, CANCELLED=true, TIMED_OUT=true}
+local cur = redis.call('HGET', KEYS[1], 'status')
+if cur and terminal[cur] and ARGV[7] ~= '1' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[2], 'attempt', ARGV[3], unpack(ARGV, 8))
+local h = redis.call('HGET', KEYS[1], 'history') or ''
+redis.call('HSET', KEYS[1], 'history', h .. ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3] .. '\\n')
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 1
+"""
+)
+
+_EVENT_FIELDS = ("type", "service", "priority", "result", "error", "error_type", "progress", "progress_message")
+
+
+@dataclass(frozen=True)
+class StatusRecord:
+    id: str
+    status: Status
+    attempt: int
+    fields: dict[str, str]
+    history: list[tuple[Status, float, int]] = field(default_factory=list)
+
+    @property
+    def result(self) -> Any:
+        raw = self.fields.get("result")
+        return None if raw is None else loads(raw)
+
+    @property
+    def error(self) -> str | None:
+        return self.fields.get("error")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: v for k, v in self.fields.items() if k not in ("history", "result")}
+        out.update(id=self.id, status=self.status.value, attempt=self.attempt)
+        for name in ("created_at", "updated_at", "progress"):
+            if name in out:
+                out[name] = float(out[name])
+        if "result" in self.fields:
+            out["result"] = self.result
+        out["history"] = [{"status": s.value, "time": t, "attempt": a} for s, t, a in self.history]
+        return out
+
+
+class StatusStore:
+    def __init__(self, keys: Keys, ttl_s: int) -> None:
+        self.keys = keys
+        self.ttl_s = ttl_s
+
+    def transition(
+        self,
+        client: redis.Redis | redis.client.Pipeline,
+        task_id: str,
+        status: Status,
+        *,
+        attempt: int,
+        fields: dict[str, Any] | None = None,
+        force: bool = False,
+        now: float | None = None,
+    ) -> Any:
+        """Record and publish a transition. On a pipeline it is queued; otherwise returns 1 if accepted."""
+        now = time.time() if now is None else now
+        flat: list[str] = []
+        event: dict[str, Any] = {"op": "status", "id": task_id, "status": status.value, "time": now,
+                                 "attempt": attempt}
+        for name, value in (fields or {}).items():
+            if value is None:
+                continue
+            text = value if isinstance(value, str) and name != "result" else dumps(value).decode()
+            flat += [name, text]
+            if name in _EVENT_FIELDS:
+                event[name] = value
+        args: list[Any] = [status.value, repr(now), attempt, self.ttl_s, self.keys.status_channel,
+                           dumps(event), "1" if force else "0", *flat]
+        if isinstance(client, redis.client.Pipeline):
+            _TRANSITION.queue(client, [self.keys.status(task_id)], args)
+            return None
+        return _TRANSITION(client, [self.keys.status(task_id)], args)
+
+    def get(self, client: redis.Redis, task_id: str) -> StatusRecord | None:
+        raw = client.hgetall(self.keys.status(task_id))
+        if not raw:
+            return None
+        return parse_record(task_id, raw)
+
+
+def parse_record(task_id: str, raw: dict[bytes, bytes]) -> StatusRecord:
+    fields = {k.decode(): v.decode() for k, v in raw.items()}
+    history: list[tuple[Status, float, int]] = []
+    for line in fields.get("history", "").splitlines():
+        name, when, attempt = line.split(" ")
+        history.append((Status(name), float(when), int(attempt)))
+    return StatusRecord(
+        id=task_id,
+        status=Status(fields["status"]),
+        attempt=int(fields.get("attempt", "0")),
+        fields=fields,
+        history=history,
+    )

@@ -1,0 +1,214 @@
+"""The task base class every task type runs on: validation, status, retries, dead letters, poison guard.
+
+One run, in the worker process that executes it:
+
+1. one round trip: count this delivery, read the cancel flag, record STARTED;
+2. cancelled -> CANCELLED, skipped; delivered more than ``max_deliveries`` times (its worker kept dying)
+   -> dead-lettered without running;
+3. payload invalid -> dead-lettered at once with the validation message;
+4. handler returns -> SUCCEEDED with the result;
+   handler raises :class:`PermanentError` -> FAILED at once;
+   handler raises anything else -> RETRYING, the next attempt parked in the delayed set with exponential
+   backoff and full jitter; with no retries left -> dead-lettered with the traceback;
+   soft time limit hit -> TIMED_OUT and dead-lettered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from typing import Any, ClassVar
+
+from celery import Task
+from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
+from pydantic import BaseModel, ValidationError
+
+from meetingtasks.backoff import RetryPolicy, backoff_delay_s, retries_left
+from meetingtasks.deadletter import DeadLetter, format_traceback
+from meetingtasks.dispatcher import validation_message
+from meetingtasks.errors import InvalidPayload, PermanentError
+from meetingtasks.keys import DELIVERIES_TTL_S
+from meetingtasks.message import dumps, encode_task_message, payload_from_args
+from meetingtasks.platform import Platform
+from meetingtasks.priority import Priority, parse_queue
+from meetingtasks.registry import TaskTypeSpec
+from meetingtasks.status import Status
+
+log = logging.getLogger(__name__)
+_WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class PoisonMessage(Exception):
+    """Raised in place of running a task whose deliveries keep killing its worker."""
+
+
+class PlatformTask(Task):  # type: ignore[misc]
+    """Celery task class for a registered task type. ``spec`` and ``platform`` are set per type."""
+
+    spec: ClassVar[TaskTypeSpec]
+    platform: ClassVar[Platform]
+    typing = False
+    acks_late = True
+    reject_on_worker_lost = True
+    ignore_result = True
+    # Expected outcomes: Celery logs them without a traceback.
+    throws = (PermanentError, InvalidPayload, PoisonMessage)
+    Request = "meetingtasks.worker.request:PlatformRequest"
+
+    # --- helpers ---------------------------------------------------------------------------------------------
+    @property
+    def policy(self) -> RetryPolicy:
+        base = self.spec.retry_policy or self.platform.settings.retry_policy()
+        if self.spec.max_retries is not None and self.spec.retry_policy is None:
+            return RetryPolicy(self.spec.max_retries, base.base_s, base.max_s, base.jitter)
+        return base
+
+    def _priority(self) -> Priority:
+        info = self.request.delivery_info or {}
+        parsed = parse_queue(info.get("routing_key") or "")
+        if parsed is not None:
+            return parsed[1]
+        return Priority.parse(getattr(self.request, "mt_priority", None), self.spec.priority)
+
+    def _queue(self) -> str:
+        info = self.request.delivery_info or {}
+        return str(info.get("routing_key") or f"{self.spec.service}.{self._priority().value}")
+
+    # --- the run --------------------------------------------------------------------------------------------
+    def execute(self, args: Any, kwargs: Any) -> Any:
+        p = self.platform
+        req = self.request
+        task_id: str = req.id
+        attempt = int(req.retries or 0) + 1
+        raw_payload = payload_from_args(args, kwargs)
+        client = p.redis(self.spec.service)
+
+        with client.pipeline(transaction=False) as pipe:
+            pipe.incr(p.keys.deliveries(task_id))
+            pipe.expire(p.keys.deliveries(task_id), DELIVERIES_TTL_S)
+            pipe.get(p.keys.cancel(task_id))
+            p.status.transition(
+                pipe, task_id, Status.STARTED, attempt=attempt,
+                fields={"type": self.spec.name, "service": self.spec.service, "priority": self._priority().value,
+                        "worker": _WORKER},
+            )
+            deliveries, _, cancelled, started = pipe.execute()
+
+        if cancelled is not None:
+            p.status.transition(client, task_id, Status.CANCELLED, attempt=attempt)
+            log.info("task %s (%s) was cancelled; skipped", task_id, self.spec.name)
+            raise Ignore()
+        if started == 0:
+            # Already terminal: cancelled or timed out meanwhile, or a duplicate delivery of a finished task.
+            log.info("task %s (%s) already finished; duplicate delivery skipped", task_id, self.spec.name)
+            raise Ignore()
+        if int(deliveries) > p.settings.max_deliveries:
+            exc = PoisonMessage(
+                f"delivered {deliveries} times without finishing (max_deliveries={p.settings.max_deliveries}); "
+                "its worker probably died each time"
+            )
+            self.dead_letter(exc, raw_payload, attempt, status=Status.DEAD_LETTERED)
+            raise exc
+
+        try:
+            payload = self.spec.payload_model.model_validate(raw_payload)
+        except ValidationError as verr:
+            exc2 = InvalidPayload(validation_message(self.spec.name, verr))
+            self.dead_letter(exc2, raw_payload, attempt, status=Status.DEAD_LETTERED)
+            raise exc2 from None
+
+        try:
+            result = self.spec.handler(payload)
+        except PermanentError as perr:
+            self.finish(Status.FAILED, attempt, error=perr)
+            raise
+        except SoftTimeLimitExceeded as terr:
+            self.dead_letter(terr, raw_payload, attempt, status=Status.TIMED_OUT,
+                             message=f"exceeded its time limit of {self.soft_time_limit}s")
+            raise
+        except Ignore:
+            raise
+        except Exception as err:  # every other handler failure is retryable
+            self.retry_or_dead_letter(err, raw_payload, attempt)
+            raise
+        if isinstance(result, BaseModel):
+            result = result.model_dump(mode="json")
+        self.finish(Status.SUCCEEDED, attempt, result=result)
+        return result
+
+    def finish(self, status: Status, attempt: int, *, result: Any = None, error: BaseException | None = None) -> None:
+        p = self.platform
+        fields: dict[str, Any] = {}
+        if status is Status.SUCCEEDED:
+            fields["result"] = result
+        if error is not None:
+            fields["error"] = str(error) or type(error).__name__
+            fields["error_type"] = type(error).__name__
+        client = p.redis(self.spec.service)
+        with client.pipeline(transaction=False) as pipe:
+            p.status.transition(pipe, self.request.id, status, attempt=attempt, fields=fields)
+            pipe.delete(p.keys.deliveries(self.request.id))
+            pipe.execute()
+
+    def retry_or_dead_letter(self, exc: Exception, raw_payload: Any, attempt: int) -> None:
+        policy = self.policy
+        retries_done = attempt - 1
+        if not retries_left(retries_done, policy):
+            self.dead_letter(exc, raw_payload, attempt, status=Status.DEAD_LETTERED)
+            return
+        delay_s = backoff_delay_s(retries_done, policy)
+        p = self.platform
+        req = self.request
+        headers = {k: getattr(req, k) for k in ("mt_priority", "mt_dispatched_at") if getattr(req, k, None)}
+        headers["mt_first_failure_at"] = getattr(req, "mt_first_failure_at", None) or time.time()
+        message = encode_task_message(
+            task_id=req.id, task_name=self.spec.name, payload=raw_payload, queue=self._queue(),
+            retries=attempt, headers=headers, root_id=req.root_id, parent_id=req.parent_id,
+        )
+        client = p.redis(self.spec.service)
+        with client.pipeline(transaction=False) as pipe:
+            p.delayed.schedule(pipe, self.spec.service, req.id, self._queue(), message, time.time() + delay_s)
+            p.status.transition(pipe, req.id, Status.RETRYING, attempt=attempt,
+                                fields={"error": str(exc) or type(exc).__name__, "error_type": type(exc).__name__,
+                                        "retry_in_s": repr(delay_s)})
+            pipe.delete(p.keys.deliveries(req.id))
+            pipe.execute()
+        # Celery's Retry marks the run RETRY (task-retried for Flower) and acks it; the next attempt is
+        # already parked in the delayed set, never held in worker memory.
+        raise Retry(exc=exc, when=delay_s) from exc
+
+    def dead_letter(
+        self, exc: BaseException, raw_payload: Any, attempt: int, *, status: Status, message: str | None = None
+    ) -> None:
+        p = self.platform
+        req = self.request
+        error = message or str(exc) or type(exc).__name__
+        now = time.time()
+        envelope = {
+            "body": dumps([[raw_payload], {}, {}]).decode(),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": {"lang": "py", "task": self.spec.name, "id": req.id, "retries": 0,
+                        "root_id": req.root_id or req.id, "parent_id": req.parent_id,
+                        "mt_priority": self._priority().value},
+            "properties": {"correlation_id": req.id, "delivery_mode": 2, "priority": 0, "delivery_tag": req.id,
+                           "delivery_info": {"exchange": "", "routing_key": self._queue()}},
+        }
+        letter = DeadLetter(
+            id=req.id, service=self.spec.service, reason=type(exc).__name__, error=error, task_id=req.id,
+            task_type=self.spec.name, priority=self._priority().value, queue=self._queue(), payload=raw_payload,
+            traceback=format_traceback(exc), attempts=attempt,
+            first_failure_at=float(getattr(req, "mt_first_failure_at", None) or now), last_failure_at=now,
+            worker=_WORKER, message=dumps(envelope).decode(),
+        )
+        client = p.redis(self.spec.service)
+        with client.pipeline(transaction=False) as pipe:
+            if p.settings.dead_letter_enabled:
+                p.dead_letters.add(pipe, letter)
+            p.status.transition(pipe, req.id, status, attempt=attempt,
+                                fields={"error": error, "error_type": type(exc).__name__})
+            pipe.delete(p.keys.deliveries(req.id))
+            pipe.execute()
+        log.error("task %s (%s) %s after %d attempt(s): %s", req.id, self.spec.name, status.value, attempt, error)

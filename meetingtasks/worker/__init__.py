@@ -1,0 +1,1 @@
+"""Worker-side parts: the guarded transport, consumer and request classes, and the background loops."""

@@ -1,0 +1,37 @@
+"""Celery's consumer with every "cannot run this message" path ending in the dead-letter queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.worker.consumer import Consumer
+
+from meetingtasks.worker.quarantine import quarantine_envelope
+
+
+class PlatformConsumer(Consumer):  # type: ignore[misc]
+    def _quarantine(self, message: Any, reason: str, error: str) -> None:
+        platform = getattr(self.app, "mt_platform", None)
+        raw = getattr(message, "_raw", None)
+        if platform is None or not isinstance(raw, dict):
+            return
+        quarantine_envelope(platform, self.app.mt_service, raw, reason, error)
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        self._quarantine(message, "DecodeError",
+                         f"cannot decode body ({message.content_type}, {message.content_encoding}): {exc}")
+        super().on_decode_error(message, exc)
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        self._quarantine(message, "UnknownMessage", "message has no 'task' header (not Celery protocol v2)")
+        super().on_unknown_message(body, message)
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        name = (message.headers or {}).get("task")
+        self._quarantine(message, "UnknownTaskType",
+                         f"unknown task type {name!r} for service {self.app.mt_service!r}")
+        super().on_unknown_task(body, message, exc)
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        self._quarantine(message, "InvalidTaskMessage", f"invalid task message: {exc}")
+        super().on_invalid_task(body, message, exc)

@@ -1,0 +1,54 @@
+"""Dead-lettering of messages the worker cannot hand to a task: garbage bytes, unknown task names,
+undecodable bodies, hard time limits. Runs in the worker's main process."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from meetingtasks.deadletter import DeadLetter, letter_id_for
+from meetingtasks.message import describe, dumps
+from meetingtasks.platform import Platform
+from meetingtasks.priority import parse_queue
+from meetingtasks.status import Status
+
+log = logging.getLogger(__name__)
+
+
+def quarantine_raw(platform: Platform, service: str, queue: str, raw: bytes, reason: str, error: str) -> str:
+    """Dead-letter bytes that are not a message at all. Returns the dead-letter id."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    letter = DeadLetter(
+        id=letter_id_for(None), service=service, reason=reason, error=error, queue=queue,
+        message=text, replayable=False, attempts=0,
+    )
+    platform.dead_letters.add(platform.redis(service), letter)
+    log.error("dead-lettered an unreadable item from %s as %s: %s", queue, letter.id, error)
+    return letter.id
+
+
+def quarantine_envelope(
+    platform: Platform, service: str, envelope: dict[str, Any], reason: str, error: str,
+    *, status: Status = Status.DEAD_LETTERED, traceback: str | None = None,
+) -> str:
+    """Dead-letter a readable message that cannot run; marks its task's status when it has an id."""
+    info = describe(envelope)
+    parsed = parse_queue(info.queue or "")
+    letter = DeadLetter(
+        id=letter_id_for(info.task_id), service=service, reason=reason, error=error, task_id=info.task_id,
+        task_type=info.task_name, priority=parsed[1].value if parsed else None, queue=info.queue,
+        payload=info.payload, attempts=info.retries + 1, message=dumps(envelope).decode(), traceback=traceback,
+    )
+    client = platform.redis(service)
+    with client.pipeline(transaction=False) as pipe:
+        platform.dead_letters.add(pipe, letter)
+        if info.task_id:
+            platform.status.transition(pipe, info.task_id, status, attempt=info.retries + 1,
+                                       fields={"error": error, "error_type": reason, "type": info.task_name,
+                                               "service": service})
+        pipe.execute()
+    log.error("dead-lettered message %s (%s) from %s: %s", letter.id, info.task_name, info.queue, error)
+    return letter.id

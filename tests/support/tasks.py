@@ -1,0 +1,105 @@
+"""Task types used only by the tests; workers load them with MEETINGTASKS_INCLUDE=tests.support.tasks.
+
+Handlers leave their traces in Redis under ``test:*`` so that tests can assert on what really ran.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from pydantic import BaseModel
+
+from meetingtasks.backoff import RetryPolicy
+from meetingtasks.errors import PermanentError
+from meetingtasks.platform import get_platform
+from meetingtasks.priority import Priority
+from meetingtasks.registry import task_type
+
+
+class Tagged(BaseModel):
+    tag: str
+    seconds: float = 0.0
+    fail_times: int = 0
+
+
+def _redis() -> Any:
+    return get_platform().redis()
+
+
+def _record(kind: str, tag: str) -> None:
+    _redis().rpush(f"test:{kind}", f"{tag}|{time.time()}|{os.getpid()}")
+
+
+@task_type("ai", "t_echo", payload=Tagged, priority=Priority.NORMAL)
+def t_echo(p: Tagged) -> dict[str, Any]:
+    _record("runs", p.tag)
+    return {"tag": p.tag}
+
+
+@task_type("ai", "t_record", payload=Tagged, priority=Priority.LOW)
+def t_record(p: Tagged) -> str:
+    if p.seconds:
+        time.sleep(p.seconds)
+    _redis().rpush("test:done", p.tag)
+    return p.tag
+
+
+@task_type("ai", "t_sleep", payload=Tagged, timeout=120)
+def t_sleep(p: Tagged) -> str:
+    _record("started", p.tag)
+    time.sleep(p.seconds)
+    _record("finished", p.tag)
+    return p.tag
+
+
+@task_type("ai", "t_flaky", payload=Tagged,
+           retry_policy=RetryPolicy(max_retries=3, base_s=0.3, max_s=5, jitter=False))
+def t_flaky(p: Tagged) -> str:
+    _record("attempts", p.tag)
+    if _redis().incr(f"test:flaky:{p.tag}") <= p.fail_times:
+        raise ConnectionError(f"flaky failure for {p.tag}")
+    return "ok"
+
+
+@task_type("ai", "t_always_fails", payload=Tagged,
+           retry_policy=RetryPolicy(max_retries=2, base_s=0.1, max_s=1, jitter=True))
+def t_always_fails(p: Tagged) -> str:
+    _record("attempts", p.tag)
+    if _redis().get(f"test:heal:{p.tag}"):
+        return "healed"
+    raise RuntimeError(f"always fails: {p.tag}")
+
+
+@task_type("ai", "t_permanent", payload=Tagged)
+def t_permanent(p: Tagged) -> str:
+    _record("attempts", p.tag)
+    raise PermanentError(f"refused: {p.tag}")
+
+
+@task_type("ai", "t_slow_backoff", payload=Tagged,
+           retry_policy=RetryPolicy(max_retries=1, base_s=5, max_s=5, jitter=False))
+def t_slow_backoff(p: Tagged) -> str:
+    _record("attempts", p.tag)
+    if _redis().incr(f"test:flaky:{p.tag}") <= p.fail_times:
+        raise ConnectionError("fails once")
+    return "ok"
+
+
+@task_type("ai", "t_crash", payload=Tagged)
+def t_crash(p: Tagged) -> str:
+    """Kills its own process: a poison message."""
+    _record("attempts", p.tag)
+    os.kill(os.getpid(), 9)
+    return "unreachable"
+
+
+@task_type("ai", "t_hang", payload=Tagged, timeout=1)
+def t_hang(p: Tagged) -> str:
+    _record("attempts", p.tag)
+    while True:  # ignores the soft limit's exception to force the hard limit
+        try:
+            time.sleep(0.1)
+        except BaseException:  # noqa: BLE001, S112
+            continue

@@ -1,0 +1,69 @@
+"""Given the routing table, dispatch validates before queuing and routes to the right queue."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from meetingtasks import InvalidPayload, MessageTooLarge, Priority, UnknownTaskType, dispatch
+from meetingtasks.message import loads
+from meetingtasks.platform import Platform
+from meetingtasks.registry import REGISTRY, SERVICES, load_builtin_types
+
+DESIGN_TYPES = {
+    "user": {"user_register", "user_login", "user_profile_update", "user_status_change"},
+    "meeting": {"meeting_create", "meeting_end", "meeting_user_join", "meeting_user_leave"},
+    "media": {"media_stream_process", "media_recording_start", "media_recording_stop", "media_transcode"},
+    "signaling": {"signaling_webrtc_offer", "signaling_webrtc_answer", "signaling_ice_candidate",
+                  "signaling_connection_manage"},
+    "ai": {"speech_recognition", "emotion_detection", "audio_denoising", "video_enhancement"},
+}
+
+
+def test_routing_table_has_the_twenty_design_types() -> None:
+    load_builtin_types()
+    for service in SERVICES:
+        names = {s.name for s in REGISTRY.for_service(service) if not s.name.startswith("t_")}
+        assert names == DESIGN_TYPES[service]
+
+
+def test_dispatch_routes_to_the_type_default_priority_queue(platform: Platform, r: redis.Redis) -> None:
+    handle = dispatch("user_login", {"username": "ann", "password": "pw"})
+    assert r.llen("user.high") == 1
+    envelope = loads(r.lindex("user.high", 0))
+    assert envelope["headers"]["id"] == handle.id
+    assert envelope["headers"]["task"] == "user_login"
+    assert envelope["properties"]["delivery_info"]["routing_key"] == "user.high"
+    assert handle.status() == "QUEUED"
+
+
+def test_dispatch_with_explicit_priority(platform: Platform, r: redis.Redis) -> None:
+    dispatch("user_login", {"username": "ann", "password": "pw"}, priority=Priority.CRITICAL)
+    dispatch("user_login", {"username": "ann", "password": "pw"}, priority="low")
+    assert (r.llen("user.critical"), r.llen("user.low"), r.llen("user.high")) == (1, 1, 0)
+
+
+def test_invalid_payload_is_refused_naming_the_field(platform: Platform, r: redis.Redis) -> None:
+    with pytest.raises(InvalidPayload, match=r"payload\.email"):
+        dispatch("user_register", {"username": "ann", "email": "not-an-email", "password": "longenough"})
+    with pytest.raises(ValueError, match=r"payload\.password"):
+        dispatch("user_register", {"username": "ann", "email": "a@b.co"})
+    assert r.dbsize() == 0, "nothing may be queued or recorded for a refused dispatch"
+
+
+def test_unknown_type_lists_known_ones(platform: Platform) -> None:
+    with pytest.raises(UnknownTaskType, match="did you mean 'user_login'") as info:
+        dispatch("user_logn", {})
+    assert "meeting_create" in str(info.value)
+
+
+def test_oversized_payload_is_refused_with_sizes(platform: Platform, r: redis.Redis) -> None:
+    big = "x" * (platform.settings.max_message_bytes + 10)
+    with pytest.raises(MessageTooLarge, match=r"over the limit of \d+ bytes"):
+        dispatch("t_echo", {"tag": big})
+    assert r.dbsize() == 0
+
+
+def test_unknown_priority_is_a_clear_error(platform: Platform) -> None:
+    with pytest.raises(ValueError, match="unknown priority 'urgent'"):
+        dispatch("user_login", {"username": "a", "password": "b"}, priority="urgent")
