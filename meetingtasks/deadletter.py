@@ -105,7 +105,7 @@ class DeadLetterStore:
         """Letters newest first, for one service or all."""
         letters: list[DeadLetter] = []
         for svc in [service] if service else SERVICES:
-            ids = client.zrevrange(self.keys.dlq_index(svc), 0, limit - 1)
+            ids: list[Any] = list(client.zrevrange(self.keys.dlq_index(svc), 0, limit - 1))
             if not ids:
                 continue
             for raw in client.hmget(self.keys.dlq(svc), ids):

@@ -1,8 +1,8 @@
 """The delayed set: tasks waiting for a due time (``delay``/``eta``, retry backoff).
 
 Per service and priority, a sorted set of task ids scored by due time in epoch milliseconds, and per
-service a hash of ``"<queue>\\n<message>"`` per id. The pump moves due entries onto their queues inside one Lua call, so an
-entry is never lost and never moved twice, however many pumps race. A moved task whose status is still
+service a hash of ``"<queue>\\n<message>"`` per id. The pump moves due entries onto their queues inside one
+Lua call, so an entry is never lost and never moved twice, however many pumps race. A moved task whose status is still
 SCHEDULED becomes QUEUED (published like any transition); a RETRYING task stays RETRYING until it starts.
 No message ever waits inside a worker's memory, so a delay longer than the visibility timeout is safe.
 """

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -96,7 +96,7 @@ class Dispatcher:
         if eta is not None:
             if eta.tzinfo is None:
                 raise InvalidPayload("eta must be timezone-aware (e.g. datetime.now(timezone.utc))")
-            due = eta.astimezone(timezone.utc).timestamp()
+            due = eta.astimezone(UTC).timestamp()
         elif delay is not None:
             if delay < 0:
                 raise InvalidPayload(f"delay must be >= 0 seconds, got {delay}")
@@ -142,7 +142,7 @@ class Dispatcher:
             if not client.set(key, task.task_id, nx=True, ex=self.platform.settings.dedup_ttl_s):
                 existing = client.get(key)
                 if existing is not None:
-                    return TaskHandle(existing.decode(), self)
+                    return TaskHandle(existing.decode() if isinstance(existing, bytes) else existing, self)
         with client.pipeline(transaction=False) as pipe:
             self.enqueue(pipe, task)
             pipe.execute()

@@ -132,8 +132,12 @@ class StatusStore:
         return parse_record(task_id, raw)
 
 
-def parse_record(task_id: str, raw: dict[bytes, bytes]) -> StatusRecord:
-    fields = {k.decode(): v.decode() for k, v in raw.items()}
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def parse_record(task_id: str, raw: dict[Any, Any]) -> StatusRecord:
+    fields = {_text(k): _text(v) for k, v in raw.items()}
     history: list[tuple[Status, float, int]] = []
     for line in fields.get("history", "").splitlines():
         name, when, attempt = line.split(" ")

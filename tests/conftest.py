@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -118,10 +119,8 @@ class WorkerProcess:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the whole process group (main process and pool children)."""
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
             self.proc.wait(timeout=30)
 
     def stop(self) -> None:
@@ -132,10 +131,8 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         # Pool children may outlive a killed main process; they are in our process group.
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         self.log_file.close()
 
 

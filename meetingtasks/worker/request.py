@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery.worker.request import Request
 
 from meetingtasks.status import Status

@@ -6,7 +6,12 @@ from typing import Any
 
 from meetingtasks.priority import Priority
 from meetingtasks.registry import task_type
-from meetingtasks.services.ai.schemas import AudioDenoising, EmotionDetection, SpeechRecognition, VideoEnhancement
+from meetingtasks.services.ai.schemas import (
+    AudioDenoising,
+    EmotionDetection,
+    SpeechRecognition,
+    VideoEnhancement,
+)
 
 
 @task_type("ai", "speech_recognition", payload=SpeechRecognition, priority=Priority.NORMAL, timeout=600)
