@@ -79,7 +79,9 @@ class Dispatcher:
         queue = queue_name(spec.service, prio)
         due_s = self._due_time(delay, eta)
         task_id = task_id or new_id()
-        hdrs = {"mt_priority": prio.value, "mt_dispatched_at": time.time()}
+        now = time.time()
+        # mt_enqueued_at: when the task becomes runnable, for the queue-wait metric.
+        hdrs = {"mt_priority": prio.value, "mt_dispatched_at": now, "mt_enqueued_at": due_s or now}
         if headers:
             hdrs.update(headers)
         message = encode_task_message(task_id=task_id, task_name=spec.name, payload=body, queue=queue, headers=hdrs)

@@ -58,7 +58,10 @@ return 1
 """
 )
 
-_EVENT_FIELDS = ("type", "service", "priority", "result", "error", "error_type", "progress", "progress_message")
+_EVENT_FIELDS = frozenset(
+    {"type", "service", "priority", "result", "error", "error_type", "progress", "progress_message", "wait_s",
+     "run_s", "retry_in_s"}
+)
 
 
 @dataclass(frozen=True)

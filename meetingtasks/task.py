@@ -72,6 +72,10 @@ class PlatformTask(Task):  # type: ignore[misc]
             return parsed[1]
         return Priority.parse(getattr(self.request, "mt_priority", None), self.spec.priority)
 
+    def _identity(self) -> dict[str, Any]:
+        """Fields every status transition carries, so listeners (gateway, exporter) need no lookup."""
+        return {"type": self.spec.name, "service": self.spec.service, "priority": self._priority().value}
+
     def _queue(self) -> str:
         info = self.request.delivery_info or {}
         return str(info.get("routing_key") or f"{self.spec.service}.{self._priority().value}")
@@ -84,20 +88,23 @@ class PlatformTask(Task):  # type: ignore[misc]
         attempt = int(req.retries or 0) + 1
         raw_payload = payload_from_args(args, kwargs)
         client = p.redis(self.spec.service)
+        # On the request (thread-local), not on the task object that all pool threads share.
+        req.mt_started_at = started_at = time.time()
+        enqueued_at = getattr(req, "mt_enqueued_at", None)
+        wait_s = max(0.0, started_at - float(enqueued_at)) if enqueued_at else None
 
         with client.pipeline(transaction=False) as pipe:
             pipe.incr(p.keys.deliveries(task_id))
             pipe.expire(p.keys.deliveries(task_id), DELIVERIES_TTL_S)
             pipe.get(p.keys.cancel(task_id))
             p.status.transition(
-                pipe, task_id, Status.STARTED, attempt=attempt,
-                fields={"type": self.spec.name, "service": self.spec.service, "priority": self._priority().value,
-                        "worker": _WORKER},
+                pipe, task_id, Status.STARTED, attempt=attempt, now=started_at,
+                fields={**self._identity(), "worker": _WORKER, "wait_s": wait_s},
             )
             deliveries, _, cancelled, started = pipe.execute()
 
         if cancelled is not None:
-            p.status.transition(client, task_id, Status.CANCELLED, attempt=attempt)
+            p.status.transition(client, task_id, Status.CANCELLED, attempt=attempt, fields=self._identity())
             log.info("task %s (%s) was cancelled; skipped", task_id, self.spec.name)
             raise Ignore()
         if started == 0:
@@ -140,7 +147,7 @@ class PlatformTask(Task):  # type: ignore[misc]
 
     def finish(self, status: Status, attempt: int, *, result: Any = None, error: BaseException | None = None) -> None:
         p = self.platform
-        fields: dict[str, Any] = {}
+        fields: dict[str, Any] = {**self._identity(), "run_s": self._run_s()}
         if status is Status.SUCCEEDED:
             fields["result"] = result
         if error is not None:
@@ -151,6 +158,10 @@ class PlatformTask(Task):  # type: ignore[misc]
             p.status.transition(pipe, self.request.id, status, attempt=attempt, fields=fields)
             pipe.delete(p.keys.deliveries(self.request.id))
             pipe.execute()
+
+    def _run_s(self) -> float | None:
+        started = getattr(self.request, "mt_started_at", None)
+        return None if started is None else time.time() - started
 
     def retry_or_dead_letter(self, exc: Exception, raw_payload: Any, attempt: int) -> None:
         policy = self.policy
@@ -163,6 +174,7 @@ class PlatformTask(Task):  # type: ignore[misc]
         req = self.request
         headers = {k: getattr(req, k) for k in ("mt_priority", "mt_dispatched_at") if getattr(req, k, None)}
         headers["mt_first_failure_at"] = getattr(req, "mt_first_failure_at", None) or time.time()
+        headers["mt_enqueued_at"] = time.time() + delay_s
         message = encode_task_message(
             task_id=req.id, task_name=self.spec.name, payload=raw_payload, queue=self._queue(),
             retries=attempt, headers=headers, root_id=req.root_id, parent_id=req.parent_id,
@@ -171,8 +183,9 @@ class PlatformTask(Task):  # type: ignore[misc]
         with client.pipeline(transaction=False) as pipe:
             p.delayed.schedule(pipe, self.spec.service, req.id, self._queue(), message, time.time() + delay_s)
             p.status.transition(pipe, req.id, Status.RETRYING, attempt=attempt,
-                                fields={"error": str(exc) or type(exc).__name__, "error_type": type(exc).__name__,
-                                        "retry_in_s": repr(delay_s)})
+                                fields={**self._identity(), "error": str(exc) or type(exc).__name__,
+                                        "error_type": type(exc).__name__, "retry_in_s": delay_s,
+                                        "run_s": self._run_s()})
             pipe.delete(p.keys.deliveries(req.id))
             pipe.execute()
         # Celery's Retry marks the run RETRY (task-retried for Flower) and acks it; the next attempt is
@@ -208,7 +221,8 @@ class PlatformTask(Task):  # type: ignore[misc]
             if p.settings.dead_letter_enabled:
                 p.dead_letters.add(pipe, letter)
             p.status.transition(pipe, req.id, status, attempt=attempt,
-                                fields={"error": error, "error_type": type(exc).__name__})
+                                fields={**self._identity(), "error": error, "error_type": type(exc).__name__,
+                                        "run_s": self._run_s()})
             pipe.delete(p.keys.deliveries(req.id))
             pipe.execute()
         log.error("task %s (%s) %s after %d attempt(s): %s", req.id, self.spec.name, status.value, attempt, error)

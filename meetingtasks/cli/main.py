@@ -52,10 +52,19 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    from meetingtasks.cli import dlq, tasks, worker
+    """Every module of this package with a ``register(group)`` function adds its commands."""
+    import importlib
+    import pkgutil
 
-    for module in (dlq, tasks, worker):
-        module.register(cli)
+    import meetingtasks.cli as package
+
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if info.name in ("main", "__main__"):
+            continue
+        module = importlib.import_module(f"meetingtasks.cli.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(cli)
 
 
 _register_commands()
