@@ -19,6 +19,17 @@ key                                type    owner                  lifetime / not
 ``P deliveries:<id>``              string  task (poison guard)    deliveries of one task; TTL 1 day
 ``P cancel:<id>``                  string  cancel                 cancel flag; TTL status_ttl_s
 ``P dedup:<key>``                  string  dispatcher             task id owning a dedup key; TTL dedup_ttl_s
+``P deadlines``                    zset    dispatcher, watchdog   task id scored by its timeout deadline (ms);
+                                                                  removed by the terminal transition
+``P callbacks``                    zset    status, callbacks      outbox: ``t:<id>`` / ``b:<batch>`` scored by
+                                                                  next attempt (s); added by the first terminal
+                                                                  transition, drained by the watchdog
+``P batch:<id>``                   hash    dispatcher, status     total, done, n:<STATUS>, on_complete;
+                                                                  TTL status_ttl_s
+``P rate:<type>``                  string  ratelimit              GCRA theoretical arrival time (ms) of a
+                                                                  rate-limited type; expires when idle
+``P gateway:<instance>``           hash    gateway                session counters of one gateway process;
+                                                                  TTL 30 s, refreshed every 5 s
 =================================  ======  =====================  ==========================================
 
 Nothing else in the code base spells a key.
@@ -69,6 +80,23 @@ class Keys:
 
     def dedup(self, dedup_key: str) -> str:
         return f"{self.prefix}dedup:{dedup_key}"
+
+    @property
+    def deadlines(self) -> str:
+        return f"{self.prefix}deadlines"
+
+    @property
+    def callbacks(self) -> str:
+        return f"{self.prefix}callbacks"
+
+    def batch(self, batch_id: str) -> str:
+        return f"{self.prefix}batch:{batch_id}"
+
+    def rate(self, task_type: str) -> str:
+        return f"{self.prefix}rate:{task_type}"
+
+    def gateway(self, instance: str) -> str:
+        return f"{self.prefix}gateway:{instance}"
 
 
 #: Time a delivery counter survives: long enough to span every redelivery of one task.

@@ -32,6 +32,8 @@ ENV_PREFIX = "MEETINGTASKS_"
 CONFIG_ENV = "MEETINGTASKS_CONFIG"
 #: File in the data directory where ``meetingtasks up`` records the embedded Redis URL.
 REDIS_URL_FILE = "redis.url"
+#: File in the data directory where a generated gateway secret is recorded (``up``, ``gateway --generate-secret``).
+GATEWAY_SECRET_FILE = "gateway.secret"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 #: YAML section -> {yaml key: settings field}. ``None`` means accepted for compatibility, not used.
@@ -171,6 +173,19 @@ class Settings(BaseSettings):
     default_priority: Priority | None = None
     status_ttl_s: int = Field(7 * 86_400, ge=1)
     dedup_ttl_s: int = Field(3_600, ge=1)
+    watchdog_interval_s: float = Field(0.5, gt=0, description="How often timeouts and callbacks are checked")
+    callback_retry_s: float = Field(10.0, gt=0, description="Wait before a callback whose dispatch failed is retried")
+
+    # --- WebSocket gateway ------------------------------------------------------------------------------------------
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(8765, ge=0, le=65535)
+    gateway_token_ttl_s: int = Field(3_600, ge=1, description="Default lifetime of `meetingtasks token`")
+    gateway_client_rate_per_s: float = Field(20.0, gt=0, description="Frames per second one client may send")
+    gateway_client_burst: int = Field(40, ge=1)
+    gateway_max_inflight: int = Field(100, ge=1, description="Unfinished tasks one client may have")
+    gateway_max_frame_bytes: int = Field(65_536, ge=256)
+    gateway_idle_timeout_s: float = Field(300.0, gt=0, description="Close a silent session with nothing running")
+    gateway_send_queue: int = Field(1_000, ge=1, description="Frames held for a slow client before it is dropped")
 
     # --- events -------------------------------------------------------------------------------------------------
     stream_maxlen: int = Field(100_000, ge=1)
@@ -236,6 +251,16 @@ class Settings(BaseSettings):
         """The URL ``meetingtasks up`` wrote into the data directory, if it did."""
         try:
             text = (self.data_dir / REDIS_URL_FILE).read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        return text or None
+
+    def gateway_signing_secret(self) -> str | None:
+        """The gateway secret: ``MEETINGTASKS_GATEWAY_SECRET``, else the one recorded in the data directory."""
+        if self.gateway_secret is not None and self.gateway_secret.get_secret_value():
+            return self.gateway_secret.get_secret_value()
+        try:
+            text = (self.data_dir / GATEWAY_SECRET_FILE).read_text(encoding="utf-8").strip()
         except OSError:
             return None
         return text or None

@@ -9,6 +9,11 @@ channel (``Keys.status_channel``), which the WebSocket gateway forwards.
 A terminal status (SUCCEEDED, FAILED, DEAD_LETTERED, CANCELLED, TIMED_OUT) is final: later transitions
 are refused (a late duplicate cannot turn SUCCEEDED back into STARTED) unless ``force`` is set, which only
 dead-letter replay does.
+
+The first terminal transition also finalises the task in the same Lua call: its timeout deadline is dropped,
+its callbacks (fields ``on_success``/``on_failure``) are filed in the callback outbox, and it is counted in its
+batch (field ``batch``); see :mod:`meetingtasks.callbacks`. A running task's progress (``progress`` percent,
+``progress_message``) is published like a transition but leaves the status and history alone.
 """
 
 from __future__ import annotations
@@ -43,15 +48,47 @@ class Status(StrEnum):
 
 TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.DEAD_LETTERED, Status.CANCELLED, Status.TIMED_OUT})
 
-# KEYS[1] status hash. ARGV: status, time_s, attempt, ttl_s, channel, event JSON, force, field/value pairs...
+# KEYS: status hash, deadlines zset, callback outbox zset.
+# ARGV: status, time_s, attempt, ttl_s, channel, event JSON, force, task id, batch key prefix, field/value pairs...
+# The first terminal transition of a task (guarded by HSETNX 'finalized', which replay leaves in place) drops
+# its deadline, files its callbacks in the outbox and counts it in its batch, all in this one atomic call: so
+# callbacks fire exactly once whoever ends the task (worker, dead-lettering, watchdog, cancel).
 _TRANSITION = LuaScript(
     """
 local terminal = {SUCCEEDED=true, FAILED=true, DEAD_LETTERED=true, CANCELLED=true, TIMED_OUT=true}
 local cur = redis.call('HGET', KEYS[1], 'status')
 if cur and terminal[cur] and ARGV[7] ~= '1' then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[2], 'attempt', ARGV[3], unpack(ARGV, 8))
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[2], 'attempt', ARGV[3], unpack(ARGV, 10))
 local h = redis.call('HGET', KEYS[1], 'history') or ''
 redis.call('HSET', KEYS[1], 'history', h .. ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3] .. '\\n')
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+if terminal[ARGV[1]] then
+  redis.call('ZREM', KEYS[2], ARGV[8])
+  if redis.call('HSETNX', KEYS[1], 'finalized', ARGV[2]) == 1 then
+    if redis.call('HEXISTS', KEYS[1], 'on_success') == 1 or redis.call('HEXISTS', KEYS[1], 'on_failure') == 1 then
+      redis.call('ZADD', KEYS[3], ARGV[2], 't:' .. ARGV[8])
+    end
+    local batch = redis.call('HGET', KEYS[1], 'batch')
+    if batch and redis.call('EXISTS', ARGV[9] .. batch) == 1 then
+      local bk = ARGV[9] .. batch
+      local done = redis.call('HINCRBY', bk, 'done', 1)
+      redis.call('HINCRBY', bk, 'n:' .. ARGV[1], 1)
+      if done == tonumber(redis.call('HGET', bk, 'total')) and redis.call('HEXISTS', bk, 'on_complete') == 1 then
+        redis.call('ZADD', KEYS[3], ARGV[2], 'b:' .. batch)
+      end
+    end
+  end
+end
+return 1
+"""
+)
+
+# KEYS: status hash. ARGV: percent, message, time_s, ttl_s, channel, event JSON. Only a running task reports.
+_PROGRESS = LuaScript(
+    """
+if redis.call('HGET', KEYS[1], 'status') ~= 'STARTED' then return 0 end
+redis.call('HSET', KEYS[1], 'progress', ARGV[1], 'progress_message', ARGV[2], 'updated_at', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
@@ -84,7 +121,7 @@ class StatusRecord:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: v for k, v in self.fields.items() if k not in ("history", "result")}
         out.update(id=self.id, status=self.status.value, attempt=self.attempt)
-        for name in ("created_at", "updated_at", "progress"):
+        for name in ("created_at", "updated_at", "progress", "deadline"):
             if name in out:
                 out[name] = float(out[name])
         if "result" in self.fields:
@@ -122,11 +159,34 @@ class StatusStore:
             if name in _EVENT_FIELDS:
                 event[name] = value
         args: list[Any] = [status.value, repr(now), attempt, self.ttl_s, self.keys.status_channel,
-                           dumps(event), "1" if force else "0", *flat]
+                           dumps(event), "1" if force else "0", task_id, self.keys.batch(""), *flat]
+        keys = [self.keys.status(task_id), self.keys.deadlines, self.keys.callbacks]
         if isinstance(client, redis.client.Pipeline):
-            _TRANSITION.queue(client, [self.keys.status(task_id)], args)
+            _TRANSITION.queue(client, keys, args)
             return None
-        return _TRANSITION(client, [self.keys.status(task_id)], args)
+        return _TRANSITION(client, keys, args)
+
+    def progress(
+        self,
+        client: redis.Redis,
+        task_id: str,
+        percent: float,
+        message: str,
+        *,
+        attempt: int,
+        fields: dict[str, Any] | None = None,
+        now: float | None = None,
+    ) -> bool:
+        """Record and publish the progress of a running task; ``False`` when it is not STARTED (any more)."""
+        now = time.time() if now is None else now
+        event: dict[str, Any] = {"op": "status", "id": task_id, "status": Status.STARTED.value, "time": now,
+                                 "attempt": attempt, "progress": percent, "progress_message": message}
+        for name, value in (fields or {}).items():
+            if value is not None and name in _EVENT_FIELDS:
+                event[name] = value
+        args: list[Any] = [repr(float(percent)), message, repr(now), self.ttl_s, self.keys.status_channel,
+                           dumps(event)]
+        return bool(_PROGRESS(client, [self.keys.status(task_id)], args))
 
     def get(self, client: redis.Redis, task_id: str) -> StatusRecord | None:
         raw = client.hgetall(self.keys.status(task_id))
