@@ -11,7 +11,10 @@
     ├── TaskNotFound                no status, dead letter or schedule exists for an id
     ├── TaskFailed                  raised by TaskHandle.wait() when the task ended without success
     ├── WaitTimeout                 (also a TimeoutError) TaskHandle.wait() ran out of time
-    └── PermanentError              raised by a handler: a domain refusal, fails at once, never retried
+    ├── PermanentError              raised by a handler: a domain refusal, fails at once, never retried
+    └── InvalidEvent                (also a ValueError) an event envelope refused at publish
+        ├── UnknownChannel          the channel is not one of the event channels
+        └── UnknownEventType        the event type is not declared for its channel
 
 Control flow (retry later, cancelled) is expressed with Celery's own ``Retry`` and ``Ignore`` and is never
 logged as a failure.
@@ -64,3 +67,15 @@ class WaitTimeout(MeetingTasksError, TimeoutError):
 
 class PermanentError(MeetingTasksError):
     """A handler's domain refusal (wrong password, meeting ended): FAILED at once, no retry, no dead letter."""
+
+
+class InvalidEvent(MeetingTasksError, ValueError):
+    """An event envelope is malformed (field named in the message); nothing was published."""
+
+
+class UnknownChannel(InvalidEvent):
+    """The channel is not one of the event channels of design section 3."""
+
+
+class UnknownEventType(InvalidEvent):
+    """The event type is not declared for the channel it was published on."""
