@@ -30,6 +30,17 @@ key                                type    owner                  lifetime / not
                                                                   rate-limited type; expires when idle
 ``P gateway:<instance>``           hash    gateway                session counters of one gateway process;
                                                                   TTL 30 s, refreshed every 5 s
+``P events:<channel>``             stream  events.publisher       one per event channel; field ``event`` = the
+                                                                  JSON envelope; MAXLEN ~ stream_maxlen
+``<channel>``                      pubsub  events.publisher       live copy of each event, un-prefixed so that
+                                                                  outside services PUBLISH on the plain name
+``P event:<event id>``             string  events.publisher,      "this id is in its stream": appends are
+                                           bridge                 idempotent by id; TTL event_id_ttl_s
+``P event-attempts:<event id>``    hash    bridge                 subscription -> failed handler runs before
+                                                                  dead-lettering; TTL 1 day
+(group) ``P bridge``               -       bridge                 the bridges' consumer group on every stream;
+                                                                  an (event, subscription) pair counts as seen
+                                                                  when ``P status:<its task id>`` exists
 =================================  ======  =====================  ==========================================
 
 Nothing else in the code base spells a key.
@@ -99,5 +110,26 @@ class Keys:
         return f"{self.prefix}gateway:{instance}"
 
 
+    def event_stream(self, channel: str) -> str:
+        return f"{self.prefix}events:{channel}"
+
+    def event_channel(self, channel: str) -> str:
+        """The pub/sub channel of an event channel: its plain name, as outside publishers use it."""
+        return channel
+
+    def event_id(self, event_id: str) -> str:
+        return f"{self.prefix}event:{event_id}"
+
+    def event_attempts(self, event_id: str) -> str:
+        return f"{self.prefix}event-attempts:{event_id}"
+
+    @property
+    def bridge_group(self) -> str:
+        """Consumer group name (not a key) the bridges share on every event stream."""
+        return f"{self.prefix}bridge"
+
 #: Time a delivery counter survives: long enough to span every redelivery of one task.
 DELIVERIES_TTL_S = 86_400
+
+#: Time a failed-handler counter of an event survives.
+EVENT_ATTEMPTS_TTL_S = 86_400
