@@ -109,7 +109,6 @@ class Keys:
     def gateway(self, instance: str) -> str:
         return f"{self.prefix}gateway:{instance}"
 
-
     def event_stream(self, channel: str) -> str:
         return f"{self.prefix}events:{channel}"
 
@@ -127,6 +126,7 @@ class Keys:
     def bridge_group(self) -> str:
         """Consumer group name (not a key) the bridges share on every event stream."""
         return f"{self.prefix}bridge"
+
 
 #: Time a delivery counter survives: long enough to span every redelivery of one task.
 DELIVERIES_TTL_S = 86_400
