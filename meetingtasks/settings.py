@@ -190,6 +190,15 @@ class Settings(BaseSettings):
     # --- events -------------------------------------------------------------------------------------------------
     stream_maxlen: int = Field(100_000, ge=1)
     local_bus_buffer: int = Field(10_000, ge=1)
+    event_id_ttl_s: int = Field(600, ge=1, description="How long an event id is remembered as in its stream")
+    event_max_attempts: int = Field(3, ge=1, description="Failed runs of a subscription before its dead letter")
+    bridge_batch: int = Field(256, ge=1, description="Events a bridge reads per XREADGROUP")
+    bridge_block_s: float = Field(0.5, gt=0, description="Longest wait of one XREADGROUP; bounds stop() time")
+    bridge_claim_idle_s: float = Field(
+        30.0, gt=0, description="An event unacknowledged this long is re-claimed (dead bridge, failed handler)"
+    )
+    bridge_claim_interval_s: float = Field(5.0, gt=0, description="How often a bridge looks for such events")
+    reconnect_backoff_max_s: float = Field(5.0, gt=0, description="Longest wait between two reconnect attempts")
 
     # --- processes ------------------------------------------------------------------------------------------------
     include: Annotated[list[str], NoDecode] = Field(default_factory=list)
