@@ -16,7 +16,7 @@ from kombu import Exchange, Queue
 from meetingtasks.connections import is_tls, ssl_options
 from meetingtasks.platform import Platform
 from meetingtasks.priority import Priority, queue_name, service_queues
-from meetingtasks.registry import REGISTRY, SERVICES, TaskTypeSpec, import_modules
+from meetingtasks.registry import REGISTRY, SERVICES, TaskTypeSpec, import_modules, load_builtin_types
 from meetingtasks.settings import Settings, load_settings
 from meetingtasks.task import PlatformTask
 
@@ -110,12 +110,22 @@ def create_app(service: str, settings: Settings | None = None, *, include: Itera
     from meetingtasks.worker.loops import PlatformLoops
 
     app.steps["consumer"].add(PlatformLoops)
+    # Operations (issue 7): liveness heartbeat, JSON logs, trace spans around task runs.
+    from meetingtasks.logs import install_worker_logging
+    from meetingtasks.metrics.heartbeat import WorkerHeartbeat
+    from meetingtasks.tracing import install_worker_tracing
+
+    app.steps["consumer"].add(WorkerHeartbeat)
+    install_worker_logging(app)
+    install_worker_tracing(app)
 
     def bind_if_ours(spec: TaskTypeSpec) -> None:
         if spec.service == service:
             bind_task(app, spec)
 
     REGISTRY.subscribe(bind_if_ours)
+    # The whole routing table, not only our types: handlers dispatch to other services.
+    load_builtin_types()
     import_modules([*settings.include, *include])
     for spec in REGISTRY.for_service(service):
         bind_task(app, spec)

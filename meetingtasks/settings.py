@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     redis_tls_certfile: str | None = None
     redis_tls_keyfile: str | None = None
     redis_socket_timeout_s: float = Field(10.0, gt=0)
+    redis_outage_grace_s: float = Field(
+        15.0, ge=0, description="How long a worker retries its own bookkeeping writes before handing the message back"
+    )
     broker_type: Literal["redis"] = "redis"
     key_prefix: str = Field("mt:", min_length=1)
     data_dir: Path = Path(".meetingtasks")
@@ -168,6 +171,12 @@ class Settings(BaseSettings):
     pump_batch: int = Field(1000, ge=1)
     max_delay_s: float = Field(366 * 86_400, gt=0)
     timezone: str = "UTC"
+    beat_lock_timeout_s: int = Field(
+        10, ge=2, description="A killed beat's lock blocks its standby this long; renewed every beat tick"
+    )
+    beat_max_interval_s: float = Field(1.0, gt=0, description="Longest sleep between two beat ticks")
+    queue_depths_interval_s: float = Field(30.0, gt=0, description="How often beat refreshes the depth snapshot")
+    stream_trim_interval_s: float = Field(300.0, gt=0, description="How often beat trims the event streams")
 
     # --- dispatcher and status --------------------------------------------------------------------------------
     default_priority: Priority | None = None
@@ -206,6 +215,14 @@ class Settings(BaseSettings):
     flower_basic_auth: SecretStr | None = None
     log_json: bool = False
     log_level: str = "INFO"
+
+    # --- operations (metrics, Flower, tracing) -----------------------------------------------------------------
+    exporter_host: str = "127.0.0.1"
+    exporter_port: int = Field(9808, ge=0, le=65535)
+    flower_host: str = "127.0.0.1"
+    flower_port: int = Field(5555, ge=0, le=65535)
+    heartbeat_interval_s: float = Field(2.0, gt=0)
+    otlp_endpoint: str | None = Field(None, description="OTLP/HTTP traces endpoint, e.g. http://collector:4318")
 
     @field_validator("redis_url")
     @classmethod

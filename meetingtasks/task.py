@@ -8,6 +8,7 @@ One run, in the worker process that executes it:
 3. payload invalid -> dead-lettered at once with the validation message;
 4. handler returns -> SUCCEEDED with the result;
    handler raises :class:`PermanentError` -> FAILED at once;
+   handler raises :class:`~meetingtasks.cancel.TaskCancelled` (it saw its cancel flag) -> CANCELLED;
    handler raises anything else -> RETRYING, the next attempt parked in the delayed set with exponential
    backoff and full jitter; with no retries left -> dead-lettered with the traceback;
    soft time limit hit -> TIMED_OUT and dead-lettered.
@@ -19,13 +20,16 @@ import logging
 import os
 import socket
 import time
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
+import redis
 from celery import Task
-from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from pydantic import BaseModel, ValidationError
 
 from meetingtasks.backoff import RetryPolicy, backoff_delay_s, retries_left
+from meetingtasks.cancel import TaskCancelled
 from meetingtasks.deadletter import DeadLetter, format_traceback
 from meetingtasks.dispatcher import validation_message
 from meetingtasks.errors import InvalidPayload, PermanentError
@@ -33,10 +37,13 @@ from meetingtasks.keys import DELIVERIES_TTL_S
 from meetingtasks.message import dumps, encode_task_message, payload_from_args
 from meetingtasks.platform import Platform
 from meetingtasks.priority import Priority, parse_queue
+from meetingtasks.ratelimit import defer_over_rate_limit
 from meetingtasks.registry import TaskTypeSpec
 from meetingtasks.status import Status
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+_REDIS_OUTAGE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 _WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -80,6 +87,26 @@ class PlatformTask(Task):  # type: ignore[misc]
         info = self.request.delivery_info or {}
         return str(info.get("routing_key") or f"{self.spec.service}.{self._priority().value}")
 
+    def durably(self, what: str, write: Callable[[], T]) -> T:
+        """Run a bookkeeping write, retrying through a short Redis outage.
+
+        If Redis stays away longer than ``redis_outage_grace_s`` the message is handed back (rejected with
+        requeue; if even that fails it stays in the unacked set and the restore sweep brings it back),
+        because acknowledging it now would lose the task.
+        """
+        deadline = time.monotonic() + self.platform.settings.redis_outage_grace_s
+        pause = 0.05
+        while True:
+            try:
+                return write()
+            except _REDIS_OUTAGE as exc:
+                if time.monotonic() >= deadline:
+                    log.warning("task %s: Redis unavailable while %s (%s); handing the message back",
+                                self.request.id, what, exc)
+                    raise Reject(f"Redis unavailable while {what}", requeue=True) from exc
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+
     # --- the run --------------------------------------------------------------------------------------------
     def execute(self, args: Any, kwargs: Any) -> Any:
         p = self.platform
@@ -87,24 +114,30 @@ class PlatformTask(Task):  # type: ignore[misc]
         task_id: str = req.id
         attempt = int(req.retries or 0) + 1
         raw_payload = payload_from_args(args, kwargs)
+        if self.spec.rate_limit_per_s and defer_over_rate_limit(self, raw_payload):
+            raise Ignore()  # back in the delayed set until its slot (meetingtasks.ratelimit)
         client = p.redis(self.spec.service)
         # On the request (thread-local), not on the task object that all pool threads share.
         req.mt_started_at = started_at = time.time()
         enqueued_at = getattr(req, "mt_enqueued_at", None)
         wait_s = max(0.0, started_at - float(enqueued_at)) if enqueued_at else None
 
-        with client.pipeline(transaction=False) as pipe:
-            pipe.incr(p.keys.deliveries(task_id))
-            pipe.expire(p.keys.deliveries(task_id), DELIVERIES_TTL_S)
-            pipe.get(p.keys.cancel(task_id))
-            p.status.transition(
-                pipe, task_id, Status.STARTED, attempt=attempt, now=started_at,
-                fields={**self._identity(), "worker": _WORKER, "wait_s": wait_s},
-            )
-            deliveries, _, cancelled, started = pipe.execute()
+        def begin() -> list[Any]:
+            with client.pipeline(transaction=False) as pipe:
+                pipe.incr(p.keys.deliveries(task_id))
+                pipe.expire(p.keys.deliveries(task_id), DELIVERIES_TTL_S)
+                pipe.get(p.keys.cancel(task_id))
+                p.status.transition(
+                    pipe, task_id, Status.STARTED, attempt=attempt, now=started_at,
+                    fields={**self._identity(), "worker": _WORKER, "wait_s": wait_s},
+                )
+                return list(pipe.execute())
+
+        deliveries, _, cancelled, started = self.durably("recording the start", begin)
 
         if cancelled is not None:
-            p.status.transition(client, task_id, Status.CANCELLED, attempt=attempt, fields=self._identity())
+            self.durably("recording the cancel", lambda: p.status.transition(
+                client, task_id, Status.CANCELLED, attempt=attempt, fields=self._identity()))
             log.info("task %s (%s) was cancelled; skipped", task_id, self.spec.name)
             raise Ignore()
         if started == 0:
@@ -128,6 +161,9 @@ class PlatformTask(Task):  # type: ignore[misc]
 
         try:
             result = self.spec.handler(payload)
+        except TaskCancelled as cerr:  # the handler saw its cancel flag (meetingtasks.raise_if_cancelled)
+            self.finish(Status.CANCELLED, attempt, error=cerr)
+            raise Ignore() from None
         except PermanentError as perr:
             self.finish(Status.FAILED, attempt, error=perr)
             raise
@@ -135,7 +171,7 @@ class PlatformTask(Task):  # type: ignore[misc]
             self.dead_letter(terr, raw_payload, attempt, status=Status.TIMED_OUT,
                              message=f"exceeded its time limit of {self.soft_time_limit}s")
             raise
-        except Ignore:
+        except (Ignore, Reject):
             raise
         except Exception as err:  # every other handler failure is retryable
             self.retry_or_dead_letter(err, raw_payload, attempt)
@@ -154,10 +190,14 @@ class PlatformTask(Task):  # type: ignore[misc]
             fields["error"] = str(error) or type(error).__name__
             fields["error_type"] = type(error).__name__
         client = p.redis(self.spec.service)
-        with client.pipeline(transaction=False) as pipe:
-            p.status.transition(pipe, self.request.id, status, attempt=attempt, fields=fields)
-            pipe.delete(p.keys.deliveries(self.request.id))
-            pipe.execute()
+
+        def write() -> None:
+            with client.pipeline(transaction=False) as pipe:
+                p.status.transition(pipe, self.request.id, status, attempt=attempt, fields=fields)
+                pipe.delete(p.keys.deliveries(self.request.id))
+                pipe.execute()
+
+        self.durably(f"recording {status.value}", write)
 
     def _run_s(self) -> float | None:
         started = getattr(self.request, "mt_started_at", None)
@@ -180,14 +220,17 @@ class PlatformTask(Task):  # type: ignore[misc]
             retries=attempt, headers=headers, root_id=req.root_id, parent_id=req.parent_id,
         )
         client = p.redis(self.spec.service)
-        with client.pipeline(transaction=False) as pipe:
-            p.delayed.schedule(pipe, self.spec.service, req.id, self._queue(), message, time.time() + delay_s)
-            p.status.transition(pipe, req.id, Status.RETRYING, attempt=attempt,
-                                fields={**self._identity(), "error": str(exc) or type(exc).__name__,
-                                        "error_type": type(exc).__name__, "retry_in_s": delay_s,
-                                        "run_s": self._run_s()})
-            pipe.delete(p.keys.deliveries(req.id))
-            pipe.execute()
+        fields = {**self._identity(), "error": str(exc) or type(exc).__name__, "error_type": type(exc).__name__,
+                  "retry_in_s": delay_s, "run_s": self._run_s()}
+
+        def write() -> None:
+            with client.pipeline(transaction=False) as pipe:
+                p.delayed.schedule(pipe, self.spec.service, req.id, self._queue(), message, time.time() + delay_s)
+                p.status.transition(pipe, req.id, Status.RETRYING, attempt=attempt, fields=fields)
+                pipe.delete(p.keys.deliveries(req.id))
+                pipe.execute()
+
+        self.durably("scheduling the retry", write)
         # Celery's Retry marks the run RETRY (task-retried for Flower) and acks it; the next attempt is
         # already parked in the delayed set, never held in worker memory.
         raise Retry(exc=exc, when=delay_s) from exc
@@ -217,12 +260,15 @@ class PlatformTask(Task):  # type: ignore[misc]
             worker=_WORKER, message=dumps(envelope).decode(),
         )
         client = p.redis(self.spec.service)
-        with client.pipeline(transaction=False) as pipe:
-            if p.settings.dead_letter_enabled:
-                p.dead_letters.add(pipe, letter)
-            p.status.transition(pipe, req.id, status, attempt=attempt,
-                                fields={**self._identity(), "error": error, "error_type": type(exc).__name__,
-                                        "run_s": self._run_s()})
-            pipe.delete(p.keys.deliveries(req.id))
-            pipe.execute()
+        fields = {**self._identity(), "error": error, "error_type": type(exc).__name__, "run_s": self._run_s()}
+
+        def write() -> None:
+            with client.pipeline(transaction=False) as pipe:
+                if p.settings.dead_letter_enabled:
+                    p.dead_letters.add(pipe, letter)
+                p.status.transition(pipe, req.id, status, attempt=attempt, fields=fields)
+                pipe.delete(p.keys.deliveries(req.id))
+                pipe.execute()
+
+        self.durably("filing the dead letter", write)
         log.error("task %s (%s) %s after %d attempt(s): %s", req.id, self.spec.name, status.value, attempt, error)

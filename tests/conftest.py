@@ -45,7 +45,7 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     reset_shared_clients()
 
 
-def test_env(redis_url: str, **overrides: str) -> dict[str, str]:
+def worker_env(redis_url: str, **overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEETINGTASKS_")}
     env.update(
         MEETINGTASKS_REDIS_URL=redis_url,
@@ -64,7 +64,7 @@ def test_env(redis_url: str, **overrides: str) -> dict[str, str]:
 
 @pytest.fixture
 def env(redis_url: str) -> dict[str, str]:
-    return test_env(redis_url)
+    return worker_env(redis_url)
 
 
 @pytest.fixture
