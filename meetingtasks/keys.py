@@ -38,6 +38,9 @@ key                                type    owner                  lifetime / not
                                            bridge                 idempotent by id; TTL event_id_ttl_s
 ``P event-attempts:<event id>``    hash    bridge                 subscription -> failed handler runs before
                                                                   dead-lettering; TTL 1 day
+``P workers:<svc>``                hash    metrics.heartbeat      worker name -> JSON heartbeat, written by the
+                                                                  consumer's event loop; TTL 1 day, stale
+                                                                  fields pruned by the exporter
 (group) ``P bridge``               -       bridge                 the bridges' consumer group on every stream;
                                                                   an (event, subscription) pair counts as seen
                                                                   when ``P status:<its task id>`` exists
@@ -91,6 +94,9 @@ class Keys:
 
     def dedup(self, dedup_key: str) -> str:
         return f"{self.prefix}dedup:{dedup_key}"
+
+    def workers(self, service: str) -> str:
+        return f"{self.prefix}workers:{service}"
 
     @property
     def deadlines(self) -> str:

@@ -1,0 +1,31 @@
+"""Prometheus metrics of the platform, served by ``meetingtasks exporter``.
+
+Task counters and histograms (labels ``service``, ``type``, ``priority``), counted from the status feed:
+
+==============================================  =========  ==================================================
+metric                                          type       meaning
+==============================================  =========  ==================================================
+``meetingtasks_tasks_published_total``          counter    accepted by the dispatcher (queued or scheduled)
+``meetingtasks_tasks_started_total``            counter    runs started (each attempt)
+``meetingtasks_tasks_succeeded_total``          counter    finished successfully
+``meetingtasks_tasks_failed_total``             counter    failed permanently (PermanentError)
+``meetingtasks_tasks_retried_total``            counter    attempts sent back for a retry
+``meetingtasks_tasks_dead_lettered_total``      counter    moved to the dead-letter queue
+``meetingtasks_tasks_cancelled_total``          counter    cancelled
+``meetingtasks_tasks_timed_out_total``          counter    stopped by their time limit
+``meetingtasks_task_run_seconds``               histogram  run time of one attempt
+``meetingtasks_task_queue_wait_seconds``        histogram  time in the queue once runnable
+``meetingtasks_status_events_total``            counter    status events received (label ``status``)
+==============================================  =========  ==================================================
+
+Read from Redis at each scrape (see :mod:`meetingtasks.metrics.collector`): ``meetingtasks_redis_up``,
+``meetingtasks_queue_depth``, ``meetingtasks_queue_unacked``, ``meetingtasks_scheduled_tasks``,
+``meetingtasks_dead_letters`` (labels ``service``, ``priority``, ``queue``), worker liveness
+``meetingtasks_worker_up``, ``meetingtasks_worker_heartbeat_age_seconds``, ``meetingtasks_worker_active_tasks``,
+``meetingtasks_worker_tasks_processed_total`` (labels ``service``, ``worker``), ``meetingtasks_workers_alive``
+(label ``service``), and ``meetingtasks_scrape_redis_seconds``.
+"""
+
+from meetingtasks.metrics.exporter import Exporter
+
+__all__ = ["Exporter"]

@@ -1,0 +1,98 @@
+"""Metrics read from Redis at scrape time: queues, dead letters, worker liveness, bridge and gateway.
+
+Each scrape costs one pipeline of ``LLEN`` plus two server-side counting scripts per service
+(:func:`meetingtasks.stats.collect`) and one ``HGETALL`` of each service's heartbeats. When Redis does not
+answer, the scrape still succeeds with ``meetingtasks_redis_up 0`` and without the Redis-derived families.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+import redis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from meetingtasks.metrics.heartbeat import read_heartbeats
+from meetingtasks.platform import Platform
+from meetingtasks.registry import SERVICES
+from meetingtasks.stats import collect
+
+log = logging.getLogger(__name__)
+
+Families = Iterator[GaugeMetricFamily | CounterMetricFamily]
+
+
+class PlatformCollector(Collector):
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self._failing = False
+
+    def collect(self) -> Families:
+        up = GaugeMetricFamily("meetingtasks_redis_up", "1 when the exporter could read Redis at this scrape")
+        started = time.perf_counter()
+        try:
+            families = [*self._queues(), *self._workers()]
+        except (redis.RedisError, OSError) as exc:
+            if not self._failing:
+                log.warning("exporter: cannot read Redis (%s); reporting meetingtasks_redis_up 0", exc)
+            self._failing = True
+            up.add_metric([], 0)
+            yield up
+            return
+        if self._failing:
+            log.info("exporter: Redis readable again")
+        self._failing = False
+        up.add_metric([], 1)
+        yield up
+        yield from families
+        took = GaugeMetricFamily("meetingtasks_scrape_redis_seconds", "Time spent reading Redis for this scrape")
+        took.add_metric([], time.perf_counter() - started)
+        yield took
+
+    def _queues(self) -> list[GaugeMetricFamily]:
+        labels = ["service", "priority", "queue"]
+        depth = GaugeMetricFamily("meetingtasks_queue_depth", "Tasks waiting in a queue", labels=labels)
+        unacked = GaugeMetricFamily(
+            "meetingtasks_queue_unacked", "Tasks delivered to a worker and not yet acknowledged", labels=labels
+        )
+        scheduled = GaugeMetricFamily(
+            "meetingtasks_scheduled_tasks", "Tasks in the delayed set (delay, eta, retry backoff)", labels=labels
+        )
+        dead = GaugeMetricFamily("meetingtasks_dead_letters", "Dead letters held per service and priority",
+                                 labels=labels)
+        for row in collect(self.platform):
+            queue = f"{row.service}.{row.priority}" if row.priority != "-" else ""
+            values = [row.service, row.priority if row.priority != "-" else "unknown", queue]
+            if row.priority != "-":
+                depth.add_metric(values, row.queued)
+                unacked.add_metric(values, row.unacked)
+                scheduled.add_metric(values, row.scheduled)
+            dead.add_metric(values, row.dead_lettered)
+        return [depth, unacked, scheduled, dead]
+
+    def _workers(self) -> list[GaugeMetricFamily | CounterMetricFamily]:
+        labels = ["service", "worker"]
+        up = GaugeMetricFamily("meetingtasks_worker_up",
+                               "1 while the worker's consumer loop writes heartbeats, 0 once stale", labels=labels)
+        age = GaugeMetricFamily("meetingtasks_worker_heartbeat_age_seconds", "Seconds since the last heartbeat",
+                                labels=labels)
+        active = GaugeMetricFamily("meetingtasks_worker_active_tasks", "Tasks the worker is running", labels=labels)
+        processed = CounterMetricFamily(
+            "meetingtasks_worker_tasks_processed", "Tasks the worker accepted since it started", labels=labels
+        )
+        alive = GaugeMetricFamily("meetingtasks_workers_alive", "Workers of a service with a fresh heartbeat",
+                                  labels=["service"])
+        now = time.time()
+        for service in SERVICES:
+            beats = read_heartbeats(self.platform.redis(service), self.platform, service, now)
+            for beat in beats:
+                values = [service, beat.worker]
+                up.add_metric(values, 1 if beat.alive(now) else 0)
+                age.add_metric(values, beat.age_s(now))
+                active.add_metric(values, beat.active)
+                processed.add_metric(values, beat.processed)
+            alive.add_metric([service], sum(1 for beat in beats if beat.alive(now)))
+        return [up, age, active, processed, alive]
