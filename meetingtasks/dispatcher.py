@@ -2,7 +2,14 @@
 
 ``dispatch`` validates the payload against the type's model and the size limit before anything is queued,
 routes the type to its service's queue for the priority, records the status, and pushes the message
-(or parks it in the delayed set) in one Redis round trip.
+(or parks it in the delayed set) in one Redis round trip. ``dispatch_batch`` sends any number of tasks in
+one round trip per Redis server.
+
+Options recorded with the status (so whoever ends the task honours them, see :mod:`meetingtasks.status`):
+``timeout`` (seconds from when the task is due; the watchdog marks it TIMED_OUT after that),
+``on_success``/``on_failure`` (task types dispatched with the outcome, :mod:`meetingtasks.callbacks`), and
+a batch's ``on_complete``. ``dedup_key``: a second dispatch with the same key within ``dedup_ttl_s`` returns
+the first task's handle and queues nothing (one ``SET NX`` decides, however many callers race).
 """
 
 from __future__ import annotations
@@ -15,7 +22,15 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from meetingtasks.errors import InvalidPayload, MessageTooLarge, TaskFailed, TaskNotFound, WaitTimeout
+from meetingtasks.callbacks import callback_fields
+from meetingtasks.errors import (
+    DispatchError,
+    InvalidPayload,
+    MessageTooLarge,
+    TaskFailed,
+    TaskNotFound,
+    WaitTimeout,
+)
 from meetingtasks.message import encode_task_message, new_id
 from meetingtasks.platform import Platform, get_platform
 from meetingtasks.priority import Priority, queue_name
@@ -54,6 +69,8 @@ class PreparedTask:
     queue: str
     message: bytes
     due_s: float | None
+    deadline_s: float | None = None
+    fields: dict[str, str] = field(default_factory=dict)
 
 
 class Dispatcher:
@@ -71,7 +88,12 @@ class Dispatcher:
         eta: datetime | None = None,
         headers: Mapping[str, Any] | None = None,
         task_id: str | None = None,
+        timeout: float | None = None,
+        on_success: str | None = None,
+        on_failure: str | None = None,
+        fields: Mapping[str, str] | None = None,
     ) -> PreparedTask:
+        """Validate and encode one task; raises a :class:`DispatchError` naming the problem."""
         settings = self.platform.settings
         spec = REGISTRY.get(task_type)
         body = validate_payload(spec, payload)
@@ -80,6 +102,16 @@ class Dispatcher:
         due_s = self._due_time(delay, eta)
         task_id = task_id or new_id()
         now = time.time()
+        extra = callback_fields(on_success, on_failure)
+        if fields:
+            extra.update(fields)
+        deadline_s = None
+        if timeout is not None:
+            if timeout <= 0:
+                raise InvalidPayload(f"{task_type}: timeout must be > 0 seconds, got {timeout}")
+            deadline_s = (due_s or now) + timeout
+            extra["deadline"] = repr(deadline_s)
+            extra["timeout_s"] = repr(float(timeout))
         # mt_enqueued_at: when the task becomes runnable, for the queue-wait metric.
         hdrs = {"mt_priority": prio.value, "mt_dispatched_at": now, "mt_enqueued_at": due_s or now}
         if headers:
@@ -90,7 +122,7 @@ class Dispatcher:
                 f"{task_type}: the message is {len(message)} bytes, over the limit of "
                 f"{settings.max_message_bytes} bytes (max_message_bytes); pass large data by reference"
             )
-        return PreparedTask(task_id, spec, prio, queue, message, due_s)
+        return PreparedTask(task_id, spec, prio, queue, message, due_s, deadline_s, extra)
 
     def _due_time(self, delay: float | None, eta: datetime | None) -> float | None:
         if delay is not None and eta is not None:
@@ -119,8 +151,10 @@ class Dispatcher:
             status,
             attempt=1,
             fields={"type": task.spec.name, "service": task.spec.service, "priority": task.priority.value,
-                    "queue": task.queue, "created_at": repr(time.time())},
+                    "queue": task.queue, "created_at": repr(time.time()), **task.fields},
         )
+        if task.deadline_s is not None:
+            pipe.zadd(p.keys.deadlines, {task.task_id: int(task.deadline_s * 1000)})
         if task.due_s is None:
             pipe.lpush(task.queue, task.message)
         else:
@@ -136,34 +170,66 @@ class Dispatcher:
         delay: float | None = None,
         eta: datetime | None = None,
         dedup_key: str | None = None,
+        timeout: float | None = None,
+        on_success: str | None = None,
+        on_failure: str | None = None,
+        task_id: str | None = None,
+        fields: Mapping[str, str] | None = None,
     ) -> TaskHandle:
-        task = self.prepare(task_type, payload, priority=priority, delay=delay, eta=eta)
+        """Queue one task and return its handle; see the module docstring for the options.
+
+        ``task_id`` and ``fields`` (extra status fields, e.g. the gateway's ``client``) are for platform parts.
+        """
+        task = self.prepare(task_type, payload, priority=priority, delay=delay, eta=eta, task_id=task_id,
+                            timeout=timeout, on_success=on_success, on_failure=on_failure, fields=fields)
         client = self.platform.redis(task.spec.service)
         if dedup_key is not None:
             key = self.platform.keys.dedup(dedup_key)
             if not client.set(key, task.task_id, nx=True, ex=self.platform.settings.dedup_ttl_s):
                 existing = client.get(key)
                 if existing is not None:
-                    return TaskHandle(existing.decode() if isinstance(existing, bytes) else existing, self)
+                    owner = existing.decode() if isinstance(existing, bytes) else str(existing)
+                    return TaskHandle(owner, self, task.spec.name)
         with client.pipeline(transaction=False) as pipe:
             self.enqueue(pipe, task)
             pipe.execute()
         return TaskHandle(task.task_id, self, task.spec.name)
 
-    def dispatch_batch(self, items: Iterable[Any]) -> Batch:
-        """Send many tasks in one round trip per Redis server. Items are ``(type, payload)`` pairs or dicts
-        with ``type``, ``payload`` and optionally ``priority``, ``delay``, ``eta``."""
-        prepared = [self.prepare(**_batch_item(item)) for item in items]
+    def dispatch_batch(self, items: Iterable[Any], *, on_complete: str | None = None) -> Batch:
+        """Send many tasks in one round trip per Redis server; ``on_complete`` (a task type) is dispatched
+        with a :class:`~meetingtasks.callbacks.BatchOutcome` once every member has finished, whatever the
+        outcome. Items are ``(type, payload)`` pairs or dicts with ``type``, ``payload`` and optionally
+        ``priority``, ``delay``, ``eta``, ``timeout``, ``on_success``, ``on_failure``."""
+        batch_id = new_id()
+        complete_type = REGISTRY.get(on_complete).name if on_complete is not None else None
+        member = {"batch": batch_id}
+        prepared = [self.prepare(**_batch_item(item), fields=member) for item in items]
         by_url: dict[str, list[PreparedTask]] = {}
         for task in prepared:
             by_url.setdefault(self.platform.settings.broker_url(task.spec.service), []).append(task)
+        if complete_type is not None and len(by_url) > 1:
+            raise DispatchError(
+                f"batch on_complete={complete_type}: its members live on {len(by_url)} Redis servers "
+                "(service_redis_urls); a batch with on_complete must stay on one"
+            )
+        keys = self.platform.keys
         for tasks in by_url.values():
             client = self.platform.redis(tasks[0].spec.service)
             with client.pipeline(transaction=False) as pipe:
+                # The batch record goes first, so a member finishing at once is counted.
+                record: list[str | int] = ["total", len(tasks), "done", 0, "created_at", repr(time.time())]
+                if complete_type is not None:
+                    record += ["on_complete", complete_type]
+                pipe.hset(keys.batch(batch_id), items=record)
+                pipe.expire(keys.batch(batch_id), self.platform.settings.status_ttl_s)
                 for task in tasks:
                     self.enqueue(pipe, task)
                 pipe.execute()
-        return Batch(new_id(), [TaskHandle(t.task_id, self, t.spec.name) for t in prepared])
+        if complete_type is not None and not prepared:
+            # Nothing to wait for: complete at once.
+            client = self.platform.redis()
+            client.zadd(keys.callbacks, {f"b:{batch_id}": time.time()})
+        return Batch(batch_id, [TaskHandle(t.task_id, self, t.spec.name) for t in prepared], self)
 
     def record(self, task_id: str) -> StatusRecord:
         for client in self._clients():
@@ -179,10 +245,20 @@ class Dispatcher:
         return list(seen.values())
 
 
+_BATCH_OPTIONS = frozenset({"task_type", "payload", "priority", "delay", "eta", "timeout", "on_success",
+                            "on_failure"})
+
+
 def _batch_item(item: Any) -> dict[str, Any]:
     if isinstance(item, Mapping):
         out = dict(item)
         out["task_type"] = out.pop("type", out.get("task_type"))
+        unknown = sorted(set(out) - _BATCH_OPTIONS)
+        if unknown:
+            raise InvalidPayload(
+                f"batch item option(s) {', '.join(unknown)} not supported (use {', '.join(sorted(_BATCH_OPTIONS))}; "
+                "dedup_key needs a round trip per task: use dispatch)"
+            )
         return out
     if isinstance(item, Sequence) and len(item) == 2:
         return {"task_type": item[0], "payload": item[1]}
@@ -229,8 +305,11 @@ class TaskHandle:
 
 @dataclass
 class Batch(Sequence[TaskHandle]):
+    """The handles of one ``dispatch_batch``, in order, with the batch's own ``id``."""
+
     id: str
     handles: list[TaskHandle]
+    dispatcher: Dispatcher | None = field(default=None, repr=False)
 
     def __getitem__(self, index: int) -> TaskHandle:  # type: ignore[override]
         return self.handles[index]
@@ -239,15 +318,54 @@ class Batch(Sequence[TaskHandle]):
         return len(self.handles)
 
     def status(self) -> dict[str, int]:
-        """How many members are in each status."""
+        """How many members are in each status (``UNKNOWN`` for expired records); one round trip per server."""
+        if self.dispatcher is None:
+            return _count_one_by_one(self.handles)
         counts: dict[str, int] = {}
+        p = self.dispatcher.platform
+        by_service: dict[str, list[TaskHandle]] = {}
         for handle in self.handles:
-            try:
-                name = handle.status().value
-            except TaskNotFound:
-                name = "UNKNOWN"
-            counts[name] = counts.get(name, 0) + 1
+            spec = REGISTRY.find(handle.type or "")
+            by_service.setdefault(spec.service if spec else "", []).append(handle)
+        for service, handles in by_service.items():
+            with p.redis(service or None).pipeline(transaction=False) as pipe:
+                for handle in handles:
+                    pipe.hget(p.keys.status(handle.id), "status")
+                for raw in pipe.execute():
+                    name = "UNKNOWN" if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
+                    counts[name] = counts.get(name, 0) + 1
         return counts
+
+    def done(self) -> bool:
+        """True once every member has finished, whatever the outcome."""
+        counts = self.status()
+        return all(name in _TERMINAL_NAMES for name in counts)
+
+    def wait(self, timeout: float | None = 60.0, poll_s: float = 0.05) -> dict[str, int]:
+        """Block until every member has finished; returns the counts per status (never raises on failures)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            counts = self.status()
+            if all(name in _TERMINAL_NAMES for name in counts):
+                return counts
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"batch {self.id} not finished after {timeout}s ({counts})")
+            time.sleep(poll_s)
+            poll_s = min(poll_s * 1.5, 0.5)
+
+
+_TERMINAL_NAMES = frozenset(s.value for s in Status if s.is_terminal)
+
+
+def _count_one_by_one(handles: Sequence[TaskHandle]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for handle in handles:
+        try:
+            name = handle.status().value
+        except TaskNotFound:
+            name = "UNKNOWN"
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def default_dispatcher() -> Dispatcher:
@@ -262,12 +380,17 @@ def dispatch(
     delay: float | None = None,
     eta: datetime | None = None,
     dedup_key: str | None = None,
+    timeout: float | None = None,
+    on_success: str | None = None,
+    on_failure: str | None = None,
 ) -> TaskHandle:
     """Queue one task of ``task_type``; see :meth:`Dispatcher.dispatch`."""
     return default_dispatcher().dispatch(
-        task_type, payload, priority=priority, delay=delay, eta=eta, dedup_key=dedup_key
+        task_type, payload, priority=priority, delay=delay, eta=eta, dedup_key=dedup_key, timeout=timeout,
+        on_success=on_success, on_failure=on_failure,
     )
 
 
-def dispatch_batch(items: Iterable[Any]) -> Batch:
-    return default_dispatcher().dispatch_batch(items)
+def dispatch_batch(items: Iterable[Any], *, on_complete: str | None = None) -> Batch:
+    """Queue many tasks in one round trip; see :meth:`Dispatcher.dispatch_batch`."""
+    return default_dispatcher().dispatch_batch(items, on_complete=on_complete)

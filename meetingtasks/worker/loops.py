@@ -122,19 +122,22 @@ class DelayedPump:
 
 
 class PlatformLoops(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Consumer step that runs the lease renewer and the delayed pump while the worker consumes."""
+    """Consumer step that runs the lease renewer, the delayed pump and the watchdog while the worker consumes."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        self.loops: list[LeaseRenewer | DelayedPump] = []
+        self.loops: list[Any] = []  # each has start() and stop()
 
     def start(self, parent: Any) -> None:
         app = parent.app
         if self.loops:
             return
-        self.loops = [LeaseRenewer(app.mt_platform, app.mt_service), DelayedPump(app.mt_platform, app.mt_service)]
+        from meetingtasks.watchdog import worker_watchdog  # imported late: the watchdog builds on Loop
+
+        self.loops = [LeaseRenewer(app.mt_platform, app.mt_service), DelayedPump(app.mt_platform, app.mt_service),
+                      worker_watchdog(app)]
         for loop in self.loops:
             loop.start()
 

@@ -1,0 +1,169 @@
+"""Callbacks: a task's ``on_success`` / ``on_failure`` and a batch's ``on_complete``, each fired exactly once.
+
+A callback names a task type; it is dispatched with a :class:`TaskOutcome` (or :class:`BatchOutcome`)
+payload, so a callback type declares ``payload=TaskOutcome``.
+
+Why exactly once, whoever ends the task: the names are stored in the task's status record at dispatch
+(fields ``on_success``/``on_failure``), and the first terminal transition (worker success or failure,
+dead-lettering, the watchdog's TIMED_OUT, a cancel) files ``t:<task id>`` in the outbox ``P callbacks`` inside
+the same Lua call that records the status (see :mod:`meetingtasks.status`); a batch's last member files
+``b:<batch id>``. The :class:`CallbackPump` (run by the watchdog) claims an outbox entry atomically, dispatches
+the callback with a de-duplication key derived from the entry (so a pump dying between dispatch and removal
+cannot fire it twice), then removes the entry. A callback whose dispatch is refused (its payload model does not
+accept the outcome) is dead-lettered with the reason; one whose dispatch fails otherwise (Redis down) is
+retried after ``callback_retry_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import redis
+from pydantic import BaseModel
+
+from meetingtasks.deadletter import DeadLetter, letter_id_for
+from meetingtasks.errors import DispatchError
+from meetingtasks.lua import LuaScript
+from meetingtasks.message import dumps
+from meetingtasks.registry import REGISTRY
+from meetingtasks.status import Status
+
+if TYPE_CHECKING:
+    from meetingtasks.dispatcher import Dispatcher
+
+log = logging.getLogger(__name__)
+
+TASK_ENTRY = "t:"
+BATCH_ENTRY = "b:"
+
+
+class TaskOutcome(BaseModel):
+    """The payload of an ``on_success`` / ``on_failure`` callback."""
+
+    task_id: str
+    task_type: str | None = None
+    status: str
+    attempt: int = 1
+    result: Any = None
+    error: str | None = None
+    error_type: str | None = None
+
+
+class BatchOutcome(BaseModel):
+    """The payload of a batch's ``on_complete`` callback: how many members ended in each status."""
+
+    batch_id: str
+    total: int
+    counts: dict[str, int]
+
+
+def callback_fields(on_success: str | None, on_failure: str | None) -> dict[str, str]:
+    """Status fields naming the callbacks; an unknown type fails here, before anything is queued."""
+    fields: dict[str, str] = {}
+    for name, value in (("on_success", on_success), ("on_failure", on_failure)):
+        if value is not None:
+            fields[name] = REGISTRY.get(value).name
+    return fields
+
+
+# KEYS: outbox. ARGV: entry, now_s, lease_until_s. Claims an entry only while it is due, so racing pumps
+# never both take it; the lease lets another pump retry it if this one dies.
+_CLAIM = LuaScript(
+    """
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not s or tonumber(s) > tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""
+)
+
+
+class CallbackPump:
+    """Drains the callback outbox of one Redis server."""
+
+    def __init__(self, dispatcher: Dispatcher, client: redis.Redis) -> None:
+        self.dispatcher = dispatcher
+        self.platform = dispatcher.platform
+        self.client = client
+
+    def drain(self, limit: int = 500) -> int:
+        """Fire every due callback (up to ``limit``); returns how many entries were settled."""
+        keys = self.platform.keys
+        now = time.time()
+        entries = self.client.zrangebyscore(keys.callbacks, "-inf", now, start=0, num=limit)
+        settled = 0
+        for raw in entries:
+            entry = raw.decode() if isinstance(raw, bytes) else str(raw)
+            lease_until = now + self.platform.settings.callback_retry_s
+            if not _CLAIM(self.client, [keys.callbacks], [entry, repr(now), repr(lease_until)]):
+                continue
+            try:
+                self.fire(entry)
+            except (redis.RedisError, OSError) as exc:
+                log.warning("callback %s not fired yet (%s); retrying in %.0fs", entry, exc,
+                            self.platform.settings.callback_retry_s)
+                continue
+            self.client.zrem(keys.callbacks, entry)
+            settled += 1
+        return settled
+
+    def fire(self, entry: str) -> None:
+        if entry.startswith(TASK_ENTRY):
+            self._fire_task(entry[len(TASK_ENTRY):])
+        elif entry.startswith(BATCH_ENTRY):
+            self._fire_batch(entry[len(BATCH_ENTRY):])
+        else:
+            log.error("callback outbox entry %r is not t:<id> or b:<id>; dropped", entry)
+
+    def _fire_task(self, task_id: str) -> None:
+        record = self.platform.status.get(self.client, task_id)
+        if record is None:
+            log.warning("callbacks of task %s dropped: its status record expired", task_id)
+            return
+        succeeded = record.status is Status.SUCCEEDED
+        callback = record.fields.get("on_success" if succeeded else "on_failure")
+        if callback is None:
+            return
+        outcome = TaskOutcome(
+            task_id=task_id, task_type=record.fields.get("type"), status=record.status.value,
+            attempt=record.attempt, result=record.result if succeeded else None,
+            error=None if succeeded else record.error, error_type=record.fields.get("error_type"),
+        )
+        self._dispatch(callback, outcome, f"mt-callback:{task_id}", about=f"task {task_id}")
+
+    def _fire_batch(self, batch_id: str) -> None:
+        raw = self.client.hgetall(self.platform.keys.batch(batch_id))
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        callback = fields.get("on_complete")
+        if callback is None:
+            log.warning("on_complete of batch %s dropped: its record expired", batch_id)
+            return
+        counts = {k[2:]: int(v) for k, v in fields.items() if k.startswith("n:")}
+        outcome = BatchOutcome(batch_id=batch_id, total=int(fields.get("total", "0")), counts=counts)
+        self._dispatch(callback, outcome, f"mt-batch-callback:{batch_id}", about=f"batch {batch_id}")
+
+    def _dispatch(self, callback: str, outcome: BaseModel, dedup_key: str, *, about: str) -> None:
+        payload = outcome.model_dump(mode="json")
+        try:
+            handle = self.dispatcher.dispatch(callback, payload, dedup_key=dedup_key)
+        except DispatchError as exc:
+            self._refused(callback, payload, about, exc)
+            return
+        log.info("callback %s of %s dispatched as %s", callback, about, handle.id)
+
+    def _refused(self, callback: str, payload: dict[str, Any], about: str, exc: DispatchError) -> None:
+        spec = REGISTRY.find(callback)
+        service = spec.service if spec is not None else "user"
+        error = f"callback {callback} of {about} refused: {exc}"
+        letter = DeadLetter(
+            id=letter_id_for(None), service=service, reason="CallbackRefused", error=error, task_type=callback,
+            payload=payload, attempts=0, message=dumps(payload).decode(), replayable=False,
+        )
+        self.platform.dead_letters.add(self.platform.redis(service), letter)
+        log.error("%s (dead letter %s)", error, letter.id)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,141 @@
+"""Every way a task can end fires its callback exactly once: success, retry then success, dead-lettered,
+cancelled, timed out (running, and still queued)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from meetingtasks import Status, TaskFailed, dispatch
+from meetingtasks.platform import Platform
+from meetingtasks.watchdog import Watchdog
+from tests.conftest import WorkerProcess, wait_for
+from tests.support.dispatcher_tasks import WORKER_ENV, callbacks_seen
+
+CALLBACKS = {"on_success": "t_on_outcome", "on_failure": "t_on_outcome"}
+
+
+@pytest.fixture
+def worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
+    return start_worker("ai", "--pool", "threads", "--concurrency", "4", env_overrides=WORKER_ENV)
+
+
+def settled_callbacks(platform: Platform, r: redis.Redis, task_id: str, expected: int = 1) -> list[dict[str, Any]]:
+    """The callbacks fired for ``task_id``, once the outbox is empty and every callback task has run."""
+
+    def settled() -> list[dict[str, Any]] | None:
+        if r.zcard(platform.keys.callbacks):
+            return None
+        mine = [c for c in callbacks_seen() if c["task_id"] == task_id]
+        return mine if len(mine) >= expected else None
+
+    return wait_for(settled, 20, message=f"the callback of {task_id}")  # type: ignore[return-value]
+
+
+def test_success_fires_on_success_once_with_the_result(platform: Platform, r: redis.Redis,
+                                                       worker: WorkerProcess) -> None:
+    handle = dispatch("t_echo", {"tag": "ok"}, **CALLBACKS)
+    assert handle.wait(20) == {"tag": "ok"}
+    [seen] = settled_callbacks(platform, r, handle.id)
+    assert seen["status"] == "SUCCEEDED"
+    assert seen["result"] == {"tag": "ok"}
+    assert seen["task_type"] == "t_echo"
+    assert seen["error"] is None
+
+
+def test_retry_then_success_fires_once(platform: Platform, r: redis.Redis, worker: WorkerProcess) -> None:
+    handle = dispatch("t_flaky", {"tag": "flaky", "fail_times": 1}, **CALLBACKS)
+    assert handle.wait(20) == "ok"
+    [seen] = settled_callbacks(platform, r, handle.id)
+    assert (seen["status"], seen["attempt"]) == ("SUCCEEDED", 2)
+    assert [s for s, _, _ in handle.info().history].count(Status.RETRYING) == 1
+
+
+def test_dead_lettered_fires_on_failure_once_with_the_error(platform: Platform, r: redis.Redis,
+                                                            worker: WorkerProcess) -> None:
+    handle = dispatch("t_always_fails", {"tag": "doomed"}, **CALLBACKS)
+    with pytest.raises(TaskFailed, match="always fails: doomed"):
+        handle.wait(20)
+    [seen] = settled_callbacks(platform, r, handle.id)
+    assert seen["status"] == "DEAD_LETTERED"
+    assert seen["error"] == "always fails: doomed"
+    assert seen["error_type"] == "RuntimeError"
+
+
+def test_permanent_failure_fires_on_failure_once(platform: Platform, r: redis.Redis, worker: WorkerProcess) -> None:
+    handle = dispatch("t_permanent", {"tag": "no"}, on_failure="t_on_outcome")
+    with pytest.raises(TaskFailed, match="refused: no"):
+        handle.wait(20)
+    [seen] = settled_callbacks(platform, r, handle.id)
+    assert seen["status"] == "FAILED"
+
+
+def test_cancelled_fires_on_failure_once(platform: Platform, r: redis.Redis, worker: WorkerProcess) -> None:
+    handle = dispatch("t_echo", {"tag": "never"}, delay=60, **CALLBACKS)
+    assert handle.status() == "SCHEDULED"
+    handle.cancel()
+    assert handle.status() == "CANCELLED"
+    [seen] = settled_callbacks(platform, r, handle.id)
+    assert seen["status"] == "CANCELLED"
+    assert r.llen("test:runs") == 0
+
+
+def test_running_task_past_its_timeout_is_timed_out_and_its_late_result_refused(
+    platform: Platform, r: redis.Redis, worker: WorkerProcess
+) -> None:
+    handle = dispatch("t_sleep", {"tag": "slow", "seconds": 2}, timeout=0.5, **CALLBACKS)
+    with pytest.raises(TaskFailed, match=r"TIMED_OUT: not finished within its timeout of 0\.5s"):
+        handle.wait(20)
+    [seen] = settled_callbacks(platform, r, handle.id)
+    assert seen["status"] == "TIMED_OUT"
+    # The handler (a thread that cannot be killed) finishes later: its SUCCEEDED is refused.
+    wait_for(lambda: r.llen("test:finished"), 20, message="the slow handler to return")
+    wait_for(lambda: r.zcard(platform.keys.callbacks) == 0, 10, message="an empty outbox")
+    assert handle.status() == "TIMED_OUT"
+    assert len([c for c in callbacks_seen() if c["task_id"] == handle.id]) == 1
+    assert r.zcard(platform.keys.deadlines) == 0
+
+
+def test_queued_task_past_its_timeout_never_runs(platform: Platform, r: redis.Redis,
+                                                 start_worker: Callable[..., WorkerProcess]) -> None:
+    # Given a task with a short timeout and no worker to run it
+    handle = dispatch("t_echo", {"tag": "late"}, timeout=0.2, **CALLBACKS)
+    # When the watchdog (here: the one beat runs) passes after the deadline
+    dog = Watchdog(platform, r)
+    wait_for(lambda: dog.check()[0] == 1, 10, message="the watchdog to time the task out")
+    assert handle.status() == "TIMED_OUT"
+    # Then a worker arriving later skips it and runs only the failure callback
+    start_worker("ai", "--pool", "threads", "--concurrency", "2", env_overrides=WORKER_ENV)
+    [seen] = settled_callbacks(platform, r, handle.id)
+    assert seen["status"] == "TIMED_OUT"
+    wait_for(lambda: r.llen("ai.normal") == 0, 10, message="the stale message to be consumed")
+    assert r.llen("test:runs") == 0
+    assert handle.status() == "TIMED_OUT"
+
+
+def test_finished_task_is_not_timed_out_later(platform: Platform, r: redis.Redis, worker: WorkerProcess) -> None:
+    handle = dispatch("t_echo", {"tag": "quick"}, timeout=0.3, **CALLBACKS)
+    handle.wait(20)
+    assert r.zcard(platform.keys.deadlines) == 0, "the terminal transition drops the deadline"
+    assert Watchdog(platform, r).expire(handle.id) is False
+    assert handle.status() == "SUCCEEDED"
+
+
+def test_unknown_callback_type_is_refused_before_queuing(platform: Platform, r: redis.Redis) -> None:
+    with pytest.raises(ValueError, match="unknown task type 't_on_outcom'"):
+        dispatch("t_echo", {"tag": "x"}, on_success="t_on_outcom")
+    assert r.dbsize() == 0
+
+
+def test_callback_whose_model_refuses_the_outcome_is_dead_lettered(platform: Platform, r: redis.Redis) -> None:
+    # t_echo takes Tagged, not TaskOutcome: the callback cannot be dispatched, and that is visible.
+    handle = dispatch("t_echo", {"tag": "x"}, on_success="t_echo")
+    platform.status.transition(r, handle.id, Status.SUCCEEDED, attempt=1, fields={"result": 1})
+    Watchdog(platform, r).check()
+    [letter] = platform.dead_letters.list(r, "ai")
+    assert letter.reason == "CallbackRefused"
+    assert "payload.tag" in letter.error and handle.id in letter.error
+    assert r.zcard(platform.keys.callbacks) == 0
