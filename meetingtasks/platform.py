@@ -45,8 +45,13 @@ _lock = threading.Lock()
 def configure(settings: Settings | None = None) -> Platform:
     """Make a platform built from ``settings`` (or the environment) the process default."""
     global _default
+    from meetingtasks.registry import import_modules
+
+    settings = settings or load_settings()
+    # MEETINGTASKS_INCLUDE: every process knows the service code's own task types and subscriptions.
+    import_modules(settings.include)
     with _lock:
-        _default = Platform(settings or load_settings())
+        _default = Platform(settings)
         return _default
 
 
