@@ -1,5 +1,9 @@
 """meetingtasks: a Celery-based task and event platform on Redis for a video-meeting backend."""
 
+from typing import TYPE_CHECKING, Any
+
+# The platform's maintenance task types (run by user workers, scheduled by beat) are built in.
+from meetingtasks import maintenance as maintenance
 from meetingtasks.dispatcher import Batch, TaskHandle, dispatch, dispatch_batch
 from meetingtasks.errors import (
     ConfigurationError,
@@ -19,6 +23,21 @@ from meetingtasks.registry import task_type
 from meetingtasks.settings import Settings, load_settings
 from meetingtasks.status import Status
 
+if TYPE_CHECKING:
+    from meetingtasks.cancel import TaskCancelled, cancel_task, is_cancelled, raise_if_cancelled
+
+# Loaded on first use: the cancel module imports Celery, which a process that only dispatches never needs.
+_LAZY = {"TaskCancelled", "cancel_task", "is_cancelled", "raise_if_cancelled"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from meetingtasks import cancel
+
+        return getattr(cancel, name)
+    raise AttributeError(f"module 'meetingtasks' has no attribute {name!r}")
+
+
 __all__ = [
     "Batch",
     "ConfigurationError",
@@ -31,15 +50,19 @@ __all__ = [
     "Priority",
     "Settings",
     "Status",
+    "TaskCancelled",
     "TaskFailed",
     "TaskHandle",
     "TaskNotFound",
     "UnknownTaskType",
     "WaitTimeout",
+    "cancel_task",
     "configure",
     "dispatch",
     "dispatch_batch",
     "get_platform",
+    "is_cancelled",
     "load_settings",
+    "raise_if_cancelled",
     "task_type",
 ]

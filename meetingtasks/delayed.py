@@ -18,7 +18,9 @@ from meetingtasks.lua import LuaScript
 from meetingtasks.priority import PRIORITY_ORDER, Priority, parse_queue
 
 # KEYS: hash, then the zsets in priority order. ARGV: now_ms, limit, status key prefix, status channel,
-# status ttl_s, now_s. Critical entries move first.
+# status ttl_s, now_s. Critical entries move first. ZRANGEBYSCORE returns the lowest scores, that is ranks
+# 0..n-1, so one ZREMRANGEBYRANK drops the batch. The QUEUED event carries type/service/priority like every
+# other transition, so listeners need no lookup.
 _PUMP = LuaScript(
     """
 local left = tonumber(ARGV[2])
@@ -35,18 +37,19 @@ for k = 2, #KEYS do
     redis.call('LPUSH', string.sub(e, 1, nl - 1), string.sub(e, nl + 1))
     redis.call('HDEL', KEYS[1], id)
     local sk = ARGV[3] .. id
-    if redis.call('HGET', sk, 'status') == 'SCHEDULED' then
-      local attempt = redis.call('HGET', sk, 'attempt') or '1'
-      redis.call('HSET', sk, 'status', 'QUEUED', 'updated_at', ARGV[6])
-      local h = redis.call('HGET', sk, 'history') or ''
-      redis.call('HSET', sk, 'history', h .. 'QUEUED ' .. ARGV[6] .. ' ' .. attempt .. '\\n')
+    local st = redis.call('HMGET', sk, 'status', 'attempt', 'history', 'type', 'service', 'priority')
+    if st[1] == 'SCHEDULED' then
+      local attempt = st[2] or '1'
+      redis.call('HSET', sk, 'status', 'QUEUED', 'updated_at', ARGV[6],
+        'history', (st[3] or '') .. 'QUEUED ' .. ARGV[6] .. ' ' .. attempt .. '\\n')
       redis.call('EXPIRE', sk, ARGV[5])
-      redis.call('PUBLISH', ARGV[4], '{"op":"status","id":"' .. id .. '","status":"QUEUED","time":' ..
-        ARGV[6] .. ',"attempt":' .. attempt .. '}')
+      redis.call('PUBLISH', ARGV[4], cjson.encode({op='status', id=id, status='QUEUED',
+        time=tonumber(ARGV[6]), attempt=tonumber(attempt), type=st[4] or nil, service=st[5] or nil,
+        priority=st[6] or nil}))
     end
   end
-  redis.call('ZREM', KEYS[k], id)
  end
+ if #ids > 0 then redis.call('ZREMRANGEBYRANK', KEYS[k], 0, #ids - 1) end
 end
 return moved
 """
@@ -83,6 +86,9 @@ class DelayedSet:
         entry = queue.encode() + b"\n" + message
         client.hset(self.keys.delayed_messages(service), task_id, entry)
         client.zadd(self.keys.delayed(service, parsed[1].value), {task_id: int(due_s * 1000)})
+        # A delay may outlast status_ttl_s: keep the status record (and so cancel and status) alive until
+        # status_ttl_s after the due time. Queued after the SCHEDULED transition by the dispatcher.
+        client.expire(self.keys.status(task_id), max(0, int(due_s - time.time())) + self.status_ttl_s)
 
     def _keys(self, service: str) -> list[str]:
         return [self.keys.delayed_messages(service), *(self.keys.delayed(service, p.value) for p in PRIORITY_ORDER)]
@@ -110,6 +116,19 @@ class DelayedSet:
     def remove(self, client: redis.Redis, service: str, task_id: str) -> bool:
         """Take a waiting task out of the set; ``True`` if it was there."""
         return bool(_REMOVE(client, self._keys(service), [task_id]))
+
+    def queue_remove(self, pipe: redis.client.Pipeline, service: str, task_id: str) -> None:
+        """:meth:`remove` inside a pipeline or transaction; its reply (1 if it was there) lands in the results."""
+        _REMOVE.queue(pipe, self._keys(service), [task_id])
+
+    def entry(self, client: redis.Redis, service: str, task_id: str) -> tuple[str, bytes] | None:
+        """``(queue, message)`` of a waiting task, or ``None`` when it is not waiting."""
+        raw = client.hget(self.keys.delayed_messages(service), task_id)
+        if raw is None:
+            return None
+        data = raw if isinstance(raw, bytes) else str(raw).encode()
+        queue, _, message = data.partition(b"\n")
+        return queue.decode(), message
 
     def counts(self, client: redis.Redis, service: str) -> dict[Priority, int]:
         """Waiting entries per priority."""

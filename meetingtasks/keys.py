@@ -12,13 +12,28 @@ key                                type    owner                  lifetime / not
 ``P unacked_mutex:<svc>``          string  kombu QoS              restore-sweep lock, expires by itself
 ``P dlq:<svc>``                    hash    deadletter             dead-letter id -> JSON dead letter; forever
 ``P dlq:<svc>:index``              zset    deadletter             dead-letter id scored by last failure (ms)
-``P delayed:<svc>``                zset    delayed                task id scored by due time (epoch ms)
-``P delayed:<svc>:msg``            hash    delayed                task id -> JSON {"q": queue, "m": message}
-``P status:<id>``                  hash    status                 task status record; TTL status_ttl_s
+``P delayed:<svc>:<priority>``     zset    delayed                task id scored by due time (epoch ms); one
+                                                                  per priority, pumped critical first
+``P delayed:<svc>:msg``            hash    delayed                task id -> ``<queue>\\n<message>``; until the
+                                                                  pump moves it or a cancel removes it
+``P status:<id>``                  hash    status                 task status record; TTL status_ttl_s (after
+                                                                  the due time for a delayed task)
 ``P status``                       pubsub  status                 every status transition, JSON
 ``P deliveries:<id>``              string  task (poison guard)    deliveries of one task; TTL 1 day
-``P cancel:<id>``                  string  cancel                 cancel flag; TTL status_ttl_s
+``P cancel:<id>``                  string  cancel                 cancel flag (time of the request); checked
+                                                                  by the worker at start and by handlers;
+                                                                  TTL status_ttl_s
 ``P dedup:<key>``                  string  dispatcher             task id owning a dedup key; TTL dedup_ttl_s
+``P beat::schedule``               zset    redbeat (beat)         periodic entry key scored by next run (s)
+``P beat::statics``                set     redbeat (beat)         names of the entries from beat/schedule.py
+``P beat::lock``                   string  redbeat (beat)         the one beat that fires periodic entries;
+                                                                  TTL beat_lock_timeout_s, renewed every tick
+``P beat:<entry>``                 hash    redbeat (beat)         definition and last run of one entry
+``P beat-last:<entry>``            string  scheduler (beat)       task id of the entry's last dispatch, so a
+                                                                  run not yet started is not queued again;
+                                                                  TTL status_ttl_s
+``P queue-depths``                 string  maintenance            JSON snapshot of ``stats`` rows and time;
+                                                                  rewritten every queue_depths_interval_s
 ``P deadlines``                    zset    dispatcher, watchdog   task id scored by its timeout deadline (ms);
                                                                   removed by the terminal transition
 ``P callbacks``                    zset    status, callbacks      outbox: ``t:<id>`` / ``b:<batch>`` scored by
@@ -30,6 +45,9 @@ key                                type    owner                  lifetime / not
                                                                   rate-limited type; expires when idle
 ``P gateway:<instance>``           hash    gateway                session counters of one gateway process;
                                                                   TTL 30 s, refreshed every 5 s
+``P workers:<svc>``                hash    metrics.heartbeat      worker name -> JSON heartbeat, written by the
+                                                                  consumer's event loop; TTL 1 day, stale
+                                                                  fields pruned by the exporter
 ``P events:<channel>``             stream  events.publisher       one per event channel; field ``event`` = the
                                                                   JSON envelope; MAXLEN ~ stream_maxlen
 ``<channel>``                      pubsub  events.publisher       live copy of each event, un-prefixed so that
@@ -38,9 +56,6 @@ key                                type    owner                  lifetime / not
                                            bridge                 idempotent by id; TTL event_id_ttl_s
 ``P event-attempts:<event id>``    hash    bridge                 subscription -> failed handler runs before
                                                                   dead-lettering; TTL 1 day
-``P workers:<svc>``                hash    metrics.heartbeat      worker name -> JSON heartbeat, written by the
-                                                                  consumer's event loop; TTL 1 day, stale
-                                                                  fields pruned by the exporter
 (group) ``P bridge``               -       bridge                 the bridges' consumer group on every stream;
                                                                   an (event, subscription) pair counts as seen
                                                                   when ``P status:<its task id>`` exists
@@ -95,8 +110,17 @@ class Keys:
     def dedup(self, dedup_key: str) -> str:
         return f"{self.prefix}dedup:{dedup_key}"
 
-    def workers(self, service: str) -> str:
-        return f"{self.prefix}workers:{service}"
+    @property
+    def beat_prefix(self) -> str:
+        """redbeat's key prefix: it spells ``<prefix>:schedule``, ``<prefix>:lock`` and ``<prefix><entry>``."""
+        return f"{self.prefix}beat:"
+
+    def beat_last(self, entry: str) -> str:
+        return f"{self.prefix}beat-last:{entry}"
+
+    @property
+    def queue_depths(self) -> str:
+        return f"{self.prefix}queue-depths"
 
     @property
     def deadlines(self) -> str:
@@ -114,6 +138,9 @@ class Keys:
 
     def gateway(self, instance: str) -> str:
         return f"{self.prefix}gateway:{instance}"
+
+    def workers(self, service: str) -> str:
+        return f"{self.prefix}workers:{service}"
 
     def event_stream(self, channel: str) -> str:
         return f"{self.prefix}events:{channel}"

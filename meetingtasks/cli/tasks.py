@@ -64,13 +64,21 @@ def status(platform: Platform, task_id: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("task_id")
+@click.option("--terminate", is_flag=True, help="Also kill a running task's worker process (prefork pool).")
 @platform_command
-def cancel(platform: Platform, task_id: str) -> None:
-    """Cancel a scheduled, queued or running task."""
-    from meetingtasks.cancel import cancel_task
+def cancel(platform: Platform, task_id: str, terminate: bool) -> None:
+    """Cancel a scheduled, queued or running task.
 
-    outcome = cancel_task(platform, task_id)
-    click.echo(f"{task_id}: {outcome.value}")
+    Exit 0 when the task will not run (again): cancelled now or before, or running with its cancel flag
+    set. Exit 1 when it had already finished otherwise (nothing changes), could not be terminated, or the
+    id is unknown.
+    """
+    from meetingtasks.cancel import cancel as cancel_one
+
+    outcome = cancel_one(platform, task_id, terminate=terminate)
+    if not outcome.ok:
+        fail(outcome.describe())
+    click.echo(outcome.describe())
 
 
 @click.command()

@@ -1,0 +1,46 @@
+"""The Celery app of beat: redbeat on the platform's Redis, the schedule from ``beat/schedule.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from celery import Celery
+
+from meetingtasks.connections import is_tls, ssl_options
+from meetingtasks.platform import Platform
+from meetingtasks.registry import import_modules
+from meetingtasks.settings import Settings, load_settings
+
+
+def create_beat_app(settings: Settings | None = None, *, include: Iterable[str] = ()) -> Celery:
+    """The app ``celery -A beat beat`` runs. ``include`` modules may add entries with ``beat.schedule.periodic``."""
+    import meetingtasks.maintenance  # noqa: F401 - registers the maintenance task types the schedule names
+    from beat.schedule import beat_schedule
+
+    settings = settings or load_settings()
+    platform = Platform(settings)
+    import_modules([*settings.include, *include])
+    url = settings.broker_url(None)
+    tls = ssl_options(settings) if is_tls(url) else None
+    app = Celery("meetingtasks.beat", set_as_current=False)
+    app.mt_platform = platform
+    app.conf.update(
+        broker_url=url,
+        broker_use_ssl=tls,
+        result_backend=None,
+        result_expires=None,  # else Celery adds a backend-cleanup entry for a backend we do not have
+        task_ignore_result=True,
+        timezone=settings.timezone,
+        enable_utc=True,
+        beat_scheduler="meetingtasks.scheduler.periodic:PlatformScheduler",
+        beat_schedule=beat_schedule(settings),
+        beat_max_loop_interval=settings.beat_max_interval_s,
+        redbeat_redis_url=url,
+        redbeat_redis_use_ssl=tls,
+        # retry_period -1: redbeat's own calls wait for Redis instead of crashing beat during an outage.
+        redbeat_redis_options={"retry_period": -1, "socket_timeout": settings.redis_socket_timeout_s,
+                               "socket_connect_timeout": settings.redis_socket_timeout_s},
+        redbeat_key_prefix=platform.keys.beat_prefix,
+        redbeat_lock_timeout=settings.beat_lock_timeout_s,
+    )
+    return app

@@ -1,0 +1,118 @@
+"""The beat scheduler: redbeat's Redis schedule and lock, entries dispatched as platform tasks.
+
+Differences from a stock ``RedBeatScheduler``:
+
+- a due entry is dispatched through the platform's :class:`Dispatcher` (routing table, priority queue,
+  status record) instead of Celery's producer, so ``task`` names a task type and ``kwargs`` is its payload;
+- an entry whose previous run is still waiting (QUEUED or SCHEDULED: its workers are down or busy) is not
+  queued again, so an outage does not pile up one run per period;
+- the delayed-set pumps of all services start with the scheduler, before the lock is taken, so a standby
+  beat pumps too;
+- a tick that meets a Redis outage logs once and waits; a lock lost meanwhile is taken again before
+  anything fires, so two beats never fire at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+from typing import Any
+
+import redis
+from redbeat.schedulers import RedBeatScheduler, acquire_distributed_beat_lock
+from redis.exceptions import LockError
+
+from meetingtasks.dispatcher import Dispatcher, TaskHandle
+from meetingtasks.errors import TaskNotFound
+from meetingtasks.platform import Platform
+from meetingtasks.scheduler.pumps import ServicePumps
+from meetingtasks.status import Status
+
+log = logging.getLogger(__name__)
+
+_WAITING = frozenset({Status.QUEUED, Status.SCHEDULED})
+
+
+class PlatformScheduler(RedBeatScheduler):  # type: ignore[misc]
+    lock: Any = None
+    lock_key: str | None
+    pumps: ServicePumps | None = None
+    _failing = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._held_back: dict[str, str] = {}  # entry name -> id of the waiting run it was held back for
+        super().__init__(*args, **kwargs)
+
+    @property
+    def platform(self) -> Platform:
+        platform: Platform = self.app.mt_platform
+        return platform
+
+    # --- lifecycle ------------------------------------------------------------------------------------------
+    def setup_schedule(self) -> None:
+        # Called once for the scheduler that runs (never for the lazy one the banner builds).
+        self.pumps = ServicePumps(self.platform).start()
+        super().setup_schedule()
+
+    def close(self) -> None:
+        if self.pumps is not None:
+            self.pumps.stop()
+        try:
+            super().close()
+        except redis.RedisError as exc:  # releasing the lock during an outage: it expires by itself
+            log.warning("beat: could not release the lock (%s); it expires by itself", exc)
+
+    # --- ticking --------------------------------------------------------------------------------------------
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        try:
+            if self.lock_key and self.lock is None:
+                acquire_distributed_beat_lock(sender=SimpleNamespace(scheduler=self))
+            interval = float(super().tick(*args, **kwargs))
+        except LockError as exc:
+            log.warning("beat: lost the schedule lock (%s); waiting to take it again", exc)
+            self.lock = None
+            return 0.0
+        except redis.RedisError as exc:
+            if not self._failing:
+                log.warning("beat: Redis unavailable (%s); retrying every %.1fs", exc, self.max_interval)
+            self._failing = True
+            return float(self.max_interval)
+        if self._failing:
+            log.info("beat: Redis reachable again")
+        self._failing = False
+        return interval
+
+    @property
+    def _maybe_due_kwargs(self) -> dict[str, Any]:
+        return {}  # no Celery producer: entries go through the dispatcher
+
+    # --- dispatching ----------------------------------------------------------------------------------------
+    def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
+        entry = self.reserve(entry) if advance else entry
+        return self.dispatch_entry(entry.name, entry.task, entry.args, entry.kwargs, entry.options or {})
+
+    def dispatch_entry(
+        self, name: str, task_type: str, args: Any, kwargs: Any, options: dict[str, Any]
+    ) -> TaskHandle | None:
+        """Queue one run of entry ``name``; ``None`` when its previous run has not started yet."""
+        platform = self.platform
+        dispatcher = Dispatcher(platform)
+        client = platform.redis()
+        last_key = platform.keys.beat_last(name)
+        last = client.get(last_key)
+        if last is not None:
+            previous = TaskHandle(last.decode() if isinstance(last, bytes) else str(last), dispatcher)
+            try:
+                waiting = previous.status() in _WAITING
+            except TaskNotFound:
+                waiting = False
+            if waiting:
+                if self._held_back.get(name) != previous.id:  # one line per stuck run, not one per period
+                    log.warning("beat: %s: its last run %s has not started yet (are its workers up?); "
+                                "not queued again until it does", name, previous.id)
+                self._held_back[name] = previous.id
+                return None
+        payload = kwargs or (args[0] if args else {})
+        handle = dispatcher.dispatch(task_type, payload, priority=options.get("priority"))
+        client.set(last_key, handle.id, ex=platform.settings.status_ttl_s)
+        return handle

@@ -1,0 +1,37 @@
+"""The delayed-set pumps a beat process runs: one loop per service, independent of the beat lock."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from meetingtasks.platform import Platform
+from meetingtasks.registry import SERVICES
+from meetingtasks.worker.loops import DelayedPump
+
+log = logging.getLogger(__name__)
+
+
+class ServicePumps:
+    """A :class:`DelayedPump` per service, each on its own thread and Redis client. Safe to stop twice."""
+
+    def __init__(self, platform: Platform, services: Iterable[str] = SERVICES) -> None:
+        self.platform = platform
+        self.services = tuple(services)
+        self.pumps: list[DelayedPump] = []
+
+    def start(self) -> ServicePumps:
+        if self.pumps:
+            return self
+        self.pumps = [DelayedPump(self.platform, service) for service in self.services]
+        for pump in self.pumps:
+            pump.start()
+        log.info("beat: delayed-set pump running for %s every %.2fs",
+                 ", ".join(self.services), self.platform.settings.pump_interval_s)
+        return self
+
+    def stop(self) -> None:
+        pumps, self.pumps = self.pumps, []
+        for pump in pumps:
+            pump.stop()
+            pump.client.close()
