@@ -227,8 +227,11 @@ class Dispatcher:
                 pipe.execute()
         if complete_type is not None and not prepared:
             # Nothing to wait for: complete at once.
-            client = self.platform.redis()
-            client.zadd(keys.callbacks, {f"b:{batch_id}": time.time()})
+            with self.platform.redis().pipeline(transaction=False) as pipe:
+                pipe.hset(keys.batch(batch_id), items=["total", 0, "done", 0, "on_complete", complete_type])
+                pipe.expire(keys.batch(batch_id), self.platform.settings.status_ttl_s)
+                pipe.zadd(keys.callbacks, {f"b:{batch_id}": time.time()})
+                pipe.execute()
         return Batch(batch_id, [TaskHandle(t.task_id, self, t.spec.name) for t in prepared], self)
 
     def record(self, task_id: str) -> StatusRecord:
