@@ -8,6 +8,7 @@ from meetingtasks.dispatcher import Batch, TaskHandle, dispatch, dispatch_batch
 from meetingtasks.errors import (
     ConfigurationError,
     DispatchError,
+    InvalidEvent,
     InvalidPayload,
     MeetingTasksError,
     MessageTooLarge,
@@ -17,6 +18,7 @@ from meetingtasks.errors import (
     UnknownTaskType,
     WaitTimeout,
 )
+from meetingtasks.events import Event, on_event, publish_event, publish_events
 from meetingtasks.platform import Platform, configure, get_platform
 from meetingtasks.priority import Priority
 from meetingtasks.registry import task_type
@@ -42,6 +44,8 @@ __all__ = [
     "Batch",
     "ConfigurationError",
     "DispatchError",
+    "Event",
+    "InvalidEvent",
     "InvalidPayload",
     "MeetingTasksError",
     "MessageTooLarge",
@@ -63,6 +67,9 @@ __all__ = [
     "get_platform",
     "is_cancelled",
     "load_settings",
+    "on_event",
+    "publish_event",
+    "publish_events",
     "raise_if_cancelled",
     "task_type",
 ]

@@ -1,0 +1,47 @@
+"""``bridge [--include MODULE]...``: turn the events on the five channels into tasks until stopped."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import click
+
+from meetingtasks.cli.main import fail
+from meetingtasks.errors import MeetingTasksError
+
+
+@click.command()
+@click.option("--include", "-I", "includes", multiple=True,
+              help="Module with subscriptions (and task types) of its own; repeatable.")
+@click.option("--consumer", default=None, help="Consumer name in the group (default host:pid:random).")
+def bridge(includes: tuple[str, ...], consumer: str | None) -> None:
+    """Run the event bridge: the services' subscriptions, plus those of --include modules and
+    MEETINGTASKS_INCLUDE. Several bridges share the work. Stops cleanly on SIGTERM or Ctrl-C."""
+    from meetingtasks.events.bridge import Bridge
+    from meetingtasks.logs import configure_logging
+    from meetingtasks.platform import configure
+
+    try:
+        platform = configure()
+        configure_logging(platform.settings, component="bridge")
+        runner = Bridge(platform, includes=includes, consumer=consumer)
+    except MeetingTasksError as exc:
+        fail(str(exc))
+        return
+    stopping = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    runner.start()
+    while not stopping.wait(1.0):
+        pass
+    runner.stop()
+    click.echo(f"bridge stopped: {runner.stats}", err=True)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(bridge)

@@ -1,0 +1,159 @@
+"""Publishing: an event goes to its channel's stream (durable, read by the bridge) and to the pub/sub
+channel of the same name (live listeners), in one Redis round trip.
+
+Both happen in one Lua call that first records the event id (``Keys.event_id``, kept ``event_id_ttl_s``):
+publishing the same :class:`Event` twice (a retry after a lost reply) appends and announces it once, and
+the bridge uses the same call to append what outside services ``PUBLISH`` without a second copy.
+Streams are capped with ``MAXLEN ~ stream_maxlen`` at every append.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import redis
+
+from meetingtasks.errors import InvalidEvent
+from meetingtasks.events.envelope import Event, build_event, encode_payload
+from meetingtasks.lua import LuaScript
+from meetingtasks.platform import Platform, get_platform
+
+# KEYS: event id key, stream. ARGV: id ttl_s, stream maxlen, event JSON, pub/sub channel ('' = do not publish).
+# Returns the stream entry id, or false when the id was already appended.
+APPEND = LuaScript(
+    """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  local entry = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[3])
+  if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[3]) end
+  return entry
+end
+return false
+"""
+)
+
+EventLike = Event | Mapping[str, Any]
+
+
+class EventPublisher:
+    """Appends and announces events on the platform's (global) Redis."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+
+    def make(
+        self,
+        channel: str,
+        event_type: str,
+        payload: Any = None,
+        *,
+        source: str,
+        event_id: str | None = None,
+        time: float | None = None,
+        trace: Mapping[str, str] | None = None,
+    ) -> Event:
+        """A validated event; :class:`InvalidEvent` (or a subclass) names what is wrong."""
+        data: dict[str, Any] = {"channel": channel, "type": event_type, "source": source,
+                                "payload": encode_payload(payload)}
+        if event_id is not None:
+            data["id"] = event_id
+        if time is not None:
+            data["time"] = time
+        # The tracing layer fills this carrier (W3C traceparent/tracestate) when a trace is current.
+        data["trace"] = dict(trace or {})
+        return build_event(data)
+
+    def encode(self, event: Event) -> bytes:
+        """The JSON of ``event``, or :class:`InvalidEvent` when it is over ``max_message_bytes``."""
+        body = event.to_json()
+        limit = self.platform.settings.max_message_bytes
+        if len(body) > limit:
+            raise InvalidEvent(
+                f"invalid event: {event.type} is {len(body)} bytes, over max_message_bytes={limit}; "
+                "pass large data by reference"
+            )
+        return body
+
+    def _args(self, event: Event, *, announce: bool) -> tuple[list[str], list[Any]]:
+        body = self.encode(event)
+        keys = self.platform.keys
+        channel = keys.event_channel(event.channel) if announce else ""
+        settings = self.platform.settings
+        return ([keys.event_id(event.id), keys.event_stream(event.channel)],
+                [settings.event_id_ttl_s, settings.stream_maxlen, body, channel])
+
+    def queue(self, pipe: redis.client.Pipeline, event: Event, *, announce: bool = True) -> None:
+        """Add the append (and pub/sub announcement) of ``event`` to ``pipe``; its reply is the entry id."""
+        APPEND.queue(pipe, *self._args(event, announce=announce))
+
+    def append(self, client: redis.Redis, event: Event, *, announce: bool = True) -> str | None:
+        """Append ``event`` now; the stream entry id, or ``None`` when its id was already appended."""
+        entry = APPEND(client, *self._args(event, announce=announce))
+        return _text(entry) if entry else None
+
+    def publish(
+        self,
+        channel: str,
+        event_type: str,
+        payload: Any = None,
+        *,
+        source: str,
+        event_id: str | None = None,
+        time: float | None = None,
+        trace: Mapping[str, str] | None = None,
+    ) -> Event:
+        event = self.make(channel, event_type, payload, source=source, event_id=event_id, time=time, trace=trace)
+        self.append(self.platform.redis(), event)
+        return event
+
+    def publish_many(self, events: Iterable[EventLike]) -> list[Event]:
+        """Validate every event first (nothing is sent if one is invalid), then send all in one round trip."""
+        built = [self._coerce(item) for item in events]
+        if not built:
+            return []
+        args = [self._args(event, announce=True) for event in built]
+        with self.platform.redis().pipeline(transaction=False) as pipe:
+            for keys, argv in args:
+                APPEND.queue(pipe, keys, argv)
+            pipe.execute()
+        return built
+
+    def _coerce(self, item: EventLike) -> Event:
+        if isinstance(item, Event):
+            return item
+        if not isinstance(item, Mapping):
+            raise InvalidEvent(f"invalid event: expected an Event or a mapping, got {type(item).__name__}")
+        data = dict(item)
+        if "payload" in data:
+            data["payload"] = encode_payload(data["payload"])
+        return build_event(data)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def publish_event(
+    channel: str,
+    event_type: str,
+    payload: Any = None,
+    *,
+    source: str,
+    event_id: str | None = None,
+    trace: Mapping[str, str] | None = None,
+) -> Event:
+    """Publish one event on ``channel`` (stream + pub/sub, one round trip) and return it.
+
+    Raises :class:`UnknownChannel`, :class:`UnknownEventType` or :class:`InvalidEvent` (all ``ValueError``)
+    before anything is sent. Publishing an event whose ``event_id`` was already published within
+    ``event_id_ttl_s`` sends nothing.
+    """
+    return EventPublisher(get_platform()).publish(
+        channel, event_type, payload, source=source, event_id=event_id, trace=trace
+    )
+
+
+def publish_events(events: Iterable[EventLike]) -> list[Event]:
+    """Publish many events in one round trip; items are :class:`Event` objects or mappings with the
+    envelope's fields (``channel``, ``type``, ``source``, ``payload``; ``id``/``time``/``trace`` optional)."""
+    return EventPublisher(get_platform()).publish_many(events)
