@@ -14,9 +14,11 @@ the first task's handle and queues nothing (one ``SET NX`` decides, however many
 
 from __future__ import annotations
 
+import os
+import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,11 +33,47 @@ from meetingtasks.errors import (
     TaskNotFound,
     WaitTimeout,
 )
+from meetingtasks.lua import LuaScript
 from meetingtasks.message import encode_task_message, new_id
 from meetingtasks.platform import Platform, get_platform
 from meetingtasks.priority import Priority, queue_name
 from meetingtasks.registry import REGISTRY, TaskTypeSpec
 from meetingtasks.status import Status, StatusRecord
+
+#: Tasks per batch script call: bounds how long one call holds Redis (about 10 ms).
+BATCH_CHUNK = 1000
+
+# The batch path: the first transition (QUEUED) of many new tasks and their pushes, in one script call. A new
+# record has no history and cannot be terminal, so this is StatusStore.transition without its guards: one
+# HSET (history included), EXPIRE, PUBLISH; an optional deadline; LPUSH. Two arguments per task keep packing
+# cheap for the client; the event is assembled here from identifier-safe parts (see _SAFE). KEYS: deadlines.
+# ARGV: status key prefix, time_s, ttl_s, channel, history line, n, n common field/value strings, then per
+# task: "id|type|queue|deadline ms or empty|k", the message, k field/value strings.
+_ENQUEUE_MANY = LuaScript(
+    """
+local common_n = tonumber(ARGV[6])
+local common = {unpack(ARGV, 7, 6 + common_n)}
+local i = 7 + common_n
+while i <= #ARGV do
+  local id, ty, q, dl, k = string.match(ARGV[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(%d+)$')
+  local svc, prio = string.match(q, '^(.*)%.([^.]*)$')
+  local skey = ARGV[1] .. id
+  redis.call('HSET', skey, 'status', 'QUEUED', 'updated_at', ARGV[2], 'attempt', '1', 'history', ARGV[5],
+             'type', ty, 'service', svc, 'priority', prio, 'queue', q, 'created_at', ARGV[2], unpack(common))
+  k = tonumber(k)
+  if k > 0 then redis.call('HSET', skey, unpack(ARGV, i + 2, i + 1 + k)) end
+  redis.call('EXPIRE', skey, ARGV[3])
+  redis.call('PUBLISH', ARGV[4], '{"op":"status","id":"' .. id .. '","status":"QUEUED","time":' .. ARGV[2] ..
+             ',"attempt":1,"type":"' .. ty .. '","service":"' .. svc .. '","priority":"' .. prio .. '"}')
+  if dl ~= '' then redis.call('ZADD', KEYS[1], dl, id) end
+  redis.call('LPUSH', q, ARGV[i + 1])
+  i = i + 2 + k
+end
+return 1
+"""
+)
+#: Strings the batch script may put into its event JSON and its "|"-separated task line as they are.
+_SAFE = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
 
 def validation_message(task_type: str, exc: ValidationError) -> str:
@@ -160,6 +198,31 @@ class Dispatcher:
         else:
             p.delayed.schedule(pipe, task.spec.service, task.task_id, task.queue, task.message, task.due_s)
 
+    def enqueue_many(self, pipe: Any, tasks: Sequence[PreparedTask], common: Mapping[str, str] | None = None) -> None:
+        """Queue the status writes and pushes of new ``tasks`` on ``pipe``, in batch script calls of
+        :data:`BATCH_CHUNK` tasks. ``common``: status fields every task gets (each task's own ``fields`` are
+        written too). Delayed tasks, and names the script cannot embed as they are, go one by one."""
+        p = self.platform
+        now = time.time()
+        common = dict(common or {})
+        fast = [t for t in tasks if t.due_s is None and _SAFE.match(t.spec.name) and _SAFE.match(t.task_id)]
+        for task in tasks:
+            if task.due_s is not None or not (_SAFE.match(task.spec.name) and _SAFE.match(task.task_id)):
+                self.enqueue(pipe, replace(task, fields={**common, **task.fields}))
+        head: list[Any] = [p.keys.status(""), repr(now), p.status.ttl_s, p.keys.status_channel,
+                           f"QUEUED {now!r} 1\n", 2 * len(common)]
+        for name, value in common.items():
+            head += [name, value]
+        for start in range(0, len(fast), BATCH_CHUNK):
+            args = list(head)
+            for task in fast[start:start + BATCH_CHUNK]:
+                own = task.fields
+                deadline = "" if task.deadline_s is None else int(task.deadline_s * 1000)
+                args += [f"{task.task_id}|{task.spec.name}|{task.queue}|{deadline}|{2 * len(own)}", task.message]
+                for name, value in own.items():
+                    args += [name, value]
+            _ENQUEUE_MANY.queue(pipe, [p.keys.deadlines], args)
+
     # --- public ---------------------------------------------------------------------------------------------
     def dispatch(
         self,
@@ -202,8 +265,7 @@ class Dispatcher:
         ``priority``, ``delay``, ``eta``, ``timeout``, ``on_success``, ``on_failure``."""
         batch_id = new_id()
         complete_type = REGISTRY.get(on_complete).name if on_complete is not None else None
-        member = {"batch": batch_id}
-        prepared = [self.prepare(**_batch_item(item), fields=member) for item in items]
+        prepared = [self.prepare(**_batch_item(item), task_id=task_id) for item, task_id in zip_ids(items)]
         by_url: dict[str, list[PreparedTask]] = {}
         for task in prepared:
             by_url.setdefault(self.platform.settings.broker_url(task.spec.service), []).append(task)
@@ -222,8 +284,7 @@ class Dispatcher:
                     record += ["on_complete", complete_type]
                 pipe.hset(keys.batch(batch_id), items=record)
                 pipe.expire(keys.batch(batch_id), self.platform.settings.status_ttl_s)
-                for task in tasks:
-                    self.enqueue(pipe, task)
+                self.enqueue_many(pipe, tasks, common={"batch": batch_id})
                 pipe.execute()
         if complete_type is not None and not prepared:
             # Nothing to wait for: complete at once.
@@ -246,6 +307,18 @@ class Dispatcher:
         for svc, url in self.platform.redis_urls().items():
             seen.setdefault(url, self.platform.redis(svc))
         return list(seen.values())
+
+
+def zip_ids(items: Iterable[Any]) -> Iterator[tuple[Any, str]]:
+    """Each item with a fresh random (version 4) UUID; faster than ``uuid.uuid4()`` one by one."""
+    materialised = list(items)
+    noise = os.urandom(16 * len(materialised))
+    for n, item in enumerate(materialised):
+        raw = bytearray(noise[16 * n:16 * n + 16])
+        raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+        raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+        h = raw.hex()
+        yield item, f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 _BATCH_OPTIONS = frozenset({"task_type", "payload", "priority", "delay", "eta", "timeout", "on_success",
