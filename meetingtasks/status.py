@@ -48,41 +48,74 @@ class Status(StrEnum):
 
 TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.DEAD_LETTERED, Status.CANCELLED, Status.TIMED_OUT})
 
-# KEYS: status hash, deadlines zset, callback outbox zset.
-# ARGV: status, time_s, attempt, ttl_s, channel, event JSON, force, task id, batch key prefix, field/value pairs...
-# The first terminal transition of a task (guarded by HSETNX 'finalized', which replay leaves in place) drops
-# its deadline, files its callbacks in the outbox and counts it in its batch, all in this one atomic call: so
-# callbacks fire exactly once whoever ends the task (worker, dead-lettering, watchdog, cancel).
-_TRANSITION = LuaScript(
-    """
+# The transition as a Lua function, shared by the one-task script below and other scripts that record a
+# transition together with their own work. Arguments: status key, deadlines zset, callback outbox zset, status,
+# time_s, attempt, ttl_s, channel, event JSON, force ('1'/'0'), task id, batch key prefix, {field, value, ...}.
+# Returns 1 if accepted. The first terminal transition of a task (guarded by HSETNX 'finalized', which replay
+# leaves in place) drops its deadline, files its callbacks in the outbox and counts it in its batch, all in one
+# atomic call: so callbacks fire exactly once whoever ends the task (worker, dead-lettering, watchdog, cancel).
+TRANSITION_FUNCTION = """
 local terminal = {SUCCEEDED=true, FAILED=true, DEAD_LETTERED=true, CANCELLED=true, TIMED_OUT=true}
-local cur = redis.call('HGET', KEYS[1], 'status')
-if cur and terminal[cur] and ARGV[7] ~= '1' then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[2], 'attempt', ARGV[3], unpack(ARGV, 10))
-local h = redis.call('HGET', KEYS[1], 'history') or ''
-redis.call('HSET', KEYS[1], 'history', h .. ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3] .. '\\n')
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('PUBLISH', ARGV[5], ARGV[6])
-if terminal[ARGV[1]] then
-  redis.call('ZREM', KEYS[2], ARGV[8])
-  if redis.call('HSETNX', KEYS[1], 'finalized', ARGV[2]) == 1 then
-    if redis.call('HEXISTS', KEYS[1], 'on_success') == 1 or redis.call('HEXISTS', KEYS[1], 'on_failure') == 1 then
-      redis.call('ZADD', KEYS[3], ARGV[2], 't:' .. ARGV[8])
-    end
-    local batch = redis.call('HGET', KEYS[1], 'batch')
-    if batch and redis.call('EXISTS', ARGV[9] .. batch) == 1 then
-      local bk = ARGV[9] .. batch
-      local done = redis.call('HINCRBY', bk, 'done', 1)
-      redis.call('HINCRBY', bk, 'n:' .. ARGV[1], 1)
-      if done == tonumber(redis.call('HGET', bk, 'total')) and redis.call('HEXISTS', bk, 'on_complete') == 1 then
-        redis.call('ZADD', KEYS[3], ARGV[2], 'b:' .. batch)
+local function transition(skey, deadlines, outbox, status, now, attempt, ttl, channel, event, force, id, bprefix,
+                          fields)
+  local cur = redis.call('HGET', skey, 'status')
+  if cur and terminal[cur] and force ~= '1' then return 0 end
+  redis.call('HSET', skey, 'status', status, 'updated_at', now, 'attempt', attempt, unpack(fields))
+  local h = redis.call('HGET', skey, 'history') or ''
+  redis.call('HSET', skey, 'history', h .. status .. ' ' .. now .. ' ' .. attempt .. '\\n')
+  redis.call('EXPIRE', skey, ttl)
+  redis.call('PUBLISH', channel, event)
+  if terminal[status] then
+    redis.call('ZREM', deadlines, id)
+    if redis.call('HSETNX', skey, 'finalized', now) == 1 then
+      if redis.call('HEXISTS', skey, 'on_success') == 1 or redis.call('HEXISTS', skey, 'on_failure') == 1 then
+        redis.call('ZADD', outbox, now, 't:' .. id)
+      end
+      local batch = redis.call('HGET', skey, 'batch')
+      if batch and redis.call('EXISTS', bprefix .. batch) == 1 then
+        local bk = bprefix .. batch
+        local done = redis.call('HINCRBY', bk, 'done', 1)
+        redis.call('HINCRBY', bk, 'n:' .. status, 1)
+        if done == tonumber(redis.call('HGET', bk, 'total')) and redis.call('HEXISTS', bk, 'on_complete') == 1 then
+          redis.call('ZADD', outbox, now, 'b:' .. batch)
+        end
       end
     end
   end
+  return 1
 end
-return 1
 """
+
+# KEYS: status hash, deadlines zset, callback outbox zset.
+# ARGV: status, time_s, attempt, ttl_s, channel, event JSON, force, task id, batch key prefix, field/value pairs...
+_TRANSITION = LuaScript(
+    TRANSITION_FUNCTION
+    + "return transition(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7],"
+    " ARGV[8], ARGV[9], {unpack(ARGV, 10)})"
 )
+
+# STARTED as a Lua function that the worker's fetch script embeds, to record the start atomically with the pop.
+# The same rule as _TRANSITION for a non-terminal status: refused (returns 0) once the task is terminal.
+STARTED_LUA = """
+local function mt_started(key, id, now, attempt, ttl, channel, task, service, priority, worker, wait)
+  local terminal = {SUCCEEDED=true, FAILED=true, DEAD_LETTERED=true, CANCELLED=true, TIMED_OUT=true}
+  local cur = redis.call('HGET', key, 'status')
+  if cur and terminal[cur] then return 0 end
+  local event = {op='status', id=id, status='STARTED', time=tonumber(now), attempt=attempt, type=task,
+                 service=service, priority=priority}
+  redis.call('HSET', key, 'status', 'STARTED', 'updated_at', now, 'attempt', attempt, 'type', task,
+             'service', service, 'priority', priority, 'worker', worker)
+  if wait then
+    event.wait_s = wait
+    redis.call('HSET', key, 'wait_s', tostring(wait))
+  end
+  local h = redis.call('HGET', key, 'history') or ''
+  redis.call('HSET', key, 'history', h .. 'STARTED ' .. now .. ' ' .. attempt .. '\\n')
+  redis.call('EXPIRE', key, ttl)
+  redis.call('PUBLISH', channel, cjson.encode(event))
+  return 1
+end
+"""
 
 # KEYS: status hash. ARGV: percent, message, time_s, ttl_s, channel, event JSON. Only a running task reports.
 _PROGRESS = LuaScript(
@@ -148,18 +181,9 @@ class StatusStore:
     ) -> Any:
         """Record and publish a transition. On a pipeline it is queued; otherwise returns 1 if accepted."""
         now = time.time() if now is None else now
-        flat: list[str] = []
-        event: dict[str, Any] = {"op": "status", "id": task_id, "status": status.value, "time": now,
-                                 "attempt": attempt}
-        for name, value in (fields or {}).items():
-            if value is None:
-                continue
-            text = value if isinstance(value, str) and name != "result" else dumps(value).decode()
-            flat += [name, text]
-            if name in _EVENT_FIELDS:
-                event[name] = value
+        event, flat = encode_transition(task_id, status, attempt, fields, now)
         args: list[Any] = [status.value, repr(now), attempt, self.ttl_s, self.keys.status_channel,
-                           dumps(event), "1" if force else "0", task_id, self.keys.batch(""), *flat]
+                           event, "1" if force else "0", task_id, self.keys.batch(""), *flat]
         keys = [self.keys.status(task_id), self.keys.deadlines, self.keys.callbacks]
         if isinstance(client, redis.client.Pipeline):
             _TRANSITION.queue(client, keys, args)
@@ -193,6 +217,22 @@ class StatusStore:
         if not raw:
             return None
         return parse_record(task_id, raw)
+
+
+def encode_transition(
+    task_id: str, status: Status, attempt: int, fields: dict[str, Any] | None, now: float
+) -> tuple[bytes, list[str]]:
+    """The published event (JSON) and the flat field/value list of one transition."""
+    flat: list[str] = []
+    event: dict[str, Any] = {"op": "status", "id": task_id, "status": status.value, "time": now, "attempt": attempt}
+    for name, value in (fields or {}).items():
+        if value is None:
+            continue
+        text = value if isinstance(value, str) and name != "result" else dumps(value).decode()
+        flat += [name, text]
+        if name in _EVENT_FIELDS:
+            event[name] = value
+    return dumps(event), flat
 
 
 def _text(value: bytes | str) -> str:
