@@ -195,6 +195,9 @@ class Settings(BaseSettings):
     gateway_max_frame_bytes: int = Field(65_536, ge=256)
     gateway_idle_timeout_s: float = Field(300.0, gt=0, description="Close a silent session with nothing running")
     gateway_send_queue: int = Field(1_000, ge=1, description="Frames held for a slow client before it is dropped")
+    gateway_task_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Task types clients may submit (comma-separated); empty: every type"
+    )
 
     # --- events -------------------------------------------------------------------------------------------------
     stream_maxlen: int = Field(100_000, ge=1)
@@ -238,7 +241,7 @@ class Settings(BaseSettings):
             check_redis_url(url)
         return value
 
-    @field_validator("include", mode="before")
+    @field_validator("include", "gateway_task_types", mode="before")
     @classmethod
     def _split_include(cls, value: Any) -> Any:
         if isinstance(value, str):
