@@ -48,6 +48,9 @@ key                                type    owner                  lifetime / not
 ``P workers:<svc>``                hash    metrics.heartbeat      worker name -> JSON heartbeat, written by the
                                                                   consumer's event loop; TTL 1 day, stale
                                                                   fields pruned by the exporter
+``P bridges``                      hash    metrics.reporter       bridge consumer -> JSON counters and time,
+                                                                  every heartbeat_interval_s; TTL 1 day,
+                                                                  stale fields pruned by the exporter
 ``P events:<channel>``             stream  events.publisher       one per event channel; field ``event`` = the
                                                                   JSON envelope; MAXLEN ~ stream_maxlen
 ``<channel>``                      pubsub  events.publisher       live copy of each event, un-prefixed so that
@@ -141,6 +144,10 @@ class Keys:
 
     def workers(self, service: str) -> str:
         return f"{self.prefix}workers:{service}"
+
+    @property
+    def bridges(self) -> str:
+        return f"{self.prefix}bridges"
 
     def event_stream(self, channel: str) -> str:
         return f"{self.prefix}events:{channel}"

@@ -27,6 +27,11 @@ class Platform:
         self.dead_letters = DeadLetterStore(self.keys, settings.status_ttl_s)
         self.delayed = DelayedSet(self.keys, settings.status_ttl_s)
 
+    def __json__(self) -> str:
+        # The platform rides in the broker transport options, which `celery inspect stats` (and so Flower)
+        # sends as JSON; kombu's encoder calls this instead of failing on the object.
+        return f"meetingtasks platform (key prefix {self.settings.key_prefix!r})"
+
     def redis(self, service: str | None = None) -> redis.Redis:
         """The shared client of ``service``'s Redis (the global one when ``None``)."""
         return shared_client(self.settings.broker_url(service), self.settings)

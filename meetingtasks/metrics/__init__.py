@@ -26,6 +26,18 @@ Read from Redis at each scrape (see :mod:`meetingtasks.metrics.collector`): ``me
 (label ``service``), and ``meetingtasks_scrape_redis_seconds``.
 """
 
-from meetingtasks.metrics.exporter import Exporter
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["Exporter"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: workers import the heartbeat step from this package and need neither prometheus_client nor Redis
+    # readers of the exporter.
+    if name == "Exporter":
+        from meetingtasks.metrics.exporter import Exporter
+
+        return Exporter
+    raise AttributeError(name)

@@ -23,6 +23,8 @@ from meetingtasks.stats import collect
 log = logging.getLogger(__name__)
 
 Families = Iterator[GaugeMetricFamily | CounterMetricFamily]
+#: Redis before 7.0 reports no consumer-group lag; it is counted with XRANGE up to this many entries.
+LAG_COUNT_CAP = 10_000
 
 
 class PlatformCollector(Collector):
@@ -34,7 +36,7 @@ class PlatformCollector(Collector):
         up = GaugeMetricFamily("meetingtasks_redis_up", "1 when the exporter could read Redis at this scrape")
         started = time.perf_counter()
         try:
-            families = [*self._queues(), *self._workers()]
+            families = [*self._queues(), *self._workers(), *self._bridge()]
         except (redis.RedisError, OSError) as exc:
             if not self._failing:
                 log.warning("exporter: cannot read Redis (%s); reporting meetingtasks_redis_up 0", exc)
@@ -96,3 +98,49 @@ class PlatformCollector(Collector):
                 processed.add_metric(values, beat.processed)
             alive.add_metric([service], sum(1 for beat in beats if beat.alive(now)))
         return [up, age, active, processed, alive]
+
+    def _bridge(self) -> list[GaugeMetricFamily]:
+        """Per event stream: length, and of the bridge's consumer group: lag, pending, consumers."""
+        from meetingtasks.events.channels import CHANNELS
+
+        labels = ["channel"]
+        length = GaugeMetricFamily("meetingtasks_event_stream_length", "Events held in a channel's stream",
+                                   labels=labels)
+        lag = GaugeMetricFamily("meetingtasks_bridge_lag",
+                                "Events in a stream not yet read by the bridge's consumer group", labels=labels)
+        pending = GaugeMetricFamily("meetingtasks_bridge_pending",
+                                    "Events read by a bridge and not yet acknowledged", labels=labels)
+        consumers = GaugeMetricFamily("meetingtasks_bridge_consumers", "Bridge consumers in the group",
+                                      labels=labels)
+        client = self.platform.redis()
+        keys = self.platform.keys
+        with client.pipeline(transaction=False) as pipe:
+            for channel in CHANNELS:
+                pipe.xlen(keys.event_stream(channel))
+                pipe.xinfo_groups(keys.event_stream(channel))
+            replies = pipe.execute(raise_on_error=False)
+        for index, channel in enumerate(CHANNELS):
+            size, groups = replies[2 * index], replies[2 * index + 1]
+            length.add_metric([channel], size if isinstance(size, int) else 0)
+            group = next((g for g in groups if _text(g.get("name")) == keys.bridge_group), None) \
+                if isinstance(groups, list) else None
+            if group is None:
+                # No bridge has joined yet: everything in the stream is waiting for it.
+                lag.add_metric([channel], size if isinstance(size, int) else 0)
+                continue
+            lag.add_metric([channel], self._lag(client, keys.event_stream(channel), group))
+            pending.add_metric([channel], int(group.get("pending") or 0))
+            consumers.add_metric([channel], int(group.get("consumers") or 0))
+        return [length, lag, pending, consumers]
+
+    @staticmethod
+    def _lag(client: redis.Redis, stream: str, group: dict[str, object]) -> int:
+        reported = group.get("lag")
+        if isinstance(reported, int):
+            return reported
+        last = _text(group.get("last-delivered-id") or "0-0")
+        return len(client.xrange(stream, min=f"({last}", max="+", count=LAG_COUNT_CAP))
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,75 @@
+"""One Flower for all five services: ``celery -A meetingtasks.flower flower [--port=5555]``.
+
+Every service's workers send their task events and answer control commands on the shared broker, so a
+single Celery app that knows the twenty queues sees the workers and tasks of every service. Basic auth
+comes from ``MEETINGTASKS_FLOWER_BASIC_AUTH`` (``user:password``, several separated by commas) unless
+Flower's own ``--basic-auth`` or ``FLOWER_BASIC_AUTH`` is given. With per-service brokers
+(``service_redis_urls``), run one Flower per broker instead: ``celery -A meetingtasks.services.ai flower``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from meetingtasks.connections import is_tls, ssl_options
+from meetingtasks.priority import service_queues
+from meetingtasks.registry import SERVICES
+from meetingtasks.settings import Settings, load_settings
+
+
+def create_flower_app(settings: Settings | None = None) -> Celery:
+    """A Celery app for monitoring: the shared broker, all queues, JSON only; it runs no task."""
+    settings = settings or load_settings()
+    url = settings.broker_url()
+    app = Celery("meetingtasks.flower", set_as_current=False)
+    queues = [Queue(q, Exchange(q, type="direct"), routing_key=q) for svc in SERVICES for q in service_queues(svc)]
+    app.conf.update(
+        broker_url=url,
+        broker_use_ssl=ssl_options(settings) if is_tls(url) else None,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        task_queues=queues,
+        accept_content=["json"],
+        event_serializer="json",
+        result_backend=None,
+        timezone=settings.timezone,
+        enable_utc=True,
+    )
+    apply_basic_auth(settings)
+    return app
+
+
+def basic_auth_users(settings: Settings) -> list[str]:
+    """``["user:password", ...]`` from ``flower_basic_auth``; a value without a colon is a config error."""
+    if settings.flower_basic_auth is None:
+        return []
+    users = [u.strip() for u in settings.flower_basic_auth.get_secret_value().split(",") if u.strip()]
+    for user in users:
+        if ":" not in user:
+            from meetingtasks.errors import ConfigurationError
+
+            raise ConfigurationError("MEETINGTASKS_FLOWER_BASIC_AUTH: use user:password (several separated by ',')")
+    return users
+
+
+def apply_basic_auth(settings: Settings) -> None:
+    """Hand our basic-auth users to Flower's options, unless Flower was given its own."""
+    users = basic_auth_users(settings)
+    if not users:
+        return
+    from flower.options import options
+
+    if not options.basic_auth:
+        options.basic_auth = users
+
+
+def __getattr__(name: str) -> Any:
+    # Built on first access (``celery -A meetingtasks.flower`` looks up ``app``), not at import.
+    if name == "app":
+        app = create_flower_app()
+        globals()["app"] = app
+        return app
+    raise AttributeError(name)
