@@ -48,6 +48,8 @@ def transport_options(platform: Platform, service: str) -> dict[str, Any]:
     keys = platform.keys
     return {
         "queue_order_strategy": "priority",
+        # Priority lives in the four queues; per-message priority numbers would add hidden sub-queues.
+        "priority_steps": [0],
         "visibility_timeout": s.visibility_timeout_s,
         "unacked_key": keys.unacked(service),
         "unacked_index_key": keys.unacked_index(service),

@@ -22,14 +22,16 @@ from meetingtasks.lua import LuaScript
 from meetingtasks.message import dumps, loads, new_id, renew_envelope
 from meetingtasks.priority import parse_queue
 from meetingtasks.registry import SERVICES
+from meetingtasks.wake import WAKE_LUA
 
 _HOST = socket.gethostname()
 
-# KEYS: dlq hash, dlq index, target queue, deliveries counter, task status.
+# KEYS: dlq hash, dlq index, target queue, deliveries counter, task status, wake list.
 # ARGV: id, message, now_s, status channel, status event JSON, status ttl_s.
 # The status is reset to QUEUED before the push, so a worker never sees the old terminal status.
 _REPLAY = LuaScript(
-    """
+    WAKE_LUA
+    + """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[4])
@@ -41,6 +43,7 @@ if redis.call('EXISTS', KEYS[5]) == 1 then
   redis.call('EXPIRE', KEYS[5], ARGV[6])
   redis.call('PUBLISH', ARGV[4], ARGV[5])
 end
+mt_wake(KEYS[6], 1)
 redis.call('LPUSH', KEYS[3], ARGV[2])
 return 1
 """
@@ -140,7 +143,7 @@ class DeadLetterStore:
         done = _REPLAY(
             client,
             [self.keys.dlq(letter.service), self.keys.dlq_index(letter.service), letter.queue,
-             self.keys.deliveries(task_id), self.keys.status(task_id)],
+             self.keys.deliveries(task_id), self.keys.status(task_id), self.keys.wake(letter.service)],
             [letter.id, message, repr(now), self.keys.status_channel, event, self.status_ttl_s],
         )
         return ReplayResult(id=letter.id, task_id=letter.task_id, queue=letter.queue, replayed=bool(done))

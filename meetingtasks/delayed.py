@@ -16,13 +16,15 @@ import redis
 from meetingtasks.keys import Keys
 from meetingtasks.lua import LuaScript
 from meetingtasks.priority import PRIORITY_ORDER, Priority, parse_queue
+from meetingtasks.wake import WAKE_LUA
 
 # KEYS: hash, then the zsets in priority order. ARGV: now_ms, limit, status key prefix, status channel,
-# status ttl_s, now_s. Critical entries move first. ZRANGEBYSCORE returns the lowest scores, that is ranks
+# status ttl_s, now_s, wake list. Critical entries move first; idle workers get a wake token per moved task. ZRANGEBYSCORE returns the lowest scores, that is ranks
 # 0..n-1, so one ZREMRANGEBYRANK drops the batch. The QUEUED event carries type/service/priority like every
 # other transition, so listeners need no lookup.
 _PUMP = LuaScript(
-    """
+    WAKE_LUA
+    + """
 local left = tonumber(ARGV[2])
 local moved = 0
 for k = 2, #KEYS do
@@ -51,6 +53,7 @@ for k = 2, #KEYS do
  end
  if #ids > 0 then redis.call('ZREMRANGEBYRANK', KEYS[k], 0, #ids - 1) end
 end
+if moved > 0 then mt_wake(ARGV[7], moved) end
 return moved
 """
 )
@@ -100,7 +103,7 @@ class DelayedSet:
             client,
             self._keys(service),
             [int(now_s * 1000), limit, self.keys.status(""), self.keys.status_channel, self.status_ttl_s,
-             repr(now_s)],
+             repr(now_s), self.keys.wake(service)],
         )
         return int(moved)
 

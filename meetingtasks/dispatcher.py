@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ from meetingtasks.platform import Platform, get_platform
 from meetingtasks.priority import Priority, queue_name
 from meetingtasks.registry import REGISTRY, TaskTypeSpec
 from meetingtasks.status import Status, StatusRecord
+from meetingtasks.wake import push_wake
 
 #: Tasks per batch script call: bounds how long one call holds Redis (about 10 ms).
 BATCH_CHUNK = 1000
@@ -194,6 +196,7 @@ class Dispatcher:
         if task.deadline_s is not None:
             pipe.zadd(p.keys.deadlines, {task.task_id: int(task.deadline_s * 1000)})
         if task.due_s is None:
+            push_wake(pipe, p.keys, task.spec.service)  # before the message: see meetingtasks.wake
             pipe.lpush(task.queue, task.message)
         else:
             p.delayed.schedule(pipe, task.spec.service, task.task_id, task.queue, task.message, task.due_s)
@@ -206,6 +209,9 @@ class Dispatcher:
         now = time.time()
         common = dict(common or {})
         fast = [t for t in tasks if t.due_s is None and _SAFE.match(t.spec.name) and _SAFE.match(t.task_id)]
+        # Wake tokens go before the messages (see meetingtasks.wake).
+        for service, waiting in Counter(t.spec.service for t in tasks if t.due_s is None).items():
+            push_wake(pipe, p.keys, service, waiting)
         for task in tasks:
             if task.due_s is not None or not (_SAFE.match(task.spec.name) and _SAFE.match(task.task_id)):
                 self.enqueue(pipe, replace(task, fields={**common, **task.fields}))

@@ -23,6 +23,7 @@ key                                type    owner                  lifetime / not
 ``P cancel:<id>``                  string  cancel                 cancel flag (time of the request); checked
                                                                   by the worker at start and by handlers;
                                                                   TTL status_ttl_s
+``P wake:<svc>``                    list    wake, worker fetch     wake tokens for idle workers (<= 64)
 ``P dedup:<key>``                  string  dispatcher             task id owning a dedup key; TTL dedup_ttl_s
 ``P beat::schedule``               zset    redbeat (beat)         periodic entry key scored by next run (s)
 ``P beat::statics``                set     redbeat (beat)         names of the entries from beat/schedule.py
@@ -103,6 +104,9 @@ class Keys:
     @property
     def status_channel(self) -> str:
         return f"{self.prefix}status"
+
+    def wake(self, service: str) -> str:
+        return f"{self.prefix}wake:{service}"
 
     def deliveries(self, task_id: str) -> str:
         return f"{self.prefix}deliveries:{task_id}"

@@ -179,9 +179,22 @@ def describe(envelope: Mapping[str, Any]) -> DecodedMessage:
     )
 
 
+#: Headers the worker's fetch adds to a message it delivers (see meetingtasks.worker.transport); they describe
+#: one delivery and are never stored or sent again.
+FETCH_HEADERS = ("mt_fetch_deliveries", "mt_fetch_cancelled", "mt_fetch_started")
+
+
+def strip_fetch_headers(envelope: Any) -> Any:
+    headers = envelope.get("headers") if isinstance(envelope, dict) else None
+    if isinstance(headers, dict):
+        for name in FETCH_HEADERS:
+            headers.pop(name, None)
+    return envelope
+
+
 def renew_envelope(envelope: Mapping[str, Any], *, retries: int) -> bytes:
     """A copy of ``envelope`` for another delivery: fresh delivery tag, ``retries`` set, not redelivered."""
-    copy = orjson.loads(orjson.dumps(envelope))
+    copy = strip_fetch_headers(orjson.loads(orjson.dumps(envelope)))
     copy.setdefault("headers", {})["retries"] = retries
     copy["headers"].pop("redelivered", None)
     props = copy.setdefault("properties", {})

@@ -133,7 +133,13 @@ class PlatformTask(Task):  # type: ignore[misc]
                 )
                 return list(pipe.execute())
 
-        deliveries, _, cancelled, started = self.durably("recording the start", begin)
+        fetched = getattr(req, "mt_fetch_started", None)
+        if fetched is not None:
+            # The worker's atomic fetch already counted the delivery, read the flag and recorded STARTED.
+            deliveries, started = req.mt_fetch_deliveries, fetched
+            cancelled = "1" if req.mt_fetch_cancelled else None
+        else:  # a message taken without the fetch script (foreign producer, idle wake-up)
+            deliveries, _, cancelled, started = self.durably("recording the start", begin)
 
         if cancelled is not None:
             self.durably("recording the cancel", lambda: p.status.transition(

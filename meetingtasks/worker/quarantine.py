@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from meetingtasks.deadletter import DeadLetter, letter_id_for
-from meetingtasks.message import describe, dumps
+from meetingtasks.message import describe, dumps, strip_fetch_headers
 from meetingtasks.platform import Platform
 from meetingtasks.priority import parse_queue
 from meetingtasks.status import Status
@@ -40,7 +40,7 @@ def quarantine_envelope(
     letter = DeadLetter(
         id=letter_id_for(info.task_id), service=service, reason=reason, error=error, task_id=info.task_id,
         task_type=info.task_name, priority=parsed[1].value if parsed else None, queue=info.queue,
-        payload=info.payload, attempts=info.retries + 1, message=dumps(envelope).decode(), traceback=traceback,
+        payload=info.payload, attempts=info.retries + 1, message=_stored(envelope), traceback=traceback,
     )
     client = platform.redis(service)
     with client.pipeline(transaction=False) as pipe:
@@ -52,3 +52,9 @@ def quarantine_envelope(
         pipe.execute()
     log.error("dead-lettered message %s (%s) from %s: %s", letter.id, info.task_name, info.queue, error)
     return letter.id
+
+
+def _stored(envelope: dict[str, Any]) -> str:
+    """The message as the dead letter keeps it: without the per-delivery fetch headers."""
+    copy = {**envelope, "headers": dict(envelope.get("headers") or {})}
+    return dumps(strip_fetch_headers(copy)).decode()

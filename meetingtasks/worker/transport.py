@@ -1,59 +1,342 @@
-"""kombu's Redis transport with a guard on every fetched item.
+"""kombu's Redis transport, made reliable and fast for the platform's workers.
 
-Stock kombu decodes a popped item inside ``_brpop_read``; garbage bytes raise there and the worker dies
-with the item already gone. Our client checks the BRPOP reply first: anything that is not a task
-envelope within the size limit is dead-lettered with the raw bytes, and kombu sees an empty poll.
+Stock kombu fetches with ``BRPOP`` and records the message in the unacked hash in a second call: a worker
+that dies (or a connection that drops) between the two loses the message. It then acks each message with
+a pipeline on a freshly built client. Our channel instead:
+
+* **fetches with one Lua call** (:data:`FETCH`): pops up to the free prefetch slots from the service's
+  queues in strict priority order and, atomically with the pop, records each message as unacked (kombu's
+  own hash/index format, so kombu's restore sweep and our lease renewer work unchanged), counts its
+  delivery, reads its cancel flag and records STARTED in its status (the worker hands a fetched message
+  to a free pool slot at once). The results ride to the task as ``mt_fetch_*`` headers;
+* **acks in batches**: an ack is buffered and applied by the next fetch call (or at once when the channel
+  is idle), so a busy worker spends one round trip per batch on fetching and acking together;
+* **waits without popping** when the queues are empty: a ``BRPOP`` on the service's wake list, where every
+  platform producer pushes a token in the same transaction as its message. The same ``BRPOP`` also
+  watches the queues, so a message pushed by a foreign producer (no token) is still picked up at once;
+  only such a message takes kombu's two-step path;
+* **dead-letters garbage** (not JSON, not an envelope, over the size limit) with its raw bytes instead of
+  crashing the worker as stock kombu does, and keeps consuming.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from kombu.utils.json import loads as kombu_loads
+from redis.exceptions import NoScriptError
 
-from meetingtasks.message import MalformedMessage, check_envelope
+from meetingtasks.keys import DELIVERIES_TTL_S
+from meetingtasks.lua import LuaScript
+from meetingtasks.message import MalformedMessage, check_envelope, strip_fetch_headers
 from meetingtasks.platform import Platform
+from meetingtasks.status import STARTED_LUA
+from meetingtasks.wake import push_wake
 from meetingtasks.worker.quarantine import quarantine_raw
 
 log = logging.getLogger(__name__)
 
+# KEYS: unacked hash, unacked index, queues in priority order.
+# ARGV: max messages, now_s, max bytes, status key prefix, status ttl_s, status channel, deliveries key prefix,
+#       deliveries ttl_s, cancel key prefix, worker name, number of acks, ack tags...
+# Returns a flat list of [queue, message, deliveries, cancelled, started] per message; a message that is not
+# a readable envelope comes back with deliveries = -1 (popped, not recorded: the caller dead-letters it).
+FETCH = LuaScript(
+    STARTED_LUA
+    + """
+local nacks = tonumber(ARGV[11])
+for i = 1, nacks do
+  local tag = ARGV[11 + i]
+  redis.call('ZREM', KEYS[2], tag)
+  redis.call('HDEL', KEYS[1], tag)
+end
+local out = {}
+local left = tonumber(ARGV[1])
+local maxbytes = tonumber(ARGV[3])
+for k = 3, #KEYS do
+  if left <= 0 then break end
+  local q = KEYS[k]
+  local service, priority = string.match(q, '^(.*)%.(%a+)$')
+  while left > 0 do
+    local m = redis.call('RPOP', q)
+    if not m then break end
+    left = left - 1
+    local ok, env = false, nil
+    if #m <= maxbytes then ok, env = pcall(cjson.decode, m) end
+    local props = ok and type(env) == 'table' and env.properties
+    local tag = type(props) == 'table' and props.delivery_tag
+    if not tag or (type(tag) ~= 'string' and type(tag) ~= 'number') then
+      table.insert(out, q); table.insert(out, m); table.insert(out, -1); table.insert(out, 0); table.insert(out, 0)
+    else
+      tag = tostring(tag)
+      local info = type(props.delivery_info) == 'table' and props.delivery_info or {}
+      local ex = type(info.exchange) == 'string' and info.exchange or ''
+      local rk = type(info.routing_key) == 'string' and info.routing_key or q
+      redis.call('HSET', KEYS[1], tag, '[' .. m .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']')
+      redis.call('ZADD', KEYS[2], ARGV[2], tag)
+      local deliveries, cancelled, started = 0, 0, 0
+      local headers = type(env.headers) == 'table' and env.headers or {}
+      local id = headers.id
+      if type(id) == 'string' then
+        local dk = ARGV[7] .. id
+        deliveries = redis.call('INCR', dk)
+        redis.call('EXPIRE', dk, ARGV[8])
+        cancelled = redis.call('EXISTS', ARGV[9] .. id)
+        local attempt = (tonumber(headers.retries) or 0) + 1
+        local task = type(headers.task) == 'string' and headers.task or ''
+        local wait = tonumber(headers.mt_enqueued_at)
+        if wait then wait = math.max(0, tonumber(ARGV[2]) - wait) end
+        started = mt_started(ARGV[4] .. id, id, ARGV[2], attempt, ARGV[5], ARGV[6], task, service or '',
+                             priority or '', ARGV[10], wait)
+      end
+      table.insert(out, q); table.insert(out, m); table.insert(out, deliveries)
+      table.insert(out, cancelled); table.insert(out, started)
+    end
+  end
+end
+return out
+"""
+)
+
+
+class QoS(kombu_redis.QoS):  # type: ignore[misc]
+    """Acks are buffered and applied by the channel's next fetch; fetched messages are recorded already."""
+
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        if self.channel.take_recorded(delivery_tag):
+            virtual.QoS.append(self, message, delivery_tag)
+            return
+        super().append(message, delivery_tag)
+
+    def ack(self, delivery_tag: Any) -> None:
+        self.channel.buffer_ack(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
+
 
 class Channel(kombu_redis.Channel):  # type: ignore[misc]
-    def _get_client(self) -> Any:
-        base = super()._get_client()
-        if not isinstance(base, type):
-            return base  # global_keyprefix clients are partials; we never configure one
-        channel = self
+    QoS = QoS
 
-        class GuardedRedis(base):  # type: ignore[misc, valid-type]
-            def parse_response(self, connection: Any, command_name: str | bytes, **options: Any) -> Any:
-                response = super().parse_response(connection, command_name, **options)
-                if command_name == "BRPOP" and response and not channel.accept_item(response[0], response[1]):
-                    return None
-                return response
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._mt_lock = threading.Lock()
+        self._mt_acks: list[str] = []
+        self._mt_recorded: set[str] = set()
+        self._mt_idle = False
+        self._mt_waiting = False
+        self._mt_sent_acks: list[str] = []
+        self._mt_sync_client: Any = None
+        super().__init__(*args, **kwargs)
 
-        return GuardedRedis
+    # --- platform context ------------------------------------------------------------------------------------
+    @property
+    def platform(self) -> Platform | None:
+        platform: Platform | None = self.connection.client.transport_options.get("mt_platform")
+        return platform
 
+    @property
+    def service(self) -> str:
+        return str(self.connection.client.transport_options["mt_service"])
+
+    # --- one client per channel, not one per call (stock kombu builds one for every ack) -------------------
+    @contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Any:
+        if client:
+            yield client
+            return
+        if self._mt_sync_client is None:
+            self._mt_sync_client = self._create_client()
+        yield self._mt_sync_client
+
+    def _close_clients(self) -> None:
+        self.flush_acks()
+        self._mt_sync_client = None
+        super()._close_clients()
+
+    # --- acks --------------------------------------------------------------------------------------------------
+    def take_recorded(self, delivery_tag: Any) -> bool:
+        tag = str(delivery_tag)
+        if tag in self._mt_recorded:
+            self._mt_recorded.discard(tag)
+            return True
+        return False
+
+    def buffer_ack(self, delivery_tag: Any) -> None:
+        with self._mt_lock:
+            self._mt_acks.append(str(delivery_tag))
+            idle = self._mt_waiting or not self._in_poll
+        if idle:
+            # No fetch is coming soon to carry the ack (the channel waits for work): apply it now.
+            self.flush_acks()
+
+    def flush_acks(self) -> None:
+        with self._mt_lock:
+            acks, self._mt_acks = self._mt_acks, []
+        if not acks or self.platform is None:
+            return
+        try:
+            with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+                pipe.zrem(self.unacked_index_key, *acks)
+                pipe.hdel(self.unacked_key, *acks)
+                pipe.execute()
+        except self.connection_errors:
+            # The messages stay unacked; the restore sweep redelivers them and the status record makes the
+            # worker skip them as duplicates of finished tasks.
+            log.warning("could not apply %d acks; their tasks will be redelivered and skipped", len(acks))
+
+    # --- fetching ----------------------------------------------------------------------------------------------
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        platform = self.platform
+        if platform is None:
+            super()._brpop_start(timeout)
+            return
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = time.monotonic()
+        if self._mt_idle:
+            self._mt_waiting = True
+            self.flush_acks()
+            wait_s = self.brpop_timeout if timeout is None else timeout
+            self.client.connection.send_command("BRPOP", platform.keys.wake(self.service), *queues, wait_s or 0)
+            return
+        with self._mt_lock:
+            self._mt_sent_acks, self._mt_acks = self._mt_acks, []
+        self._mt_waiting = False
+        room = self.qos.can_consume_max_estimate()
+        limit = max(1, min(room if room is not None else 100, 100))
+        s = platform.settings
+        keys = platform.keys
+        args = [
+            limit, repr(time.time()), s.max_message_bytes, keys.status(""), s.status_ttl_s, keys.status_channel,
+            keys.deliveries(""), DELIVERIES_TTL_S, keys.cancel(""), _worker_name(self), len(self._mt_sent_acks),
+            *self._mt_sent_acks,
+        ]
+        self.client.connection.send_command(
+            "EVALSHA", FETCH.sha, 2 + len(queues), self.unacked_key, self.unacked_index_key, *queues, *args
+        )
+
+    def _brpop_read(self, **options: Any) -> bool:
+        platform = self.platform
+        if platform is None:
+            return bool(super()._brpop_read(**options))
+        waiting = self._mt_waiting
+        try:
+            try:
+                reply = self.client.parse_response(self.client.connection, "BRPOP" if waiting else "EVALSHA")
+            except NoScriptError:
+                self._requeue_sent_acks()
+                with self.conn_or_acquire() as client:
+                    client.script_load(FETCH.source)
+                raise virtual.Empty() from None
+            except self.connection_errors:
+                self._requeue_sent_acks()
+                self.client.connection.disconnect()
+                raise
+            if waiting:
+                return self._after_wait(reply)
+            return self._after_fetch(reply)
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
+
+    def _requeue_sent_acks(self) -> None:
+        with self._mt_lock:
+            self._mt_acks[:0] = self._mt_sent_acks
+            self._mt_sent_acks = []
+
+    def _after_wait(self, reply: Any) -> bool:
+        self._mt_waiting = False
+        if not reply:
+            self._mt_idle = False  # the wait timed out: look again (restored messages carry no token)
+            raise virtual.Empty()
+        key, item = reply
+        key = key.decode() if isinstance(key, bytes) else key
+        self._mt_idle = False
+        if self.platform is not None and key == self.platform.keys.wake(self.service):
+            raise virtual.Empty()  # a token: the next fetch takes the work atomically
+        # A message from a producer that pushed no token: kombu's two-step path.
+        if not self.accept_item(key, item):
+            raise virtual.Empty()
+        self._queue_cycle.rotate(key)
+        self.connection._deliver(strip_fetch_headers(kombu_loads(item)), key)
+        return True
+
+    def _after_fetch(self, reply: Any) -> bool:
+        self._mt_sent_acks = []
+        if not reply:
+            self._mt_idle = True
+            raise virtual.Empty()
+        delivered = False
+        for i in range(0, len(reply), 5):
+            queue_b, item, deliveries, cancelled, started = reply[i:i + 5]
+            queue = queue_b.decode() if isinstance(queue_b, bytes) else queue_b
+            if int(deliveries) < 0:
+                self.accept_item(queue, item)  # dead-letters it (with the reason) and returns False
+                continue
+            payload = strip_fetch_headers(kombu_loads(item))
+            headers = payload.setdefault("headers", {})
+            headers["mt_fetch_deliveries"] = int(deliveries)
+            headers["mt_fetch_cancelled"] = int(cancelled)
+            headers["mt_fetch_started"] = int(started)
+            self._mt_recorded.add(str(payload["properties"]["delivery_tag"]))
+            self.connection._deliver(payload, queue)
+            delivered = True
+        if not delivered:
+            raise virtual.Empty()
+        return True
+
+    # --- garbage -----------------------------------------------------------------------------------------------
     def accept_item(self, key: bytes | str, item: bytes | str) -> bool:
         """True if ``item`` may go on to Celery; otherwise it has been dead-lettered."""
-        options = self.connection.client.transport_options
-        platform: Platform | None = options.get("mt_platform")
+        platform = self.platform
         if platform is None:
             return True
         raw = item if isinstance(item, bytes) else item.encode()
+        queue = key.decode() if isinstance(key, bytes) else key
         try:
             check_envelope(raw, platform.settings.max_message_bytes)
         except MalformedMessage as exc:
-            queue = key.decode() if isinstance(key, bytes) else key
             try:
-                quarantine_raw(platform, options["mt_service"], queue, raw, "MalformedMessage", str(exc))
+                quarantine_raw(platform, self.service, queue, raw, "MalformedMessage", str(exc))
             except Exception:
                 # The item is already popped: if it cannot be filed, push it back rather than lose it.
                 log.exception("could not dead-letter an item from %s; pushing it back", queue)
-                self.client.lpush(queue, raw)
+                with self.conn_or_acquire() as client:
+                    client.rpush(queue, raw)
             return False
         return True
+
+    # --- producers inside the worker (Celery's own publishes, restores) wake idle consumers too -----------
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        super()._put(queue, message, **kwargs)
+        self._wake(queue)
+
+    def _do_restore_message(self, payload: Any, exchange: Any, routing_key: Any, pipe: Any,
+                            leftmost: bool = False) -> None:
+        super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
+        platform = self.platform
+        if platform is not None:
+            push_wake(pipe, platform.keys, self.service)
+
+    def _wake(self, queue: str) -> None:
+        platform = self.platform
+        if platform is None:
+            return
+        with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+            push_wake(pipe, platform.keys, self.service)
+            pipe.execute()
+
+
+def _worker_name(channel: Channel) -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]
