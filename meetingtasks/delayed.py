@@ -19,7 +19,8 @@ from meetingtasks.priority import PRIORITY_ORDER, Priority, parse_queue
 from meetingtasks.wake import WAKE_LUA
 
 # KEYS: hash, then the zsets in priority order. ARGV: now_ms, limit, status key prefix, status channel,
-# status ttl_s, now_s, wake list. Critical entries move first; idle workers get a wake token per moved task. ZRANGEBYSCORE returns the lowest scores, that is ranks
+# status ttl_s, now_s, wake list. Critical entries move first; idle workers get a wake token per moved task.
+# ZRANGEBYSCORE returns the lowest scores, that is ranks
 # 0..n-1, so one ZREMRANGEBYRANK drops the batch. The QUEUED event carries type/service/priority like every
 # other transition, so listeners need no lookup.
 _PUMP = LuaScript(
