@@ -98,7 +98,8 @@ class LocalBus:
         """Unregister ``handler`` from ``name``; ``False`` if it was not registered."""
         with self._lock:
             current = self._handlers.get(name, ())
-            kept = tuple(h for h in current if (h.func if isinstance(h, _AsyncHandler) else h) is not handler)
+            # == rather than is: bound methods (``items.append``) are new objects at each attribute access
+            kept = tuple(h for h in current if (h.func if isinstance(h, _AsyncHandler) else h) != handler)
             if len(kept) == len(current):
                 return False
             if kept:
