@@ -22,6 +22,9 @@ def worker(service: str, includes: tuple[str, ...], celery_args: tuple[str, ...]
     except MeetingTasksError as exc:
         fail(str(exc))
     argv = ["worker", "--loglevel", app.mt_platform.settings.log_level, *celery_args]
+    if not any(arg in ("-n", "--hostname") or arg.startswith("--hostname=") for arg in celery_args):
+        # One node name per service, so Flower and `celery inspect` tell the five workers of a host apart.
+        argv += ["--hostname", f"{service}@%h"]
     app.worker_main(argv=argv)
 
 
