@@ -37,8 +37,12 @@ def bridge(includes: tuple[str, ...], consumer: str | None) -> None:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     runner.start()
+    from meetingtasks.metrics.reporter import bridge_reporter
+
+    reporter = bridge_reporter(platform, runner).start()  # counters for `meetingtasks exporter`
     while not stopping.wait(1.0):
         pass
+    reporter.stop()
     runner.stop()
     click.echo(f"bridge stopped: {runner.stats}", err=True)
 

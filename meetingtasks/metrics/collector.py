@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from meetingtasks.metrics.heartbeat import read_heartbeats
+from meetingtasks.metrics.reporter import read_reports
 from meetingtasks.platform import Platform
 from meetingtasks.registry import SERVICES
 from meetingtasks.stats import collect
@@ -36,7 +37,7 @@ class PlatformCollector(Collector):
         up = GaugeMetricFamily("meetingtasks_redis_up", "1 when the exporter could read Redis at this scrape")
         started = time.perf_counter()
         try:
-            families = [*self._queues(), *self._workers(), *self._bridge()]
+            families = [*self._queues(), *self._workers(), *self._bridge(), *self._bridge_counters()]
         except (redis.RedisError, OSError) as exc:
             if not self._failing:
                 log.warning("exporter: cannot read Redis (%s); reporting meetingtasks_redis_up 0", exc)
@@ -133,13 +134,40 @@ class PlatformCollector(Collector):
             consumers.add_metric([channel], int(group.get("consumers") or 0))
         return [length, lag, pending, consumers]
 
+    def _bridge_counters(self) -> list[GaugeMetricFamily | CounterMetricFamily]:
+        """What each bridge reported of itself (see :mod:`meetingtasks.metrics.reporter`)."""
+        labels = ["bridge"]
+        counters = {
+            name: CounterMetricFamily(f"meetingtasks_bridge_{name}", text, labels=labels)
+            for name, text in (
+                ("events_processed", "Stream entries a bridge handled and acknowledged"),
+                ("tasks_triggered", "Tasks a bridge queued for subscriptions"),
+                ("duplicates", "Event/subscription pairs a bridge found already triggered"),
+                ("subscription_failures", "Subscription runs that raised (retried later)"),
+                ("dead_letters", "Events or triggers a bridge dead-lettered"),
+                ("events_appended", "Events heard on pub/sub and appended to their stream"),
+            )
+        }
+        fields = {"events_processed": "events", "tasks_triggered": "tasks", "duplicates": "duplicates",
+                  "subscription_failures": "failures", "dead_letters": "dead_letters",
+                  "events_appended": "appended"}
+        up = GaugeMetricFamily("meetingtasks_bridge_up", "1 while a bridge reports, 0 once stale", labels=labels)
+        alive = GaugeMetricFamily("meetingtasks_bridges_alive", "Bridges reporting recently")
+        reports = read_reports(self.platform.redis(), self.platform.keys.bridges)
+        for name, report in reports.items():
+            for metric, field in fields.items():
+                counters[metric].add_metric([name], float(report.get(field) or 0))
+            up.add_metric([name], 1 if report["alive"] and report.get("ready", True) else 0)
+        alive.add_metric([], sum(1 for r in reports.values() if r["alive"]))
+        return [*counters.values(), up, alive]
+
     @staticmethod
     def _lag(client: redis.Redis, stream: str, group: dict[str, object]) -> int:
         reported = group.get("lag")
         if isinstance(reported, int):
             return reported
         last = _text(group.get("last-delivered-id") or "0-0")
-        return len(client.xrange(stream, min=f"({last}", max="+", count=LAG_COUNT_CAP))
+        return len(client.xrange(stream, min=f"({last}", max="+", count=LAG_COUNT_CAP) or [])
 
 
 def _text(value: object) -> str:

@@ -128,3 +128,38 @@ def test_a_redis_outage_is_reported_not_crashed(env: dict[str, str], run_process
     s = scrape(url)
     assert value(s, "meetingtasks_redis_up") == 0
     assert ("meetingtasks_queue_depth", ()) not in s
+
+
+def test_bridge_throughput_and_lag_are_exported(
+    platform: Platform, env: dict[str, str], run_process: Callable[..., Process],
+) -> None:
+    from meetingtasks.events import publish_event
+
+    # Given the exporter and a running bridge that reports its counters
+    url = start_exporter(run_process, env)
+    bridge = run_process(["meetingtasks", "bridge"], {**env, **FAST_HEARTBEAT}, name="bridge")
+    wait_for(lambda: value(scrape(url), "meetingtasks_bridges_alive") == 1, 30, message="the bridge to report")
+
+    # When four events are published while it runs
+    for i in range(4):
+        publish_event("ai_events", "audio_denoising.completed", {"n": i}, source="tests")
+
+    # Then the exporter shows them processed, with no lag
+    def processed() -> bool:
+        s = scrape(url)
+        return (value(s, "meetingtasks_bridge_events_processed_total") == 4
+                and value(s, "meetingtasks_bridge_lag", channel="ai_events") == 0
+                and value(s, "meetingtasks_event_stream_length", channel="ai_events") == 4)
+
+    wait_for(processed, 30, message="four events processed by the bridge")
+
+    # When the bridge stops and three more events arrive
+    assert bridge.stop() == 0
+    for i in range(3):
+        publish_event("ai_events", "audio_denoising.completed", {"n": 10 + i}, source="tests")
+
+    # Then they show as lag, and no bridge is alive
+    s = scrape(url)
+    assert value(s, "meetingtasks_bridge_lag", channel="ai_events") == 3
+    assert value(s, "meetingtasks_bridge_lag", channel="user_events") == 0
+    assert value(s, "meetingtasks_bridges_alive") == 0
