@@ -52,6 +52,9 @@ key                                type    owner                  lifetime / not
 ``P bridges``                      hash    metrics.reporter       bridge consumer -> JSON counters and time,
                                                                   every heartbeat_interval_s; TTL 1 day,
                                                                   stale fields pruned by the exporter
+``P gateways``                     zset    gateway, exporter      gateway instance scored by its last counters
+                                                                  write (s): the index of ``P gateway:<inst>``;
+                                                                  the exporter drops members whose hash expired
 ``P events:<channel>``             stream  events.publisher       one per event channel; field ``event`` = the
                                                                   JSON envelope; MAXLEN ~ stream_maxlen
 ``<channel>``                      pubsub  events.publisher       live copy of each event, un-prefixed so that
@@ -152,6 +155,10 @@ class Keys:
     @property
     def bridges(self) -> str:
         return f"{self.prefix}bridges"
+
+    @property
+    def gateways(self) -> str:
+        return f"{self.prefix}gateways"
 
     def event_stream(self, channel: str) -> str:
         return f"{self.prefix}events:{channel}"
