@@ -26,6 +26,24 @@ log = logging.getLogger(__name__)
 Families = Iterator[GaugeMetricFamily | CounterMetricFamily]
 #: Redis before 7.0 reports no consumer-group lag; it is counted with XRANGE up to this many entries.
 LAG_COUNT_CAP = 10_000
+#: Counter fields of a gateway's ``P gateway:<instance>`` hash -> help text (``meetingtasks_gateway_<field>``).
+GATEWAY_COUNTERS = {
+    "sessions_opened_total": "WebSocket sessions opened",
+    "sessions_closed_total": "WebSocket sessions closed",
+    "auth_refused_total": "Connections refused for a missing or bad token",
+    "pushes_total": "Status frames pushed to clients",
+    "frames_in_total": "Frames received from clients",
+    "frames_out_total": "Frames sent to clients",
+    "submits_total": "Tasks submitted by clients",
+    "cancels_total": "Cancels requested by clients",
+    "subscribes_total": "Subscriptions to task status by clients",
+    "errors_sent_total": "Error frames sent to clients",
+    "rate_limited_total": "Frames refused by the per-client rate limit",
+    "inflight_refused_total": "Submits refused: too many unfinished tasks for the client",
+    "oversize_frames_total": "Frames refused for their size",
+    "idle_closed_total": "Sessions closed for being idle",
+    "slow_closed_total": "Sessions closed because the client read too slowly",
+}
 
 
 class PlatformCollector(Collector):
@@ -37,7 +55,8 @@ class PlatformCollector(Collector):
         up = GaugeMetricFamily("meetingtasks_redis_up", "1 when the exporter could read Redis at this scrape")
         started = time.perf_counter()
         try:
-            families = [*self._queues(), *self._workers(), *self._bridge(), *self._bridge_counters()]
+            families = [*self._queues(), *self._workers(), *self._bridge(), *self._bridge_counters(),
+                        *self._gateways()]
         except (redis.RedisError, OSError) as exc:
             if not self._failing:
                 log.warning("exporter: cannot read Redis (%s); reporting meetingtasks_redis_up 0", exc)
@@ -160,6 +179,38 @@ class PlatformCollector(Collector):
             up.add_metric([name], 1 if report["alive"] and report.get("ready", True) else 0)
         alive.add_metric([], sum(1 for r in reports.values() if r["alive"]))
         return [*counters.values(), up, alive]
+
+    def _gateways(self) -> list[GaugeMetricFamily | CounterMetricFamily]:
+        """Each gateway's session counters (``P gateway:<instance>``, found through the ``P gateways`` index)."""
+        labels = ["gateway"]
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "sessions_open": GaugeMetricFamily("meetingtasks_gateway_sessions", "Open WebSocket sessions",
+                                               labels=labels),
+            "tasks_followed": GaugeMetricFamily("meetingtasks_gateway_tasks_followed",
+                                                "Tasks whose status a gateway forwards to a client", labels=labels),
+        }
+        for name, text in GATEWAY_COUNTERS.items():
+            families[name] = CounterMetricFamily(f"meetingtasks_gateway_{name}", text, labels=labels)
+        alive = GaugeMetricFamily("meetingtasks_gateways_alive", "Gateways whose counters are fresh")
+        client = self.platform.redis()
+        keys = self.platform.keys
+        instances = [_text(i) for i in client.zrange(keys.gateways, 0, -1)]
+        with client.pipeline(transaction=False) as pipe:
+            for instance in instances:
+                pipe.hgetall(keys.gateway(instance))
+            rows = pipe.execute()
+        gone = []
+        for instance, row in zip(instances, rows, strict=True):
+            if not row:
+                gone.append(instance)  # its counters expired: the gateway stopped reporting
+                continue
+            fields = {_text(k): _text(v) for k, v in row.items()}
+            for name, family in families.items():
+                family.add_metric([instance], float(fields.get(name) or 0))
+        if gone:
+            client.zrem(keys.gateways, *gone)
+        alive.add_metric([], len(instances) - len(gone))
+        return [*families.values(), alive]
 
     @staticmethod
     def _lag(client: redis.Redis, stream: str, group: dict[str, object]) -> int:

@@ -50,10 +50,8 @@ class Process:
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> int | None:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                pass
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
