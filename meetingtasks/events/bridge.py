@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import redis
 
 from meetingtasks.deadletter import DeadLetter, format_traceback
@@ -312,9 +313,10 @@ class Bridge:
     def _plan(self, event: Event, sub: Subscription) -> Trigger:
         """Run ``sub`` for ``event`` and validate its payloads into tasks (the place a tracing span wraps)."""
         headers = {"mt_event_id": event.id, "mt_event_type": event.type, "mt_subscription": sub.name}
+        fields = {"event_id": event.id, "event_type": event.type, "subscription": sub.name}
         tasks = [
             self.dispatcher.prepare(sub.task_type, payload, priority=sub.priority,
-                                    task_id=sub.task_id(event.id, index), headers=headers)
+                                    task_id=sub.task_id(event.id, index), headers=headers, fields=fields)
             for index, payload in enumerate(sub.payloads(event))
         ]
         return Trigger(event, sub, tasks=tasks)
@@ -372,17 +374,16 @@ class Bridge:
                     pipe.watch(*markers)  # type: ignore[no-untyped-call]
                     seen = [bool(flag) for flag in _EXISTS_EACH(pipe, markers)]
                     pipe.multi()
-                    for trigger, exists in zip(triggers, seen, strict=True):
-                        if exists:
-                            continue
-                        for task in trigger.tasks:
-                            self.dispatcher.enqueue(pipe, task)
+                    fresh = [t for t, exists in zip(triggers, seen, strict=True) if not exists]
+                    tasks = [task for trigger in fresh for task in trigger.tasks]
+                    if tasks:
+                        self.dispatcher.enqueue_many(pipe, tasks)
+                    for trigger in fresh:
                         if trigger.letter is not None:
                             self._queue_letter(pipe, trigger.letter)
                     pipe.execute()
                 except redis.WatchError:
                     continue  # someone wrote a marker meanwhile (a racing bridge): look again
-            fresh = [t for t, exists in zip(triggers, seen, strict=True) if not exists]
             self.stats.tasks += sum(len(t.tasks) for t in fresh)
             self.stats.dead_letters += sum(1 for t in fresh if t.letter is not None)
             self.stats.duplicates += len(triggers) - len(fresh)
@@ -468,15 +469,30 @@ class Bridge:
                 clients.close()
 
     def _append_heard(self, clients: _Clients, channels: dict[str, str], batch: list[dict[str, Any]]) -> None:
-        """Append each heard event whose id is not in its stream yet (one round trip for the batch)."""
-        events: list[Event] = []
+        """Append each heard event whose id is not in its stream yet.
+
+        Most of what is heard are our own events, already in their streams: one pipeline of EXISTS on
+        their ids recognises them without validating them again; the rest are parsed and appended (the
+        append script checks the id once more, atomically, against a racing bridge)."""
+        heard: list[tuple[str, bytes, str | None]] = []
         for message in batch:
-            if message.get("type") != "message":
-                continue
-            channel = channels.get(_text(message["channel"]))
+            channel = channels.get(_text(message["channel"])) if message.get("type") == "message" else None
             if channel is None:
                 continue
             data = message["data"] if isinstance(message["data"], bytes) else str(message["data"]).encode()
+            heard.append((channel, data, _claimed_id(data)))
+        if not heard:
+            return
+        client = clients.url(self.settings.broker_url())
+        with client.pipeline(transaction=False) as pipe:
+            for _, _, event_id in heard:
+                if event_id is not None:
+                    pipe.exists(self.keys.event_id(event_id))
+            known = iter(pipe.execute())
+        events: list[Event] = []
+        for channel, data, event_id in heard:
+            if event_id is not None and next(known):
+                continue
             try:
                 event = parse_foreign(data, channel)
                 self.publisher.encode(event)  # refuses an oversized event before we append anything
@@ -486,12 +502,21 @@ class Bridge:
             events.append(event)
         if not events:
             return
-        client = clients.url(self.settings.broker_url())
         with client.pipeline(transaction=False) as pipe:
             for event in events:
                 self.publisher.queue(pipe, event, announce=False)
             appended = pipe.execute()
         self.stats.appended += sum(1 for entry in appended if entry)
+
+
+def _claimed_id(data: bytes) -> str | None:
+    """The ``id`` a pub/sub message says it has (unchecked), if it is JSON with a string id."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    event_id = obj.get("id") if isinstance(obj, dict) else None
+    return event_id if isinstance(event_id, str) and event_id else None
 
 
 def _text(value: bytes | str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import redis
 
+import tests.support.event_tasks  # noqa: F401 - the test subscriptions and task types, in this process too
 from meetingtasks.events.bridge import Bridge
 from meetingtasks.message import loads
 from meetingtasks.platform import Platform
