@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from meetingtasks import tracing
 from meetingtasks.callbacks import callback_fields
 from meetingtasks.errors import (
     DispatchError,
@@ -154,6 +155,7 @@ class Dispatcher:
             extra["timeout_s"] = repr(float(timeout))
         # mt_enqueued_at: when the task becomes runnable, for the queue-wait metric.
         hdrs = {"mt_priority": prio.value, "mt_dispatched_at": now, "mt_enqueued_at": due_s or now}
+        hdrs.update(tracing.dispatch_headers(spec.name, task_id, queue))  # W3C trace context, when tracing
         if headers:
             hdrs.update(headers)
         message = encode_task_message(task_id=task_id, task_name=spec.name, payload=body, queue=queue, headers=hdrs)

@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 import redis
 
+from meetingtasks import tracing
 from meetingtasks.deadletter import DeadLetter, format_traceback
 from meetingtasks.dispatcher import Dispatcher, PreparedTask
 from meetingtasks.errors import DispatchError, InvalidEvent
@@ -314,11 +315,12 @@ class Bridge:
         """Run ``sub`` for ``event`` and validate its payloads into tasks (the place a tracing span wraps)."""
         headers = {"mt_event_id": event.id, "mt_event_type": event.type, "mt_subscription": sub.name}
         fields = {"event_id": event.id, "event_type": event.type, "subscription": sub.name}
-        tasks = [
-            self.dispatcher.prepare(sub.task_type, payload, priority=sub.priority,
-                                    task_id=sub.task_id(event.id, index), headers=headers, fields=fields)
-            for index, payload in enumerate(sub.payloads(event))
-        ]
+        with tracing.consume_event(event.type, event.trace, event_id=event.id, subscription=sub.name):
+            tasks = [
+                self.dispatcher.prepare(sub.task_type, payload, priority=sub.priority,
+                                        task_id=sub.task_id(event.id, index), headers=headers, fields=fields)
+                for index, payload in enumerate(sub.payloads(event))
+            ]
         return Trigger(event, sub, tasks=tasks)
 
     def _count_failures(

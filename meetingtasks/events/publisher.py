@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 
+from meetingtasks import tracing
 from meetingtasks.errors import InvalidEvent
 from meetingtasks.events.envelope import Event, build_event, encode_payload
 from meetingtasks.lua import LuaScript
@@ -60,7 +61,7 @@ class EventPublisher:
         if time is not None:
             data["time"] = time
         # The tracing layer fills this carrier (W3C traceparent/tracestate) when a trace is current.
-        data["trace"] = dict(trace or {})
+        data["trace"] = dict(trace or tracing.event_trace(channel, event_type, event_id or ""))
         return build_event(data)
 
     def encode(self, event: Event) -> bytes:
@@ -126,6 +127,8 @@ class EventPublisher:
         data = dict(item)
         if "payload" in data:
             data["payload"] = encode_payload(data["payload"])
+        if not data.get("trace"):
+            data["trace"] = tracing.event_trace(str(data.get("channel")), str(data.get("type")), str(data.get("id") or ""))
         return build_event(data)
 
 
