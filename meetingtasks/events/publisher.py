@@ -128,7 +128,8 @@ class EventPublisher:
         if "payload" in data:
             data["payload"] = encode_payload(data["payload"])
         if not data.get("trace"):
-            data["trace"] = tracing.event_trace(str(data.get("channel")), str(data.get("type")), str(data.get("id") or ""))
+            data["trace"] = tracing.event_trace(str(data.get("channel")), str(data.get("type")),
+                                                str(data.get("id") or ""))
         return build_event(data)
 
 
