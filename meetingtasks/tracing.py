@@ -53,6 +53,16 @@ def current_trace_id() -> str | None:
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
 
+def active() -> bool:
+    """True when there is a trace to continue or an SDK to start one; dispatch skips all tracing work
+    otherwise (about 1 us instead of 5 us per task)."""
+    if trace.get_current_span().get_span_context().is_valid:
+        return True
+    # trace.get_tracer_provider() reads the environment on every call (about 3 us); the module global it
+    # falls back on stays None until an SDK provider is installed.
+    return getattr(trace, "_TRACER_PROVIDER", None) is not None
+
+
 def _inject(span: Span) -> dict[str, str]:
     if not span.get_span_context().is_valid:
         return {}
@@ -64,6 +74,8 @@ def _inject(span: Span) -> dict[str, str]:
 def dispatch_headers(task_type: str, task_id: str, queue: str) -> dict[str, str]:
     """Record the ``dispatch <type>`` span and return the trace headers for the task message (``{}`` when
     there is no trace to continue and no SDK to start one)."""
+    if not active():
+        return {}
     span = tracer().start_span(
         f"dispatch {task_type}", kind=SpanKind.PRODUCER,
         attributes={"meetingtasks.task_id": task_id, "meetingtasks.task_type": task_type,
@@ -77,6 +89,8 @@ def dispatch_headers(task_type: str, task_id: str, queue: str) -> dict[str, str]
 
 def event_trace(channel: str, event_type: str, event_id: str) -> dict[str, str]:
     """Record the ``publish <event type>`` span; return the carrier for the envelope's ``trace`` field."""
+    if not active():
+        return {}
     span = tracer().start_span(
         f"publish {event_type}", kind=SpanKind.PRODUCER,
         attributes={"meetingtasks.event_id": event_id, "meetingtasks.event_type": event_type,
