@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
@@ -99,6 +100,7 @@ class Gateway:
         with self.platform.redis().pipeline(transaction=False) as pipe:
             pipe.hset(key, mapping=self.manager.counters.snapshot())  # type: ignore[arg-type]
             pipe.expire(key, COUNTERS_TTL_S)
+            pipe.zadd(self.platform.keys.gateways, {self.instance: time.time()})  # found by the exporter
             pipe.execute()
 
     # --- HTTP ---------------------------------------------------------------------------------------------
