@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Callable
 
 import redis
@@ -13,6 +14,14 @@ from tests.conftest import WorkerProcess, wait_for
 from tests.ops.conftest import Process, scrape, value
 
 FAST_HEARTBEAT = {"MEETINGTASKS_HEARTBEAT_INTERVAL_S": "0.2"}
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def start_exporter(run_process: Callable[..., Process], env: dict[str, str]) -> str:
@@ -163,3 +172,40 @@ def test_bridge_throughput_and_lag_are_exported(
     assert value(s, "meetingtasks_bridge_lag", channel="ai_events") == 3
     assert value(s, "meetingtasks_bridge_lag", channel="user_events") == 0
     assert value(s, "meetingtasks_bridges_alive") == 0
+
+
+def test_gateway_sessions_and_pushes_are_exported(
+    platform: Platform, env: dict[str, str], run_process: Callable[..., Process],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    import json as _json
+
+    from websockets.sync.client import connect
+
+    from meetingtasks.gateway.tokens import mint_token
+
+    # Given the exporter, an ai worker and a gateway with one connected client
+    secret = "ops-test-gateway-secret-0123456789"
+    url = start_exporter(run_process, env)
+    start_worker("ai")
+    port = free_port()
+    run_process(["meetingtasks", "gateway", "--port", str(port)],
+                {**env, "MEETINGTASKS_GATEWAY_SECRET": secret}, name="gateway")
+    wait_for(lambda: healthy(f"http://127.0.0.1:{port}/healthz"), 30, message="the gateway to be healthy")
+    token = mint_token(secret, "ops-client", ttl_s=600)
+    with connect(f"ws://127.0.0.1:{port}/ws?token={token}", open_timeout=10) as ws:
+        # When the client submits a task and follows it to the end
+        ws.send(_json.dumps({"op": "submit", "ref": "r1", "type": "t_echo", "payload": {"tag": "ws"}}))
+        frames = []
+        while not frames or frames[-1].get("status") != "SUCCEEDED":
+            frames.append(_json.loads(ws.recv(timeout=30)))
+
+        # Then, while it is connected, the exporter counts one session and the pushes it received
+        def exported() -> bool:
+            s = scrape(url)
+            return (value(s, "meetingtasks_gateway_sessions") == 1
+                    and value(s, "meetingtasks_gateway_pushes_total") >= 1
+                    and value(s, "meetingtasks_gateway_submits_total") == 1
+                    and value(s, "meetingtasks_gateways_alive") == 1)
+
+        wait_for(exported, 30, interval_s=0.5, message="the gateway counters in the exporter")
