@@ -59,6 +59,8 @@ MALFORMED_NAMESPACE = uuid.UUID("a3c1d7e2-5b8f-4f3a-9e61-7c2d4b9a0f55")
 #: A consumer with nothing pending and idle this long belonged to a bridge that is gone; it is deleted.
 STALE_CONSUMER_IDLE_S = 3600.0
 _WATCH_RETRIES = 8
+#: How long the pub/sub listener gathers messages before checking them in one round trip.
+GATHER_S = 0.005
 
 _EXISTS_EACH = LuaScript(
     """
@@ -308,8 +310,7 @@ class Bridge:
                     triggers.append(trigger)
         if failed:
             triggers += self._count_failures(clients, failed)
-        self._commit(clients, triggers)
-        self._ack(clients, [e for e in entries if e.resolved])
+        self._commit(clients, triggers, [e for e in entries if e.resolved])
 
     def _plan(self, event: Event, sub: Subscription) -> Trigger:
         """Run ``sub`` for ``event`` and validate its payloads into tasks (the place a tracing span wraps)."""
@@ -359,23 +360,32 @@ class Bridge:
             message=event.to_json().decode(), replayable=False,
         )
 
-    def _commit(self, clients: _Clients, triggers: list[Trigger]) -> None:
+    def _commit(self, clients: _Clients, triggers: list[Trigger], done: list[Entry]) -> None:
+        """Queue ``triggers`` on their services' Redis, then acknowledge ``done``; on the streams' Redis
+        (where everything is in the usual one-Redis set-up) the acknowledgement joins the same transaction."""
+        stream_url = self.settings.broker_url()
         by_url: dict[str, list[Trigger]] = {}
         for trigger in triggers:
             service = trigger.tasks[0].spec.service if trigger.tasks else trigger.sub.service
             by_url.setdefault(self.settings.broker_url(service), []).append(trigger)
         for url, group in by_url.items():
-            self._commit_once(clients.url(url), group)
+            if url != stream_url:
+                self._commit_once(clients.url(url), group, [])
+        self._commit_once(clients.url(stream_url), by_url.get(stream_url, []), done)
+        self.stats.events += len(done)
 
-    def _commit_once(self, client: redis.Redis, triggers: list[Trigger]) -> None:
-        """Queue the triggers whose marker has no status record yet, atomically (WATCH + MULTI/EXEC)."""
+    def _commit_once(self, client: redis.Redis, triggers: list[Trigger], done: list[Entry]) -> None:
+        """Queue the triggers whose marker has no status record yet and acknowledge ``done``, atomically
+        (WATCH on the markers + MULTI/EXEC)."""
         markers = [self.keys.status(t.marker) for t in triggers]
         for _ in range(_WATCH_RETRIES):
             with client.pipeline(transaction=True) as pipe:
                 try:
-                    pipe.watch(*markers)  # type: ignore[no-untyped-call]
-                    seen = [bool(flag) for flag in _EXISTS_EACH(pipe, markers)]
-                    pipe.multi()
+                    seen: list[bool] = []
+                    if markers:
+                        pipe.watch(*markers)  # type: ignore[no-untyped-call]
+                        seen = [bool(flag) for flag in _EXISTS_EACH(pipe, markers)]
+                        pipe.multi()
                     fresh = [t for t, exists in zip(triggers, seen, strict=True) if not exists]
                     tasks = [task for trigger in fresh for task in trigger.tasks]
                     if tasks:
@@ -383,10 +393,12 @@ class Bridge:
                     for trigger in fresh:
                         if trigger.letter is not None:
                             self._queue_letter(pipe, trigger.letter)
+                    for stream, ids in _by_stream(done).items():
+                        pipe.xack(stream, self.group, *ids)
                     pipe.execute()
                 except redis.WatchError:
                     continue  # someone wrote a marker meanwhile (a racing bridge): look again
-            self.stats.tasks += sum(len(t.tasks) for t in fresh)
+            self.stats.tasks += len(tasks)
             self.stats.dead_letters += sum(1 for t in fresh if t.letter is not None)
             self.stats.duplicates += len(triggers) - len(fresh)
             for trigger in fresh:
@@ -417,19 +429,6 @@ class Bridge:
         self.stats.dead_letters += 1
         log.error("bridge: dead-lettered a malformed event on %s under %s: %s", channel, service, error)
 
-    def _ack(self, clients: _Clients, entries: list[Entry]) -> None:
-        if not entries:
-            return
-        by_stream: dict[str, list[str]] = {}
-        for entry in entries:
-            by_stream.setdefault(entry.stream, []).append(entry.entry_id)
-        client = clients.url(self.settings.broker_url())
-        with client.pipeline(transaction=False) as pipe:
-            for stream, ids in by_stream.items():
-                pipe.xack(stream, self.group, *ids)
-            pipe.execute()
-        self.stats.events += len(entries)
-
     # --- pub/sub -----------------------------------------------------------------------------------------------
     def _listen_forever(self) -> None:
         link = self._links[1]
@@ -453,9 +452,13 @@ class Bridge:
                             self._listening.set()
                             self._mark_ready()
                         continue
+                    # Gather what arrives within a few ms, so that checking the ids costs one round trip for
+                    # many messages rather than one each (outside events wait that much longer; ours are
+                    # in their streams already).
                     batch = [message]
+                    until = time.monotonic() + GATHER_S
                     while len(batch) < self.settings.bridge_batch:
-                        more = pubsub.get_message(timeout=0)
+                        more = pubsub.get_message(timeout=max(0.0, until - time.monotonic()))
                         if more is None:
                             break
                         batch.append(more)
@@ -509,6 +512,13 @@ class Bridge:
                 self.publisher.queue(pipe, event, announce=False)
             appended = pipe.execute()
         self.stats.appended += sum(1 for entry in appended if entry)
+
+
+def _by_stream(entries: list[Entry]) -> dict[str, list[str]]:
+    by_stream: dict[str, list[str]] = {}
+    for entry in entries:
+        by_stream.setdefault(entry.stream, []).append(entry.entry_id)
+    return by_stream
 
 
 def _claimed_id(data: bytes) -> str | None:
