@@ -1,9 +1,12 @@
-"""A no-op task type for the benchmarks (loaded with MEETINGTASKS_INCLUDE=bench.noop_tasks)."""
+"""Task types for the benchmarks (workers load them with MEETINGTASKS_INCLUDE=bench.noop_tasks)."""
 
 from __future__ import annotations
 
+import time
+
 from pydantic import BaseModel
 
+from meetingtasks.platform import get_platform
 from meetingtasks.registry import task_type
 
 
@@ -12,6 +15,21 @@ class NoopPayload(BaseModel):
     blob: str = ""
 
 
+class MarkPayload(BaseModel):
+    sent_at: float
+    sleep_s: float = 0.0
+    key: str = "bench:starts"
+
+
 @task_type("ai", "bench_noop", payload=NoopPayload)
 def bench_noop(p: NoopPayload) -> int:
     return p.n
+
+
+@task_type("ai", "bench_mark", payload=MarkPayload)
+def bench_mark(p: MarkPayload) -> None:
+    """Records when it started next to when it was sent, then optionally works for ``sleep_s``."""
+    started = time.time()
+    get_platform().redis().rpush(p.key, f"{p.sent_at}|{started}")
+    if p.sleep_s:
+        time.sleep(p.sleep_s)

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench`` runs the suite against meetingtasks and stock Celery (see bench/run.py)."""

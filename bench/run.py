@@ -1,0 +1,351 @@
+"""The benchmark suite: meetingtasks against stock Celery on the same Redis, payload and machine.
+
+    python -m bench [--rounds 3] [--only drain,latency] [--quick] [--json bench/results/latest.json]
+
+Each scenario runs its rounds interleaved (ours, stock, ours, stock, ...) because the machine is shared and
+noisy; the table shows medians with min-max and the ratio ours/stock. Scenarios of other benchmarks under
+``bench/`` (delayed accuracy, bridge latency, gateway fan-out, local bus) run with ``--with-others``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from bench.harness import (
+    QUEUES,
+    ROOT,
+    Figure,
+    Worker,
+    base_env,
+    our_worker,
+    percentile,
+    queued,
+    redis_server,
+    stock_worker,
+    wait_until,
+)
+
+BLOB = "x" * 150  # with the envelope, a ~200-byte JSON payload like the issue's measurements
+OUR_QUEUES = [f"ai.{q}" for q in QUEUES]
+
+
+class Bench:
+    def __init__(self, url: str, tmp: Path, rounds: int, quick: bool) -> None:
+        self.url = url
+        self.tmp = tmp
+        self.rounds = rounds
+        self.quick = quick
+        self.env = base_env(url)
+        self.stock_env = base_env(url)
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith(("MEETINGTASKS_", "STOCK_"))})
+        from meetingtasks.platform import configure
+
+        import bench.noop_tasks  # noqa: F401 - registers the bench task types
+        import bench.stock_app
+
+        self.platform = configure()
+        self.client = redis.Redis.from_url(url)
+        self.stock = bench.stock_app
+        self.figures: list[Figure] = []
+        self.log_n = 0
+
+    def n(self, full: int) -> int:
+        return max(200, full // 10) if self.quick else full
+
+    def log(self, name: str) -> Path:
+        self.log_n += 1
+        return self.tmp / f"{self.log_n:03d}-{name}.log"
+
+    def reset(self) -> None:
+        self.client.flushall()
+
+    def figure(self, *args: object, **kwargs: object) -> Figure:
+        fig = Figure(*args, **kwargs)  # type: ignore[arg-type]
+        self.figures.append(fig)
+        return fig
+
+    # --- dispatch -------------------------------------------------------------------------------------------
+    def dispatch_loop(self) -> None:
+        from meetingtasks import dispatch
+
+        n = self.n(5000)
+        fig = self.figure("dispatch loop", "tasks/s", target=">= 2.5x stock apply_async")
+        for _ in range(self.rounds):
+            self.reset()
+            start = time.perf_counter()
+            for i in range(n):
+                dispatch("bench_noop", {"n": i, "blob": BLOB})
+            fig.ours.append(n / (time.perf_counter() - start))
+            self.reset()
+            start = time.perf_counter()
+            for i in range(n):
+                self.stock.noop.apply_async((i, BLOB))
+            fig.stock.append(n / (time.perf_counter() - start))
+
+    def dispatch_batch(self) -> None:
+        from celery import group
+
+        from meetingtasks import dispatch_batch
+
+        n = self.n(10_000)
+        fig = self.figure("dispatch_batch of 10,000", "tasks/s", target=">= 25x stock group().apply_async()")
+        items = [("bench_noop", {"n": i, "blob": BLOB}) for i in range(n)]
+        for _ in range(self.rounds):
+            self.reset()
+            start = time.perf_counter()
+            dispatch_batch(items)
+            fig.ours.append(n / (time.perf_counter() - start))
+            self.reset()
+            start = time.perf_counter()
+            group(self.stock.noop.s(i, BLOB) for i in range(n)).apply_async()
+            fig.stock.append(n / (time.perf_counter() - start))
+
+    # --- drain ------------------------------------------------------------------------------------------------
+    def _drain(self, start_worker: Callable[[], Worker], queues: list[str], n: int, workers: int) -> float:
+        procs = [start_worker() for _ in range(workers)]
+        try:
+            wait_until(lambda: queued(self.client, queues) < n, 60, "the first fetch")
+            t0 = time.perf_counter()
+            left0 = queued(self.client, queues)
+            wait_until(lambda: queued(self.client, queues) == 0, 600, "the queue to drain", 0.002)
+            return left0 / (time.perf_counter() - t0)
+        finally:
+            for p in procs:
+                p.stop()
+
+    def drain(self, workers: int) -> None:
+        from meetingtasks import dispatch_batch
+
+        n = self.n(20_000)
+        fig = self.figure(f"drain 20,000 with {workers} worker process(es)", "tasks/s",
+                          target=">= 2x stock with defaults (all reliability features on)")
+        for _ in range(self.rounds):
+            self.reset()
+            for start in range(0, n, 5000):
+                dispatch_batch([("bench_noop", {"n": i, "blob": BLOB}) for i in range(start, min(n, start + 5000))])
+            fig.ours.append(self._drain(lambda: our_worker(self.env, self.log("drain-ours")), OUR_QUEUES, n,
+                                        workers))
+            self.reset()
+            with self.stock.app.producer_or_acquire() as producer:
+                for i in range(n):
+                    self.stock.noop.apply_async((i, BLOB), producer=producer)
+            fig.stock.append(self._drain(lambda: stock_worker(self.stock_env, self.log("drain-stock")),
+                                         ["celery"], n, workers))
+
+    # --- latency ----------------------------------------------------------------------------------------------
+    def _paced(self, rate: float, n: int, send: Callable[[float], None]) -> None:
+        interval = 1.0 / rate
+        t_next = time.perf_counter()
+        for _ in range(n):
+            now = time.perf_counter()
+            if now < t_next:
+                time.sleep(t_next - now)
+            send(time.time())
+            t_next += interval
+
+    def _start_latencies(self, n: int) -> list[float]:
+        wait_until(lambda: int(self.client.llen("bench:starts")) >= n, 120, "every task to start")
+        out = []
+        for raw in self.client.lrange("bench:starts", 0, -1):
+            sent, started = raw.decode().split("|")
+            out.append((float(started) - float(sent)) * 1000)
+        return out
+
+    def latency(self, rate: float) -> None:
+        from meetingtasks import dispatch
+
+        n = self.n(int(rate * 5))
+        figs = {p: self.figure(f"dispatch -> start at {rate:.0f}/s, p{p}", "ms", higher_is_better=False,
+                               target="p99 <= 1.5x stock" if p == 99 else "") for p in (50, 95, 99)}
+        done = self.figure(f"dispatch -> SUCCEEDED at {rate:.0f}/s, p99", "ms", higher_is_better=False)
+        for _ in range(self.rounds):
+            self.reset()
+            worker = our_worker(self.env, self.log("latency-ours"), pool="threads", concurrency=4)
+            try:
+                self._warm(lambda: dispatch("bench_mark", {"sent_at": time.time(), "key": "bench:warm"}))
+                handles = []
+                self._paced(rate, n, lambda t: handles.append(dispatch("bench_mark", {"sent_at": t})))
+                lat = self._start_latencies(n)
+                wait_until(lambda: handles[-1].status() == "SUCCEEDED", 60, "the last task")
+                finished = []
+                for h in handles:
+                    info = h.info()
+                    created = float(info.fields["created_at"])
+                    end = [t for s, t, _ in info.history if s.value == "SUCCEEDED"]
+                    if end:
+                        finished.append((end[0] - created) * 1000)
+                done.ours.append(percentile(finished, 99))
+            finally:
+                worker.stop()
+            for p, fig in figs.items():
+                fig.ours.append(percentile(lat, p))
+            self.reset()
+            worker = stock_worker(self.stock_env, self.log("latency-stock"), pool="threads", concurrency=4)
+            try:
+                self._warm(lambda: self.stock.mark.delay(time.time(), 0.0, "bench:warm"))
+                self._paced(rate, n, lambda t: self.stock.mark.delay(t))
+                lat = self._start_latencies(n)
+            finally:
+                worker.stop()
+            for p, fig in figs.items():
+                fig.stock.append(percentile(lat, p))
+
+    def _warm(self, send: Callable[[], object]) -> None:
+        for _ in range(5):
+            send()
+        wait_until(lambda: int(self.client.llen("bench:warm")) >= 5, 60, "the worker to warm up")
+
+    # --- priority under load ------------------------------------------------------------------------------------
+    def priority_under_load(self) -> None:
+        from meetingtasks import dispatch, dispatch_batch
+
+        backlog = self.n(50_000)
+        low_run_s = 0.002
+        fig = self.figure("critical wait under a 50,000 low backlog, p99", "ms", higher_is_better=False,
+                          target=f"< one low task ({low_run_s * 1000:.0f} ms) + 5 ms")
+        for _ in range(self.rounds):
+            self.reset()
+            for start in range(0, backlog, 5000):
+                dispatch_batch([{"type": "bench_mark", "payload": {"sent_at": 0, "sleep_s": low_run_s,
+                                                                   "key": "bench:low"}, "priority": "low"}
+                                for _ in range(start, min(backlog, start + 5000))])
+            worker = our_worker(self.env, self.log("priority"), pool="solo")
+            try:
+                wait_until(lambda: int(self.client.llen("bench:low")) > 50, 60, "the backlog to flow")
+                n = 100
+                for _ in range(n):
+                    dispatch("bench_mark", {"sent_at": time.time()}, priority="critical")
+                    time.sleep(0.02)
+                fig.ours.append(percentile(self._start_latencies(n), 99))
+            finally:
+                worker.stop()
+
+    # --- memory ---------------------------------------------------------------------------------------------------
+    def memory(self) -> None:
+        from meetingtasks import dispatch_batch
+
+        total = self.n(100_000)
+        idle = self.figure("worker RSS idle", "MiB", higher_is_better=False)
+        at_10k = self.figure("worker RSS after 10,000 tasks", "MiB", higher_is_better=False)
+        at_end = self.figure(f"worker RSS after {total:,} tasks", "MiB", higher_is_better=False,
+                             target="within 10% of RSS at 10,000")
+        per_task = self.figure("Redis memory per queued task", "bytes", higher_is_better=False)
+        self.reset()
+        before = int(self.client.info("memory")["used_memory"])
+        dispatch_batch([("bench_noop", {"n": i, "blob": BLOB}) for i in range(10_000)])
+        per_task.ours.append((int(self.client.info("memory")["used_memory"]) - before) / 10_000)
+        self.reset()
+        before = int(self.client.info("memory")["used_memory"])
+        with self.stock.app.producer_or_acquire() as producer:
+            for i in range(10_000):
+                self.stock.noop.apply_async((i, BLOB), producer=producer)
+        per_task.stock.append((int(self.client.info("memory")["used_memory"]) - before) / 10_000)
+        self.reset()
+        worker = our_worker(self.env, self.log("memory"), pool="solo")
+        try:
+            time.sleep(3)  # let the worker finish starting; nothing to poll for an idle process
+            idle.ours.append(worker.rss_bytes() / 2**20)
+            done = 0
+            for start in range(0, total, 10_000):
+                dispatch_batch([("bench_noop", {"n": i, "blob": BLOB}) for i in range(start, min(total, start + 10_000))])
+                wait_until(lambda: queued(self.client, OUR_QUEUES) == 0, 600, "the batch to drain", 0.01)
+                done += 10_000
+                if done == 10_000:
+                    at_10k.ours.append(worker.rss_bytes() / 2**20)
+            at_end.ours.append(worker.rss_bytes() / 2**20)
+        finally:
+            worker.stop()
+
+    # --- Redis commands per task ------------------------------------------------------------------------------------
+    def commands_per_task(self) -> None:
+        from meetingtasks import dispatch_batch
+
+        n = self.n(5000)
+        fig = self.figure("Redis commands per task (dispatch + run + ack)", "commands", higher_is_better=False)
+        self.reset()
+        self.client.config_resetstat()
+        dispatch_batch([("bench_noop", {"n": i, "blob": BLOB}) for i in range(n)])
+        self._drain(lambda: our_worker(self.env, self.log("commands")), OUR_QUEUES, n, 1)
+        fig.ours.append(_commands(self.client) / n)
+        self.reset()
+        self.client.config_resetstat()
+        with self.stock.app.producer_or_acquire() as producer:
+            for i in range(n):
+                self.stock.noop.apply_async((i, BLOB), producer=producer)
+        self._drain(lambda: stock_worker(self.stock_env, self.log("commands-stock")), ["celery"], n, 1)
+        fig.stock.append(_commands(self.client) / n)
+
+
+def _commands(client: redis.Redis) -> float:
+    stats = client.info("commandstats")
+    skip = {"cmdstat_info", "cmdstat_config", "cmdstat_llen"}  # the benchmark's own polling
+    return float(sum(v["calls"] for k, v in stats.items() if k not in skip))
+
+
+SCENARIOS: dict[str, Callable[[Bench], None]] = {
+    "dispatch": lambda b: (b.dispatch_loop(), b.dispatch_batch()) and None,
+    "drain": lambda b: (b.drain(1), b.drain(2)) and None,
+    "latency": lambda b: (b.latency(200), b.latency(1000)) and None,
+    "priority": Bench.priority_under_load,
+    "memory": Bench.memory,
+    "commands": Bench.commands_per_task,
+}
+
+OTHERS = ["bench.delayed", "bench.bridge", "bench.local_bus", "bench.dispatch", "bench.gateway"]
+
+
+def table(figures: list[Figure]) -> str:
+    def cell(values: list[float]) -> str:
+        if not values:
+            return "-"
+        med = sorted(values)[len(values) // 2]
+        return f"{med:,.1f} ({min(values):,.1f}-{max(values):,.1f})"
+
+    rows = ["| scenario | unit | meetingtasks median (min-max) | stock Celery median (min-max) | ours/stock | target |",
+            "|---|---|---|---|---|---|"]
+    for f in figures:
+        ratio = f"{f.ratio:.2f}x" if f.ratio is not None else "-"
+        rows.append(f"| {f.name} | {f.unit} | {cell(f.ours)} | {cell(f.stock)} | {ratio} | {f.target} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated: " + ", ".join(SCENARIOS))
+    parser.add_argument("--quick", action="store_true", help="a tenth of the task counts (a smoke run)")
+    parser.add_argument("--with-others", action="store_true", help="also run " + ", ".join(OTHERS))
+    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "latest.json"))
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        with redis_server(tmp) as server:
+            bench = Bench(server.url, tmp, args.rounds, args.quick)
+            for name in args.only.split(","):
+                print(f"== {name}", flush=True)
+                SCENARIOS[name.strip()](bench)
+                print(table(bench.figures), flush=True)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"time": time.time(), "rounds": args.rounds, "quick": args.quick,
+                               "figures": [f.to_dict() for f in bench.figures]}, indent=2))
+    print(f"\n{table(bench.figures)}\n\nwritten to {out}")
+    if args.with_others:
+        for module in OTHERS:
+            print(f"\n== {module}", flush=True)
+            subprocess.run([sys.executable, "-m", module], cwd=ROOT, check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
