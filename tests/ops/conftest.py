@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -95,3 +96,30 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels`` (0 when there are none)."""
     wanted = set(labels.items())
     return sum(v for (n, lbls), v in samples.items() if n == name and wanted <= set(lbls))
+
+
+OPS_INCLUDE = {"MEETINGTASKS_INCLUDE": "tests.support.tasks,tests.support.ops_tasks"}
+
+
+@pytest.fixture
+def ops_tasks() -> None:
+    """Registers the operations test task types in this process (the dispatcher validates against them)."""
+    import tests.support.ops_tasks  # noqa: F401
+
+
+@pytest.fixture(scope="session")
+def spans() -> Iterator[Any]:
+    """This process's finished spans, in memory (an SDK provider installed once for the session)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield exporter
+    exporter.clear()
