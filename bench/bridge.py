@@ -54,6 +54,12 @@ def start_bridge(url: str, log_path: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def one_round(platform: Platform, rate: float, seconds: float) -> tuple[list[float], int]:
     """Latencies (ms) of every event of the round, and how many events never got their task."""
     sub = SUBSCRIPTIONS.get(MEASURED)
@@ -98,9 +104,11 @@ def run(rate: float, seconds: float, rounds: int) -> int:
         try:
             platform = Platform(Settings(redis_url=server.url))
             one_round(platform, rate, 1.0)  # warm up: connections, script cache
-            p50s, p99s, maxes, lost = [], [], [], 0
+            p50s, p99s, maxes, cpus, lost = [], [], [], [], 0
             for _ in range(rounds):
+                used, began = cpu_s(bridge.pid), time.monotonic()
                 latencies, missing = one_round(platform, rate, seconds)
+                cpus.append(100 * (cpu_s(bridge.pid) - used) / (time.monotonic() - began))
                 lost += missing
                 p50s.append(statistics.median(latencies))
                 p99s.append(percentile(latencies, 99))
@@ -118,6 +126,8 @@ def run(rate: float, seconds: float, rounds: int) -> int:
     print(f"  p50  {fmt(p50s)}")
     print(f"  p99  {fmt(p99s)}")
     print(f"  max  {fmt(maxes)}")
+    print(f"  bridge CPU: median {statistics.median(cpus):.0f}% of one core (min {min(cpus):.0f} - max "
+          f"{max(cpus):.0f}); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"  events without their task: {lost}")
     ok = statistics.median(p99s) < TARGET_P99_MS and lost == 0
     print(f"target: p99 < {TARGET_P99_MS:.0f} ms at 1,000 events/s: {'met' if ok else 'NOT met'}")

@@ -57,3 +57,26 @@ class Reconnect:
             log.info("%s: reconnected after %.1fs (%d attempts)", self.name,
                      time.monotonic() - self._down_since, self.failures)
         self.failures = 0
+
+
+class LinkClients:
+    """One :func:`link_client` per Redis URL for one connection attempt; ``close()`` drops them all."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._by_url: dict[str, redis.Redis] = {}
+
+    def url(self, url: str) -> redis.Redis:
+        client = self._by_url.get(url)
+        if client is None:
+            client = self._by_url[url] = link_client(url, self.settings)
+        return client
+
+    def service(self, service: str | None) -> redis.Redis:
+        """The client of ``service``'s Redis (the global one for ``None``)."""
+        return self.url(self.settings.broker_url(service))
+
+    def close(self) -> None:
+        for client in self._by_url.values():
+            client.close()
+        self._by_url.clear()
