@@ -9,7 +9,24 @@ from celery.worker.consumer import Consumer
 from meetingtasks.worker.quarantine import quarantine_envelope
 
 
+#: Celery task events (for Flower) are sent in batches at most this often instead of on every loop tick:
+#: each flush is a blocking publish on the event loop, which stock Celery pays several times per task.
+EVENT_FLUSH_INTERVAL_S = 0.1
+EVENT_BUFFER_LIMIT = 1000
+
+
 class PlatformConsumer(Consumer):  # type: ignore[misc]
+    _mt_flush_pending = False
+
+    def on_send_event_buffered(self) -> None:
+        if self.hub and not self._mt_flush_pending:
+            self._mt_flush_pending = True
+            self.hub.call_later(EVENT_FLUSH_INTERVAL_S, self._mt_flush_events)
+
+    def _mt_flush_events(self) -> None:
+        self._mt_flush_pending = False
+        self._flush_events()
+
     def _quarantine(self, message: Any, reason: str, error: str) -> None:
         platform = getattr(self.app, "mt_platform", None)
         raw = getattr(message, "_raw", None)

@@ -132,6 +132,11 @@ class PlatformLoops(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def start(self, parent: Any) -> None:
         app = parent.app
+        dispatcher = getattr(parent, "event_dispatcher", None)
+        if dispatcher is not None:
+            from meetingtasks.worker.consumer import EVENT_BUFFER_LIMIT
+
+            dispatcher.buffer_limit = EVENT_BUFFER_LIMIT  # flushed on a timer instead (see PlatformConsumer)
         if self.loops:
             return
         from meetingtasks.watchdog import worker_watchdog  # imported late: the watchdog builds on Loop

@@ -170,7 +170,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     def buffer_ack(self, delivery_tag: Any) -> None:
         with self._mt_lock:
             self._mt_acks.append(str(delivery_tag))
-            idle = self._mt_waiting or not self._in_poll
+            idle = self._mt_waiting
         if idle:
             # No fetch is coming soon to carry the ack (the channel waits for work): apply it now.
             self.flush_acks()
