@@ -8,7 +8,6 @@ from celery.worker.consumer import Consumer
 
 from meetingtasks.worker.quarantine import quarantine_envelope
 
-
 #: Celery task events (for Flower) are sent in batches at most this often instead of on every loop tick:
 #: each flush is a blocking publish on the event loop, which stock Celery pays several times per task.
 EVENT_FLUSH_INTERVAL_S = 0.1
