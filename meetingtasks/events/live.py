@@ -235,6 +235,8 @@ class AsyncLiveSubscriber:
         self.platform = platform
         self.channels = list(channels)
         self.patterns = list(patterns)
+        if not self.channels and not self.patterns:
+            raise ValueError("AsyncLiveSubscriber needs at least one channel or pattern")
         self.on_reconnect = on_reconnect
         self.name = name
         self.poll_s = poll_s
@@ -327,8 +329,6 @@ class AsyncLiveSubscriber:
         if self.patterns:
             await pubsub.psubscribe(*self.patterns)
         confirmed = 0
-        if expected == 0:
-            self._connected()
         while True:
             raw = await pubsub.get_message(timeout=self.poll_s)
             if raw is None:
