@@ -18,43 +18,60 @@ from meetingtasks.lua import LuaScript
 from meetingtasks.priority import PRIORITY_ORDER, Priority, parse_queue
 from meetingtasks.wake import WAKE_LUA
 
-# KEYS: hash, then the zsets in priority order. ARGV: now_ms, limit, status key prefix, status channel,
-# status ttl_s, now_s, wake list. Critical entries move first; idle workers get a wake token per moved task.
-# ZRANGEBYSCORE returns the lowest scores, that is ranks
-# 0..n-1, so one ZREMRANGEBYRANK drops the batch. The QUEUED event carries type/service/priority like every
-# other transition, so listeners need no lookup.
+# KEYS: hash, then the zsets in priority order. ARGV: now_ms, limit, status key prefix, status channel, now_s,
+# wake list. Critical entries move first; idle workers get a wake token per moved task. Per zset one batch:
+# ZRANGEBYSCORE returns the lowest scores, ranks 0..n-1, so one ZREMRANGEBYRANK drops it; messages are read,
+# pushed (in due order) and deleted with one call per 1,000 (Lua's unpack limit). A SCHEDULED status becomes
+# QUEUED, published with type/service/priority like every transition; no EXPIRE is needed, the record's TTL
+# already runs to status_ttl_s after the due time (see :meth:`DelayedSet.schedule`).
 _PUMP = LuaScript(
     WAKE_LUA
     + """
+local function each_chunk(items, fn)
+  for i = 1, #items, 1000 do fn(unpack(items, i, math.min(i + 999, #items))) end
+end
 local left = tonumber(ARGV[2])
 local moved = 0
 for k = 2, #KEYS do
- if left <= 0 then break end
- local ids = redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', ARGV[1], 'LIMIT', 0, left)
- left = left - #ids
- moved = moved + #ids
- for _, id in ipairs(ids) do
-  local e = redis.call('HGET', KEYS[1], id)
-  if e then
-    local nl = string.find(e, '\\n', 1, true)
-    redis.call('LPUSH', string.sub(e, 1, nl - 1), string.sub(e, nl + 1))
-    redis.call('HDEL', KEYS[1], id)
-    local sk = ARGV[3] .. id
-    local st = redis.call('HMGET', sk, 'status', 'attempt', 'history', 'type', 'service', 'priority')
-    if st[1] == 'SCHEDULED' then
-      local attempt = st[2] or '1'
-      redis.call('HSET', sk, 'status', 'QUEUED', 'updated_at', ARGV[6],
-        'history', (st[3] or '') .. 'QUEUED ' .. ARGV[6] .. ' ' .. attempt .. '\\n')
-      redis.call('EXPIRE', sk, ARGV[5])
-      redis.call('PUBLISH', ARGV[4], cjson.encode({op='status', id=id, status='QUEUED',
-        time=tonumber(ARGV[6]), attempt=tonumber(attempt), type=st[4] or nil, service=st[5] or nil,
-        priority=st[6] or nil}))
+  if left <= 0 then break end
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', ARGV[1], 'LIMIT', 0, left)
+  local n = #ids
+  if n > 0 then
+    left = left - n
+    moved = moved + n
+    local entries = {}
+    each_chunk(ids, function(...)
+      for _, e in ipairs(redis.call('HMGET', KEYS[1], ...)) do entries[#entries + 1] = e end
+    end)
+    local queues = {}
+    for i = 1, n do
+      local e = entries[i]
+      if e then
+        local nl = string.find(e, '\\n', 1, true)
+        local q = string.sub(e, 1, nl - 1)
+        queues[q] = queues[q] or {}
+        table.insert(queues[q], string.sub(e, nl + 1))
+        local id = ids[i]
+        local sk = ARGV[3] .. id
+        local st = redis.call('HMGET', sk, 'status', 'attempt', 'history', 'type', 'service', 'priority')
+        if st[1] == 'SCHEDULED' then
+          local attempt = st[2] or '1'
+          redis.call('HSET', sk, 'status', 'QUEUED', 'updated_at', ARGV[5],
+            'history', (st[3] or '') .. 'QUEUED ' .. ARGV[5] .. ' ' .. attempt .. '\\n')
+          redis.call('PUBLISH', ARGV[4], cjson.encode({op='status', id=id, status='QUEUED',
+            time=tonumber(ARGV[5]), attempt=tonumber(attempt), type=st[4] or nil, service=st[5] or nil,
+            priority=st[6] or nil}))
+        end
+      end
     end
+    for q, messages in pairs(queues) do
+      each_chunk(messages, function(...) redis.call('LPUSH', q, ...) end)
+    end
+    each_chunk(ids, function(...) redis.call('HDEL', KEYS[1], ...) end)
+    redis.call('ZREMRANGEBYRANK', KEYS[k], 0, n - 1)
   end
- end
- if #ids > 0 then redis.call('ZREMRANGEBYRANK', KEYS[k], 0, #ids - 1) end
 end
-if moved > 0 then mt_wake(ARGV[7], moved) end
+if moved > 0 then mt_wake(ARGV[6], moved) end
 return moved
 """
 )
@@ -103,8 +120,8 @@ class DelayedSet:
         moved = _PUMP(
             client,
             self._keys(service),
-            [int(now_s * 1000), limit, self.keys.status(""), self.keys.status_channel, self.status_ttl_s,
-             repr(now_s), self.keys.wake(service)],
+            [int(now_s * 1000), limit, self.keys.status(""), self.keys.status_channel, repr(now_s),
+             self.keys.wake(service)],
         )
         return int(moved)
 
