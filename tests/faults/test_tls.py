@@ -49,7 +49,7 @@ def test_an_unknown_certificate_is_refused_by_default(tls: tuple[TlsProxy, Path]
 
 
 def test_plain_redis_url_against_a_tls_port_fails_clearly(tls: tuple[TlsProxy, Path]) -> None:
-    proxy, ca = tls
+    proxy, _ = tls
     settings = Settings(redis_url=f"redis://localhost:{proxy.port}/0", redis_socket_timeout_s=2)
     with pytest.raises(redis.RedisError):
         new_client(settings.broker_url(), settings).ping()
