@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -48,10 +49,9 @@ class Bench:
         self.env = base_env(url)
         self.stock_env = base_env(url)
         os.environ.update({k: v for k, v in self.env.items() if k.startswith(("MEETINGTASKS_", "STOCK_"))})
-        from meetingtasks.platform import configure
-
-        import bench.noop_tasks  # noqa: F401 - registers the bench task types
+        import bench.noop_tasks
         import bench.stock_app
+        from meetingtasks.platform import configure
 
         self.platform = configure()
         self.client = redis.Redis.from_url(url)
@@ -173,10 +173,11 @@ class Bench:
             worker = our_worker(self.env, self.log("latency-ours"), pool="threads", concurrency=4)
             try:
                 self._warm(lambda: dispatch("bench_mark", {"sent_at": time.time(), "key": "bench:warm"}))
-                handles = []
-                self._paced(rate, n, lambda t: handles.append(dispatch("bench_mark", {"sent_at": t})))
+                handles: list[Any] = []
+                self._paced(rate, n, lambda t, out=handles: out.append(dispatch("bench_mark", {"sent_at": t})))
                 lat = self._start_latencies(n)
-                wait_until(lambda: handles[-1].status() == "SUCCEEDED", 60, "the last task")
+                last = handles[-1]
+                wait_until(lambda: last.status() == "SUCCEEDED", 60, "the last task")
                 finished = []
                 for h in handles:
                     info = h.info()
@@ -257,7 +258,8 @@ class Bench:
             idle.ours.append(worker.rss_bytes() / 2**20)
             done = 0
             for start in range(0, total, 10_000):
-                dispatch_batch([("bench_noop", {"n": i, "blob": BLOB}) for i in range(start, min(total, start + 10_000))])
+                end = min(total, start + 10_000)
+                dispatch_batch([("bench_noop", {"n": i, "blob": BLOB}) for i in range(start, end)])
                 wait_until(lambda: queued(self.client, OUR_QUEUES) == 0, 600, "the batch to drain", 0.01)
                 done += 10_000
                 if done == 10_000:
@@ -292,10 +294,25 @@ def _commands(client: redis.Redis) -> float:
     return float(sum(v["calls"] for k, v in stats.items() if k not in skip))
 
 
+def _dispatch(b: Bench) -> None:
+    b.dispatch_loop()
+    b.dispatch_batch()
+
+
+def _drain(b: Bench) -> None:
+    b.drain(1)
+    b.drain(2)
+
+
+def _latency(b: Bench) -> None:
+    b.latency(200)
+    b.latency(1000)
+
+
 SCENARIOS: dict[str, Callable[[Bench], None]] = {
-    "dispatch": lambda b: (b.dispatch_loop(), b.dispatch_batch()) and None,
-    "drain": lambda b: (b.drain(1), b.drain(2)) and None,
-    "latency": lambda b: (b.latency(200), b.latency(1000)) and None,
+    "dispatch": _dispatch,
+    "drain": _drain,
+    "latency": _latency,
     "priority": Bench.priority_under_load,
     "memory": Bench.memory,
     "commands": Bench.commands_per_task,

@@ -11,6 +11,7 @@ and says so. Exit code 0 only if the ledger balances. ``tests/faults/test_soak.p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -108,10 +109,8 @@ class Soak:
     def kill_one(self) -> None:
         service = self.rng.choice(SERVICES)
         worker = self.workers[service]
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         worker.proc.wait()
         worker.stop()
         self.ledger.worker_kills += 1
@@ -145,7 +144,7 @@ class Soak:
         restarts_left = self.args.redis_restarts
         restart_points = {len(batches) * (k + 1) // (restarts_left + 1) for k in range(restarts_left)}
         for index, batch in enumerate(batches):
-            for attempt in range(50):
+            for _attempt in range(50):
                 try:
                     handles = dispatch_batch(batch)
                     break
