@@ -177,7 +177,7 @@ class Bench:
                 self._paced(rate, n, lambda t, out=handles: out.append(dispatch("bench_mark", {"sent_at": t})))
                 lat = self._start_latencies(n)
                 last = handles[-1]
-                wait_until(lambda: last.status() == "SUCCEEDED", 60, "the last task")
+                wait_until(lambda last=last: last.status() == "SUCCEEDED", 60, "the last task")
                 finished = []
                 for h in handles:
                     info = h.info()

@@ -6,14 +6,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from meetingtasks import dispatch_batch
 from meetingtasks.connections import reset_shared_clients
 from meetingtasks.embedded import RedisServer
 from meetingtasks.platform import Platform, configure
 from meetingtasks.settings import Settings
-from tests.conftest import WorkerProcess, worker_env, wait_for
+from tests.conftest import WorkerProcess, wait_for, worker_env
 
 
 @pytest.fixture

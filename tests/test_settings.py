@@ -67,7 +67,8 @@ def test_env_overrides_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.mark.parametrize(
     ("env", "value", "expected"),
     [
-        ("MEETINGTASKS_VISIBILITY_TIMEOUT_S", "-5", "MEETINGTASKS_VISIBILITY_TIMEOUT_S: Input should be greater than 0"),
+        ("MEETINGTASKS_VISIBILITY_TIMEOUT_S", "-5",
+         "MEETINGTASKS_VISIBILITY_TIMEOUT_S: Input should be greater than 0"),
         ("MEETINGTASKS_REDIS_URL", "http://example", "MEETINGTASKS_REDIS_URL: Value error, 'http://example' is not a"),
         ("MEETINGTASKS_MAX_RETRIES", "many", "MEETINGTASKS_MAX_RETRIES: Input should be a valid integer"),
         ("MEETINGTASKS_DEFAULT_PRIORITY", "urgent", "MEETINGTASKS_DEFAULT_PRIORITY: Input should be"),
@@ -131,9 +132,9 @@ def test_password_and_acl_user_in_the_url_work(tmp_path: Path) -> None:
 
 def test_tls_urls_verify_certificates_by_default() -> None:
     settings = load_settings(redis_url="rediss://:pw@example.internal:6380/0")
-    from meetingtasks.connections import ssl_options
-
     import ssl
+
+    from meetingtasks.connections import ssl_options
 
     assert ssl_options(settings)["ssl_cert_reqs"] == ssl.CERT_REQUIRED
     from meetingtasks.app import create_app
