@@ -195,6 +195,9 @@ class Settings(BaseSettings):
     gateway_max_frame_bytes: int = Field(65_536, ge=256)
     gateway_idle_timeout_s: float = Field(300.0, gt=0, description="Close a silent session with nothing running")
     gateway_send_queue: int = Field(1_000, ge=1, description="Frames held for a slow client before it is dropped")
+    gateway_ws_impl: Literal["websockets-sansio", "websockets", "wsproto"] = Field(
+        "websockets-sansio", description="uvicorn's WebSocket implementation (sans-I/O: least memory per connection)"
+    )
     gateway_task_types: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Task types clients may submit (comma-separated); empty: every type"
     )

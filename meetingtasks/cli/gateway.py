@@ -83,7 +83,8 @@ def gateway(host: str | None, port: int | None, includes: tuple[str, ...], gener
         app, host=bind_host, port=bind_port, log_config=None,  # our handler on the root logger
         access_log=False,  # query strings carry tokens
         ws_max_size=settings.gateway_max_frame_bytes * HARD_FRAME_FACTOR, backlog=4096,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=5, ws=settings.gateway_ws_impl,
+        ws_per_message_deflate=False,  # small JSON frames; deflate costs ~50 KiB of zlib state per connection
     )
 
 

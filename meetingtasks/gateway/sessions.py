@@ -19,6 +19,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -105,7 +106,11 @@ _session_ids = itertools.count(1)
 
 
 class Session:
-    """One WebSocket connection of a client."""
+    """One WebSocket connection of a client.
+
+    Outgoing frames wait in a deque drained by a writer task that exists only while there is something to
+    send, so an idle session costs no task and no queue (memory per idle connection is a gateway target).
+    """
 
     def __init__(self, manager: ClientTaskManager, client: ClientState, send: Send, close: Close) -> None:
         self.id = next(_session_ids)
@@ -113,23 +118,27 @@ class Session:
         self.client = client
         self._send = send
         self._close = close
-        self.outbox: asyncio.Queue[bytes] = asyncio.Queue(manager.settings.gateway_send_queue)
+        self.pending: deque[bytes] | None = None
+        self.writer: asyncio.Task[None] | None = None
         #: task id -> LIVE, or the frames held back until the client has its ``accepted``/snapshot.
         self.follows: dict[str, list[bytes] | None] = {}
         self.last_frame_s = time.monotonic()
         self.closed = False
-        self.writer = asyncio.get_running_loop().create_task(self._write(), name=f"gateway-session-{self.id}")
 
     def send(self, frame: bytes) -> None:
         if self.closed:
             return
-        try:
-            self.outbox.put_nowait(frame)
-        except asyncio.QueueFull:
+        pending = self.pending
+        if pending is None:
+            pending = self.pending = deque()
+        if len(pending) >= self.manager.settings.gateway_send_queue:
             self.manager.counters.slow_closed_total += 1
-            log.warning("session %s of client %s dropped: %d frames waiting", self.id, self.client.id,
-                        self.outbox.qsize())
+            log.warning("session %s of client %s dropped: %d frames waiting", self.id, self.client.id, len(pending))
             self.close_soon(1013, "too slow: frames are not being read")
+            return
+        pending.append(frame)
+        if self.writer is None:
+            self.writer = asyncio.get_running_loop().create_task(self._write())
 
     def deliver(self, task_id: str, frame: bytes) -> None:
         held = self.follows.get(task_id, LIVE)
@@ -155,17 +164,27 @@ class Session:
         self.closed = True
         asyncio.get_running_loop().create_task(self._close(code, reason))
 
+    def stop(self) -> None:
+        self.closed = True
+        if self.writer is not None:
+            self.writer.cancel()
+            self.writer = None
+        self.pending = None
+
     async def _write(self) -> None:
         counters = self.manager.counters
         try:
-            while True:
-                frame = await self.outbox.get()
+            while self.pending:
+                frame = self.pending.popleft()
                 await self._send(frame.decode())
                 counters.frames_out_total += 1
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the connection is gone; the receive loop cleans up
             log.debug("session %s: send failed: %s", self.id, exc)
+        finally:
+            self.writer = None
+        self.pending = None
 
 
 class ClientTaskManager:
@@ -200,8 +219,7 @@ class ClientTaskManager:
         """Forget ``session`` (safe twice). Its tasks run on; the client may ``subscribe`` again later."""
         if session not in self.sessions:
             return
-        session.closed = True
-        session.writer.cancel()
+        session.stop()
         self.sessions.discard(session)
         for task_id in session.follows:
             followers = self.routes.get(task_id)
