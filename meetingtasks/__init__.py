@@ -4,6 +4,7 @@ from typing import TYPE_CHECKING, Any
 
 # The platform's maintenance task types (run by user workers, scheduled by beat) are built in.
 from meetingtasks import maintenance as maintenance
+from meetingtasks.callbacks import BatchOutcome, TaskOutcome
 from meetingtasks.dispatcher import Batch, TaskHandle, dispatch, dispatch_batch
 from meetingtasks.errors import (
     ConfigurationError,
@@ -27,6 +28,7 @@ from meetingtasks.status import Status
 
 if TYPE_CHECKING:
     from meetingtasks.cancel import TaskCancelled, cancel_task, is_cancelled, raise_if_cancelled
+    from meetingtasks.progress import report_progress
 
 # Loaded on first use: the cancel module imports Celery, which a process that only dispatches never needs.
 _LAZY = {"TaskCancelled", "cancel_task", "is_cancelled", "raise_if_cancelled"}
@@ -37,11 +39,16 @@ def __getattr__(name: str) -> Any:
         from meetingtasks import cancel
 
         return getattr(cancel, name)
+    if name == "report_progress":  # imports Celery too
+        from meetingtasks.progress import report_progress
+
+        return report_progress
     raise AttributeError(f"module 'meetingtasks' has no attribute {name!r}")
 
 
 __all__ = [
     "Batch",
+    "BatchOutcome",
     "ConfigurationError",
     "DispatchError",
     "Event",
@@ -58,6 +65,7 @@ __all__ = [
     "TaskFailed",
     "TaskHandle",
     "TaskNotFound",
+    "TaskOutcome",
     "UnknownTaskType",
     "WaitTimeout",
     "cancel_task",
@@ -71,5 +79,6 @@ __all__ = [
     "publish_event",
     "publish_events",
     "raise_if_cancelled",
+    "report_progress",
     "task_type",
 ]
