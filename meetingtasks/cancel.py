@@ -44,8 +44,8 @@ from meetingtasks.status import Status, StatusRecord, parse_record
 
 log = logging.getLogger(__name__)
 
-#: Seconds a ``terminate`` waits for the workers' replies.
-REVOKE_REPLY_TIMEOUT_S = 1.0
+#: Seconds a ``terminate`` waits for the workers' replies (a busy worker answers its control queue late).
+REVOKE_REPLY_TIMEOUT_S = 1.5
 
 
 class TaskCancelled(MeetingTasksError):
@@ -169,8 +169,9 @@ def _cancel_running(platform: Platform, service: str, record: StatusRecord, term
     terminated = any(record.id in str(a.get("ok", "")) for a in answers)
     errors = [str(a["error"]) for a in answers if "error" in a]
     if errors and not terminated:
+        log.info("terminate of %s refused by its worker: %s", record.id, errors[0])
         return CancelOutcome(record.id, Status.STARTED, _current(platform, client, record.id),
-                             terminate_refused=f"the worker's pool cannot terminate a running task: {errors[0]}")
+                             terminate_refused="its worker's pool cannot kill a running task; only prefork can")
     # Killed, or no worker holds it (its worker died): a redelivery meets the flag, so it is cancelled now.
     platform.status.transition(
         client, record.id, Status.CANCELLED, attempt=record.attempt,
