@@ -6,7 +6,8 @@ mints a token. The protocol is in :mod:`meetingtasks.gateway.protocol`, the sess
 """
 
 from meetingtasks.gateway.app import Gateway, create_gateway_app
-from meetingtasks.gateway.sessions import ClientTaskManager, GatewayCounters
+from meetingtasks.gateway.limits import GatewayCounters
+from meetingtasks.gateway.sessions import ClientTaskManager
 from meetingtasks.gateway.tokens import TokenError, mint_token, require_secret, verify_token
 
 __all__ = [

@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from meetingtasks.status import Status, StatusRecord
+
 Ref = str | int | float | None
 
 #: Fields of a status event that reach the client.
@@ -117,3 +119,18 @@ def frame_time(frame: bytes) -> float:
     """The ``time`` of a status frame (0.0 when it has none)."""
     value = orjson.loads(frame).get("time")
     return float(value) if isinstance(value, int | float) else 0.0
+
+
+def snapshot_event(record: StatusRecord) -> dict[str, Any]:
+    """A status event built from a stored record (for ``subscribe`` and after a feed outage)."""
+    event: dict[str, Any] = {"op": "status", "id": record.id, "status": record.status.value,
+                             "time": float(record.fields.get("updated_at", "0"))}
+    fields = record.fields
+    if "progress" in fields:
+        event["progress"] = float(fields["progress"])
+        event["progress_message"] = fields.get("progress_message", "")
+    if record.status is Status.SUCCEEDED and "result" in fields:
+        event["result"] = record.result
+    if record.error is not None and record.status is not Status.SUCCEEDED:
+        event["error"] = record.error
+    return event

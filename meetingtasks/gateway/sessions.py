@@ -21,7 +21,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import redis
@@ -30,6 +29,7 @@ from meetingtasks.cancel import cancel_task
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.errors import MeetingTasksError, TaskNotFound
 from meetingtasks.gateway import protocol
+from meetingtasks.gateway.limits import GatewayCounters, TokenBucket
 from meetingtasks.message import new_id
 from meetingtasks.platform import Platform
 from meetingtasks.status import TERMINAL, Status, StatusRecord
@@ -42,54 +42,6 @@ LIVE = None
 
 Send = Callable[[str], Awaitable[None]]
 Close = Callable[[int, str], Coroutine[Any, Any, None]]
-
-
-@dataclass
-class GatewayCounters:
-    """Session counters of one gateway process, for metrics (``snapshot()`` is a plain dict)."""
-
-    sessions_open: int = 0
-    sessions_opened_total: int = 0
-    sessions_closed_total: int = 0
-    auth_refused_total: int = 0
-    frames_in_total: int = 0
-    frames_out_total: int = 0
-    errors_sent_total: int = 0
-    submits_total: int = 0
-    cancels_total: int = 0
-    subscribes_total: int = 0
-    rate_limited_total: int = 0
-    inflight_refused_total: int = 0
-    oversize_frames_total: int = 0
-    idle_closed_total: int = 0
-    slow_closed_total: int = 0
-    pushes_total: int = 0
-    tasks_followed: int = 0
-
-    def snapshot(self) -> dict[str, int]:
-        return asdict(self)
-
-
-@dataclass
-class TokenBucket:
-    """``rate_per_s`` tokens a second, at most ``burst`` saved; each frame takes one. Times in seconds."""
-
-    rate_per_s: float
-    burst: float
-    tokens: float
-    updated_s: float
-
-    @classmethod
-    def full(cls, rate_per_s: float, burst: float, now_s: float) -> TokenBucket:
-        return cls(rate_per_s, burst, burst, now_s)
-
-    def allow(self, now_s: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + max(0.0, now_s - self.updated_s) * self.rate_per_s)
-        self.updated_s = now_s
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
 
 
 class ClientState:
@@ -341,7 +293,7 @@ class ClientTaskManager:
             if not already:
                 self._unfollow(session, task_id)
             return
-        snapshot = snapshot_event(record)
+        snapshot = protocol.snapshot_event(record)
         session.send(protocol.status(snapshot))
         if already:
             return
@@ -421,21 +373,6 @@ class ClientTaskManager:
             except (TaskNotFound, redis.RedisError):
                 continue
             if record.status.is_terminal:
-                self.on_status(snapshot_event(record))
+                self.on_status(protocol.snapshot_event(record))
                 pushed += 1
         return pushed
-
-
-def snapshot_event(record: StatusRecord) -> dict[str, Any]:
-    """A status event built from a stored record (for ``subscribe`` and after a feed outage)."""
-    event: dict[str, Any] = {"op": "status", "id": record.id, "status": record.status.value,
-                             "time": float(record.fields.get("updated_at", "0"))}
-    fields = record.fields
-    if "progress" in fields:
-        event["progress"] = float(fields["progress"])
-        event["progress_message"] = fields.get("progress_message", "")
-    if record.status is Status.SUCCEEDED and "result" in fields:
-        event["result"] = record.result
-    if record.error is not None and record.status is not Status.SUCCEEDED:
-        event["error"] = record.error
-    return event

@@ -10,7 +10,7 @@ import pytest
 
 from meetingtasks.errors import ConfigurationError
 from meetingtasks.gateway import protocol
-from meetingtasks.gateway.sessions import TokenBucket
+from meetingtasks.gateway.limits import TokenBucket
 from meetingtasks.gateway.tokens import TokenError, mint_token, require_secret, verify_token
 from meetingtasks.settings import Settings
 from tests.conftest import ROOT
