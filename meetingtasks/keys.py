@@ -63,6 +63,44 @@ key                                type    owner                  lifetime / not
                                            bridge                 idempotent by id; TTL event_id_ttl_s
 ``P event-attempts:<event id>``    hash    bridge                 subscription -> failed handler runs before
                                                                   dead-lettering; TTL 1 day
+``P op:<task id>``                 hash    services (operation)   what one handler run decided: once-only values
+                                                                  (new ids, tokens) and its result, so a
+                                                                  redelivery repeats nothing; TTL op_ttl_s
+``P blob:<id>``                    hash    blobs                  ``data``, ``content_type``, ``size``,
+                                                                  ``created_at``: audio/video passed by reference
+                                                                  (``blob:<id>``); TTL blob_ttl_s
+``P user:<user id>``               hash    user store             username, email, display_name, avatar_url,
+                                                                  bio, status, meeting_id, password (scrypt),
+                                                                  created_at, updated_at, op markers; forever
+``P username:<name>``              string  user store             user id owning a (lower-cased) name; SET NX
+``P login:<sha256 of token>``      hash    user store             user_id, username, created_at, expires_at;
+                                                                  expires by itself a little after expires_at
+``P logins``                       zset    user store             login key scored by expires_at (s); the beat
+                                                                  job sweeps it (user goes offline)
+``P user-logins:<user id>``        set     user store             the user's login keys
+``P meeting:<id>``                 hash    meeting store          title, host_id, state (scheduled, live,
+                                                                  ended), start_at, started_at, ends_at,
+                                                                  ended_at, reason, max_duration_s, op markers;
+                                                                  TTL domain_retention_s once ended
+``P meeting:<id>:participants``    hash    meeting store          user id -> JSON {joined_at, op, client}
+``P meeting:<id>:left``            hash    meeting store          user id -> JSON {left_at, op}
+``P meeting:<id>:ai``              hash    meeting store          AI result kind -> JSON of the latest result
+``P meeting:<id>:notices``         hash    meeting store          ``<user>|<kind>`` -> id of the participant's
+                                                                  pending ``meeting_notify`` task
+``P meetings:live``                zset    meeting store          live meeting id scored by ends_at (s); the
+                                                                  beat job ends the overdue ones
+``P stream:<id>``                  hash    media store            meeting_id, user_id, kind, state, chunks,
+                                                                  started_at, stopped_at, last audio_ref
+``P recording:<id>``               hash    media store            meeting_id, state, started_at, stopped_at
+``P media:<meeting id>``           hash    media store            ``recording`` (active recording id),
+                                                                  ``stream:<id>`` (live streams)
+``P signal:<session id>``          hash    signaling store        meeting_id, user_id, peer, state (open,
+                                                                  offered, connected, closed), offer, answer,
+                                                                  opened_at, last_seen, closed_at, reason
+``P signal:<session id>:ice``      hash    signaling store        candidate -> JSON {from_user, sdp_mid, ...}
+``P signals:alive``                zset    signaling store        open session id scored by last heartbeat (s);
+                                                                  the beat job closes the silent ones
+``P ai:<task id>``                 string  ai store               JSON result of one AI task; TTL op_ttl_s
 (group) ``P bridge``               -       bridge                 the bridges' consumer group on every stream;
                                                                   an (event, subscription) pair counts as seen
                                                                   when ``P status:<its task id>`` exists
@@ -178,6 +216,70 @@ class Keys:
         """Consumer group name (not a key) the bridges share on every event stream."""
         return f"{self.prefix}bridge"
 
+
+    # --- the meeting system's domain state (meetingtasks/services/<svc>/store.py) -----------------------------
+    def operation(self, task_id: str) -> str:
+        return f"{self.prefix}op:{task_id}"
+
+    def blob(self, blob_id: str) -> str:
+        return f"{self.prefix}blob:{blob_id}"
+
+    def user(self, user_id: str) -> str:
+        return f"{self.prefix}user:{user_id}"
+
+    def username(self, name: str) -> str:
+        return f"{self.prefix}username:{name.lower()}"
+
+    def login(self, token_digest: str) -> str:
+        return f"{self.prefix}login:{token_digest}"
+
+    @property
+    def logins(self) -> str:
+        return f"{self.prefix}logins"
+
+    def user_logins(self, user_id: str) -> str:
+        return f"{self.prefix}user-logins:{user_id}"
+
+    def meeting(self, meeting_id: str) -> str:
+        return f"{self.prefix}meeting:{meeting_id}"
+
+    def meeting_participants(self, meeting_id: str) -> str:
+        return f"{self.prefix}meeting:{meeting_id}:participants"
+
+    def meeting_left(self, meeting_id: str) -> str:
+        return f"{self.prefix}meeting:{meeting_id}:left"
+
+    def meeting_ai(self, meeting_id: str) -> str:
+        return f"{self.prefix}meeting:{meeting_id}:ai"
+
+    def meeting_notices(self, meeting_id: str) -> str:
+        return f"{self.prefix}meeting:{meeting_id}:notices"
+
+    @property
+    def meetings_live(self) -> str:
+        return f"{self.prefix}meetings:live"
+
+    def stream(self, stream_id: str) -> str:
+        return f"{self.prefix}stream:{stream_id}"
+
+    def recording(self, recording_id: str) -> str:
+        return f"{self.prefix}recording:{recording_id}"
+
+    def meeting_media(self, meeting_id: str) -> str:
+        return f"{self.prefix}media:{meeting_id}"
+
+    def signal(self, session_id: str) -> str:
+        return f"{self.prefix}signal:{session_id}"
+
+    def signal_ice(self, session_id: str) -> str:
+        return f"{self.prefix}signal:{session_id}:ice"
+
+    @property
+    def signals_alive(self) -> str:
+        return f"{self.prefix}signals:alive"
+
+    def ai_result(self, task_id: str) -> str:
+        return f"{self.prefix}ai:{task_id}"
 
 #: Time a delivery counter survives: long enough to span every redelivery of one task.
 DELIVERIES_TTL_S = 86_400

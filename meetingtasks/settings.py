@@ -230,6 +230,30 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(2.0, gt=0)
     otlp_endpoint: str | None = Field(None, description="OTLP/HTTP traces endpoint, e.g. http://collector:4318")
 
+    # --- the meeting system's services ------------------------------------------------------------------------------
+    op_ttl_s: int = Field(
+        7 * 86_400, ge=60, description="How long a handler run's decisions are kept: the window in which a "
+        "redelivered task repeats nothing"
+    )
+    blob_ttl_s: int = Field(86_400, ge=1, description="Lifetime of a blob (audio, video passed by reference)")
+    blob_max_bytes: int = Field(64 * 1_048_576, ge=1024, description="Largest blob accepted by the blob store")
+    domain_retention_s: int = Field(
+        30 * 86_400, ge=60, description="How long an ended meeting, stopped stream or recording, closed signaling "
+        "session is kept"
+    )
+    login_session_ttl_s: int = Field(12 * 3_600, ge=1, description="Lifetime of a login session")
+    login_sweep_interval_s: float = Field(60.0, gt=0, description="How often beat expires stale login sessions")
+    meeting_max_participants: int = Field(100, ge=1)
+    meeting_sweep_interval_s: float = Field(60.0, gt=0, description="How often beat ends meetings past their end")
+    signaling_heartbeat_timeout_s: float = Field(
+        60.0, gt=0, description="A signaling session silent this long is closed by beat"
+    )
+    signaling_sweep_interval_s: float = Field(15.0, gt=0, description="How often beat looks for silent sessions")
+    ffmpeg_path: str | None = Field(None, description="ffmpeg binary; default: PATH, then the imageio-ffmpeg wheel")
+    ai_backend: str = Field("local", description="AI backend: local (offline models) or zmq (inference service)")
+    ai_zmq_endpoint: str | None = Field(None, description="The inference service for ai_backend=zmq, tcp://host:port")
+    ai_zmq_timeout_s: float = Field(30.0, gt=0, description="Longest wait for one inference reply")
+
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str | None) -> str | None:

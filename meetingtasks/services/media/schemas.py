@@ -16,6 +16,8 @@ class MediaStreamProcess(Payload):
     user_id: str = Field(min_length=1, max_length=64)
     stream_id: str | None = Field(None, max_length=64)
     kind: Literal["audio", "video", "screen"] = "video"
+    #: A chunk of the stream's media (``blob:<id>``): its sound is extracted for the ai service.
+    media_ref: str | None = Field(None, max_length=256)
 
 
 class MediaRecordingStart(Payload):

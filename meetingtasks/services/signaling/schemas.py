@@ -41,3 +41,9 @@ class SignalingConnectionManage(Payload):
     user_id: str = Field(min_length=1, max_length=64)
     action: Literal["open", "close", "heartbeat"]
     meeting_id: str | None = Field(None, max_length=64)
+
+
+class SignalingStaleClose(Payload):
+    """The beat job: close sessions silent for ``signaling_heartbeat_timeout_s`` (``limit`` per run)."""
+
+    limit: int = Field(1000, ge=1, le=100_000)

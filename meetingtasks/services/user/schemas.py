@@ -26,10 +26,18 @@ class UserLogin(Payload):
 class UserProfileUpdate(Payload):
     user_id: str = Field(min_length=1, max_length=64)
     display_name: str | None = Field(None, max_length=64)
-    avatar_url: str | None = Field(None, max_length=512)
+    avatar_url: str | None = Field(None, max_length=512, pattern=r"^(https?://\S+|blob:[A-Za-z0-9_-]+)$")
     bio: str | None = Field(None, max_length=1000)
 
 
 class UserStatusChange(Payload):
     user_id: str = Field(min_length=1, max_length=64)
     status: Literal["online", "away", "busy", "offline"]
+    #: The meeting that causes the change: busy in it, online again after it (only if busy in it).
+    meeting_id: str | None = Field(None, max_length=64)
+
+
+class UserSessionsExpire(Payload):
+    """The beat job: expire login sessions past their expiry (``limit`` per run)."""
+
+    limit: int = Field(1000, ge=1, le=100_000)
