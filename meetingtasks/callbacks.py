@@ -21,13 +21,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import redis
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from meetingtasks.deadletter import DeadLetter, letter_id_for
-from meetingtasks.errors import DispatchError
+from meetingtasks.errors import DispatchError, UnknownTaskType
 from meetingtasks.lua import LuaScript
 from meetingtasks.message import dumps
-from meetingtasks.registry import REGISTRY
+from meetingtasks.priority import parse_queue, queue_name
+from meetingtasks.registry import REGISTRY, TaskTypeSpec
 from meetingtasks.status import Status
 
 if TYPE_CHECKING:
@@ -60,12 +61,35 @@ class BatchOutcome(BaseModel):
 
 
 def callback_fields(on_success: str | None, on_failure: str | None) -> dict[str, str]:
-    """Status fields naming the callbacks; an unknown type fails here, before anything is queued."""
+    """Status fields naming the callbacks and their queues; an unknown type fails here, before anything is
+    queued. The queue is recorded so that a process that never loaded the callback's module can still
+    queue it (its worker validates the payload, as for any task)."""
     fields: dict[str, str] = {}
     for name, value in (("on_success", on_success), ("on_failure", on_failure)):
         if value is not None:
-            fields[name] = REGISTRY.get(value).name
+            spec = REGISTRY.get(value)
+            fields[name] = spec.name
+            fields[f"{name}_queue"] = queue_name(spec.service, spec.priority)
     return fields
+
+
+class _AnyPayload(BaseModel):
+    """Stands in for the payload model of a callback type this process does not know."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def _unknown_handler(payload: Any) -> Any:
+    raise RuntimeError("a stand-in spec is never run")
+
+
+def stand_in_spec(task_type: str, queue: str) -> TaskTypeSpec | None:
+    """A routing-only spec for a type known by name and queue (recorded at dispatch) but not loaded here."""
+    parsed = parse_queue(queue)
+    if parsed is None:
+        return None
+    return TaskTypeSpec(name=task_type, service=parsed[0], payload_model=_AnyPayload, handler=_unknown_handler,
+                        priority=parsed[1])
 
 
 # KEYS: outbox. ARGV: entry, now_s, lease_until_s. Claims an entry only while it is due, so racing pumps
@@ -123,7 +147,8 @@ class CallbackPump:
             log.warning("callbacks of task %s dropped: its status record expired", task_id)
             return
         succeeded = record.status is Status.SUCCEEDED
-        callback = record.fields.get("on_success" if succeeded else "on_failure")
+        which = "on_success" if succeeded else "on_failure"
+        callback = record.fields.get(which)
         if callback is None:
             return
         outcome = TaskOutcome(
@@ -131,7 +156,8 @@ class CallbackPump:
             attempt=record.attempt, result=record.result if succeeded else None,
             error=None if succeeded else record.error, error_type=record.fields.get("error_type"),
         )
-        self._dispatch(callback, outcome, f"mt-callback:{task_id}", about=f"task {task_id}")
+        self._dispatch(callback, record.fields.get(f"{which}_queue"), outcome, f"mt-callback:{task_id}",
+                       about=f"task {task_id}")
 
     def _fire_batch(self, batch_id: str) -> None:
         raw = self.client.hgetall(self.platform.keys.batch(batch_id))
@@ -142,12 +168,17 @@ class CallbackPump:
             return
         counts = {k[2:]: int(v) for k, v in fields.items() if k.startswith("n:")}
         outcome = BatchOutcome(batch_id=batch_id, total=int(fields.get("total", "0")), counts=counts)
-        self._dispatch(callback, outcome, f"mt-batch-callback:{batch_id}", about=f"batch {batch_id}")
+        self._dispatch(callback, fields.get("on_complete_queue"), outcome, f"mt-batch-callback:{batch_id}",
+                       about=f"batch {batch_id}")
 
-    def _dispatch(self, callback: str, outcome: BaseModel, dedup_key: str, *, about: str) -> None:
+    def _dispatch(self, callback: str, queue: str | None, outcome: BaseModel, dedup_key: str, *,
+                  about: str) -> None:
         payload = outcome.model_dump(mode="json")
+        spec = REGISTRY.find(callback) or (stand_in_spec(callback, queue) if queue else None)
         try:
-            handle = self.dispatcher.dispatch(callback, payload, dedup_key=dedup_key)
+            if spec is None:
+                raise UnknownTaskType(f"unknown task type {callback!r} and no queue recorded for it")
+            handle = self.dispatcher.dispatch(spec, payload, dedup_key=dedup_key)
         except DispatchError as exc:
             self._refused(callback, payload, about, exc)
             return

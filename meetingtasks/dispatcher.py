@@ -121,7 +121,7 @@ class Dispatcher:
     # --- building ---------------------------------------------------------------------------------------
     def prepare(
         self,
-        task_type: str,
+        task_type: str | TaskTypeSpec,
         payload: Any,
         *,
         priority: Priority | str | None = None,
@@ -136,7 +136,7 @@ class Dispatcher:
     ) -> PreparedTask:
         """Validate and encode one task; raises a :class:`DispatchError` naming the problem."""
         settings = self.platform.settings
-        spec = REGISTRY.get(task_type)
+        spec = task_type if isinstance(task_type, TaskTypeSpec) else REGISTRY.get(task_type)
         body = validate_payload(spec, payload)
         prio = Priority.parse(priority, settings.default_priority or spec.priority)
         queue = queue_name(spec.service, prio)
@@ -149,7 +149,7 @@ class Dispatcher:
         deadline_s = None
         if timeout is not None:
             if timeout <= 0:
-                raise InvalidPayload(f"{task_type}: timeout must be > 0 seconds, got {timeout}")
+                raise InvalidPayload(f"{spec.name}: timeout must be > 0 seconds, got {timeout}")
             deadline_s = (due_s or now) + timeout
             extra["deadline"] = repr(deadline_s)
             extra["timeout_s"] = repr(float(timeout))
@@ -161,7 +161,7 @@ class Dispatcher:
         message = encode_task_message(task_id=task_id, task_name=spec.name, payload=body, queue=queue, headers=hdrs)
         if len(message) > settings.max_message_bytes:
             raise MessageTooLarge(
-                f"{task_type}: the message is {len(message)} bytes, over the limit of "
+                f"{spec.name}: the message is {len(message)} bytes, over the limit of "
                 f"{settings.max_message_bytes} bytes (max_message_bytes); pass large data by reference"
             )
         return PreparedTask(task_id, spec, prio, queue, message, due_s, deadline_s, extra)
@@ -234,7 +234,7 @@ class Dispatcher:
     # --- public ---------------------------------------------------------------------------------------------
     def dispatch(
         self,
-        task_type: str,
+        task_type: str | TaskTypeSpec,
         payload: Any,
         *,
         priority: Priority | str | None = None,
@@ -272,7 +272,11 @@ class Dispatcher:
         outcome. Items are ``(type, payload)`` pairs or dicts with ``type``, ``payload`` and optionally
         ``priority``, ``delay``, ``eta``, ``timeout``, ``on_success``, ``on_failure``."""
         batch_id = new_id()
-        complete_type = REGISTRY.get(on_complete).name if on_complete is not None else None
+        complete: list[str] = []  # the callback's name and queue, for the batch record
+        if on_complete is not None:
+            fields = callback_fields(on_complete, None)
+            complete = ["on_complete", fields["on_success"], "on_complete_queue", fields["on_success_queue"]]
+        complete_type = complete[1] if complete else None
         prepared = [self.prepare(**_batch_item(item), task_id=task_id) for item, task_id in zip_ids(items)]
         by_url: dict[str, list[PreparedTask]] = {}
         for task in prepared:
@@ -289,7 +293,7 @@ class Dispatcher:
                 # The batch record goes first, so a member finishing at once is counted.
                 record: list[str | int] = ["total", len(tasks), "done", 0, "created_at", repr(time.time())]
                 if complete_type is not None:
-                    record += ["on_complete", complete_type]
+                    record += complete
                 pipe.hset(keys.batch(batch_id), items=record)
                 pipe.expire(keys.batch(batch_id), self.platform.settings.status_ttl_s)
                 self.enqueue_many(pipe, tasks, common={"batch": batch_id})
@@ -297,7 +301,7 @@ class Dispatcher:
         if complete_type is not None and not prepared:
             # Nothing to wait for: complete at once.
             with self.platform.redis().pipeline(transaction=False) as pipe:
-                pipe.hset(keys.batch(batch_id), items=["total", 0, "done", 0, "on_complete", complete_type])
+                pipe.hset(keys.batch(batch_id), items=["total", 0, "done", 0, *complete])
                 pipe.expire(keys.batch(batch_id), self.platform.settings.status_ttl_s)
                 pipe.zadd(keys.callbacks, {f"b:{batch_id}": time.time()})
                 pipe.execute()

@@ -139,3 +139,27 @@ def test_callback_whose_model_refuses_the_outcome_is_dead_lettered(platform: Pla
     assert letter.reason == "CallbackRefused"
     assert "payload.tag" in letter.error and handle.id in letter.error
     assert r.zcard(platform.keys.callbacks) == 0
+
+
+def test_a_task_its_worker_cannot_run_is_dead_lettered_and_its_callback_fires(
+    platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    # Given a worker that does not load the module of t_progress (and of the callback type)
+    start_worker("ai", "--pool", "threads", "--concurrency", "2", env_overrides={
+        "MEETINGTASKS_INCLUDE": "tests.support.tasks", "MEETINGTASKS_WATCHDOG_INTERVAL_S": "0.05"})
+    # When such a task arrives, its consumer dead-letters it (worker/quarantine.py)
+    handle = dispatch("t_progress", {"tag": "unknown here"}, on_failure="t_on_outcome")
+    with pytest.raises(TaskFailed, match="DEAD_LETTERED: unknown task type 't_progress'"):
+        handle.wait(20)
+    # Then the worker's watchdog dispatches the failure callback (to the queue recorded at dispatch: this
+    # worker does not know the callback type either), exactly once
+    callback_id = wait_for(lambda: r.get(platform.keys.dedup(f"mt-callback:{handle.id}")), 20,
+                           message="the failure callback")
+    callback = platform.status.get(r, callback_id.decode())  # type: ignore[union-attr]
+    assert callback is not None and callback.fields["type"] == "t_on_outcome"
+    assert r.zcard(platform.keys.callbacks) == 0
+    # (this worker cannot run the callback either: it is dead-lettered too, with the outcome as its payload)
+    letter = wait_for(lambda: next((d for d in platform.dead_letters.list(r, "ai") if d.id == callback.id), None),
+                      20, message="the callback's own dead letter")
+    assert letter.payload["status"] == "DEAD_LETTERED"  # type: ignore[union-attr]
+    assert letter.payload["task_id"] == handle.id  # type: ignore[union-attr]
