@@ -385,10 +385,11 @@ class TaskHandle:
             time.sleep(poll_s)
             poll_s = min(poll_s * 1.5, 0.2)
 
-    def cancel(self) -> Status:
+    def cancel(self, *, terminate: bool = False) -> Status:
+        """Cancel the task (see :mod:`meetingtasks.cancel`); returns its status afterwards."""
         from meetingtasks.cancel import cancel_task
 
-        return cancel_task(self.dispatcher.platform, self.id)
+        return cancel_task(self.dispatcher.platform, self.id, terminate=terminate)
 
 
 @dataclass
