@@ -19,8 +19,8 @@ M, U = {"meeting_id": "m1"}, {"meeting_id": "m1", "user_id": "u1"}
 
 #: subscription -> (channel, event type, event payload, expected payloads of the triggered tasks)
 CASES: dict[str, tuple[str, str, dict[str, Any], list[dict[str, Any]]]] = {
-    "user:busy_in_meeting": ("meeting_events", "meeting.user_joined", U, [{"user_id": "u1", "status": "busy"}]),
-    "user:online_after_meeting": ("meeting_events", "meeting.user_left", U, [{"user_id": "u1", "status": "online"}]),
+    "user:busy_in_meeting": ("meeting_events", "meeting.user_joined", U, [{**U, "status": "busy"}]),
+    "user:online_after_meeting": ("meeting_events", "meeting.user_left", U, [{**U, "status": "online"}]),
     "user:enhanced_avatar": ("ai_events", "video_enhancement.completed", {"user_id": "u1", "output_ref": "blob:av"},
                              [{"user_id": "u1", "avatar_url": "blob:av"}]),
     "meeting:leave_when_offline": ("user_events", "user.status_changed", {**U, "status": "offline"}, [U]),
@@ -29,6 +29,10 @@ CASES: dict[str, tuple[str, str, dict[str, Any], list[dict[str, Any]]]] = {
                                   [{"source_ref": "blob:rec", "target_format": "mp4", **M}]),
     "meeting:analyse_transcript": ("ai_events", "speech_recognition.completed", {**M, "text": "hello all"},
                                    [{"text": "hello all", **M}]),
+    "meeting:keep_transcript": ("ai_events", "speech_recognition.completed", {**M, "text": "hi", "task_id": "t1"},
+                                [{"kind": "speech_recognition", "result": {"text": "hi", "task_id": "t1"}, **M}]),
+    "meeting:keep_emotion": ("ai_events", "emotion_detection.completed", {**M, "label": "happy"},
+                             [{"kind": "emotion_detection", "result": {"label": "happy"}, **M}]),
     "media:process_participant_stream": ("meeting_events", "meeting.user_joined", U, [{**U, "kind": "video"}]),
     "media:start_recording": ("meeting_events", "meeting.started", M, [M]),
     "media:stop_recording": ("meeting_events", "meeting.ended", M, [M]),

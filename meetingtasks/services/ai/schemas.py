@@ -29,3 +29,5 @@ class AudioDenoising(Payload):
 class VideoEnhancement(Payload):
     video_ref: str = Field(min_length=1, max_length=256)
     meeting_id: str | None = Field(None, max_length=64)
+    #: Set for a profile video: the enhanced one becomes the user's avatar (``user`` subscribes).
+    user_id: str | None = Field(None, max_length=64)

@@ -9,6 +9,8 @@ its recordings and transcripts, so two of its reactions start other services' ta
 - ``recording.stopped`` (with ``recording_ref``) -> ``media_transcode`` (mp4): the meeting's archive copy
 - ``speech_recognition.completed`` (with ``text``) -> ``emotion_detection``: the meeting's transcript is analysed
   for its mood
+- ``speech_recognition.completed`` / ``emotion_detection.completed`` (with ``meeting_id``) -> ``meeting_ai_result``:
+  the transcript and the mood are kept on the meeting and pushed to its participants
 """
 
 from __future__ import annotations
@@ -48,3 +50,21 @@ def analyse_transcript(event: Event) -> dict[str, Any] | None:
     if not p.get("text"):
         return None
     return {"text": p["text"], "meeting_id": p.get("meeting_id")}
+
+
+@on_event("ai_events", "speech_recognition.completed", dispatch="meeting_ai_result")
+def keep_transcript(event: Event) -> dict[str, Any] | None:
+    p = event.payload
+    if not p.get("meeting_id"):
+        return None
+    result = {k: p[k] for k in ("text", "language", "duration_s", "audio_ref", "task_id") if k in p}
+    return {"meeting_id": p["meeting_id"], "kind": "speech_recognition", "result": result}
+
+
+@on_event("ai_events", "emotion_detection.completed", dispatch="meeting_ai_result")
+def keep_emotion(event: Event) -> dict[str, Any] | None:
+    p = event.payload
+    if not p.get("meeting_id"):
+        return None
+    result = {k: p[k] for k in ("label", "compound", "text", "task_id") if k in p}
+    return {"meeting_id": p["meeting_id"], "kind": "emotion_detection", "result": result}

@@ -15,12 +15,12 @@ from meetingtasks.events import Event, on_event
 
 @on_event("meeting_events", "meeting.user_joined", dispatch="user_status_change")
 def busy_in_meeting(event: Event) -> dict[str, Any]:
-    return {"user_id": event.payload.get("user_id"), "status": "busy"}
+    return {"user_id": event.payload.get("user_id"), "status": "busy", "meeting_id": event.payload.get("meeting_id")}
 
 
 @on_event("meeting_events", "meeting.user_left", dispatch="user_status_change")
 def online_after_meeting(event: Event) -> dict[str, Any]:
-    return {"user_id": event.payload.get("user_id"), "status": "online"}
+    return {"user_id": event.payload.get("user_id"), "status": "online", "meeting_id": event.payload.get("meeting_id")}
 
 
 @on_event("ai_events", "video_enhancement.completed", dispatch="user_profile_update")
