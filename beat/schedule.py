@@ -16,6 +16,20 @@ queue-depths      maintenance_queue_depths      ``queue_depths_interval_s`` (30 
 trim-streams      maintenance_trim_streams      ``stream_trim_interval_s`` (300 s): event streams
 ================  ============================  =====================================================
 
+and the meeting system's own jobs, each run by a worker of its service:
+
+======================  =====================  ===============================================================
+entry                   task type              every
+======================  =====================  ===============================================================
+expire-logins           user_sessions_expire   ``login_sweep_interval_s`` (60 s): drop expired login sessions;
+                                               a user left without one goes offline
+end-overdue-meetings    meeting_overdue_end    ``meeting_sweep_interval_s`` (60 s): end live meetings past
+                                               their maximum duration (their own scheduled end was lost)
+close-silent-signaling  signaling_stale_close  ``signaling_sweep_interval_s`` (15 s): close signaling
+                                               sessions without a heartbeat for
+                                               ``signaling_heartbeat_timeout_s`` (60 s)
+======================  =====================  ===============================================================
+
 Services add their own jobs with :func:`periodic` in a module that beat loads (``--include`` or
 ``MEETINGTASKS_INCLUDE``)::
 
@@ -87,10 +101,13 @@ def periodic(
 
 
 def entries(settings: Settings) -> list[Periodic]:
-    """The built-in maintenance entries followed by the ones added with :func:`periodic`."""
+    """The built-in entries (maintenance, the meeting system's jobs) followed by those added with :func:`periodic`."""
     builtin = [
         Periodic("queue-depths", "maintenance_queue_depths", every_s=settings.queue_depths_interval_s),
         Periodic("trim-streams", "maintenance_trim_streams", every_s=settings.stream_trim_interval_s),
+        Periodic("expire-logins", "user_sessions_expire", every_s=settings.login_sweep_interval_s),
+        Periodic("end-overdue-meetings", "meeting_overdue_end", every_s=settings.meeting_sweep_interval_s),
+        Periodic("close-silent-signaling", "signaling_stale_close", every_s=settings.signaling_sweep_interval_s),
     ]
     return [*(e for e in builtin if e.name not in _added), *_added.values()]
 

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 # The platform's maintenance task types (run by user workers, scheduled by beat) are built in.
 from meetingtasks import maintenance as maintenance
 from meetingtasks.callbacks import BatchOutcome, TaskOutcome
+from meetingtasks.current import current_task_id, running_as
 from meetingtasks.dispatcher import Batch, TaskHandle, dispatch, dispatch_batch
 from meetingtasks.errors import (
     ConfigurationError,
@@ -70,6 +71,7 @@ __all__ = [
     "WaitTimeout",
     "cancel_task",
     "configure",
+    "current_task_id",
     "dispatch",
     "dispatch_batch",
     "get_platform",
@@ -80,5 +82,6 @@ __all__ = [
     "publish_events",
     "raise_if_cancelled",
     "report_progress",
+    "running_as",
     "task_type",
 ]
