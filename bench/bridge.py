@@ -108,6 +108,9 @@ def run(rate: float, seconds: float, rounds: int) -> int:
             for _ in range(rounds):
                 used, began = cpu_s(bridge.pid), time.monotonic()
                 latencies, missing = one_round(platform, rate, seconds)
+                if not latencies:
+                    log = (Path(tmp) / "bridge.log").read_text(errors="replace")
+                    raise SystemExit(f"no event got its task in this round; the bridge's log:\n{log}")
                 cpus.append(100 * (cpu_s(bridge.pid) - used) / (time.monotonic() - began))
                 lost += missing
                 p50s.append(statistics.median(latencies))
