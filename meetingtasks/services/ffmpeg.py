@@ -53,9 +53,11 @@ def _find(explicit: str | None) -> str | None:
 
 def ffmpeg_binary(settings: Settings) -> str:
     found = _find(settings.ffmpeg_path)
+    if found is None and settings.ffmpeg_path:
+        raise FfmpegMissing(f"MEETINGTASKS_FFMPEG_PATH={settings.ffmpeg_path}: no such program; point it at an "
+                            "ffmpeg binary or unset it")
     if found is None:
-        where = f"MEETINGTASKS_FFMPEG_PATH={settings.ffmpeg_path} does not exist; " if settings.ffmpeg_path else ""
-        raise FfmpegMissing(f"{where}no ffmpeg found: install ffmpeg (apt-get install ffmpeg) or "
+        raise FfmpegMissing("no ffmpeg found: install ffmpeg (apt-get install ffmpeg) or "
                             "pip install 'meetingtasks[media]' (the imageio-ffmpeg wheel ships one)")
     return found
 

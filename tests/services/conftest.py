@@ -1,0 +1,57 @@
+"""Fixtures of the service tests: run a handler as a given task (a second run with the same id is a
+redelivery), read what it published, and a finished meeting setup."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from meetingtasks.current import running_as
+from meetingtasks.message import new_id
+from meetingtasks.platform import Platform
+from meetingtasks.registry import REGISTRY, load_builtin_types
+
+Run = Callable[..., Any]
+
+
+@pytest.fixture
+def run(platform: Platform) -> Run:
+    """``run("user_register", {...}, task_id="t1")``: the handler's result, run as task ``task_id`` (a fresh
+    id when omitted), its payload validated as the worker would."""
+    load_builtin_types()
+
+    def call(task_type: str, payload: dict[str, Any], *, task_id: str | None = None) -> Any:
+        spec = REGISTRY.get(task_type)
+        model = spec.payload_model.model_validate(payload)
+        with running_as(task_id or new_id()):
+            return spec.handler(model)
+
+    return call
+
+
+class Published:
+    """The events on the platform's channel streams."""
+
+    def __init__(self, platform: Platform, r: redis.Redis) -> None:
+        self.platform = platform
+        self.r = r
+
+    def __call__(self, channel: str, event_type: str | None = None) -> list[dict[str, Any]]:
+        entries = self.r.xrange(self.platform.keys.event_stream(channel))
+        events = [orjson.loads(fields[b"event"]) for _, fields in entries]
+        return [e for e in events if event_type is None or e["type"] == event_type]
+
+    def payloads(self, channel: str, event_type: str) -> list[dict[str, Any]]:
+        return [e["payload"] for e in self(channel, event_type)]
+
+    def types(self, channel: str) -> list[str]:
+        return [e["type"] for e in self(channel)]
+
+
+@pytest.fixture
+def published(platform: Platform, r: redis.Redis) -> Published:
+    return Published(platform, r)
