@@ -299,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp) / "redis").start()
         try:
+            with contextlib.suppress(ImportError):
+                import uvloop  # what the gateway runs on too (uvicorn[standard])
+
+                uvloop.install()
             return asyncio.run(run(args, server.url, Path(tmp)))
         finally:
             server.stop()

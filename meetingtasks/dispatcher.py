@@ -307,6 +307,29 @@ class Dispatcher:
                 pipe.execute()
         return Batch(batch_id, [TaskHandle(t.task_id, self, t.spec.name) for t in prepared], self)
 
+    def dispatch_each(self, requests: Sequence[Mapping[str, Any]]) -> list[TaskHandle | DispatchError]:
+        """Queue independent tasks in one round trip per Redis server (the gateway's submits). Each request
+        holds :meth:`prepare` keyword arguments; a refused one comes back as its error, the rest are queued."""
+        outcomes: list[TaskHandle | DispatchError] = []
+        by_url: dict[str, list[PreparedTask]] = {}
+        for request in requests:
+            try:
+                task = self.prepare(**request)
+            except DispatchError as exc:
+                outcomes.append(exc)
+                continue
+            except ValueError as exc:  # e.g. an unknown priority
+                outcomes.append(DispatchError(str(exc)))
+                continue
+            by_url.setdefault(self.platform.settings.broker_url(task.spec.service), []).append(task)
+            outcomes.append(TaskHandle(task.task_id, self, task.spec.name))
+        for tasks in by_url.values():
+            with self.platform.redis(tasks[0].spec.service).pipeline(transaction=False) as pipe:
+                for task in tasks:
+                    self.enqueue(pipe, task)
+                pipe.execute()
+        return outcomes
+
     def record(self, task_id: str) -> StatusRecord:
         for client in self._clients():
             rec = self.platform.status.get(client, task_id)

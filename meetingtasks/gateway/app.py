@@ -80,6 +80,7 @@ class Gateway:
             housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
+            await self.manager.submits.stop()
             await self.feed.stop()
 
     async def _housekeeping(self) -> None:

@@ -30,6 +30,7 @@ from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.errors import MeetingTasksError, TaskNotFound
 from meetingtasks.gateway import protocol
 from meetingtasks.gateway.limits import GatewayCounters, TokenBucket
+from meetingtasks.gateway.submits import SubmitBatcher
 from meetingtasks.message import new_id
 from meetingtasks.platform import Platform
 from meetingtasks.status import TERMINAL, Status, StatusRecord
@@ -146,6 +147,7 @@ class ClientTaskManager:
         self.platform = platform
         self.settings = platform.settings
         self.dispatcher = dispatcher or Dispatcher(platform)
+        self.submits = SubmitBatcher(self.dispatcher)
         self.counters = GatewayCounters()
         self.clients: dict[str, ClientState] = {}
         self.sessions: set[Session] = set()
@@ -267,10 +269,8 @@ class ClientTaskManager:
         self.owners[task_id] = client
         client.unfinished.add(task_id)
         try:
-            await asyncio.to_thread(
-                self.dispatcher.dispatch, request.type, request.payload, priority=request.priority,
-                task_id=task_id, fields={"client": client.id},
-            )
+            await self.submits.submit(task_type=request.type, payload=request.payload, priority=request.priority,
+                                      task_id=task_id, fields={"client": client.id})
         except (MeetingTasksError, ValueError, redis.RedisError) as exc:
             self._unfollow(session, task_id)
             self.owners.pop(task_id, None)
