@@ -187,3 +187,39 @@ def test_a_bridge_waits_out_a_redis_restart(tmp_path, settings) -> None:
             bridge.stop()  # safe twice
         server.stop()
         reset_shared_clients()
+
+
+def test_two_bridges_racing_for_the_same_events_queue_each_task_once(platform: Platform, r: redis.Redis) -> None:
+    """What happens when a slow bridge's events are re-claimed while it still works on them."""
+    import threading
+
+    from meetingtasks.events.reconnect import LinkClients
+    from meetingtasks.events.triggers import BridgeStats, TriggerWriter
+
+    # Given 300 events, and the same entries in the hands of two writers at once
+    events = publish_events(login_events(300))
+    stream = platform.keys.event_stream("user_events")
+    rows = [(stream, entry_id.decode(), fields) for entry_id, fields in r.xrange(stream)]
+    r.xgroup_create(stream, platform.keys.bridge_group, id="0")
+    writers = [TriggerWriter(platform, BridgeStats()) for _ in range(2)]
+    start = threading.Barrier(2)
+
+    def run(writer: TriggerWriter) -> None:
+        clients = LinkClients(platform.settings)
+        start.wait()
+        for i in range(0, len(rows), 5):  # small batches: many chances to interleave
+            writer.handle(clients, rows[i:i + 5])
+        clients.close()
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in writers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    # Then every task was queued exactly once, and each writer saw the other's work as duplicates
+    for queue in ("ai.normal", "user.normal"):
+        counts = triggers_per_event(r, queue)
+        assert set(counts) == {e.id for e in events} and max(counts.values()) == 1
+    assert sum(w.stats.tasks for w in writers) == 600
+    assert sum(w.stats.duplicates for w in writers) == 600

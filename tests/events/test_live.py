@@ -125,3 +125,34 @@ def test_the_async_subscriber_iterates_and_resumes_after_a_kill(platform: Platfo
                     break
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_a_live_subscriber_waits_out_a_redis_restart(tmp_path, settings) -> None:
+    from meetingtasks.embedded import RedisServer
+
+    # Given a subscriber on a Redis of its own
+    server = RedisServer(tmp_path / "redis").start()
+    platform = Platform(settings.model_copy(update={"redis_url": server.url, "reconnect_backoff_max_s": 0.5}))
+    heard: list[bytes] = []
+    sub = LiveSubscriber(platform, ["probe"], callback=lambda m: heard.append(m.data)).start()
+    client = redis.Redis.from_url(server.url)
+    try:
+        assert sub.wait_ready(10)
+
+        # When Redis is killed and started again on the same port
+        server.restart(kill=True)
+
+        # Then the subscriber is back on its channel without a restart
+        def heard_again() -> bool:
+            try:
+                client.publish("probe", b"back")
+            except redis.ConnectionError:
+                return False
+            return b"back" in heard
+
+        wait_for(heard_again, 15, interval_s=0.1, message="a message after the restart")
+        assert sub.reconnects >= 1
+    finally:
+        sub.stop()
+        client.close()
+        server.stop()
