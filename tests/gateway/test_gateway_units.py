@@ -107,3 +107,13 @@ def test_commands_refuse_to_run_without_a_secret_and_say_how_to_set_one(env: dic
         assert out.returncode == 1
         assert out.stderr.startswith("error: no gateway secret: set MEETINGTASKS_GATEWAY_SECRET")
         assert "--generate-secret" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_generate_secret_records_one_readable_by_the_owner_only(tmp_path: Path) -> None:
+    from meetingtasks.cli.gateway import make_secret
+
+    settings = Settings(data_dir=tmp_path / "data", gateway_secret=None)
+    secret = make_secret(settings)
+    path = tmp_path / "data" / "gateway.secret"
+    assert (path.stat().st_mode & 0o777, len(secret) >= 32) == (0o600, True)
+    assert make_secret(settings) == secret == require_secret(settings), "kept, and found by every command"
