@@ -9,6 +9,7 @@ No message ever waits inside a worker's memory, so a delay longer than the visib
 
 from __future__ import annotations
 
+import math
 import time
 
 import redis
@@ -106,7 +107,8 @@ class DelayedSet:
             raise ValueError(f"{queue!r} is not a queue of service {service!r}")
         entry = queue.encode() + b"\n" + message
         client.hset(self.keys.delayed_messages(service), task_id, entry)
-        client.zadd(self.keys.delayed(service, parsed[1].value), {task_id: int(due_s * 1000)})
+        # Rounded up to the millisecond: the pump compares whole milliseconds and must never move it early.
+        client.zadd(self.keys.delayed(service, parsed[1].value), {task_id: math.ceil(due_s * 1000)})
         # A delay may outlast status_ttl_s: keep the status record (and so cancel and status) alive until
         # status_ttl_s after the due time. Queued after the SCHEDULED transition by the dispatcher.
         client.expire(self.keys.status(task_id), max(0, int(due_s - time.time())) + self.status_ttl_s)
