@@ -69,9 +69,9 @@ def status(platform: Platform, task_id: str, as_json: bool) -> None:
 def cancel(platform: Platform, task_id: str, terminate: bool) -> None:
     """Cancel a scheduled, queued or running task.
 
-    Exit 0 when the task will not run (again): cancelled now or before, or running with its cancel flag
-    set. Exit 1 when it had already finished otherwise (nothing changes), could not be terminated, or the
-    id is unknown.
+    Exit 0 when it is cancelled (now or before), or is running with its cancel flag set (it stops at its
+    next cancel check). Exit 1 when it had already finished otherwise (nothing changes), could not be
+    terminated, or the id is unknown.
     """
     from meetingtasks.cancel import cancel as cancel_one
 
