@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -96,12 +97,12 @@ def bench_pump(platform: Platform, entries: int, rounds: int) -> dict[str, Any]:
 
 # --- (a) lateness under a backlog -----------------------------------------------------------------------------
 class Child:
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path, ready: str) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path, ready: Callable[[], bool]) -> None:
         self.log = log
         self.file = log.open("wb")
         self.proc = subprocess.Popen(argv, env=env, stdout=self.file, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 60
-        while ready not in log.read_text(errors="replace"):
+        while not ready():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"{argv[3]} did not start:\n{log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.1)
@@ -119,7 +120,7 @@ def bench_latency(platform: Platform, tmp: Path, critical: int, spread_s: float,
                   work_s: float, pool: str, concurrency: int) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEETINGTASKS_")}
     env.update(MEETINGTASKS_REDIS_URL=platform.settings.broker_url(), MEETINGTASKS_INCLUDE="bench.delayed",
-               MEETINGTASKS_DATA_DIR=str(tmp / "data"), MEETINGTASKS_LOG_LEVEL="WARNING",
+               MEETINGTASKS_DATA_DIR=str(tmp / "data"),
                PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
     cli = [sys.executable, "-m", "meetingtasks.cli"]
     dispatcher = Dispatcher(platform)
@@ -133,9 +134,12 @@ def bench_latency(platform: Platform, tmp: Path, critical: int, spread_s: float,
         return max(0, missing)
 
     top_up()
+    # At WARNING the worker logs nothing per task (50,000 log lines would cost CPU); it is up once it consumes.
     worker = Child([*cli, "worker", "ai", "--pool", pool, "--concurrency", str(concurrency), "--loglevel", "WARNING"],
-                   env, tmp / "worker.log", " ready.")
-    beat = Child([*cli, "beat", "--loglevel", "INFO"], env, tmp / "beat.log", "delayed-set pump running")
+                   env, tmp / "worker.log", lambda: int(client.llen("ai.normal")) < backlog)
+    beat_log = tmp / "beat.log"
+    beat = Child([*cli, "beat", "--loglevel", "INFO"], env, beat_log,
+                 lambda: "delayed-set pump running" in beat_log.read_text(errors="replace"))
     try:
         first_due = time.time() + 3
         due = [first_due + spread_s * i / critical for i in range(critical)]
