@@ -54,7 +54,7 @@ def test_flower_shows_workers_and_tasks_of_every_service_with_basic_auth(
     # When tasks of both services run
     d = Dispatcher(platform)
     echo = d.dispatch("t_echo", {"tag": "flower"})
-    user = d.dispatch("user_status_change", {"user_id": "u1", "status": "online"})
+    user = d.dispatch("user_register", {"username": "flo", "email": "flo@example.com", "password": "pw-123456"})
     echo.wait(timeout=30)
     user.wait(timeout=30)
 
@@ -66,7 +66,7 @@ def test_flower_shows_workers_and_tasks_of_every_service_with_basic_auth(
 
     done = wait_for(seen, 30, interval_s=0.5, message="flower to show both tasks succeeded")
     assert done[echo.id]["name"] == "t_echo"  # type: ignore[index]
-    assert done[user.id]["name"] == "user_status_change"  # type: ignore[index]
+    assert done[user.id]["name"] == "user_register"  # type: ignore[index]
 
     # and without the password it answers 401
     with pytest.raises(urllib.error.HTTPError) as refused:

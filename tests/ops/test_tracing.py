@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -48,13 +47,16 @@ def test_one_trace_spans_dispatch_task_event_bridge_and_triggered_task(
               "span_id": format(s.context.span_id, "016x"),
               "parent_id": format(s.parent.span_id, "016x") if s.parent else None}
              for s in spans.get_finished_spans()]
-    by_name = {s["name"]: s for s in [*local, *remote]}  # type: ignore[union-attr]
+    by_id = {s["span_id"]: s for s in [*local, *remote]}  # type: ignore[union-attr]
+    last = next(s for s in remote if s["name"] == "run t_traced_end")  # type: ignore[union-attr]
+    ancestry = [last]
+    while ancestry[-1]["parent_id"] in by_id:
+        ancestry.append(by_id[ancestry[-1]["parent_id"]])
     chain = ["user request", "dispatch t_traced_start", "run t_traced_start", "publish emotion_detection.completed",
              "handle emotion_detection.completed", "dispatch t_traced_end", "run t_traced_end"]
-    assert set(chain) <= set(by_name), sorted(by_name)
-    for parent, child in itertools.pairwise(chain):
-        assert by_name[child]["trace_id"] == trace_id, child
-        assert by_name[child]["parent_id"] == by_name[parent]["span_id"], f"{child} is not a child of {parent}"
+    assert [s["name"] for s in reversed(ancestry)] == chain
+    assert {s["trace_id"] for s in ancestry} == {trace_id}
+    assert ancestry[-1]["parent_id"] is None  # the chain reaches the root span
 
 
 def test_spans_are_exported_over_otlp_http_when_an_endpoint_is_set(
