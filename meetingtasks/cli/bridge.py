@@ -36,9 +36,11 @@ def bridge(includes: tuple[str, ...], consumer: str | None) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    runner.start()
+    # Imported before the bridge's threads start: importing Celery/kombu here while they run raced with their
+    # own imports (ImportError: partially initialized module 'kombu.utils.functional').
     from meetingtasks.metrics.reporter import bridge_reporter
 
+    runner.start()
     reporter = bridge_reporter(platform, runner).start()  # counters for `meetingtasks exporter`
     while not stopping.wait(1.0):
         pass
