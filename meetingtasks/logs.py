@@ -6,9 +6,9 @@ A JSON line carries ``time`` (ISO 8601, UTC), ``level``, ``logger``, ``message``
 text for exceptions. The task fields come from Celery's current task, so any logger used inside a
 handler gets them without passing anything.
 
-Workers are wired through Celery's ``setup_logging`` signal (:func:`install_worker_logging`, called by
-:func:`meetingtasks.app.create_app`), which also runs again in each prefork child. Other processes call
-:func:`configure_logging` once at start.
+Workers and beat are wired through Celery's ``setup_logging`` signal (:func:`install_celery_logging`, called
+by :func:`meetingtasks.app.create_app` and the beat app), which also runs again in each prefork child. Other
+processes call :func:`configure_logging` once at start.
 """
 
 from __future__ import annotations
@@ -106,17 +106,19 @@ def configure_logging(settings: Settings, *, component: str, service: str | None
     root.setLevel(settings.log_level.upper())
 
 
-def install_worker_logging(app: Any) -> None:
-    """With ``log_json``, take over Celery's logging set-up in this worker (and its pool children)."""
-    settings: Settings = app.mt_platform.settings
-    if not settings.log_json or _installed.get("worker"):
+def install_celery_logging(settings: Settings, *, component: str, service: str | None = None) -> None:
+    """With ``log_json``, take over Celery's logging set-up in this process (and its pool children)."""
+    if not settings.log_json or _installed.get(component):
         return
     from celery.signals import setup_logging
 
-    service: str = app.mt_service
-
     def setup_json_logging(**kwargs: Any) -> None:
-        configure_logging(settings, component="worker", service=service)
+        configure_logging(settings, component=component, service=service)
 
     setup_logging.connect(setup_json_logging, weak=False)
-    _installed["worker"] = True
+    _installed[component] = True
+
+
+def install_worker_logging(app: Any) -> None:
+    """JSON logs for a service's worker (called by :func:`meetingtasks.app.create_app`)."""
+    install_celery_logging(app.mt_platform.settings, component="worker", service=app.mt_service)

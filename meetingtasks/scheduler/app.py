@@ -24,6 +24,9 @@ def create_beat_app(settings: Settings | None = None, *, include: Iterable[str] 
     tls = ssl_options(settings) if is_tls(url) else None
     app = Celery("meetingtasks.beat", set_as_current=False)
     app.mt_platform = platform
+    from meetingtasks.logs import install_celery_logging
+
+    install_celery_logging(settings, component="beat")  # JSON lines with MEETINGTASKS_LOG_JSON
     app.conf.update(
         broker_url=url,
         broker_use_ssl=tls,
