@@ -14,7 +14,7 @@ class Payload(BaseModel):
 class MediaStreamProcess(Payload):
     meeting_id: str = Field(min_length=1, max_length=64)
     user_id: str = Field(min_length=1, max_length=64)
-    stream_id: str | None = Field(None, max_length=64)
+    stream_id: str | None = Field(None, max_length=160)  # a signaling session id, or "<meeting>:<user>:<kind>"
     kind: Literal["audio", "video", "screen"] = "video"
     #: A chunk of the stream's media (``blob:<id>``): its sound is extracted for the ai service.
     media_ref: str | None = Field(None, max_length=256)

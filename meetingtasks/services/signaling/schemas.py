@@ -12,7 +12,7 @@ class Payload(BaseModel):
 
 
 class WebRTCDescription(Payload):
-    session_id: str = Field(min_length=1, max_length=64)
+    session_id: str = Field(min_length=1, max_length=160)  # "<meeting id>:<user id>" by default
     from_user: str = Field(min_length=1, max_length=64)
     to_user: str = Field(min_length=1, max_length=64)
     sdp: str = Field(min_length=1, max_length=65_536)
@@ -28,7 +28,7 @@ class SignalingWebRTCAnswer(WebRTCDescription):
 
 
 class SignalingIceCandidate(Payload):
-    session_id: str = Field(min_length=1, max_length=64)
+    session_id: str = Field(min_length=1, max_length=160)  # "<meeting id>:<user id>" by default
     from_user: str = Field(min_length=1, max_length=64)
     to_user: str = Field(min_length=1, max_length=64)
     candidate: str = Field(min_length=1, max_length=1024)
@@ -37,7 +37,7 @@ class SignalingIceCandidate(Payload):
 
 
 class SignalingConnectionManage(Payload):
-    session_id: str = Field(min_length=1, max_length=64)
+    session_id: str = Field(min_length=1, max_length=160)  # "<meeting id>:<user id>" by default
     user_id: str = Field(min_length=1, max_length=64)
     action: Literal["open", "close", "heartbeat"]
     meeting_id: str | None = Field(None, max_length=64)
