@@ -18,12 +18,26 @@ metric                                          type       meaning
 ``meetingtasks_status_events_total``            counter    status events received (label ``status``)
 ==============================================  =========  ==================================================
 
-Read from Redis at each scrape (see :mod:`meetingtasks.metrics.collector`): ``meetingtasks_redis_up``,
-``meetingtasks_queue_depth``, ``meetingtasks_queue_unacked``, ``meetingtasks_scheduled_tasks``,
-``meetingtasks_dead_letters`` (labels ``service``, ``priority``, ``queue``), worker liveness
-``meetingtasks_worker_up``, ``meetingtasks_worker_heartbeat_age_seconds``, ``meetingtasks_worker_active_tasks``,
-``meetingtasks_worker_tasks_processed_total`` (labels ``service``, ``worker``), ``meetingtasks_workers_alive``
-(label ``service``), and ``meetingtasks_scrape_redis_seconds``.
+Read from Redis at each scrape (see :mod:`meetingtasks.metrics.collector`):
+
+- ``meetingtasks_redis_up``, ``meetingtasks_scrape_redis_seconds``;
+- queues (labels ``service``, ``priority``, ``queue``): ``meetingtasks_queue_depth``,
+  ``meetingtasks_queue_unacked``, ``meetingtasks_scheduled_tasks``, ``meetingtasks_dead_letters``;
+- worker liveness (labels ``service``, ``worker``; see :mod:`meetingtasks.metrics.heartbeat`):
+  ``meetingtasks_worker_up``, ``meetingtasks_worker_heartbeat_age_seconds``,
+  ``meetingtasks_worker_active_tasks``, ``meetingtasks_worker_tasks_processed_total``, and
+  ``meetingtasks_workers_alive`` (label ``service``);
+- event streams (label ``channel``): ``meetingtasks_event_stream_length``, ``meetingtasks_bridge_lag``,
+  ``meetingtasks_bridge_pending``, ``meetingtasks_bridge_consumers``;
+- bridges (label ``bridge``, from ``P bridges``): ``meetingtasks_bridge_events_processed_total``,
+  ``meetingtasks_bridge_tasks_triggered_total``, ``meetingtasks_bridge_duplicates_total``,
+  ``meetingtasks_bridge_subscription_failures_total``, ``meetingtasks_bridge_dead_letters_total``,
+  ``meetingtasks_bridge_events_appended_total``, ``meetingtasks_bridge_up``, ``meetingtasks_bridges_alive``;
+- gateways (label ``gateway``, from ``P gateway:<instance>`` via ``P gateways``):
+  ``meetingtasks_gateway_sessions``, ``meetingtasks_gateway_tasks_followed``,
+  ``meetingtasks_gateway_<counter>_total`` for each counter in
+  :data:`meetingtasks.metrics.collector.GATEWAY_COUNTERS` (pushes, submits, sessions opened ...),
+  ``meetingtasks_gateways_alive``.
 """
 
 from __future__ import annotations
