@@ -20,16 +20,22 @@ from meetingtasks.priority import PRIORITY_ORDER, Priority, parse_queue
 from meetingtasks.wake import WAKE_LUA
 
 # KEYS: hash, then the zsets in priority order. ARGV: now_ms, limit, status key prefix, status channel, now_s,
-# wake list. Critical entries move first; idle workers get a wake token per moved task. Per zset one batch:
-# ZRANGEBYSCORE returns the lowest scores, ranks 0..n-1, so one ZREMRANGEBYRANK drops it; messages are read,
-# pushed (in due order) and deleted with one call per 1,000 (Lua's unpack limit). A SCHEDULED status becomes
-# QUEUED, published with type/service/priority like every transition; no EXPIRE is needed, the record's TTL
-# already runs to status_ttl_s after the due time (see :meth:`DelayedSet.schedule`).
+# wake list, service, then the priority names in zset order. Critical entries move first; idle workers get a
+# wake token per moved task. Per zset one batch: ZRANGEBYSCORE returns the lowest scores, ranks 0..n-1, so one
+# ZREMRANGEBYRANK drops it; messages are read, pushed (in due order) and deleted with one call per 1,000
+# (Lua's unpack limit). A SCHEDULED status becomes QUEUED, published with type/service/priority like every
+# transition (the event is concatenated, cjson only for strings that need escaping: it runs 100,000 times a
+# second); no EXPIRE is needed, the record's TTL already runs to status_ttl_s after the due time (schedule).
 _PUMP = LuaScript(
     WAKE_LUA
     + """
 local function each_chunk(items, fn)
   for i = 1, #items, 1000 do fn(unpack(items, i, math.min(i + 999, #items))) end
+end
+local function js(s)  -- a JSON string; cjson only when escaping is needed (ids and names rarely do)
+  if not s then return 'null' end
+  if string.find(s, '[%c"\\\\]') then return cjson.encode(s) end
+  return '"' .. s .. '"'
 end
 local left = tonumber(ARGV[2])
 local moved = 0
@@ -38,6 +44,8 @@ for k = 2, #KEYS do
   local ids = redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', ARGV[1], 'LIMIT', 0, left)
   local n = #ids
   if n > 0 then
+    -- service and priority are this call's and this zset's: no need to read them per task
+    local event_tail = ',"service":' .. js(ARGV[7]) .. ',"priority":' .. js(ARGV[6 + k]) .. '}'
     left = left - n
     moved = moved + n
     local entries = {}
@@ -54,14 +62,13 @@ for k = 2, #KEYS do
         table.insert(queues[q], string.sub(e, nl + 1))
         local id = ids[i]
         local sk = ARGV[3] .. id
-        local st = redis.call('HMGET', sk, 'status', 'attempt', 'history', 'type', 'service', 'priority')
+        local st = redis.call('HMGET', sk, 'status', 'attempt', 'history', 'type')
         if st[1] == 'SCHEDULED' then
           local attempt = st[2] or '1'
           redis.call('HSET', sk, 'status', 'QUEUED', 'updated_at', ARGV[5],
             'history', (st[3] or '') .. 'QUEUED ' .. ARGV[5] .. ' ' .. attempt .. '\\n')
-          redis.call('PUBLISH', ARGV[4], cjson.encode({op='status', id=id, status='QUEUED',
-            time=tonumber(ARGV[5]), attempt=tonumber(attempt), type=st[4] or nil, service=st[5] or nil,
-            priority=st[6] or nil}))
+          redis.call('PUBLISH', ARGV[4], '{"op":"status","id":' .. js(id) .. ',"status":"QUEUED","time":' ..
+            ARGV[5] .. ',"attempt":' .. attempt .. ',"type":' .. js(st[4]) .. event_tail)
         end
       end
     end
@@ -123,7 +130,7 @@ class DelayedSet:
             client,
             self._keys(service),
             [int(now_s * 1000), limit, self.keys.status(""), self.keys.status_channel, repr(now_s),
-             self.keys.wake(service)],
+             self.keys.wake(service), service, *(p.value for p in PRIORITY_ORDER)],
         )
         return int(moved)
 

@@ -148,3 +148,21 @@ def test_stats_counts_scheduled_tasks_per_service_and_priority(platform: Platfor
     assert rows[("ai", "critical")] == 2 and rows[("ai", "low")] == 1 and rows[("ai", "normal")] == 0
     assert rows[("user", "high")] == 1
     assert sum(rows.values()) == 4
+
+
+def test_pump_events_stay_valid_json_for_odd_ids(platform: Platform, r: redis.Redis) -> None:
+    # given a scheduled task whose id (chosen by a foreign producer) needs JSON escaping
+    odd_id = 'odd"id\\with\tescapes'
+    task = Dispatcher(platform).prepare("t_echo", {"tag": "odd"}, delay=60, task_id=odd_id)
+    with r.pipeline(transaction=False) as pipe:
+        Dispatcher(platform).enqueue(pipe, task)
+        pipe.execute()
+    pubsub = r.pubsub()
+    pubsub.subscribe(platform.keys.status_channel)
+    assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+    # when it is pumped
+    assert platform.delayed.pump(r, "ai", now_s=time.time() + 120) == 1
+    # then its QUEUED event is valid JSON naming it exactly
+    event = json.loads(pubsub.get_message(timeout=5)["data"])  # type: ignore[index]
+    assert (event["id"], event["status"], event["type"], event["priority"]) == (odd_id, "QUEUED", "t_echo", "normal")
+    pubsub.close()
