@@ -13,8 +13,10 @@ from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.platform import Platform
 from tests.conftest import WorkerProcess, wait_for
 from tests.ops.conftest import Process
-from tests.support.span_capture import SPANS_KEY
 
+# The list tests.support.span_capture fills. Not imported from there: importing that module installs its
+# Redis-writing tracer provider in this (pytest) process, for every later test too.
+SPANS_KEY = "test:spans"
 TRACED_ENV = {"MEETINGTASKS_INCLUDE": "tests.support.tasks,tests.support.ops_tasks,tests.support.span_capture"}
 
 
