@@ -142,9 +142,10 @@ def meeting_create(p: MeetingCreate) -> dict[str, Any]:
     def body(op: Operation) -> dict[str, Any]:
         meeting_id = p.meeting_id or op.derive_id("meeting")
         now = time.time()
-        start_at = p.start_time.timestamp() if p.start_time is not None else now
-        if p.start_time is not None and p.start_time.tzinfo is None:
-            start_at = p.start_time.replace(tzinfo=UTC).timestamp()
+        start_at = now
+        if p.start_time is not None:  # a time without a zone is taken as UTC
+            start = p.start_time if p.start_time.tzinfo else p.start_time.replace(tzinfo=UTC)
+            start_at = start.timestamp()
         fields = {"title": p.title, "host_id": p.host_id, "state": "scheduled", "record": "1" if p.record else "0",
                   "max_duration_s": str(p.max_duration_s), "start_at": repr(start_at), "created_at": repr(now)}
         outcome = store().create(op, meeting_id, fields)
