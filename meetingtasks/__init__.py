@@ -8,6 +8,7 @@ from meetingtasks.callbacks import BatchOutcome, TaskOutcome
 from meetingtasks.current import current_task_id, running_as
 from meetingtasks.dispatcher import Batch, TaskHandle, dispatch, dispatch_batch
 from meetingtasks.errors import (
+    BrokerUnavailable,
     ConfigurationError,
     DispatchError,
     InvalidEvent,
@@ -50,6 +51,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Batch",
     "BatchOutcome",
+    "BrokerUnavailable",
     "ConfigurationError",
     "DispatchError",
     "Event",

@@ -18,16 +18,19 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import redis
 from pydantic import BaseModel, ValidationError
 
 from meetingtasks import tracing
 from meetingtasks.callbacks import callback_fields
 from meetingtasks.errors import (
+    BrokerUnavailable,
     DispatchError,
     InvalidPayload,
     MessageTooLarge,
@@ -256,15 +259,40 @@ class Dispatcher:
         client = self.platform.redis(task.spec.service)
         if dedup_key is not None:
             key = self.platform.keys.dedup(dedup_key)
-            if not client.set(key, task.task_id, nx=True, ex=self.platform.settings.dedup_ttl_s):
+            if not self._send(client, lambda pipe: pipe.set(key, task.task_id, nx=True,
+                                                            ex=self.platform.settings.dedup_ttl_s))[0]:
                 existing = client.get(key)
                 if existing is not None:
                     owner = existing.decode() if isinstance(existing, bytes) else str(existing)
                     return TaskHandle(owner, self, task.spec.name)
-        with client.pipeline(transaction=False) as pipe:
-            self.enqueue(pipe, task)
-            pipe.execute()
+        self._send(client, lambda pipe: self.enqueue(pipe, task))
         return TaskHandle(task.task_id, self, task.spec.name)
+
+    def _send(self, client: Any, build: Callable[[Any], object]) -> list[Any]:
+        """Execute one pipeline built by ``build``; while Redis refuses connections, keep trying for
+        ``dispatch_retry_s`` (nothing was sent, so nothing can be queued twice), then raise
+        :class:`BrokerUnavailable`. A connection lost mid-request is not retried: the task may be queued."""
+        deadline = time.monotonic() + self.platform.settings.dispatch_retry_s
+        pause = 0.05
+        while True:
+            try:
+                with client.pipeline(transaction=False) as pipe:
+                    build(pipe)
+                    return list(pipe.execute())
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                where = _redacted(self.platform.settings.broker_url())
+                if "connecting to" not in str(exc):
+                    raise BrokerUnavailable(
+                        f"lost the connection to Redis at {where} while queuing ({exc}); the task may or may not "
+                        "be queued: check with `meetingtasks status ID`"
+                    ) from None
+                if time.monotonic() >= deadline:
+                    raise BrokerUnavailable(
+                        f"cannot reach Redis at {where} ({exc}); nothing was queued "
+                        f"(tried for dispatch_retry_s={self.platform.settings.dispatch_retry_s}s)"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
 
     def dispatch_batch(self, items: Iterable[Any], *, on_complete: str | None = None) -> Batch:
         """Send many tasks in one round trip per Redis server; ``on_complete`` (a task type) is dispatched
@@ -289,15 +317,17 @@ class Dispatcher:
         keys = self.platform.keys
         for tasks in by_url.values():
             client = self.platform.redis(tasks[0].spec.service)
-            with client.pipeline(transaction=False) as pipe:
-                # The batch record goes first, so a member finishing at once is counted.
-                record: list[str | int] = ["total", len(tasks), "done", 0, "created_at", repr(time.time())]
-                if complete_type is not None:
-                    record += complete
+            # The batch record goes first, so a member finishing at once is counted.
+            record: list[str | int] = ["total", len(tasks), "done", 0, "created_at", repr(time.time())]
+            if complete_type is not None:
+                record += complete
+
+            def build(pipe: Any, tasks: list[PreparedTask] = tasks, record: list[str | int] = record) -> None:
                 pipe.hset(keys.batch(batch_id), items=record)
                 pipe.expire(keys.batch(batch_id), self.platform.settings.status_ttl_s)
                 self.enqueue_many(pipe, tasks, common={"batch": batch_id})
-                pipe.execute()
+
+            self._send(client, build)
         if complete_type is not None and not prepared:
             # Nothing to wait for: complete at once.
             with self.platform.redis().pipeline(transaction=False) as pipe:
@@ -324,10 +354,12 @@ class Dispatcher:
             by_url.setdefault(self.platform.settings.broker_url(task.spec.service), []).append(task)
             outcomes.append(TaskHandle(task.task_id, self, task.spec.name))
         for tasks in by_url.values():
-            with self.platform.redis(tasks[0].spec.service).pipeline(transaction=False) as pipe:
+
+            def build(pipe: Any, tasks: list[PreparedTask] = tasks) -> None:
                 for task in tasks:
                     self.enqueue(pipe, task)
-                pipe.execute()
+
+            self._send(self.platform.redis(tasks[0].spec.service), build)
         return outcomes
 
     def record(self, task_id: str) -> StatusRecord:
@@ -506,3 +538,12 @@ def dispatch(
 def dispatch_batch(items: Iterable[Any], *, on_complete: str | None = None) -> Batch:
     """Queue many tasks in one round trip; see :meth:`Dispatcher.dispatch_batch`."""
     return default_dispatcher().dispatch_batch(items, on_complete=on_complete)
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password, for error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))

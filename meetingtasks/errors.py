@@ -7,7 +7,8 @@
     ├── DispatchError               a task could not be accepted for queuing
     │   ├── UnknownTaskType         (also a ValueError) the type is not in the routing table
     │   ├── InvalidPayload          (also a ValueError) the payload fails the type's model
-    │   └── MessageTooLarge         (also a ValueError) the encoded message exceeds max_message_bytes
+    │   ├── MessageTooLarge         (also a ValueError) the encoded message exceeds max_message_bytes
+    │   └── BrokerUnavailable       (also a ConnectionError) Redis could not be reached within dispatch_retry_s
     ├── TaskNotFound                no status, dead letter or schedule exists for an id
     ├── TaskFailed                  raised by TaskHandle.wait() when the task ended without success
     ├── WaitTimeout                 (also a TimeoutError) TaskHandle.wait() ran out of time
@@ -45,6 +46,10 @@ class InvalidPayload(DispatchError, ValueError):
 
 class MessageTooLarge(DispatchError, ValueError):
     """The encoded message is larger than ``Settings.max_message_bytes``."""
+
+
+class BrokerUnavailable(DispatchError, ConnectionError):
+    """Redis could not be reached; the message says whether the task may have been queued."""
 
 
 class TaskNotFound(MeetingTasksError, LookupError):

@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     redis_tls_certfile: str | None = None
     redis_tls_keyfile: str | None = None
     redis_socket_timeout_s: float = Field(10.0, gt=0)
+    dispatch_retry_s: float = Field(
+        5.0, ge=0, description="How long dispatch keeps trying to connect to an unreachable Redis before failing"
+    )
     redis_outage_grace_s: float = Field(
         15.0, ge=0, description="How long a worker retries its own bookkeeping writes before handing the message back"
     )
