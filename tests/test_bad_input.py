@@ -100,3 +100,33 @@ def test_pickle_content_is_refused_and_dead_lettered(platform: Platform, r: redi
     assert "python-serialize" in letter.error or "pickle" in letter.error.lower()
     assert r.llen("test:runs") == 0
     assert_worker_still_consumes(worker)
+
+
+def test_a_message_without_headers_is_dead_lettered_saying_what_is_missing(
+    platform: Platform, r: redis.Redis, worker: WorkerProcess
+) -> None:
+    envelope = loads(encode_task_message(task_id=new_id(), task_name="t_echo", payload={"tag": "h"},
+                                         queue="ai.normal"))
+    envelope["headers"] = None
+    r.lpush("ai.normal", json.dumps(envelope))
+    (letter,) = wait_for(lambda: dead_letters(platform, r), message="a dead letter")  # type: ignore[misc]
+    assert letter.reason == "UnknownMessage"
+    assert "no 'task' header" in letter.error
+    assert r.llen("test:runs") == 0
+    assert_worker_still_consumes(worker)
+
+
+def test_a_protocol_1_message_from_an_old_client_still_runs(
+    platform: Platform, r: redis.Redis, worker: WorkerProcess
+) -> None:
+    # Celery message protocol 1: everything in the body, no task headers.
+    body = json.dumps({"task": "t_echo", "id": new_id(), "args": [{"tag": "proto1"}], "kwargs": {}, "retries": 0})
+    envelope = {"body": base64.b64encode(body.encode()).decode(), "content-type": "application/json",
+                "content-encoding": "utf-8", "headers": {},
+                "properties": {"delivery_tag": new_id(), "body_encoding": "base64", "delivery_mode": 2,
+                               "delivery_info": {"exchange": "", "routing_key": "ai.normal"}}}
+    r.lpush("ai.normal", json.dumps(envelope))
+    wait_for(lambda: r.llen("test:runs") == 1, message="the protocol-1 task to run")
+    assert r.lindex("test:runs", 0).startswith(b"proto1|")  # type: ignore[union-attr]
+    assert not dead_letters(platform, r)
+    assert_worker_still_consumes(worker)

@@ -82,7 +82,8 @@ for k = 3, #KEYS do
       local rk = type(info.routing_key) == 'string' and info.routing_key or q
       redis.call('HSET', KEYS[1], tag, '[' .. m .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']')
       redis.call('ZADD', KEYS[2], ARGV[2], tag)
-      local deliveries, cancelled, started = 0, 0, 0
+      -- started = -1: no task id to keep books on (a foreign message); the worker does its own.
+      local deliveries, cancelled, started = 0, 0, -1
       local headers = type(env.headers) == 'table' and env.headers or {}
       local id = headers.id
       if type(id) == 'string' then
@@ -282,10 +283,12 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 self.accept_item(queue, item)  # dead-letters it (with the reason) and returns False
                 continue
             payload = strip_fetch_headers(kombu_loads(item))
-            headers = payload.setdefault("headers", {})
-            headers["mt_fetch_deliveries"] = int(deliveries)
-            headers["mt_fetch_cancelled"] = int(cancelled)
-            headers["mt_fetch_started"] = int(started)
+            if int(started) >= 0:
+                headers = payload.setdefault("headers", {}) or {}
+                payload["headers"] = headers
+                headers["mt_fetch_deliveries"] = int(deliveries)
+                headers["mt_fetch_cancelled"] = int(cancelled)
+                headers["mt_fetch_started"] = int(started)
             self._mt_recorded.add(str(payload["properties"]["delivery_tag"]))
             self.connection._deliver(payload, queue)
             delivered = True
