@@ -178,15 +178,17 @@ class StatusStore:
         fields: dict[str, Any] | None = None,
         force: bool = False,
         now: float | None = None,
+        by_sha: bool = False,
     ) -> Any:
-        """Record and publish a transition. On a pipeline it is queued; otherwise returns 1 if accepted."""
+        """Record and publish a transition. On a pipeline it is queued (with ``by_sha`` only in pipelines run
+        by :func:`meetingtasks.lua.execute_idempotent`); otherwise returns 1 if accepted."""
         now = time.time() if now is None else now
         event, flat = encode_transition(task_id, status, attempt, fields, now)
         args: list[Any] = [status.value, repr(now), attempt, self.ttl_s, self.keys.status_channel,
                            event, "1" if force else "0", task_id, self.keys.batch(""), *flat]
         keys = [self.keys.status(task_id), self.keys.deadlines, self.keys.callbacks]
         if isinstance(client, redis.client.Pipeline):
-            _TRANSITION.queue(client, keys, args)
+            _TRANSITION.queue(client, keys, args, by_sha=by_sha)
             return None
         return _TRANSITION(client, keys, args)
 

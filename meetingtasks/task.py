@@ -34,11 +34,13 @@ from meetingtasks.deadletter import DeadLetter, format_traceback
 from meetingtasks.dispatcher import validation_message
 from meetingtasks.errors import InvalidPayload, PermanentError
 from meetingtasks.keys import DELIVERIES_TTL_S
-from meetingtasks.message import dumps, encode_task_message, payload_from_args
+from meetingtasks.lua import execute_idempotent
+from meetingtasks.message import dumps, encode_body, encode_task_message, payload_from_args
 from meetingtasks.platform import Platform
 from meetingtasks.priority import Priority, parse_queue
 from meetingtasks.ratelimit import defer_over_rate_limit
 from meetingtasks.registry import TaskTypeSpec
+from meetingtasks.signing import signer_for
 from meetingtasks.status import Status
 
 log = logging.getLogger(__name__)
@@ -197,11 +199,12 @@ class PlatformTask(Task):  # type: ignore[misc]
             fields["error_type"] = type(error).__name__
         client = p.redis(self.spec.service)
 
+        def build(pipe: Any) -> None:
+            p.status.transition(pipe, self.request.id, status, attempt=attempt, fields=fields, by_sha=True)
+            pipe.delete(p.keys.deliveries(self.request.id))
+
         def write() -> None:
-            with client.pipeline(transaction=False) as pipe:
-                p.status.transition(pipe, self.request.id, status, attempt=attempt, fields=fields)
-                pipe.delete(p.keys.deliveries(self.request.id))
-                pipe.execute()
+            execute_idempotent(client, build)
 
         self.durably(f"recording {status.value}", write)
 
@@ -224,17 +227,19 @@ class PlatformTask(Task):  # type: ignore[misc]
         message = encode_task_message(
             task_id=req.id, task_name=self.spec.name, payload=raw_payload, queue=self._queue(),
             retries=attempt, headers=headers, root_id=req.root_id, parent_id=req.parent_id,
+            signer=signer_for(p.settings),
         )
         client = p.redis(self.spec.service)
         fields = {**self._identity(), "error": str(exc) or type(exc).__name__, "error_type": type(exc).__name__,
                   "retry_in_s": delay_s, "run_s": self._run_s()}
 
+        def build(pipe: Any) -> None:
+            p.delayed.schedule(pipe, self.spec.service, req.id, self._queue(), message, time.time() + delay_s)
+            p.status.transition(pipe, req.id, Status.RETRYING, attempt=attempt, fields=fields, by_sha=True)
+            pipe.delete(p.keys.deliveries(req.id))
+
         def write() -> None:
-            with client.pipeline(transaction=False) as pipe:
-                p.delayed.schedule(pipe, self.spec.service, req.id, self._queue(), message, time.time() + delay_s)
-                p.status.transition(pipe, req.id, Status.RETRYING, attempt=attempt, fields=fields)
-                pipe.delete(p.keys.deliveries(req.id))
-                pipe.execute()
+            execute_idempotent(client, build)
 
         self.durably("scheduling the retry", write)
         # Celery's Retry marks the run RETRY (task-retried for Flower) and acks it; the next attempt is
@@ -248,10 +253,12 @@ class PlatformTask(Task):  # type: ignore[misc]
         req = self.request
         error = message or str(exc) or type(exc).__name__
         now = time.time()
+        # Kept for replay: signed like any message when signing is on, or the workers would refuse the replay.
+        body, content_type = encode_body([[raw_payload], {}, {}], signer_for(p.settings))
         envelope = {
-            "body": dumps([[raw_payload], {}, {}]).decode(),
+            "body": body,
             "content-encoding": "utf-8",
-            "content-type": "application/json",
+            "content-type": content_type,
             "headers": {"lang": "py", "task": self.spec.name, "id": req.id, "retries": 0,
                         "root_id": req.root_id or req.id, "parent_id": req.parent_id,
                         "mt_priority": self._priority().value},
@@ -268,13 +275,14 @@ class PlatformTask(Task):  # type: ignore[misc]
         client = p.redis(self.spec.service)
         fields = {**self._identity(), "error": error, "error_type": type(exc).__name__, "run_s": self._run_s()}
 
+        def build(pipe: Any) -> None:
+            if p.settings.dead_letter_enabled:
+                p.dead_letters.add(pipe, letter)
+            p.status.transition(pipe, req.id, status, attempt=attempt, fields=fields, by_sha=True)
+            pipe.delete(p.keys.deliveries(req.id))
+
         def write() -> None:
-            with client.pipeline(transaction=False) as pipe:
-                if p.settings.dead_letter_enabled:
-                    p.dead_letters.add(pipe, letter)
-                p.status.transition(pipe, req.id, status, attempt=attempt, fields=fields)
-                pipe.delete(p.keys.deliveries(req.id))
-                pipe.execute()
+            execute_idempotent(client, build)
 
         self.durably("filing the dead letter", write)
         log.error("task %s (%s) %s after %d attempt(s): %s", req.id, self.spec.name, status.value, attempt, error)

@@ -79,3 +79,19 @@ def test_permanent_error_fails_at_once(
         assert exc.status == "FAILED" and exc.error == "refused: nope"
     assert len(attempt_times(r, "nope")) == 1
     assert platform.dead_letters.count(r, "ai") == 0
+
+
+def test_a_redis_that_lost_its_script_cache_changes_nothing(
+    platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    # Given a worker that has loaded its scripts
+    start_worker("ai")
+    assert dispatch("t_echo", {"tag": "warm"}).wait(timeout=20) == {"tag": "warm"}
+    # When Redis forgets every script (as after a restart), then a task runs, retries and finishes
+    r.script_flush()
+    handle = dispatch("t_flaky", {"tag": "flushed", "fail_times": 1})
+    # Then the worker reloads what it needs: each step is recorded once
+    assert handle.wait(timeout=30) == "ok"
+    statuses = [s.value for s, _, _ in handle.info().history]
+    assert statuses == ["QUEUED", "STARTED", "RETRYING", "STARTED", "SUCCEEDED"], statuses
+    assert len(attempt_times(r, "flushed")) == 2
