@@ -16,6 +16,7 @@ from celery.schedules import crontab
 from beat.schedule import Periodic, _added, beat_schedule, periodic
 from meetingtasks import dispatch
 from meetingtasks.dispatcher import Dispatcher
+from meetingtasks.embedded import RedisServer, free_port
 from meetingtasks.maintenance import read_queue_depths
 from meetingtasks.platform import Platform
 from meetingtasks.settings import Settings
@@ -174,3 +175,27 @@ def test_schedule_entries_take_an_interval_or_a_crontab(settings: Settings) -> N
         assert beat_schedule(settings)["unit-test-entry"]["schedule"] == timedelta(seconds=2)
     finally:
         _added.pop("unit-test-entry")
+
+
+def test_beat_started_while_redis_is_down_waits_for_it_and_stops_on_sigterm(
+    env: dict[str, str], tmp_path: Path, start_beat: Callable[..., BeatProcess]
+) -> None:
+    # given a Redis that is not up yet, and beat started against it
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    beat = start_beat(env_overrides={"MEETINGTASKS_REDIS_URL": url})
+    beat.wait_log("Redis unavailable")
+    # when Redis comes up
+    server = RedisServer(tmp_path / "late-redis", port=port).start()
+    try:
+        # then beat takes its lock and pumps without a restart
+        beat.wait_log("Acquired lock", timeout_s=20)
+        late = Platform(Settings(redis_url=url))
+        handle = Dispatcher(late).dispatch("t_echo", {"tag": "late"}, delay=0.2)
+        wait_for(lambda: handle.status().value == "QUEUED", 10, message="the pump after the outage")
+        # and SIGTERM ends it, releasing the lock for the next beat
+        beat.stop()
+        assert beat.proc.returncode == 0
+        assert late.redis().get(late.keys.beat_prefix + ":lock") is None
+    finally:
+        server.stop()

@@ -40,8 +40,8 @@ def create_beat_app(settings: Settings | None = None, *, include: Iterable[str] 
         beat_max_loop_interval=settings.beat_max_interval_s,
         redbeat_redis_url=url,
         redbeat_redis_use_ssl=tls,
-        # retry_period -1: redbeat's own calls wait for Redis instead of crashing beat during an outage.
-        redbeat_redis_options={"retry_period": -1, "socket_timeout": settings.redis_socket_timeout_s,
+        # No retry_period: redbeat's calls fail fast and the scheduler's tick waits out an outage instead.
+        redbeat_redis_options={"socket_timeout": settings.redis_socket_timeout_s,
                                "socket_connect_timeout": settings.redis_socket_timeout_s},
         redbeat_key_prefix=platform.keys.beat_prefix,
         redbeat_lock_timeout=settings.beat_lock_timeout_s,

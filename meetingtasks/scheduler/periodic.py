@@ -8,8 +8,9 @@ Differences from a stock ``RedBeatScheduler``:
   queued again, so an outage does not pile up one run per period;
 - the delayed-set pumps of all services start with the scheduler, before the lock is taken, so a standby
   beat pumps too;
-- a tick that meets a Redis outage logs once and waits; a lock lost meanwhile is taken again before
-  anything fires, so two beats never fire at once.
+- nothing blocks on Redis (so SIGTERM always works): beat starts while Redis is down, a tick that meets an
+  outage logs once and waits, and a lock lost meanwhile is taken again before anything fires, so two beats
+  never fire at once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import redis
+from celery.signals import beat_init
 from redbeat.schedulers import RedBeatScheduler, acquire_distributed_beat_lock
 from redis.exceptions import LockError
 
@@ -30,6 +32,10 @@ from meetingtasks.status import Status
 
 log = logging.getLogger(__name__)
 
+# redbeat takes its lock in a beat_init handler, where a Redis outage ends in a logged traceback and no lock;
+# our tick takes the lock instead (blocking while another beat holds it) and waits out outages quietly.
+beat_init.disconnect(acquire_distributed_beat_lock)
+
 _WAITING = frozenset({Status.QUEUED, Status.SCHEDULED})
 
 
@@ -38,6 +44,7 @@ class PlatformScheduler(RedBeatScheduler):  # type: ignore[misc]
     lock_key: str | None
     pumps: ServicePumps | None = None
     _failing = False
+    _schedule_stored = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._held_back: dict[str, str] = {}  # entry name -> id of the waiting run it was held back for
@@ -50,9 +57,23 @@ class PlatformScheduler(RedBeatScheduler):  # type: ignore[misc]
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     def setup_schedule(self) -> None:
-        # Called once for the scheduler that runs (never for the lazy one the banner builds).
+        # Called once for the scheduler that runs (never for the lazy one the banner builds). Nothing here
+        # may block on Redis: Celery's SIGTERM handler builds the scheduler again if this never returned.
         self.pumps = ServicePumps(self.platform).start()
-        super().setup_schedule()
+        self._store_schedule()
+
+    def _store_schedule(self) -> bool:
+        """Write the static entries to Redis; ``False`` (logged once) while Redis is unavailable."""
+        try:
+            super().setup_schedule()
+        except redis.RedisError as exc:
+            if not self._failing:
+                log.warning("beat: Redis unavailable (%s); retrying every %.1fs", exc, self.max_interval)
+            self._failing = True
+            self._schedule_stored = False
+            return False
+        self._schedule_stored = True
+        return True
 
     def close(self) -> None:
         if self.pumps is not None:
@@ -64,6 +85,8 @@ class PlatformScheduler(RedBeatScheduler):  # type: ignore[misc]
 
     # --- ticking --------------------------------------------------------------------------------------------
     def tick(self, *args: Any, **kwargs: Any) -> float:
+        if not self._schedule_stored and not self._store_schedule():
+            return float(self.max_interval)
         try:
             if self.lock_key and self.lock is None:
                 acquire_distributed_beat_lock(sender=SimpleNamespace(scheduler=self))
