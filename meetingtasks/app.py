@@ -1,4 +1,5 @@
-"""The Celery app of a service: four strictly ordered queues, acks late, leases, JSON only.
+"""The Celery app of a service: four strictly ordered queues, acks late, leases, JSON only (signed JSON
+with message signing on, see :mod:`meetingtasks.signing`).
 
 ``create_app("ai")`` builds the app ``meetingtasks.services.ai:app`` is made of; tests build their own
 with their own :class:`Settings`. Every task type registered for the service is bound to the app, also
@@ -18,6 +19,7 @@ from meetingtasks.platform import Platform
 from meetingtasks.priority import Priority, queue_name, service_queues
 from meetingtasks.registry import REGISTRY, SERVICES, TaskTypeSpec, import_modules, load_builtin_types
 from meetingtasks.settings import Settings, load_settings
+from meetingtasks.signing import install_verifier, signer_for
 from meetingtasks.task import PlatformTask
 
 
@@ -109,6 +111,9 @@ def create_app(service: str, settings: Settings | None = None, *, include: Itera
         timezone=settings.timezone,
         enable_utc=True,
     )
+    signer = signer_for(settings)
+    if signer is not None:  # message signing: accept only bodies signed by a trusted certificate
+        install_verifier(app, signer)
     from meetingtasks.worker.loops import PlatformLoops
 
     app.steps["consumer"].add(PlatformLoops)

@@ -43,6 +43,7 @@ from meetingtasks.message import encode_task_message, new_id
 from meetingtasks.platform import Platform, get_platform
 from meetingtasks.priority import Priority, queue_name
 from meetingtasks.registry import REGISTRY, TaskTypeSpec
+from meetingtasks.signing import signer_for
 from meetingtasks.status import Status, StatusRecord
 from meetingtasks.wake import push_wake
 
@@ -161,7 +162,8 @@ class Dispatcher:
         hdrs.update(tracing.dispatch_headers(spec.name, task_id, queue))  # W3C trace context, when tracing
         if headers:
             hdrs.update(headers)
-        message = encode_task_message(task_id=task_id, task_name=spec.name, payload=body, queue=queue, headers=hdrs)
+        message = encode_task_message(task_id=task_id, task_name=spec.name, payload=body, queue=queue, headers=hdrs,
+                                      signer=signer_for(settings))
         if len(message) > settings.max_message_bytes:
             raise MessageTooLarge(
                 f"{spec.name}: the message is {len(message)} bytes, over the limit of "

@@ -13,7 +13,8 @@ A queue item is one JSON object::
 
 ``args`` is ``[payload]`` (a payload object may instead come as ``kwargs``). We write the body as plain
 JSON text without base64: kombu decodes a body only when ``body_encoding`` is set, and Celery clients that
-do base64 (celery-node, Celery itself) are understood all the same.
+do base64 (celery-node, Celery itself) are understood all the same. With message signing on, the body is
+Celery's signed ``auth`` text instead, with content type ``application/data`` (see :mod:`meetingtasks.signing`).
 """
 
 from __future__ import annotations
@@ -25,9 +26,14 @@ import socket
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from meetingtasks.signing import SIGNED_CONTENT_TYPE, unverified_body
+
+if TYPE_CHECKING:
+    from meetingtasks.signing import MessageSigner
 
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
@@ -56,10 +62,15 @@ def encode_task_message(
     headers: Mapping[str, Any] | None = None,
     root_id: str | None = None,
     parent_id: str | None = None,
+    signer: MessageSigner | None = None,
 ) -> bytes:
-    """Encode one task message ready to ``LPUSH`` onto ``queue``."""
+    """Encode one task message ready to ``LPUSH`` onto ``queue``; its body signed by ``signer`` if given."""
     body = orjson.dumps([[payload], {}, _EMBED]).decode()
     argsrepr = body[: _REPR_LIMIT]
+    content_type = "application/json"
+    if signer is not None:
+        body = signer.sign([[payload], {}, _EMBED])
+        content_type = signer.content_type
     hdrs: dict[str, Any] = {
         "lang": "py",
         "task": task_name,
@@ -84,7 +95,7 @@ def encode_task_message(
         {
             "body": body,
             "content-encoding": "utf-8",
-            "content-type": "application/json",
+            "content-type": content_type,
             "headers": hdrs,
             "properties": {
                 "correlation_id": task_id,
@@ -137,14 +148,24 @@ def check_envelope(raw: bytes | str, max_bytes: int) -> dict[str, Any]:
     return envelope
 
 
+def encode_body(body: list[Any], signer: MessageSigner | None = None) -> tuple[str, str]:
+    """``(body text, content type)`` of an ``[args, kwargs, embed]`` body: JSON, or signed by ``signer``."""
+    if signer is not None:
+        return signer.sign(body), signer.content_type
+    return orjson.dumps(body).decode(), "application/json"
+
+
 def decode_body(envelope: Mapping[str, Any]) -> Any:
-    """The decoded ``[args, kwargs, embed]`` body, or ``None`` when it cannot be read."""
+    """The decoded ``[args, kwargs, embed]`` body, or ``None`` when it cannot be read. A signed body is
+    read WITHOUT checking its signature: this is for display (dead letters); workers verify before running."""
     body = envelope.get("body")
     if body is None:
         return None
     try:
         if envelope.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)
+        if envelope.get("content-type") == SIGNED_CONTENT_TYPE:
+            return unverified_body(body)
         return orjson.loads(body)
     except (binascii.Error, ValueError, TypeError):
         return None

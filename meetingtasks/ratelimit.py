@@ -17,6 +17,7 @@ import redis
 
 from meetingtasks.lua import LuaScript
 from meetingtasks.message import encode_task_message
+from meetingtasks.signing import signer_for
 from meetingtasks.status import Status
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def defer_over_rate_limit(task: PlatformTask, raw_payload: Any) -> bool:
     queue = task._queue()
     message = encode_task_message(task_id=req.id, task_name=task.spec.name, payload=raw_payload, queue=queue,
                                   retries=int(req.retries or 0), headers=headers, root_id=req.root_id,
-                                  parent_id=req.parent_id)
+                                  parent_id=req.parent_id, signer=signer_for(p.settings))
     attempt = int(req.retries or 0) + 1
     with client.pipeline(transaction=False) as pipe:
         p.delayed.schedule(pipe, task.spec.service, req.id, queue, message, due_s)

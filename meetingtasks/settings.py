@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -233,6 +233,17 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(2.0, gt=0)
     otlp_endpoint: str | None = Field(None, description="OTLP/HTTP traces endpoint, e.g. http://collector:4318")
 
+    # --- message signing (Celery's auth serializer, see meetingtasks.signing) ----------------------------------
+    signing_key: Path | None = Field(None, description="PEM RSA private key task messages are signed with")
+    signing_key_password: SecretStr | None = Field(None, description="Password of signing_key, if it has one")
+    signing_cert: Path | None = Field(None, description="PEM certificate of signing_key (names the signer)")
+    signing_cert_store: Path | None = Field(
+        None, description="Directory of trusted PEM certificates; workers run only messages signed by one of them"
+    )
+    signing_digest: Literal["sha256", "sha384", "sha512"] = Field(
+        "sha256", description="Digest of the signatures; the same on every process"
+    )
+
     # --- the meeting system's services ------------------------------------------------------------------------------
     op_ttl_s: int = Field(
         7 * 86_400, ge=60, description="How long a handler run's decisions are kept: the window in which a "
@@ -277,6 +288,17 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("signing_key", "signing_cert", "signing_cert_store", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_signing(self) -> Settings:
+        # A ConfigurationError (not a ValueError) leaves pydantic as it is: one line, at start-up.
+        check_signing_files(self)
+        return self
 
     @field_validator("default_priority", mode="before")
     @classmethod
@@ -324,6 +346,11 @@ class Settings(BaseSettings):
             return None
         return text or None
 
+    @property
+    def signing_enabled(self) -> bool:
+        """True when task messages are signed and workers run only signed ones (key, cert and store set)."""
+        return self.signing_key is not None and self.signing_cert is not None and self.signing_cert_store is not None
+
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
             max_retries=self.max_retries,
@@ -349,6 +376,38 @@ def check_redis_url(url: str) -> None:
         parts.port  # noqa: B018 - property access validates the port
     except ValueError:
         raise ValueError(f"{url!r} has an invalid port") from None
+
+
+_SIGNING_FILES = ("signing_key", "signing_cert", "signing_cert_store")
+
+
+def check_signing_files(settings: Settings) -> None:
+    """Raise :class:`ConfigurationError` when message signing is configured in part, or a file of it cannot
+    be read. Whether the files hold a usable key and certificates is :mod:`meetingtasks.signing`'s check."""
+    given = [name for name in _SIGNING_FILES if getattr(settings, name) is not None]
+    if settings.signing_key_password is not None and "signing_key" not in given:
+        given.append("signing_key_password")
+    if not given:
+        return
+    missing = [name for name in _SIGNING_FILES if getattr(settings, name) is None]
+    if missing:
+        raise ConfigurationError(
+            f"message signing is configured in part: missing {', '.join(ENV_PREFIX + m.upper() for m in missing)} "
+            f"(set {', '.join(ENV_PREFIX + m.upper() for m in _SIGNING_FILES)} together, or none)"
+        )
+    for name in ("signing_key", "signing_cert"):
+        path: Path = getattr(settings, name)
+        if not path.is_file() or not os.access(path, os.R_OK):
+            why = "not a readable file" if path.exists() else "no such file"
+            raise ConfigurationError(f"{ENV_PREFIX}{name.upper()}={path}: {why}")
+    store: Path = settings.signing_cert_store  # type: ignore[assignment]
+    if not store.is_dir() or not os.access(store, os.R_OK | os.X_OK):
+        why = "not a readable directory" if store.exists() else "no such directory"
+        raise ConfigurationError(f"{ENV_PREFIX}SIGNING_CERT_STORE={store}: {why}")
+    if not any(entry.is_file() for entry in store.iterdir()):
+        raise ConfigurationError(
+            f"{ENV_PREFIX}SIGNING_CERT_STORE={store}: no certificate in the directory (workers would trust no one)"
+        )
 
 
 def load_settings(**overrides: Any) -> Settings:

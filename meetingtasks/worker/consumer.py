@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from celery.worker.consumer import Consumer
+from kombu.exceptions import ContentDisallowed
+from kombu.serialization import prepare_accept_content
 
+from meetingtasks.signing import content_refusal
 from meetingtasks.worker.quarantine import quarantine_envelope
 
 #: Celery task events (for Flower) are sent in batches at most this often instead of on every loop tick:
@@ -32,6 +35,21 @@ class PlatformConsumer(Consumer):  # type: ignore[misc]
         if platform is None or not isinstance(raw, dict):
             return
         quarantine_envelope(platform, self.app.mt_service, raw, reason, error)
+
+    def create_task_handler(self, *args: Any, **kwargs: Any) -> Any:
+        on_task_received = super().create_task_handler(*args, **kwargs)
+        accepted = prepare_accept_content(self.app.conf.accept_content)
+
+        def on_accepted_task_received(message: Any) -> Any:
+            # kombu lets "trusted" content types (application/data, application/text, none at all) past the
+            # accept list undecoded, and Celery's request then dies on the raw text, taking the worker with it.
+            content_type = message.content_type or "application/data"
+            if content_type not in accepted:
+                refusal = content_refusal(content_type, self.app.conf.accept_content)
+                return self.on_invalid_task(None, message, ContentDisallowed(refusal))
+            return on_task_received(message)
+
+        return on_accepted_task_received
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         self._quarantine(message, "DecodeError",
