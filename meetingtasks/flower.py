@@ -56,14 +56,33 @@ def basic_auth_users(settings: Settings) -> list[str]:
 
 
 def apply_basic_auth(settings: Settings) -> None:
-    """Hand our basic-auth users to Flower's options, unless Flower was given its own."""
+    """Hand our basic-auth users to Flower's options, unless Flower was given its own. With no authentication
+    at all Flower does not start, unless ``MEETINGTASKS_FLOWER_ALLOW_NO_AUTH`` says so explicitly."""
     users = basic_auth_users(settings)
     if not users:
+        if not settings.flower_allow_no_auth and not _flower_has_own_auth():
+            from meetingtasks.errors import ConfigurationError
+
+            raise ConfigurationError(
+                "Flower would open without authentication: set MEETINGTASKS_FLOWER_BASIC_AUTH=user:password "
+                "(or Flower's --basic-auth / --auth), or MEETINGTASKS_FLOWER_ALLOW_NO_AUTH=1 to allow it"
+            )
         return
     from flower.options import options
 
     if not options.basic_auth:
         options.basic_auth = users
+
+
+def _flower_has_own_auth() -> bool:
+    """Whether Flower's own options (command line or FLOWER_* environment) bring authentication."""
+    import os
+    import sys
+
+    given = " ".join(sys.argv)
+    return any(flag in given for flag in ("--basic-auth", "--basic_auth", "--auth")) or any(
+        os.environ.get(name) for name in ("FLOWER_BASIC_AUTH", "FLOWER_AUTH")
+    )
 
 
 def __getattr__(name: str) -> Any:

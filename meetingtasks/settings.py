@@ -222,6 +222,7 @@ class Settings(BaseSettings):
     include: Annotated[list[str], NoDecode] = Field(default_factory=list)
     gateway_secret: SecretStr | None = None
     flower_basic_auth: SecretStr | None = None
+    flower_allow_no_auth: bool = False
     log_json: bool = False
     log_level: str = "INFO"
 

@@ -72,3 +72,18 @@ def test_flower_shows_workers_and_tasks_of_every_service_with_basic_auth(
     with pytest.raises(urllib.error.HTTPError) as refused:
         get(f"{base}/api/tasks", auth=None)
     assert refused.value.code == 401
+
+
+def test_flower_refuses_to_open_without_authentication_unless_told(env: dict[str, str]) -> None:
+    import subprocess
+    import sys
+
+    bare = {k: v for k, v in env.items() if "FLOWER" not in k}
+    refused = subprocess.run([sys.executable, "-m", "celery", "-A", "meetingtasks.flower", "flower", "--port=1"],
+                             env=bare, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0
+    assert "Flower would open without authentication" in refused.stderr
+    from meetingtasks.flower import apply_basic_auth
+    from meetingtasks.settings import Settings
+
+    apply_basic_auth(Settings(redis_url=env["MEETINGTASKS_REDIS_URL"], flower_allow_no_auth=True))  # no error
