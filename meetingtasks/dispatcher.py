@@ -38,7 +38,7 @@ from meetingtasks.errors import (
     TaskNotFound,
     WaitTimeout,
 )
-from meetingtasks.lua import LuaScript
+from meetingtasks.lua import LuaScript, execute_idempotent
 from meetingtasks.message import encode_task_message, new_id
 from meetingtasks.platform import Platform, get_platform
 from meetingtasks.priority import Priority, queue_name
@@ -208,7 +208,8 @@ class Dispatcher:
         else:
             p.delayed.schedule(pipe, task.spec.service, task.task_id, task.queue, task.message, task.due_s)
 
-    def enqueue_many(self, pipe: Any, tasks: Sequence[PreparedTask], common: Mapping[str, str] | None = None) -> None:
+    def enqueue_many(self, pipe: Any, tasks: Sequence[PreparedTask], common: Mapping[str, str] | None = None,
+                     *, by_sha: bool = False) -> None:
         """Queue the status writes and pushes of new ``tasks`` on ``pipe``, in batch script calls of
         :data:`BATCH_CHUNK` tasks. ``common``: status fields every task gets (each task's own ``fields`` are
         written too). Delayed tasks, and names the script cannot embed as they are, go one by one."""
@@ -234,7 +235,7 @@ class Dispatcher:
                 args += [f"{task.task_id}|{task.spec.name}|{task.queue}|{deadline}|{2 * len(own)}", task.message]
                 for name, value in own.items():
                     args += [name, value]
-            _ENQUEUE_MANY.queue(pipe, [p.keys.deadlines], args)
+            _ENQUEUE_MANY.queue(pipe, [p.keys.deadlines], args, by_sha=by_sha)
 
     # --- public ---------------------------------------------------------------------------------------------
     def dispatch(
@@ -267,7 +268,9 @@ class Dispatcher:
                 if existing is not None:
                     owner = existing.decode() if isinstance(existing, bytes) else str(existing)
                     return TaskHandle(owner, self, task.spec.name)
-        self._send(client, lambda pipe: self.enqueue(pipe, task))
+        # One script call by SHA: if the server lost its script cache nothing but wake tokens (harmless) was
+        # written, so the pipeline runs again after loading the script.
+        self._send(client, lambda pipe: self.enqueue_many(pipe, [task], by_sha=True))
         return TaskHandle(task.task_id, self, task.spec.name)
 
     def _send(self, client: Any, build: Callable[[Any], object]) -> list[Any]:
@@ -278,9 +281,7 @@ class Dispatcher:
         pause = 0.05
         while True:
             try:
-                with client.pipeline(transaction=False) as pipe:
-                    build(pipe)
-                    return list(pipe.execute())
+                return execute_idempotent(client, build)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 where = _redacted(self.platform.settings.broker_url())
                 if "connecting to" not in str(exc):

@@ -70,3 +70,11 @@ def test_oversized_payload_is_refused_with_sizes(platform: Platform, r: redis.Re
 def test_unknown_priority_is_a_clear_error(platform: Platform) -> None:
     with pytest.raises(ValueError, match="unknown priority 'urgent'"):
         dispatch("user_login", {"username": "a", "password": "b"}, priority="urgent")
+
+
+def test_dispatch_after_redis_lost_its_scripts_queues_exactly_once(platform: Platform, r: redis.Redis) -> None:
+    dispatch("user_login", {"username": "ann", "password": "pw"})
+    r.script_flush()
+    handle = dispatch("user_login", {"username": "bob", "password": "pw"})
+    assert r.llen("user.high") == 2
+    assert handle.status() == "QUEUED"
