@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from meetingtasks.signing import SIGNED_CONTENT_TYPE, unverified_body
+from meetingtasks.signing import SIGNED_CONTENT_TYPE, SIGNED_FOR, signed_for, unverified_body
 
 if TYPE_CHECKING:
     from meetingtasks.signing import MessageSigner
@@ -69,8 +69,7 @@ def encode_task_message(
     argsrepr = body[: _REPR_LIMIT]
     content_type = "application/json"
     if signer is not None:
-        body = signer.sign([[payload], {}, _EMBED])
-        content_type = signer.content_type
+        body, content_type = task_body(payload, task_name=task_name, task_id=task_id, signer=signer)
     hdrs: dict[str, Any] = {
         "lang": "py",
         "task": task_name,
@@ -148,11 +147,13 @@ def check_envelope(raw: bytes | str, max_bytes: int) -> dict[str, Any]:
     return envelope
 
 
-def encode_body(body: list[Any], signer: MessageSigner | None = None) -> tuple[str, str]:
-    """``(body text, content type)`` of an ``[args, kwargs, embed]`` body: JSON, or signed by ``signer``."""
-    if signer is not None:
-        return signer.sign(body), signer.content_type
-    return orjson.dumps(body).decode(), "application/json"
+def task_body(payload: Any, *, task_name: str, task_id: str, signer: MessageSigner | None) -> tuple[str, str]:
+    """``(body text, content type)`` of a call with ``payload``: JSON, or signed by ``signer``. A signed body
+    names the task type and id it was signed for (headers are not signed; see :mod:`meetingtasks.signing`)."""
+    if signer is None:
+        return orjson.dumps([[payload], {}, _EMBED]).decode(), "application/json"
+    embed = {**_EMBED, SIGNED_FOR: signed_for(task_name, task_id)}
+    return signer.sign([[payload], {}, embed]), signer.content_type
 
 
 def decode_body(envelope: Mapping[str, Any]) -> Any:

@@ -4,14 +4,18 @@
 With signing on, every platform producer (the dispatcher, retries, rate-limit deferrals, the dead letters
 kept for replay) signs the body of its task messages with the private key, and the workers of every service
 accept only the ``auth`` content type: a body whose signature does not verify against a certificate in the
-store is dead-lettered unread, and so is a plain JSON body. The signed format is Celery's own (a Celery
-client configured with ``app.setup_security()`` and the same key interoperates)::
+store is dead-lettered unread, and so is a plain JSON body. The signed format is Celery's own
+(``celery.security``)::
 
     "content-type": "application/data", "content-encoding": "utf-8",
     "body": base64(base64(signer id) SEP base64(signature) SEP "application/json" SEP "utf-8" SEP json body)
 
 where ``SEP`` is the two bytes ``\\x00\\x01``, the signer id is the certificate's issuer and serial number,
-and the signature is RSA-PSS over the JSON body. Headers are not signed (Celery signs only the body).
+and the signature is RSA-PSS over the JSON body. Headers are not signed (Celery signs only the body), so
+the platform's bodies name the task type and id they were signed for (:data:`SIGNED_FOR`, in the embed
+part of the body) and the worker refuses a body whose headers say otherwise. A signed message can still be
+pushed again as it is (a replay): the status record skips it while the task's record says it finished, but
+whoever can write to Redis can delete that record too.
 
 Signing is not encryption: anyone who can read Redis reads the bodies. Remote-control commands (revoke,
 Flower's inspect) stay JSON; they run no task.
@@ -22,7 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +44,10 @@ SIGNED_CONTENT_TYPE = "application/data"
 SIGNED_CONTENT_ENCODING = "utf-8"
 #: Name of the serializer in kombu's registry and in ``accept_content``.
 SERIALIZER_NAME = "auth"
+#: Key of the signed body's ``embed`` naming the task type and id the body was signed for. Celery signs only
+#: the body, while protocol 2 carries the task name and id in headers that anyone with Redis access can
+#: rewrite: without it, a signed body could be re-sent as another task type whose payload model accepts it.
+SIGNED_FOR = "mt_signed_for"
 _SEPARATOR = b"\x00\x01"
 
 
@@ -181,6 +189,23 @@ def install_verifier(app: Celery, signer: MessageSigner) -> None:
     app.conf.update(task_serializer=SERIALIZER_NAME, accept_content=[SERIALIZER_NAME])
     app.control.mailbox.accept = ["json"]
     app.control.mailbox.serializer = "json"
+
+
+def signed_for(task_name: str, task_id: str) -> str:
+    return f"{task_name} {task_id}"
+
+
+def binding_refusal(headers: Mapping[str, Any], body: Any) -> str | None:
+    """Why a verified ``body`` may not run under ``headers`` (it was signed for another task type or id), or
+    ``None``. A body without the binding (signed by a stock Celery client with the same key) binds nothing."""
+    embed = body[2] if isinstance(body, list | tuple) and len(body) == 3 else None
+    claimed = embed.get(SIGNED_FOR) if isinstance(embed, dict) else None
+    if claimed is None:
+        return None
+    expected = signed_for(str(headers.get("task")), str(headers.get("id")))
+    if claimed == expected:
+        return None
+    return f"the signed body was made for {claimed!r}, but the headers say {expected!r} (headers rewritten)"
 
 
 def content_refusal(content_type: str, accepted: Iterable[str]) -> str:

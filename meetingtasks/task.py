@@ -35,7 +35,7 @@ from meetingtasks.dispatcher import validation_message
 from meetingtasks.errors import InvalidPayload, PermanentError
 from meetingtasks.keys import DELIVERIES_TTL_S
 from meetingtasks.lua import execute_idempotent
-from meetingtasks.message import dumps, encode_body, encode_task_message, payload_from_args
+from meetingtasks.message import dumps, encode_task_message, payload_from_args, task_body
 from meetingtasks.platform import Platform
 from meetingtasks.priority import Priority, parse_queue
 from meetingtasks.ratelimit import defer_over_rate_limit
@@ -254,7 +254,8 @@ class PlatformTask(Task):  # type: ignore[misc]
         error = message or str(exc) or type(exc).__name__
         now = time.time()
         # Kept for replay: signed like any message when signing is on, or the workers would refuse the replay.
-        body, content_type = encode_body([[raw_payload], {}, {}], signer_for(p.settings))
+        body, content_type = task_body(raw_payload, task_name=self.spec.name, task_id=req.id,
+                                       signer=signer_for(p.settings))
         envelope = {
             "body": body,
             "content-encoding": "utf-8",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery.exceptions import InvalidTaskError
 from celery.worker.consumer import Consumer
-from kombu.exceptions import ContentDisallowed
+from kombu.exceptions import ContentDisallowed, DecodeError
 from kombu.serialization import prepare_accept_content
 
-from meetingtasks.signing import content_refusal
+from meetingtasks.signing import SIGNED_CONTENT_TYPE, binding_refusal, content_refusal
 from meetingtasks.worker.quarantine import quarantine_envelope
 
 #: Celery task events (for Flower) are sent in batches at most this often instead of on every loop tick:
@@ -47,6 +48,14 @@ class PlatformConsumer(Consumer):  # type: ignore[misc]
             if content_type not in accepted:
                 refusal = content_refusal(content_type, self.app.conf.accept_content)
                 return self.on_invalid_task(None, message, ContentDisallowed(refusal))
+            if content_type == SIGNED_CONTENT_TYPE:
+                try:
+                    body = message.payload  # verifies the signature; kept for Celery's strategy
+                except DecodeError as exc:
+                    return self.on_decode_error(message, exc)
+                mismatch = binding_refusal(message.headers or {}, body)
+                if mismatch is not None:
+                    return self.on_invalid_task(None, message, InvalidTaskError(mismatch))
             return on_task_received(message)
 
         return on_accepted_task_received

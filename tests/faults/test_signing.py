@@ -197,6 +197,24 @@ def test_a_signed_message_whose_body_was_altered_is_dead_lettered(
     assert_worker_still_consumes(worker)
 
 
+@pytest.mark.parametrize("header", ["task", "id"])
+def test_a_signed_body_under_rewritten_headers_is_dead_lettered(
+    platform: Platform, r: redis.Redis, platform_identity: Identity, worker: WorkerProcess, header: str
+) -> None:
+    # given a genuine signed t_echo message whose (unsigned) headers are rewritten: another task type that
+    # accepts the same payload, or a fresh task id (a replay dodging the finished task's status record)
+    signed = loads(encode_task_message(task_id=new_id(), task_name="t_echo", payload={"tag": "moved"},
+                                       queue="ai.normal", signer=platform_identity.signer()))
+    signed["headers"][header] = "t_record" if header == "task" else new_id()
+    r.lpush("ai.normal", json.dumps(signed))
+    # then the body's own record of what it was signed for gives it away: dead-lettered, nothing ran
+    letter = only_dead_letter(platform, r)
+    assert letter.reason == "InvalidTaskMessage"
+    assert "the signed body was made for 't_echo " in letter.error and "(headers rewritten)" in letter.error
+    assert r.llen("test:runs") == 0 and r.llen("test:done") == 0
+    assert_worker_still_consumes(worker)
+
+
 def test_a_message_signed_by_an_untrusted_certificate_is_dead_lettered(
     platform: Platform, r: redis.Redis, intruder_identity: Identity, worker: WorkerProcess
 ) -> None:
