@@ -32,14 +32,17 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import loads as kombu_loads
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
+from meetingtasks.connections import new_client
 from meetingtasks.keys import DELIVERIES_TTL_S
 from meetingtasks.lua import LuaScript
 from meetingtasks.message import MalformedMessage, check_envelope, strip_fetch_headers
 from meetingtasks.platform import Platform
 from meetingtasks.status import STARTED_LUA
 from meetingtasks.wake import push_wake
+from meetingtasks.worker.loops import held_delivery_tags
 from meetingtasks.worker.quarantine import quarantine_raw
 
 log = logging.getLogger(__name__)
@@ -121,6 +124,16 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
         self.channel.buffer_ack(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
 
+    def restore_unacked(self, client: Any = None) -> Any:
+        """At channel close, put back what was delivered and not acked, except the messages this worker still
+        holds: after a lost connection Celery lets their tasks run on and acks them later, and the lease
+        renewer keeps their leases, so putting them back would run them twice. (A worker that dies leaves
+        them to the restore sweep.)"""
+        held = set(held_delivery_tags())
+        for tag in [t for t in self._delivered if str(t) in held]:
+            self._delivered.pop(tag, None)
+        return super().restore_unacked(client)
+
 
 class Channel(kombu_redis.Channel):  # type: ignore[misc]
     QoS = QoS
@@ -134,16 +147,19 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         self._mt_sent_acks: list[str] = []
         self._mt_sync_client: Any = None
         super().__init__(*args, **kwargs)
+        # Kept here: after a lost connection Celery detaches the transport (``client = None``) before it closes
+        # the channel, and the close (restore) and the late acks of running tasks still come through us.
+        self._mt_options: dict[str, Any] = dict(self.connection.client.transport_options)
 
     # --- platform context ------------------------------------------------------------------------------------
     @property
     def platform(self) -> Platform | None:
-        platform: Platform | None = self.connection.client.transport_options.get("mt_platform")
+        platform: Platform | None = self._mt_options.get("mt_platform")
         return platform
 
     @property
     def service(self) -> str:
-        return str(self.connection.client.transport_options["mt_service"])
+        return str(self._mt_options["mt_service"])
 
     # --- one client per channel, not one per call (stock kombu builds one for every ack) -------------------
     @contextmanager
@@ -152,8 +168,16 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             yield client
             return
         if self._mt_sync_client is None:
-            self._mt_sync_client = self._create_client()
+            self._mt_sync_client = self._create_client() if self.connection.client else self._detached_client()
         yield self._mt_sync_client
+
+    def _detached_client(self) -> Any:
+        """A client for a channel whose transport is detached (kombu's pool needs it), so that its restore
+        and acks reach Redis, or fail as connection errors rather than AttributeError (which kills the worker)."""
+        platform = self.platform
+        if platform is None:
+            raise RedisConnectionError("the broker connection is closed")
+        return new_client(platform.settings.broker_url(self.service), platform.settings)
 
     def _close_clients(self) -> None:
         self.flush_acks()
