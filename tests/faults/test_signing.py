@@ -322,6 +322,19 @@ def test_configuration_errors_are_one_line_naming_the_setting(
         assert "\n" not in str(caught.value)
 
 
+def test_a_password_protected_key_needs_its_password(tmp_path: Path, platform_identity: Identity) -> None:
+    # given the platform key stored encrypted
+    encrypted = tmp_path / "encrypted.key"
+    subprocess.run(["openssl", "pkey", "-in", str(platform_identity.key), "-aes256", "-passout", "pass:s3cret",
+                    "-out", str(encrypted)], check=True, capture_output=True)
+    # then it signs with the right password, and a wrong or missing one is a one-line error
+    signer = signer_for(platform_identity.settings(signing_key=encrypted, signing_key_password="s3cret"))
+    assert signer is not None and signer.verify(signer.sign([[{"a": 1}], {}, {}])) == [[{"a": 1}], {}, {}]
+    for password in ("wrong", None):
+        with pytest.raises(ConfigurationError, match=r"or the password .* is wrong"):
+            signer_for(platform_identity.settings(signing_key=encrypted, signing_key_password=password))
+
+
 def test_a_worker_whose_own_certificate_is_not_trusted_is_refused(
     platform_identity: Identity, intruder_identity: Identity
 ) -> None:
