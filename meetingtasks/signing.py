@@ -120,11 +120,13 @@ def signer_for(settings: Settings) -> MessageSigner | None:
 
 @functools.lru_cache(maxsize=4)
 def _load(key: Path, password: str | None, cert: Path | None, store: Path | None, digest: str) -> MessageSigner:
+    from celery.exceptions import ImproperlyConfigured
+
     try:
         from celery.security.certificate import Certificate, FSCertStore
         from celery.security.key import PrivateKey
         from celery.security.serialization import SecureSerializer
-    except ImportError as exc:  # celery.security needs cryptography
+    except (ImportError, ImproperlyConfigured) as exc:  # celery.security needs cryptography
         raise ConfigurationError(
             f"message signing needs the cryptography package ({exc}): pip install 'meetingtasks[signing]'"
         ) from None
