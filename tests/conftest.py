@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,8 +15,7 @@ from meetingtasks.connections import reset_shared_clients
 from meetingtasks.embedded import RedisServer
 from meetingtasks.platform import Platform, configure
 from meetingtasks.settings import Settings
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.processes import ROOT, PartProcess
 
 
 def _test_tools_missing() -> bool:
@@ -104,53 +100,21 @@ def r(platform: Platform) -> redis.Redis:
     return platform.redis()
 
 
-class WorkerProcess:
+class WorkerProcess(PartProcess):
     """A `meetingtasks worker` subprocess; its log is kept for assertions and failure reports."""
+
+    name = "worker"
 
     def __init__(self, service: str, env: dict[str, str], log_path: Path, args: list[str]) -> None:
         self.service = service
-        self.log_path = log_path
-        self.log_file = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "meetingtasks.cli", "worker", service, "--loglevel", "INFO", *args],
-            env=env, stdout=self.log_file, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__(self.cli("worker", service, "--loglevel", "INFO", *args), env, log_path)
 
     def wait_ready(self, timeout_s: float = 30.0) -> WorkerProcess:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if " ready." in self.log():
-                return self
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
-            time.sleep(0.05)
-        raise AssertionError(f"worker not ready after {timeout_s}s:\n{self.log()}")
+        return self.wait_log(" ready.", timeout_s)
 
     def children(self) -> list[int]:
         out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True)
         return [int(p) for p in out.stdout.split()]
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Signal the whole process group (main process and pool children)."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        # Pool children may outlive a killed main process; they are in our process group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.log_file.close()
 
 
 @pytest.fixture

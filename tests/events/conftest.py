@@ -3,12 +3,6 @@ readers of what they queued."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +15,7 @@ import tests.support.event_tasks  # noqa: F401 - the test subscriptions and task
 from meetingtasks.events.bridge import Bridge
 from meetingtasks.message import loads
 from meetingtasks.platform import Platform
-from tests.conftest import ROOT
+from tests.support.processes import PartProcess
 
 EVENT_TASKS = "tests.support.event_tasks"
 #: Settings that make re-claiming and reconnecting fast enough for tests.
@@ -48,44 +42,16 @@ def make_bridge(platform: Platform) -> Iterator[Callable[..., Bridge]]:
         bridge.stop()
 
 
-class BridgeProcess:
+class BridgeProcess(PartProcess):
     """A ``meetingtasks bridge`` subprocess with its log kept for assertions."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, args: list[str]) -> None:
-        self.log_path = log_path
-        self.log_file = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "meetingtasks.cli", "bridge", *args],
-            env=env, stdout=self.log_file, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
-        )
+    name = "bridge"
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    def __init__(self, env: dict[str, str], log_path: Path, args: list[str]) -> None:
+        super().__init__(self.cli("bridge", *args), env, log_path)
 
     def wait_ready(self, timeout_s: float = 30.0) -> BridgeProcess:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if "bridge ready" in self.log():
-                return self
-            if self.proc.poll() is not None:
-                raise AssertionError(f"bridge exited with {self.proc.returncode}:\n{self.log()}")
-            time.sleep(0.05)
-        raise AssertionError(f"bridge not ready after {timeout_s}s:\n{self.log()}")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.log_file.close()
+        return self.wait_log("bridge ready", timeout_s)
 
 
 @pytest.fixture

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,28 +16,22 @@ from websockets.sync.client import ClientConnection, connect
 
 from meetingtasks.embedded import free_port
 from meetingtasks.gateway.tokens import mint_token
-from tests.conftest import ROOT
 from tests.support.dispatcher_tasks import WORKER_ENV
+from tests.support.processes import PartProcess
 
 SECRET = "test-gateway-secret-0123456789abcdef"
 
 
-class GatewayProcess:
+class GatewayProcess(PartProcess):
     """A `meetingtasks gateway` subprocess; ``url`` is its http base, ``ws_url`` its /ws."""
+
+    name = "gateway"
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
-        self.log_path = log_path
-        self.log_file = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "meetingtasks.cli", "gateway", "--port", str(self.port)],
-            env=env, stdout=self.log_file, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__(self.cli("gateway", "--port", str(self.port)), env, log_path)
 
     def get(self, path: str) -> tuple[int, Any]:
         try:
@@ -62,16 +53,6 @@ class GatewayProcess:
 
     def stats(self) -> dict[str, int]:
         return self.get("/stats")[1]  # type: ignore[no-any-return]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.log_file.close()
 
 
 @pytest.fixture
