@@ -31,14 +31,13 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
-from kombu.utils.json import loads as kombu_loads
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from meetingtasks.connections import new_client
 from meetingtasks.keys import DELIVERIES_TTL_S
 from meetingtasks.lua import LuaScript
-from meetingtasks.message import MalformedMessage, check_envelope, strip_fetch_headers
+from meetingtasks.message import MalformedMessage, check_envelope, loads, strip_fetch_headers
 from meetingtasks.platform import Platform
 from meetingtasks.status import STARTED_LUA
 from meetingtasks.wake import push_wake
@@ -291,7 +290,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         if not self.accept_item(key, item):
             raise virtual.Empty()
         self._queue_cycle.rotate(key)
-        self.connection._deliver(strip_fetch_headers(kombu_loads(item)), key)
+        self.connection._deliver(strip_fetch_headers(loads(item)), key)
         return True
 
     def _after_fetch(self, reply: Any) -> bool:
@@ -306,7 +305,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             if int(deliveries) < 0:
                 self.accept_item(queue, item)  # dead-letters it (with the reason) and returns False
                 continue
-            payload = strip_fetch_headers(kombu_loads(item))
+            payload = strip_fetch_headers(loads(item))
             if int(started) >= 0:
                 headers = payload.setdefault("headers", {}) or {}
                 payload["headers"] = headers
