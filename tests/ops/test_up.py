@@ -119,8 +119,9 @@ def test_a_part_that_dies_is_restarted(
     before = up.log()
 
     # When the ai worker is killed
+    # The part's main process leads its own process group (pool children share the command line).
     worker = next(pid for pid in descendants(up.pid)
-                  if b"worker\0ai" in Path(f"/proc/{pid}/cmdline").read_bytes())
+                  if b"worker\0ai" in Path(f"/proc/{pid}/cmdline").read_bytes() and os.getpgid(pid) == pid)
     os.killpg(worker, signal.SIGKILL)
 
     # Then `up` says so, restarts it, and tasks of that service run again
