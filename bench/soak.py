@@ -1,7 +1,8 @@
-"""The soak: many tasks across the five services and four priorities, with random failures and delays,
-while workers are SIGKILLed at random and Redis is restarted; then the ledger.
+"""The soak: many tasks across the five services and four priorities, with random failures and delays, and
+events that trigger tasks through the bridge, while workers, the bridge and beat are SIGKILLed at random and
+Redis is restarted; then the ledger.
 
-    python -m bench.soak [--tasks 100000] [--kill-every 3] [--redis-restarts 2] [--seed 1]
+    python -m bench.soak [--tasks 100000] [--events 5000] [--kill-every 3] [--redis-restarts 2] [--seed 1]
 
 At the end every dispatched task must be accounted for: dispatched = succeeded + failed + dead-lettered +
 cancelled, nothing left queued, scheduled or unacked, and no task run twice unless its handler is idempotent
@@ -43,6 +44,8 @@ class Ledger:
     left_scheduled: int = 0
     left_unacked: int = 0
     worker_kills: int = 0
+    kills: dict[str, int] = field(default_factory=dict)
+    events: int = 0
     redis_restarts: int = 0
     elapsed_s: float = 0.0
 
@@ -66,7 +69,9 @@ class Ledger:
             f"ran more often than their failures explain (idempotent handlers) {self.ran_twice}; "
             f"not idempotent {self.ran_twice_not_idempotent}; never ran {self.never_ran}",
             f"left queued {self.left_queued}, scheduled {self.left_scheduled}, unacked {self.left_unacked}",
-            f"worker SIGKILLs {self.worker_kills}, Redis restarts {self.redis_restarts}, {self.elapsed_s:.0f} s",
+            f"events published {self.events} (each triggers one task, counted in dispatched)",
+            f"SIGKILLs {self.worker_kills} {dict(sorted(self.kills.items()))}, Redis restarts {self.redis_restarts}, "
+            f"{self.elapsed_s:.0f} s",
             "BALANCED" if self.balanced else "NOT BALANCED",
         ]
         return "\n".join(lines)
@@ -84,6 +89,8 @@ class Soak:
             MEETINGTASKS_RESTORE_INTERVAL_S="0.5",
             MEETINGTASKS_MAX_DELIVERIES="20",
             MEETINGTASKS_PUMP_INTERVAL_S="0.1",
+            MEETINGTASKS_BRIDGE_CLAIM_IDLE_S="2",
+            MEETINGTASKS_BRIDGE_CLAIM_INTERVAL_S="0.5",
         )
         os.environ.update({k: v for k, v in self.env.items() if k.startswith("MEETINGTASKS_")})
         self.tmp = tmp
@@ -93,12 +100,19 @@ class Soak:
         self.ledger = Ledger()
         self.lock = threading.Lock()
         self.stop_killing = threading.Event()
+        self.kill_order: list[str] = []
 
-    def start_worker(self, service: str) -> None:
-        log = self.tmp / f"worker-{service}-{time.monotonic_ns()}.log"
-        self.workers[service] = Worker([sys.executable, "-m", "meetingtasks", "worker", service, "--pool", "threads",
-                                        "--concurrency", "4", "--loglevel", "WARNING", "--without-mingle",
-                                        "--without-gossip"], self.env, log)
+    def start_part(self, part: str) -> None:
+        """Start (or restart) a worker of a service, the bridge, or beat."""
+        log = self.tmp / f"{part}-{time.monotonic_ns()}.log"
+        if part == "bridge":
+            argv = [sys.executable, "-m", "meetingtasks", "bridge"]
+        elif part == "beat":
+            argv = [sys.executable, "-m", "meetingtasks", "beat", "--loglevel", "WARNING"]
+        else:
+            argv = [sys.executable, "-m", "meetingtasks", "worker", part, "--pool", "threads", "--concurrency", "4",
+                    "--loglevel", "WARNING", "--without-mingle", "--without-gossip"]
+        self.workers[part] = Worker(argv, self.env, log)
 
     def killer(self) -> None:
         """SIGKILL a random worker every ``--kill-every`` seconds until told to stop."""
@@ -107,14 +121,19 @@ class Soak:
                 self.kill_one()
 
     def kill_one(self) -> None:
-        service = self.rng.choice(SERVICES)
+        # Round-robin over a shuffled order: every part (workers, bridge, beat) is killed in turn.
+        if not self.kill_order:
+            self.kill_order = sorted(self.workers)
+            self.rng.shuffle(self.kill_order)
+        service = self.kill_order.pop()
         worker = self.workers[service]
         with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.proc.pid, signal.SIGKILL)
         worker.proc.wait()
         worker.stop()
         self.ledger.worker_kills += 1
-        self.start_worker(service)
+        self.ledger.kills[service] = self.ledger.kills.get(service, 0) + 1
+        self.start_part(service)
 
     def restart_redis(self) -> None:
         self.server.stop()  # SIGTERM: Redis flushes its append-only file before exiting
@@ -141,6 +160,8 @@ class Soak:
             self.ledger.expected_dead += fail == "always"
             self.expected_runs[f"s{i}"] = {"never": 1, "once": 2, "always": 3}[fail]
         batches = [plan[i:i + 500] for i in range(0, n, 500)]
+        events_per_batch = -(-self.args.events // max(1, len(batches)))
+        events_left = self.args.events
         restarts_left = self.args.redis_restarts
         restart_points = {len(batches) * (k + 1) // (restarts_left + 1) for k in range(restarts_left)}
         for index, batch in enumerate(batches):
@@ -154,10 +175,40 @@ class Soak:
                 raise RuntimeError("Redis did not come back")
             self.ids += [h.id for h in handles]
             self.ledger.dispatched += len(handles)
+            count = min(events_per_batch, events_left)
+            if count:
+                self.publish(count)
+                events_left -= count
             if index in restart_points:
                 with self.lock:
                     self.restart_redis()
             time.sleep(self.args.pace_s)
+
+    def publish(self, count: int) -> None:
+        """Publish ``count`` events; each triggers one soak task through the bridge, with a known id."""
+        from bench.soak_tasks import EVENT_CHANNEL, EVENT_TYPE, soak_from_event  # noqa: F401
+        from meetingtasks.events import publish_events
+        from meetingtasks.events.subscriptions import SUBSCRIPTIONS
+
+        (sub,) = [s for s in SUBSCRIPTIONS.for_event(EVENT_CHANNEL, EVENT_TYPE) if s.task_type == "soak_meeting"]
+        items = []
+        for _ in range(count):
+            n = self.ledger.events
+            self.ledger.events += 1
+            fail = "once" if self.rng.random() < 0.05 else "never"
+            self.expected_runs[f"e{n}"] = 2 if fail == "once" else 1
+            items.append({"channel": EVENT_CHANNEL, "type": EVENT_TYPE, "source": "soak",
+                          "payload": {"id": f"e{n}", "fail": fail}})
+        for _attempt in range(50):
+            try:
+                published = publish_events(items)
+                break
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                time.sleep(0.2)
+        else:
+            raise RuntimeError("Redis did not come back")
+        self.ids += [sub.task_id(event.id) for event in published]
+        self.ledger.dispatched += len(published)
 
     def settle(self) -> None:
         """Keep killing workers for a while, then let the platform finish everything."""
@@ -173,9 +224,28 @@ class Soak:
             waiting = sum(int(client.llen(f"{s}.{q}")) for s in SERVICES for q in QUEUES)
             waiting += sum(p.delayed.count(client, s) for s in SERVICES)
             waiting += sum(int(client.hlen(p.keys.unacked(s))) for s in SERVICES)
+            if self.args.events:
+                waiting += self.events_unhandled(client, p)
             return waiting == 0 and time.monotonic() >= deadline
 
         wait_until(finished, self.args.timeout_s, "the platform to finish every task", 0.1)
+
+    def events_unhandled(self, client: redis.Redis, p: object) -> int:
+        """Events the bridge has not yet turned into tasks: not delivered to the group, or pending."""
+        from bench.soak_tasks import EVENT_CHANNEL
+
+        keys = p.keys  # type: ignore[attr-defined]
+        stream = keys.event_stream(EVENT_CHANNEL)
+        try:
+            groups = client.xinfo_groups(stream)
+        except redis.ResponseError:
+            return 1  # no stream or group yet
+        group = next((g for g in groups if g["name"] in (keys.bridge_group, keys.bridge_group.encode())), None)
+        if group is None:
+            return 1
+        last = client.xinfo_stream(stream)["last-generated-id"]
+        behind = 0 if group["last-delivered-id"] == last else 1
+        return int(group["pending"]) + behind
 
     def count(self) -> None:
         from meetingtasks.platform import get_platform
@@ -204,7 +274,11 @@ class Soak:
         configure()
         started = time.monotonic()
         for service in SERVICES:
-            self.start_worker(service)
+            self.start_part(service)
+        if self.args.events:
+            self.start_part("bridge")
+        if self.args.beat:
+            self.start_part("beat")
         killer = threading.Thread(target=self.killer, daemon=True)
         killer.start()
         try:
@@ -224,6 +298,8 @@ class Soak:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=5_000, help="events triggering tasks through the bridge")
+    parser.add_argument("--no-beat", dest="beat", action="store_false", help="run without a beat process")
     parser.add_argument("--kill-every", type=float, default=3.0, help="seconds between worker SIGKILLs")
     parser.add_argument("--redis-restarts", type=int, default=2)
     parser.add_argument("--settle-s", type=float, default=10.0, help="seconds of kills after the last dispatch")

@@ -45,3 +45,15 @@ _POLICY = RetryPolicy(max_retries=2, base_s=0.2, max_s=1.0, jitter=True)
 
 for _service in SERVICES:
     task_type(_service, f"soak_{_service}", payload=SoakPayload, retry_policy=_POLICY, idempotent=True)(_run)
+
+
+# Events in the soak: `user.profile_updated` has no subscriber among the services, so the soak owns it.
+from meetingtasks.events import Event  # noqa: E402
+from meetingtasks.events.subscriptions import on_event  # noqa: E402
+
+EVENT_CHANNEL, EVENT_TYPE = "user_events", "user.profile_updated"
+
+
+@on_event(EVENT_CHANNEL, EVENT_TYPE, dispatch="soak_meeting")
+def soak_from_event(event: Event) -> dict[str, str]:
+    return {"id": str(event.payload["id"]), "fail": str(event.payload.get("fail", "never"))}
