@@ -22,11 +22,13 @@ def _test_tools_missing() -> bool:
     import shutil
 
     return (shutil.which("chromium") is None or shutil.which("prometheus") is None
-            or not (ROOT / "tests/polyglot/node/node_modules/celery-node").is_dir())
+            or not (ROOT / "tests/polyglot/node/node_modules/celery-node").is_dir()
+            or not (ROOT / ".ci/cache/redis-tls/redis-server").exists())
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Install the system tools a few integration tests drive (Chromium, Prometheus, celery-node) when missing,
+    """Install the system tools a few integration tests drive (Chromium, Prometheus, celery-node, a TLS-enabled
+    redis-server) when missing,
     so that `pip install -e '.[dev]' && pytest` is all a newcomer runs. Those tests fail, never skip, without
     them; the script says what it needs (root for apt-get)."""
     if _test_tools_missing():
