@@ -33,3 +33,9 @@ def bench_mark(p: MarkPayload) -> None:
     get_platform().redis().rpush(p.key, f"{p.sent_at}|{started}")
     if p.sleep_s:
         time.sleep(p.sleep_s)
+
+
+@task_type("user", "bench_noop_user", payload=NoopPayload)
+def bench_noop_user(p: NoopPayload) -> int:
+    """The same no-op on a second service, for the sharding scenario (services on separate Redis instances)."""
+    return p.n

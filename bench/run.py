@@ -289,6 +289,59 @@ class Bench:
         fig.stock.append(_commands(self.client) / n)
 
 
+def _redis_cpu_s(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def sharding(bench: Bench) -> None:
+    """Two services draining at once, on one Redis and then split over two Redis instances
+    (``service_redis_urls``); also the Redis CPU each task costs, for the capacity model."""
+    from meetingtasks.dispatcher import Dispatcher
+    from meetingtasks.embedded import RedisServer
+    from meetingtasks.platform import Platform
+    from meetingtasks.settings import Settings
+
+    n = bench.n(10_000)
+    one = bench.figure("drain ai + user, both on one Redis", "tasks/s")
+    two = bench.figure("drain ai + user, split over two Redis", "tasks/s")
+    cpu = bench.figure("Redis CPU per task (dispatch + run + ack, one Redis)", "us", higher_is_better=False)
+    second = RedisServer(bench.tmp / "redis-2").start()
+    try:
+        for _ in range(bench.rounds):
+            for fig, urls in ((one, {}), (two, {"user": second.url})):
+                clients = [bench.client] + ([redis.Redis.from_url(second.url)] if urls else [])
+                for c in clients:
+                    c.flushall()
+                platform = Platform(Settings(redis_url=bench.url, service_redis_urls=urls))
+                dispatcher = Dispatcher(platform)
+                cpu_before = sum(_redis_cpu_s(c) for c in clients)
+                for start in range(0, n, 5000):
+                    end = min(n, start + 5000)
+                    dispatcher.dispatch_batch([("bench_noop", {"n": i, "blob": BLOB}) for i in range(start, end)])
+                    dispatcher.dispatch_batch([("bench_noop_user", {"n": i, "blob": BLOB}) for i in range(start, end)])
+                env = {**bench.env, "MEETINGTASKS_SERVICE_REDIS_URLS": json.dumps(urls)}
+                procs = [Worker([sys.executable, "-m", "meetingtasks", "worker", svc, "--pool", "threads",
+                                 "--concurrency", "8", "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
+                                env, bench.log(f"shard-{svc}")) for svc in ("ai", "user")]
+                queues = [(bench.client if not urls else clients[0], OUR_QUEUES),
+                          (clients[-1], [f"user.{q}" for q in QUEUES])]
+                try:
+                    def left(queues: list[tuple[redis.Redis, list[str]]] = queues) -> int:
+                        return sum(queued(c, qs) for c, qs in queues)
+                    wait_until(lambda: left() < 2 * n, 60, "the first fetch")
+                    t0, left0 = time.perf_counter(), left()
+                    wait_until(lambda: left() == 0, 600, "both queues to drain", 0.005)
+                    fig.ours.append(left0 / (time.perf_counter() - t0))
+                finally:
+                    for proc in procs:
+                        proc.stop()
+                if not urls:
+                    cpu.ours.append((sum(_redis_cpu_s(c) for c in clients) - cpu_before) / (2 * n) * 1e6)
+    finally:
+        second.stop()
+
+
 def _commands(client: redis.Redis) -> float:
     stats = client.info("commandstats")
     skip = {"cmdstat_info", "cmdstat_config", "cmdstat_llen"}  # the benchmark's own polling
@@ -317,6 +370,7 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "priority": Bench.priority_under_load,
     "memory": Bench.memory,
     "commands": Bench.commands_per_task,
+    "sharding": sharding,
 }
 
 OTHERS = ["bench.delayed", "bench.bridge", "bench.local_bus", "bench.dispatch", "bench.gateway"]
