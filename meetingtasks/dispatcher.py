@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -45,7 +44,7 @@ from meetingtasks.priority import Priority, queue_name
 from meetingtasks.registry import REGISTRY, TaskTypeSpec
 from meetingtasks.signing import signer_for
 from meetingtasks.status import Status, StatusRecord
-from meetingtasks.wake import push_wake
+from meetingtasks.wake import WAKE_LUA, push_wake
 
 #: Tasks per batch script call: bounds how long one call holds Redis (about 10 ms).
 BATCH_CHUNK = 1000
@@ -57,7 +56,9 @@ BATCH_CHUNK = 1000
 # ARGV: status key prefix, time_s, ttl_s, channel, history line, n, n common field/value strings, then per
 # task: "id|type|queue|deadline ms or empty|k", the message, k field/value strings.
 _ENQUEUE_MANY = LuaScript(
-    """
+    WAKE_LUA
+    + """
+local woken = {}
 local common_n = tonumber(ARGV[6])
 local common = {unpack(ARGV, 7, 6 + common_n)}
 local i = 7 + common_n
@@ -74,8 +75,11 @@ while i <= #ARGV do
              ',"attempt":1,"type":"' .. ty .. '","service":"' .. svc .. '","priority":"' .. prio .. '"}')
   if dl ~= '' then redis.call('ZADD', KEYS[1], dl, id) end
   redis.call('LPUSH', q, ARGV[i + 1])
+  woken[svc] = (woken[svc] or 0) + 1
   i = i + 2 + k
 end
+-- Inside one script the order does not matter: a waiting worker is served after it, tokens first.
+for svc, n in pairs(woken) do mt_wake(KEYS[2] .. svc, n) end
 return 1
 """
 )
@@ -217,9 +221,6 @@ class Dispatcher:
         now = time.time()
         common = dict(common or {})
         fast = [t for t in tasks if t.due_s is None and _SAFE.match(t.spec.name) and _SAFE.match(t.task_id)]
-        # Wake tokens go before the messages (see meetingtasks.wake).
-        for service, waiting in Counter(t.spec.service for t in tasks if t.due_s is None).items():
-            push_wake(pipe, p.keys, service, waiting)
         for task in tasks:
             if task.due_s is not None or not (_SAFE.match(task.spec.name) and _SAFE.match(task.task_id)):
                 self.enqueue(pipe, replace(task, fields={**common, **task.fields}))
@@ -235,7 +236,7 @@ class Dispatcher:
                 args += [f"{task.task_id}|{task.spec.name}|{task.queue}|{deadline}|{2 * len(own)}", task.message]
                 for name, value in own.items():
                     args += [name, value]
-            _ENQUEUE_MANY.queue(pipe, [p.keys.deadlines], args, by_sha=by_sha)
+            _ENQUEUE_MANY.queue(pipe, [p.keys.deadlines, p.keys.wake("")], args, by_sha=by_sha)
 
     # --- public ---------------------------------------------------------------------------------------------
     def dispatch(

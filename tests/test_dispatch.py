@@ -78,3 +78,9 @@ def test_dispatch_after_redis_lost_its_scripts_queues_exactly_once(platform: Pla
     handle = dispatch("user_login", {"username": "bob", "password": "pw"})
     assert r.llen("user.high") == 2
     assert handle.status() == "QUEUED"
+
+
+def test_dispatch_leaves_a_wake_token_for_idle_workers_of_the_service(platform: Platform, r: redis.Redis) -> None:
+    dispatch("user_login", {"username": "ann", "password": "pw"})
+    dispatch("t_echo", {"tag": "x"}, delay=60)  # a delayed task wakes nobody until it is due
+    assert (r.llen(platform.keys.wake("user")), r.llen(platform.keys.wake("ai"))) == (1, 0)
