@@ -203,7 +203,11 @@ def show_plan(settings: Settings, store: Redis, specs: list[PartSpec], flower_us
     for spec in specs:
         extra = ""
         if spec.name == "flower":
-            extra = f"  (basic auth {flower_users.split(',')[0]})"
+            # The password stays out of the terminal (and of any log capturing it): it is in the data directory.
+            user = flower_users.split(",")[0].split(":", 1)[0]
+            where = ("MEETINGTASKS_FLOWER_BASIC_AUTH" if settings.flower_basic_auth is not None
+                     else settings.data_dir / FLOWER_AUTH_FILE)
+            extra = f"  (basic auth: user {user}, password in {where})"
         elif spec.name == "gateway":
             extra = "  (tokens: meetingtasks token CLIENT_ID)"
         click.echo(f"  {spec.name:<17} {'  '.join(spec.urls) or 'running'}{extra}")
