@@ -39,6 +39,7 @@ local function js(s)  -- a JSON string; cjson only when escaping is needed (ids 
 end
 local left = tonumber(ARGV[2])
 local moved = 0
+local woken = false
 for k = 2, #KEYS do
   if left <= 0 then break end
   local ids = redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', ARGV[1], 'LIMIT', 0, left)
@@ -73,13 +74,16 @@ for k = 2, #KEYS do
       end
     end
     for q, messages in pairs(queues) do
+      -- The first token goes before the first message: Redis serves waiting workers in the order keys became
+      -- ready, and an idle worker must be woken by the token, not handed a message by its BRPOP.
+      if not woken then mt_wake(ARGV[6], 1); woken = true end
       each_chunk(messages, function(...) redis.call('LPUSH', q, ...) end)
     end
     each_chunk(ids, function(...) redis.call('HDEL', KEYS[1], ...) end)
     redis.call('ZREMRANGEBYRANK', KEYS[k], 0, n - 1)
   end
 end
-if moved > 0 then mt_wake(ARGV[6], moved) end
+if moved > 1 then mt_wake(ARGV[6], moved - 1) end
 return moved
 """
 )

@@ -74,12 +74,14 @@ while i <= #ARGV do
   redis.call('PUBLISH', ARGV[4], '{"op":"status","id":"' .. id .. '","status":"QUEUED","time":' .. ARGV[2] ..
              ',"attempt":1,"type":"' .. ty .. '","service":"' .. svc .. '","priority":"' .. prio .. '"}')
   if dl ~= '' then redis.call('ZADD', KEYS[1], dl, id) end
+  -- A service's first token goes before its first message: Redis serves waiting workers key by key in the
+  -- order the keys became ready, and a worker must be woken by the token, not handed the message by BRPOP.
+  if not woken[svc] then mt_wake(KEYS[2] .. svc, 1); woken[svc] = 0 end
   redis.call('LPUSH', q, ARGV[i + 1])
-  woken[svc] = (woken[svc] or 0) + 1
+  woken[svc] = woken[svc] + 1
   i = i + 2 + k
 end
--- Inside one script the order does not matter: a waiting worker is served after it, tokens first.
-for svc, n in pairs(woken) do mt_wake(KEYS[2] .. svc, n) end
+for svc, n in pairs(woken) do if n > 1 then mt_wake(KEYS[2] .. svc, n - 1) end end
 return 1
 """
 )

@@ -342,15 +342,15 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
 
     # --- producers inside the worker (Celery's own publishes, restores) wake idle consumers too -----------
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        self._wake(queue)  # before the message: see meetingtasks.wake
         super()._put(queue, message, **kwargs)
-        self._wake(queue)
 
     def _do_restore_message(self, payload: Any, exchange: Any, routing_key: Any, pipe: Any,
                             leftmost: bool = False) -> None:
-        super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
         platform = self.platform
         if platform is not None:
-            push_wake(pipe, platform.keys, self.service)
+            push_wake(pipe, platform.keys, self.service)  # before the message: see meetingtasks.wake
+        super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
 
     def _wake(self, queue: str) -> None:
         platform = self.platform
