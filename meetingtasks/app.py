@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue
 
+from meetingtasks import kombu_json
 from meetingtasks.connections import is_tls, ssl_options
 from meetingtasks.platform import Platform
 from meetingtasks.priority import Priority, queue_name, service_queues
@@ -74,6 +75,7 @@ def create_app(service: str, settings: Settings | None = None, *, include: Itera
     settings = settings or load_settings()
     platform = Platform(settings)
     url = settings.broker_url(service)
+    kombu_json.install()
     app = Celery(f"meetingtasks.{service}", set_as_current=False)
     app.mt_platform = platform
     app.mt_service = service

@@ -42,6 +42,7 @@ from meetingtasks.ratelimit import defer_over_rate_limit
 from meetingtasks.registry import TaskTypeSpec
 from meetingtasks.signing import signer_for
 from meetingtasks.status import Status
+from meetingtasks.worker.outcomes import outcome_entry, sink_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -197,6 +198,10 @@ class PlatformTask(Task):  # type: ignore[misc]
         if error is not None:
             fields["error"] = str(error) or type(error).__name__
             fields["error_type"] = type(error).__name__
+        sink = sink_for(self.spec.service)
+        if sink is not None:  # ran in the consumer's process: recorded with the ack (meetingtasks.worker.outcomes)
+            sink.buffer_outcome(outcome_entry(self.request.id, status, attempt, fields, time.time()))
+            return
         client = p.redis(self.spec.service)
 
         def build(pipe: Any) -> None:

@@ -126,9 +126,12 @@ def _carrier_of(request: Any) -> dict[str, str]:
 
 
 def start_task_span(task: Any, task_id: str) -> None:
+    carrier = _carrier_of(task.request)
+    if not carrier and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return  # no SDK in this process and no trace to carry on: a span would record nothing and cost ~5% CPU
     spec = getattr(task, "spec", None)
     name = spec.name if spec is not None else task.name
-    parent = propagate.extract(_carrier_of(task.request))
+    parent = propagate.extract(carrier)
     span = tracer().start_span(
         f"run {name}", context=parent, kind=SpanKind.CONSUMER,
         attributes={"meetingtasks.task_id": task_id, "meetingtasks.task_type": name,

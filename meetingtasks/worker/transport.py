@@ -10,7 +10,9 @@ a pipeline on a freshly built client. Our channel instead:
   delivery, reads its cancel flag and records STARTED in its status (the worker hands a fetched message
   to a free pool slot at once). The results ride to the task as ``mt_fetch_*`` headers;
 * **acks in batches**: an ack is buffered and applied by the next fetch call (or at once when the channel
-  is idle), so a busy worker spends one round trip per batch on fetching and acking together;
+  is idle), and so is the terminal status of a task that ran in this process (see
+  :mod:`meetingtasks.worker.outcomes`): a busy worker spends one round trip per batch of tasks on fetching,
+  recording outcomes and acking together;
 * **waits without popping** when the queues are empty: a ``BRPOP`` on the service's wake list, where every
   platform producer pushes a token in the same transaction as its message. The same ``BRPOP`` also
   watches the queues, so a message pushed by a foreign producer (no token) is still picked up at once;
@@ -34,29 +36,43 @@ from kombu.transport import virtual
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
+from meetingtasks import kombu_json
 from meetingtasks.connections import new_client
 from meetingtasks.keys import DELIVERIES_TTL_S
 from meetingtasks.lua import LuaScript
 from meetingtasks.message import MalformedMessage, check_envelope, loads, strip_fetch_headers
 from meetingtasks.platform import Platform
-from meetingtasks.status import STARTED_LUA
+from meetingtasks.status import STARTED_LUA, TRANSITION_FUNCTION
 from meetingtasks.wake import push_wake
 from meetingtasks.worker.loops import held_delivery_tags
+from meetingtasks.worker.outcomes import register_sink, unregister_sink
 from meetingtasks.worker.quarantine import quarantine_raw
 
 log = logging.getLogger(__name__)
 
-# KEYS: unacked hash, unacked index, queues in priority order.
+# KEYS: unacked hash, unacked index, queues in priority order (none: only apply the buffered outcomes and acks).
 # ARGV: max messages, now_s, max bytes, status key prefix, status ttl_s, status channel, deliveries key prefix,
-#       deliveries ttl_s, cancel key prefix, worker name, number of acks, ack tags...
+#       deliveries ttl_s, cancel key prefix, worker name, deadlines key, callback outbox key, batch key prefix,
+#       number of acks, ack tags..., then buffered outcomes to the end (see meetingtasks.worker.outcomes):
+#       id, status, time, attempt, event JSON, n, n field/value strings.
+# Outcomes are applied before the acks, and both before anything is fetched.
 # Returns a flat list of [queue, message, deliveries, cancelled, started] per message; a message that is not
 # a readable envelope comes back with deliveries = -1 (popped, not recorded: the caller dead-letters it).
 FETCH = LuaScript(
     STARTED_LUA
+    + TRANSITION_FUNCTION
     + """
-local nacks = tonumber(ARGV[11])
+local nacks = tonumber(ARGV[14])
+local j = 15 + nacks
+while j <= #ARGV do
+  local id, nf = ARGV[j], tonumber(ARGV[j + 5])
+  transition(ARGV[4] .. id, ARGV[11], ARGV[12], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[5], ARGV[6],
+             ARGV[j + 4], '0', id, ARGV[13], {unpack(ARGV, j + 6, j + 5 + nf)})
+  redis.call('DEL', ARGV[7] .. id)
+  j = j + 6 + nf
+end
 for i = 1, nacks do
-  local tag = ARGV[11 + i]
+  local tag = ARGV[14 + i]
   redis.call('ZREM', KEYS[2], tag)
   redis.call('HDEL', KEYS[1], tag)
 end
@@ -140,6 +156,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._mt_lock = threading.Lock()
         self._mt_acks: list[str] = []
+        self._mt_outcomes: list[list[str]] = []
+        self._mt_sent_outcomes: list[list[str]] = []
+        self._mt_sink = False
         self._mt_recorded: set[str] = set()
         self._mt_idle = False
         self._mt_waiting = False
@@ -178,6 +197,12 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             raise RedisConnectionError("the broker connection is closed")
         return new_client(platform.settings.broker_url(self.service), platform.settings)
 
+    def close(self) -> None:
+        if self._mt_sink:
+            unregister_sink(self.service, self)
+            self._mt_sink = False
+        super().close()
+
     def _close_clients(self) -> None:
         self.flush_acks()
         self._mt_sync_client = None
@@ -199,20 +224,47 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             # No fetch is coming soon to carry the ack (the channel waits for work): apply it now.
             self.flush_acks()
 
+    def buffer_outcome(self, entry: list[str]) -> None:
+        """Take a task's terminal status (:func:`meetingtasks.worker.outcomes.outcome_entry`) to apply with the
+        acks: before its own ack, which its task sends after this."""
+        with self._mt_lock:
+            self._mt_outcomes.append(entry)
+            idle = self._mt_waiting
+        if idle:
+            self.flush_acks()
+
     def flush_acks(self) -> None:
+        """Apply the buffered outcomes and acks now (the channel is idle or closing)."""
         with self._mt_lock:
             acks, self._mt_acks = self._mt_acks, []
-        if not acks or self.platform is None:
+            outcomes, self._mt_outcomes = self._mt_outcomes, []
+        if (not acks and not outcomes) or self.platform is None:
             return
         try:
-            with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
-                pipe.zrem(self.unacked_index_key, *acks)
-                pipe.hdel(self.unacked_key, *acks)
-                pipe.execute()
+            with self.conn_or_acquire() as client:
+                FETCH(client, [self.unacked_key, self.unacked_index_key], self._script_args(0, acks, outcomes))
         except self.connection_errors:
-            # The messages stay unacked; the restore sweep redelivers them and the status record makes the
-            # worker skip them as duplicates of finished tasks.
-            log.warning("could not apply %d acks; their tasks will be redelivered and skipped", len(acks))
+            # Kept for the next call that gets through. Meanwhile the messages stay unacked: if this worker dies
+            # first, the restore sweep redelivers them and they run again.
+            with self._mt_lock:
+                self._mt_acks[:0] = acks
+                self._mt_outcomes[:0] = outcomes
+            log.warning("could not record %d outcomes and %d acks yet (Redis unavailable); kept for the next try",
+                        len(outcomes), len(acks))
+
+    def _script_args(self, limit: int, acks: list[str], outcomes: list[list[str]]) -> list[Any]:
+        platform = self.platform
+        assert platform is not None
+        s = platform.settings
+        keys = platform.keys
+        args: list[Any] = [
+            limit, repr(time.time()), s.max_message_bytes, keys.status(""), s.status_ttl_s, keys.status_channel,
+            keys.deliveries(""), DELIVERIES_TTL_S, keys.cancel(""), _worker_name(), keys.deadlines, keys.callbacks,
+            keys.batch(""), len(acks), *acks,
+        ]
+        for entry in outcomes:
+            args += entry
+        return args
 
     # --- fetching ----------------------------------------------------------------------------------------------
     def _brpop_start(self, timeout: float | None = None) -> None:
@@ -223,6 +275,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
+        if not self._mt_sink:
+            register_sink(self.service, self)
+            self._mt_sink = True
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
         if self._mt_idle:
@@ -233,16 +288,11 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             return
         with self._mt_lock:
             self._mt_sent_acks, self._mt_acks = self._mt_acks, []
+            self._mt_sent_outcomes, self._mt_outcomes = self._mt_outcomes, []
         self._mt_waiting = False
         room = self.qos.can_consume_max_estimate()
         limit = max(1, min(room if room is not None else 100, 100))
-        s = platform.settings
-        keys = platform.keys
-        args = [
-            limit, repr(time.time()), s.max_message_bytes, keys.status(""), s.status_ttl_s, keys.status_channel,
-            keys.deliveries(""), DELIVERIES_TTL_S, keys.cancel(""), _worker_name(self), len(self._mt_sent_acks),
-            *self._mt_sent_acks,
-        ]
+        args = self._script_args(limit, self._mt_sent_acks, self._mt_sent_outcomes)
         self.client.connection.send_command(
             "EVALSHA", FETCH.sha, 2 + len(queues), self.unacked_key, self.unacked_index_key, *queues, *args
         )
@@ -274,7 +324,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     def _requeue_sent_acks(self) -> None:
         with self._mt_lock:
             self._mt_acks[:0] = self._mt_sent_acks
+            self._mt_outcomes[:0] = self._mt_sent_outcomes
             self._mt_sent_acks = []
+            self._mt_sent_outcomes = []
 
     def _after_wait(self, reply: Any) -> bool:
         self._mt_waiting = False
@@ -295,6 +347,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
 
     def _after_fetch(self, reply: Any) -> bool:
         self._mt_sent_acks = []
+        self._mt_sent_outcomes = []
         if not reply:
             self._mt_idle = True
             raise virtual.Empty()
@@ -352,6 +405,19 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             push_wake(pipe, platform.keys, self.service)  # before the message: see meetingtasks.wake
         super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
 
+    def _put_fanout(self, exchange: Any, message: Any, routing_key: Any, **kwargs: Any) -> None:
+        """kombu's fanout publish (Celery's Flower events) with its envelope encoded by orjson."""
+        publish_batch = kwargs.pop("_publish_batch", None)
+        topics = self._get_publish_topics(exchange, routing_key)
+        payload = kombu_json.dumps(message)
+        if publish_batch is not None:
+            for topic in topics:
+                publish_batch.add("publish", topic, payload)
+            return
+        with self.conn_or_acquire() as client:
+            for topic in topics:
+                client.publish(topic, payload)
+
     def _wake(self, queue: str) -> None:
         platform = self.platform
         if platform is None:
@@ -361,8 +427,16 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             pipe.execute()
 
 
-def _worker_name(channel: Channel) -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+_worker_names: dict[int, str] = {}
+
+
+def _worker_name() -> str:
+    """``host:pid`` of this process (looked up again in a forked or daemonised child)."""
+    pid = os.getpid()
+    name = _worker_names.get(pid)
+    if name is None:
+        name = _worker_names[pid] = f"{socket.gethostname()}:{pid}"
+    return name
 
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]
