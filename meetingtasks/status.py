@@ -51,27 +51,34 @@ TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.DEAD_LETTERED, Sta
 # The transition as a Lua function, shared by the one-task script below and other scripts that record a
 # transition together with their own work. Arguments: status key, deadlines zset, callback outbox zset, status,
 # time_s, attempt, ttl_s, channel, event JSON, force ('1'/'0'), task id, batch key prefix, {field, value, ...}.
-# Returns 1 if accepted. The first terminal transition of a task (guarded by HSETNX 'finalized', which replay
+# Returns 1 if accepted. The first terminal transition of a task (guarded by the field 'finalized', which replay
 # leaves in place) drops its deadline, files its callbacks in the outbox and counts it in its batch, all in one
 # atomic call: so callbacks fire exactly once whoever ends the task (worker, dead-lettering, watchdog, cancel).
 TRANSITION_FUNCTION = """
 local terminal = {SUCCEEDED=true, FAILED=true, DEAD_LETTERED=true, CANCELLED=true, TIMED_OUT=true}
 local function transition(skey, deadlines, outbox, status, now, attempt, ttl, channel, event, force, id, bprefix,
                           fields)
-  local cur = redis.call('HGET', skey, 'status')
-  if cur and terminal[cur] and force ~= '1' then return 0 end
-  redis.call('HSET', skey, 'status', status, 'updated_at', now, 'attempt', attempt, unpack(fields))
-  local h = redis.call('HGET', skey, 'history') or ''
-  redis.call('HSET', skey, 'history', h .. status .. ' ' .. now .. ' ' .. attempt .. '\\n')
+  -- One read for the guard, the history and what finalising needs; one write for all of it.
+  local cur = redis.call('HMGET', skey, 'status', 'history', 'finalized', 'on_success', 'on_failure', 'batch')
+  if cur[1] and terminal[cur[1]] and force ~= '1' then return 0 end
+  local finalize = terminal[status] and not cur[3]
+  local callbacks, batch = cur[4] or cur[5], cur[6]
+  for i = 1, #fields, 2 do
+    local name = fields[i]
+    if name == 'on_success' or name == 'on_failure' then callbacks = true
+    elseif name == 'batch' then batch = fields[i + 1] end
+  end
+  local write = {'status', status, 'updated_at', now, 'attempt', attempt,
+                 'history', (cur[2] or '') .. status .. ' ' .. now .. ' ' .. attempt .. '\\n'}
+  if finalize then write[#write + 1] = 'finalized'; write[#write + 1] = now end
+  for i = 1, #fields do write[#write + 1] = fields[i] end
+  redis.call('HSET', skey, unpack(write))
   redis.call('EXPIRE', skey, ttl)
   redis.call('PUBLISH', channel, event)
   if terminal[status] then
     redis.call('ZREM', deadlines, id)
-    if redis.call('HSETNX', skey, 'finalized', now) == 1 then
-      if redis.call('HEXISTS', skey, 'on_success') == 1 or redis.call('HEXISTS', skey, 'on_failure') == 1 then
-        redis.call('ZADD', outbox, now, 't:' .. id)
-      end
-      local batch = redis.call('HGET', skey, 'batch')
+    if finalize then
+      if callbacks then redis.call('ZADD', outbox, now, 't:' .. id) end
       if batch and redis.call('EXISTS', bprefix .. batch) == 1 then
         local bk = bprefix .. batch
         local done = redis.call('HINCRBY', bk, 'done', 1)
@@ -99,18 +106,19 @@ _TRANSITION = LuaScript(
 STARTED_LUA = """
 local function mt_started(key, id, now, attempt, ttl, channel, task, service, priority, worker, wait)
   local terminal = {SUCCEEDED=true, FAILED=true, DEAD_LETTERED=true, CANCELLED=true, TIMED_OUT=true}
-  local cur = redis.call('HGET', key, 'status')
-  if cur and terminal[cur] then return 0 end
+  local cur = redis.call('HMGET', key, 'status', 'history')
+  if cur[1] and terminal[cur[1]] then return 0 end
   local event = {op='status', id=id, status='STARTED', time=tonumber(now), attempt=attempt, type=task,
                  service=service, priority=priority}
-  redis.call('HSET', key, 'status', 'STARTED', 'updated_at', now, 'attempt', attempt, 'type', task,
-             'service', service, 'priority', priority, 'worker', worker)
+  local write = {'status', 'STARTED', 'updated_at', now, 'attempt', attempt, 'type', task, 'service', service,
+                 'priority', priority, 'worker', worker,
+                 'history', (cur[2] or '') .. 'STARTED ' .. now .. ' ' .. attempt .. '\\n'}
   if wait then
     event.wait_s = wait
-    redis.call('HSET', key, 'wait_s', tostring(wait))
+    write[#write + 1] = 'wait_s'
+    write[#write + 1] = tostring(wait)
   end
-  local h = redis.call('HGET', key, 'history') or ''
-  redis.call('HSET', key, 'history', h .. 'STARTED ' .. now .. ' ' .. attempt .. '\\n')
+  redis.call('HSET', key, unpack(write))
   redis.call('EXPIRE', key, ttl)
   redis.call('PUBLISH', channel, cjson.encode(event))
   return 1
