@@ -14,20 +14,21 @@ the first task's handle and queues nothing (one ``SET NX`` decides, however many
 
 from __future__ import annotations
 
-import os
+import functools
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from meetingtasks import tracing
 from meetingtasks.callbacks import callback_fields
+from meetingtasks.connections import shared_client
 from meetingtasks.errors import (
     BrokerUnavailable,
     DispatchError,
@@ -37,56 +38,90 @@ from meetingtasks.errors import (
     TaskNotFound,
     WaitTimeout,
 )
-from meetingtasks.lua import LuaScript, execute_idempotent
-from meetingtasks.message import encode_task_message, new_id
+from meetingtasks.lua import Arg, LuaScript, execute_idempotent
+from meetingtasks.message import MessageTemplate, encode_task_message, new_id, new_ids
 from meetingtasks.platform import Platform, get_platform
 from meetingtasks.priority import Priority, queue_name
 from meetingtasks.registry import REGISTRY, TaskTypeSpec
 from meetingtasks.signing import signer_for
 from meetingtasks.status import Status, StatusRecord
-from meetingtasks.wake import WAKE_LUA, push_wake
+from meetingtasks.wake import WAKE_LUA, WAKE_TOKENS_MAX, push_wake
 
-#: Tasks per batch script call: bounds how long one call holds Redis (about 10 ms).
+#: Tasks per batch script call: bounds how long one call holds Redis (a few ms) and the ``unpack`` of a chunk's
+#: messages into one LPUSH (Lua's C stack takes 8,000 values).
 BATCH_CHUNK = 1000
 
-# The batch path: the first transition (QUEUED) of many new tasks and their pushes, in one script call. A new
+# The enqueue path: the first transition (QUEUED) of new tasks and their pushes, in one script call. A new
 # record has no history and cannot be terminal, so this is StatusStore.transition without its guards: one
-# HSET (history included), EXPIRE, PUBLISH; an optional deadline; LPUSH. Two arguments per task keep packing
-# cheap for the client; the event is assembled here from identifier-safe parts (see _SAFE). KEYS: deadlines.
-# ARGV: status key prefix, time_s, ttl_s, channel, history line, n, n common field/value strings, then per
-# task: "id|type|queue|deadline ms or empty|k", the message, k field/value strings.
+# HSET (history included), EXPIRE, PUBLISH; an optional deadline; LPUSH. The event is assembled here from
+# identifier-safe parts (see _SAFE). KEYS: deadlines, wake key prefix.
+# ARGV: status key prefix, time_s, ttl_s, channel, history line, c, c common field/value strings, then groups
+# of consecutive tasks of one type and queue: type, queue, n, kind, then for kind "0" (no own fields and no
+# deadline) the n ids followed by the n messages (pushed with one LPUSH), for kind "1" per task: id, deadline
+# ms or empty, k, the message, k field/value strings.
 _ENQUEUE_MANY = LuaScript(
     WAKE_LUA
-    + """
-local woken = {}
+    + f"""
+local prefix, now, ttl, channel, history = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local common_n = tonumber(ARGV[6])
-local common = {unpack(ARGV, 7, 6 + common_n)}
+local woken = {{}}
 local i = 7 + common_n
 while i <= #ARGV do
-  local id, ty, q, dl, k = string.match(ARGV[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(%d+)$')
+  local ty, q, n, kind = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   local svc, prio = string.match(q, '^(.*)%.([^.]*)$')
-  local skey = ARGV[1] .. id
-  redis.call('HSET', skey, 'status', 'QUEUED', 'updated_at', ARGV[2], 'attempt', '1', 'history', ARGV[5],
-             'type', ty, 'service', svc, 'priority', prio, 'queue', q, 'created_at', ARGV[2], unpack(common))
-  k = tonumber(k)
-  if k > 0 then redis.call('HSET', skey, unpack(ARGV, i + 2, i + 1 + k)) end
-  redis.call('EXPIRE', skey, ARGV[3])
-  redis.call('PUBLISH', ARGV[4], '{"op":"status","id":"' .. id .. '","status":"QUEUED","time":' .. ARGV[2] ..
-             ',"attempt":1,"type":"' .. ty .. '","service":"' .. svc .. '","priority":"' .. prio .. '"}')
-  if dl ~= '' then redis.call('ZADD', KEYS[1], dl, id) end
-  -- A service's first token goes before its first message: Redis serves waiting workers key by key in the
-  -- order the keys became ready, and a worker must be woken by the token, not handed the message by BRPOP.
-  if not woken[svc] then mt_wake(KEYS[2] .. svc, 1); woken[svc] = 0 end
-  redis.call('LPUSH', q, ARGV[i + 1])
-  woken[svc] = woken[svc] + 1
-  i = i + 2 + k
+  local record = {{'status', 'QUEUED', 'updated_at', now, 'attempt', '1', 'history', history, 'type', ty,
+                  'service', svc, 'priority', prio, 'queue', q, 'created_at', now, unpack(ARGV, 7, 6 + common_n)}}
+  local event_tail = '","status":"QUEUED","time":' .. now .. ',"attempt":1,"type":"' .. ty .. '","service":"' ..
+                     svc .. '","priority":"' .. prio .. '"}}'
+  -- A service's tokens go before its first message: Redis serves waiting workers key by key in the order the
+  -- keys became ready, and a worker must be woken by a token, not handed a message by BRPOP.
+  local tokens = woken[svc] or 0
+  if tokens < {WAKE_TOKENS_MAX} then
+    mt_wake(KEYS[2] .. svc, math.min(n, {WAKE_TOKENS_MAX} - tokens))
+    woken[svc] = tokens + n
+  end
+  i = i + 4
+  if kind == '0' then
+    for j = i, i + n - 1 do
+      local skey = prefix .. ARGV[j]
+      redis.call('HSET', skey, unpack(record))
+      redis.call('EXPIRE', skey, ttl)
+      redis.call('PUBLISH', channel, '{{"op":"status","id":"' .. ARGV[j] .. event_tail)
+    end
+    redis.call('LPUSH', q, unpack(ARGV, i + n, i + 2 * n - 1))
+    i = i + 2 * n
+  else
+    for _ = 1, n do
+      local id, dl, k = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+      local skey = prefix .. id
+      redis.call('HSET', skey, unpack(record))
+      if k > 0 then redis.call('HSET', skey, unpack(ARGV, i + 4, i + 3 + k)) end
+      redis.call('EXPIRE', skey, ttl)
+      redis.call('PUBLISH', channel, '{{"op":"status","id":"' .. id .. event_tail)
+      if dl ~= '' then redis.call('ZADD', KEYS[1], dl, id) end
+      redis.call('LPUSH', q, ARGV[i + 3])
+      i = i + 4 + k
+    end
+  end
 end
-for svc, n in pairs(woken) do if n > 1 then mt_wake(KEYS[2] .. svc, n - 1) end end
 return 1
 """
 )
-#: Strings the batch script may put into its event JSON and its "|"-separated task line as they are.
+#: Strings the enqueue script may put into its event JSON as they are.
 _SAFE = re.compile(r"^[A-Za-z0-9_.:-]+$")
+#: The per-call headers of a message, after ``mt_priority`` (see :meth:`Dispatcher.prepare`).
+_TIMESTAMPS = ("mt_dispatched_at", "mt_enqueued_at")
+_T = TypeVar("_T")
+
+
+@functools.lru_cache(maxsize=1024)
+def _template(task_name: str, queue: str, priority: str) -> MessageTemplate:
+    return MessageTemplate(task_name, queue, {"mt_priority": priority}, _TIMESTAMPS)
+
+
+@functools.lru_cache(maxsize=256)
+def _list_adapter(model: type[BaseModel]) -> TypeAdapter[list[BaseModel]]:
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
 
 
 def validation_message(task_type: str, exc: ValidationError) -> str:
@@ -100,12 +135,15 @@ def validation_message(task_type: str, exc: ValidationError) -> str:
 
 def validate_payload(spec: TaskTypeSpec, payload: Any) -> dict[str, Any]:
     """The payload as the JSON the handler will get, or :class:`InvalidPayload` naming the field."""
-    if isinstance(payload, spec.payload_model):
+    model = spec.payload_model
+    if isinstance(payload, model):
         return payload.model_dump(mode="json")
     if isinstance(payload, BaseModel):
         payload = payload.model_dump(mode="json")
     try:
-        return spec.payload_model.model_validate(payload).model_dump(mode="json")
+        # model_validate(...).model_dump(mode="json") without the two wrappers' keyword handling.
+        validated = model.__pydantic_validator__.validate_python(payload)
+        return model.__pydantic_serializer__.to_python(validated, mode="json")  # type: ignore[no-any-return]
     except ValidationError as exc:
         raise InvalidPayload(validation_message(spec.name, exc)) from None
 
@@ -151,7 +189,7 @@ class Dispatcher:
         prio = Priority.parse(priority, settings.default_priority or spec.priority)
         queue = queue_name(spec.service, prio)
         due_s = self._due_time(delay, eta)
-        task_id = task_id or new_id()
+        task_id = task_id or new_ids(1)[0]
         now = time.time()
         extra = callback_fields(on_success, on_failure)
         if fields:
@@ -164,12 +202,16 @@ class Dispatcher:
             extra["deadline"] = repr(deadline_s)
             extra["timeout_s"] = repr(float(timeout))
         # mt_enqueued_at: when the task becomes runnable, for the queue-wait metric.
-        hdrs = {"mt_priority": prio.value, "mt_dispatched_at": now, "mt_enqueued_at": due_s or now}
-        hdrs.update(tracing.dispatch_headers(spec.name, task_id, queue))  # W3C trace context, when tracing
-        if headers:
-            hdrs.update(headers)
-        message = encode_task_message(task_id=task_id, task_name=spec.name, payload=body, queue=queue, headers=hdrs,
-                                      signer=signer_for(settings))
+        trace = tracing.dispatch_headers(spec.name, task_id, queue)  # W3C trace context, when tracing
+        signer = signer_for(settings)
+        if trace or headers or signer is not None:
+            hdrs = {"mt_priority": prio.value, "mt_dispatched_at": now, "mt_enqueued_at": due_s or now, **trace}
+            if headers:
+                hdrs.update(headers)
+            message = encode_task_message(task_id=task_id, task_name=spec.name, payload=body, queue=queue,
+                                          headers=hdrs, signer=signer)
+        else:  # the same bytes, from the pre-encoded template
+            message = _template(spec.name, queue, prio.value).encode_many([task_id], [body], (now, due_s or now))[0]
         if len(message) > settings.max_message_bytes:
             raise MessageTooLarge(
                 f"{spec.name}: the message is {len(message)} bytes, over the limit of "
@@ -219,26 +261,54 @@ class Dispatcher:
         """Queue the status writes and pushes of new ``tasks`` on ``pipe``, in batch script calls of
         :data:`BATCH_CHUNK` tasks. ``common``: status fields every task gets (each task's own ``fields`` are
         written too). Delayed tasks, and names the script cannot embed as they are, go one by one."""
+        common = dict(common or {})
+        runs = _Runs()
+        for task in tasks:
+            if runs.fits(task):
+                runs.add_prepared(task)
+            else:
+                self.enqueue(pipe, replace(task, fields={**common, **task.fields}))
+        for args in self._script_args(runs, common):
+            _ENQUEUE_MANY.queue(pipe, self._script_keys(), args, by_sha=by_sha)
+
+    def _script_keys(self) -> list[str]:
+        return [self.platform.keys.deadlines, self.platform.keys.wake("")]
+
+    def _script_args(self, runs: _Runs, common: Mapping[str, str]) -> Iterator[list[Arg]]:
+        """The ARGV of each call of the enqueue script for ``runs``, :data:`BATCH_CHUNK` tasks per call."""
         p = self.platform
         now = time.time()
-        common = dict(common or {})
-        fast = [t for t in tasks if t.due_s is None and _SAFE.match(t.spec.name) and _SAFE.match(t.task_id)]
-        for task in tasks:
-            if task.due_s is not None or not (_SAFE.match(task.spec.name) and _SAFE.match(task.task_id)):
-                self.enqueue(pipe, replace(task, fields={**common, **task.fields}))
-        head: list[Any] = [p.keys.status(""), repr(now), p.status.ttl_s, p.keys.status_channel,
+        head: list[Arg] = [p.keys.status(""), repr(now), p.status.ttl_s, p.keys.status_channel,
                            f"QUEUED {now!r} 1\n", 2 * len(common)]
         for name, value in common.items():
             head += [name, value]
-        for start in range(0, len(fast), BATCH_CHUNK):
-            args = list(head)
-            for task in fast[start:start + BATCH_CHUNK]:
-                own = task.fields
-                deadline = "" if task.deadline_s is None else int(task.deadline_s * 1000)
-                args += [f"{task.task_id}|{task.spec.name}|{task.queue}|{deadline}|{2 * len(own)}", task.message]
-                for name, value in own.items():
-                    args += [name, value]
-            _ENQUEUE_MANY.queue(pipe, [p.keys.deadlines, p.keys.wake("")], args, by_sha=by_sha)
+        args = list(head)
+        count = 0
+        for run in runs.runs:
+            start = 0
+            while start < len(run.ids):
+                take = min(len(run.ids) - start, BATCH_CHUNK - count)
+                ids = run.ids[start:start + take]
+                messages = run.messages[start:start + take]
+                if run.extras is None:
+                    args += [run.name, run.queue, take, "0"]
+                    args += ids
+                    args += messages
+                else:
+                    args += [run.name, run.queue, take, "1"]
+                    for task_id, message, (deadline, fields) in zip(ids, messages, run.extras[start:start + take],
+                                                                    strict=True):
+                        args += [task_id, deadline, 2 * len(fields), message]
+                        for name, value in fields.items():
+                            args += [name, value]
+                start += take
+                count += take
+                if count == BATCH_CHUNK:
+                    yield args
+                    args = list(head)
+                    count = 0
+        if count:
+            yield args
 
     # --- public ---------------------------------------------------------------------------------------------
     def dispatch(
@@ -271,20 +341,30 @@ class Dispatcher:
                 if existing is not None:
                     owner = existing.decode() if isinstance(existing, bytes) else str(existing)
                     return TaskHandle(owner, self, task.spec.name)
-        # One script call by SHA: if the server lost its script cache nothing but wake tokens (harmless) was
-        # written, so the pipeline runs again after loading the script.
-        self._send(client, lambda pipe: self.enqueue_many(pipe, [task], by_sha=True))
+        runs = _Runs()
+        if runs.fits(task):
+            runs.add_prepared(task)
+            args = next(self._script_args(runs, {}))
+            keys = self._script_keys()
+            # One script call, no pipeline: EVALSHA, and EVAL after a NOSCRIPT (then nothing ran).
+            self._retrying(lambda: _ENQUEUE_MANY(client, keys, args))
+        else:
+            self._send(client, lambda pipe: self.enqueue(pipe, task))
         return TaskHandle(task.task_id, self, task.spec.name)
 
     def _send(self, client: Any, build: Callable[[Any], object]) -> list[Any]:
-        """Execute one pipeline built by ``build``; while Redis refuses connections, keep trying for
+        """Execute one pipeline built by ``build``, as :meth:`_retrying` says."""
+        return self._retrying(lambda: execute_idempotent(client, build))
+
+    def _retrying(self, call: Callable[[], _T]) -> _T:
+        """Run ``call`` (one request to Redis); while Redis refuses connections, keep trying for
         ``dispatch_retry_s`` (nothing was sent, so nothing can be queued twice), then raise
         :class:`BrokerUnavailable`. A connection lost mid-request is not retried: the task may be queued."""
         deadline = time.monotonic() + self.platform.settings.dispatch_retry_s
         pause = 0.05
         while True:
             try:
-                return execute_idempotent(client, build)
+                return call()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 where = _redacted(self.platform.settings.broker_url())
                 if "connecting to" not in str(exc):
@@ -311,37 +391,110 @@ class Dispatcher:
             fields = callback_fields(on_complete, None)
             complete = ["on_complete", fields["on_success"], "on_complete_queue", fields["on_success_queue"]]
         complete_type = complete[1] if complete else None
-        prepared = [self.prepare(**_batch_item(item), task_id=task_id) for item, task_id in zip_ids(items)]
-        by_url: dict[str, list[PreparedTask]] = {}
-        for task in prepared:
-            by_url.setdefault(self.platform.settings.broker_url(task.spec.service), []).append(task)
+        listed = list(items)
+        ids = new_ids(len(listed))
+        try:
+            planned = self._prepare_plain(listed, ids)
+        except (DispatchError, ValueError):
+            planned = None  # the one-by-one path below finds the first refused item and raises its error
+        if planned is None:
+            planned = [self.prepare(**_batch_item(item), task_id=task_id)
+                       for item, task_id in zip(listed, ids, strict=True)]
+        by_url: dict[str, tuple[_Runs, list[PreparedTask]]] = {}
+        url_of: dict[str, str] = {}
+        handles: list[TaskHandle] = []
+        for entry, task_id in zip(planned, ids, strict=True):
+            spec = entry.spec if isinstance(entry, PreparedTask) else entry[0]
+            url = url_of.get(spec.service)
+            if url is None:
+                url = url_of[spec.service] = self.platform.settings.broker_url(spec.service)
+            runs, single = by_url.get(url) or by_url.setdefault(url, (_Runs(), []))
+            if not isinstance(entry, PreparedTask):
+                runs.add(spec.name, entry[1], task_id, entry[2])
+            elif runs.fits(entry):
+                runs.add_prepared(entry)
+            else:
+                single.append(entry)
+            handles.append(TaskHandle(task_id, self, spec.name))
         if complete_type is not None and len(by_url) > 1:
             raise DispatchError(
                 f"batch on_complete={complete_type}: its members live on {len(by_url)} Redis servers "
                 "(service_redis_urls); a batch with on_complete must stay on one"
             )
         keys = self.platform.keys
-        for tasks in by_url.values():
-            client = self.platform.redis(tasks[0].spec.service)
+        common = {"batch": batch_id}
+        for url, (runs, single) in by_url.items():
+            client = shared_client(url, self.platform.settings)
             # The batch record goes first, so a member finishing at once is counted.
-            record: list[str | int] = ["total", len(tasks), "done", 0, "created_at", repr(time.time())]
+            record: list[str | int] = ["total", runs.count + len(single), "done", 0, "created_at", repr(time.time())]
             if complete_type is not None:
                 record += complete
 
-            def build(pipe: Any, tasks: list[PreparedTask] = tasks, record: list[str | int] = record) -> None:
+            def build(pipe: Any, runs: _Runs = runs, single: list[PreparedTask] = single,
+                      record: list[str | int] = record) -> None:
                 pipe.hset(keys.batch(batch_id), items=record)
                 pipe.expire(keys.batch(batch_id), self.platform.settings.status_ttl_s)
-                self.enqueue_many(pipe, tasks, common={"batch": batch_id})
+                for task in single:
+                    self.enqueue(pipe, replace(task, fields={**common, **task.fields}))
+                for args in self._script_args(runs, common):
+                    _ENQUEUE_MANY.queue(pipe, self._script_keys(), args)
 
             self._send(client, build)
-        if complete_type is not None and not prepared:
+        if complete_type is not None and not planned:
             # Nothing to wait for: complete at once.
             with self.platform.redis().pipeline(transaction=False) as pipe:
                 pipe.hset(keys.batch(batch_id), items=["total", 0, "done", 0, *complete])
                 pipe.expire(keys.batch(batch_id), self.platform.settings.status_ttl_s)
                 pipe.zadd(keys.callbacks, {f"b:{batch_id}": time.time()})
                 pipe.execute()
-        return Batch(batch_id, [TaskHandle(t.task_id, self, t.spec.name) for t in prepared], self)
+        return Batch(batch_id, handles, self)
+
+    def _prepare_plain(self, items: Sequence[Any], ids: Sequence[str]) -> list[PreparedTask | _Plain] | None:
+        """Each item validated and encoded as :meth:`prepare` would: a plain ``(type, payload dict)`` item as
+        ``(spec, queue, message)``, with one pydantic call per task type for the whole batch and the message
+        from its template; any other item by :meth:`prepare`. ``None`` when signing or tracing is on (each
+        message is then made by :func:`encode_task_message`). Raises on the first refusal it meets, which need
+        not be the first refused item: the caller finds that one by preparing item by item."""
+        settings = self.platform.settings
+        if signer_for(settings) is not None or tracing.active():
+            return None
+        planned: list[PreparedTask | _Plain | None] = []
+        specs: dict[str, TaskTypeSpec] = {}
+        plain: dict[str, list[int]] = {}  # type -> indexes of its plain items
+        for n, (item, task_id) in enumerate(zip(items, ids, strict=True)):
+            kind = type(item)
+            if (kind is tuple or kind is list) and len(item) == 2:
+                name, payload = item
+            elif kind is dict and len(item) == 2 and "type" in item and "payload" in item:
+                name, payload = item["type"], item["payload"]
+            else:
+                name = payload = None
+            if type(name) is str and type(payload) is dict:
+                if name not in specs:
+                    specs[name] = REGISTRY.get(name)
+                plain.setdefault(name, []).append(n)
+                planned.append(None)
+            else:
+                planned.append(self.prepare(**_batch_item(item), task_id=task_id))
+        now = time.time()
+        for name, indexes in plain.items():
+            spec = specs[name]
+            adapter = _list_adapter(spec.payload_model)
+            try:
+                bodies = adapter.dump_python(adapter.validate_python([items[n][1] if type(items[n]) is not dict
+                                                                      else items[n]["payload"] for n in indexes]),
+                                             mode="json")
+            except ValidationError as exc:
+                raise InvalidPayload(validation_message(spec.name, exc)) from None
+            prio = Priority.parse(None, settings.default_priority or spec.priority)
+            queue = queue_name(spec.service, prio)
+            messages = _template(spec.name, queue, prio.value).encode_many([ids[n] for n in indexes], bodies,
+                                                                           (now, now))
+            if max(map(len, messages)) > settings.max_message_bytes:
+                raise MessageTooLarge(f"{spec.name}: a message is over max_message_bytes")
+            for n, message in zip(indexes, messages, strict=True):
+                planned[n] = (spec, queue, message)
+        return planned  # type: ignore[return-value]  # every None was filled in
 
     def dispatch_each(self, requests: Sequence[Mapping[str, Any]]) -> list[TaskHandle | DispatchError]:
         """Queue independent tasks in one round trip per Redis server (the gateway's submits). Each request
@@ -385,13 +538,54 @@ class Dispatcher:
 def zip_ids(items: Iterable[Any]) -> Iterator[tuple[Any, str]]:
     """Each item with a fresh random (version 4) UUID; faster than ``uuid.uuid4()`` one by one."""
     materialised = list(items)
-    noise = os.urandom(16 * len(materialised))
-    for n, item in enumerate(materialised):
-        raw = bytearray(noise[16 * n:16 * n + 16])
-        raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-        raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-        h = raw.hex()
-        yield item, f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return zip(materialised, new_ids(len(materialised)), strict=True)
+
+
+#: A plain batch item, validated and encoded: its type, queue and message.
+_Plain = tuple[TaskTypeSpec, str, bytes]
+
+
+@dataclass(slots=True)
+class _Run:
+    """Consecutive new tasks of one type and queue: one group of the enqueue script."""
+
+    name: str
+    queue: str
+    ids: list[str]
+    messages: list[bytes]
+    #: Per task: deadline (ms, or empty) and own status fields; ``None`` when no task of the run has either.
+    extras: list[tuple[str, Mapping[str, str]]] | None
+
+
+class _Runs:
+    """Tasks for the enqueue script, in order, as runs (see :data:`_ENQUEUE_MANY`)."""
+
+    def __init__(self) -> None:
+        self.runs: list[_Run] = []
+        self.count = 0
+
+    @staticmethod
+    def fits(task: PreparedTask) -> bool:
+        """Whether the script can queue ``task``: due now, with a type and id it can embed in its event."""
+        return task.due_s is None and bool(_SAFE.match(task.spec.name) and _SAFE.match(task.task_id))
+
+    def add(self, name: str, queue: str, task_id: str, message: bytes,
+            extra: tuple[str, Mapping[str, str]] | None = None) -> None:
+        last = self.runs[-1] if self.runs else None
+        if last is None or last.name != name or last.queue != queue or (last.extras is None) != (extra is None):
+            last = _Run(name, queue, [], [], None if extra is None else [])
+            self.runs.append(last)
+        last.ids.append(task_id)
+        last.messages.append(message)
+        if extra is not None:
+            last.extras.append(extra)  # type: ignore[union-attr]  # a run with extras has a list
+        self.count += 1
+
+    def add_prepared(self, task: PreparedTask) -> None:
+        extra = None
+        if task.fields or task.deadline_s is not None:
+            extra = ("" if task.deadline_s is None else str(int(task.deadline_s * 1000)), task.fields)
+        self.add(task.spec.name, task.queue, task.task_id, task.message, extra)
 
 
 _BATCH_OPTIONS = frozenset({"task_type", "payload", "priority", "delay", "eta", "timeout", "on_success",

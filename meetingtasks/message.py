@@ -22,9 +22,10 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,12 +45,63 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+def new_ids(n: int) -> list[str]:
+    """``n`` fresh random (version 4) UUID strings, as :func:`new_id` makes them; one ``os.urandom`` call for
+    all of them is several times faster than ``uuid.uuid4()`` one by one."""
+    h = os.urandom(16 * n).hex()
+    v = _VARIANT
+    return [f"{h[i:i + 8]}-{h[i + 8:i + 12]}-4{h[i + 13:i + 16]}-{v[h[i + 16]]}{h[i + 17:i + 20]}-{h[i + 20:i + 32]}"
+            for i in range(0, 32 * n, 32)]
+
+
 def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj)
 
 
 def loads(data: bytes | str) -> Any:
     return orjson.loads(data)
+
+
+def _envelope(*, body: Any, content_type: str, task_id: Any, task_name: str, queue: str, retries: int,
+              argsrepr: Any, headers: Mapping[str, Any] | None, root_id: Any, parent_id: str | None,
+              delivery_tag: Any) -> dict[str, Any]:
+    """The envelope as a dict, in the key order of the wire format (:class:`MessageTemplate` relies on it)."""
+    hdrs: dict[str, Any] = {
+        "lang": "py",
+        "task": task_name,
+        "id": task_id,
+        "shadow": None,
+        "eta": None,
+        "expires": None,
+        "group": None,
+        "group_index": None,
+        "retries": retries,
+        "timelimit": [None, None],
+        "root_id": root_id,
+        "parent_id": parent_id,
+        "argsrepr": argsrepr,
+        "kwargsrepr": "{}",
+        "origin": _ORIGIN,
+        "ignore_result": True,
+    }
+    if headers:
+        hdrs.update(headers)
+    return {
+        "body": body,
+        "content-encoding": "utf-8",
+        "content-type": content_type,
+        "headers": hdrs,
+        "properties": {
+            "correlation_id": task_id,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,
+            "delivery_tag": delivery_tag,
+        },
+    }
 
 
 def encode_task_message(
@@ -70,43 +122,87 @@ def encode_task_message(
     content_type = "application/json"
     if signer is not None:
         body, content_type = task_body(payload, task_name=task_name, task_id=task_id, signer=signer)
-    hdrs: dict[str, Any] = {
-        "lang": "py",
-        "task": task_name,
-        "id": task_id,
-        "shadow": None,
-        "eta": None,
-        "expires": None,
-        "group": None,
-        "group_index": None,
-        "retries": retries,
-        "timelimit": [None, None],
-        "root_id": root_id or task_id,
-        "parent_id": parent_id,
-        "argsrepr": argsrepr,
-        "kwargsrepr": "{}",
-        "origin": _ORIGIN,
-        "ignore_result": True,
-    }
-    if headers:
-        hdrs.update(headers)
-    return orjson.dumps(
-        {
-            "body": body,
-            "content-encoding": "utf-8",
-            "content-type": content_type,
-            "headers": hdrs,
-            "properties": {
-                "correlation_id": task_id,
-                "delivery_mode": 2,
-                "delivery_info": {"exchange": "", "routing_key": queue},
-                "priority": 0,
-                "delivery_tag": new_id(),
-            },
-        }
-    )
+    return orjson.dumps(_envelope(body=body, content_type=content_type, task_id=task_id, task_name=task_name,
+                                  queue=queue, retries=retries, argsrepr=argsrepr, headers=headers,
+                                  root_id=root_id or task_id, parent_id=parent_id, delivery_tag=new_id()))
 
 
+#: What :func:`encode_task_message` puts around the payload's JSON to make the body.
+_BODY_HEAD = b"[["
+_BODY_TAIL = b"]," + orjson.dumps({}) + b"," + orjson.dumps(_EMBED) + b"]"
+
+
+def _json_string_of_json(text: bytes) -> bytes:
+    """The inside of the JSON string literal holding ``text``, itself JSON as orjson writes it: such text has
+    no control characters (orjson escapes them), so only quotes and backslashes need escaping."""
+    return text.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+
+
+class MessageTemplate:
+    """The message :func:`encode_task_message` makes for ``task_name`` on ``queue`` with ``headers`` (fixed
+    values) followed by the ``timestamps`` headers (per call), no signer and no retries, pre-encoded once:
+    :meth:`encode_many` splices each task's parts into it, byte for byte what :func:`encode_task_message` writes
+    for ``headers={**headers, **timestamps}``, at a fraction of the cost (no dict, one join per message)."""
+
+    _SLOTS = ("body", "task_id", "root_id", "argsrepr", "delivery_tag")
+
+    def __init__(self, task_name: str, queue: str, headers: Mapping[str, Any], timestamps: Sequence[str]) -> None:
+        if set(timestamps) & set(headers):
+            raise ValueError("a header cannot be both fixed and per call")
+        marks = {name: f"\x00mt-slot:{name}\x00" for name in (*self._SLOTS, *timestamps)}
+        text = orjson.dumps(_envelope(
+            body=marks["body"], content_type="application/json", task_id=marks["task_id"], task_name=task_name,
+            queue=queue, retries=0, argsrepr=marks["argsrepr"], root_id=marks["root_id"], parent_id=None,
+            headers={**headers, **{name: marks[name] for name in timestamps}}, delivery_tag=marks["delivery_tag"],
+        ))
+        # Split the text at each mark (the JSON string literal of the mark, quotes included), in text order.
+        literals = {orjson.dumps(mark): name for name, mark in marks.items()}
+        pattern = re.compile(b"|".join(re.escape(literal) for literal in literals))
+        parts: list[bytes] = []
+        order: list[str] = []
+        pos = 0
+        for match in pattern.finditer(text):
+            parts.append(text[pos:match.start()])
+            order.append(literals[match.group()])
+            pos = match.end()
+        parts.append(text[pos:])
+        expected = ["body", "task_id", "root_id", "argsrepr", *timestamps, "task_id", "delivery_tag"]
+        if order != expected:  # the wire format changed: this class must follow
+            raise AssertionError(f"message template slots {order}, expected {expected}")
+        self._parts = parts
+        self._timestamps = tuple(timestamps)
+
+    def encode_many(self, task_ids: Sequence[str], payloads: Sequence[Mapping[str, Any]],
+                    times: Sequence[float]) -> list[bytes]:
+        """The messages of tasks ``task_ids`` with ``payloads`` (JSON-ready, as ``model_dump(mode="json")``
+        makes them); ``times`` are the values of the per-call timestamp headers, the same for every task."""
+        p = self._parts
+        stamps = b"".join(part + orjson.dumps(t) for part, t in zip(p[4:4 + len(times)], times, strict=True))
+        # Constant runs: quote + text + quote around each string slot.
+        c0 = p[0] + b'"'
+        c1 = b'"' + p[1] + b'"'
+        c2 = b'"' + p[2] + b'"'
+        c3 = b'"' + p[3] + b'"'
+        c4 = b'"' + stamps + p[4 + len(times)] + b'"'
+        c5 = b'"' + p[5 + len(times)] + b'"'
+        c6 = b'"' + p[6 + len(times)]
+        head, tail, escape, limit, dumps = _BODY_HEAD, _BODY_TAIL, _json_string_of_json, _REPR_LIMIT, orjson.dumps
+        tags = new_ids(len(task_ids))
+        out: list[bytes] = []
+        append = out.append
+        for task_id, payload, tag in zip(task_ids, payloads, tags, strict=True):
+            # orjson's own output is dropped at once: keeping it alive costs a fresh allocation per call.
+            full = head + dumps(payload) + tail
+            body = escape(full)
+            if len(full) <= limit:
+                argsrepr = body
+            else:
+                cut = full[:limit]
+                # argsrepr is the first characters of the body text, not bytes: slice bytes only when ASCII.
+                argsrepr = escape(cut if cut.isascii() else full.decode()[:limit].encode())
+            tid = orjson.dumps(task_id)[1:-1]
+            append(b"".join((c0, body, c1, tid, c2, tid, c3, argsrepr, c4, tid, c5, tag.encode(), c6)))
+        return out
 @dataclass(frozen=True, slots=True)
 class DecodedMessage:
     """What the platform needs of a queue item; ``None`` fields were absent."""
