@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import orjson
 import redis
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -47,14 +48,14 @@ from meetingtasks.signing import signer_for
 from meetingtasks.status import Status, StatusRecord
 from meetingtasks.wake import WAKE_LUA, WAKE_TOKENS_MAX, push_wake
 
-#: Tasks per batch script call: bounds how long one call holds Redis (a few ms) and the ``unpack`` of a chunk's
+#: Tasks per batch script call: bounds how long one call holds Redis (about 3 ms) and the ``unpack`` of a chunk's
 #: messages into one LPUSH (Lua's C stack takes 8,000 values).
-BATCH_CHUNK = 1000
+BATCH_CHUNK = 500
 
 # The enqueue path: the first transition (QUEUED) of new tasks and their pushes, in one script call. A new
 # record has no history and cannot be terminal, so this is StatusStore.transition without its guards: one
-# HSET (history included), EXPIRE, PUBLISH; an optional deadline; LPUSH. The event is assembled here from
-# identifier-safe parts (see _SAFE). KEYS: deadlines, wake key prefix.
+# HSET (history included) and EXPIRE, or a COPY of the run's record; PUBLISH; an optional deadline; LPUSH.
+# The event is assembled here from identifier-safe parts (see _SAFE). KEYS: deadlines, wake key prefix.
 # ARGV: status key prefix, time_s, ttl_s, channel, history line, c, c common field/value strings, then groups
 # of consecutive tasks of one type and queue: type, queue, n, kind, then for kind "0" (no own fields and no
 # deadline) the n ids followed by the n messages (pushed with one LPUSH), for kind "1" per task: id, deadline
@@ -65,6 +66,7 @@ _ENQUEUE_MANY = LuaScript(
 local prefix, now, ttl, channel, history = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local common_n = tonumber(ARGV[6])
 local woken = {{}}
+local template = prefix .. '~enqueue'  -- no task id has a '~' (see _SAFE)
 local i = 7 + common_n
 while i <= #ARGV do
   local ty, q, n, kind = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
@@ -82,12 +84,19 @@ while i <= #ARGV do
   end
   i = i + 4
   if kind == '0' then
+    -- Every record of the run is the same: write it once and COPY it (with its TTL) to each task's key, half
+    -- the work of an HSET of ten fields and an EXPIRE per task. The template key lives only inside this call.
+    redis.call('HSET', template, unpack(record))
+    redis.call('EXPIRE', template, ttl)
     for j = i, i + n - 1 do
       local skey = prefix .. ARGV[j]
-      redis.call('HSET', skey, unpack(record))
-      redis.call('EXPIRE', skey, ttl)
+      if redis.call('COPY', template, skey) == 0 then  -- the task id has a record already: add to it
+        redis.call('HSET', skey, unpack(record))
+        redis.call('EXPIRE', skey, ttl)
+      end
       redis.call('PUBLISH', channel, '{{"op":"status","id":"' .. ARGV[j] .. event_tail)
     end
+    redis.call('DEL', template)
     redis.call('LPUSH', q, unpack(ARGV, i + n, i + 2 * n - 1))
     i = i + 2 * n
   else
@@ -289,7 +298,7 @@ class Dispatcher:
             while start < len(run.ids):
                 take = min(len(run.ids) - start, BATCH_CHUNK - count)
                 ids = run.ids[start:start + take]
-                messages = run.messages[start:start + take]
+                messages = run.encoded(start, start + take)  # payloads are encoded chunk by chunk, as sent
                 if run.extras is None:
                     args += [run.name, run.queue, take, "0"]
                     args += ids
@@ -380,6 +389,40 @@ class Dispatcher:
                 time.sleep(pause)
                 pause = min(pause * 2, 1.0)
 
+    def _stream(self, client: redis.Redis, first: Sequence[Sequence[Arg]], calls: Iterable[list[Arg]]) -> None:
+        """Send the ``first`` commands and an enqueue script call for each ARGV of ``calls`` on one connection,
+        each call as soon as it is built, and read the replies at the end: the client builds (and encodes) the
+        next call while Redis runs the previous one. EVAL, not EVALSHA: a script call cannot meet an empty
+        script cache, and its source is small next to a chunk of messages. Raises the first error reply once
+        every reply is read (the calls before and after it ran)."""
+        pool = client.connection_pool
+        conn: Any = pool.get_connection()  # redis-py's Connection methods are untyped
+        try:
+            commands: list[Sequence[Arg]] = list(first)
+            keys = self._script_keys()
+            sent = 0
+            for args in calls:
+                commands.append(("EVAL", _ENQUEUE_MANY.source, len(keys), *keys, *args))
+                conn.send_packed_command([_pack(commands)])
+                sent += len(commands)
+                commands = []
+            if commands:
+                conn.send_packed_command([_pack(commands)])
+                sent += len(commands)
+            errors: list[redis.ResponseError] = []
+            for _ in range(sent):
+                try:
+                    conn.read_response()
+                except redis.ResponseError as exc:
+                    errors.append(exc)
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: the connection cannot be reused
+            raise
+        finally:
+            pool.release(conn)
+        if errors:
+            raise errors[0]
+
     def dispatch_batch(self, items: Iterable[Any], *, on_complete: str | None = None) -> Batch:
         """Send many tasks in one round trip per Redis server; ``on_complete`` (a task type) is dispatched
         with a :class:`~meetingtasks.callbacks.BatchOutcome` once every member has finished, whatever the
@@ -393,8 +436,10 @@ class Dispatcher:
         complete_type = complete[1] if complete else None
         listed = list(items)
         ids = new_ids(len(listed))
+        now = time.time()
+        times = (now, now)  # mt_dispatched_at, mt_enqueued_at of the plain items
         try:
-            planned = self._prepare_plain(listed, ids)
+            planned = self._prepare_plain(listed, ids, times)
         except (DispatchError, ValueError):
             planned = None  # the one-by-one path below finds the first refused item and raises its error
         if planned is None:
@@ -410,7 +455,7 @@ class Dispatcher:
                 url = url_of[spec.service] = self.platform.settings.broker_url(spec.service)
             runs, single = by_url.get(url) or by_url.setdefault(url, (_Runs(), []))
             if not isinstance(entry, PreparedTask):
-                runs.add(spec.name, entry[1], task_id, entry[2])
+                runs.add(spec.name, entry[1], task_id, entry[2], template=entry[3], times=times)
             elif runs.fits(entry):
                 runs.add_prepared(entry)
             else:
@@ -426,20 +471,21 @@ class Dispatcher:
         for url, (runs, single) in by_url.items():
             client = shared_client(url, self.platform.settings)
             # The batch record goes first, so a member finishing at once is counted.
-            record: list[str | int] = ["total", runs.count + len(single), "done", 0, "created_at", repr(time.time())]
+            record: list[Arg] = ["total", runs.count + len(single), "done", 0, "created_at", repr(time.time())]
             if complete_type is not None:
                 record += complete
+            first: list[Sequence[Arg]] = [("HSET", keys.batch(batch_id), *record),
+                                          ("EXPIRE", keys.batch(batch_id), self.platform.settings.status_ttl_s)]
+            if single:
+                with client.pipeline(transaction=False) as pipe:
+                    for task in single:
+                        self.enqueue(pipe, replace(task, fields={**common, **task.fields}))
+                    first += [command for command, _options in pipe.command_stack]
 
-            def build(pipe: Any, runs: _Runs = runs, single: list[PreparedTask] = single,
-                      record: list[str | int] = record) -> None:
-                pipe.hset(keys.batch(batch_id), items=record)
-                pipe.expire(keys.batch(batch_id), self.platform.settings.status_ttl_s)
-                for task in single:
-                    self.enqueue(pipe, replace(task, fields={**common, **task.fields}))
-                for args in self._script_args(runs, common):
-                    _ENQUEUE_MANY.queue(pipe, self._script_keys(), args)
+            def send(client: redis.Redis = client, first: list[Sequence[Arg]] = first, runs: _Runs = runs) -> None:
+                self._stream(client, first, self._script_args(runs, common))
 
-            self._send(client, build)
+            self._retrying(send)
         if complete_type is not None and not planned:
             # Nothing to wait for: complete at once.
             with self.platform.redis().pipeline(transaction=False) as pipe:
@@ -449,18 +495,20 @@ class Dispatcher:
                 pipe.execute()
         return Batch(batch_id, handles, self)
 
-    def _prepare_plain(self, items: Sequence[Any], ids: Sequence[str]) -> list[PreparedTask | _Plain] | None:
-        """Each item validated and encoded as :meth:`prepare` would: a plain ``(type, payload dict)`` item as
-        ``(spec, queue, message)``, with one pydantic call per task type for the whole batch and the message
-        from its template; any other item by :meth:`prepare`. ``None`` when signing or tracing is on (each
-        message is then made by :func:`encode_task_message`). Raises on the first refusal it meets, which need
-        not be the first refused item: the caller finds that one by preparing item by item."""
+    def _prepare_plain(self, items: Sequence[Any], ids: Sequence[str],
+                       times: tuple[float, float]) -> list[PreparedTask | _Plain] | None:
+        """Each item validated as :meth:`prepare` would: a plain ``(type, payload dict)`` item as ``(spec,
+        queue, payload, template)``, with one pydantic call per task type for the whole batch, its message
+        to be made from the template as it is sent; any other item by :meth:`prepare`. ``None`` when signing or
+        tracing is on (each message is then made by :func:`encode_task_message`). Raises on the first refusal
+        it meets, which need not be the first refused item: the caller finds that one item by item."""
         settings = self.platform.settings
         if signer_for(settings) is not None or tracing.active():
             return None
         planned: list[PreparedTask | _Plain | None] = []
         specs: dict[str, TaskTypeSpec] = {}
         plain: dict[str, list[int]] = {}  # type -> indexes of its plain items
+        payloads: dict[str, list[dict[str, Any]]] = {}
         for n, (item, task_id) in enumerate(zip(items, ids, strict=True)):
             kind = type(item)
             if (kind is tuple or kind is list) and len(item) == 2:
@@ -472,28 +520,30 @@ class Dispatcher:
             if type(name) is str and type(payload) is dict:
                 if name not in specs:
                     specs[name] = REGISTRY.get(name)
-                plain.setdefault(name, []).append(n)
+                    plain[name] = []
+                    payloads[name] = []
+                plain[name].append(n)
+                payloads[name].append(payload)
                 planned.append(None)
             else:
                 planned.append(self.prepare(**_batch_item(item), task_id=task_id))
-        now = time.time()
+        limit = settings.max_message_bytes
         for name, indexes in plain.items():
             spec = specs[name]
             adapter = _list_adapter(spec.payload_model)
             try:
-                bodies = adapter.dump_python(adapter.validate_python([items[n][1] if type(items[n]) is not dict
-                                                                      else items[n]["payload"] for n in indexes]),
-                                             mode="json")
+                bodies = adapter.dump_python(adapter.validate_python(payloads[name]), mode="json")
             except ValidationError as exc:
                 raise InvalidPayload(validation_message(spec.name, exc)) from None
             prio = Priority.parse(None, settings.default_priority or spec.priority)
             queue = queue_name(spec.service, prio)
-            messages = _template(spec.name, queue, prio.value).encode_many([ids[n] for n in indexes], bodies,
-                                                                           (now, now))
-            if max(map(len, messages)) > settings.max_message_bytes:
-                raise MessageTooLarge(f"{spec.name}: a message is over max_message_bytes")
-            for n, message in zip(indexes, messages, strict=True):
-                planned[n] = (spec, queue, message)
+            template = _template(spec.name, queue, prio.value)
+            for n, body in zip(indexes, bodies, strict=True):
+                if template.max_length(len(orjson.dumps(body)), ids[n]) > limit:
+                    [message] = template.encode_many([ids[n]], [body], times)
+                    if len(message) > limit:
+                        raise MessageTooLarge(f"{spec.name}: a message is over max_message_bytes")
+                planned[n] = (spec, queue, body, template)
         return planned  # type: ignore[return-value]  # every None was filled in
 
     def dispatch_each(self, requests: Sequence[Mapping[str, Any]]) -> list[TaskHandle | DispatchError]:
@@ -541,8 +591,32 @@ def zip_ids(items: Iterable[Any]) -> Iterator[tuple[Any, str]]:
     return zip(materialised, new_ids(len(materialised)), strict=True)
 
 
-#: A plain batch item, validated and encoded: its type, queue and message.
-_Plain = tuple[TaskTypeSpec, str, bytes]
+def _pack(commands: Iterable[Sequence[Arg]]) -> bytes:
+    """``commands`` in the Redis protocol, the bytes redis-py's packer writes: hiredis's packer is several times
+    slower on a script call carrying a chunk of messages (it grows its buffer by copying)."""
+    out: list[bytes] = []
+    append = out.append
+    for command in commands:
+        append(b"*%d\r\n" % len(command))
+        for arg in command:
+            if type(arg) is bytes:
+                data = arg
+            elif type(arg) is str:
+                data = arg.encode()
+            elif type(arg) is int:
+                data = b"%d" % arg
+            elif type(arg) is float:
+                data = repr(arg).encode()  # as redis-py writes a float
+            else:
+                raise TypeError(f"cannot send a {type(arg).__name__} to Redis: {arg!r}")
+            append(b"$%d\r\n" % len(data))
+            append(data)
+            append(b"\r\n")
+    return b"".join(out)
+
+
+#: A plain batch item, validated: its type, queue, payload (as JSON-ready data) and message template.
+_Plain = tuple[TaskTypeSpec, str, dict[str, Any], MessageTemplate]
 
 
 @dataclass(slots=True)
@@ -552,9 +626,17 @@ class _Run:
     name: str
     queue: str
     ids: list[str]
-    messages: list[bytes]
+    #: The messages, or (with ``template``) the payloads to encode them from when the run is sent.
+    messages: list[Any]
     #: Per task: deadline (ms, or empty) and own status fields; ``None`` when no task of the run has either.
     extras: list[tuple[str, Mapping[str, str]]] | None
+    template: MessageTemplate | None = None
+    times: tuple[float, float] = (0.0, 0.0)
+
+    def encoded(self, start: int, stop: int) -> list[bytes]:
+        if self.template is None:
+            return self.messages[start:stop]
+        return self.template.encode_many(self.ids[start:stop], self.messages[start:stop], self.times)
 
 
 class _Runs:
@@ -569,11 +651,14 @@ class _Runs:
         """Whether the script can queue ``task``: due now, with a type and id it can embed in its event."""
         return task.due_s is None and bool(_SAFE.match(task.spec.name) and _SAFE.match(task.task_id))
 
-    def add(self, name: str, queue: str, task_id: str, message: bytes,
-            extra: tuple[str, Mapping[str, str]] | None = None) -> None:
+    def add(self, name: str, queue: str, task_id: str, message: Any,
+            extra: tuple[str, Mapping[str, str]] | None = None, template: MessageTemplate | None = None,
+            times: tuple[float, float] = (0.0, 0.0)) -> None:
+        """Add a task: its ``message``, or with ``template`` its payload, encoded when sent."""
         last = self.runs[-1] if self.runs else None
-        if last is None or last.name != name or last.queue != queue or (last.extras is None) != (extra is None):
-            last = _Run(name, queue, [], [], None if extra is None else [])
+        if (last is None or last.name != name or last.queue != queue or (last.extras is None) != (extra is None)
+                or last.template is not template or last.times != times):
+            last = _Run(name, queue, [], [], None if extra is None else [], template, times)
             self.runs.append(last)
         last.ids.append(task_id)
         last.messages.append(message)

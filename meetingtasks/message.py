@@ -170,7 +170,15 @@ class MessageTemplate:
         if order != expected:  # the wire format changed: this class must follow
             raise AssertionError(f"message template slots {order}, expected {expected}")
         self._parts = parts
-        self._timestamps = tuple(timestamps)
+        # The constant bytes: the parts, two quotes around each of the six string slots, a float per timestamp.
+        self._fixed = sum(map(len, parts)) + 12 + 32 * len(timestamps)
+
+    def max_length(self, payload_json_length: int, task_id: str) -> int:
+        """An upper bound of the length of the message of task ``task_id`` whose payload is
+        ``payload_json_length`` bytes of JSON, to check a size limit without encoding: escaping at most
+        doubles JSON text (at most sextuples other text), argsrepr holds at most 200 characters."""
+        body = payload_json_length + len(_BODY_HEAD) + len(_BODY_TAIL)
+        return self._fixed + 2 * body + 2 * 4 * _REPR_LIMIT + 3 * 6 * len(task_id.encode()) + 36
 
     def encode_many(self, task_ids: Sequence[str], payloads: Sequence[Mapping[str, Any]],
                     times: Sequence[float]) -> list[bytes]:

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meetingtasks import InvalidPayload, MessageTooLarge, Priority, UnknownTaskType, dispatch, dispatch_batch
-from meetingtasks.dispatcher import BATCH_CHUNK
+from meetingtasks.dispatcher import BATCH_CHUNK, Dispatcher
 from meetingtasks.message import MessageTemplate, encode_task_message, loads, new_ids
 from meetingtasks.platform import Platform
 from meetingtasks.wake import WAKE_TOKENS_MAX
@@ -137,6 +137,17 @@ def test_a_plain_batch_records_publishes_and_queues_as_single_dispatches_do(plat
                 where.pop(name, None)
     assert mine == theirs
     assert r.llen(platform.keys.wake("ai")) == WAKE_TOKENS_MAX
+    assert len(list(r.scan_iter(platform.keys.status("*")))) == 101, "the script's record template is gone"
+
+
+def test_a_task_id_given_again_adds_to_its_record(platform: Platform, r: redis.Redis) -> None:
+    # The script copies one record to each task's key; a key that exists already gets the fields instead.
+    task_id = new_ids(1)[0]
+    r.hset(platform.keys.status(task_id), mapping={"client": "c-1", "status": "SUCCEEDED"})
+    Dispatcher(platform).dispatch("t_echo", {"tag": "again"}, task_id=task_id)
+    fields = record(r, platform, task_id)
+    assert (fields["status"], fields["client"], fields["type"]) == ("QUEUED", "c-1", "t_echo")
+    assert 0 < r.ttl(platform.keys.status(task_id)) <= platform.settings.status_ttl_s
 
 
 def test_a_mixed_batch_keeps_every_option_and_the_item_order(platform: Platform, r: redis.Redis) -> None:
