@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import redis
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from redis.exceptions import NoScriptError
 
 from meetingtasks import tracing
 from meetingtasks.callbacks import callback_fields
@@ -86,17 +87,21 @@ while i <= #ARGV do
   if kind == '0' then
     -- Every record of the run is the same: write it once and COPY it (with its TTL) to each task's key, half
     -- the work of an HSET of ten fields and an EXPIRE per task. The template key lives only inside this call.
-    redis.call('HSET', template, unpack(record))
-    redis.call('EXPIRE', template, ttl)
+    -- (A run of one task, a single dispatch, writes its record directly.)
+    local copying = n > 1
+    if copying then
+      redis.call('HSET', template, unpack(record))
+      redis.call('EXPIRE', template, ttl)
+    end
     for j = i, i + n - 1 do
       local skey = prefix .. ARGV[j]
-      if redis.call('COPY', template, skey) == 0 then  -- the task id has a record already: add to it
+      if not copying or redis.call('COPY', template, skey) == 0 then  -- 0: the id has a record: add to it
         redis.call('HSET', skey, unpack(record))
         redis.call('EXPIRE', skey, ttl)
       end
       redis.call('PUBLISH', channel, '{{"op":"status","id":"' .. ARGV[j] .. event_tail)
     end
-    redis.call('DEL', template)
+    if copying then redis.call('DEL', template) end
     redis.call('LPUSH', q, unpack(ARGV, i + n, i + 2 * n - 1))
     i = i + 2 * n
   else
@@ -350,13 +355,12 @@ class Dispatcher:
                 if existing is not None:
                     owner = existing.decode() if isinstance(existing, bytes) else str(existing)
                     return TaskHandle(owner, self, task.spec.name)
-        runs = _Runs()
-        if runs.fits(task):
+        if _Runs.fits(task):
+            runs = _Runs()
             runs.add_prepared(task)
-            args = next(self._script_args(runs, {}))
-            keys = self._script_keys()
-            # One script call, no pipeline: EVALSHA, and EVAL after a NOSCRIPT (then nothing ran).
-            self._retrying(lambda: _ENQUEUE_MANY(client, keys, args))
+            [args] = self._script_args(runs, {})
+            command = ("EVALSHA", _ENQUEUE_MANY.sha, 2, *self._script_keys(), *args)
+            self._retrying(lambda: self._call_script(client, command))
         else:
             self._send(client, lambda pipe: self.enqueue(pipe, task))
         return TaskHandle(task.task_id, self, task.spec.name)
@@ -388,6 +392,27 @@ class Dispatcher:
                     ) from None
                 time.sleep(pause)
                 pause = min(pause * 2, 1.0)
+
+    def _call_script(self, client: redis.Redis, command: Sequence[Arg]) -> None:
+        """Run one ``EVALSHA`` of the enqueue script on a connection of ``client``'s pool, without the layers of
+        ``execute_command`` (a tenth of a single dispatch); after a ``NOSCRIPT`` nothing ran, so the same call
+        goes again as ``EVAL``."""
+        pool = client.connection_pool
+        conn: Any = pool.get_connection()  # redis-py's Connection methods are untyped
+        try:
+            conn.send_packed_command([_pack([command])])
+            try:
+                conn.read_response()
+            except NoScriptError:
+                conn.send_packed_command([_pack([("EVAL", _ENQUEUE_MANY.source, *command[2:])])])
+                conn.read_response()
+        except redis.ResponseError:
+            raise  # a whole reply was read: the connection is fine
+        except BaseException:
+            conn.disconnect()  # a reply may be left unread: the connection cannot be reused
+            raise
+        finally:
+            pool.release(conn)
 
     def _stream(self, client: redis.Redis, first: Sequence[Sequence[Arg]], calls: Iterable[list[Arg]]) -> None:
         """Send the ``first`` commands and an enqueue script call for each ARGV of ``calls`` on one connection,

@@ -53,6 +53,8 @@ def new_ids(n: int) -> list[str]:
     all of them is several times faster than ``uuid.uuid4()`` one by one."""
     h = os.urandom(16 * n).hex()
     v = _VARIANT
+    if n == 1:  # the single dispatch: no list comprehension to set up
+        return [f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{v[h[16]]}{h[17:20]}-{h[20:32]}"]
     return [f"{h[i:i + 8]}-{h[i + 8:i + 12]}-4{h[i + 13:i + 16]}-{v[h[i + 16]]}{h[i + 17:i + 20]}-{h[i + 20:i + 32]}"
             for i in range(0, 32 * n, 32)]
 
@@ -170,6 +172,12 @@ class MessageTemplate:
         if order != expected:  # the wire format changed: this class must follow
             raise AssertionError(f"message template slots {order}, expected {expected}")
         self._parts = parts
+        self._timestamps = tuple(timestamps)
+        # The runs of constant bytes between the slots, with the quotes around each string slot; the run between
+        # argsrepr and the second task id holds the timestamps and is made per call.
+        n = len(timestamps)
+        self._constants = (parts[0] + b'"', b'"' + parts[1] + b'"', b'"' + parts[2] + b'"', b'"' + parts[3] + b'"',
+                           b'"' + parts[5 + n] + b'"', b'"' + parts[6 + n])
         # The constant bytes: the parts, two quotes around each of the six string slots, a float per timestamp.
         self._fixed = sum(map(len, parts)) + 12 + 32 * len(timestamps)
 
@@ -184,16 +192,10 @@ class MessageTemplate:
                     times: Sequence[float]) -> list[bytes]:
         """The messages of tasks ``task_ids`` with ``payloads`` (JSON-ready, as ``model_dump(mode="json")``
         makes them); ``times`` are the values of the per-call timestamp headers, the same for every task."""
-        p = self._parts
-        stamps = b"".join(part + orjson.dumps(t) for part, t in zip(p[4:4 + len(times)], times, strict=True))
-        # Constant runs: quote + text + quote around each string slot.
-        c0 = p[0] + b'"'
-        c1 = b'"' + p[1] + b'"'
-        c2 = b'"' + p[2] + b'"'
-        c3 = b'"' + p[3] + b'"'
-        c4 = b'"' + stamps + p[4 + len(times)] + b'"'
-        c5 = b'"' + p[5 + len(times)] + b'"'
-        c6 = b'"' + p[6 + len(times)]
+        p, c0, c1, c2, c3, c5, c6 = self._parts, *self._constants
+        n = len(self._timestamps)
+        stamps = b"".join(part + orjson.dumps(t) for part, t in zip(p[4:4 + n], times, strict=True))
+        c4 = b'"' + stamps + p[4 + n] + b'"'
         head, tail, escape, limit, dumps = _BODY_HEAD, _BODY_TAIL, _json_string_of_json, _REPR_LIMIT, orjson.dumps
         tags = new_ids(len(task_ids))
         out: list[bytes] = []
