@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import hiredis
 import orjson
 import redis
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -393,18 +394,20 @@ class Dispatcher:
                 time.sleep(pause)
                 pause = min(pause * 2, 1.0)
 
-    def _call_script(self, client: redis.Redis, command: Sequence[Arg]) -> None:
+    def _call_script(self, client: redis.Redis, command: tuple[Arg, ...]) -> None:
         """Run one ``EVALSHA`` of the enqueue script on a connection of ``client``'s pool, without the layers of
-        ``execute_command`` (a tenth of a single dispatch); after a ``NOSCRIPT`` nothing ran, so the same call
-        goes again as ``EVAL``."""
+        ``execute_command`` (a few microseconds of a single dispatch); after a ``NOSCRIPT`` nothing ran, so the
+        same call goes again as ``EVAL``."""
         pool = client.connection_pool
         conn: Any = pool.get_connection()  # redis-py's Connection methods are untyped
         try:
-            conn.send_packed_command([_pack([command])])
+            # hiredis packs one message fast (unlike a chunk of them, see _pack); its stub types a 1-tuple
+            conn.send_packed_command([hiredis.pack_command(command)])  # type: ignore[arg-type]
             try:
                 conn.read_response()
             except NoScriptError:
-                conn.send_packed_command([_pack([("EVAL", _ENQUEUE_MANY.source, *command[2:])])])
+                again = ("EVAL", _ENQUEUE_MANY.source, *command[2:])
+                conn.send_packed_command([hiredis.pack_command(again)])  # type: ignore[arg-type]
                 conn.read_response()
         except redis.ResponseError:
             raise  # a whole reply was read: the connection is fine
