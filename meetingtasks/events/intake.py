@@ -69,7 +69,7 @@ class PubSubIntake:
             pubsub = None
             try:
                 client = clients.url(self.settings.broker_url())
-                pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+                pubsub = client.pubsub()  # type: ignore[no-untyped-call, unused-ignore]
                 pubsub.subscribe(*channels)
                 confirmed = 0
                 while not self._stop.is_set():

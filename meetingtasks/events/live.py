@@ -147,7 +147,7 @@ class LiveSubscriber:
     def _run(self) -> None:
         while not self._stop.is_set():
             client = link_client(self.platform.settings.broker_url(), self.platform.settings)
-            pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+            pubsub = client.pubsub()  # type: ignore[no-untyped-call, unused-ignore]
             try:
                 self._listen(pubsub)
             except (redis.RedisError, OSError) as exc:
@@ -318,7 +318,7 @@ class AsyncLiveSubscriber:
                 await asyncio.sleep(self._link.failed(exc))
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
                 with contextlib.suppress(Exception):
                     await client.aclose()
 

@@ -63,7 +63,7 @@ class StatusFeed:
     def _run(self) -> None:
         lost = False
         while not self._stop.is_set():
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call, unused-ignore]
             try:
                 pubsub.subscribe(self.channel)
                 self.connected = True
