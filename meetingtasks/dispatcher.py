@@ -403,6 +403,7 @@ class Dispatcher:
         try:
             # hiredis packs one message fast (unlike a chunk of them, see _pack); its stub types a 1-tuple
             conn.send_packed_command([hiredis.pack_command(command)])  # type: ignore[arg-type]
+            self.platform.reply_wait.before_read(conn)
             try:
                 conn.read_response()
             except NoScriptError:

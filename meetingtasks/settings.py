@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     dispatch_retry_s: float = Field(
         5.0, ge=0, description="How long dispatch keeps trying to connect to an unreachable Redis before failing"
     )
+    dispatch_spin_us: int = Field(
+        200, ge=0, le=10_000,
+        description="How long a single dispatch polls for Redis's reply before blocking (0: always blocks)",
+    )
     redis_outage_grace_s: float = Field(
         15.0, ge=0, description="How long a worker retries its own bookkeeping writes before handing the message back"
     )
