@@ -4,18 +4,23 @@ kombu encodes and decodes with the standard library: in a worker that is every m
 every Flower event (and its envelope) it publishes, about a tenth of a busy worker's CPU. orjson writes plain
 JSON types the same way; whatever it cannot write (datetimes, Decimals, bytes, huge integers), kombu's own
 encoder writes, with kombu's ``{"__type__": ..., "__value__": ...}`` markers, and a text carrying such markers
-is decoded by kombu, so types round-trip as before. One difference: a ``uuid.UUID`` becomes its plain string
-(orjson writes UUIDs itself); Celery and the platform only ever send ids as strings.
+is decoded by kombu, so types round-trip as before; so is a text with integers beyond 64 bits (orjson would read
+them as floats) or one orjson refuses (``NaN``, which the standard library reads). One difference: a
+``uuid.UUID`` becomes its plain string (orjson writes UUIDs itself); Celery and the platform send ids as strings.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 from kombu.serialization import registry
 from kombu.utils import json as kombu_json
 
+#: A run of 20 digits: the shortest text of an integer beyond 64 bits (or a harmless digit run in a string).
+_BIG_NUMBER = re.compile(rb"[0-9]{20}")
+_BIG_NUMBER_TEXT = re.compile(r"[0-9]{20}")
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
 _kombu_encoder = kombu_json.JSONEncoder()
 
@@ -35,10 +40,17 @@ def dumps(obj: Any) -> str:
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
     if isinstance(data, memoryview):
         data = data.tobytes()
-    marker = "__type__" if isinstance(data, str) else b"__type__"
-    if marker in data:  # type: ignore[operator]
+    if isinstance(data, str):
+        marker, big_number = "__type__", _BIG_NUMBER_TEXT
+    else:
+        marker, big_number = b"__type__", _BIG_NUMBER
+    # kombu's markers, and integers beyond 64 bits (orjson reads them as floats, losing digits): kombu's decoder.
+    if marker in data or big_number.search(data):  # type: ignore[operator, arg-type]
         return kombu_json.loads(data)
-    return orjson.loads(data)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:  # e.g. NaN or Infinity, which the standard library reads: decide as kombu did
+        return kombu_json.loads(data)
 
 
 def install() -> None:
