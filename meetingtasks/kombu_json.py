@@ -40,12 +40,11 @@ def dumps(obj: Any) -> str:
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
     if isinstance(data, memoryview):
         data = data.tobytes()
-    if isinstance(data, str):
-        marker, big_number = "__type__", _BIG_NUMBER_TEXT
-    else:
-        marker, big_number = b"__type__", _BIG_NUMBER
     # kombu's markers, and integers beyond 64 bits (orjson reads them as floats, losing digits): kombu's decoder.
-    if marker in data or big_number.search(data):  # type: ignore[operator, arg-type]
+    if isinstance(data, str):
+        if "__type__" in data or _BIG_NUMBER_TEXT.search(data):
+            return kombu_json.loads(data)
+    elif b"__type__" in data or _BIG_NUMBER.search(data):
         return kombu_json.loads(data)
     try:
         return orjson.loads(data)
