@@ -148,6 +148,11 @@ def validation_message(task_type: str, exc: ValidationError) -> str:
     return f"{task_type}: " + "; ".join(parts)
 
 
+def _unencodable(task_type: str, exc: Exception) -> InvalidPayload:
+    return InvalidPayload(f"{task_type}: the payload cannot be sent as JSON ({exc}); send integers beyond 64 bits "
+                          "as strings")
+
+
 def validate_payload(spec: TaskTypeSpec, payload: Any) -> dict[str, Any]:
     """The payload as the JSON the handler will get, or :class:`InvalidPayload` naming the field."""
     model = spec.payload_model
@@ -219,14 +224,18 @@ class Dispatcher:
         # mt_enqueued_at: when the task becomes runnable, for the queue-wait metric.
         trace = tracing.dispatch_headers(spec.name, task_id, queue)  # W3C trace context, when tracing
         signer = signer_for(settings)
-        if trace or headers or signer is not None:
-            hdrs = {"mt_priority": prio.value, "mt_dispatched_at": now, "mt_enqueued_at": due_s or now, **trace}
-            if headers:
-                hdrs.update(headers)
-            message = encode_task_message(task_id=task_id, task_name=spec.name, payload=body, queue=queue,
-                                          headers=hdrs, signer=signer)
-        else:  # the same bytes, from the pre-encoded template
-            message = _template(spec.name, queue, prio.value).encode_many([task_id], [body], (now, due_s or now))[0]
+        try:
+            if trace or headers or signer is not None:
+                hdrs = {"mt_priority": prio.value, "mt_dispatched_at": now, "mt_enqueued_at": due_s or now, **trace}
+                if headers:
+                    hdrs.update(headers)
+                message = encode_task_message(task_id=task_id, task_name=spec.name, payload=body, queue=queue,
+                                              headers=hdrs, signer=signer)
+            else:  # the same bytes, from the pre-encoded template
+                template = _template(spec.name, queue, prio.value)
+                message = template.encode_many([task_id], [body], (now, due_s or now))[0]
+        except orjson.JSONEncodeError as exc:
+            raise _unencodable(spec.name, exc) from None
         if len(message) > settings.max_message_bytes:
             raise MessageTooLarge(
                 f"{spec.name}: the message is {len(message)} bytes, over the limit of "
@@ -568,10 +577,13 @@ class Dispatcher:
             queue = queue_name(spec.service, prio)
             template = _template(spec.name, queue, prio.value)
             for n, body in zip(indexes, bodies, strict=True):
-                if template.max_length(len(orjson.dumps(body)), ids[n]) > limit:
-                    [message] = template.encode_many([ids[n]], [body], times)
-                    if len(message) > limit:
-                        raise MessageTooLarge(f"{spec.name}: a message is over max_message_bytes")
+                try:
+                    if template.max_length(len(orjson.dumps(body)), ids[n]) > limit:
+                        [message] = template.encode_many([ids[n]], [body], times)
+                        if len(message) > limit:
+                            raise MessageTooLarge(f"{spec.name}: a message is over max_message_bytes")
+                except orjson.JSONEncodeError as exc:
+                    raise _unencodable(spec.name, exc) from None
                 planned[n] = (spec, queue, body, template)
         return planned  # type: ignore[return-value]  # every None was filled in
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from meetingtasks import InvalidPayload, MessageTooLarge, Priority, UnknownTaskType, dispatch
+from meetingtasks import InvalidPayload, MessageTooLarge, Priority, UnknownTaskType, dispatch, dispatch_batch
 from meetingtasks.message import loads
 from meetingtasks.platform import Platform
 from meetingtasks.registry import REGISTRY, SERVICES, load_builtin_types
@@ -52,6 +52,14 @@ def test_invalid_payload_is_refused_naming_the_field(platform: Platform, r: redi
     with pytest.raises(ValueError, match=r"payload\.password"):
         dispatch("user_register", {"username": "ann", "email": "a@b.co"})
     assert r.dbsize() == 0, "nothing may be queued or recorded for a refused dispatch"
+
+
+def test_integers_json_cannot_carry_are_refused_before_anything_is_queued(platform: Platform, r: redis.Redis) -> None:
+    with pytest.raises(InvalidPayload, match="64 bits"):
+        dispatch("t_echo", {"tag": "big", "fail_times": 2**70})
+    with pytest.raises(InvalidPayload, match="64 bits"):
+        dispatch_batch([("t_echo", {"tag": "ok"}), ("t_echo", {"tag": "big", "fail_times": -(2**70)})])
+    assert r.dbsize() == 0
 
 
 def test_unknown_type_lists_known_ones(platform: Platform) -> None:
