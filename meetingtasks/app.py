@@ -125,6 +125,9 @@ def create_app(service: str, settings: Settings | None = None, *, include: Itera
     from meetingtasks.tracing import install_worker_tracing
 
     app.steps["consumer"].add(WorkerHeartbeat)
+    from meetingtasks.worker import gc_tuning
+
+    gc_tuning.install()
     install_worker_logging(app)
     install_worker_tracing(app)
 
