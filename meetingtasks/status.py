@@ -59,7 +59,8 @@ local terminal = {SUCCEEDED=true, FAILED=true, DEAD_LETTERED=true, CANCELLED=tru
 local function transition(skey, deadlines, outbox, status, now, attempt, ttl, channel, event, force, id, bprefix,
                           fields)
   -- One read for the guard, the history and what finalising needs; one write for all of it.
-  local cur = redis.call('HMGET', skey, 'status', 'history', 'finalized', 'on_success', 'on_failure', 'batch')
+  local cur = redis.call('HMGET', skey, 'status', 'history', 'finalized', 'on_success', 'on_failure', 'batch',
+                        'deadline')
   if cur[1] and terminal[cur[1]] and force ~= '1' then return 0 end
   local finalize = terminal[status] and not cur[3]
   local callbacks, batch = cur[4] or cur[5], cur[6]
@@ -76,7 +77,8 @@ local function transition(skey, deadlines, outbox, status, now, attempt, ttl, ch
   redis.call('EXPIRE', skey, ttl)
   redis.call('PUBLISH', channel, event)
   if terminal[status] then
-    redis.call('ZREM', deadlines, id)
+    -- Only a task dispatched with a timeout has a deadline entry, and its record says so (or is gone).
+    if cur[7] or not cur[1] then redis.call('ZREM', deadlines, id) end
     if finalize then
       if callbacks then redis.call('ZADD', outbox, now, 't:' .. id) end
       if batch and redis.call('EXISTS', bprefix .. batch) == 1 then
@@ -119,7 +121,8 @@ local function mt_started(key, id, now, attempt, ttl, channel, task, service, pr
     write[#write + 1] = tostring(wait)
   end
   redis.call('HSET', key, unpack(write))
-  redis.call('EXPIRE', key, ttl)
+  -- A record the dispatcher wrote has its lifetime already; one a foreign producer's task starts gets one.
+  if not cur[1] then redis.call('EXPIRE', key, ttl) end
   redis.call('PUBLISH', channel, cjson.encode(event))
   return 1
 end
