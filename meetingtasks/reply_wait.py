@@ -24,6 +24,8 @@ _PAUSE_REPLIES = 1000
 class ReplyWait:
     """Polls a connection's socket for a reply for up to ``budget_us`` microseconds (0: never polls)."""
 
+    # One per platform, shared by the threads that dispatch: a lost update of the counters only shifts when
+    # polling pauses, so they go unlocked.
     def __init__(self, budget_us: int) -> None:
         self.budget_s = budget_us / 1e6
         self._misses = 0

@@ -15,8 +15,6 @@ from typing import Any
 
 from celery.signals import worker_init, worker_process_init, worker_ready
 
-_installed = False
-
 
 def freeze_long_lived(**_: Any) -> None:
     """Collect once, then keep everything still alive out of future collections."""
@@ -25,9 +23,6 @@ def freeze_long_lived(**_: Any) -> None:
 
 
 def install() -> None:
-    global _installed
-    if _installed:
-        return
+    """Connect to the worker's signals; connecting again is a no-op (Celery keys receivers by identity)."""
     for signal in (worker_init, worker_ready, worker_process_init):
         signal.connect(freeze_long_lived, weak=False)
-    _installed = True
