@@ -88,6 +88,16 @@ def stock_worker(env: dict[str, str], log: Path, *, pool: str = "solo", concurre
                    "--without-gossip"], env, log)
 
 
+READY_KEY = "bench:workers-ready"
+
+
+def announce_ready(**_: object) -> None:
+    """``worker_ready`` receiver of both apps' task modules: counts the workers that are consuming, so a drain
+    is timed from the moment all of its workers take messages (a second worker starting a second later would
+    otherwise be measured as one worker's drain)."""
+    redis.Redis.from_url(os.environ["STOCK_BROKER"]).incr(READY_KEY)
+
+
 def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.005) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():

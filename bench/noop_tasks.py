@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import time
 
+from celery.signals import worker_ready
 from pydantic import BaseModel
 
+from bench.harness import announce_ready
 from meetingtasks.platform import get_platform
 from meetingtasks.registry import task_type
+
+worker_ready.connect(announce_ready, weak=False)
 
 
 class NoopPayload(BaseModel):

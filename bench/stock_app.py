@@ -11,11 +11,16 @@ import time
 
 import redis
 from celery import Celery
+from celery.signals import worker_ready
+
+from bench.harness import announce_ready
 
 app = Celery("stock", broker=os.environ.get("STOCK_BROKER", "redis://localhost:6379/0"))
 if os.environ.get("STOCK_ACKS_LATE"):
     app.conf.task_acks_late = True
     app.conf.worker_prefetch_multiplier = 1
+
+worker_ready.connect(announce_ready, weak=False)
 
 _redis: redis.Redis | None = None
 

@@ -148,6 +148,10 @@ class Settings(BaseSettings):
         200, ge=0, le=10_000,
         description="How long a single dispatch polls for Redis's reply before blocking (0: always blocks)",
     )
+    solo_batch_ms: float = Field(
+        4.0, ge=0, le=100,
+        description="A solo worker's batch runs at most this long (ms) before the rest goes back; 0: one per fetch",
+    )
     redis_outage_grace_s: float = Field(
         15.0, ge=0, description="How long a worker retries its own bookkeeping writes before handing the message back"
     )

@@ -57,8 +57,9 @@ TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.DEAD_LETTERED, Sta
 TRANSITION_FUNCTION = """
 local terminal = {SUCCEEDED=true, FAILED=true, DEAD_LETTERED=true, CANCELLED=true, TIMED_OUT=true}
 local function transition(skey, deadlines, outbox, status, now, attempt, ttl, channel, event, force, id, bprefix,
-                          fields)
-  -- One read for the guard, the history and what finalising needs; one write for all of it.
+                          fields, pre)
+  -- One read for the guard, the history and what finalising needs; one write for all of it. ``pre`` (optional):
+  -- {history line, event} of a transition that happened just before this one, written and published with it.
   local cur = redis.call('HMGET', skey, 'status', 'history', 'finalized', 'on_success', 'on_failure', 'batch',
                         'deadline')
   if cur[1] and terminal[cur[1]] and force ~= '1' then return 0 end
@@ -70,11 +71,12 @@ local function transition(skey, deadlines, outbox, status, now, attempt, ttl, ch
     elseif name == 'batch' then batch = fields[i + 1] end
   end
   local write = {'status', status, 'updated_at', now, 'attempt', attempt,
-                 'history', (cur[2] or '') .. status .. ' ' .. now .. ' ' .. attempt .. '\\n'}
+                 'history', (cur[2] or '') .. (pre and pre[1] or '') .. status .. ' ' .. now .. ' ' .. attempt .. '\\n'}
   if finalize then write[#write + 1] = 'finalized'; write[#write + 1] = now end
   for i = 1, #fields do write[#write + 1] = fields[i] end
   redis.call('HSET', skey, unpack(write))
   redis.call('EXPIRE', skey, ttl)
+  if pre then redis.call('PUBLISH', channel, pre[2]) end
   redis.call('PUBLISH', channel, event)
   if terminal[status] then
     -- Only a task dispatched with a timeout has a deadline entry, and its record says so (or is gone).

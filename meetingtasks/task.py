@@ -42,7 +42,7 @@ from meetingtasks.ratelimit import defer_over_rate_limit
 from meetingtasks.registry import TaskTypeSpec
 from meetingtasks.signing import signer_for
 from meetingtasks.status import Status
-from meetingtasks.worker.outcomes import outcome_entry, sink_for
+from meetingtasks.worker.outcomes import DEFERRED_START, outcome_entry, sink_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -160,6 +160,8 @@ class PlatformTask(Task):  # type: ignore[misc]
             )
             self.dead_letter(exc, raw_payload, attempt, status=Status.DEAD_LETTERED)
             raise exc
+        if started == DEFERRED_START:
+            self._record_deferred_start(attempt, started_at, wait_s)
 
         try:
             payload = self.spec.payload_model.model_validate(raw_payload)
@@ -189,6 +191,20 @@ class PlatformTask(Task):  # type: ignore[misc]
             result = result.model_dump(mode="json")
         self.finish(Status.SUCCEEDED, attempt, result=result)
         return result
+
+    def _record_deferred_start(self, attempt: int, started_at: float, wait_s: float | None) -> None:
+        """STARTED of a task fetched in a solo worker's batch behind others: written now that it runs, with the
+        next fetch (or sooner, by the channel's timer, if the task runs long)."""
+        fields: dict[str, Any] = {**self._identity(), "worker": _WORKER, "wait_s": wait_s}
+        entry = outcome_entry(self.request.id, Status.STARTED, attempt, fields, started_at)
+        sink = sink_for(self.spec.service)
+        if sink is not None:
+            sink.buffer_outcome(entry)
+            return
+        p = self.platform
+        client = p.redis(self.spec.service)
+        self.durably("recording the start", lambda: p.status.transition(
+            client, self.request.id, Status.STARTED, attempt=attempt, now=started_at, fields=fields))
 
     def finish(self, status: Status, attempt: int, *, result: Any = None, error: BaseException | None = None) -> None:
         p = self.platform

@@ -139,10 +139,17 @@ class PlatformLoops(bootsteps.StartStopStep):  # type: ignore[misc]
             dispatcher.buffer_limit = EVENT_BUFFER_LIMIT  # flushed on a timer instead (see PlatformConsumer)
         if self.loops:
             return
+        from celery.concurrency.solo import TaskPool as SoloPool
+
         from meetingtasks.watchdog import worker_watchdog  # imported late: the watchdog builds on Loop
+        from meetingtasks.worker import transport  # imported late: the transport asks us for held messages
 
         self.loops = [LeaseRenewer(app.mt_platform, app.mt_service), DelayedPump(app.mt_platform, app.mt_service),
                       worker_watchdog(app)]
+        inline = isinstance(getattr(parent, "pool", None), SoloPool)
+        transport.use_inline_pool(inline)
+        if inline:
+            self.loops.append(transport.start_flusher(app.mt_service))
         for loop in self.loops:
             loop.start()
 

@@ -3,7 +3,8 @@
 A task that runs in the consumer's own process (solo and threads pools) ends with two writes: its terminal
 status (SUCCEEDED, FAILED, CANCELLED) and then Celery's ack. Both are buffered on the consuming channel and
 applied, outcomes first, by the same Lua call that fetches the next messages (or at once when the channel
-is idle), so a busy worker pays one round trip per batch of tasks instead of two per task.
+is idle), so a busy worker pays one round trip per batch of tasks instead of two per task. A task that a solo
+worker fetched behind others in one batch records its STARTED the same way when it runs.
 
 Nothing is lost by waiting: until the buffer is applied the message stays in the unacked set, so a worker that
 dies first has its task redelivered, run again and recorded then (at-least-once, as with any acks-late
@@ -20,6 +21,10 @@ import threading
 from typing import Protocol
 
 from meetingtasks.status import Status, encode_transition
+
+#: ``started`` of a message fetched behind others in a solo worker's batch (see the worker's FETCH script): the
+#: task records its own STARTED, through this buffer, when it actually runs.
+DEFERRED_START = -2
 
 
 class OutcomeSink(Protocol):

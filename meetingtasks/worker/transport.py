@@ -44,9 +44,9 @@ from meetingtasks.lua import LuaScript
 from meetingtasks.message import MalformedMessage, check_envelope, loads, strip_fetch_headers
 from meetingtasks.platform import Platform
 from meetingtasks.status import STARTED_LUA, TRANSITION_FUNCTION
-from meetingtasks.wake import push_wake
-from meetingtasks.worker.loops import held_delivery_tags
-from meetingtasks.worker.outcomes import register_sink, unregister_sink
+from meetingtasks.wake import WAKE_LUA, push_wake
+from meetingtasks.worker.loops import Loop, held_delivery_tags
+from meetingtasks.worker.outcomes import register_sink, sink_for, unregister_sink
 from meetingtasks.worker.quarantine import quarantine_raw
 
 log = logging.getLogger(__name__)
@@ -54,31 +54,43 @@ log = logging.getLogger(__name__)
 # KEYS: unacked hash, unacked index, queues in priority order (none: only apply the buffered outcomes and acks).
 # ARGV: max messages, now_s, max bytes, status key prefix, status ttl_s, status channel, deliveries key prefix,
 #       deliveries ttl_s, cancel key prefix, worker name, deadlines key, callback outbox key, batch key prefix,
-#       number of acks, ack tags..., then buffered outcomes to the end (see meetingtasks.worker.outcomes):
-#       id, status, time, attempt, event JSON, n, n field/value strings.
-# Outcomes are applied before the acks, and both before anything is fetched.
+#       how many messages start now, number of acks, ack tags..., then buffered outcomes to the end (see
+#       meetingtasks.worker.outcomes): id, status, time, attempt, event JSON, n, n field/value strings.
+# Outcomes (and deferred STARTEDs) are applied before the acks, and both before anything is fetched.
 # Returns a flat list of [queue, message, deliveries, cancelled, started] per message; a message that is not
 # a readable envelope comes back with deliveries = -1 (popped, not recorded: the caller dead-letters it).
+# Messages past the first "start now" ones are recorded unacked but not STARTED: started = -2 (the worker
+# records STARTED when it runs them, see DEFERRED_START), or 0 when the task is already terminal.
 FETCH = LuaScript(
     STARTED_LUA
     + TRANSITION_FUNCTION
     + """
-local nacks = tonumber(ARGV[14])
-local j = 15 + nacks
+local nstart = tonumber(ARGV[14])
+local nacks = tonumber(ARGV[15])
+local j = 16 + nacks
 while j <= #ARGV do
   local id, nf = ARGV[j], tonumber(ARGV[j + 5])
+  local fields, pre = {unpack(ARGV, j + 6, j + 5 + nf)}, nil
+  local k = j + 6 + nf
+  if ARGV[j + 1] == 'STARTED' and ARGV[k] == id and ARGV[k + 1] ~= 'STARTED' then
+    -- A deferred start and the outcome of the same task (it ran between two fetches): one write for both.
+    pre = {'STARTED ' .. ARGV[j + 2] .. ' ' .. ARGV[j + 3] .. '\\n', ARGV[j + 4]}
+    j, nf = k, tonumber(ARGV[k + 5])
+    for i = j + 6, j + 5 + nf do fields[#fields + 1] = ARGV[i] end
+  end
   transition(ARGV[4] .. id, ARGV[11], ARGV[12], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[5], ARGV[6],
-             ARGV[j + 4], '0', id, ARGV[13], {unpack(ARGV, j + 6, j + 5 + nf)})
-  redis.call('DEL', ARGV[7] .. id)
+             ARGV[j + 4], '0', id, ARGV[13], fields, pre)
+  if ARGV[j + 1] ~= 'STARTED' then redis.call('DEL', ARGV[7] .. id) end
   j = j + 6 + nf
 end
 for i = 1, nacks do
-  local tag = ARGV[14 + i]
+  local tag = ARGV[15 + i]
   redis.call('ZREM', KEYS[2], tag)
   redis.call('HDEL', KEYS[1], tag)
 end
 local out = {}
 local left = tonumber(ARGV[1])
+local popped = 0
 local maxbytes = tonumber(ARGV[3])
 for k = 3, #KEYS do
   if left <= 0 then break end
@@ -88,6 +100,7 @@ for k = 3, #KEYS do
     local m = redis.call('RPOP', q)
     if not m then break end
     left = left - 1
+    popped = popped + 1
     local ok, env = false, nil
     if #m <= maxbytes then ok, env = pcall(cjson.decode, m) end
     local props = ok and type(env) == 'table' and env.properties
@@ -112,10 +125,15 @@ for k = 3, #KEYS do
         cancelled = redis.call('EXISTS', ARGV[9] .. id)
         local attempt = (tonumber(headers.retries) or 0) + 1
         local task = type(headers.task) == 'string' and headers.task or ''
-        local wait = tonumber(headers.mt_enqueued_at)
-        if wait then wait = math.max(0, tonumber(ARGV[2]) - wait) end
-        started = mt_started(ARGV[4] .. id, id, ARGV[2], attempt, ARGV[5], ARGV[6], task, service or '',
-                             priority or '', ARGV[10], wait)
+        if popped <= nstart then
+          local wait = tonumber(headers.mt_enqueued_at)
+          if wait then wait = math.max(0, tonumber(ARGV[2]) - wait) end
+          started = mt_started(ARGV[4] .. id, id, ARGV[2], attempt, ARGV[5], ARGV[6], task, service or '',
+                               priority or '', ARGV[10], wait)
+        else
+          local state = redis.call('HGET', ARGV[4] .. id, 'status')
+          started = (state and terminal[state]) and 0 or -2
+        end
       end
       table.insert(out, q); table.insert(out, m); table.insert(out, deliveries)
       table.insert(out, cancelled); table.insert(out, started)
@@ -125,6 +143,59 @@ end
 return out
 """
 )
+
+
+# Puts fetched messages that the worker will not run after all back at the head of their queues, undoing what
+# FETCH recorded for them (unacked entry, delivery count; they were never STARTED), and wakes an idle worker.
+# A message whose unacked entry is gone was put back by kombu's restore sweep already (its lease ran out while
+# a long task held the batch up): it is not pushed twice.
+# KEYS: unacked hash, unacked index, wake list. ARGV: deliveries key prefix, then (queue, message, tag, task
+# id or '') per message, in fetch order. Returns how many went back.
+GIVE_BACK = LuaScript(
+    WAKE_LUA
+    + """
+local n = 0
+for i = #ARGV - 3, 2, -4 do
+  local q, m, tag, id = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if redis.call('HDEL', KEYS[1], tag) == 1 then
+    redis.call('ZREM', KEYS[2], tag)
+    if id ~= '' and redis.call('DECR', ARGV[1] .. id) <= 0 then redis.call('DEL', ARGV[1] .. id) end
+    redis.call('RPUSH', q, m)
+    n = n + 1
+  end
+end
+if n > 0 then mt_wake(KEYS[3], 1) end
+return n
+"""
+)
+
+#: Most messages a solo worker takes in one fetch, however quick its tasks.
+SOLO_BATCH_MAX = 16
+
+_inline_pool = False
+
+
+def use_inline_pool(inline: bool) -> None:
+    """Tell this process's consuming channels whether tasks run inline in the consumer (Celery's solo pool):
+    only then is a fetch allowed more messages than the pool has free slots (see ``Channel._after_fetch``)."""
+    global _inline_pool
+    _inline_pool = inline
+
+
+#: How long a deferred STARTED may wait in the buffer before a timer applies it (its task runs long).
+START_FLUSH_S = 0.025
+
+
+def start_flusher(service: str) -> Loop:
+    """A timer that makes a long task fetched in a solo worker's batch show as STARTED while it runs: the
+    consumer is busy running it, so its buffered STARTED would otherwise wait for the task to end."""
+
+    def flush() -> None:
+        sink = sink_for(service)
+        if isinstance(sink, Channel):
+            sink.flush_stale_starts(START_FLUSH_S)
+
+    return Loop(f"start-flusher-{service}", START_FLUSH_S, flush)
 
 
 class QoS(kombu_redis.QoS):  # type: ignore[misc]
@@ -165,6 +236,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         self._mt_waiting = False
         self._mt_sent_acks: list[str] = []
         self._mt_sync_client: Any = None
+        self._mt_start_pending_at: float | None = None  # monotonic time of the oldest buffered deferred STARTED
+        self._mt_batch = SOLO_BATCH_MAX  # the next fetch's size when tasks run inline (see _after_fetch)
+        self._mt_batched = False  # the fetch in flight is such a batch
         super().__init__(*args, **kwargs)
         # Kept here: after a lost connection Celery detaches the transport (``client = None``) before it closes
         # the channel, and the close (restore) and the late acks of running tasks still come through us.
@@ -230,8 +304,18 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         acks: before its own ack, which its task sends after this."""
         with self._mt_lock:
             self._mt_outcomes.append(entry)
+            if entry[1] == "STARTED" and self._mt_start_pending_at is None:
+                self._mt_start_pending_at = time.monotonic()
             idle = self._mt_waiting
         if idle:
+            self.flush_acks()
+
+    def flush_stale_starts(self, age_s: float) -> None:
+        """Apply the buffer now if a deferred STARTED has waited in it longer than ``age_s``: its task is
+        running longer than a batch should take, and watchers should see it running (called from a timer
+        thread while the consumer runs the task)."""
+        since = self._mt_start_pending_at
+        if since is not None and time.monotonic() - since > age_s:
             self.flush_acks()
 
     def flush_acks(self) -> None:
@@ -239,21 +323,27 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         with self._mt_lock:
             acks, self._mt_acks = self._mt_acks, []
             outcomes, self._mt_outcomes = self._mt_outcomes, []
+            self._mt_start_pending_at = None
         if (not acks and not outcomes) or self.platform is None:
             return
         try:
             with self.conn_or_acquire() as client:
-                FETCH(client, [self.unacked_key, self.unacked_index_key], self._script_args(0, acks, outcomes))
+                FETCH(client, [self.unacked_key, self.unacked_index_key], self._script_args(0, 0, acks, outcomes))
         except self.connection_errors:
             # Kept for the next call that gets through. Meanwhile the messages stay unacked: if this worker dies
             # first, the restore sweep redelivers them and they run again.
-            with self._mt_lock:
-                self._mt_acks[:0] = acks
-                self._mt_outcomes[:0] = outcomes
+            self._keep_unsent(acks, outcomes)
             log.warning("could not record %d outcomes and %d acks yet (Redis unavailable); kept for the next try",
                         len(outcomes), len(acks))
 
-    def _script_args(self, limit: int, acks: list[str], outcomes: list[list[str]]) -> list[Any]:
+    def _keep_unsent(self, acks: list[str], outcomes: list[list[str]]) -> None:
+        with self._mt_lock:
+            self._mt_acks[:0] = acks
+            self._mt_outcomes[:0] = outcomes
+            if self._mt_start_pending_at is None and any(entry[1] == "STARTED" for entry in outcomes):
+                self._mt_start_pending_at = time.monotonic()
+
+    def _script_args(self, limit: int, start_now: int, acks: list[str], outcomes: list[list[str]]) -> list[Any]:
         platform = self.platform
         assert platform is not None
         s = platform.settings
@@ -261,7 +351,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         args: list[Any] = [
             limit, repr(time.time()), s.max_message_bytes, keys.status(""), s.status_ttl_s, keys.status_channel,
             keys.deliveries(""), DELIVERIES_TTL_S, keys.cancel(""), _worker_name(), keys.deadlines, keys.callbacks,
-            keys.batch(""), len(acks), *acks,
+            keys.batch(""), start_now, len(acks), *acks,
         ]
         for entry in outcomes:
             args += entry
@@ -290,10 +380,18 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         with self._mt_lock:
             self._mt_sent_acks, self._mt_acks = self._mt_acks, []
             self._mt_sent_outcomes, self._mt_outcomes = self._mt_outcomes, []
+            self._mt_start_pending_at = None
         self._mt_waiting = False
         room = self.qos.can_consume_max_estimate()
         limit = max(1, min(room if room is not None else 100, 100))
-        args = self._script_args(limit, self._mt_sent_acks, self._mt_sent_outcomes)
+        start_now = limit  # each message goes to a free pool slot at once
+        self._mt_batched = _inline_pool
+        if _inline_pool:
+            # The consumer runs the tasks itself, one after the other (a solo pool's "concurrency" is only a
+            # prefetch count): only the first starts now.
+            limit = self._mt_batch if platform.settings.solo_batch_ms > 0 else 1
+            start_now = 1
+        args = self._script_args(limit, start_now, self._mt_sent_acks, self._mt_sent_outcomes)
         # hiredis packs the call (a hundred short arguments with a full batch of acks and outcomes) about nine
         # times faster than redis-py's packer, which encodes argument by argument in Python.
         command = ("EVALSHA", FETCH.sha, 2 + len(queues), self.unacked_key, self.unacked_index_key, *queues, *args)
@@ -324,11 +422,10 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             self._flush_brpop_reauth()
 
     def _requeue_sent_acks(self) -> None:
-        with self._mt_lock:
-            self._mt_acks[:0] = self._mt_sent_acks
-            self._mt_outcomes[:0] = self._mt_sent_outcomes
-            self._mt_sent_acks = []
-            self._mt_sent_outcomes = []
+        acks, outcomes = self._mt_sent_acks, self._mt_sent_outcomes
+        self._mt_sent_acks = []
+        self._mt_sent_outcomes = []
+        self._keep_unsent(acks, outcomes)
 
     def _after_wait(self, reply: Any) -> bool:
         self._mt_waiting = False
@@ -348,20 +445,34 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         return True
 
     def _after_fetch(self, reply: Any) -> bool:
+        """Hand the fetched messages to Celery.
+
+        With an inline (solo) pool each delivery runs its task before returning, so a fetch of several messages
+        is a batch the consumer works through. It is sized to take about half of ``solo_batch_ms`` (from how
+        long the last one took per task); once a batch has run for ``solo_batch_ms``, the messages not yet run
+        go back to the head of their queues, where the next fetch takes them in priority order again. A
+        critical task pushed meanwhile so waits at most that long, plus the task running at that moment."""
         self._mt_sent_acks = []
         self._mt_sent_outcomes = []
         if not reply:
             self._mt_idle = True
             raise virtual.Empty()
-        delivered = False
+        platform = self.platform
+        batched = self._mt_batched and platform is not None
+        budget_s = platform.settings.solo_batch_ms / 1000 if platform is not None else 0.0
+        began = time.monotonic()
+        ran = 0
         for i in range(0, len(reply), 5):
             queue_b, item, deliveries, cancelled, started = reply[i:i + 5]
             queue = queue_b.decode() if isinstance(queue_b, bytes) else queue_b
             if int(deliveries) < 0:
                 self.accept_item(queue, item)  # dead-letters it (with the reason) and returns False
                 continue
+            if batched and ran and time.monotonic() - began > budget_s:
+                self._give_back(reply[i:])
+                break
             payload = strip_fetch_headers(loads(item))
-            if int(started) >= 0:
+            if int(started) != -1:
                 headers = payload.setdefault("headers", {}) or {}
                 payload["headers"] = headers
                 headers["mt_fetch_deliveries"] = int(deliveries)
@@ -369,10 +480,41 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 headers["mt_fetch_started"] = int(started)
             self._mt_recorded.add(str(payload["properties"]["delivery_tag"]))
             self.connection._deliver(payload, queue)
-            delivered = True
-        if not delivered:
+            ran += 1
+        if _inline_pool and ran:
+            per_task_s = (time.monotonic() - began) / ran
+            # Sized to half the budget: a batch overruns (and pays a give-back) only when a task is really slower
+            # than the last ones, not whenever the machine pauses the worker for a moment.
+            target_s = budget_s / 2
+            self._mt_batch = max(1, min(SOLO_BATCH_MAX, int(target_s / per_task_s) if per_task_s > 0 else 1))
+        if not ran:
             raise virtual.Empty()
         return True
+
+    def _give_back(self, rest: list[Any]) -> None:
+        """Return fetched messages that have not run (see GIVE_BACK); garbage among them is dead-lettered."""
+        platform = self.platform
+        assert platform is not None
+        args: list[Any] = [platform.keys.deliveries("")]
+        for i in range(0, len(rest), 5):
+            queue_b, item, deliveries, _, _ = rest[i:i + 5]
+            queue = queue_b.decode() if isinstance(queue_b, bytes) else queue_b
+            if int(deliveries) < 0:
+                self.accept_item(queue, item)
+                continue
+            envelope = loads(item)
+            task_id = (envelope.get("headers") or {}).get("id")
+            args += [queue, item, str(envelope["properties"]["delivery_tag"]),
+                     task_id if int(deliveries) > 0 and isinstance(task_id, str) else ""]
+        if len(args) == 1:
+            return
+        try:
+            with self.conn_or_acquire() as client:
+                GIVE_BACK(client, [self.unacked_key, self.unacked_index_key, platform.keys.wake(self.service)], args)
+        except self.connection_errors as exc:
+            # They stay recorded as unacked, and nobody holds them: the restore sweep puts them back.
+            log.warning("could not give back %d fetched messages (%s); the restore sweep will", (len(args) - 1) // 4,
+                        exc)
 
     # --- garbage -----------------------------------------------------------------------------------------------
     def accept_item(self, key: bytes | str, item: bytes | str) -> bool:

@@ -1,0 +1,113 @@
+"""A solo worker fetches a time-budgeted batch (meetingtasks.worker.transport, MEETINGTASKS_SOLO_BATCH_MS)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from meetingtasks.dispatcher import Dispatcher, TaskHandle
+from meetingtasks.platform import Platform
+from meetingtasks.status import Status
+from tests.conftest import WorkerProcess, wait_for
+
+
+def _fetch_calls(r: redis.Redis) -> int:
+    stats = r.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def _history(handle: TaskHandle) -> list[Status]:
+    return [status for status, _, _ in handle.info().history]
+
+
+def _started_at(handle: TaskHandle) -> float:
+    return next(when for status, when, _ in handle.info().history if status == Status.STARTED)
+
+
+@pytest.mark.parametrize(("budget_ms", "batched"), [("20", True), ("0", False)])
+def test_a_solo_worker_takes_quick_tasks_in_batches_and_records_each(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess],
+        budget_ms: str, batched: bool) -> None:
+    n = 300
+    handles = [Dispatcher(platform).dispatch("t_record", {"tag": f"q-{i}"}) for i in range(n)]
+    events = r.pubsub()
+    events.subscribe(platform.keys.status_channel)
+    wait_for(lambda: events.get_message(timeout=0.1) is not None)  # the subscribe confirmation
+    before = _fetch_calls(r)
+    start_worker("ai", "--pool", "solo", env_overrides={"MEETINGTASKS_SOLO_BATCH_MS": budget_ms})
+    wait_for(lambda: r.llen("test:done") == n, message="every task to run")
+    wait_for(lambda: all(h.status() == Status.SUCCEEDED for h in handles), message="every outcome recorded")
+    seen: list[tuple[str, str]] = []
+    while (message := events.get_message(timeout=0.5)) is not None:
+        event = json.loads(message["data"])
+        seen.append((event["id"], event["status"]))
+    events.close()
+    # Watchers (gateway, exporter) get both events of every task, STARTED first, also when they were written as one.
+    for h in handles:
+        assert [status for task_id, status in seen if task_id == h.id] == ["STARTED", "SUCCEEDED"], h.id
+    calls = _fetch_calls(r) - before
+    if batched:
+        assert calls < n / 2, f"{calls} fetch calls for {n} quick tasks: not batched"
+    else:
+        assert calls >= n, f"{calls} fetch calls for {n} tasks with batching off"
+    for h in handles:
+        record = h.info()
+        assert [s for s, _, _ in record.history] == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id
+        assert record.attempt == 1
+        assert "wait_s" in record.fields and "worker" in record.fields
+        assert r.get(platform.keys.deliveries(h.id)) is None
+    assert r.hlen(platform.keys.unacked("ai")) == 0
+    assert sorted(x.decode() for x in r.lrange("test:done", 0, -1)) == sorted(f"q-{i}" for i in range(n))
+
+
+def test_a_slow_task_in_a_batch_shows_started_and_the_rest_goes_back_behind_a_critical_task(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    d = Dispatcher(platform)
+    first = d.dispatch("t_record", {"tag": "first"}, priority="low")
+    slow = d.dispatch("t_sleep", {"tag": "slow", "seconds": 1.5}, priority="low")
+    after = [d.dispatch("t_record", {"tag": f"after-{i}"}, priority="low") for i in range(10)]
+    # Its first fetch takes all twelve; only "first" starts at once. (A budget that a cold first task, slow
+    # with first-call imports, stays within; the slow one overruns it.)
+    start_worker("ai", "--pool", "solo", env_overrides={"MEETINGTASKS_SOLO_BATCH_MS": "100"})
+
+    # The slow task was fetched behind "first": it records its own STARTED, and a timer applies it while it runs.
+    wait_for(lambda: slow.status() == Status.STARTED, message="the slow task to show as STARTED")
+    assert r.llen("test:finished") == 0, "the slow task is still running"
+    assert r.hlen(platform.keys.unacked("ai")) >= len(after) + 1, "the rest of the batch is held"
+    assert [h.status() for h in after] == [Status.QUEUED] * len(after)
+    critical = d.dispatch("t_echo", {"tag": "urgent"}, priority="critical")
+
+    wait_for(lambda: all(h.status() == Status.SUCCEEDED for h in [first, slow, critical, *after]),
+             message="every task to finish")
+    # Given back when the batch overran, the rest was fetched again behind the critical task.
+    starts = [_started_at(h) for h in after]
+    assert _started_at(critical) < min(starts)
+    assert starts == sorted(starts), "given back in their order"
+    for h in [first, slow, critical, *after]:
+        assert _history(h) == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id
+        assert h.info().attempt == 1
+        assert r.get(platform.keys.deliveries(h.id)) is None
+    assert r.hlen(platform.keys.unacked("ai")) == 0
+
+
+def test_giving_back_skips_a_message_that_the_restore_sweep_put_back_already(platform: Platform,
+                                                                          r: redis.Redis) -> None:
+    from meetingtasks.worker.transport import GIVE_BACK
+
+    keys = [platform.keys.unacked("ai"), platform.keys.unacked_index("ai"), platform.keys.wake("ai")]
+    r.hset(keys[0], "tag-held", "[{}, \"\", \"ai.low\"]")
+    r.zadd(keys[1], {"tag-held": 1.0})
+    r.set(platform.keys.deliveries("id-held"), 2)
+    r.set(platform.keys.deliveries("id-swept"), 1)
+    # Fetch order: held first, then one whose lease ran out and that the sweep already queued again.
+    given = GIVE_BACK(r, keys, [platform.keys.deliveries(""), "ai.low", "m-held", "tag-held", "id-held",
+                                "ai.low", "m-swept", "tag-swept", "id-swept"])
+    assert given == 1
+    assert r.lrange("ai.low", 0, -1) == [b"m-held"]
+    assert r.hlen(keys[0]) == 0 and r.zcard(keys[1]) == 0
+    assert r.get(platform.keys.deliveries("id-held")) == b"1"  # this fetch no longer counts as a delivery
+    assert r.get(platform.keys.deliveries("id-swept")) == b"1"
+    assert r.llen(keys[2]) == 1  # an idle worker is woken for it
