@@ -20,6 +20,7 @@ def report_progress(percent: float, message: str = "") -> bool:
         raise RuntimeError("report_progress() works only inside a running task handler")
     if not 0 <= percent <= 100:
         raise ValueError(f"progress must be between 0 and 100 percent, got {percent}")
+    task.apply_buffered_start()  # progress is refused unless the record says STARTED
     p = task.platform
     return p.status.progress(
         p.redis(task.spec.service), task.request.id, float(percent), message,

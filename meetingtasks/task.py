@@ -200,11 +200,21 @@ class PlatformTask(Task):  # type: ignore[misc]
         sink = sink_for(self.spec.service)
         if sink is not None:
             sink.buffer_outcome(entry)
+            self.request.mt_start_buffered = True
             return
         p = self.platform
         client = p.redis(self.spec.service)
         self.durably("recording the start", lambda: p.status.transition(
             client, self.request.id, Status.STARTED, attempt=attempt, now=started_at, fields=fields))
+
+    def apply_buffered_start(self) -> None:
+        """Write this task's buffered STARTED now: a status write that bypasses the buffer (retry, dead letter,
+        progress) must not land before it."""
+        if getattr(self.request, "mt_start_buffered", False):
+            self.request.mt_start_buffered = False
+            sink = sink_for(self.spec.service)
+            if sink is not None:
+                sink.flush_acks()
 
     def finish(self, status: Status, attempt: int, *, result: Any = None, error: BaseException | None = None) -> None:
         p = self.platform
@@ -253,6 +263,7 @@ class PlatformTask(Task):  # type: ignore[misc]
         client = p.redis(self.spec.service)
         fields = {**self._identity(), "error": str(exc) or type(exc).__name__, "error_type": type(exc).__name__,
                   "retry_in_s": delay_s, "run_s": self._run_s()}
+        self.apply_buffered_start()
 
         def build(pipe: Any) -> None:
             p.delayed.schedule(pipe, self.spec.service, req.id, self._queue(), message, time.time() + delay_s)
@@ -296,6 +307,7 @@ class PlatformTask(Task):  # type: ignore[misc]
         )
         client = p.redis(self.spec.service)
         fields = {**self._identity(), "error": error, "error_type": type(exc).__name__, "run_s": self._run_s()}
+        self.apply_buffered_start()
 
         def build(pipe: Any) -> None:
             if p.settings.dead_letter_enabled:

@@ -111,3 +111,33 @@ def test_giving_back_skips_a_message_that_the_restore_sweep_put_back_already(pla
     assert r.get(platform.keys.deliveries("id-held")) == b"1"  # this fetch no longer counts as a delivery
     assert r.get(platform.keys.deliveries("id-swept")) == b"1"
     assert r.llen(keys[2]) == 1  # an idle worker is woken for it
+
+
+def test_a_task_that_fails_behind_another_in_a_batch_is_retrying_not_started(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    d = Dispatcher(platform)
+    lead = d.dispatch("t_record", {"tag": "lead"}, priority="high")
+    flaky = d.dispatch("t_flaky", {"tag": "behind", "fail_times": 1}, priority="normal")
+    # Its STARTED is deferred (it sits behind "lead" in one fetch) and must reach Redis before its RETRYING.
+    start_worker("ai", "--pool", "solo", env_overrides={"MEETINGTASKS_SOLO_BATCH_MS": "100"})
+    wait_for(lambda: flaky.status() == Status.SUCCEEDED and lead.status() == Status.SUCCEEDED,
+             message="both tasks to succeed")
+    history = _history(flaky)
+    assert history[:3] == [Status.QUEUED, Status.STARTED, Status.RETRYING], history
+    assert history[-2:] == [Status.STARTED, Status.SUCCEEDED], history
+
+
+def test_progress_of_a_task_behind_another_in_a_batch_is_recorded(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    from tests.support.dispatcher_tasks import WORKER_ENV
+
+    d = Dispatcher(platform)
+    lead = d.dispatch("t_record", {"tag": "lead"}, priority="high")
+    # t_progress reports 50% at once: its deferred STARTED must be in Redis first, or the report is refused.
+    handle = d.dispatch("t_progress", {"tag": "p-batch"}, priority="normal")
+    start_worker("ai", "--pool", "solo", env_overrides={**WORKER_ENV, "MEETINGTASKS_SOLO_BATCH_MS": "100"})
+    wait_for(lambda: handle.info().fields.get("progress") == "50.0", message="50% in the record")
+    r.set("test:release:p-batch", 1)
+    assert handle.wait(20) == "p-batch"
+    assert lead.status() == Status.SUCCEEDED
+    assert _history(handle) == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED]

@@ -30,6 +30,8 @@ DEFERRED_START = -2
 class OutcomeSink(Protocol):
     def buffer_outcome(self, entry: list[str]) -> None: ...
 
+    def flush_acks(self) -> None: ...
+
 
 _lock = threading.Lock()
 _sinks: dict[str, tuple[int, OutcomeSink]] = {}
