@@ -97,6 +97,7 @@ class PlatformTask(Task):  # type: ignore[misc]
         requeue; if even that fails it stays in the unacked set and the restore sweep brings it back),
         because acknowledging it now would lose the task.
         """
+        self.apply_buffered_start()  # this write bypasses the outcome buffer: the task's STARTED goes first
         deadline = time.monotonic() + self.platform.settings.redis_outage_grace_s
         pause = 0.05
         while True:
@@ -208,8 +209,8 @@ class PlatformTask(Task):  # type: ignore[misc]
             client, self.request.id, Status.STARTED, attempt=attempt, now=started_at, fields=fields))
 
     def apply_buffered_start(self) -> None:
-        """Write this task's buffered STARTED now: a status write that bypasses the buffer (retry, dead letter,
-        progress) must not land before it."""
+        """Write this task's buffered STARTED now: a status write that bypasses the buffer (every :meth:`durably`
+        write: retry, dead letter, cancel; a progress report) must not land before it."""
         if getattr(self.request, "mt_start_buffered", False):
             self.request.mt_start_buffered = False
             sink = sink_for(self.spec.service)
@@ -263,7 +264,6 @@ class PlatformTask(Task):  # type: ignore[misc]
         client = p.redis(self.spec.service)
         fields = {**self._identity(), "error": str(exc) or type(exc).__name__, "error_type": type(exc).__name__,
                   "retry_in_s": delay_s, "run_s": self._run_s()}
-        self.apply_buffered_start()
 
         def build(pipe: Any) -> None:
             p.delayed.schedule(pipe, self.spec.service, req.id, self._queue(), message, time.time() + delay_s)
@@ -307,7 +307,6 @@ class PlatformTask(Task):  # type: ignore[misc]
         )
         client = p.redis(self.spec.service)
         fields = {**self._identity(), "error": error, "error_type": type(exc).__name__, "run_s": self._run_s()}
-        self.apply_buffered_start()
 
         def build(pipe: Any) -> None:
             if p.settings.dead_letter_enabled:

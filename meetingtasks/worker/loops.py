@@ -149,7 +149,7 @@ class PlatformLoops(bootsteps.StartStopStep):  # type: ignore[misc]
         inline = isinstance(getattr(parent, "pool", None), SoloPool)
         transport.use_inline_pool(inline)
         if inline:
-            self.loops.append(transport.start_flusher(app.mt_service))
+            self.loops.append(transport.stale_start_flusher(app.mt_service))
         for loop in self.loops:
             loop.start()
 

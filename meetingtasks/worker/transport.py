@@ -186,7 +186,7 @@ def use_inline_pool(inline: bool) -> None:
 START_FLUSH_S = 0.025
 
 
-def start_flusher(service: str) -> Loop:
+def stale_start_flusher(service: str) -> Loop:
     """A timer that makes a long task fetched in a solo worker's batch show as STARTED while it runs: the
     consumer is busy running it, so its buffered STARTED would otherwise wait for the task to end."""
 
@@ -238,7 +238,6 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         self._mt_sync_client: Any = None
         self._mt_start_pending_at: float | None = None  # monotonic time of the oldest buffered deferred STARTED
         self._mt_batch = SOLO_BATCH_MAX  # the next fetch's size when tasks run inline (see _after_fetch)
-        self._mt_batched = False  # the fetch in flight is such a batch
         super().__init__(*args, **kwargs)
         # Kept here: after a lost connection Celery detaches the transport (``client = None``) before it closes
         # the channel, and the close (restore) and the late acks of running tasks still come through us.
@@ -385,7 +384,6 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         room = self.qos.can_consume_max_estimate()
         limit = max(1, min(room if room is not None else 100, 100))
         start_now = limit  # each message goes to a free pool slot at once
-        self._mt_batched = _inline_pool
         if _inline_pool:
             # The consumer runs the tasks itself, one after the other (a solo pool's "concurrency" is only a
             # prefetch count): only the first starts now.
@@ -458,7 +456,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             self._mt_idle = True
             raise virtual.Empty()
         platform = self.platform
-        batched = self._mt_batched and platform is not None
+        batched = _inline_pool and platform is not None
         budget_s = platform.settings.solo_batch_ms / 1000 if platform is not None else 0.0
         began = time.monotonic()
         ran = 0
