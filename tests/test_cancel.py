@@ -99,8 +99,10 @@ def test_a_running_handler_that_checks_its_flag_stops_and_ends_cancelled(
     wait_for(lambda: ran(r, "started", "long") == 1, 20, message="the handler to start")
     # when it is cancelled (without terminate)
     outcome = cancel(platform, handle.id)
-    # then the cancel is requested while it runs, and the handler stops at its next check
-    assert (outcome.before, outcome.status, outcome.ok) == (Status.STARTED, Status.STARTED, True)
+    # then the cancel is requested while it runs, and the handler stops at its next check (every 50 ms, so it may
+    # have stopped before the cancel call returns: the call took 98 ms once after a heavier test in this process)
+    assert (outcome.before, outcome.ok) == (Status.STARTED, True)
+    assert outcome.status in (Status.STARTED, Status.CANCELLED)
     started = time.monotonic()
     expect_cancelled(lambda: handle.wait(timeout=20))
     assert time.monotonic() - started < 10
