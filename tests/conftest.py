@@ -18,25 +18,6 @@ from meetingtasks.settings import Settings
 from tests.support.processes import ROOT, PartProcess
 
 
-def _test_tools_missing() -> bool:
-    import shutil
-
-    return (shutil.which("chromium") is None or shutil.which("prometheus") is None
-            or not (ROOT / "tests/polyglot/node/node_modules/celery-node").is_dir()
-            or not (ROOT / ".ci/cache/redis-tls/redis-server").exists())
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """Install the system tools a few integration tests drive (Chromium, Prometheus, celery-node, a TLS-enabled
-    redis-server) when missing,
-    so that `pip install -e '.[dev]' && pytest` is all a newcomer runs. Those tests fail, never skip, without
-    them; the script says what it needs (root for apt-get)."""
-    if _test_tools_missing():
-        result = subprocess.run(["bash", str(ROOT / ".ci/test-tools")], capture_output=True, text=True)
-        if result.returncode != 0:
-            print(f"\nwarning: .ci/test-tools could not install the test tools: {result.stderr.strip()}")
-
-
 # pytest-celery's own cluster fixtures start Docker containers; there is no Docker engine here.
 @pytest.fixture(scope="session")
 def celery_backend_cluster() -> None:

@@ -1,6 +1,7 @@
 """The page at / in a real headless Chromium: submit a task and watch its status arrive live.
 
-Needs Debian's ``chromium`` (``apt-get install -y chromium``); without it this test fails, it never skips.
+Needs Debian's ``chromium`` (``apt-get install -y chromium``); without it this test skips, and fails in CI
+(see tests/support/tools.py).
 """
 
 from __future__ import annotations

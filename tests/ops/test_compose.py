@@ -17,6 +17,7 @@ from meetingtasks.cli.main import cli
 from meetingtasks.registry import SERVICES
 from meetingtasks.settings import ENV_PREFIX, Settings
 from tests.conftest import ROOT
+from tests.support.tools import PROMETHEUS_INSTALL, executable
 
 COMPOSE = ROOT / "docker-compose.yml"
 INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(:?[-?][^}]*)?\}")
@@ -156,8 +157,7 @@ def test_every_mounted_and_copied_file_exists() -> None:
 
 
 def test_the_prometheus_config_passes_promtool(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool (Debian package prometheus) is not installed: apt-get install -y prometheus"
+    promtool = executable(("promtool",), "promtool", PROMETHEUS_INSTALL)
     config = (ROOT / "deploy/prometheus/prometheus.yml").read_text()
     shutil.copy(ROOT / "deploy/prometheus/alerts.yml", tmp_path / "alerts.yml")
     (tmp_path / "prometheus.yml").write_text(config.replace("/etc/prometheus/alerts.yml", "alerts.yml"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ import yaml
 from meetingtasks.embedded import free_port
 from tests.conftest import ROOT
 from tests.ops.conftest import Process
+from tests.support.tools import PROMETHEUS_INSTALL, executable
 
 DASHBOARD = ROOT / "deploy/grafana/dashboards/meetingtasks.json"
 ALERTS = ROOT / "deploy/prometheus/alerts.yml"
@@ -104,8 +104,7 @@ def test_the_dashboard_covers_the_operations_questions() -> None:
 
 def test_every_query_is_valid_promql(tmp_path: Path) -> None:
     # Given the dashboard queries with Grafana's variables filled in, as a rules file
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool (Debian package prometheus) is not installed: apt-get install -y prometheus"
+    promtool = executable(("promtool",), "promtool", PROMETHEUS_INSTALL)
     rules: list[dict[str, Any]] = []
     for index, expr in enumerate(dashboard_exprs()):
         if expr.startswith("label_values("):

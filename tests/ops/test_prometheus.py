@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -14,13 +13,11 @@ from meetingtasks.embedded import free_port
 from meetingtasks.platform import Platform
 from tests.conftest import WorkerProcess, wait_for
 from tests.ops.conftest import Process
-
-INSTALL = "apt-get update && apt-get install -y prometheus"
+from tests.support.tools import PROMETHEUS_INSTALL, executable
 
 
 def prometheus_binary() -> str:
-    found = shutil.which("prometheus")
-    assert found, f"the prometheus server is not installed; CI installs it with: {INSTALL}"
+    found = executable(("prometheus",), "the prometheus server", PROMETHEUS_INSTALL)
     return found
 
 

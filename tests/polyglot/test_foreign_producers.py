@@ -19,6 +19,7 @@ import redis
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.platform import Platform
 from tests.conftest import WorkerProcess, wait_for
+from tests.support.tools import executable, existing
 
 NODE_DIR = Path(__file__).parent / "node"
 EXAMPLE = Path(__file__).parent / "example_message.json"
@@ -26,9 +27,8 @@ NPM_INSTALL = "npm ci --prefix tests/polyglot/node"
 
 
 def send_with_celery_node(url: str, queue: str, task_type: str, payload: object, task_id: str | None = None) -> str:
-    node = shutil.which("node")
-    assert node, "Node.js is not installed"
-    assert (NODE_DIR / "node_modules" / "celery-node").is_dir(), f"celery-node is not installed: run {NPM_INSTALL}"
+    node = executable(("node",), "Node.js", "sudo apt-get install -y npm")
+    existing(NODE_DIR / "node_modules" / "celery-node", "celery-node", NPM_INSTALL)
     args = [node, str(NODE_DIR / "send.js"), url, queue, task_type, json.dumps(payload)]
     sent = subprocess.run([*args, *([task_id] if task_id else [])], capture_output=True, text=True, timeout=60)
     assert sent.returncode == 0, sent.stderr

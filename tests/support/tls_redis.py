@@ -16,6 +16,7 @@ import redis
 
 from meetingtasks.embedded import free_port
 from tests.support.processes import ROOT
+from tests.support.tools import existing
 
 TLS_DIR = ROOT / ".ci" / "cache" / "redis-tls"
 BINARY = TLS_DIR / "redis-server"
@@ -44,7 +45,7 @@ class TlsRedisServer:
     """redis-server listening only on a TLS port of 127.0.0.1. start()/stop(); ``url`` is its rediss:// URL."""
 
     def __init__(self, directory: Path) -> None:
-        assert BINARY.exists(), f"no TLS-enabled redis-server at {BINARY}: run .ci/test-tools (needs root)"
+        existing(BINARY, f"a TLS-enabled redis-server at {BINARY}", "sudo bash .ci/test-tools")
         self.directory = directory
         self.ca, self.cert, self.key = make_certificates(directory / "certs")
         self.port = free_port()
