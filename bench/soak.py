@@ -1,12 +1,16 @@
 """The soak: many tasks across the five services and four priorities, with random failures and delays, and
-events that trigger tasks through the bridge, while workers, the bridge and beat are SIGKILLed at random and
-Redis is restarted; then the ledger.
+events that trigger tasks through the bridge, while workers, the bridge and beat are SIGKILLed at random,
+Redis is restarted, Redis refuses every write for a few seconds at a time (out of memory, then a read-only
+replica), and hostile items (see :mod:`bench.hostile`) are pushed onto the queues among the real traffic;
+then the ledger.
 
-    python -m bench.soak [--tasks 100000] [--events 5000] [--kill-every 3] [--redis-restarts 2] [--seed 1]
+    python -m bench.soak [--tasks 100000] [--events 5000] [--kill-every 3] [--redis-restarts 2]
+                         [--refuse-writes 4] [--refuse-s 2] [--hostile 200] [--seed 1]
 
 At the end every dispatched task must be accounted for: dispatched = succeeded + failed + dead-lettered +
-cancelled, nothing left queued, scheduled or unacked, and no task run twice unless its handler is idempotent
-and says so. Exit code 0 only if the ledger balances. ``tests/faults/test_soak.py`` runs a short version.
+cancelled, nothing left queued, scheduled or unacked, no task run twice unless its handler is idempotent
+and says so, and every hostile item dead-lettered (none run). Exit code 0 only if the ledger balances.
+``tests/faults/test_soak.py`` runs a short version.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from pathlib import Path
 import redis
 
 from bench.harness import QUEUES, ROOT, Worker, base_env, wait_until
-from meetingtasks.embedded import RedisServer
+from bench.hostile import hostile_item
+from meetingtasks.embedded import RedisServer, free_port
+from meetingtasks.errors import BrokerUnavailable
 from meetingtasks.registry import SERVICES
 
 
@@ -47,6 +53,10 @@ class Ledger:
     kills: dict[str, int] = field(default_factory=dict)
     events: int = 0
     redis_restarts: int = 0
+    write_refusals: Counter[str] = field(default_factory=Counter)
+    hostile: Counter[str] = field(default_factory=Counter)
+    hostile_dead: int = 0
+    hostile_ran: int = 0
     elapsed_s: float = 0.0
 
     @property
@@ -57,7 +67,8 @@ class Ledger:
     def balanced(self) -> bool:
         return (self.accounted == self.dispatched and self.left_queued == 0 and self.left_scheduled == 0
                 and self.left_unacked == 0 and self.ran_twice_not_idempotent == 0
-                and self.outcomes["DEAD_LETTERED"] == self.expected_dead and self.never_ran == 0)
+                and self.outcomes["DEAD_LETTERED"] == self.expected_dead and self.never_ran == 0
+                and self.hostile_dead == self.hostile.total() and self.hostile_ran == 0)
 
     def report(self) -> str:
         lines = [
@@ -70,8 +81,10 @@ class Ledger:
             f"not idempotent {self.ran_twice_not_idempotent}; never ran {self.never_ran}",
             f"left queued {self.left_queued}, scheduled {self.left_scheduled}, unacked {self.left_unacked}",
             f"events published {self.events} (each triggers one task, counted in dispatched)",
+            f"hostile items pushed {self.hostile.total()} {dict(sorted(self.hostile.items()))}",
+            f"  dead-lettered {self.hostile_dead}, ran {self.hostile_ran}",
             f"SIGKILLs {self.worker_kills} {dict(sorted(self.kills.items()))}, Redis restarts {self.redis_restarts}, "
-            f"{self.elapsed_s:.0f} s",
+            f"windows of refused writes {dict(self.write_refusals)}, {self.elapsed_s:.0f} s",
             "BALANCED" if self.balanced else "NOT BALANCED",
         ]
         return "\n".join(lines)
@@ -101,6 +114,7 @@ class Soak:
         self.lock = threading.Lock()
         self.stop_killing = threading.Event()
         self.kill_order: list[str] = []
+        self.nowhere_port = free_port()  # a primary that never answers, for the read-only windows
 
     def start_part(self, part: str) -> None:
         """Start (or restart) a worker of a service, the bridge, or beat."""
@@ -144,6 +158,44 @@ class Soak:
         reset_shared_clients()
         self.ledger.redis_restarts += 1
 
+    def refuse_writes(self, how: str) -> None:
+        """For ``--refuse-s`` seconds Redis refuses every write but stays up: ``oom`` (maxmemory of one byte,
+        no eviction: what a full Redis answers) or ``readonly`` (a replica of a primary that is not there: what
+        a client reaches during a failover before it learns the new primary). The dataset is kept either way."""
+        client = redis.Redis.from_url(self.server.url)
+        with self.lock:
+            if how == "oom":
+                client.config_set("maxmemory-policy", "noeviction")
+                client.config_set("maxmemory", 1)
+            else:
+                client.replicaof("127.0.0.1", self.nowhere_port)
+            self.ledger.write_refusals[how] += 1
+        time.sleep(self.args.refuse_s)
+        with self.lock:
+            client.config_set("maxmemory", 0)
+            client.replicaof("no", "one")
+        client.close()
+
+    def push_hostile(self, count: int) -> None:
+        """Push ``count`` hostile items onto random queues of random services (one LPUSH each, as a foreign
+        producer would)."""
+        client = redis.Redis.from_url(self.server.url)
+        for _ in range(count):
+            service = self.rng.choice(SERVICES)
+            queue = f"{service}.{self.rng.choice(QUEUES)}"
+            kind, raw = hostile_item(self.rng, f"soak_{service}", queue)
+            for _attempt in range(100):
+                try:
+                    with self.lock:
+                        client.lpush(queue, raw)
+                    break
+                except redis.RedisError:
+                    time.sleep(0.1)  # Redis restarting or refusing writes: push it again
+            else:
+                raise RuntimeError("Redis did not take a hostile item")
+            self.ledger.hostile[kind] += 1
+        client.close()
+
     def dispatch_all(self) -> None:
         from meetingtasks import dispatch_batch
 
@@ -164,13 +216,27 @@ class Soak:
         events_left = self.args.events
         restarts_left = self.args.redis_restarts
         restart_points = {len(batches) * (k + 1) // (restarts_left + 1) for k in range(restarts_left)}
+        windows = self.args.refuse_writes
+        # Windows of refused writes, spread between the restarts: (batch index -> how), alternating kinds.
+        window_points = {len(batches) * (2 * k + 1) // (2 * windows + 1): ("oom", "readonly")[k % 2]
+                         for k in range(windows)}
+        hostile_per_batch = -(-self.args.hostile // max(1, len(batches)))
+        hostile_left = self.args.hostile
+        refusers: list[threading.Thread] = []
         for index, batch in enumerate(batches):
-            for _attempt in range(50):
+            if index in window_points:
+                refuser = threading.Thread(target=self.refuse_writes, args=(window_points[index],), daemon=True)
+                refuser.start()
+                refusers.append(refuser)
+            for _attempt in range(200):
                 try:
-                    handles = dispatch_batch(batch)
+                    # Under the lock a window of refused writes starts or ends only between two batches, and
+                    # a batch of 500 is one script call: refused whole, or queued whole.
+                    with self.lock:
+                        handles = dispatch_batch(batch)
                     break
-                except (redis.ConnectionError, redis.TimeoutError, OSError):
-                    time.sleep(0.2)  # Redis is restarting: the batch was not queued, send it again
+                except (redis.RedisError, BrokerUnavailable, OSError):
+                    time.sleep(0.1)  # Redis restarting or refusing writes: nothing was queued, send it again
             else:
                 raise RuntimeError("Redis did not come back")
             self.ids += [h.id for h in handles]
@@ -179,10 +245,16 @@ class Soak:
             if count:
                 self.publish(count)
                 events_left -= count
+            count = min(hostile_per_batch, hostile_left)
+            if count:
+                self.push_hostile(count)
+                hostile_left -= count
             if index in restart_points:
                 with self.lock:
                     self.restart_redis()
             time.sleep(self.args.pace_s)
+        for refuser in refusers:
+            refuser.join()
 
     def publish(self, count: int) -> None:
         """Publish ``count`` events; each triggers one soak task through the bridge, with a known id."""
@@ -199,12 +271,13 @@ class Soak:
             self.expected_runs[f"e{n}"] = 2 if fail == "once" else 1
             items.append({"channel": EVENT_CHANNEL, "type": EVENT_TYPE, "source": "soak",
                           "payload": {"id": f"e{n}", "fail": fail}})
-        for _attempt in range(50):
+        for _attempt in range(200):
             try:
-                published = publish_events(items)
+                with self.lock:
+                    published = publish_events(items)
                 break
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
-                time.sleep(0.2)
+            except (redis.RedisError, BrokerUnavailable, OSError):
+                time.sleep(0.1)
         else:
             raise RuntimeError("Redis did not come back")
         self.ids += [sub.task_id(event.id) for event in published]
@@ -260,6 +333,9 @@ class Soak:
                 for status in pipe.execute():
                     self.ledger.outcomes[status.decode() if status else "MISSING"] += 1
         runs = {k.decode(): int(v) for k, v in client.hgetall("soak:runs").items()}
+        self.ledger.hostile_ran = sum(1 for i in runs if i.startswith("hostile-"))
+        letters = sum(p.dead_letters.count(client, s) for s in SERVICES)
+        self.ledger.hostile_dead = letters - self.ledger.outcomes["DEAD_LETTERED"]
         # More runs than its failures explain: a redelivery after a kill (allowed: the handler is idempotent).
         self.ledger.ran_twice = sum(1 for i, n in runs.items() if n > self.expected_runs.get(i, 1))
         self.ledger.never_ran = sum(1 for i in self.expected_runs if i not in runs)
@@ -302,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-beat", dest="beat", action="store_false", help="run without a beat process")
     parser.add_argument("--kill-every", type=float, default=3.0, help="seconds between worker SIGKILLs")
     parser.add_argument("--redis-restarts", type=int, default=2)
+    parser.add_argument("--refuse-writes", type=int, default=4,
+                        help="windows in which Redis refuses every write (out of memory, read-only replica in turn)")
+    parser.add_argument("--refuse-s", type=float, default=2.0, help="seconds each window of refused writes lasts")
+    parser.add_argument("--hostile", type=int, default=200, help="hostile items pushed onto the queues")
     parser.add_argument("--settle-s", type=float, default=10.0, help="seconds of kills after the last dispatch")
     parser.add_argument("--timeout-s", type=float, default=1800.0)
     parser.add_argument("--seed", type=int, default=1)
@@ -313,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     print(ledger.report())
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**ledger.__dict__, "outcomes": dict(ledger.outcomes), "balanced": ledger.balanced},
+    out.write_text(json.dumps({**ledger.__dict__, "outcomes": dict(ledger.outcomes), "hostile": dict(ledger.hostile),
+                               "write_refusals": dict(ledger.write_refusals), "balanced": ledger.balanced},
                               indent=2))
     return 0 if ledger.balanced else 1
 
