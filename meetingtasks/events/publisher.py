@@ -22,15 +22,15 @@ from meetingtasks.lua import LuaScript
 from meetingtasks.platform import Platform, get_platform
 
 # KEYS: event id key, stream. ARGV: id ttl_s, event JSON, pub/sub channel ('' = do not publish).
-# Returns the stream entry id, or false when the id was already appended. The XADD is the first write, so
-# that a refused append (OOM) leaves no id behind that would make a retry look like a duplicate.
+# Returns the stream entry id, or false when the id was already appended. No MAXLEN: see the module docstring.
 APPEND = LuaScript(
     """
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-local entry = redis.call('XADD', KEYS[2], '*', 'event', ARGV[2])
-redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
-if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[2]) end
-return entry
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  local entry = redis.call('XADD', KEYS[2], '*', 'event', ARGV[2])
+  if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[2]) end
+  return entry
+end
+return false
 """
 )
 

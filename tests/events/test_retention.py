@@ -253,3 +253,32 @@ def test_the_maintenance_task_reports_what_it_trimmed(platform: Platform, r: red
     # Then it names how many entries it removed, per channel too
     assert result["trimmed"] == 20 and result["channels"]["user_events"]["trimmed"] == 20
     assert result["channels"]["user_events"]["length"] == 0
+
+
+def test_a_pending_event_deleted_from_the_stream_is_reported_and_does_not_hold_the_trim(
+    platform: Platform, r: redis.Redis, make_bridge, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given an event whose subscription failed (pending in the bridge's group), then deleted by hand (XDEL)
+    stream = platform.keys.event_stream("user_events")
+    first = make_bridge(bridge_claim_idle_s=3600)
+    EventPublisher(platform).publish("user_events", "user.registered", {"fail_times": 5}, source="test")
+    wait_for(lambda: first.stats.failures == 1, 20, message="the subscription to fail")
+    (entry_id,) = stream_ids(platform, r)
+    r.xdel(stream, entry_id)
+    first.stop()
+    # And ten later events, handled
+    ids = publish_logins(platform, 10)
+    # While it is pending it holds the trim (its id is the oldest some group needs)
+    trim_streams(platform)
+    assert event_ids_in_stream(platform, r) == ids
+
+    # When a bridge re-claims what is pending
+    with caplog.at_level(logging.WARNING, logger="meetingtasks.events.bridge"):
+        second = make_bridge()
+        wait_for(lambda: pending(platform, r) == 0 and second.stats.events >= 10, 30,
+                 message="the deleted entry acknowledged and the others handled")
+
+    # Then the log says an event was deleted before being handled, and the trim is no longer held
+    assert f"1 events of {stream} were deleted from the stream before being handled" in caplog.text
+    trim_streams(platform)
+    assert r.xlen(stream) == 0
