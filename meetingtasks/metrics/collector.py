@@ -139,6 +139,7 @@ class PlatformCollector(Collector):
             "meetingtasks_event_stream_over_cap",
             "1 while a stream holds more events than its cap (kept whole: a consumer group is behind, or "
             "trimming is not running)", labels=labels)
+        maxlen = self.platform.settings.stream_maxlen
         client = self.platform.redis()
         keys = self.platform.keys
         with client.pipeline(transaction=False) as pipe:
@@ -149,9 +150,8 @@ class PlatformCollector(Collector):
         for index, channel in enumerate(CHANNELS):
             size, groups = replies[2 * index], replies[2 * index + 1]
             length.add_metric([channel], size if isinstance(size, int) else 0)
-            cap.add_metric([channel], self.platform.settings.stream_maxlen)
-            over_cap.add_metric([channel], 1 if isinstance(size, int) and size > self.platform.settings.stream_maxlen
-                                else 0)
+            cap.add_metric([channel], maxlen)
+            over_cap.add_metric([channel], int(isinstance(size, int) and size > maxlen))
             group = next((g for g in groups if _text(g.get("name")) == keys.bridge_group), None) \
                 if isinstance(groups, list) else None
             if group is None:
