@@ -282,3 +282,21 @@ def test_a_pending_event_deleted_from_the_stream_is_reported_and_does_not_hold_t
     assert f"1 events of {stream} were deleted from the stream before being handled" in caplog.text
     trim_streams(platform)
     assert r.xlen(stream) == 0
+
+
+def test_the_trim_script_compares_ids_as_numbers(platform: Platform, r: redis.Redis) -> None:
+    # Given entries whose ids differ in their number of digits (as text, "10-0" sorts before "9-5")
+    stream = platform.keys.event_stream("user_events")
+    for entry_id in ("9-5", "10-0", "10-9", "10-10", "100-0"):
+        r.xadd(stream, {"event": b"{}"}, id=entry_id)
+    # And two groups: one has read and acknowledged up to 10-9, the other up to 9-5
+    r.xgroup_create(stream, "fast", id="10-9")
+    r.xgroup_create(stream, "slow", id="9-5")
+    # When the trim runs, then only 9-5 goes (everything up to the slower group's last-delivered entry)
+    (user_events,) = [t for t in trim_streams(platform) if t.channel == "user_events"]
+    assert (user_events.trimmed, user_events.min_id) == (1, "9-6")
+    assert stream_ids(platform, r) == ["10-0", "10-9", "10-10", "100-0"]
+    # When the slower group catches up to 10-9: the entries up to it go, 10-10 stays
+    r.xgroup_setid(stream, "slow", id="10-9")
+    trim_streams(platform)
+    assert stream_ids(platform, r) == ["10-10", "100-0"]
