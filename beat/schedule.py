@@ -13,7 +13,7 @@ one beat process holding the lock. The built-in ones are the platform's maintena
 entry             task type                     every
 ================  ============================  =====================================================
 queue-depths      maintenance_queue_depths      ``queue_depths_interval_s`` (30 s): stats snapshot
-trim-streams      maintenance_trim_streams      ``stream_trim_interval_s`` (300 s): event streams
+trim-streams      maintenance_trim_streams      ``stream_trim_interval_s`` (30 s): event streams
 ================  ============================  =====================================================
 
 and the meeting system's own jobs, each run by a worker of its service:

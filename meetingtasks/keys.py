@@ -55,8 +55,9 @@ key                                type    owner                  lifetime / not
 ``P gateways``                     zset    gateway, exporter      gateway instance scored by its last counters
                                                                   write (s): the index of ``P gateway:<inst>``;
                                                                   the exporter drops members whose hash expired
-``P events:<channel>``             stream  events.publisher       one per event channel; field ``event`` = the
-                                                                  JSON envelope; MAXLEN ~ stream_maxlen
+``P events:<channel>``             stream  events.publisher,      one per event channel; field ``event`` = the
+                                           events.retention       JSON envelope; trimmed below what every
+                                                                  consumer group acknowledged (never capped)
 ``<channel>``                      pubsub  events.publisher       live copy of each event, un-prefixed so that
                                                                   outside services PUBLISH on the plain name
 ``P event:<event id>``             string  events.publisher,      "this id is in its stream": appends are

@@ -7,9 +7,9 @@ normal-priority backlog without competing with critical work. Any ``meetingtasks
 - ``maintenance_queue_depths``: writes the ``stats`` rows (queued, unacked, scheduled, dead-lettered per
   service and priority) as one JSON snapshot to ``Keys.queue_depths``, for dashboards and autoscalers
   that want the numbers without running the counting scripts themselves.
-- ``maintenance_trim_streams``: trims the event streams through the events module's hook
-  :data:`STREAM_TRIMMER` (``trim_streams(platform) -> int``, entries removed); until that module provides
-  it, the job reports that nothing was trimmed.
+- ``maintenance_trim_streams``: trims each event stream below what every consumer group acknowledged and
+  warns of a stream over its cap (:func:`meetingtasks.events.retention.trim_streams`); returns the entries
+  removed, the channels over the cap and, per channel, what was removed and what is left.
 
 Task-status records need no job: every status write sets ``EXPIRE status_ttl_s`` (for a delayed task,
 ``status_ttl_s`` after its due time), so Redis expires them by itself.
@@ -17,14 +17,13 @@ Task-status records need no job: every status write sets ``EXPIRE status_ttl_s``
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from meetingtasks.events.retention import trim_streams
 from meetingtasks.message import dumps
 from meetingtasks.platform import Platform, get_platform
 from meetingtasks.priority import Priority
@@ -35,8 +34,6 @@ log = logging.getLogger(__name__)
 
 #: The service whose workers run maintenance.
 MAINTENANCE_SERVICE = "user"
-#: ``module:function`` the events module provides to trim its streams; called with the platform.
-STREAM_TRIMMER = "meetingtasks.events:trim_streams"
 
 
 class NoPayload(BaseModel):
@@ -60,17 +57,6 @@ def read_queue_depths(platform: Platform) -> dict[str, Any] | None:
     return None if raw is None else dict(loads(raw))
 
 
-def stream_trimmer() -> Callable[[Platform], int] | None:
-    """The events module's trim function, or ``None`` while it does not exist."""
-    module_name, _, func_name = STREAM_TRIMMER.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        return None
-    func = getattr(module, func_name, None)
-    return func if callable(func) else None
-
-
 @task_type(MAINTENANCE_SERVICE, "maintenance_queue_depths", payload=NoPayload, priority=Priority.HIGH,
            max_retries=0, timeout=60)
 def maintenance_queue_depths(_: NoPayload) -> dict[str, int]:
@@ -82,7 +68,6 @@ def maintenance_queue_depths(_: NoPayload) -> dict[str, int]:
 @task_type(MAINTENANCE_SERVICE, "maintenance_trim_streams", payload=NoPayload, priority=Priority.HIGH,
            max_retries=0, timeout=300)
 def maintenance_trim_streams(_: NoPayload) -> dict[str, Any]:
-    trim = stream_trimmer()
-    if trim is None:
-        return {"trimmed": 0, "note": f"no stream trimmer ({STREAM_TRIMMER}) installed"}
-    return {"trimmed": int(trim(get_platform()))}
+    trims = trim_streams(get_platform())
+    return {"trimmed": sum(t.trimmed for t in trims), "over_cap": [t.channel for t in trims if t.over_cap],
+            "channels": {t.channel: {"trimmed": t.trimmed, "length": t.length} for t in trims}}

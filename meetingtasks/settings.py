@@ -187,7 +187,9 @@ class Settings(BaseSettings):
     )
     beat_max_interval_s: float = Field(1.0, gt=0, description="Longest sleep between two beat ticks")
     queue_depths_interval_s: float = Field(30.0, gt=0, description="How often beat refreshes the depth snapshot")
-    stream_trim_interval_s: float = Field(300.0, gt=0, description="How often beat trims the event streams")
+    stream_trim_interval_s: float = Field(
+        30.0, gt=0, description="How often beat trims the event streams (what every consumer group acknowledged)"
+    )
 
     # --- dispatcher and status --------------------------------------------------------------------------------
     default_priority: Priority | None = None
@@ -214,7 +216,13 @@ class Settings(BaseSettings):
     )
 
     # --- events -------------------------------------------------------------------------------------------------
-    stream_maxlen: int = Field(100_000, ge=1)
+    stream_maxlen: int = Field(
+        100_000, ge=1, description="Hard cap of an event stream: past it, a warning (log, exporter, `stats`); "
+        "unacknowledged events are kept and publishes go on"
+    )
+    stream_groupless_retention_s: int = Field(
+        86_400, ge=1, description="How long a stream that no consumer group reads (no bridge yet) keeps its events"
+    )
     local_bus_buffer: int = Field(10_000, ge=1)
     event_id_ttl_s: int = Field(600, ge=1, description="How long an event id is remembered as in its stream")
     event_max_attempts: int = Field(3, ge=1, description="Failed runs of a subscription before its dead letter")

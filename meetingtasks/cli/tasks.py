@@ -10,6 +10,7 @@ import click
 from meetingtasks.cli.main import echo_json, fail, platform_command
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.errors import TaskFailed, WaitTimeout
+from meetingtasks.events.retention import stream_states
 from meetingtasks.platform import Platform
 from meetingtasks.priority import Priority
 from meetingtasks.stats import collect
@@ -85,15 +86,26 @@ def cancel(platform: Platform, task_id: str, terminate: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @platform_command
 def stats(platform: Platform, as_json: bool) -> None:
-    """Per service and priority: queued, unacked, scheduled, dead-lettered."""
+    """Per service and priority: queued, unacked, scheduled, dead-lettered; per event stream: length and cap.
+
+    A stream over its cap (``stream_maxlen``) gets a warning line on stderr, with ``--json`` too (whose
+    stdout stays the list of queue rows)."""
     rows = collect(platform)
+    streams = stream_states(platform)
     if as_json:
         echo_json([r.to_dict() for r in rows])
-        return
-    click.echo(f"{'service':<10} {'priority':<9} {'queued':>8} {'unacked':>8} {'scheduled':>10} {'dead':>6}")
-    for r in rows:
-        click.echo(f"{r.service:<10} {r.priority:<9} {r.queued:>8} {r.unacked:>8} {r.scheduled:>10} "
-                   f"{r.dead_lettered:>6}")
+    else:
+        click.echo(f"{'service':<10} {'priority':<9} {'queued':>8} {'unacked':>8} {'scheduled':>10} {'dead':>6}")
+        for r in rows:
+            click.echo(f"{r.service:<10} {r.priority:<9} {r.queued:>8} {r.unacked:>8} {r.scheduled:>10} "
+                       f"{r.dead_lettered:>6}")
+        click.echo(f"\n{'stream':<18} {'length':>9} {'cap':>9} {'pending':>8}")
+        for s in streams:
+            flag = "  OVER CAP" if s.over_cap else ""
+            click.echo(f"{s.channel:<18} {s.length:>9} {s.cap:>9} {sum(g.pending for g in s.groups):>8}{flag}")
+    for s in streams:
+        if s.over_cap:
+            click.echo(f"warning: {s.warning(platform.keys.bridge_group)}", err=True)
 
 
 def register(group: click.Group) -> None:

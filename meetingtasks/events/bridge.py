@@ -155,9 +155,15 @@ class Bridge:
         for stream in self.streams:
             cursor = "0-0"
             while not self._stop.is_set():
-                next_cursor, claimed = client.xautoclaim(
+                reply = client.xautoclaim(
                     stream, self.group, self.consumer, min_idle_ms, cursor, count=self.settings.bridge_batch
-                )[:2]
+                )
+                next_cursor, claimed = reply[:2]
+                if len(reply) > 2 and reply[2]:
+                    # Redis 7 drops entries deleted before anyone handled them from the group by itself and
+                    # names them here: say so, as the Redis 6.2 path below does.
+                    log.warning("bridge: %d events of %s were deleted from the stream before being handled",
+                                len(reply[2]), stream)
                 entries = [(stream, _text(eid), fields) for eid, fields in claimed if eid is not None]
                 if len(entries) < len(claimed):
                     self._ack_deleted(client, stream, cursor, _text(next_cursor), {e[1] for e in entries})
@@ -170,8 +176,9 @@ class Bridge:
         self._drop_stale_consumers(client)
 
     def _ack_deleted(self, client: redis.Redis, stream: str, start: str, end: str, present: set[str]) -> None:
-        # Redis 6.2's XAUTOCLAIM returns nil for entries trimmed away before anyone handled them and keeps
-        # them pending forever; find their ids and acknowledge them (Redis 7 does this by itself).
+        # Redis 6.2's XAUTOCLAIM returns nil for entries deleted before anyone handled them (XDEL, or a trim
+        # by another tool: ours never removes a pending entry) and keeps them pending forever; find their
+        # ids and acknowledge them (Redis 7 does this by itself).
         upper = "+" if end == "0-0" else f"({end}"
         pending: Any = client.xpending_range(stream, self.group, min=start, max=upper, count=10_000,
                                         consumername=self.consumer)
@@ -185,7 +192,7 @@ class Bridge:
         gone = [eid for eid, rows in zip(candidates, found, strict=True) if not rows]
         if gone:
             client.xack(stream, self.group, *gone)
-            log.warning("bridge: %d events of %s were trimmed from the stream before being handled",
+            log.warning("bridge: %d events of %s were deleted from the stream before being handled",
                         len(gone), stream)
 
     def _drop_stale_consumers(self, client: redis.Redis) -> None:

@@ -4,7 +4,8 @@ channel of the same name (live listeners), in one Redis round trip.
 Both happen in one Lua call that first records the event id (``Keys.event_id``, kept ``event_id_ttl_s``):
 publishing the same :class:`Event` twice (a retry after a lost reply) appends and announces it once, and
 the bridge uses the same call to append what outside services ``PUBLISH`` without a second copy.
-Streams are capped with ``MAXLEN ~ stream_maxlen`` at every append.
+Appends never trim: an entry leaves its stream once every consumer group has acknowledged it
+(:mod:`meetingtasks.events.retention`, run by the ``maintenance_trim_streams`` job).
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from meetingtasks.events.envelope import Event, build_event, encode_payload
 from meetingtasks.lua import LuaScript
 from meetingtasks.platform import Platform, get_platform
 
-# KEYS: event id key, stream. ARGV: id ttl_s, stream maxlen, event JSON, pub/sub channel ('' = do not publish).
-# Returns the stream entry id, or false when the id was already appended.
+# KEYS: event id key, stream. ARGV: id ttl_s, event JSON, pub/sub channel ('' = do not publish).
+# Returns the stream entry id, or false when the id was already appended. No MAXLEN: see the module docstring.
 APPEND = LuaScript(
     """
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  local entry = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[3])
-  if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[3]) end
+  local entry = redis.call('XADD', KEYS[2], '*', 'event', ARGV[2])
+  if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[2]) end
   return entry
 end
 return false
@@ -81,7 +82,7 @@ class EventPublisher:
         channel = keys.event_channel(event.channel) if announce else ""
         settings = self.platform.settings
         return ([keys.event_id(event.id), keys.event_stream(event.channel)],
-                [settings.event_id_ttl_s, settings.stream_maxlen, body, channel])
+                [settings.event_id_ttl_s, body, channel])
 
     def queue(self, pipe: redis.client.Pipeline, event: Event, *, announce: bool = True) -> None:
         """Add the append (and pub/sub announcement) of ``event`` to ``pipe``; its reply is the entry id."""

@@ -27,7 +27,8 @@ Read from Redis at each scrape (see :mod:`meetingtasks.metrics.collector`):
   ``meetingtasks_worker_up``, ``meetingtasks_worker_heartbeat_age_seconds``,
   ``meetingtasks_worker_active_tasks``, ``meetingtasks_worker_tasks_processed_total``, and
   ``meetingtasks_workers_alive`` (label ``service``);
-- event streams (label ``channel``): ``meetingtasks_event_stream_length``, ``meetingtasks_bridge_lag``,
+- event streams (label ``channel``): ``meetingtasks_event_stream_length``, ``meetingtasks_event_stream_cap``,
+  ``meetingtasks_event_stream_over_cap`` (1 while longer than ``stream_maxlen``), ``meetingtasks_bridge_lag``,
   ``meetingtasks_bridge_pending``, ``meetingtasks_bridge_consumers``;
 - bridges (label ``bridge``, from ``P bridges``): ``meetingtasks_bridge_events_processed_total``,
   ``meetingtasks_bridge_tasks_triggered_total``, ``meetingtasks_bridge_duplicates_total``,

@@ -120,7 +120,8 @@ class PlatformCollector(Collector):
         return [up, age, active, processed, alive]
 
     def _bridge(self) -> list[GaugeMetricFamily]:
-        """Per event stream: length, and of the bridge's consumer group: lag, pending, consumers."""
+        """Per event stream: length, cap and over-cap flag, and of the bridge's consumer group: lag, pending,
+        consumers."""
         from meetingtasks.events.channels import CHANNELS
 
         labels = ["channel"]
@@ -132,6 +133,13 @@ class PlatformCollector(Collector):
                                     "Events read by a bridge and not yet acknowledged", labels=labels)
         consumers = GaugeMetricFamily("meetingtasks_bridge_consumers", "Bridge consumers in the group",
                                       labels=labels)
+        cap = GaugeMetricFamily("meetingtasks_event_stream_cap", "Hard cap of a stream (stream_maxlen)",
+                                labels=labels)
+        over_cap = GaugeMetricFamily(
+            "meetingtasks_event_stream_over_cap",
+            "1 while a stream holds more events than its cap (kept whole: a consumer group is behind, or "
+            "trimming is not running)", labels=labels)
+        maxlen = self.platform.settings.stream_maxlen
         client = self.platform.redis()
         keys = self.platform.keys
         with client.pipeline(transaction=False) as pipe:
@@ -142,6 +150,8 @@ class PlatformCollector(Collector):
         for index, channel in enumerate(CHANNELS):
             size, groups = replies[2 * index], replies[2 * index + 1]
             length.add_metric([channel], size if isinstance(size, int) else 0)
+            cap.add_metric([channel], maxlen)
+            over_cap.add_metric([channel], int(isinstance(size, int) and size > maxlen))
             group = next((g for g in groups if _text(g.get("name")) == keys.bridge_group), None) \
                 if isinstance(groups, list) else None
             if group is None:
@@ -151,7 +161,7 @@ class PlatformCollector(Collector):
             lag.add_metric([channel], self._lag(client, keys.event_stream(channel), group))
             pending.add_metric([channel], int(group.get("pending") or 0))
             consumers.add_metric([channel], int(group.get("consumers") or 0))
-        return [length, lag, pending, consumers]
+        return [length, lag, pending, consumers, cap, over_cap]
 
     def _bridge_counters(self) -> list[GaugeMetricFamily | CounterMetricFamily]:
         """What each bridge reported of itself (see :mod:`meetingtasks.metrics.reporter`)."""
