@@ -24,7 +24,9 @@ key                                type    owner                  lifetime / not
                                                                   by the worker at start and by handlers;
                                                                   TTL status_ttl_s
 ``P wake:<svc>``                    list    wake, worker fetch     wake tokens for idle workers (<= 64)
-``P dedup:<key>``                  string  dispatcher             task id owning a dedup key; TTL dedup_ttl_s
+``P dedup:<key>``                  string  dedup (dispatcher)     task id owning a dedup key; TTL dedup_ttl_s;
+                                                                  set in the Lua call that queues the task;
+                                                                  void once that task's status record is gone
 ``P beat::schedule``               zset    redbeat (beat)         periodic entry key scored by next run (s)
 ``P beat::statics``                set     redbeat (beat)         names of the entries from beat/schedule.py
 ``P beat::lock``                   string  redbeat (beat)         the one beat that fires periodic entries;
