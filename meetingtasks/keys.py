@@ -42,6 +42,8 @@ key                                type    owner                  lifetime / not
 ``P callbacks``                    zset    status, callbacks      outbox: ``t:<id>`` / ``b:<batch>`` scored by
                                                                   next attempt (s); added by the first terminal
                                                                   transition, drained by the watchdog
+``P callback-retries``             hash    callbacks              outbox entry -> failed dispatches so far (a
+                                                                  transient Redis error); removed when settled
 ``P batch:<id>``                   hash    dispatcher, status     total, done, n:<STATUS>, on_complete;
                                                                   TTL status_ttl_s
 ``P rate:<type>``                  string  ratelimit              GCRA theoretical arrival time (ms) of a
@@ -179,6 +181,10 @@ class Keys:
     @property
     def callbacks(self) -> str:
         return f"{self.prefix}callbacks"
+
+    @property
+    def callback_retries(self) -> str:
+        return f"{self.prefix}callback-retries"
 
     def batch(self, batch_id: str) -> str:
         return f"{self.prefix}batch:{batch_id}"

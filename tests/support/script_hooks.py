@@ -23,21 +23,22 @@ class ProducerCrashed(BaseException):  # a BaseException: a crash is not an erro
     """Raised by a hook to stop the producer at that point, as a crash (or a kill -9) would."""
 
 
-def _is_script_call(command: Any) -> bool:
+def _is_script_call(command: Any, match: bytes) -> bool:
     chunks = command if isinstance(command, list | tuple) else [command]
-    head = b"".join(bytes(c) for c in chunks)[:64]
-    return b"EVAL" in head.upper()
+    packed = b"".join(bytes(c) for c in chunks)
+    return b"EVAL" in packed[:64].upper() and match in packed
 
 
 @contextmanager
-def before_script_call(monkeypatch: pytest.MonkeyPatch, hook: Hook, *, times: int = 1) -> Iterator[list[int]]:
-    """Run ``hook`` before each of the next ``times`` script calls any client of this process sends; yields a
-    one-item list holding how many times it ran."""
+def before_script_call(monkeypatch: pytest.MonkeyPatch, hook: Hook, *, times: int = 1,
+                       match: bytes = b"") -> Iterator[list[int]]:
+    """Run ``hook`` before each of the next ``times`` script calls (that contain ``match``) any client of this
+    process sends; yields a one-item list holding how many times it ran."""
     real_send = redis.connection.AbstractConnection.send_packed_command
     ran = [0]
 
     def send(self: Any, command: Any, check_health: bool = True) -> None:
-        if ran[0] < times and _is_script_call(command):
+        if ran[0] < times and _is_script_call(command, match):
             ran[0] += 1
             hook(self)
         real_send(self, command, check_health)
