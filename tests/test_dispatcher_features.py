@@ -14,8 +14,7 @@ import pytest
 import redis
 
 from meetingtasks import Priority, Status, dispatch, dispatch_batch
-from meetingtasks.dedup import claim_and_enqueue
-from meetingtasks.dispatcher import _ENQUEUE_ONCE
+from meetingtasks.dedup import claim_and_enqueue, once_script
 from meetingtasks.message import loads
 from meetingtasks.platform import Platform
 from meetingtasks.ratelimit import interval_ms, reserve_slot
@@ -104,6 +103,24 @@ def test_dispatch_refused_by_redis_leaves_no_dedup_key(platform: Platform, r: re
     assert r.llen("ai.normal") == (1 if delay is None else 0)
 
 
+def test_dedup_dispatch_whose_connection_drops_is_sent_again_and_queues_once(platform: Platform, r: redis.Redis,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given Redis drops the connection that carries the dispatch (a restart, a failover, a proxy)
+    admin = redis.Redis.from_url(platform.settings.broker_url())
+
+    def drop(connection: Any) -> None:
+        connection.send_command("CLIENT", "ID")
+        admin.client_kill_filter(_id=connection.read_response())
+
+    with before_script_call(monkeypatch, drop) as ran:
+        handle = dispatch("t_echo", {"tag": "a"}, dedup_key="k")
+    assert ran == [1]
+    # Then the dispatch went again on a new connection (safe: the key says whether it ran) and queued one task
+    assert handle.status() == "QUEUED"
+    assert r.llen("ai.normal") == 1
+    assert r.get(platform.keys.dedup("k")) == handle.id.encode()
+
+
 def test_dedup_key_of_a_task_whose_record_is_gone_queues_a_new_task(platform: Platform, r: redis.Redis) -> None:
     first = dispatch("t_echo", {"tag": "a"}, dedup_key="k")
     # When its status record expires before the key (status_ttl_s < dedup_ttl_s) or is deleted
@@ -117,16 +134,17 @@ def test_dedup_key_of_a_task_whose_record_is_gone_queues_a_new_task(platform: Pl
 
 
 def test_claim_script_refuses_a_command_list_it_cannot_run_before_writing(platform: Platform, r: redis.Redis) -> None:
+    once = once_script()  # no script embedded: a command list may hold plain commands only
     key = platform.keys.dedup("direct")
     unknown = [("EVALSHA", "0" * 40, 0), ("LPUSH", "ai.normal", "m")]
     with pytest.raises(redis.ResponseError, match="not embedded"):
-        claim_and_enqueue(_ENQUEUE_ONCE, r, key, "t-1", 60, platform.keys.status(""), unknown)
+        claim_and_enqueue(once, r, key, "t-1", 60, platform.keys.status(""), unknown)
     assert r.dbsize() == 0
     # A plain command list runs after the claim; a second call with the key (its owner recorded) runs nothing.
     commands = [("HSET", platform.keys.status("t-1"), "status", "QUEUED"), ("LPUSH", "ai.normal", "m")]
     status = platform.keys.status("")
-    assert claim_and_enqueue(_ENQUEUE_ONCE, r, key, "t-1", 60, status, commands) == ("t-1", True)
-    assert claim_and_enqueue(_ENQUEUE_ONCE, r, key, "t-2", 60, status, commands) == ("t-1", False)
+    assert claim_and_enqueue(once, r, key, "t-1", 60, status, commands) == ("t-1", True)
+    assert claim_and_enqueue(once, r, key, "t-2", 60, status, commands) == ("t-1", False)
     assert (r.llen("ai.normal"), r.get(key), 55 < r.ttl(key) <= 60) == (1, b"t-1", True)
 
 
