@@ -157,10 +157,10 @@ class CallbackPump:
                                        max(settings.callback_retry_max_s, settings.callback_retry_s))
             self.client.zadd(keys.callbacks, {entry: time.time() + wait_s}, xx=True)
         except (redis.RedisError, OSError) as again:
-            log.warning("callback %s not fired yet (%s); retrying in %.0fs (%s)", entry, exc,
+            log.warning("callback %s not fired yet (%s); retrying in %.1fs (%s)", entry, exc,
                         settings.callback_retry_s, again)
             return
-        log.warning("callback %s not fired yet (failure %d: %s); retrying in %.0fs", entry, retries, exc, wait_s)
+        log.warning("callback %s not fired yet (failure %d: %s); retrying in %.1fs", entry, retries, exc, wait_s)
 
     def fire(self, entry: str) -> None:
         if entry.startswith(TASK_ENTRY):
