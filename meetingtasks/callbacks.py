@@ -9,9 +9,15 @@ dead-lettering, the watchdog's TIMED_OUT, a cancel) files ``t:<task id>`` in the
 the same Lua call that records the status (see :mod:`meetingtasks.status`); a batch's last member files
 ``b:<batch id>``. The :class:`CallbackPump` (run by the watchdog) claims an outbox entry atomically, dispatches
 the callback with a de-duplication key derived from the entry (so a pump dying between dispatch and removal
-cannot fire it twice), then removes the entry. A callback whose dispatch is refused (its payload model does not
-accept the outcome) is dead-lettered with the reason; one whose dispatch fails otherwise (Redis down) is
-retried after ``callback_retry_s``.
+cannot fire it twice), then removes the entry.
+
+A callback whose dispatch is refused (an unknown type, a payload model that does not accept the outcome, a
+message over the size limit) is dead-lettered with the reason. One whose dispatch meets a transient error
+(:data:`TRANSIENT`: Redis unreachable, a lost connection or timeout, a write refused with OOM, READONLY, BUSY,
+LOADING) stays in the outbox and is tried again after ``callback_retry_s``, doubling per failure up to
+``callback_retry_max_s``; the failures are counted in ``P callback-retries`` until it settles. The dispatch's
+dedup key is claimed in the same Lua call that queues the callback (:mod:`meetingtasks.dedup`), so a failed
+attempt leaves nothing that would stop the next one, and a retry after a lost reply queues nothing twice.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 import redis
 from pydantic import BaseModel, ConfigDict
 
+from meetingtasks.backoff import backoff_ceiling_s
 from meetingtasks.deadletter import DeadLetter, letter_id_for
-from meetingtasks.errors import DispatchError, UnknownTaskType
+from meetingtasks.errors import BrokerUnavailable, DispatchError, UnknownTaskType
 from meetingtasks.lua import LuaScript
 from meetingtasks.message import dumps
 from meetingtasks.priority import parse_queue, queue_name
@@ -38,6 +45,11 @@ log = logging.getLogger(__name__)
 
 TASK_ENTRY = "t:"
 BATCH_ENTRY = "b:"
+
+#: Errors after which a callback is tried again rather than dead-lettered: Redis could not take the dispatch
+#: now (unreachable, connection lost, timeout, or a refused write: OOM, READONLY, BUSY, LOADING are all
+#: ``RedisError``). ``BrokerUnavailable`` is a ``DispatchError`` but not a refusal of the callback.
+TRANSIENT: tuple[type[Exception], ...] = (BrokerUnavailable, redis.RedisError, OSError)
 
 
 class TaskOutcome(BaseModel):
@@ -125,13 +137,30 @@ class CallbackPump:
                 continue
             try:
                 self.fire(entry)
-            except (redis.RedisError, OSError) as exc:
-                log.warning("callback %s not fired yet (%s); retrying in %.0fs", entry, exc,
-                            self.platform.settings.callback_retry_s)
+            except TRANSIENT as exc:
+                self._retry_later(entry, exc)
                 continue
-            self.client.zrem(keys.callbacks, entry)
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.zrem(keys.callbacks, entry)
+                pipe.hdel(keys.callback_retries, entry)
+                pipe.execute()
             settled += 1
         return settled
+
+    def _retry_later(self, entry: str, exc: Exception) -> None:
+        """Count the failure and make ``entry`` due again after the backoff. If Redis cannot take even that, the
+        claim's lease (``callback_retry_s``) makes it due again anyway."""
+        keys, settings = self.platform.keys, self.platform.settings
+        try:
+            retries = int(self.client.hincrby(keys.callback_retries, entry, 1))
+            wait_s = backoff_ceiling_s(retries - 1, settings.callback_retry_s,
+                                       max(settings.callback_retry_max_s, settings.callback_retry_s))
+            self.client.zadd(keys.callbacks, {entry: time.time() + wait_s}, xx=True)
+        except (redis.RedisError, OSError) as again:
+            log.warning("callback %s not fired yet (%s); retrying in %.1fs (%s)", entry, exc,
+                        settings.callback_retry_s, again)
+            return
+        log.warning("callback %s not fired yet (failure %d: %s); retrying in %.1fs", entry, retries, exc, wait_s)
 
     def fire(self, entry: str) -> None:
         if entry.startswith(TASK_ENTRY):
@@ -179,6 +208,8 @@ class CallbackPump:
             if spec is None:
                 raise UnknownTaskType(f"unknown task type {callback!r} and no queue recorded for it")
             handle = self.dispatcher.dispatch(spec, payload, dedup_key=dedup_key)
+        except BrokerUnavailable:
+            raise  # transient: drain() tries again later
         except DispatchError as exc:
             self._refused(callback, payload, about, exc)
             return

@@ -9,7 +9,8 @@ Options recorded with the status (so whoever ends the task honours them, see :mo
 ``timeout`` (seconds from when the task is due; the watchdog marks it TIMED_OUT after that),
 ``on_success``/``on_failure`` (task types dispatched with the outcome, :mod:`meetingtasks.callbacks`), and
 a batch's ``on_complete``. ``dedup_key``: a second dispatch with the same key within ``dedup_ttl_s`` returns
-the first task's handle and queues nothing (one ``SET NX`` decides, however many callers race).
+the first task's handle and queues nothing; the key is claimed in the same Lua call that queues the task, so
+it never names a task that was not queued (see :mod:`meetingtasks.dedup`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from redis.exceptions import NoScriptError
 from meetingtasks import tracing
 from meetingtasks.callbacks import callback_fields
 from meetingtasks.connections import shared_client
+from meetingtasks.dedup import claim_and_enqueue, once_script
 from meetingtasks.errors import (
     BrokerUnavailable,
     DispatchError,
@@ -47,6 +49,7 @@ from meetingtasks.platform import Platform, get_platform
 from meetingtasks.priority import Priority, queue_name
 from meetingtasks.registry import REGISTRY, TaskTypeSpec
 from meetingtasks.signing import signer_for
+from meetingtasks.status import _TRANSITION as TRANSITION_SCRIPT
 from meetingtasks.status import Status, StatusRecord
 from meetingtasks.wake import WAKE_LUA, WAKE_TOKENS_MAX, push_wake
 
@@ -122,6 +125,8 @@ end
 return 1
 """
 )
+#: A dispatch with ``dedup_key``: the claim and :meth:`Dispatcher.enqueue`'s commands in one call.
+_ENQUEUE_ONCE = once_script(TRANSITION_SCRIPT)
 #: Strings the enqueue script may put into its event JSON as they are.
 _SAFE = re.compile(r"^[A-Za-z0-9_.:-]+$")
 #: The per-call headers of a message, after ``mt_priority`` (see :meth:`Dispatcher.prepare`).
@@ -358,13 +363,7 @@ class Dispatcher:
                             timeout=timeout, on_success=on_success, on_failure=on_failure, fields=fields)
         client = self.platform.redis(task.spec.service)
         if dedup_key is not None:
-            key = self.platform.keys.dedup(dedup_key)
-            if not self._send(client, lambda pipe: pipe.set(key, task.task_id, nx=True,
-                                                            ex=self.platform.settings.dedup_ttl_s))[0]:
-                existing = client.get(key)
-                if existing is not None:
-                    owner = existing.decode() if isinstance(existing, bytes) else str(existing)
-                    return TaskHandle(owner, self, task.spec.name)
+            return self._dispatch_once(client, task, dedup_key)
         if _Runs.fits(task):
             runs = _Runs()
             runs.add_prepared(task)
@@ -375,29 +374,50 @@ class Dispatcher:
             self._send(client, lambda pipe: self.enqueue(pipe, task))
         return TaskHandle(task.task_id, self, task.spec.name)
 
+    def _dispatch_once(self, client: redis.Redis, task: PreparedTask, dedup_key: str) -> TaskHandle:
+        """Claim ``dedup_key`` and queue ``task`` in one script call (:mod:`meetingtasks.dedup`), or return the
+        handle of the task that holds the key. The call is safe to send again, so a connection lost mid-call
+        is retried like a refused one."""
+        with client.pipeline(transaction=False) as pipe:
+            self.enqueue(pipe, task)
+            commands = [command for command, _options in pipe.command_stack]
+        p = self.platform
+        owner, _queued = self._retrying(
+            lambda: claim_and_enqueue(_ENQUEUE_ONCE, client, p.keys.dedup(dedup_key), task.task_id,
+                                      p.settings.dedup_ttl_s, p.keys.status(""), commands),
+            resend=True,
+        )
+        return TaskHandle(owner, self, task.spec.name)
+
     def _send(self, client: Any, build: Callable[[Any], object]) -> list[Any]:
         """Execute one pipeline built by ``build``, as :meth:`_retrying` says."""
         return self._retrying(lambda: execute_idempotent(client, build))
 
-    def _retrying(self, call: Callable[[], _T]) -> _T:
+    def _retrying(self, call: Callable[[], _T], *, resend: bool = False) -> _T:
         """Run ``call`` (one request to Redis); while Redis refuses connections, keep trying for
         ``dispatch_retry_s`` (nothing was sent, so nothing can be queued twice), then raise
-        :class:`BrokerUnavailable`. A connection lost mid-request is not retried: the task may be queued."""
+        :class:`BrokerUnavailable`. A connection lost mid-request is not retried, the task may be queued,
+        unless ``resend`` says that running ``call`` twice queues nothing twice."""
         deadline = time.monotonic() + self.platform.settings.dispatch_retry_s
         pause = 0.05
+        sent = False  # whether a call may have reached Redis
         while True:
             try:
                 return call()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 where = _redacted(self.platform.settings.broker_url())
                 if "connecting to" not in str(exc):
-                    raise BrokerUnavailable(
-                        f"lost the connection to Redis at {where} while queuing ({exc}); the task may or may not "
-                        "be queued: check with `meetingtasks status ID`"
-                    ) from None
+                    sent = True
+                    if not resend:
+                        raise BrokerUnavailable(
+                            f"lost the connection to Redis at {where} while queuing ({exc}); the task may or may "
+                            "not be queued: check with `meetingtasks status ID`"
+                        ) from None
                 if time.monotonic() >= deadline:
+                    outcome = ("the task may or may not be queued: dispatching again with the same dedup_key is safe"
+                               if sent else "nothing was queued")
                     raise BrokerUnavailable(
-                        f"cannot reach Redis at {where} ({exc}); nothing was queued "
+                        f"cannot reach Redis at {where} ({exc}); {outcome} "
                         f"(tried for dispatch_retry_s={self.platform.settings.dispatch_retry_s}s)"
                     ) from None
                 time.sleep(pause)

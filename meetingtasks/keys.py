@@ -24,7 +24,9 @@ key                                type    owner                  lifetime / not
                                                                   by the worker at start and by handlers;
                                                                   TTL status_ttl_s
 ``P wake:<svc>``                    list    wake, worker fetch     wake tokens for idle workers (<= 64)
-``P dedup:<key>``                  string  dispatcher             task id owning a dedup key; TTL dedup_ttl_s
+``P dedup:<key>``                  string  dedup (dispatcher)     task id owning a dedup key; TTL dedup_ttl_s;
+                                                                  set in the Lua call that queues the task;
+                                                                  void once that task's status record is gone
 ``P beat::schedule``               zset    redbeat (beat)         periodic entry key scored by next run (s)
 ``P beat::statics``                set     redbeat (beat)         names of the entries from beat/schedule.py
 ``P beat::lock``                   string  redbeat (beat)         the one beat that fires periodic entries;
@@ -40,6 +42,8 @@ key                                type    owner                  lifetime / not
 ``P callbacks``                    zset    status, callbacks      outbox: ``t:<id>`` / ``b:<batch>`` scored by
                                                                   next attempt (s); added by the first terminal
                                                                   transition, drained by the watchdog
+``P callback-retries``             hash    callbacks              outbox entry -> failed dispatches so far (a
+                                                                  transient Redis error); removed when settled
 ``P batch:<id>``                   hash    dispatcher, status     total, done, n:<STATUS>, on_complete;
                                                                   TTL status_ttl_s
 ``P rate:<type>``                  string  ratelimit              GCRA theoretical arrival time (ms) of a
@@ -178,6 +182,10 @@ class Keys:
     @property
     def callbacks(self) -> str:
         return f"{self.prefix}callbacks"
+
+    @property
+    def callback_retries(self) -> str:
+        return f"{self.prefix}callback-retries"
 
     def batch(self, batch_id: str) -> str:
         return f"{self.prefix}batch:{batch_id}"

@@ -197,6 +197,9 @@ class Settings(BaseSettings):
     dedup_ttl_s: int = Field(3_600, ge=1)
     watchdog_interval_s: float = Field(0.5, gt=0, description="How often timeouts and callbacks are checked")
     callback_retry_s: float = Field(10.0, gt=0, description="Wait before a callback whose dispatch failed is retried")
+    callback_retry_max_s: float = Field(
+        300.0, gt=0, description="Longest wait between retries of a callback's dispatch (doubles from callback_retry_s)"
+    )
 
     # --- WebSocket gateway ------------------------------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"

@@ -3,17 +3,22 @@ cancelled, timed out (running, and still queued)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
 from meetingtasks import Status, TaskFailed, dispatch
+from meetingtasks.embedded import RedisServer, free_port
 from meetingtasks.platform import Platform
+from meetingtasks.settings import Settings
 from meetingtasks.watchdog import Watchdog
 from tests.conftest import WorkerProcess, wait_for
 from tests.support.dispatcher_tasks import WORKER_ENV, callbacks_seen
+from tests.support.script_hooks import before_script_call, open_oom_window
 
 CALLBACKS = {"on_success": "t_on_outcome", "on_failure": "t_on_outcome"}
 
@@ -163,3 +168,108 @@ def test_a_task_its_worker_cannot_run_is_dead_lettered_and_its_callback_fires(
                       20, message="the callback's own dead letter")
     assert letter.payload["status"] == "DEAD_LETTERED"  # type: ignore[union-attr]
     assert letter.payload["task_id"] == handle.id  # type: ignore[union-attr]
+
+
+# --- transient errors are retried, refusals dead-lettered ----------------------------------------------------
+def fast_retries(settings: Settings, **changes: Any) -> Platform:
+    """The test's own platform, whose watchdog retries a failed callback after 0.2 s (doubling)."""
+    return Platform(settings.model_copy(update={"callback_retry_s": 0.2, "callback_retry_max_s": 1.0,
+                                                "dispatch_retry_s": 0.3, **changes}))
+
+
+def kill_connection(admin: redis.Redis) -> Callable[[Any], None]:
+    """A hook that has Redis drop the connection about to send the call (what a restart or failover does)."""
+
+    def hook(connection: Any) -> None:
+        connection.send_command("CLIENT", "ID")
+        admin.client_kill_filter(_id=connection.read_response())
+
+    return hook
+
+
+@pytest.mark.parametrize("fault", ["oom", "dropped connection"])
+def test_callback_whose_dispatch_meets_a_transient_error_fires_once_after_redis_recovers(
+    settings: Settings, platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess],
+    monkeypatch: pytest.MonkeyPatch, fault: str,
+) -> None:
+    # Given a worker that runs tasks and callbacks (its own watchdog idle: the test's fires the callbacks)
+    start_worker("ai", "--pool", "threads", "--concurrency", "2",
+                 env_overrides={**WORKER_ENV, "MEETINGTASKS_WATCHDOG_INTERVAL_S": "3600"})
+    handle = dispatch("t_echo", {"tag": "ok"}, **CALLBACKS)
+    assert handle.wait(20) == {"tag": "ok"}
+    dog = Watchdog(fast_retries(settings), r)
+    # When Redis refuses the callback's dispatch (a maxmemory window) or drops its connection
+    admin = redis.Redis.from_url(settings.broker_url())
+    closes: list[Callable[[], None]] = []
+    hook = (lambda _c: closes.append(open_oom_window(admin))) if fault == "oom" else kill_connection(admin)
+    try:
+        with before_script_call(monkeypatch, hook, match=b"t_on_outcome") as ran:
+            dog.check()
+        assert ran == [1], "the fault hit the callback's dispatch"
+    finally:
+        for close in closes:
+            close()
+    # Then once Redis takes writes again the callback fires, exactly once
+    wait_for(lambda: dog.check()[1] == 1 or not r.zcard(platform.keys.callbacks), 20,
+             message="the callback to be settled")
+    [seen] = settled_callbacks(platform, r, handle.id)
+    assert seen["status"] == "SUCCEEDED"
+    assert platform.dead_letters.list(r, "ai") == []
+    assert r.exists(platform.keys.callback_retries) == 0, "the retry count goes with the settled entry"
+
+
+def test_callback_to_a_redis_that_is_down_is_retried_with_backoff_then_fires_once(
+    settings: Settings, platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    # Given a callback type of another service (media), on a Redis of its own that is down, and known to this
+    # process only by the name and queue recorded at dispatch (its module is loaded only into its own worker)
+    port = free_port()
+    other_url = f"redis://127.0.0.1:{port}/0"
+    handle = dispatch("t_echo", {"tag": "x"})
+    r.hset(platform.keys.status(handle.id), mapping={"on_success": "t_media_outcome",
+                                                     "on_success_queue": "media.normal"})
+    platform.status.transition(r, handle.id, Status.SUCCEEDED, attempt=1, fields={"result": "1"})
+    dog = Watchdog(fast_retries(settings, service_redis_urls={"media": other_url}), r)
+    # When its dispatch fails for longer than dispatch_retry_s (BrokerUnavailable), twice
+    dog.check()
+    assert platform.dead_letters.list(r, "user") == [], "a Redis that cannot be reached is not a refusal"
+    assert r.hget(platform.keys.callback_retries, f"t:{handle.id}") == b"1"
+    wait_for(lambda: dog.check() and r.hget(platform.keys.callback_retries, f"t:{handle.id}") == b"2", 10,
+             message="a second failed attempt")
+    # Then it was not dead-lettered: it waits in the outbox, due after the (doubled) backoff
+    assert platform.dead_letters.list(r, "user") == platform.dead_letters.list(r, "ai") == []
+    due = r.zscore(platform.keys.callbacks, f"t:{handle.id}")
+    assert due is not None
+    # And once that Redis is up, the callback is queued there and runs, exactly once
+    server = RedisServer(tmp_path / "media-redis", port=port).start()
+    try:
+        start_worker("media", "--pool", "threads", "--concurrency", "2",
+                     env_overrides={"MEETINGTASKS_REDIS_URL": other_url,
+                                    "MEETINGTASKS_INCLUDE": "tests.support.remote_callback_tasks"})
+        other = redis.Redis.from_url(other_url)
+        wait_for(lambda: dog.check()[1] == 1 or not r.zcard(platform.keys.callbacks), 20,
+                 message="the callback to be settled")
+        wait_for(lambda: other.llen("test:remote-callbacks"), 20, message="the callback to run")
+        [raw] = other.lrange("test:remote-callbacks", 0, -1)
+        assert json.loads(raw)["task_id"] == handle.id
+        assert r.zcard(platform.keys.callbacks) == 0
+        assert r.exists(platform.keys.callback_retries) == 0
+        other.close()
+    finally:
+        server.stop()
+
+
+def test_callback_of_an_unknown_type_is_dead_lettered_with_the_reason(platform: Platform, r: redis.Redis) -> None:
+    # Given a record naming a callback type no process knows, with no queue recorded for it
+    handle = dispatch("t_echo", {"tag": "x"})
+    r.hset(platform.keys.status(handle.id), "on_success", "t_gone")
+    platform.status.transition(r, handle.id, Status.SUCCEEDED, attempt=1, fields={"result": "1"})
+    # When the watchdog fires it
+    Watchdog(platform, r).check()
+    # Then it is dead-lettered (not retried) with a reason that names the type and the task
+    [letter] = platform.dead_letters.list(r, "user")
+    assert letter.reason == "CallbackRefused"
+    assert "unknown task type 't_gone'" in letter.error and handle.id in letter.error
+    assert r.zcard(platform.keys.callbacks) == 0
+    assert r.exists(platform.keys.callback_retries) == 0

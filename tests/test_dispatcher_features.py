@@ -14,11 +14,13 @@ import pytest
 import redis
 
 from meetingtasks import Priority, Status, dispatch, dispatch_batch
+from meetingtasks.dedup import claim_and_enqueue, once_script
 from meetingtasks.message import loads
 from meetingtasks.platform import Platform
 from meetingtasks.ratelimit import interval_ms, reserve_slot
 from tests.conftest import ROOT, WorkerProcess, wait_for
 from tests.support.dispatcher_tasks import WORKER_ENV
+from tests.support.script_hooks import ProducerCrashed, before_script_call, open_oom_window
 
 
 @pytest.fixture
@@ -57,6 +59,93 @@ def test_dedup_key_expires_after_its_window(platform: Platform, r: redis.Redis) 
     r.delete(platform.keys.dedup("k"))  # what the TTL (dedup_ttl_s) does
     assert dispatch("t_echo", {"tag": "c"}, dedup_key="k").id != first.id
     assert r.ttl(platform.keys.dedup("k")) == pytest.approx(platform.settings.dedup_ttl_s, abs=5)
+
+
+def crash(_connection: object) -> None:
+    raise ProducerCrashed
+
+
+@pytest.mark.parametrize("delay", [None, 30.0], ids=["queued", "delayed"])
+def test_producer_dying_before_its_enqueue_leaves_no_dedup_key(platform: Platform, r: redis.Redis,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                delay: float | None) -> None:
+    # Given a producer that dies as its enqueue (a script call) is about to leave the process
+    with before_script_call(monkeypatch, crash) as ran, pytest.raises(ProducerCrashed):
+        dispatch("t_echo", {"tag": "lost"}, delay=delay, dedup_key="once")
+    assert ran == [1]
+    # Then nothing of it is in Redis: no key naming a task that was never queued
+    assert r.get(platform.keys.dedup("once")) is None
+    assert r.dbsize() == 0
+    # And the next dispatch with the key queues a real task
+    handle = dispatch("t_echo", {"tag": "real"}, delay=delay, dedup_key="once")
+    assert handle.status() == ("QUEUED" if delay is None else "SCHEDULED")
+    assert r.get(platform.keys.dedup("once")) == handle.id.encode()
+
+
+@pytest.mark.parametrize("delay", [None, 30.0], ids=["queued", "delayed"])
+def test_dispatch_refused_by_redis_leaves_no_dedup_key(platform: Platform, r: redis.Redis,
+                                                        monkeypatch: pytest.MonkeyPatch, delay: float | None) -> None:
+    # Given Redis starts refusing writes (OOM) just as the enqueue is sent
+    admin = redis.Redis.from_url(platform.settings.broker_url())
+    windows: list[Callable[[], None]] = []
+    try:
+        with before_script_call(monkeypatch, lambda _c: windows.append(open_oom_window(admin))), \
+                pytest.raises(redis.ResponseError, match="OOM"):
+            dispatch("t_echo", {"tag": "refused"}, delay=delay, dedup_key="once")
+    finally:
+        for close in windows:
+            close()
+    assert len(windows) == 1
+    # Then the refused dispatch holds no key, and a dispatch after the window queues a real task
+    assert r.get(platform.keys.dedup("once")) is None
+    handle = dispatch("t_echo", {"tag": "real"}, delay=delay, dedup_key="once")
+    assert handle.status() == ("QUEUED" if delay is None else "SCHEDULED")
+    assert r.llen("ai.normal") == (1 if delay is None else 0)
+
+
+def test_dedup_dispatch_whose_connection_drops_is_sent_again_and_queues_once(platform: Platform, r: redis.Redis,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given Redis drops the connection that carries the dispatch (a restart, a failover, a proxy)
+    admin = redis.Redis.from_url(platform.settings.broker_url())
+
+    def drop(connection: Any) -> None:
+        connection.send_command("CLIENT", "ID")
+        admin.client_kill_filter(_id=connection.read_response())
+
+    with before_script_call(monkeypatch, drop) as ran:
+        handle = dispatch("t_echo", {"tag": "a"}, dedup_key="k")
+    assert ran == [1]
+    # Then the dispatch went again on a new connection (safe: the key says whether it ran) and queued one task
+    assert handle.status() == "QUEUED"
+    assert r.llen("ai.normal") == 1
+    assert r.get(platform.keys.dedup("k")) == handle.id.encode()
+
+
+def test_dedup_key_of_a_task_whose_record_is_gone_queues_a_new_task(platform: Platform, r: redis.Redis) -> None:
+    first = dispatch("t_echo", {"tag": "a"}, dedup_key="k")
+    # When its status record expires before the key (status_ttl_s < dedup_ttl_s) or is deleted
+    r.delete(platform.keys.status(first.id))
+    # Then the key no longer hands out a handle no one can look up: a new task is queued and owns it
+    second = dispatch("t_echo", {"tag": "b"}, dedup_key="k")
+    assert second.id != first.id
+    assert second.status() == "QUEUED"
+    assert r.get(platform.keys.dedup("k")) == second.id.encode()
+    assert dispatch("t_echo", {"tag": "c"}, dedup_key="k").id == second.id
+
+
+def test_claim_script_refuses_a_command_list_it_cannot_run_before_writing(platform: Platform, r: redis.Redis) -> None:
+    once = once_script()  # no script embedded: a command list may hold plain commands only
+    key = platform.keys.dedup("direct")
+    unknown = [("EVALSHA", "0" * 40, 0), ("LPUSH", "ai.normal", "m")]
+    with pytest.raises(redis.ResponseError, match="not embedded"):
+        claim_and_enqueue(once, r, key, "t-1", 60, platform.keys.status(""), unknown)
+    assert r.dbsize() == 0
+    # A plain command list runs after the claim; a second call with the key (its owner recorded) runs nothing.
+    commands = [("HSET", platform.keys.status("t-1"), "status", "QUEUED"), ("LPUSH", "ai.normal", "m")]
+    status = platform.keys.status("")
+    assert claim_and_enqueue(once, r, key, "t-1", 60, status, commands) == ("t-1", True)
+    assert claim_and_enqueue(once, r, key, "t-2", 60, status, commands) == ("t-1", False)
+    assert (r.llen("ai.normal"), r.get(key), 55 < r.ttl(key) <= 60) == (1, b"t-1", True)
 
 
 # --- batches ------------------------------------------------------------------------------------------------------

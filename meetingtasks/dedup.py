@@ -1,0 +1,97 @@
+"""De-duplication keys: a dispatch with ``dedup_key`` claims the key and queues its task in one Lua call.
+
+``P dedup:<key>`` holds the id of the task that owns the key, for ``dedup_ttl_s``. The claim and the enqueue
+(status record, deadline, push or delayed entry) run in one script, so there is no moment at which the key
+is held by a task that was never queued: a producer that crashes, loses its connection or meets a Redis
+that refuses writes (OOM, READONLY) before the call ran leaves nothing behind, and a later dispatch with the
+same key queues a real task. A call whose reply was lost may be sent again: if it ran, the key names this
+task and the second call queues nothing.
+
+The key is also released when the task it names has no status record any more (expired before the key,
+e.g. with ``status_ttl_s`` < ``dedup_ttl_s``, or deleted by an operator): returning a handle to a task no one
+can look up is the phantom this module exists to prevent, so the next dispatch queues a new task. A key left
+by something that is not this script (an older producer's two-step claim) is healed the same way.
+
+The script runs the commands of :meth:`Dispatcher.enqueue <meetingtasks.dispatcher.Dispatcher.enqueue>` as
+the dispatcher built them for a pipeline; a script call among them (the status transition) runs the embedded
+copy of that script, since a Lua script cannot call ``EVAL``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from meetingtasks.lua import Arg, LuaScript
+
+# KEYS: the dedup key. ARGV: task id, dedup_ttl_s, status key prefix, then the enqueue's commands, each as its
+# argument count followed by its arguments (a script call as EVALSHA of one of the embedded scripts).
+# Returns {'owner', id of the task owning the key, 'queued', 1 if this call queued it else 0}.
+_ONCE_BODY = """
+local dedup_key, id, ttl, status_prefix = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local owner = redis.call('GET', dedup_key)
+if owner and redis.call('EXISTS', status_prefix .. owner) == 1 then
+  return {'owner', owner, 'queued', 0}
+end
+-- Every command is checked before the first write: a script error after it would leave half an enqueue.
+local i = 4
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  if not n or n < 1 or i + n > #ARGV then return redis.error_reply('ERR dedup enqueue: bad command list') end
+  if string.upper(ARGV[i + 1]) == 'EVALSHA' and not embedded[ARGV[i + 2]] then
+    return redis.error_reply('ERR dedup enqueue: script ' .. ARGV[i + 2] .. ' is not embedded')
+  end
+  i = i + 1 + n
+end
+-- The claim is the first write: when Redis refuses writes (OOM) it fails and nothing is written at all.
+redis.call('SET', dedup_key, id, 'EX', ttl)
+i = 4
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  if string.upper(ARGV[i + 1]) == 'EVALSHA' then
+    local nkeys = tonumber(ARGV[i + 3])
+    embedded[ARGV[i + 2]]({unpack(ARGV, i + 4, i + 3 + nkeys)}, {unpack(ARGV, i + 4 + nkeys, i + n)})
+  else
+    redis.call(unpack(ARGV, i + 1, i + n))
+  end
+  i = i + 1 + n
+end
+return {'owner', id, 'queued', 1}
+"""
+
+
+def once_script(*scripts: LuaScript) -> LuaScript:
+    """The claim-and-enqueue script, able to run ``scripts`` among the enqueue's commands. Each is embedded
+    as a function whose parameters ``KEYS`` and ``ARGV`` shadow the globals, so its source runs unchanged."""
+    parts = ["local embedded = {}\n"]
+    for script in scripts:
+        parts.append(f"embedded['{script.sha}'] = function(KEYS, ARGV)\n{script.source}\nend\n")
+    return LuaScript("".join(parts) + _ONCE_BODY)
+
+
+def flatten(commands: Sequence[Sequence[Any]]) -> list[Arg]:
+    """``commands`` (as a redis-py pipeline's command stack holds them) as the script's ARGV tail; an ``EVAL``
+    becomes ``EVALSHA`` of its source, which the script must embed."""
+    out: list[Arg] = []
+    for command in commands:
+        name = str(command[0]).upper()
+        if name == "EVAL":
+            command = ("EVALSHA", hashlib.sha1(_text(command[1]).encode()).hexdigest(), *command[2:])
+        out.append(len(command))
+        out.extend(command)
+    return out
+
+
+def claim_and_enqueue(script: LuaScript, client: redis.Redis, dedup_key: str, task_id: str, ttl_s: int,
+                      status_prefix: str, commands: Sequence[Sequence[Any]]) -> tuple[str, bool]:
+    """Run ``script`` (from :func:`once_script`): ``(owner id, whether this call queued the task)``."""
+    reply = script(client, [dedup_key], [task_id, ttl_s, status_prefix, *flatten(commands)])
+    fields = {_text(name): value for name, value in zip(reply[::2], reply[1::2], strict=True)}
+    return _text(fields["owner"]), bool(int(fields["queued"]))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
