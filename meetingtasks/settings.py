@@ -210,7 +210,11 @@ class Settings(BaseSettings):
         "websockets-sansio", description="uvicorn's WebSocket implementation (sans-I/O: least memory per connection)"
     )
     gateway_task_types: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Task types clients may submit (comma-separated); empty: every type"
+        default_factory=list, description="Narrows the task types clients may submit (comma-separated) to these, "
+        "among those declared client=True; empty: every client type"
+    )
+    gateway_max_connections_per_client: int = Field(
+        16, ge=1, description="WebSocket connections one client id may hold at once; the next one is closed (1008)"
     )
 
     # --- events -------------------------------------------------------------------------------------------------
