@@ -20,7 +20,7 @@ import time
 import orjson
 
 from meetingtasks.errors import ConfigurationError, MeetingTasksError
-from meetingtasks.settings import GATEWAY_SECRET_FILE, Settings
+from meetingtasks.settings import GATEWAY_SECRET_FILE, Settings, refuse_placeholder
 
 #: Shortest secret accepted: a guessable secret lets anyone mint tokens.
 MIN_SECRET_CHARS = 16
@@ -112,4 +112,6 @@ def require_secret(settings: Settings) -> str:
         raise ConfigurationError(
             f"MEETINGTASKS_GATEWAY_SECRET is too short: use at least {MIN_SECRET_CHARS} characters"
         )
+    # Settings refuse a placeholder given in the environment; this covers one written into the data directory.
+    refuse_placeholder("MEETINGTASKS_GATEWAY_SECRET", secret)
     return secret
