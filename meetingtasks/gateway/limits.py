@@ -14,6 +14,7 @@ class GatewayCounters:
     sessions_closed_total: int = 0
     auth_refused_total: int = 0
     connections_refused_total: int = 0
+    submits_denied_total: int = 0
     frames_in_total: int = 0
     frames_out_total: int = 0
     errors_sent_total: int = 0

@@ -170,6 +170,10 @@ class ClientTaskManager:
         #: The operator's narrowing of the client types (``gateway_task_types``); empty: all of them.
         self.allowed_types = frozenset(self.settings.gateway_task_types)
         load_builtin_types()
+        closed = sorted(name for name in self.allowed_types if self.client_spec(name) is None)
+        if closed:  # the list narrows the client types, it never opens another one: say so at start-up
+            log.warning("gateway: MEETINGTASKS_GATEWAY_TASK_TYPES names %s, not declared task_type(..., "
+                        "client=True) (or not loaded): clients cannot submit them", ", ".join(closed))
 
     # --- what clients may submit ------------------------------------------------------------------------------
     def client_spec(self, name: str) -> TaskTypeSpec | None:
@@ -303,6 +307,7 @@ class ClientTaskManager:
         client = session.client
         spec = self.client_spec(request.type)
         if spec is None:
+            self.counters.submits_denied_total += 1
             self._error(session, self._not_open(request.type), request.ref)
             return
         payload = request.payload
@@ -311,6 +316,7 @@ class ClientTaskManager:
             if named is None:
                 payload = {**payload, spec.subject_field: client.id}
             elif named != client.id:
+                self.counters.submits_denied_total += 1
                 self._error(session, f"payload field {spec.subject_field} names {str(named)[:80]!r}, but this "
                                      f"connection acts for {client.id!r} (the token's subject): leave it out or "
                                      "give your own id", request.ref)

@@ -57,6 +57,7 @@ def test_only_types_declared_client_can_be_submitted_and_the_refusal_does_not_re
     listed = {t["type"] for t in gateway.get("/types")[1]}
     assert {"t_echo", "user_register", "meeting_user_join", "signaling_webrtc_offer"} <= listed
     assert not listed & set(denied)
+    assert gateway.stats()["submits_denied_total"] == len(denied)
 
 
 def test_a_close_name_gets_a_hint_among_client_types_only(gateway: GatewayProcess,
@@ -79,6 +80,7 @@ def test_an_operator_list_narrows_the_client_types_and_cannot_open_an_internal_o
     assert "is not open to gateway clients" in str(reply_to(ann, 2)["error"])
     assert ann.submit("t_echo", {"tag": "x"}, ref=3)
     assert {t["type"] for t in gateway.get("/types")[1]} == {"t_echo"}
+    assert "MEETINGTASKS_GATEWAY_TASK_TYPES names user_sessions_expire, not declared" in gateway.log()
     ann.close()
 
 
@@ -95,7 +97,7 @@ def test_the_acting_user_is_the_tokens_subject(
     # the same for a built-in type (the host of a new meeting), without any worker of its service
     ann.send({"op": "submit", "ref": 2, "type": "meeting_create", "payload": {"host_id": "bob", "title": "x"}})
     assert "payload field host_id names 'bob'" in str(reply_to(ann, 2)["error"])
-    assert queued_anywhere(r) == 0
+    assert queued_anywhere(r) == 0 and gateway.stats()["submits_denied_total"] == 2
     # a payload naming nobody runs as the token's subject; one naming the subject itself runs too
     nobody = ann.submit("t_owned", {"tag": "mine"}, ref=3)
     itself = ann.submit("t_owned", {"user_id": "ann", "tag": "mine too"}, ref=4)
