@@ -121,7 +121,7 @@ class Gateway:
         return JSONResponse(body, status_code=200 if connected else 503)
 
     async def types(self, request: Request) -> Response:
-        specs = self.manager.client_types()  # only what a client may submit: internal types stay unnamed
+        specs = self.manager.access.types()  # only what a client may submit: internal types stay unnamed
         body: list[dict[str, Any]] = [
             {"type": s.name, "service": s.service, "priority": s.priority.value,
              "schema": s.payload_model.model_json_schema()}

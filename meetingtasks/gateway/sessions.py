@@ -8,11 +8,8 @@ tasks (``gateway_max_inflight``). Per session: the tasks it follows (submitted o
 outbound queue drained by its writer (a client too slow to take ``gateway_send_queue`` frames is
 disconnected, never waited for), and an idle timer.
 
-What a client may submit: only task types declared ``task_type(..., client=True)`` (narrowed further by
-``gateway_task_types`` when set). Any other name, internal or unknown, gets the same error, so the names of
-internal types cannot be probed. A type with a ``subject_field`` acts for the token's subject: the field is
-filled with the client id when the payload leaves it out (or null), and a payload naming anyone else is
-refused before anything is queued.
+What a client may submit, and as whom, is :mod:`meetingtasks.gateway.access`'s decision (default deny; the
+acting user from the token).
 
 Who owns a task is written into its status record (field ``client``) at submit, so a client can
 ``subscribe`` to and ``cancel`` its tasks from any session, after a reconnect or a gateway restart, and
@@ -24,7 +21,6 @@ Everything here runs on the gateway's event loop (no locks); Redis calls go to w
 from __future__ import annotations
 
 import asyncio
-import difflib
 import itertools
 import logging
 import time
@@ -38,11 +34,11 @@ from meetingtasks.cancel import cancel_task
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.errors import MeetingTasksError, TaskNotFound
 from meetingtasks.gateway import protocol
+from meetingtasks.gateway.access import AccessDenied, ClientAccess
 from meetingtasks.gateway.limits import GatewayCounters, TokenBucket
 from meetingtasks.gateway.submits import SubmitBatcher
 from meetingtasks.message import new_id
 from meetingtasks.platform import Platform
-from meetingtasks.registry import REGISTRY, TaskTypeSpec, load_builtin_types
 from meetingtasks.status import TERMINAL, Status, StatusRecord
 
 log = logging.getLogger(__name__)
@@ -167,30 +163,7 @@ class ClientTaskManager:
         self.sessions: set[Session] = set()
         self.routes: dict[str, set[Session]] = {}  # task id -> sessions following it
         self.owners: dict[str, ClientState] = {}  # unfinished task id -> its client, for the in-flight cap
-        #: The operator's narrowing of the client types (``gateway_task_types``); empty: all of them.
-        self.allowed_types = frozenset(self.settings.gateway_task_types)
-        load_builtin_types()
-        closed = sorted(name for name in self.allowed_types if self.client_spec(name) is None)
-        if closed:  # the list narrows the client types, it never opens another one: say so at start-up
-            log.warning("gateway: MEETINGTASKS_GATEWAY_TASK_TYPES names %s, not declared task_type(..., "
-                        "client=True) (or not loaded): clients cannot submit them", ", ".join(closed))
-
-    # --- what clients may submit ------------------------------------------------------------------------------
-    def client_spec(self, name: str) -> TaskTypeSpec | None:
-        """The spec of ``name`` if gateway clients may submit it, else ``None`` (unknown or internal alike)."""
-        spec = REGISTRY.find(name)
-        if spec is None or not spec.client or (self.allowed_types and name not in self.allowed_types):
-            return None
-        return spec
-
-    def client_types(self) -> list[TaskTypeSpec]:
-        return [s for s in REGISTRY.client_types() if self.client_spec(s.name) is s]
-
-    def _not_open(self, name: str) -> str:
-        # One answer for unknown and internal types alike; hints come from the client types only.
-        close = difflib.get_close_matches(name, [s.name for s in self.client_types()], n=1)
-        hint = f"did you mean {close[0]!r}?" if close else "see /types"
-        return f"task type {name!r} is not open to gateway clients ({hint})"
+        self.access = ClientAccess(self.settings.gateway_task_types)
 
     # --- sessions -------------------------------------------------------------------------------------------
     def open(self, client_id: str, send: Send, close: Close) -> Session:
@@ -305,22 +278,12 @@ class ClientTaskManager:
 
     async def submit(self, session: Session, request: protocol.Submit) -> None:
         client = session.client
-        spec = self.client_spec(request.type)
-        if spec is None:
+        try:
+            payload = self.access.check(request.type, request.payload, client.id)
+        except AccessDenied as exc:
             self.counters.submits_denied_total += 1
-            self._error(session, self._not_open(request.type), request.ref)
+            self._error(session, str(exc), request.ref)
             return
-        payload = request.payload
-        if spec.subject_field is not None:
-            named = payload.get(spec.subject_field)
-            if named is None:
-                payload = {**payload, spec.subject_field: client.id}
-            elif named != client.id:
-                self.counters.submits_denied_total += 1
-                self._error(session, f"payload field {spec.subject_field} names {str(named)[:80]!r}, but this "
-                                     f"connection acts for {client.id!r} (the token's subject): leave it out or "
-                                     "give your own id", request.ref)
-                return
         limit = self.settings.gateway_max_inflight
         if len(client.unfinished) >= limit:
             self.counters.inflight_refused_total += 1

@@ -226,3 +226,24 @@ def test_a_subject_field_must_be_a_payload_field_of_a_client_type() -> None:
     with pytest.raises(ConfigurationError, match="subject_field='owner' needs client=True"):
         task_type("ai", "t_unit_not_client", payload=_Owned, subject_field="owner")(lambda p: p)
     assert REGISTRY.find("t_unit_bad_field") is None and REGISTRY.find("t_unit_not_client") is None
+
+
+def test_client_access_binds_the_subject_and_denies_everything_else() -> None:
+    import tests.support.tasks  # noqa: F401 - registers t_owned, t_echo (client) and t_record (not)
+    from meetingtasks.gateway.access import AccessDenied, ClientAccess
+
+    access = ClientAccess()
+    assert access.check("t_owned", {"tag": "x"}, "ann") == {"tag": "x", "user_id": "ann"}
+    assert access.check("t_owned", {"user_id": None}, "ann") == {"user_id": "ann"}
+    assert access.check("t_owned", {"user_id": "ann"}, "ann") == {"user_id": "ann"}
+    assert access.check("t_echo", {"user_id": "bob"}, "ann") == {"user_id": "bob"}, "no subject field: untouched"
+    for payload in ({"user_id": "bob"}, {"user_id": ""}, {"user_id": ["ann"]}, {"user_id": 7}):
+        with pytest.raises(AccessDenied, match="payload field user_id names"):
+            access.check("t_owned", payload, "ann")
+    for name in ("t_record", "user_sessions_expire", "nope"):
+        with pytest.raises(AccessDenied, match=f"task type '{name}' is not open to gateway clients"):
+            access.check(name, {}, "ann")
+    narrowed = ClientAccess(["t_echo", "t_record"])
+    assert [s.name for s in narrowed.types()] == ["t_echo"]
+    with pytest.raises(AccessDenied):
+        narrowed.check("t_owned", {}, "ann")
