@@ -2,7 +2,9 @@
 runs it.
 
 Three people (alice, bob, carol) connect to the WebSocket gateway, each with a token minted with the
-gateway secret, and do everything through it: register, log in, alice creates a meeting, all three join.
+gateway secret, and do everything through it: register, log in, then reconnect with a token for their new
+user id (what an application's sign-in would hand them: the gateway takes the acting user from the token,
+never from the payload), alice creates a meeting, all three join.
 Alice submits a spoken clip (shipped with the ai service) for speech recognition; the transcript and its
 emotion reach *every* participant's client as pushes (their meeting notices, see
 :mod:`meetingtasks.services.meeting.tasks`). Alice ends the meeting and its recording stops. Events on
@@ -86,6 +88,12 @@ class Client:
         sep = "&" if "?" in self.url else "?"
         self.ws = await connect(f"{self.url}{sep}token={self.token}", open_timeout=10)
         self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def reconnect_as(self, client_id: str, token: str) -> None:
+        """Close this connection and open one with ``token`` (whose subject is ``client_id``)."""
+        await self.close()
+        self.client_id, self.token, self.reader, self.ws = client_id, token, None, None
+        await self.open()
 
     async def close(self) -> None:
         if self.reader is not None:
@@ -236,6 +244,11 @@ async def scenario(platform: Platform, gateway_url: str, timeline: Timeline, *, 
             step(c, "user_login", {"username": f"{c.person}_{run_id}", "password": password},
                  lambda r: "session token issued") for c in clients))
         ids = [u["user_id"] for u in users]
+        began = time.monotonic()
+        ttl_s = max(600, int(timeout_s * 10))
+        await asyncio.gather(*(c.reconnect_as(uid, mint_token(secret, uid, ttl_s))
+                               for c, uid in zip(clients, ids, strict=True)))
+        timeline.add(f"{', '.join(PEOPLE)} reconnected with tokens for their user ids", started=began)
 
         meeting = await step(alice, "meeting_create", {"host_id": ids[0], "title": f"Demo stand-up {run_id}",
                                                        "max_duration_s": 600},

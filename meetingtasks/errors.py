@@ -10,6 +10,7 @@
     │   ├── MessageTooLarge         (also a ValueError) the encoded message exceeds max_message_bytes
     │   └── BrokerUnavailable       (also a ConnectionError) Redis could not be reached within dispatch_retry_s
     ├── TaskNotFound                no status, dead letter or schedule exists for an id
+    ├── ReplayRefused               a dead letter that must not be queued again as it is (nothing queued)
     ├── TaskFailed                  raised by TaskHandle.wait() when the task ended without success
     ├── WaitTimeout                 (also a TimeoutError) TaskHandle.wait() ran out of time
     ├── PermanentError              raised by a handler: a domain refusal, fails at once, never retried
@@ -54,6 +55,10 @@ class BrokerUnavailable(DispatchError, ConnectionError):
 
 class TaskNotFound(MeetingTasksError, LookupError):
     """No record exists for the given task or dead-letter id."""
+
+
+class ReplayRefused(MeetingTasksError):
+    """A dead letter cannot be replayed as it is (e.g. it names another service's queue); nothing was queued."""
 
 
 class TaskFailed(MeetingTasksError):

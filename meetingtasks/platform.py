@@ -35,6 +35,12 @@ class Platform:
         # sends as JSON; kombu's encoder calls this instead of failing on the object.
         return f"meetingtasks platform (key prefix {self.settings.key_prefix!r})"
 
+    def service_clients(self, service: str | None = None) -> dict[str, redis.Redis]:
+        """Service -> the client of its own Redis (just ``service`` when given), for tools that visit each."""
+        from meetingtasks.registry import SERVICES
+
+        return {svc: self.redis(svc) for svc in ([service] if service else SERVICES)}
+
     def redis(self, service: str | None = None) -> redis.Redis:
         """The shared client of ``service``'s Redis (the global one when ``None``)."""
         return shared_client(self.settings.broker_url(service), self.settings)

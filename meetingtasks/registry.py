@@ -39,6 +39,27 @@ class TaskTypeSpec:
     retry_policy: RetryPolicy | None = None
     rate_limit_per_s: float | None = None
     idempotent: bool = False
+    #: Gateway clients may submit it (default deny: see :func:`task_type`).
+    client: bool = False
+    #: The payload field naming the acting user; the gateway fills it with the token's subject.
+    subject_field: str | None = None
+
+
+def check_client_policy(spec: TaskTypeSpec) -> None:
+    """Raise :class:`ConfigurationError` when ``spec``'s gateway policy cannot be enforced as declared."""
+    if spec.subject_field is None:
+        return
+    if not spec.client:
+        raise ConfigurationError(
+            f"task type {spec.name!r}: subject_field={spec.subject_field!r} needs client=True (only gateway "
+            "clients have a token subject to bind)"
+        )
+    fields = spec.payload_model.model_fields
+    if spec.subject_field not in fields:
+        raise ConfigurationError(
+            f"task type {spec.name!r}: subject_field={spec.subject_field!r} is not a field of "
+            f"{spec.payload_model.__name__} (fields: {', '.join(fields) or 'none'})"
+        )
 
 
 class TaskRegistry:
@@ -52,6 +73,7 @@ class TaskRegistry:
             raise ConfigurationError(
                 f"task type {spec.name!r}: unknown service {spec.service!r} (known: {', '.join(SERVICES)})"
             )
+        check_client_policy(spec)
         with self._lock:
             existing = self._specs.get(spec.name)
             if existing is not None and existing.handler is not spec.handler:
@@ -96,6 +118,10 @@ class TaskRegistry:
     def all(self) -> list[TaskTypeSpec]:
         return list(self._specs.values())
 
+    def client_types(self) -> list[TaskTypeSpec]:
+        """The types gateway clients may submit (declared ``client=True``)."""
+        return [s for s in self._specs.values() if s.client]
+
 
 REGISTRY = TaskRegistry()
 
@@ -111,12 +137,21 @@ def task_type(
     retry_policy: RetryPolicy | None = None,
     rate_limit: float | None = None,
     idempotent: bool = False,
+    client: bool = False,
+    subject_field: str | None = None,
 ) -> Callable[[F], F]:
     """Register the decorated function as the handler of task type ``name`` on ``service``.
 
     The handler takes the validated ``payload`` model and returns something JSON-serialisable (or a
     pydantic model). ``timeout`` (seconds) is the soft time limit; ``rate_limit`` is tasks per second
     across all workers. The function is returned unchanged, so it stays callable in tests.
+
+    Gateway clients may submit the type only when ``client=True`` (default deny: internal and maintenance
+    types are reachable from service code, the CLI and the bridge, never from a WebSocket). A type that acts
+    on the submitting user's own resources names the payload field that holds that user in
+    ``subject_field``: the gateway fills it with the token's subject and refuses a payload naming anyone
+    else, so the identity comes from the token, never from the payload. A ``subject_field`` that is not a
+    field of ``payload``, or one without ``client=True``, is a :class:`ConfigurationError` at import.
     """
 
     def decorate(func: F) -> F:
@@ -132,6 +167,8 @@ def task_type(
                 retry_policy=retry_policy,
                 rate_limit_per_s=rate_limit,
                 idempotent=idempotent,
+                client=client,
+                subject_field=subject_field,
             )
         )
         return func

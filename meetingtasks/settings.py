@@ -35,6 +35,14 @@ REDIS_URL_FILE = "redis.url"
 #: File in the data directory where a generated gateway secret is recorded (``up``, ``gateway --generate-secret``).
 GATEWAY_SECRET_FILE = "gateway.secret"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+#: How to make a real secret, said by every refusal of a placeholder.
+GENERATE_SECRET_HINT = 'generate a real one with `python -c "import secrets; print(secrets.token_urlsafe(32))"`'
+#: What marks a secret as a placeholder (deploy/env.example ships ``change-me-...`` values; its test checks
+#: that every value there is caught): these pass a length check and open the platform to anyone who read the
+#: example. Compared lowercase with ``-``, ``_`` and spaces removed.
+PLACEHOLDER_MARKERS = ("changeme", "replaceme", "yoursecret", "yourpassword")
+#: Whole values that are stand-ins, never secrets (same comparison).
+PLACEHOLDER_VALUES = frozenset({"secret", "password", "passwd", "admin", "default", "xxx", "xxxxxxxx", "todo"})
 
 #: YAML section -> {yaml key: settings field}. ``None`` means accepted for compatibility, not used.
 YAML_SECTIONS: dict[str, dict[str, str | None]] = {
@@ -215,7 +223,11 @@ class Settings(BaseSettings):
         "websockets-sansio", description="uvicorn's WebSocket implementation (sans-I/O: least memory per connection)"
     )
     gateway_task_types: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Task types clients may submit (comma-separated); empty: every type"
+        default_factory=list, description="Narrows the task types clients may submit (comma-separated) to these, "
+        "among those declared client=True; empty: every client type"
+    )
+    gateway_max_connections_per_client: int = Field(
+        16, ge=1, description="WebSocket connections one client id may hold at once; the next one is closed (1008)"
     )
 
     # --- events -------------------------------------------------------------------------------------------------
@@ -320,6 +332,11 @@ class Settings(BaseSettings):
         check_signing_files(self)
         return self
 
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        check_no_placeholder_secrets(self)
+        return self
+
     @field_validator("default_priority", mode="before")
     @classmethod
     def _lower_priority(cls, value: Any) -> Any:
@@ -396,6 +413,38 @@ def check_redis_url(url: str) -> None:
         parts.port  # noqa: B018 - property access validates the port
     except ValueError:
         raise ValueError(f"{url!r} has an invalid port") from None
+
+
+def is_placeholder(secret: str) -> bool:
+    """True when ``secret`` is a placeholder (``change-me-...``, ``secret``...), not something generated."""
+    normal = "".join(ch for ch in secret.lower() if ch not in "-_ \t")
+    return normal in PLACEHOLDER_VALUES or any(marker in normal for marker in PLACEHOLDER_MARKERS)
+
+
+def refuse_placeholder(name: str, secret: str | None, what: str = "is a placeholder") -> None:
+    """Raise a one-line :class:`ConfigurationError` when ``secret`` is a placeholder (never echoing it)."""
+    if secret is not None and is_placeholder(secret):
+        raise ConfigurationError(f"{name} {what}, not a secret: {GENERATE_SECRET_HINT}")
+
+
+def check_no_placeholder_secrets(settings: Settings) -> None:
+    """Refuse every secret setting that holds a placeholder: the gateway secret, Flower's basic-auth
+    passwords, the passwords in the Redis URLs, the signing key's password."""
+    def plain(value: SecretStr | None) -> str | None:
+        return None if value is None else value.get_secret_value()
+
+    refuse_placeholder(f"{ENV_PREFIX}GATEWAY_SECRET", plain(settings.gateway_secret))
+    refuse_placeholder(f"{ENV_PREFIX}SIGNING_KEY_PASSWORD", plain(settings.signing_key_password))
+    for pair in (plain(settings.flower_basic_auth) or "").split(","):
+        user, sep, password = pair.strip().partition(":")
+        if sep:
+            refuse_placeholder(f"{ENV_PREFIX}FLOWER_BASIC_AUTH", password,
+                               f"has a placeholder password for user {user!r}")
+    urls = {f"{ENV_PREFIX}REDIS_URL": settings.redis_url,
+            **{f"{ENV_PREFIX}SERVICE_REDIS_URLS[{svc}]": url for svc, url in settings.service_redis_urls.items()}}
+    for name, url in urls.items():
+        if url:
+            refuse_placeholder(name, urlsplit(url).password, "has a placeholder Redis password")
 
 
 _SIGNING_FILES = ("signing_key", "signing_cert", "signing_cert_store")

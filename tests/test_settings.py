@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,77 @@ def test_tls_urls_verify_certificates_by_default() -> None:
 
     app = create_app("user", settings)
     assert app.conf.broker_use_ssl["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+
+
+# --- placeholder secrets ---------------------------------------------------------------------------------------
+EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "env.example"
+
+#: deploy/env.example's variables -> the meetingtasks settings docker-compose.yml builds from them (None: not
+#: ours: Grafana's own admin password, checked here only against the placeholder rule).
+SETTINGS_FROM_EXAMPLE = {
+    "REDIS_PASSWORD": lambda v: {"MEETINGTASKS_REDIS_URL": f"redis://:{v}@redis:6379/0",
+                                 "MEETINGTASKS_SERVICE_REDIS_URLS": f'{{"ai": "redis://:{v}@redis-ai:6379/0"}}'},
+    "MEETINGTASKS_GATEWAY_SECRET": lambda v: {"MEETINGTASKS_GATEWAY_SECRET": v},
+    "FLOWER_BASIC_AUTH": lambda v: {"MEETINGTASKS_FLOWER_BASIC_AUTH": f"ops:{secrets.token_urlsafe(16)},{v}"},
+    "GRAFANA_ADMIN_PASSWORD": None,
+}
+
+
+def example_values() -> dict[str, str]:
+    lines = [line.strip() for line in EXAMPLE.read_text().splitlines()]
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))  # type: ignore[misc]
+
+
+def test_every_placeholder_of_env_example_is_refused_at_start_up_with_how_to_generate_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from meetingtasks.settings import GENERATE_SECRET_HINT, is_placeholder
+
+    example = example_values()
+    assert set(example) == set(SETTINGS_FROM_EXAMPLE), "a new variable in deploy/env.example: map it here"
+    for variable, value in example.items():
+        assert is_placeholder(value.partition(":")[2] if variable == "FLOWER_BASIC_AUTH" else value), variable
+        settings_env = SETTINGS_FROM_EXAMPLE[variable]
+        if settings_env is None:
+            continue
+        for key, setting in settings_env(value).items():
+            with monkeypatch.context() as m:
+                m.setenv(key, setting)
+                with pytest.raises(ConfigurationError) as info:
+                    load_settings()
+            message = str(info.value)
+            assert message.startswith(key.partition("[")[0]) or message.startswith(key), message
+            assert message.endswith(GENERATE_SECRET_HINT) and "\n" not in message, message
+            assert value.rpartition(":")[2] not in message, "the refusal never echoes the secret"
+
+
+def test_real_secrets_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = {variable: secrets.token_urlsafe(32) for variable in example_values()}
+    real["FLOWER_BASIC_AUTH"] = f"admin:{real['FLOWER_BASIC_AUTH']}"
+    for variable, value in real.items():
+        settings_env = SETTINGS_FROM_EXAMPLE[variable]
+        for key, setting in (settings_env(value) if settings_env else {}).items():
+            monkeypatch.setenv(key, setting)
+    settings = load_settings()
+    assert settings.gateway_secret is not None and settings.flower_basic_auth is not None
+
+
+def test_a_placeholder_gateway_secret_stops_the_gateway_in_one_line(tmp_path: Path) -> None:
+    import os
+
+    from meetingtasks.settings import GENERATE_SECRET_HINT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEETINGTASKS_")}
+    env.update(MEETINGTASKS_GATEWAY_SECRET=example_values()["MEETINGTASKS_GATEWAY_SECRET"],
+               MEETINGTASKS_DATA_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-m", "meetingtasks", "gateway", "--port", "0"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert out.stderr == ("error: MEETINGTASKS_GATEWAY_SECRET is a placeholder, not a secret: "
+                          f"{GENERATE_SECRET_HINT}\n")
+    # and one written into the data directory is refused the same way
+    (tmp_path / "gateway.secret").write_text("change-me-a-long-random-gateway-secret\n")
+    del env["MEETINGTASKS_GATEWAY_SECRET"]
+    out = subprocess.run([sys.executable, "-m", "meetingtasks", "token", "ann"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stderr.count("\n")) == (1, 1) and GENERATE_SECRET_HINT in out.stderr

@@ -1,4 +1,8 @@
-"""``dlq list|show|replay|purge``: the dead-letter queue tools."""
+"""``dlq list|show|replay|purge``: the dead-letter queue tools.
+
+Each service's letters are read on that service's own Redis (``service_redis_urls``), so a service moved to
+its own instance keeps its letters visible, replayable and purgeable.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import click
 
 from meetingtasks.cli.main import echo_json, fail, platform_command
 from meetingtasks.deadletter import DeadLetter
+from meetingtasks.errors import ReplayRefused
 from meetingtasks.platform import Platform
 from meetingtasks.registry import SERVICES
 
@@ -30,7 +35,7 @@ def _when(ts: float) -> str:
 @platform_command
 def list_(platform: Platform, service: str | None, as_json: bool, limit: int) -> None:
     """List dead letters, newest first."""
-    letters = platform.dead_letters.list(platform.redis(service), service, limit=limit)
+    letters = platform.dead_letters.list_each(platform.service_clients(service), service, limit=limit)
     if as_json:
         echo_json([letter.summary() for letter in letters])
         return
@@ -47,7 +52,7 @@ def list_(platform: Platform, service: str | None, as_json: bool, limit: int) ->
 @platform_command
 def show(platform: Platform, letter_id: str) -> None:
     """Show one dead letter in full (JSON)."""
-    letter: DeadLetter = platform.dead_letters.get(platform.redis(), letter_id)
+    letter: DeadLetter = platform.dead_letters.locate(platform.service_clients(), letter_id)[1]
     data = letter.summary()
     data["traceback"] = letter.traceback
     data["message"] = letter.message
@@ -64,21 +69,34 @@ def replay(platform: Platform, letter_id: str | None, replay_all: bool, service:
     if bool(letter_id) == replay_all:
         fail("give a dead-letter ID or --all", code=2)
     store = platform.dead_letters
+    clients = platform.service_clients(service)
     if letter_id:
-        letters = [store.get(platform.redis(), letter_id)]
+        held_by, _ = store.locate(clients, letter_id)
+        targets = [(held_by, letter_id)]
     else:
-        letters = [letter for letter in store.list(platform.redis(service), service, limit=10**9) if letter.replayable]
-    replayed = 0
-    for letter in letters:
-        client = platform.redis(letter.service)
-        result = store.replay(client, letter.id)
+        # Each service's letters from its own Redis, replayed there (the service holding a letter, not the
+        # letter's own record, says where it goes).
+        targets = [(svc, letter.id) for svc, client in clients.items()
+                   for letter in store.list(client, svc, limit=10**9) if letter.replayable]
+    replayed = refused = 0
+    for svc, target_id in targets:
+        try:
+            result = store.replay(clients[svc], target_id, service=svc)
+        except ReplayRefused as exc:
+            if letter_id:
+                raise
+            refused += 1
+            click.echo(f"error: {exc}", err=True)
+            continue
         if result.replayed:
             replayed += 1
-            click.echo(f"replayed {letter.id} -> {result.queue}")
+            click.echo(f"replayed {target_id} -> {result.queue}")
         elif letter_id:
             fail(f"dead letter {letter_id!r} was already replayed or purged")
     if replay_all:
-        click.echo(f"{replayed} replayed")
+        click.echo(f"{replayed} replayed" + (f", {refused} refused" if refused else ""))
+        if refused:
+            raise SystemExit(1)
 
 
 @dlq.command()
@@ -86,7 +104,7 @@ def replay(platform: Platform, letter_id: str | None, replay_all: bool, service:
 @platform_command
 def purge(platform: Platform, service: str | None) -> None:
     """Delete dead letters (all services unless --service)."""
-    removed = platform.dead_letters.purge(platform.redis(service), service)
+    removed = platform.dead_letters.purge_each(platform.service_clients(service), service)
     click.echo(f"{removed} dead letters purged")
 
 

@@ -2,7 +2,9 @@
 ``/stats``.
 
 A connection to ``/ws`` must carry a valid token (``?token=`` or ``Authorization: Bearer``); without one it
-is refused before the WebSocket is accepted (the client sees HTTP 403). Every frame then goes to the
+is refused before the WebSocket is accepted (the client sees HTTP 403). A client already holding
+``gateway_max_connections_per_client`` connections has the new one accepted and closed at once (1008, with
+the reason), so it can tell why. Every frame then goes to the
 :class:`~meetingtasks.gateway.sessions.ClientTaskManager`; status pushes come from the status feed.
 """
 
@@ -27,10 +29,9 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from meetingtasks.gateway.feed import StatusFeed
-from meetingtasks.gateway.sessions import ClientTaskManager
+from meetingtasks.gateway.sessions import ClientTaskManager, TooManyConnections
 from meetingtasks.gateway.tokens import TokenError, verify_token
 from meetingtasks.platform import Platform
-from meetingtasks.registry import REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,7 @@ class Gateway:
         return JSONResponse(body, status_code=200 if connected else 503)
 
     async def types(self, request: Request) -> Response:
-        allowed = self.manager.allowed_types
-        specs = [s for s in REGISTRY.all() if not allowed or s.name in allowed]
+        specs = self.manager.access.types()  # only what a client may submit: internal types stay unnamed
         body: list[dict[str, Any]] = [
             {"type": s.name, "service": s.service, "priority": s.priority.value,
              "schema": s.payload_model.model_json_schema()}
@@ -143,14 +143,21 @@ class Gateway:
             log.info("gateway: refused a connection from %s: %s", peer, exc)
             await ws.close(code=1008, reason=str(exc)[:120])
             return
-        await ws.accept()
 
         async def close(code: int, reason: str) -> None:
             with contextlib.suppress(Exception):
                 await ws.close(code=code, reason=reason)
 
-        session = self.manager.open(client_id, ws.send_text, close)
         try:
+            # Counted before the accept's await: two connections racing for the last slot cannot both get it.
+            session = self.manager.open(client_id, ws.send_text, close)
+        except TooManyConnections as exc:
+            log.info("gateway: refused a connection of client %s: %s", client_id, exc)
+            await ws.accept()
+            await close(1008, str(exc)[:120])
+            return
+        try:
+            await ws.accept()
             while True:
                 message = await ws.receive()
                 if message["type"] == "websocket.disconnect":

@@ -13,6 +13,8 @@ class GatewayCounters:
     sessions_opened_total: int = 0
     sessions_closed_total: int = 0
     auth_refused_total: int = 0
+    connections_refused_total: int = 0
+    submits_denied_total: int = 0
     frames_in_total: int = 0
     frames_out_total: int = 0
     errors_sent_total: int = 0
@@ -43,6 +45,10 @@ class TokenBucket:
     @classmethod
     def full(cls, rate_per_s: float, burst: float, now_s: float) -> TokenBucket:
         return cls(rate_per_s, burst, burst, now_s)
+
+    def refilled_by_s(self) -> float:
+        """When the bucket is full again if nothing takes from it: from then on, forgetting it loses nothing."""
+        return self.updated_s + max(0.0, self.burst - self.tokens) / self.rate_per_s
 
     def allow(self, now_s: float) -> bool:
         self.tokens = min(self.burst, self.tokens + max(0.0, now_s - self.updated_s) * self.rate_per_s)

@@ -1,10 +1,15 @@
 """ClientTaskManager: the gateway's sessions, their clients, and the routing of status pushes.
 
-A client (the ``sub`` of its token) may hold several sessions (WebSocket connections). Per client: a token
-bucket on the frames it sends (``gateway_client_rate_per_s``, burst ``gateway_client_burst``) and a cap on
-its unfinished tasks (``gateway_max_inflight``). Per session: the tasks it follows (submitted on it, or
-subscribed to), an outbound queue drained by its writer (a client too slow to take
-``gateway_send_queue`` frames is disconnected, never waited for), and an idle timer.
+A client (the ``sub`` of its token) may hold several sessions (WebSocket connections), at most
+``gateway_max_connections_per_client``. Per client: a token bucket on the frames it sends
+(``gateway_client_rate_per_s``, burst ``gateway_client_burst``), kept across reconnects until it has
+refilled (so closing and reopening a connection never buys a fresh burst), and a cap on its unfinished
+tasks (``gateway_max_inflight``). Per session: the tasks it follows (submitted on it, or subscribed to), an
+outbound queue drained by its writer (a client too slow to take ``gateway_send_queue`` frames is
+disconnected, never waited for), and an idle timer.
+
+What a client may submit, and as whom, is :mod:`meetingtasks.gateway.access`'s decision (default deny; the
+acting user from the token).
 
 Who owns a task is written into its status record (field ``client``) at submit, so a client can
 ``subscribe`` to and ``cancel`` its tasks from any session, after a reconnect or a gateway restart, and
@@ -29,6 +34,7 @@ from meetingtasks.cancel import cancel_task
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.errors import MeetingTasksError, TaskNotFound
 from meetingtasks.gateway import protocol
+from meetingtasks.gateway.access import AccessDenied, ClientAccess
 from meetingtasks.gateway.limits import GatewayCounters, TokenBucket
 from meetingtasks.gateway.submits import SubmitBatcher
 from meetingtasks.message import new_id
@@ -43,6 +49,10 @@ LIVE = None
 
 Send = Callable[[str], Awaitable[None]]
 Close = Callable[[int, str], Coroutine[Any, Any, None]]
+
+
+class TooManyConnections(MeetingTasksError):
+    """A client already holds ``gateway_max_connections_per_client`` sessions."""
 
 
 class ClientState:
@@ -153,11 +163,16 @@ class ClientTaskManager:
         self.sessions: set[Session] = set()
         self.routes: dict[str, set[Session]] = {}  # task id -> sessions following it
         self.owners: dict[str, ClientState] = {}  # unfinished task id -> its client, for the in-flight cap
-        self.allowed_types = frozenset(self.settings.gateway_task_types)
+        self.access = ClientAccess(self.settings.gateway_task_types)
 
     # --- sessions -------------------------------------------------------------------------------------------
     def open(self, client_id: str, send: Send, close: Close) -> Session:
+        """A new session of ``client_id``; :class:`TooManyConnections` when the client is at its cap."""
         client = self.clients.get(client_id)
+        limit = self.settings.gateway_max_connections_per_client
+        if client is not None and len(client.sessions) >= limit:
+            self.counters.connections_refused_total += 1
+            raise TooManyConnections(f"too many connections for client {client_id!r} (limit {limit}): close one first")
         if client is None:
             s = self.settings
             bucket = TokenBucket.full(s.gateway_client_rate_per_s, s.gateway_client_burst, time.monotonic())
@@ -189,8 +204,12 @@ class ClientTaskManager:
         self.counters.sessions_closed_total += 1
         self.counters.tasks_followed = len(self.routes)
 
-    def _drop_if_idle(self, client: ClientState) -> None:
-        if not client.sessions and not client.unfinished and self.clients.get(client.id) is client:
+    def _drop_if_idle(self, client: ClientState, now_s: float | None = None) -> None:
+        """Forget a client with no session and no unfinished task, once its rate budget has refilled: until
+        then a reconnect must find the budget as it was left."""
+        if client.sessions or client.unfinished or self.clients.get(client.id) is not client:
+            return
+        if (time.monotonic() if now_s is None else now_s) >= client.bucket.refilled_by_s():
             del self.clients[client.id]
 
     def _follow(self, session: Session, task_id: str, held: bool) -> None:
@@ -209,6 +228,8 @@ class ClientTaskManager:
     def expire_idle(self, now_s: float | None = None) -> int:
         """Close sessions silent for ``gateway_idle_timeout_s`` that follow no unfinished task."""
         now_s = time.monotonic() if now_s is None else now_s
+        for client in [c for c in self.clients.values() if not c.sessions]:
+            self._drop_if_idle(client, now_s)  # clients gone whose budget has refilled meanwhile
         limit = self.settings.gateway_idle_timeout_s
         closed = 0
         for session in list(self.sessions):
@@ -227,9 +248,12 @@ class ClientTaskManager:
             self._error(session, "binary frames are not supported: send JSON text frames")
             return
         limit = self.settings.gateway_max_frame_bytes
-        if len(text) > limit:
+        # The limit is in bytes (UTF-8): up to 4 a character, so only a frame over a quarter of it is encoded
+        # to count them.
+        size = len(text.encode("utf-8", "surrogatepass")) if len(text) * 4 > limit else 0
+        if size > limit:
             self.counters.oversize_frames_total += 1
-            self._error(session, f"frame of {len(text)} bytes is over the limit of {limit} bytes")
+            self._error(session, f"frame of {size} bytes is over the limit of {limit} bytes")
             return
         try:
             request = protocol.parse_frame(text)
@@ -254,8 +278,11 @@ class ClientTaskManager:
 
     async def submit(self, session: Session, request: protocol.Submit) -> None:
         client = session.client
-        if self.allowed_types and request.type not in self.allowed_types:
-            self._error(session, f"task type {request.type!r} is not open to gateway clients", request.ref)
+        try:
+            payload = self.access.check(request.type, request.payload, client.id)
+        except AccessDenied as exc:
+            self.counters.submits_denied_total += 1
+            self._error(session, str(exc), request.ref)
             return
         limit = self.settings.gateway_max_inflight
         if len(client.unfinished) >= limit:
@@ -269,7 +296,7 @@ class ClientTaskManager:
         self.owners[task_id] = client
         client.unfinished.add(task_id)
         try:
-            await self.submits.submit(task_type=request.type, payload=request.payload, priority=request.priority,
+            await self.submits.submit(task_type=request.type, payload=payload, priority=request.priority,
                                       task_id=task_id, fields={"client": client.id})
         except (MeetingTasksError, ValueError, redis.RedisError) as exc:
             self._unfollow(session, task_id)

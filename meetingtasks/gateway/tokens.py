@@ -3,6 +3,9 @@
 Claims: ``sub`` (the client id, whose tasks the bearer may see), ``iat`` and ``exp`` (epoch seconds).
 Any JWT library verifies them with the same secret; only HS256 is accepted (no ``none``, no key confusion).
 The secret comes from ``MEETINGTASKS_GATEWAY_SECRET`` or the data directory (see :func:`require_secret`).
+
+:func:`verify_token` answers every input, of any shape, with the client id or a :class:`TokenError`: the
+gateway refuses and counts a bad token; nothing else can leave the auth path.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import time
 import orjson
 
 from meetingtasks.errors import ConfigurationError, MeetingTasksError
-from meetingtasks.settings import GATEWAY_SECRET_FILE, Settings
+from meetingtasks.settings import GATEWAY_SECRET_FILE, Settings, refuse_placeholder
 
 #: Shortest secret accepted: a guessable secret lets anyone mint tokens.
 MIN_SECRET_CHARS = 16
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_.@:-]{1,128}$")
+#: Longest token read: a minted one is about 200 characters; anything far longer is refused unread.
+MAX_TOKEN_CHARS = 4096
 _HEADER = {"alg": "HS256", "typ": "JWT"}
 _LEEWAY_S = 5
 
@@ -44,7 +49,7 @@ def _sign(secret: str, signing_input: str) -> str:
 
 def mint_token(secret: str, client_id: str, ttl_s: float, *, now_s: float | None = None) -> str:
     """A token for ``client_id`` valid for ``ttl_s`` seconds."""
-    if not CLIENT_ID.match(client_id):
+    if not CLIENT_ID.fullmatch(client_id):
         raise ValueError(f"client id {client_id!r}: use 1-128 characters of letters, digits and _ . @ : -")
     if ttl_s <= 0:
         raise ValueError(f"token ttl must be > 0 seconds, got {ttl_s}")
@@ -55,9 +60,20 @@ def mint_token(secret: str, client_id: str, ttl_s: float, *, now_s: float | None
 
 
 def verify_token(secret: str, token: str | None, *, now_s: float | None = None) -> str:
-    """The client id of a valid token; :class:`TokenError` naming the problem otherwise."""
+    """The client id of a valid token; :class:`TokenError` naming the problem otherwise (for any input)."""
     if not token:
         raise TokenError("no token: pass ?token=... or an Authorization: Bearer header (`meetingtasks token`)")
+    if len(token) > MAX_TOKEN_CHARS or not token.isascii():
+        raise TokenError(f"malformed token: a JWT is at most {MAX_TOKEN_CHARS} ASCII characters")
+    try:
+        return _verify(secret, token, now_s)
+    except TokenError:
+        raise
+    except Exception as exc:  # whatever the shape of a hostile token, it is refused, never raised
+        raise TokenError(f"malformed token ({type(exc).__name__})") from None
+
+
+def _verify(secret: str, token: str, now_s: float | None) -> str:
     parts = token.split(".")
     if len(parts) != 3:
         raise TokenError("malformed token: expected a JWT (header.claims.signature)")
@@ -68,12 +84,14 @@ def verify_token(secret: str, token: str | None, *, now_s: float | None = None) 
         raise TokenError("malformed token: header or claims are not base64url JSON") from None
     if not isinstance(header, dict) or header.get("alg") != "HS256":
         raise TokenError("token algorithm must be HS256")
-    if not hmac.compare_digest(_sign(secret, parts[0] + "." + parts[1]), parts[2]):
+    # Bytes, not str: compare_digest refuses str with non-ASCII characters (a TypeError, not a refusal).
+    if not hmac.compare_digest(_sign(secret, parts[0] + "." + parts[1]).encode(), parts[2].encode()):
         raise TokenError("bad token signature (minted with another secret?)")
     if not isinstance(claims, dict):
         raise TokenError("malformed token: claims are not an object")
     exp, sub = claims.get("exp"), claims.get("sub")
-    if not isinstance(exp, int | float) or not isinstance(sub, str) or not CLIENT_ID.match(sub):
+    if isinstance(exp, bool) or not isinstance(exp, int | float) or not isinstance(sub, str) \
+            or not CLIENT_ID.fullmatch(sub):
         raise TokenError("malformed token: needs a client id (sub) and an expiry (exp)")
     now = time.time() if now_s is None else now_s
     if now > exp + _LEEWAY_S:
@@ -94,4 +112,6 @@ def require_secret(settings: Settings) -> str:
         raise ConfigurationError(
             f"MEETINGTASKS_GATEWAY_SECRET is too short: use at least {MIN_SECRET_CHARS} characters"
         )
+    # Settings refuse a placeholder given in the environment; this covers one written into the data directory.
+    refuse_placeholder("MEETINGTASKS_GATEWAY_SECRET", secret)
     return secret

@@ -31,6 +31,8 @@ GATEWAY_COUNTERS = {
     "sessions_opened_total": "WebSocket sessions opened",
     "sessions_closed_total": "WebSocket sessions closed",
     "auth_refused_total": "Connections refused for a missing or bad token",
+    "connections_refused_total": "Connections refused: the client holds gateway_max_connections_per_client",
+    "submits_denied_total": "Submits refused: a type not open to clients, or a payload naming another user",
     "pushes_total": "Status frames pushed to clients",
     "frames_in_total": "Frames received from clients",
     "frames_out_total": "Frames sent to clients",

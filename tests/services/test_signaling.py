@@ -154,3 +154,26 @@ def test_silent_sessions_are_closed_by_the_beat_job(run: Run, platform: Platform
 
 def test_sdp_validation_returns_the_media() -> None:
     assert validate_sdp(sdp("actpass") + "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n", "offer") == ["audio", "video"]
+
+
+def test_only_a_party_may_heartbeat_close_or_reoffer_a_session(run: Run, platform: Platform,
+                                                              published: Published) -> None:
+    # given bob's open session and a connected session between ann and bob
+    bob = {"session_id": "m1:bob", "user_id": "bob", "meeting_id": "m1"}
+    run("signaling_connection_manage", {**bob, "action": "open"})
+    run("signaling_webrtc_offer", OFFER)
+    run("signaling_webrtc_answer", ANSWER)
+    # when mallory (whom the gateway binds as the acting user) names those sessions, every attempt is refused
+    for action in ("heartbeat", "close"):
+        with pytest.raises(PermanentError, match="the sender is not a party of signaling session 'm1:bob'"):
+            run("signaling_connection_manage", {**bob, "user_id": "mallory", "action": action})
+    with pytest.raises(PermanentError, match="the sender is not a party of signaling session 's1'"):
+        run("signaling_webrtc_offer", {**OFFER, "from_user": "mallory", "to_user": "ann"})
+    # then both sessions are as they were, and nothing was relayed for mallory
+    store = SignalingStore(platform)
+    assert store.session("m1:bob")["state"] == "open"
+    assert (store.session("s1")["state"], store.session("s1")["offer_from"]) == ("connected", "ann")
+    assert published.payloads("signaling_events", "webrtc.disconnected") == []
+    # and the parties themselves still may: the peer renegotiates, the owner closes
+    run("signaling_webrtc_offer", {**OFFER, "from_user": "bob", "to_user": "ann"})
+    assert run("signaling_connection_manage", {**bob, "action": "close"})["state"] == "closed"

@@ -32,7 +32,7 @@ def t_on_batch(outcome: BatchOutcome) -> str:
     return outcome.batch_id
 
 
-@task_type("ai", "t_progress", payload=Tagged)
+@task_type("ai", "t_progress", payload=Tagged, client=True)
 def t_progress(p: Tagged) -> str:
     """Reports 50% and then waits (up to 20 s) until the test sets ``test:release:<tag>``."""
     report_progress(50, f"halfway through {p.tag}")

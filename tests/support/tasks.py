@@ -32,10 +32,21 @@ def _record(kind: str, tag: str) -> None:
     _redis().rpush(f"test:{kind}", f"{tag}|{time.time()}|{os.getpid()}")
 
 
-@task_type("ai", "t_echo", payload=Tagged, priority=Priority.NORMAL)
+@task_type("ai", "t_echo", payload=Tagged, priority=Priority.NORMAL, client=True)
 def t_echo(p: Tagged) -> dict[str, Any]:
     _record("runs", p.tag)
     return {"tag": p.tag}
+
+
+class Owned(BaseModel):
+    user_id: str
+    tag: str = ""
+
+
+@task_type("ai", "t_owned", payload=Owned, client=True, subject_field="user_id")
+def t_owned(p: Owned) -> dict[str, Any]:
+    """Acts on its user's own resources: over the gateway, ``user_id`` is the token's subject."""
+    return {"user_id": p.user_id, "tag": p.tag}
 
 
 @task_type("ai", "t_record", payload=Tagged, priority=Priority.LOW)
@@ -46,7 +57,7 @@ def t_record(p: Tagged) -> str:
     return p.tag
 
 
-@task_type("ai", "t_sleep", payload=Tagged, timeout=120)
+@task_type("ai", "t_sleep", payload=Tagged, timeout=120, client=True)
 def t_sleep(p: Tagged) -> str:
     _record("started", p.tag)
     time.sleep(p.seconds)
@@ -72,7 +83,7 @@ def t_always_fails(p: Tagged) -> str:
     raise RuntimeError(f"always fails: {p.tag}")
 
 
-@task_type("ai", "t_permanent", payload=Tagged)
+@task_type("ai", "t_permanent", payload=Tagged, client=True)
 def t_permanent(p: Tagged) -> str:
     _record("attempts", p.tag)
     raise PermanentError(f"refused: {p.tag}")

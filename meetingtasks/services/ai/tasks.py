@@ -49,7 +49,8 @@ def _finish(op: Operation, kind: str, result: dict[str, Any], event: dict[str, A
     return result
 
 
-@task_type(SERVICE, "speech_recognition", payload=SpeechRecognition, priority=Priority.NORMAL, timeout=600)
+@task_type(SERVICE, "speech_recognition", payload=SpeechRecognition, priority=Priority.NORMAL, timeout=600,
+           client=True)
 def speech_recognition(p: SpeechRecognition) -> dict[str, Any]:
     def body(op: Operation) -> dict[str, Any]:
         audio = BlobStore(op.platform).get(p.audio_ref).data
@@ -63,7 +64,7 @@ def speech_recognition(p: SpeechRecognition) -> dict[str, Any]:
     return result
 
 
-@task_type(SERVICE, "emotion_detection", payload=EmotionDetection, priority=Priority.LOW)
+@task_type(SERVICE, "emotion_detection", payload=EmotionDetection, priority=Priority.LOW, client=True)
 def emotion_detection(p: EmotionDetection) -> dict[str, Any]:
     if p.text is None and p.audio_ref is None:
         raise PermanentError("emotion_detection: give the text, or an audio_ref to transcribe")
@@ -84,7 +85,8 @@ def emotion_detection(p: EmotionDetection) -> dict[str, Any]:
     return result
 
 
-@task_type(SERVICE, "audio_denoising", payload=AudioDenoising, priority=Priority.NORMAL, timeout=600)
+@task_type(SERVICE, "audio_denoising", payload=AudioDenoising, priority=Priority.NORMAL, timeout=600,
+           client=True)
 def audio_denoising(p: AudioDenoising) -> dict[str, Any]:
     def body(op: Operation) -> dict[str, Any]:
         blobs = BlobStore(op.platform)

@@ -137,7 +137,8 @@ def _cancel_pending(op: Operation, *task_ids: str | None) -> None:
                 cancel_task(op.platform, task_id)
 
 
-@task_type(SERVICE, "meeting_create", payload=MeetingCreate, priority=Priority.HIGH)
+@task_type(SERVICE, "meeting_create", payload=MeetingCreate, priority=Priority.HIGH,
+           client=True, subject_field="host_id")
 def meeting_create(p: MeetingCreate) -> dict[str, Any]:
     def body(op: Operation) -> dict[str, Any]:
         meeting_id = p.meeting_id or op.derive_id("meeting")
@@ -174,7 +175,8 @@ def meeting_start(p: MeetingStart) -> dict[str, Any]:
     return result
 
 
-@task_type(SERVICE, "meeting_end", payload=MeetingEnd, priority=Priority.HIGH)
+@task_type(SERVICE, "meeting_end", payload=MeetingEnd, priority=Priority.HIGH,
+           client=True, subject_field="ended_by")
 def meeting_end(p: MeetingEnd) -> dict[str, Any]:
     result: dict[str, Any] = run_once(
         SERVICE, lambda op: end_meeting(op, p.meeting_id, reason=p.reason, ended_by=p.ended_by))
@@ -190,7 +192,8 @@ _JOIN_REFUSALS = {
 }
 
 
-@task_type(SERVICE, "meeting_user_join", payload=MeetingUserJoin, priority=Priority.CRITICAL)
+@task_type(SERVICE, "meeting_user_join", payload=MeetingUserJoin, priority=Priority.CRITICAL,
+           client=True, subject_field="user_id")
 def meeting_user_join(p: MeetingUserJoin) -> dict[str, Any]:
     def body(op: Operation) -> dict[str, Any]:
         record = op.platform.status.get(op.redis, op.task_id)
@@ -234,7 +237,8 @@ def arm_notices(op: Operation, meeting_id: str, user_id: str, client: str, kinds
     return armed
 
 
-@task_type(SERVICE, "meeting_user_leave", payload=MeetingUserLeave, priority=Priority.HIGH)
+@task_type(SERVICE, "meeting_user_leave", payload=MeetingUserLeave, priority=Priority.HIGH,
+           client=True, subject_field="user_id")
 def meeting_user_leave(p: MeetingUserLeave) -> dict[str, Any]:
     def body(op: Operation) -> dict[str, Any]:
         meetings = store()

@@ -31,21 +31,31 @@ redis.call('ZADD', KEYS[4], ARGV[6], ARGV[3])
 return cjson.encode({opened = true})
 """)
 
+# Only a party of a session (its user or its peer) may keep it alive, close it or offer on it again: over the
+# gateway the user is the token's subject, so a client cannot act on another user's session.
+_PARTY = """
+local function mt_party(session_key, user)
+  return user == redis.call('HGET', session_key, 'user_id') or user == redis.call('HGET', session_key, 'peer')
+end
+"""
+
 # KEYS[2] session, [4] alive. ARGV[3] session id, [4] user, [6] now.
-_HEARTBEAT = once_script("""
+_HEARTBEAT = once_script(_PARTY + """
 local state = redis.call('HGET', KEYS[2], 'state')
 if not state then return cjson.encode({refused = 'unknown'}) end
 if state == 'closed' then return cjson.encode({refused = 'closed'}) end
+if not mt_party(KEYS[2], ARGV[4]) then return cjson.encode({refused = 'not_party'}) end
 redis.call('HSET', KEYS[2], 'last_seen', ARGV[6])
 redis.call('ZADD', KEYS[4], ARGV[6], ARGV[3])
 return cjson.encode({alive = true, state = state})
 """)
 
 # KEYS[2] session, [3] ice, [4] alive. ARGV[3] session id, [4] user, [5] reason, [6] now, [7] retention s.
-_CLOSE = once_script("""
+_CLOSE = once_script(_PARTY + """
 local state = redis.call('HGET', KEYS[2], 'state')
 if not state then return cjson.encode({refused = 'unknown'}) end
 if state == 'closed' then return cjson.encode({already = true}) end
+if not mt_party(KEYS[2], ARGV[4]) then return cjson.encode({refused = 'not_party'}) end
 redis.call('HSET', KEYS[2], 'state', 'closed', 'closed_at', ARGV[6], 'reason', ARGV[5])
 redis.call('ZREM', KEYS[4], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[7])
@@ -56,9 +66,10 @@ return cjson.encode({closed = true, meeting_id = redis.call('HGET', KEYS[2], 'me
 
 # KEYS[2] session, [4] alive. ARGV[3] session id, [4] from, [5] to, [6] sdp, [7] meeting or '', [8] now.
 # A session not opened yet is opened by its offer; a connected one may renegotiate.
-_OFFER = once_script("""
+_OFFER = once_script(_PARTY + """
 local state = redis.call('HGET', KEYS[2], 'state')
 if state == 'closed' then return cjson.encode({refused = 'closed'}) end
+if state and not mt_party(KEYS[2], ARGV[4]) then return cjson.encode({refused = 'not_party'}) end
 if not state then
   redis.call('HSET', KEYS[2], 'user_id', ARGV[4], 'opened_at', ARGV[8])
 end

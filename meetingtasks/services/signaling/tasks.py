@@ -66,7 +66,8 @@ def refuse_if(outcome: dict[str, Any], session_id: str) -> None:
         raise PermanentError(_REFUSALS.get(refused, "signaling session {s!r}: " + str(refused)).format(s=session_id))
 
 
-@task_type(SERVICE, "signaling_webrtc_offer", payload=SignalingWebRTCOffer, priority=Priority.CRITICAL)
+@task_type(SERVICE, "signaling_webrtc_offer", payload=SignalingWebRTCOffer, priority=Priority.CRITICAL,
+           client=True, subject_field="from_user")
 def signaling_webrtc_offer(p: SignalingWebRTCOffer) -> dict[str, Any]:
     media = validate_sdp(p.sdp, "offer")
 
@@ -82,7 +83,8 @@ def signaling_webrtc_offer(p: SignalingWebRTCOffer) -> dict[str, Any]:
     return result
 
 
-@task_type(SERVICE, "signaling_webrtc_answer", payload=SignalingWebRTCAnswer, priority=Priority.CRITICAL)
+@task_type(SERVICE, "signaling_webrtc_answer", payload=SignalingWebRTCAnswer, priority=Priority.CRITICAL,
+           client=True, subject_field="from_user")
 def signaling_webrtc_answer(p: SignalingWebRTCAnswer) -> dict[str, Any]:
     media = validate_sdp(p.sdp, "answer")
 
@@ -100,7 +102,8 @@ def signaling_webrtc_answer(p: SignalingWebRTCAnswer) -> dict[str, Any]:
     return result
 
 
-@task_type(SERVICE, "signaling_ice_candidate", payload=SignalingIceCandidate, priority=Priority.CRITICAL)
+@task_type(SERVICE, "signaling_ice_candidate", payload=SignalingIceCandidate, priority=Priority.CRITICAL,
+           client=True, subject_field="from_user")
 def signaling_ice_candidate(p: SignalingIceCandidate) -> dict[str, Any]:
     parsed = validate_candidate(p.candidate)
 
@@ -121,7 +124,8 @@ def signaling_ice_candidate(p: SignalingIceCandidate) -> dict[str, Any]:
     return result
 
 
-@task_type(SERVICE, "signaling_connection_manage", payload=SignalingConnectionManage, priority=Priority.HIGH)
+@task_type(SERVICE, "signaling_connection_manage", payload=SignalingConnectionManage, priority=Priority.HIGH,
+           client=True, subject_field="user_id")
 def signaling_connection_manage(p: SignalingConnectionManage) -> dict[str, Any]:
     def body(op: Operation) -> dict[str, Any]:
         sessions = store()

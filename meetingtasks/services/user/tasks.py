@@ -43,7 +43,7 @@ def store() -> UserStore:
     return UserStore(get_platform())
 
 
-@task_type(SERVICE, "user_register", payload=UserRegister, priority=Priority.NORMAL)
+@task_type(SERVICE, "user_register", payload=UserRegister, priority=Priority.NORMAL, client=True)
 def user_register(p: UserRegister) -> dict[str, Any]:
     def body(op: Operation) -> dict[str, Any]:
         user_id = op.derive_id("user")
@@ -63,7 +63,7 @@ def user_register(p: UserRegister) -> dict[str, Any]:
     return result
 
 
-@task_type(SERVICE, "user_login", payload=UserLogin, priority=Priority.HIGH)
+@task_type(SERVICE, "user_login", payload=UserLogin, priority=Priority.HIGH, client=True)
 def user_login(p: UserLogin) -> dict[str, Any]:
     def body(op: Operation) -> dict[str, Any]:
         users = store()
@@ -88,7 +88,8 @@ def user_login(p: UserLogin) -> dict[str, Any]:
     return result
 
 
-@task_type(SERVICE, "user_profile_update", payload=UserProfileUpdate, priority=Priority.LOW)
+@task_type(SERVICE, "user_profile_update", payload=UserProfileUpdate, priority=Priority.LOW,
+           client=True, subject_field="user_id")
 def user_profile_update(p: UserProfileUpdate) -> dict[str, Any]:
     changes = {name: value for name, value in
                (("display_name", p.display_name), ("avatar_url", p.avatar_url), ("bio", p.bio)) if value is not None}
@@ -109,7 +110,8 @@ def user_profile_update(p: UserProfileUpdate) -> dict[str, Any]:
     return result
 
 
-@task_type(SERVICE, "user_status_change", payload=UserStatusChange, priority=Priority.NORMAL)
+@task_type(SERVICE, "user_status_change", payload=UserStatusChange, priority=Priority.NORMAL,
+           client=True, subject_field="user_id")
 def user_status_change(p: UserStatusChange) -> dict[str, Any]:
     def body(op: Operation) -> dict[str, Any]:
         outcome = store().set_status(op, p.user_id, p.status, meeting_id=p.meeting_id, now=time.time())
