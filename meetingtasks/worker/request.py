@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from celery.utils.saferepr import saferepr
 from celery.worker.request import Request
 
+from meetingtasks.message import payload_from_args
+from meetingtasks.secret_fields import mask_payload, secret_fields
 from meetingtasks.status import Status
 from meetingtasks.worker.quarantine import quarantine_envelope
 
 
 class PlatformRequest(Request):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        spec = getattr(self._task, "spec", None)
+        secret = secret_fields(spec.payload_model) if spec is not None else ()
+        if secret:
+            # Celery shows argsrepr/kwargsrepr in task events (Flower) and its logs: secrets as ***, whoever
+            # produced the message (a foreign producer's argsrepr holds its plain text).
+            payload = payload_from_args(self._args, self._kwargs)
+            self._argsrepr = self._request_dict["argsrepr"] = saferepr([mask_payload(secret, payload)])
+            self._kwargsrepr = self._request_dict["kwargsrepr"] = "{}"
+
     def on_timeout(self, soft: bool, timeout: float) -> None:
         if not soft:
             platform = getattr(self.task, "platform", None)
