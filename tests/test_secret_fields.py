@@ -159,7 +159,7 @@ def test_celery_task_events_and_the_status_command_show_secrets_as_stars(
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     # Given a user worker sending task events, and a receiver of them (what Flower sees)
-    start_worker("user")
+    worker = start_worker("user")
     d = Dispatcher(platform)
     register(d, "evy").wait(timeout=30)
 
@@ -177,6 +177,10 @@ def test_celery_task_events_and_the_status_command_show_secrets_as_stars(
     assert MASK in succeeded["result"] and "evy" in succeeded["result"]  # type: ignore[index]
     text = json.dumps(events)
     assert PASSWORD not in text and token not in text and PREFIX not in text
+    # and the worker's log (Celery's received/succeeded lines) shows them as *** too
+    log = worker.log()
+    assert f"Task user_login[{handle.id}] succeeded" in log and MASK in log
+    assert PASSWORD not in log and token not in log
 
     # and `meetingtasks status` (both forms) shows the result's token as ***
     for args in (("status", handle.id), ("status", handle.id, "--json")):
