@@ -7,6 +7,7 @@ the tools and in Celery's task events, foreign producers, and the start-up check
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -46,6 +47,7 @@ from meetingtasks.settings import Settings
 from meetingtasks.status import Status, encode_transition
 from tests.conftest import ROOT, TEST_ENCRYPTION_KEY, WorkerProcess, wait_for
 from tests.polyglot.test_foreign_producers import send_with_celery_node
+from tests.support import secret_tasks
 
 PASSWORD = "Hunter2-Very-Secret-Pw"
 OLD_KEY = Fernet.generate_key().decode()
@@ -368,3 +370,25 @@ def test_sealing_round_trip_is_idempotent_and_names_the_key_id_when_it_cannot_op
         open_payload(("api_key",), sealed, old_only)
     assert mask({"a": [sealed["api_key"]], "b": "x"}) == {"a": [MASK], "b": "x"}
     assert mask_text(json.dumps(sealed)) == json.dumps({"name": "n", "api_key": MASK})
+
+
+def test_a_field_marked_secret_on_its_model_is_masked_in_celery_inspect_and_opened_for_handler_and_caller(
+    platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess],
+) -> None:
+    # Given an ai worker running a type whose api_key is Annotated[str, Secret] and whose result echoes it secret
+    start_worker("ai", env_overrides={"MEETINGTASKS_INCLUDE": secret_tasks.INCLUDE})
+    api_key = "sk-live-0123456789abcdef"
+    handle = Dispatcher(platform).dispatch("t_secret_hold", {"tag": "held", "api_key": api_key})
+    wait_for(lambda: r.exists("test:secret-seen:held"), 20, message="the task to start")
+
+    # When an operator asks the worker what it runs (`celery inspect active`, what Flower's worker page shows)
+    app = create_flower_app(platform.settings.model_copy(update={"flower_basic_auth": SecretStr("ops:pw")}))
+    active = wait_for(lambda: [t for tasks in (app.control.inspect(timeout=2).active() or {}).values()
+                               for t in tasks if t["id"] == handle.id], 20, message="the task in inspect active")
+
+    # Then the key shows as *** there, while the handler got the real key and the caller gets it back
+    assert active[0]["args"] == [{"tag": "held", "api_key": MASK}], active  # type: ignore[index]
+    r.set("test:release:held", 1)
+    assert handle.wait(timeout=20) == {"tag": "held", "echo": api_key}
+    assert r.get("test:secret-seen:held") == hashlib.sha256(api_key.encode()).hexdigest().encode()
+    assert api_key not in handle.info().fields["result"]
