@@ -10,7 +10,7 @@ import difflib
 import importlib
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from meetingtasks.backoff import RetryPolicy
 from meetingtasks.errors import ConfigurationError, UnknownTaskType
 from meetingtasks.priority import Priority
+from meetingtasks.secret_fields import secret_fields as payload_secret_fields
 
 SERVICES: tuple[str, ...] = ("user", "meeting", "media", "signaling", "ai")
 
@@ -39,6 +40,12 @@ class TaskTypeSpec:
     retry_policy: RetryPolicy | None = None
     rate_limit_per_s: float | None = None
     idempotent: bool = False
+    #: The payload's secret fields, decided once here (see :mod:`meetingtasks.secret_fields`): a type without
+    #: any costs dispatch and the worker one attribute read.
+    secret_fields: tuple[str, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "secret_fields", payload_secret_fields(self.payload_model))
 
 
 class TaskRegistry:

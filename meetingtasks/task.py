@@ -48,7 +48,6 @@ from meetingtasks.secret_fields import (
     require_keyring,
     seal_payload,
     seal_result,
-    secret_fields,
 )
 from meetingtasks.signing import signer_for
 from meetingtasks.status import Status
@@ -128,7 +127,7 @@ class PlatformTask(Task):  # type: ignore[misc]
         task_id: str = req.id
         attempt = int(req.retries or 0) + 1
         raw_payload = payload_from_args(args, kwargs)
-        secret = secret_fields(self.spec.payload_model)
+        secret = self.spec.secret_fields
         if secret:
             # From here on the payload is kept sealed (retry, dead letter, deferral), even one a foreign producer
             # sent in plain text; only the handler gets it opened.

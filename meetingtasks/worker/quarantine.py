@@ -11,7 +11,7 @@ from meetingtasks.message import describe, dumps, strip_fetch_headers
 from meetingtasks.platform import Platform
 from meetingtasks.priority import parse_queue
 from meetingtasks.registry import REGISTRY
-from meetingtasks.secret_fields import keyring, seal_envelope, secret_fields
+from meetingtasks.secret_fields import keyring, seal_envelope
 from meetingtasks.status import Status
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def quarantine_envelope(
     """Dead-letter a readable message that cannot run; marks its task's status when it has an id."""
     info = describe(envelope)
     spec = REGISTRY.find(info.task_name) if isinstance(info.task_name, str) else None
-    secret = secret_fields(spec.payload_model) if spec is not None else ()
+    secret = spec.secret_fields if spec is not None else ()
     if secret:  # a foreign producer's plain secret is sealed before it is stored again (masked without a key)
         envelope = seal_envelope(envelope, secret, keyring(platform.settings))
         info = describe(envelope)

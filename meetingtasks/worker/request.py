@@ -8,7 +8,7 @@ from celery.utils.saferepr import saferepr
 from celery.worker.request import Request
 
 from meetingtasks.message import payload_from_args
-from meetingtasks.secret_fields import mask_payload, secret_fields
+from meetingtasks.secret_fields import mask_payload
 from meetingtasks.status import Status
 from meetingtasks.worker.quarantine import quarantine_envelope
 
@@ -17,7 +17,7 @@ class PlatformRequest(Request):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         spec = getattr(self._task, "spec", None)
-        secret = secret_fields(spec.payload_model) if spec is not None else ()
+        secret = spec.secret_fields if spec is not None else ()
         self._mt_masked: list[Any] | None = None
         if secret:
             # Celery shows argsrepr/kwargsrepr in task events (Flower) and its logs: secrets as ***, whoever
