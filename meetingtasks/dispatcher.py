@@ -47,7 +47,7 @@ from meetingtasks.message import MessageTemplate, encode_task_message, new_id, n
 from meetingtasks.platform import Platform, get_platform
 from meetingtasks.priority import Priority, queue_name
 from meetingtasks.registry import REGISTRY, TaskTypeSpec
-from meetingtasks.secret_fields import Keyring, keyring, require_keyring, reveal, seal_dumped
+from meetingtasks.secret_fields import Keyring, keyring, open_result, require_keyring, seal_dumped
 from meetingtasks.settings import Settings
 from meetingtasks.signing import signer_for
 from meetingtasks.status import Status, StatusRecord
@@ -791,7 +791,7 @@ class TaskHandle:
             if rec is not None and rec.status.is_terminal:
                 if rec.status is Status.SUCCEEDED:
                     # The caller that reads the result is one of the two places a sealed secret is opened.
-                    return reveal(rec.result, keyring(self.dispatcher.platform.settings))
+                    return open_result(rec.result, lambda: keyring(self.dispatcher.platform.settings))
                 raise TaskFailed(self.id, rec.status.value, rec.error)
             if deadline is not None and time.monotonic() >= deadline:
                 state = rec.status.value if rec else "unknown"

@@ -26,7 +26,7 @@ import threading
 import types
 import typing
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -258,7 +258,7 @@ def mask_payload(fields: tuple[str, ...], payload: Any) -> Any:
     return {k: (MASK if k in fields and v is not None else v) for k, v in payload.items()}
 
 
-def seal_result(result: Any, ring_for: Any) -> Any:
+def seal_result(result: Any, ring_for: Callable[[], Keyring]) -> Any:
     """A handler's result as JSON data with its secrets sealed: a model's secret fields, a dict's ``SecretStr``
     values. ``ring_for()`` gives the keyring, asked only when there is something to seal."""
     if isinstance(result, BaseModel):
@@ -296,6 +296,12 @@ def mask_result(result: Any) -> Any:
                 out = dict(result)
             out[name] = MASK
     return result if out is None else out
+
+
+def open_result(result: Any, ring_for: Callable[[], Keyring | None]) -> Any:
+    """A stored result with its (top-level) sealed values opened, for the caller that reads it; the same object,
+    without asking ``ring_for()`` for the keyring, when it has none (one pass over a dict's values)."""
+    return result if mask_result(result) is result else reveal(result, ring_for())
 
 
 def mask(value: Any) -> Any:
