@@ -45,6 +45,7 @@ from meetingtasks.secret_fields import (
 from meetingtasks.services.user.store import UserStore
 from meetingtasks.settings import Settings
 from meetingtasks.status import Status, encode_transition
+from meetingtasks.worker.quarantine import quarantine_envelope
 from tests.conftest import ROOT, TEST_ENCRYPTION_KEY, WorkerProcess, wait_for
 from tests.polyglot.test_foreign_producers import send_with_celery_node
 from tests.support import secret_tasks
@@ -392,3 +393,24 @@ def test_a_field_marked_secret_on_its_model_is_masked_in_celery_inspect_and_open
     assert handle.wait(timeout=20) == {"tag": "held", "echo": api_key}
     assert r.get("test:secret-seen:held") == hashlib.sha256(api_key.encode()).hexdigest().encode()
     assert api_key not in handle.info().fields["result"]
+
+
+def test_a_quarantined_foreign_message_is_stored_with_its_secret_sealed(platform: Platform, r: redis.Redis) -> None:
+    # Given a foreign producer's user_login message with the password in plain text (also in its argsrepr)
+    body = json.dumps([[{"username": "ann", "password": PASSWORD}], {}, {}])
+    envelope = {"body": body, "content-type": "application/json", "content-encoding": "utf-8",
+                "headers": {"lang": "py", "task": "user_login", "id": "q-1",
+                            "argsrepr": f"[{{'password': '{PASSWORD}'}}]"},
+                "properties": {"delivery_tag": "q-1", "delivery_info": {"exchange": "", "routing_key": "user.high"}}}
+
+    # When the worker dead-letters it without running it (e.g. its hard time limit killed the run)
+    letter_id = quarantine_envelope(platform, "user", envelope, "TimeLimitExceeded", "killed")
+
+    # Then the stored letter holds the password only sealed, and replaying it would run with it
+    stored = r.hget(platform.keys.dlq("user"), letter_id)
+    assert stored is not None and PASSWORD.encode() not in stored
+    letter = platform.dead_letters.get(r, letter_id)
+    assert letter.payload["password"].startswith(PREFIX)
+    ring = keyring(platform.settings)
+    kept = json.loads(json.loads(letter.message or "")["body"])[0][0]
+    assert open_payload(("password",), kept, ring) == {"username": "ann", "password": PASSWORD}
