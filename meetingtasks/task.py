@@ -43,11 +43,10 @@ from meetingtasks.registry import TaskTypeSpec
 from meetingtasks.secret_fields import (
     UndecryptableSecret,
     keyring,
-    mask_result,
     open_payload,
     require_keyring,
+    seal_and_mask_result,
     seal_payload,
-    seal_result,
 )
 from meetingtasks.signing import signer_for
 from meetingtasks.status import Status
@@ -208,9 +207,10 @@ class PlatformTask(Task):  # type: ignore[misc]
             self.retry_or_dead_letter(err, raw_payload, attempt)
             raise
         # Secrets in the result are sealed before it is stored; Celery (events, Flower, logs) gets it masked.
-        result = seal_result(result, lambda: require_keyring(p.settings, f"{self.spec.name} returned a secret"))
-        self.finish(Status.SUCCEEDED, attempt, result=result)
-        return mask_result(result)
+        stored, shown = seal_and_mask_result(
+            result, lambda: require_keyring(p.settings, f"{self.spec.name} returned a secret"))
+        self.finish(Status.SUCCEEDED, attempt, result=stored)
+        return shown
 
     def _record_deferred_start(self, attempt: int, started_at: float, wait_s: float | None) -> None:
         """STARTED of a task fetched in a solo worker's batch behind others: written now that it runs, with the

@@ -39,6 +39,7 @@ from meetingtasks.secret_fields import (
     mask_text,
     open_payload,
     parse_keys,
+    seal_and_mask_result,
     seal_payload,
     secret_fields,
 )
@@ -414,3 +415,15 @@ def test_a_quarantined_foreign_message_is_stored_with_its_secret_sealed(platform
     ring = keyring(platform.settings)
     kept = json.loads(json.loads(letter.message or "")["body"])[0][0]
     assert open_payload(("password",), kept, ring) == {"username": "ann", "password": PASSWORD}
+
+
+def test_a_result_is_stored_sealed_and_shown_masked_in_one_pass() -> None:
+    ring = Keyring(parse_keys(NEW_KEY))
+    stored, shown = seal_and_mask_result({"a": 1, "t": SecretStr("tok")}, lambda: ring)
+    assert shown == {"a": 1, "t": MASK} and ring.open(stored["t"]) == "tok"
+    # a run's cached result (sealed already) is stored as it is and shown masked
+    again, shown_again = seal_and_mask_result(stored, lambda: ring)
+    assert again is stored and shown_again == {"a": 1, "t": MASK}
+    # a result without secrets is the same object both ways, and no keyring is asked for
+    plain = {"a": 1, "b": "text"}
+    assert seal_and_mask_result(plain, lambda: pytest.fail("no keyring needed")) == (plain, plain)
