@@ -126,11 +126,15 @@ def events(platform: Platform, r: redis.Redis) -> Iterator[list[dict[str, Any]]]
 
 
 # --- the acceptance test ----------------------------------------------------------------------------------------
+POOLS = [("--pool", "threads", "--concurrency", "2"), ("--pool", "prefork", "--concurrency", "1"), ("--pool", "solo")]
+
+
+@pytest.mark.parametrize("pool", POOLS, ids=lambda args: args[1])
 def test_monitor_never_sees_the_password_or_the_session_token(
-    platform: Platform, redis_url: str, start_worker: Callable[..., WorkerProcess],
+    platform: Platform, redis_url: str, start_worker: Callable[..., WorkerProcess], pool: tuple[str, ...],
 ) -> None:
     # Given a real user worker, and every command Redis receives watched with MONITOR
-    start_worker("user")
+    start_worker("user", *pool)
     d = Dispatcher(platform)
     with Monitor(redis_url) as monitor:
         # When a user registers (single dispatch) and logs in through every dispatch path: a batch (the
@@ -158,12 +162,13 @@ def test_monitor_never_sees_the_password_or_the_session_token(
 
 
 # --- masking: Celery task events (Flower), status, dlq ----------------------------------------------------------
+@pytest.mark.parametrize("pool", POOLS, ids=lambda args: args[1])
 def test_celery_task_events_and_the_status_command_show_secrets_as_stars(
     platform: Platform, env: dict[str, str], events: list[dict[str, Any]],
-    start_worker: Callable[..., WorkerProcess],
+    start_worker: Callable[..., WorkerProcess], pool: tuple[str, ...],
 ) -> None:
     # Given a user worker sending task events, and a receiver of them (what Flower sees)
-    worker = start_worker("user")
+    worker = start_worker("user", *pool)
     d = Dispatcher(platform)
     register(d, "evy").wait(timeout=30)
 
