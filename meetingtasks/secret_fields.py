@@ -11,10 +11,11 @@ the file ``encryption.keys`` in the data directory that ``meetingtasks up`` writ
 only by the worker that runs the task (for the handler) and by whoever reads the result for its submitter
 (``TaskHandle.wait()``, the gateway); everything that shows a sealed or secret value shows ``***``.
 
-Failure behaviour: with no key configured, a secret is refused (dispatch raises :class:`~meetingtasks.errors.DispatchError`, a worker
-of a service with secret types does not start), never sent or stored in plain text; malformed keys are a one-line
-:class:`ConfigurationError` at start-up. A sealed value no configured key opens (unknown key id, tampered) makes
-its task dead-lettered as :class:`UndecryptableSecret`, naming the key id, ciphertext kept for a replay.
+Failure behaviour: with no key configured, a secret is refused (dispatch raises
+:class:`~meetingtasks.errors.DispatchError`, a worker of a service with secret types does not start), never sent
+or stored in plain text; malformed keys are a one-line :class:`ConfigurationError` at start-up. A sealed value
+that no configured key opens (unknown key id, tampered) gets its task dead-lettered as
+:class:`UndecryptableSecret`, naming the key id, the ciphertext kept for a replay.
 
 A producer that sends a secret field in plain text (celery-node, a plain Celery client) still gets its task
 run: the worker accepts the plain value, and seals it before it stores the payload again (retry, dead letter).
