@@ -31,6 +31,7 @@ from meetingtasks.lua import LuaScript
 from meetingtasks.message import dumps, loads, new_id, renew_envelope
 from meetingtasks.priority import parse_queue
 from meetingtasks.registry import SERVICES
+from meetingtasks.secret_fields import mask
 from meetingtasks.wake import WAKE_LUA
 
 _HOST = socket.gethostname()
@@ -84,6 +85,7 @@ class DeadLetter:
         out = asdict(self)
         out.pop("message")
         out.pop("traceback")
+        out["payload"] = mask(out["payload"])  # a display: sealed secrets show as ***
         return out
 
 

@@ -10,7 +10,7 @@ import difflib
 import importlib
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from meetingtasks.backoff import RetryPolicy
 from meetingtasks.errors import ConfigurationError, UnknownTaskType
 from meetingtasks.priority import Priority
+from meetingtasks.secret_fields import secret_fields as payload_secret_fields
 
 SERVICES: tuple[str, ...] = ("user", "meeting", "media", "signaling", "ai")
 
@@ -43,6 +44,12 @@ class TaskTypeSpec:
     client: bool = False
     #: The payload field naming the acting user; the gateway fills it with the token's subject.
     subject_field: str | None = None
+    #: The payload's secret fields, decided once here (see :mod:`meetingtasks.secret_fields`): a type without
+    #: any costs dispatch and the worker one attribute read.
+    secret_fields: tuple[str, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "secret_fields", payload_secret_fields(self.payload_model))
 
 
 def check_client_policy(spec: TaskTypeSpec) -> None:

@@ -252,6 +252,10 @@ class Settings(BaseSettings):
     # --- processes ------------------------------------------------------------------------------------------------
     include: Annotated[list[str], NoDecode] = Field(default_factory=list)
     gateway_secret: SecretStr | None = None
+    encryption_keys: SecretStr | None = Field(
+        None, description="Fernet keys (comma-separated) sealing secret task fields: the first seals, all open; "
+        "default: the encryption.keys file in data_dir that `up` creates"
+    )
     flower_basic_auth: SecretStr | None = None
     flower_allow_no_auth: bool = False
     log_json: bool = False
@@ -319,6 +323,16 @@ class Settings(BaseSettings):
     def _split_include(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _check_encryption_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        # A ConfigurationError (not a ValueError) leaves pydantic as it is: one line, at start-up.
+        if value is not None and value.get_secret_value().strip():
+            from meetingtasks.secret_fields import parse_keys
+
+            parse_keys(value.get_secret_value())
         return value
 
     @field_validator("signing_key", "signing_cert", "signing_cert_store", mode="before")

@@ -28,6 +28,10 @@ import redis
 from meetingtasks.keys import Keys
 from meetingtasks.lua import LuaScript
 from meetingtasks.message import dumps, loads
+from meetingtasks.secret_fields import mask, mask_result
+
+#: Event field with a result whose secrets the event's ``result`` shows as ``***``: the result as stored, sealed.
+SEALED_RESULT = "sealed_result"
 
 
 class Status(StrEnum):
@@ -171,7 +175,7 @@ class StatusRecord:
             if name in out:
                 out[name] = float(out[name])
         if "result" in self.fields:
-            out["result"] = self.result
+            out["result"] = mask(self.result)  # a display: sealed secrets show as ***
         out["history"] = [{"status": s.value, "time": t, "attempt": a} for s, t, a in self.history]
         return out
 
@@ -245,7 +249,13 @@ def encode_transition(
             continue
         text = value if isinstance(value, str) and name != "result" else dumps(value).decode()
         flat += [name, text]
-        if name in _EVENT_FIELDS:
+        if name == "result":
+            shown = mask_result(value)
+            event[name] = shown
+            if shown is not value:
+                # For the gateway, which opens it for the submitting client only; opaque to everyone else.
+                event[SEALED_RESULT] = value
+        elif name in _EVENT_FIELDS:
             event[name] = value
     return dumps(event), flat
 

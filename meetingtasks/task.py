@@ -26,7 +26,7 @@ from typing import Any, ClassVar, TypeVar
 import redis
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from meetingtasks.backoff import RetryPolicy, backoff_delay_s, retries_left
 from meetingtasks.cancel import TaskCancelled
@@ -40,6 +40,14 @@ from meetingtasks.platform import Platform
 from meetingtasks.priority import Priority, parse_queue
 from meetingtasks.ratelimit import defer_over_rate_limit
 from meetingtasks.registry import TaskTypeSpec
+from meetingtasks.secret_fields import (
+    UndecryptableSecret,
+    keyring,
+    open_payload,
+    require_keyring,
+    seal_and_mask_result,
+    seal_payload,
+)
 from meetingtasks.signing import signer_for
 from meetingtasks.status import Status
 from meetingtasks.worker.outcomes import DEFERRED_START, outcome_entry, sink_for
@@ -64,7 +72,7 @@ class PlatformTask(Task):  # type: ignore[misc]
     reject_on_worker_lost = True
     ignore_result = True
     # Expected outcomes: Celery logs them without a traceback.
-    throws = (PermanentError, InvalidPayload, PoisonMessage)
+    throws = (PermanentError, InvalidPayload, PoisonMessage, UndecryptableSecret)
     Request = "meetingtasks.worker.request:PlatformRequest"
 
     # --- helpers ---------------------------------------------------------------------------------------------
@@ -118,6 +126,11 @@ class PlatformTask(Task):  # type: ignore[misc]
         task_id: str = req.id
         attempt = int(req.retries or 0) + 1
         raw_payload = payload_from_args(args, kwargs)
+        secret = self.spec.secret_fields
+        if secret:
+            # From here on the payload is kept sealed (retry, dead letter, deferral), even one a foreign producer
+            # sent in plain text; only the handler gets it opened.
+            raw_payload = seal_payload(secret, raw_payload, require_keyring(p.settings))
         if self.spec.rate_limit_per_s and defer_over_rate_limit(self, raw_payload):
             raise Ignore()  # back in the delayed set until its slot (meetingtasks.ratelimit)
         client = p.redis(self.spec.service)
@@ -165,7 +178,12 @@ class PlatformTask(Task):  # type: ignore[misc]
             self._record_deferred_start(attempt, started_at, wait_s)
 
         try:
-            payload = self.spec.payload_model.model_validate(raw_payload)
+            payload = self.spec.payload_model.model_validate(
+                open_payload(secret, raw_payload, keyring(p.settings)) if secret else raw_payload)
+        except UndecryptableSecret as uerr:
+            # Dead-lettered with the ciphertext kept: replayed once the right key is configured, it runs.
+            self.dead_letter(uerr, raw_payload, attempt, status=Status.DEAD_LETTERED)
+            raise uerr from None
         except ValidationError as verr:
             exc2 = InvalidPayload(validation_message(self.spec.name, verr))
             self.dead_letter(exc2, raw_payload, attempt, status=Status.DEAD_LETTERED)
@@ -188,10 +206,11 @@ class PlatformTask(Task):  # type: ignore[misc]
         except Exception as err:  # every other handler failure is retryable
             self.retry_or_dead_letter(err, raw_payload, attempt)
             raise
-        if isinstance(result, BaseModel):
-            result = result.model_dump(mode="json")
-        self.finish(Status.SUCCEEDED, attempt, result=result)
-        return result
+        # Secrets in the result are sealed before it is stored; Celery (events, Flower, logs) gets it masked.
+        stored, shown = seal_and_mask_result(
+            result, lambda: require_keyring(p.settings, f"{self.spec.name} returned a secret"))
+        self.finish(Status.SUCCEEDED, attempt, result=stored)
+        return shown
 
     def _record_deferred_start(self, attempt: int, started_at: float, wait_s: float | None) -> None:
         """STARTED of a task fetched in a solo worker's batch behind others: written now that it runs, with the

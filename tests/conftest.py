@@ -41,6 +41,10 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     reset_shared_clients()
 
 
+#: The key that seals secret task fields in tests (a fixed Fernet key: tests may read what was sealed with it).
+TEST_ENCRYPTION_KEY = "L-UJ1fAmp3wECPflZBospTKk5cc7jKJZZycHIYim5TQ="
+
+
 def worker_env(redis_url: str, **overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEETINGTASKS_")}
     env.update(
@@ -52,6 +56,7 @@ def worker_env(redis_url: str, **overrides: str) -> dict[str, str]:
         MEETINGTASKS_PUMP_INTERVAL_S="0.05",
         MEETINGTASKS_INCLUDE="tests.support.tasks",
         MEETINGTASKS_DATA_DIR=str(ROOT / ".meetingtasks-test"),
+        MEETINGTASKS_ENCRYPTION_KEYS=TEST_ENCRYPTION_KEY,
         PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
     )
     env.update(overrides)

@@ -19,7 +19,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
 from meetingtasks import InvalidPayload, dispatch
@@ -27,6 +27,7 @@ from meetingtasks.message import MalformedMessage, check_envelope, describe, enc
 from meetingtasks.platform import Platform
 from meetingtasks.priority import queue_name
 from meetingtasks.registry import REGISTRY, load_builtin_types
+from meetingtasks.secret_fields import PREFIX, keyring, open_payload, secret_fields
 from tests.test_dispatch import DESIGN_TYPES
 
 BUILTIN_TYPES = sorted(name for names in DESIGN_TYPES.values() for name in names)
@@ -52,7 +53,8 @@ def limits(info: FieldInfo) -> dict[str, Any]:
 
 
 def alternatives(annotation: Any) -> tuple[Any, ...]:
-    return get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    found = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    return tuple(str if kind is SecretStr else kind for kind in found)  # a secret is sent as a string
 
 
 def valid_values(info: FieldInfo) -> st.SearchStrategy[Any]:
@@ -133,6 +135,7 @@ def test_dispatch_queues_a_payload_that_validates_again_or_refuses_it_naming_the
     model = spec.payload_model
     queue = queue_name(spec.service, spec.priority)
     outcomes: Counter[str] = Counter()
+    secret = secret_fields(model)
 
     @settings(max_examples=EXAMPLES_PER_TYPE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(payload=payloads(model))
@@ -154,8 +157,16 @@ def test_dispatch_queues_a_payload_that_validates_again_or_refuses_it_naming_the
         (raw,) = r.lrange(queue, 0, -1)
         sent = describe(check_envelope(raw, platform.settings.max_message_bytes))
         assert (sent.task_id, sent.task_name, sent.queue) == (handle.id, type_name, queue)
-        assert sent.payload == model.model_validate(payload).model_dump(mode="json")
-        assert model.model_validate(sent.payload).model_dump(mode="json") == sent.payload
+        # (its secret fields sealed: they open to what was given)
+        expected = model.model_validate(payload)
+        plain = expected.model_dump(mode="json")
+        for name in secret:
+            value = getattr(expected, name)
+            plain[name] = None if value is None else value.get_secret_value()
+            assert sent.payload[name] is None or sent.payload[name].startswith(PREFIX)
+        opened = open_payload(secret, sent.payload, keyring(platform.settings)) if secret else sent.payload
+        assert opened == plain
+        assert model.model_validate(opened).model_dump(mode="json") == expected.model_dump(mode="json")
         assert handle.status() == "QUEUED"
 
     check()

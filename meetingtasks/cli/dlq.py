@@ -15,6 +15,7 @@ from meetingtasks.deadletter import DeadLetter
 from meetingtasks.errors import ReplayRefused
 from meetingtasks.platform import Platform
 from meetingtasks.registry import SERVICES
+from meetingtasks.secret_fields import mask_text
 
 service_option = click.option("--service", type=click.Choice(SERVICES), help="Only this service.")
 
@@ -54,8 +55,8 @@ def show(platform: Platform, letter_id: str) -> None:
     """Show one dead letter in full (JSON)."""
     letter: DeadLetter = platform.dead_letters.locate(platform.service_clients(), letter_id)[1]
     data = letter.summary()
-    data["traceback"] = letter.traceback
-    data["message"] = letter.message
+    data["traceback"] = None if letter.traceback is None else mask_text(letter.traceback)
+    data["message"] = None if letter.message is None else mask_text(letter.message)
     echo_json(data)
 
 

@@ -143,6 +143,7 @@ def up(includes: tuple[str, ...], data_dir: Path | None, concurrency: int | None
     """Run the whole platform locally: Redis, a worker per service, beat, bridge, gateway, Flower, exporter."""
     from meetingtasks.cli.gateway import make_secret
     from meetingtasks.logs import configure_logging
+    from meetingtasks.secret_fields import generate_keys_file
 
     try:
         overrides = {"data_dir": data_dir} if data_dir is not None else {}
@@ -170,6 +171,9 @@ def up(includes: tuple[str, ...], data_dir: Path | None, concurrency: int | None
         Supervisor(specs, {}, settings.data_dir / "logs").check_ports()  # before anything runs
         store.start()
         secret = make_secret(settings)
+        created = generate_keys_file(settings)  # the key sealing secret task fields, read by every part
+        if created is not None:
+            click.echo(f"generated an encryption key in {created}", err=True)
         users = flower_auth(settings)
         env = part_env(settings, store.url, secret, users, includes)
         supervisor = Supervisor(specs, env, settings.data_dir / "logs", echo=click.echo,

@@ -16,9 +16,13 @@ from meetingtasks.registry import SERVICES
 def worker(service: str, includes: tuple[str, ...], celery_args: tuple[str, ...]) -> None:
     """Run a worker of SERVICE; other options go to `celery worker` (e.g. --concurrency 4 --pool threads)."""
     from meetingtasks.app import create_app
+    from meetingtasks.registry import REGISTRY
+    from meetingtasks.secret_fields import check_worker_keys
 
     try:
         app = create_app(service, include=includes)
+        check_worker_keys(app.mt_platform.settings, service,
+                          {spec.name: spec.payload_model for spec in REGISTRY.for_service(service)})
     except MeetingTasksError as exc:
         fail(str(exc))
     argv = ["worker", "--loglevel", app.mt_platform.settings.log_level, *celery_args]

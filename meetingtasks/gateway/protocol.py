@@ -23,7 +23,8 @@ from typing import Any
 
 import orjson
 
-from meetingtasks.status import Status, StatusRecord
+from meetingtasks.secret_fields import Keyring, mask_result, reveal
+from meetingtasks.status import SEALED_RESULT, Status, StatusRecord
 
 Ref = str | int | float | None
 
@@ -106,12 +107,15 @@ def error(message: str, ref: Ref = None) -> bytes:
     return orjson.dumps(frame)
 
 
-def status(event: dict[str, Any]) -> bytes:
-    """The client's view of a status event published on the status channel."""
+def status(event: dict[str, Any], ring: Keyring | None = None) -> bytes:
+    """The client's view of a status event published on the status channel. A result with secrets (the event
+    shows them as ``***``) is opened with ``ring``: the client following a task is the one that submitted it."""
     frame: dict[str, Any] = {"op": "status", "id": event["id"], "status": event["status"], "time": event.get("time")}
     for name in STATUS_FIELDS:
         if name in event:
             frame[name] = event[name]
+    if SEALED_RESULT in event:
+        frame["result"] = reveal(event[SEALED_RESULT], ring)
     return orjson.dumps(frame)
 
 
@@ -130,7 +134,10 @@ def snapshot_event(record: StatusRecord) -> dict[str, Any]:
         event["progress"] = float(fields["progress"])
         event["progress_message"] = fields.get("progress_message", "")
     if record.status is Status.SUCCEEDED and "result" in fields:
-        event["result"] = record.result
+        result = record.result
+        event["result"] = mask_result(result)
+        if event["result"] is not result:  # as the live event carries it (see meetingtasks.status)
+            event[SEALED_RESULT] = result
     if record.error is not None and record.status is not Status.SUCCEEDED:
         event["error"] = record.error
     return event

@@ -39,6 +39,7 @@ from meetingtasks.gateway.limits import GatewayCounters, TokenBucket
 from meetingtasks.gateway.submits import SubmitBatcher
 from meetingtasks.message import new_id
 from meetingtasks.platform import Platform
+from meetingtasks.secret_fields import keyring
 from meetingtasks.status import TERMINAL, Status, StatusRecord
 
 log = logging.getLogger(__name__)
@@ -321,7 +322,7 @@ class ClientTaskManager:
                 self._unfollow(session, task_id)
             return
         snapshot = protocol.snapshot_event(record)
-        session.send(protocol.status(snapshot))
+        session.send(protocol.status(snapshot, keyring(self.platform.settings)))
         if already:
             return
         finished = record.status.is_terminal
@@ -373,7 +374,7 @@ class ClientTaskManager:
             return
         followers = self.routes.get(task_id)
         if followers:
-            frame = protocol.status(event)
+            frame = protocol.status(event, keyring(self.platform.settings))
             for session in followers:
                 session.deliver(task_id, frame)
             self.counters.pushes_total += len(followers)

@@ -30,6 +30,7 @@ from meetingtasks.events.publisher import EventPublisher
 from meetingtasks.lua import LuaScript
 from meetingtasks.message import new_id
 from meetingtasks.platform import Platform, get_platform
+from meetingtasks.secret_fields import is_sealed, require_keyring, seal_result
 
 #: Namespace of the ids derived from task ids (users, meetings, recordings, event ids).
 DERIVED_NAMESPACE = uuid.UUID("3c0f4b8e-2d55-4f6a-9a0e-6f0d7c1b2a93")
@@ -78,15 +79,19 @@ class Operation:
         """An id that is the same every time this task runs (a new user's id, a recording's id)."""
         return str(uuid.uuid5(DERIVED_NAMESPACE, f"{self.task_id}\n{name}"))
 
-    def once(self, name: str, make: Callable[[], str]) -> str:
-        """A value drawn once per task (a login token): the first run's value on every later run."""
+    def once(self, name: str, make: Callable[[], str], *, secret: bool = False) -> str:
+        """A value drawn once per task (a login token): the first run's value on every later run. A ``secret``
+        value is kept sealed (see :mod:`meetingtasks.secret_fields`) and opened here."""
         field = f"once:{name}"
+        ring = require_keyring(self.platform.settings, f"op record {name!r} is secret") if secret else None
+        drawn = make() if ring is None else ring.seal(make())
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(self.key, field, make())
+            pipe.hsetnx(self.key, field, drawn)
             pipe.hget(self.key, field)
             pipe.expire(self.key, self.ttl_s)
             _, value, _ = pipe.execute()
-        return str(value.decode() if isinstance(value, bytes) else value)
+        text = str(value.decode() if isinstance(value, bytes) else value)
+        return text if ring is None or not is_sealed(text) else ring.open(text)
 
     def mutate(self, script: LuaScript, name: str, keys: list[str], args: list[Any]) -> Any:
         """Run a :func:`once_script`; its JSON outcome decoded. ``name`` tells apart the task's mutations."""
@@ -99,6 +104,8 @@ class Operation:
         return None if raw is None else orjson.loads(raw)
 
     def remember(self, result: Any) -> Any:
+        """Keep the handler's result (its secrets sealed); returns it as kept, as :meth:`cached_result` will."""
+        result = seal_result(result, lambda: require_keyring(self.platform.settings, "a result has secrets"))
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(self.key, _RESULT_FIELD, orjson.dumps(result))
             pipe.expire(self.key, self.ttl_s)

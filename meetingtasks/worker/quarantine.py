@@ -10,6 +10,8 @@ from meetingtasks.deadletter import DeadLetter, letter_id_for
 from meetingtasks.message import describe, dumps, strip_fetch_headers
 from meetingtasks.platform import Platform
 from meetingtasks.priority import parse_queue
+from meetingtasks.registry import REGISTRY
+from meetingtasks.secret_fields import keyring, seal_envelope
 from meetingtasks.status import Status
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,11 @@ def quarantine_envelope(
 ) -> str:
     """Dead-letter a readable message that cannot run; marks its task's status when it has an id."""
     info = describe(envelope)
+    spec = REGISTRY.find(info.task_name) if isinstance(info.task_name, str) else None
+    secret = spec.secret_fields if spec is not None else ()
+    if secret:  # a foreign producer's plain secret is sealed before it is stored again (masked without a key)
+        envelope = seal_envelope(envelope, secret, keyring(platform.settings))
+        info = describe(envelope)
     parsed = parse_queue(info.queue or "")
     letter = DeadLetter(
         id=letter_id_for(info.task_id), service=service, reason=reason, error=error, task_id=info.task_id,

@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from celery.utils.saferepr import saferepr
 from celery.worker.request import Request
 
+from meetingtasks.message import payload_from_args
+from meetingtasks.secret_fields import mask_payload
 from meetingtasks.status import Status
 from meetingtasks.worker.quarantine import quarantine_envelope
 
 
 class PlatformRequest(Request):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        spec = getattr(self._task, "spec", None)
+        secret = spec.secret_fields if spec is not None else ()
+        self._mt_masked: list[Any] | None = None
+        if secret:
+            # Celery shows argsrepr/kwargsrepr in task events (Flower) and its logs: secrets as ***, whoever
+            # produced the message (a foreign producer's argsrepr holds its plain text).
+            self._mt_masked = [mask_payload(secret, payload_from_args(self._args, self._kwargs))]
+            self._argsrepr = self._request_dict["argsrepr"] = saferepr(self._mt_masked)
+            self._kwargsrepr = self._request_dict["kwargsrepr"] = "{}"
+
+    def info(self, safe: bool = False) -> dict[str, Any]:
+        """What ``celery inspect active/reserved/query_task`` (and Flower's worker pages) show: secrets as ***."""
+        out: dict[str, Any] = super().info(safe=safe)
+        if self._mt_masked is not None:
+            out["args"], out["kwargs"] = (self._argsrepr, self._kwargsrepr) if safe else (self._mt_masked, {})
+        return out
+
     def on_timeout(self, soft: bool, timeout: float) -> None:
         if not soft:
             platform = getattr(self.task, "platform", None)

@@ -51,7 +51,8 @@ def alive(pids: set[int]) -> set[int]:
 @pytest.fixture
 def up_env(env: dict[str, str]) -> dict[str, str]:
     """No Redis URL and no data dir: `up` embeds Redis and uses ./.meetingtasks of its directory."""
-    base = {k: v for k, v in env.items() if k not in ("MEETINGTASKS_REDIS_URL", "MEETINGTASKS_DATA_DIR")}
+    base = {k: v for k, v in env.items()
+            if k not in ("MEETINGTASKS_REDIS_URL", "MEETINGTASKS_DATA_DIR", "MEETINGTASKS_ENCRYPTION_KEYS")}
     return {**base, "MEETINGTASKS_GATEWAY_PORT": str(free_port()), "MEETINGTASKS_FLOWER_PORT": str(free_port()),
             "MEETINGTASKS_EXPORTER_PORT": str(free_port()), "MEETINGTASKS_HEARTBEAT_INTERVAL_S": "0.5"}
 
@@ -88,6 +89,13 @@ def test_up_runs_the_platform_a_dispatch_goes_through_and_sigterm_leaves_nothing
     # Then it ran, and stats, the exporter and Flower all see the platform
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.split("\n", 1)[1]) == {"tag": "up"}
+    # and `up` generated the encryption key in the data directory (owner-only) that the user worker and the
+    # CLI both read: a secret field goes through
+    key_file = tmp_path / ".meetingtasks" / "encryption.keys"
+    assert key_file.stat().st_mode & 0o777 == 0o600 and "generated an encryption key" in up.log()
+    registered = cli_in("dispatch", "user_register", "--payload",
+                        '{"username": "upper", "email": "u@example.org", "password": "up-password-1"}', "--wait")
+    assert registered.returncode == 0, registered.stderr
     stats = cli_in("stats", "--json")
     assert stats.returncode == 0 and len(json.loads(stats.stdout)) == 20
     metrics_url = f"http://127.0.0.1:{up_env['MEETINGTASKS_EXPORTER_PORT']}/metrics"

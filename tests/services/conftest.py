@@ -14,6 +14,7 @@ from meetingtasks.current import running_as
 from meetingtasks.message import new_id
 from meetingtasks.platform import Platform
 from meetingtasks.registry import REGISTRY, load_builtin_types
+from meetingtasks.secret_fields import keyring, require_keyring, reveal, seal_result
 
 Run = Callable[..., Any]
 
@@ -28,7 +29,9 @@ def run(platform: Platform) -> Run:
         spec = REGISTRY.get(task_type)
         model = spec.payload_model.model_validate(payload)
         with running_as(task_id or new_id()):
-            return spec.handler(model)
+            result = spec.handler(model)
+        # Read as the caller that submitted it reads it: a result's secrets (a login token) are kept sealed.
+        return reveal(seal_result(result, lambda: require_keyring(platform.settings)), keyring(platform.settings))
 
     return call
 

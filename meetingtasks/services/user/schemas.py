@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class Payload(BaseModel):
@@ -14,13 +14,23 @@ class Payload(BaseModel):
 class UserRegister(Payload):
     username: str = Field(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
     email: str = Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-    password: str = Field(min_length=8, max_length=128)
+    #: Secret: sealed before it leaves the dispatching process, opened only by the worker (meetingtasks.secret_fields).
+    password: SecretStr = Field(min_length=8, max_length=128)
     display_name: str | None = Field(None, max_length=64)
 
 
 class UserLogin(Payload):
     username: str = Field(min_length=1, max_length=32)
-    password: str = Field(min_length=1, max_length=128)
+    password: SecretStr = Field(min_length=1, max_length=128)
+
+
+class LoginResult(BaseModel):
+    """What ``user_login`` returns: the session token is secret (sealed in every record, opened for the caller)."""
+
+    user_id: str
+    username: str
+    token: SecretStr
+    expires_at: float
 
 
 class UserProfileUpdate(Payload):

@@ -21,6 +21,8 @@ import secrets
 import time
 from typing import Any
 
+from pydantic import SecretStr
+
 from meetingtasks.errors import PermanentError
 from meetingtasks.platform import get_platform
 from meetingtasks.priority import Priority
@@ -28,6 +30,7 @@ from meetingtasks.registry import task_type
 from meetingtasks.services.operation import Operation, run_once
 from meetingtasks.services.user.passwords import dummy_hash, hash_password, verify_password
 from meetingtasks.services.user.schemas import (
+    LoginResult,
     UserLogin,
     UserProfileUpdate,
     UserRegister,
@@ -50,8 +53,8 @@ def user_register(p: UserRegister) -> dict[str, Any]:
         now = time.time()
         # Hashed before the script so the once-script stays fast; a second run hashes again but stores nothing.
         fields = {"username": p.username, "email": p.email, "display_name": p.display_name or p.username,
-                  "password": hash_password(p.password), "status": "offline", "created_at": repr(now),
-                  "updated_at": repr(now)}
+                  "password": hash_password(p.password.get_secret_value()), "status": "offline",
+                  "created_at": repr(now), "updated_at": repr(now)}
         outcome = store().register(op, user_id, p.username, fields)
         if "taken" in outcome:
             raise PermanentError(f"username {p.username!r} is taken: choose another")
@@ -65,16 +68,17 @@ def user_register(p: UserRegister) -> dict[str, Any]:
 
 @task_type(SERVICE, "user_login", payload=UserLogin, priority=Priority.HIGH, client=True)
 def user_login(p: UserLogin) -> dict[str, Any]:
-    def body(op: Operation) -> dict[str, Any]:
+    def body(op: Operation) -> LoginResult:
         users = store()
         user = users.by_username(p.username)
+        password = p.password.get_secret_value()
         if user is None:
-            verify_password(p.password, dummy_hash())  # same time as a wrong password: names cannot be probed
+            verify_password(password, dummy_hash())  # same time as a wrong password: names cannot be probed
             raise PermanentError("wrong username or password")
-        if not verify_password(p.password, user.password_hash):
+        if not verify_password(password, user.password_hash):
             raise PermanentError("wrong username or password")
         now = time.time()
-        token = op.once("token", lambda: secrets.token_urlsafe(32))
+        token = op.once("token", lambda: secrets.token_urlsafe(32), secret=True)
         settings = get_platform().settings
         expires_at = users.add_login(token, user, now=now, ttl_s=settings.login_session_ttl_s)
         presence = users.set_status(op, user.id, "online", meeting_id=None, now=now, only_from="offline")
@@ -82,7 +86,7 @@ def user_login(p: UserLogin) -> dict[str, Any]:
         if presence.get("changed"):
             op.emit(CHANNEL, "user.status_changed", {"user_id": user.id, "status": "online",
                                                       "previous": presence.get("previous")})
-        return {"user_id": user.id, "username": user.username, "token": token, "expires_at": expires_at}
+        return LoginResult(user_id=user.id, username=user.username, token=SecretStr(token), expires_at=expires_at)
 
     result: dict[str, Any] = run_once(SERVICE, body)
     return result
