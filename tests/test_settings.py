@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 import redis
+from cryptography.fernet import Fernet
 
 from meetingtasks.connections import new_client
 from meetingtasks.embedded import RedisServer
 from meetingtasks.errors import ConfigurationError
+from meetingtasks.secret_fields import GENERATE_HINT as FERNET_HINT
 from meetingtasks.settings import load_settings
 
 CONFIG_YAML = """
@@ -155,6 +157,7 @@ SETTINGS_FROM_EXAMPLE = {
     "MEETINGTASKS_GATEWAY_SECRET": lambda v: {"MEETINGTASKS_GATEWAY_SECRET": v},
     "FLOWER_BASIC_AUTH": lambda v: {"MEETINGTASKS_FLOWER_BASIC_AUTH": f"ops:{secrets.token_urlsafe(16)},{v}"},
     "GRAFANA_ADMIN_PASSWORD": None,
+    "MEETINGTASKS_ENCRYPTION_KEYS": lambda v: {"MEETINGTASKS_ENCRYPTION_KEYS": v},
 }
 
 
@@ -182,19 +185,22 @@ def test_every_placeholder_of_env_example_is_refused_at_start_up_with_how_to_gen
                     load_settings()
             message = str(info.value)
             assert message.startswith(key.partition("[")[0]) or message.startswith(key), message
-            assert message.endswith(GENERATE_SECRET_HINT) and "\n" not in message, message
+            hint = FERNET_HINT if key == "MEETINGTASKS_ENCRYPTION_KEYS" else GENERATE_SECRET_HINT
+            assert message.endswith(hint) and "\n" not in message, message
             assert value.rpartition(":")[2] not in message, "the refusal never echoes the secret"
 
 
 def test_real_secrets_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     real = {variable: secrets.token_urlsafe(32) for variable in example_values()}
     real["FLOWER_BASIC_AUTH"] = f"admin:{real['FLOWER_BASIC_AUTH']}"
+    real["MEETINGTASKS_ENCRYPTION_KEYS"] = Fernet.generate_key().decode()
     for variable, value in real.items():
         settings_env = SETTINGS_FROM_EXAMPLE[variable]
         for key, setting in (settings_env(value) if settings_env else {}).items():
             monkeypatch.setenv(key, setting)
     settings = load_settings()
     assert settings.gateway_secret is not None and settings.flower_basic_auth is not None
+    assert settings.encryption_keys is not None
 
 
 def test_a_placeholder_gateway_secret_stops_the_gateway_in_one_line(tmp_path: Path) -> None:
