@@ -1,0 +1,117 @@
+"""Queue items that Redis's Lua cjson reads but the Python side refuses (issue 19, item 1): each is dead-lettered
+with a reason naming what was wrong, the worker keeps running (same PID) and the items behind it run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from meetingtasks import dispatch
+from meetingtasks.message import encode_task_message, loads, new_id
+from meetingtasks.platform import Platform
+from tests.conftest import WorkerProcess, wait_for
+
+SERVICE = "ai"
+QUEUE = "ai.normal"
+
+
+def valid_envelope(tag: str = "ok") -> dict[str, Any]:
+    envelope: dict[str, Any] = loads(encode_task_message(task_id=new_id(), task_name="t_echo",
+                                                         payload={"tag": tag}, queue=QUEUE))
+    return envelope
+
+
+def with_header(name: str, value: Any) -> bytes:
+    envelope = valid_envelope()
+    envelope["headers"][name] = value
+    return orjson.dumps(envelope)
+
+
+def with_raw_retries(text: str) -> bytes:
+    """A valid message whose ``headers.retries`` is the literal JSON text ``text`` (NaN, hex: not JSON for
+    orjson, numbers for cjson)."""
+    raw = orjson.dumps(valid_envelope())
+    assert raw.count(b'"retries":0') == 1
+    return raw.replace(b'"retries":0', b'"retries":' + text.encode())
+
+
+# (case id, queue item, a part of the dead letter's error that names what was wrong)
+REVIEWER_EXAMPLES: list[tuple[str, bytes, str]] = [
+    ("task-header-is-a-list", with_header("task", ["t_echo"]), "headers.task"),
+    ("retries-is-the-string-nan", with_header("retries", "nan"), "headers.retries"),
+    ("retries-is-1e999", with_raw_retries("1e999"), "infinity"),
+    ("retries-is-a-NaN-literal", with_raw_retries("NaN"), "not JSON"),
+    ("retries-is-a-hex-number", with_raw_retries("0x10"), "not JSON"),
+    ("task-id-is-a-number", with_header("id", 12345), "headers.id"),
+    ("task-id-is-a-list", with_header("id", ["a"]), "headers.id"),
+    ("task-id-is-an-object", with_header("id", {"a": 1}), "headers.id"),
+    ("retries-is-negative", with_header("retries", -3), "headers.retries"),
+    ("timelimit-is-a-string", with_header("timelimit", "soon"), "headers.timelimit"),
+]
+
+
+def assert_nothing_left(platform: Platform, r: redis.Redis) -> None:
+    keys = platform.keys
+    wait_for(lambda: r.llen(QUEUE) == 0 and r.hlen(keys.unacked(SERVICE)) == 0
+             and r.zcard(keys.unacked_index(SERVICE)) == 0, message="queue and unacked set empty")
+
+
+def run_poison(platform: Platform, r: redis.Redis, worker: WorkerProcess, raw: bytes, error_part: str) -> None:
+    pid = worker.proc.pid
+    # Given the poison item with a good task right behind it
+    r.lpush(QUEUE, raw)
+    good = dispatch("t_echo", {"tag": "behind"})
+    # Then the good task runs, the poison item is dead-lettered saying what was wrong, and the worker lives on
+    assert good.wait(timeout=20) == {"tag": "behind"}
+    letters = wait_for(lambda: platform.dead_letters.list(r, SERVICE), message="a dead letter")
+    (letter,) = letters  # type: ignore[misc]
+    assert letter.reason == "MalformedMessage", letter
+    assert error_part in letter.error, letter.error
+    assert letter.message is not None and letter.message.encode() == raw
+    assert_nothing_left(platform, r)
+    assert [row.split(b"|")[0] for row in r.lrange("test:runs", 0, -1)] == [b"behind"]
+    # Counted with the dead letters the platform reports (stats, meetingtasks_dead_letters)
+    assert platform.dead_letters.count(r, SERVICE) == 1
+    # Still the same process, and it keeps consuming (also after the visibility timeout has passed)
+    assert worker.proc.poll() is None and worker.proc.pid == pid
+    assert dispatch("t_echo", {"tag": "after"}).wait(timeout=20) == {"tag": "after"}
+    assert worker.proc.poll() is None
+
+
+@pytest.mark.parametrize(("raw", "error_part"), [(raw, part) for _, raw, part in REVIEWER_EXAMPLES],
+                         ids=[case for case, _, _ in REVIEWER_EXAMPLES])
+def test_an_item_cjson_reads_but_python_refuses_is_dead_lettered_and_the_worker_lives(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess], raw: bytes,
+        error_part: str) -> None:
+    worker = start_worker(SERVICE)
+    run_poison(platform, r, worker, raw, error_part)
+
+
+@pytest.mark.parametrize("pool", ["solo", "threads", "prefork"])
+def test_a_list_typed_task_header_kills_no_pool(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess], pool: str) -> None:
+    worker = start_worker(SERVICE, "--pool", pool, "--concurrency", "2")
+    run_poison(platform, r, worker, with_header("task", ["t_echo"]), "headers.task")
+
+
+@pytest.mark.parametrize("pool", ["solo", "threads", "prefork"])
+def test_a_batch_of_poison_items_blocks_nothing_behind_it(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess], pool: str) -> None:
+    # Every reviewer example in one queue, good tasks between them: one fetch takes several at once.
+    worker = start_worker(SERVICE, "--pool", pool, "--concurrency", "2")
+    pid = worker.proc.pid
+    goods = []
+    for i, (_, raw, _) in enumerate(REVIEWER_EXAMPLES):
+        r.lpush(QUEUE, raw)
+        goods.append(dispatch("t_echo", {"tag": f"good-{i}"}))
+    for i, handle in enumerate(goods):
+        assert handle.wait(timeout=30) == {"tag": f"good-{i}"}
+    wait_for(lambda: platform.dead_letters.count(r, SERVICE) == len(REVIEWER_EXAMPLES),
+             message="every poison item dead-lettered")
+    assert_nothing_left(platform, r)
+    assert r.llen("test:runs") == len(goods)
+    assert worker.proc.poll() is None and worker.proc.pid == pid
