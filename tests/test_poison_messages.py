@@ -3,6 +3,7 @@ with a reason naming what was wrong, the worker keeps running (same PID) and the
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -115,3 +116,54 @@ def test_a_batch_of_poison_items_blocks_nothing_behind_it(
     assert_nothing_left(platform, r)
     assert r.llen("test:runs") == len(goods)
     assert worker.proc.poll() is None and worker.proc.pid == pid
+
+
+def unacked_entry(envelope_raw: bytes, queue: str = QUEUE) -> bytes:
+    """An unacked-hash entry in kombu's format (what the fetch script writes): ``[message, exchange, queue]``."""
+    return b"[" + envelope_raw + b',"",' + orjson.dumps(queue) + b"]"
+
+
+# Entries kombu's restore sweep cannot restore: its stdlib json cannot read them, or the message in them is not
+# an envelope (kombu's _do_restore_message would log and drop it).
+UNRESTORABLE_ENTRIES: list[tuple[str, bytes]] = [
+    ("not-json", b"[{not json at all"),
+    ("hex-number-inside", unacked_entry(with_raw_retries("0x10"))),
+    ("not-utf8", b'["\xff\xfe", "", "ai.normal"]'),
+    ("not-a-triple", b"[1, 2]"),
+    ("message-is-a-list", b'[[1, 2], "", "ai.normal"]'),
+    ("message-has-no-properties", b'[{"body": "x"}, "", "ai.normal"]'),
+]
+
+
+def test_the_restore_sweep_dead_letters_what_it_cannot_read_and_restores_the_rest(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    keys = platform.keys
+    now = time.time()
+    # Given expired unacked entries: the unreadable ones are newer, so the sweep (newest first) meets them first
+    for i, (_, entry) in enumerate(UNRESTORABLE_ENTRIES):
+        r.hset(keys.unacked(SERVICE), f"bad-{i}", entry)
+        r.zadd(keys.unacked_index(SERVICE), {f"bad-{i}": now - 100 + i})
+    goods = []
+    for i in range(3):
+        envelope = valid_envelope(f"restored-{i}")
+        goods.append(envelope["headers"]["id"])
+        tag = envelope["properties"]["delivery_tag"]
+        r.hset(keys.unacked(SERVICE), tag, unacked_entry(orjson.dumps(envelope)))
+        r.zadd(keys.unacked_index(SERVICE), {tag: now - 200 - i})
+    # When a worker's restore sweep runs
+    worker = start_worker(SERVICE)
+    # Then every good entry is restored and runs, and each unreadable one is dead-lettered with its raw bytes
+    wait_for(lambda: r.llen("test:runs") == len(goods), message="the restored tasks to run")
+    assert sorted(row.split(b"|")[0] for row in r.lrange("test:runs", 0, -1)) == [
+        f"restored-{i}".encode() for i in range(3)]
+    letters = wait_for(lambda: len(ls := platform.dead_letters.list(r, SERVICE)) == len(UNRESTORABLE_ENTRIES) and ls,
+                       message="a dead letter per unreadable entry")
+    by_message = {letter.message: letter for letter in letters}  # type: ignore[attr-defined]
+    for case, entry in UNRESTORABLE_ENTRIES:
+        text = entry.decode("utf-8", errors="strict") if b"\xff" not in entry else entry.decode("latin-1")
+        assert text in by_message, case
+        letter = by_message[text]
+        assert letter.reason == "UnrestorableEntry" and "cannot restore" in letter.error, (case, letter.error)
+        assert not letter.replayable
+    assert_nothing_left(platform, r)
+    assert worker.proc.poll() is None

@@ -43,6 +43,22 @@ def quarantine_raw(platform: Platform, service: str, queue: str, raw: bytes, rea
     return found.decode() if isinstance(found, bytes) else str(found or "")
 
 
+def file_unrestorable(platform: Platform, pipe: Any, service: str, tag: str, entry: bytes | str, problem: str) -> None:
+    """Queue, on ``pipe`` (the restore sweep's transaction), the dead letter of an unacked entry that cannot be
+    restored: its raw bytes and why, not replayable."""
+    raw = entry if isinstance(entry, bytes) else entry.encode()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    letter = DeadLetter(
+        id=letter_id_for(None), service=service, reason="UnrestorableEntry",
+        error=f"cannot restore unacked entry {tag!r}: {problem}", message=text, replayable=False, attempts=0,
+    )
+    platform.dead_letters.add(pipe, letter)
+    log.error("dead-lettered unacked entry %s of %s as %s: %s", tag, service, letter.id, problem)
+
+
 def quarantine_envelope(
     platform: Platform, service: str, envelope: dict[str, Any], reason: str, error: str,
     *, status: Status = Status.DEAD_LETTERED, traceback: str | None = None,

@@ -34,6 +34,7 @@ from typing import Any
 import hiredis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
+from kombu.utils.json import loads as kombu_json_loads
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
@@ -47,7 +48,7 @@ from meetingtasks.status import STARTED_LUA, TRANSITION_FUNCTION, Status
 from meetingtasks.wake import WAKE_LUA, push_wake
 from meetingtasks.worker.loops import Loop, held_delivery_tags
 from meetingtasks.worker.outcomes import register_sink, sink_for, unregister_sink
-from meetingtasks.worker.quarantine import quarantine_raw
+from meetingtasks.worker.quarantine import file_unrestorable, quarantine_raw
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +301,56 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
         for tag in [t for t in self._delivered if str(t) in held]:
             self._delivered.pop(tag, None)
         return super().restore_unacked(client)
+
+
+    def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
+        """kombu's restore of one unacked entry, except that an entry it cannot restore (its stdlib json cannot
+        read it, or the message is not an envelope) is dead-lettered with its raw bytes in the same transaction
+        instead of raising out of the sweep, which stopped it at that entry, every time, for every entry behind
+        it, or being dropped with a log line."""
+
+        def restore_transaction(pipe: Any) -> None:
+            entry = pipe.hget(self.unacked_key, tag)
+            pipe.multi()
+            self._remove_from_indices(tag, pipe)
+            if not entry:
+                return
+            restorable = _restorable(entry)
+            if isinstance(restorable, str):
+                platform = self.channel.platform
+                if platform is None:
+                    raise MalformedMessage(f"cannot restore unacked entry {tag!r}: {restorable}")
+                file_unrestorable(platform, pipe, self.channel.service, _text(tag), entry, restorable)
+                return
+            message, exchange, routing_key = restorable
+            self.channel._do_restore_message(message, exchange, routing_key, pipe, leftmost)
+
+        with self.channel.conn_or_acquire(client) as conn:
+            conn.transaction(restore_transaction, self.unacked_key)
+
+
+def _restorable(entry: bytes | str) -> tuple[dict[str, Any], str, str] | str:
+    """``(message, exchange, routing key)`` of an unacked entry as kombu's restore reads it (its own json), or
+    why it cannot be restored: what kombu's ``_do_restore_message`` needs of it, checked before it runs."""
+    try:
+        parsed = kombu_json_loads(entry.decode() if isinstance(entry, bytes) else entry)
+    except (ValueError, TypeError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return f"not JSON: {exc}"
+    if not isinstance(parsed, list) or len(parsed) != 3:
+        return "not a [message, exchange, routing key] triple"
+    message, exchange, routing_key = parsed
+    if not isinstance(message, dict):
+        return "the message is not an object"
+    props = message.get("properties")
+    if not isinstance(props, dict) or not isinstance(props.get("delivery_info", {}), dict):
+        return "the message has no 'properties' object with a 'delivery_info' object"
+    if not isinstance(message.get("headers", {}), dict):
+        return "the message's 'headers' is not an object"
+    if not isinstance(props.get("priority", 0), int):
+        return "the message's properties.priority is not an integer"
+    if not isinstance(exchange, str) or not isinstance(routing_key, str) or not routing_key:
+        return "the exchange or routing key is not a string"
+    return message, exchange, routing_key
 
 
 class Channel(kombu_redis.Channel):  # type: ignore[misc]
