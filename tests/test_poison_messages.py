@@ -14,6 +14,7 @@ import redis
 from meetingtasks import dispatch
 from meetingtasks.message import encode_task_message, loads, new_id
 from meetingtasks.platform import Platform
+from meetingtasks.wake import push_wake
 from tests.conftest import WorkerProcess, wait_for
 
 SERVICE = "ai"
@@ -55,16 +56,28 @@ REVIEWER_EXAMPLES: list[tuple[str, bytes, str]] = [
 ]
 
 
+def push(platform: Platform, r: redis.Redis, raw: bytes, *, token: bool = True) -> None:
+    """Queue ``raw`` as a platform producer does (a wake token first: an idle worker takes it with its atomic
+    fetch script) or, with ``token=False``, as a foreign producer (redis-cli LPUSH: an idle worker's wait pops it
+    itself)."""
+    with r.pipeline(transaction=True) as pipe:
+        if token:
+            push_wake(pipe, platform.keys, SERVICE)
+        pipe.lpush(QUEUE, raw)
+        pipe.execute()
+
+
 def assert_nothing_left(platform: Platform, r: redis.Redis) -> None:
     keys = platform.keys
     wait_for(lambda: r.llen(QUEUE) == 0 and r.hlen(keys.unacked(SERVICE)) == 0
              and r.zcard(keys.unacked_index(SERVICE)) == 0, message="queue and unacked set empty")
 
 
-def run_poison(platform: Platform, r: redis.Redis, worker: WorkerProcess, raw: bytes, error_part: str) -> None:
+def run_poison(platform: Platform, r: redis.Redis, worker: WorkerProcess, raw: bytes, error_part: str,
+               *, token: bool = True) -> None:
     pid = worker.proc.pid
     # Given the poison item with a good task right behind it
-    r.lpush(QUEUE, raw)
+    push(platform, r, raw, token=token)
     good = dispatch("t_echo", {"tag": "behind"})
     # Then the good task runs, the poison item is dead-lettered saying what was wrong, and the worker lives on
     assert good.wait(timeout=20) == {"tag": "behind"}
@@ -83,13 +96,14 @@ def run_poison(platform: Platform, r: redis.Redis, worker: WorkerProcess, raw: b
     assert worker.proc.poll() is None
 
 
+@pytest.mark.parametrize("path", ["fetch-script", "foreign-push"])
 @pytest.mark.parametrize(("raw", "error_part"), [(raw, part) for _, raw, part in REVIEWER_EXAMPLES],
                          ids=[case for case, _, _ in REVIEWER_EXAMPLES])
 def test_an_item_cjson_reads_but_python_refuses_is_dead_lettered_and_the_worker_lives(
         platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess], raw: bytes,
-        error_part: str) -> None:
+        error_part: str, path: str) -> None:
     worker = start_worker(SERVICE)
-    run_poison(platform, r, worker, raw, error_part)
+    run_poison(platform, r, worker, raw, error_part, token=path == "fetch-script")
 
 
 @pytest.mark.parametrize("pool", ["solo", "threads", "prefork"])
@@ -107,7 +121,7 @@ def test_a_batch_of_poison_items_blocks_nothing_behind_it(
     pid = worker.proc.pid
     goods = []
     for i, (_, raw, _) in enumerate(REVIEWER_EXAMPLES):
-        r.lpush(QUEUE, raw)
+        push(platform, r, raw)
         goods.append(dispatch("t_echo", {"tag": f"good-{i}"}))
     for i, handle in enumerate(goods):
         assert handle.wait(timeout=30) == {"tag": f"good-{i}"}

@@ -36,7 +36,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import loads as kombu_json_loads
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from meetingtasks import kombu_json
 from meetingtasks.connections import new_client
@@ -570,7 +570,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         if not self.accept_item(key, item):
             raise virtual.Empty()
         self._queue_cycle.rotate(key)
-        self.connection._deliver(strip_fetch_headers(loads(item)), key)
+        self.connection._deliver(_complete_delivery_info(strip_fetch_headers(loads(item)), key), key)
         return True
 
     def _after_fetch(self, reply: Any) -> bool:
@@ -607,14 +607,25 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             except MalformedMessage as exc:
                 self.refuse(queue, item, str(exc), recorded=True)
                 continue
+            _complete_delivery_info(payload, queue)
             if int(started) != -1:
                 headers = payload.setdefault("headers", {}) or {}
                 payload["headers"] = headers
                 headers["mt_fetch_deliveries"] = int(deliveries)
                 headers["mt_fetch_cancelled"] = int(cancelled)
                 headers["mt_fetch_started"] = int(started)
-            self._mt_recorded.add(str(payload["properties"]["delivery_tag"]))
-            self.connection._deliver(payload, queue)
+            tag = payload["properties"]["delivery_tag"]
+            self._mt_recorded.add(tag)
+            try:
+                self.connection._deliver(payload, queue)
+            except (RedisError, OSError):
+                raise
+            except Exception as exc:
+                # kombu's own handling of the message failed before Celery's (which never raises: see
+                # PlatformConsumer): a shape the envelope check let through. Raising would stop the worker.
+                self._mt_recorded.discard(tag)
+                self.refuse(queue, item, f"kombu cannot deliver it: {type(exc).__name__}: {exc}", recorded=True)
+                continue
             ran += 1
         if _inline_pool and ran:
             per_task_s = (time.monotonic() - began) / ran
@@ -735,6 +746,20 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
             push_wake(pipe, platform.keys, self.service)
             pipe.execute()
+
+
+def _complete_delivery_info(envelope: dict[str, Any], queue: str) -> dict[str, Any]:
+    """Fill in the delivery info that kombu reads unguarded (a foreign producer may leave it out), as the fetch
+    script recorded it: no exchange, the queue it came from."""
+    props = envelope["properties"]
+    info = props.get("delivery_info")
+    if info is None:
+        info = props["delivery_info"] = {}
+    if info.get("exchange") is None:
+        info["exchange"] = ""
+    if info.get("routing_key") is None:
+        info["routing_key"] = queue
+    return envelope
 
 
 def _text(value: bytes | str | int) -> str:
