@@ -269,6 +269,7 @@ _HEADER_KINDS = tuple((name, *_KINDS[kind], kind in (_TIME, _COUNT, _LIMITS)) fo
     ("mt_priority", str), ("mt_enqueued_at", float), ("mt_dispatched_at", float), ("mt_first_failure_at", float),
     ("mt_rate_slot", float), ("mt_signed_for", str),
 ))
+_HEADER_KIND_OF = {name: (types, text, special) for name, types, text, special in _HEADER_KINDS}
 _PROPERTY_KINDS = tuple((name, *_KINDS[kind]) for name, kind in (
     ("correlation_id", str), ("reply_to", str), ("priority", int), ("delivery_mode", int), ("body_encoding", str),
 ))
@@ -332,12 +333,14 @@ def envelope_problem(envelope: dict[str, Any]) -> str | None:
         return None  # Celery files it as an unknown message (dead letter "UnknownMessage")
     if not isinstance(headers, dict):
         return "envelope 'headers' is not an object"
-    get = headers.get
-    for name, types, text, special in _HEADER_KINDS:
-        value = get(name)
-        if value is not None and (not isinstance(value, types) or (special and not _special(value, text))):
-            return _wrong(f"headers.{name}", value, text)
-    if "task" in headers and not isinstance(get("id"), str):
+    kinds = _HEADER_KIND_OF
+    for name, value in headers.items():  # the headers present: fewer than the known ones
+        kind = kinds.get(name)
+        if kind is not None and value is not None:
+            types, text, special = kind
+            if not isinstance(value, types) or (special and not _special(value, text)):
+                return _wrong(f"headers.{name}", value, text)
+    if "task" in headers and not isinstance(headers.get("id"), str):
         return "headers.id is missing: a task message needs a task id string"
     return None
 

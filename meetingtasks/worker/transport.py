@@ -95,8 +95,10 @@ local left = tonumber(ARGV[1])
 local popped = 0
 local maxbytes = tonumber(ARGV[3])
 local null = cjson.null
+-- True if v is present (not nil, not JSON null) and not a string.
+local function nostr(v) return v ~= nil and v ~= null and type(v) ~= 'string' end
 -- Why a decoded message cannot be recorded, or nil. Only the fields this script reads: the worker checks the
--- whole envelope (meetingtasks.message.check_envelope) and refuses (REFUSE) what gets past this one.
+-- whole envelope (meetingtasks.message.check_envelope) and refuses (UNRECORD) what gets past this one.
 local function refusal(env)
   if type(env) ~= 'table' then return 'not a message envelope' end
   local props = env.properties
@@ -106,20 +108,14 @@ local function refusal(env)
   local info = props.delivery_info
   if info ~= nil and info ~= null then
     if type(info) ~= 'table' then return 'envelope properties.delivery_info is not an object' end
-    for _, name in ipairs({'exchange', 'routing_key'}) do
-      local v = info[name]
-      if v ~= nil and v ~= null and type(v) ~= 'string' then
-        return 'properties.delivery_info.' .. name .. ' must be a string'
-      end
-    end
+    if nostr(info.exchange) then return 'properties.delivery_info.exchange must be a string' end
+    if nostr(info.routing_key) then return 'properties.delivery_info.routing_key must be a string' end
   end
   local headers = env.headers
   if headers == nil or headers == null then return nil end
   if type(headers) ~= 'table' then return "envelope 'headers' is not an object" end
-  for _, name in ipairs({'id', 'task'}) do
-    local v = headers[name]
-    if v ~= nil and v ~= null and type(v) ~= 'string' then return 'headers.' .. name .. ' must be a string' end
-  end
+  if nostr(headers.id) then return 'headers.id must be a string' end
+  if nostr(headers.task) then return 'headers.task must be a string' end
   local r = headers.retries
   if r ~= nil and r ~= null and not (type(r) == 'number' and r >= 0 and r <= 2147483647 and r == math.floor(r)) then
     return 'headers.retries must be an integer from 0 to 2147483647'
