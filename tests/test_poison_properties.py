@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import redis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from meetingtasks import dispatch
@@ -132,7 +132,10 @@ def test_no_queue_item_stops_a_worker_or_the_items_behind_it(
     counter = itertools.count()
     pushed = {"n": 0}
 
+    # No shrinking: each example costs a live round trip (and a failing one its wait's whole deadline), and the
+    # first failing example, reported as it is, says what broke.
     @settings(max_examples=100, deadline=None, derandomize=True, database=None,
+              phases=[Phase.explicit, Phase.generate],
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                      HealthCheck.data_too_large, HealthCheck.large_base_example])
     @given(item=poison())
