@@ -15,6 +15,7 @@ import redis
 from meetingtasks import dispatch
 from meetingtasks.message import encode_task_message, loads, new_id
 from meetingtasks.platform import Platform
+from meetingtasks.status import Status
 from meetingtasks.wake import push_wake
 from tests.conftest import WorkerProcess, wait_for
 
@@ -205,3 +206,22 @@ def test_what_breaks_celery_past_the_envelope_check_is_dead_lettered_by_the_last
     assert_nothing_left(platform, r)
     assert worker.proc.poll() is None and worker.proc.pid == pid
     assert dispatch("t_echo", {"tag": "after"}).wait(timeout=20) == {"tag": "after"}
+
+
+def test_an_item_the_fetch_recorded_and_the_worker_refused_leaves_no_lease_and_no_status_at_started(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    # cjson reads 0x10 as 16, so the fetch script records the message (lease, STARTED); orjson does not.
+    envelope = valid_envelope("hex")
+    task_id = envelope["headers"]["id"]
+    platform.status.transition(r, task_id, Status.QUEUED, attempt=1)
+    raw = orjson.dumps(envelope).replace(b'"retries":0', b'"retries":0x10')
+    worker = start_worker(SERVICE)
+    push(platform, r, raw)
+    (letter,) = wait_for(lambda: platform.dead_letters.list(r, SERVICE), message="a dead letter")  # type: ignore[misc]
+    assert letter.reason == "MalformedMessage" and "not JSON" in letter.error
+    record = wait_for(lambda: (rec := platform.status.get(r, task_id)) and rec.status == Status.DEAD_LETTERED
+                      and rec, message="the task marked DEAD_LETTERED")
+    assert [s for s, _, _ in record.history] == [Status.QUEUED, Status.STARTED, Status.DEAD_LETTERED]  # type: ignore[attr-defined]
+    assert "not JSON" in record.error  # type: ignore[attr-defined]
+    assert_nothing_left(platform, r)
+    assert worker.proc.poll() is None
