@@ -17,8 +17,12 @@ a pipeline on a freshly built client. Our channel instead:
   platform producer pushes a token in the same transaction as its message. The same ``BRPOP`` also
   watches the queues, so a message pushed by a foreign producer (no token) is still picked up at once;
   only such a message takes kombu's two-step path;
-* **dead-letters garbage** (not JSON, not an envelope, over the size limit) with its raw bytes instead of
-  crashing the worker as stock kombu does, and keeps consuming.
+* **dead-letters garbage** (not JSON, not an envelope, over the size limit, a field of the wrong type: see
+  :func:`meetingtasks.message.check_envelope`, run on every message before kombu and Celery see it) with its
+  raw bytes and the reason instead of crashing the worker as stock kombu does, and keeps consuming. The fetch
+  script never fails after its pop, whatever a message holds; what it recorded and the worker then refuses
+  loses its lease in the transaction that files the dead letter (:data:`UNRECORD`). The restore sweep
+  dead-letters an unacked entry it cannot restore instead of stopping at it (``QoS.restore_by_tag``).
 """
 
 from __future__ import annotations
@@ -297,7 +301,6 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
         for tag in [t for t in self._delivered if str(t) in held]:
             self._delivered.pop(tag, None)
         return super().restore_unacked(client)
-
 
     def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
         """kombu's restore of one unacked entry, except that an entry it cannot restore (its stdlib json cannot
@@ -585,7 +588,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         platform = self.platform
         assert platform is not None  # only platform channels fetch with FETCH
         batched = _inline_pool
-        budget_s = platform.settings.solo_batch_ms / 1000 if platform is not None else 0.0
+        budget_s = platform.settings.solo_batch_ms / 1000
         began = time.monotonic()
         ran = 0
         for i in range(0, len(reply), 5):
