@@ -15,6 +15,7 @@ import redis
 from meetingtasks import dispatch
 from meetingtasks.message import encode_task_message, loads, new_id
 from meetingtasks.platform import Platform
+from meetingtasks.stats import collect
 from meetingtasks.status import Status
 from meetingtasks.wake import push_wake
 from tests.conftest import WorkerProcess, wait_for
@@ -90,8 +91,9 @@ def run_poison(platform: Platform, r: redis.Redis, worker: WorkerProcess, raw: b
     assert letter.message is not None and letter.message.encode() == raw
     assert_nothing_left(platform, r)
     assert [row.split(b"|")[0] for row in r.lrange("test:runs", 0, -1)] == [b"behind"]
-    # Counted with the dead letters the platform reports (stats, meetingtasks_dead_letters)
+    # Counted with the dead letters the platform reports (`meetingtasks stats`, the meetingtasks_dead_letters gauge)
     assert platform.dead_letters.count(r, SERVICE) == 1
+    assert sum(row.dead_lettered for row in collect(platform, (SERVICE,))) == 1
     # Still the same process, and it keeps consuming (also after the visibility timeout has passed)
     assert worker.proc.poll() is None and worker.proc.pid == pid
     assert dispatch("t_echo", {"tag": "after"}).wait(timeout=20) == {"tag": "after"}
