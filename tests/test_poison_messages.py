@@ -56,6 +56,12 @@ REVIEWER_EXAMPLES: list[tuple[str, bytes, str]] = [
     ("task-id-is-an-object", with_header("id", {"a": 1}), "headers.id"),
     ("retries-is-negative", with_header("retries", -3), "headers.retries"),
     ("timelimit-is-a-string", with_header("timelimit", "soon"), "headers.timelimit"),
+    # Beyond the review: a delivery tag cjson reads as a double (its text would differ from Python's), nesting
+    # deeper than either parser goes.
+    ("delivery-tag-is-a-big-number", orjson.dumps(valid_envelope()).replace(
+        b'"delivery_tag":"', b'"delivery_tag":12345678901234567890,"x":"'), "properties.delivery_tag"),
+    ("nested-2000-deep", orjson.dumps(valid_envelope())[:-1] + b',"zz":' + b"[" * 2000 + b"]" * 2000 + b"}",
+     "not JSON"),
 ]
 
 
