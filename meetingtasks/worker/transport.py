@@ -569,7 +569,13 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         if not self.accept_item(key, item):
             raise virtual.Empty()
         self._queue_cycle.rotate(key)
-        self.connection._deliver(_complete_delivery_info(strip_fetch_headers(loads(item)), key), key)
+        try:
+            self.connection._deliver(_complete_delivery_info(strip_fetch_headers(loads(item)), key), key)
+        except (RedisError, OSError):
+            raise
+        except Exception as exc:  # as in _after_fetch; kombu records the lease only once it holds the message
+            self.refuse(key, item, f"kombu cannot deliver it: {type(exc).__name__}: {exc}", recorded=False)
+            raise virtual.Empty() from None
         return True
 
     def _after_fetch(self, reply: Any) -> bool:
