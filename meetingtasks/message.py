@@ -27,6 +27,7 @@ import socket
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -230,7 +231,10 @@ class MalformedMessage(ValueError):
 
 
 def check_envelope(raw: bytes | str, max_bytes: int) -> dict[str, Any]:
-    """Parse a queue item into kombu's envelope or raise :class:`MalformedMessage` saying why."""
+    """Parse a queue item into kombu's envelope or raise :class:`MalformedMessage` saying why.
+
+    The one gate between the queues and Celery: whatever passes it has the types that kombu, Celery's strategy
+    and request, and the platform's own code read without raising (see :func:`envelope_problem`)."""
     size = len(raw)
     if size > max_bytes:
         raise MalformedMessage(f"message of {size} bytes exceeds max_message_bytes={max_bytes}")
@@ -240,17 +244,105 @@ def check_envelope(raw: bytes | str, max_bytes: int) -> dict[str, Any]:
         raise MalformedMessage(f"not JSON: {exc}") from None
     if not isinstance(envelope, dict):
         raise MalformedMessage(f"not a message envelope: a JSON {type(envelope).__name__}, not an object")
+    problem = envelope_problem(envelope)
+    if problem is not None:
+        raise MalformedMessage(problem)
+    return envelope
+
+
+#: Largest ``retries`` accepted: the fetch script (doubles in Lua) and Celery (ints) read it alike up to here.
+MAX_RETRIES = 2**31 - 1
+
+# What each known field may hold besides null; the kinds past a plain type are checked further in _special.
+_TIME, _COUNT, _LIMITS = "an ISO 8601 time string", f"an integer from 0 to {MAX_RETRIES}", "[hard, soft] seconds"
+_KINDS: dict[Any, tuple[type | tuple[type, ...], str]] = {
+    str: (str, "a string"), int: (int, "an integer"), float: ((int, float), "a number"),
+    bool: (bool, "true or false"), list: (list, "an array"), dict: (dict, "an object"),
+    _TIME: (str, _TIME), _COUNT: (int, _COUNT), _LIMITS: (list, _LIMITS),
+}
+#: Celery protocol v2 headers (what its strategy and request read) and the platform's own.
+_HEADER_KINDS = tuple((name, *_KINDS[kind], kind in (_TIME, _COUNT, _LIMITS)) for name, kind in (
+    ("task", str), ("id", str), ("lang", str), ("shadow", str), ("eta", _TIME), ("expires", _TIME),
+    ("group", str), ("group_index", int), ("retries", _COUNT), ("timelimit", _LIMITS), ("root_id", str),
+    ("parent_id", str), ("argsrepr", str), ("kwargsrepr", str), ("origin", str), ("ignore_result", bool),
+    ("replaced_task_nesting", int), ("stamped_headers", list), ("stamps", dict), ("redelivered", bool),
+    ("mt_priority", str), ("mt_enqueued_at", float), ("mt_dispatched_at", float), ("mt_first_failure_at", float),
+    ("mt_rate_slot", float), ("mt_signed_for", str),
+))
+_HEADER_KIND_OF = {name: (types, text, special) for name, types, text, special in _HEADER_KINDS}
+_PROPERTY_KINDS = tuple((name, *_KINDS[kind]) for name, kind in (
+    ("correlation_id", str), ("reply_to", str), ("priority", int), ("delivery_mode", int), ("body_encoding", str),
+))
+_DELIVERY_INFO_KINDS = tuple((name, *_KINDS[kind]) for name, kind in (
+    ("exchange", str), ("routing_key", str), ("priority", int), ("redelivered", bool),
+))
+
+
+def _special(value: Any, text: str) -> bool:
+    """Whether ``value`` (already of the plain type) is what a header of kind ``text`` needs."""
+    if text is _COUNT:
+        return not isinstance(value, bool) and 0 <= value <= MAX_RETRIES
+    if text is _TIME:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            return False
+        return True
+    return len(value) == 2 and all(
+        v is None or (isinstance(v, int | float) and not isinstance(v, bool) and v >= 0) for v in value)
+
+
+def _wrong(where: str, value: Any, text: str) -> str:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{where} must be {text}, not {shown}"
+
+
+def envelope_problem(envelope: dict[str, Any]) -> str | None:
+    """What is wrong with a parsed envelope, in one line, or ``None``: the types of every field that kombu,
+    Celery and the platform read (unknown extra fields are left alone). About 2 us per message."""
     props = envelope.get("properties")
     if not isinstance(props, dict):
-        raise MalformedMessage("envelope has no 'properties' object")
-    if not isinstance(props.get("delivery_tag"), str | int):
-        raise MalformedMessage("envelope properties have no 'delivery_tag'")
-    if not isinstance(props.get("delivery_info", {}), dict):
-        raise MalformedMessage("envelope properties.delivery_info is not an object")
+        return "envelope has no 'properties' object"
+    tag = props.get("delivery_tag")
+    if not isinstance(tag, str) or not tag:
+        return ("envelope properties have no 'delivery_tag'" if tag is None
+                else _wrong("properties.delivery_tag", tag, "a non-empty string"))
+    info = props.get("delivery_info")
+    if info is not None:
+        if not isinstance(info, dict):
+            return "envelope properties.delivery_info is not an object"
+        for name, types, text in _DELIVERY_INFO_KINDS:
+            value = info.get(name)
+            if value is not None and not isinstance(value, types):
+                return _wrong(f"properties.delivery_info.{name}", value, text)
+    for name, types, text in _PROPERTY_KINDS:
+        value = props.get(name)
+        if value is not None and not isinstance(value, types):
+            return _wrong(f"properties.{name}", value, text)
+    body = envelope.get("body")
+    if not isinstance(body, str):
+        return "envelope has no 'body' string" if body is None else _wrong("body", body, "a string")
+    for name in ("content-type", "content-encoding"):
+        value = envelope.get(name)
+        if value is not None and not isinstance(value, str):
+            return _wrong(name, value, "a string")
     headers = envelope.get("headers")
-    if headers is not None and not isinstance(headers, dict):
-        raise MalformedMessage("envelope 'headers' is not an object")
-    return envelope
+    if headers is None:
+        return None  # Celery files it as an unknown message (dead letter "UnknownMessage")
+    if not isinstance(headers, dict):
+        return "envelope 'headers' is not an object"
+    kinds = _HEADER_KIND_OF
+    for name, value in headers.items():  # the headers present: fewer than the known ones
+        kind = kinds.get(name)
+        if kind is not None and value is not None:
+            types, text, special = kind
+            if not isinstance(value, types) or (special and not _special(value, text)):
+                return _wrong(f"headers.{name}", value, text)
+    if "task" in headers and not isinstance(headers.get("id"), str):
+        return "headers.id is missing: a task message needs a task id string"
+    return None
 
 
 def task_body(payload: Any, *, task_name: str, task_id: str, signer: MessageSigner | None) -> tuple[str, str]:

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import redis
 from celery.exceptions import InvalidTaskError
 from celery.worker.consumer import Consumer
 from kombu.exceptions import ContentDisallowed, DecodeError
 from kombu.serialization import prepare_accept_content
 
+from meetingtasks.deadletter import format_traceback
 from meetingtasks.signing import SIGNED_CONTENT_TYPE, binding_refusal, content_refusal
-from meetingtasks.worker.quarantine import quarantine_envelope
+from meetingtasks.worker.quarantine import quarantine_envelope, quarantine_raw
+
+log = logging.getLogger(__name__)
+
+#: Errors of the broker connection or of Redis itself, raised while a message is taken: never the message's fault.
+_INFRASTRUCTURE_ERRORS = (redis.RedisError, OSError)
 
 #: Celery task events (for Flower) are sent in batches at most this often instead of on every loop tick:
 #: each flush is a blocking publish on the event loop, which stock Celery pays several times per task.
@@ -41,6 +49,18 @@ class PlatformConsumer(Consumer):  # type: ignore[misc]
         on_task_received = super().create_task_handler(*args, **kwargs)
         accepted = prepare_accept_content(self.app.conf.accept_content)
 
+        def on_task_received_guarded(message: Any) -> Any:
+            try:
+                return on_accepted_task_received(message)
+            except _INFRASTRUCTURE_ERRORS:
+                raise  # not the message's fault: Celery reconnects, the message stays unacked and comes back
+            except Exception as exc:
+                # Last resort: whatever got past the envelope check (meetingtasks.message.check_envelope) and
+                # breaks Celery's strategy or request must not escape, or Celery stops the worker
+                # ("Unrecoverable error") and the restored message stops the next one too.
+                self._last_resort(message, exc)
+                return None
+
         def on_accepted_task_received(message: Any) -> Any:
             # kombu lets "trusted" content types (application/data, application/text, none at all) past the
             # accept list undecoded, and Celery's request then dies on the raw text, taking the worker with it.
@@ -58,7 +78,27 @@ class PlatformConsumer(Consumer):  # type: ignore[misc]
                     return self.on_invalid_task(None, message, InvalidTaskError(mismatch))
             return on_task_received(message)
 
-        return on_accepted_task_received
+        return on_task_received_guarded
+
+    def _last_resort(self, message: Any, exc: Exception) -> None:
+        error = f"the worker could not take this message: {type(exc).__name__}: {exc}"
+        log.exception("refusing message %s: %s", getattr(message, "delivery_tag", "?"), error)
+        if getattr(message, "acknowledged", False):
+            return  # already handed on or settled by Celery: nothing left to dead-letter
+        platform = getattr(self.app, "mt_platform", None)
+        raw = getattr(message, "_raw", None)
+        try:
+            if platform is not None:
+                if isinstance(raw, dict):
+                    quarantine_envelope(platform, self.app.mt_service, raw, "InvalidTaskMessage", error,
+                                        traceback=format_traceback(exc))
+                else:
+                    body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+                    quarantine_raw(platform, self.app.mt_service, "", body, "InvalidTaskMessage", error)
+            message.ack()
+        except Exception:
+            # Not filed: left unacked, the restore sweep brings it back for another try.
+            log.exception("could not dead-letter message %s", getattr(message, "delivery_tag", "?"))
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         self._quarantine(message, "DecodeError",

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from meetingtasks.deadletter import DeadLetter, letter_id_for
+from meetingtasks.lua import LuaScript
 from meetingtasks.message import describe, dumps, strip_fetch_headers
 from meetingtasks.platform import Platform
 from meetingtasks.priority import parse_queue
@@ -17,8 +18,12 @@ from meetingtasks.status import Status
 log = logging.getLogger(__name__)
 
 
-def quarantine_raw(platform: Platform, service: str, queue: str, raw: bytes, reason: str, error: str) -> str:
-    """Dead-letter bytes that are not a message at all. Returns the dead-letter id."""
+def quarantine_raw(platform: Platform, service: str, queue: str, raw: bytes, reason: str, error: str, *,
+                   unrecord: tuple[LuaScript, list[str]] | None = None) -> str:
+    """Dead-letter bytes that are not a message we can run (kept verbatim, not replayable). With ``unrecord``
+    (a script and its keys, run with the raw bytes as its one argument) the script runs in the same transaction:
+    the worker uses it to drop the item's unacked entry, so it is filed exactly once. Returns what the script
+    returned (a task id, or ''), '' without one."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -27,9 +32,33 @@ def quarantine_raw(platform: Platform, service: str, queue: str, raw: bytes, rea
         id=letter_id_for(None), service=service, reason=reason, error=error, queue=queue,
         message=text, replayable=False, attempts=0,
     )
-    platform.dead_letters.add(platform.redis(service), letter)
+    with platform.redis(service).pipeline(transaction=True) as pipe:
+        platform.dead_letters.add(pipe, letter)
+        if unrecord is not None:
+            script, keys = unrecord
+            script.queue(pipe, keys, [raw])
+        replies = pipe.execute()
     log.error("dead-lettered an unreadable item from %s as %s: %s", queue, letter.id, error)
-    return letter.id
+    if unrecord is None:
+        return ""
+    found = replies[-1]
+    return found.decode() if isinstance(found, bytes) else str(found or "")
+
+
+def file_unrestorable(platform: Platform, pipe: Any, service: str, tag: str, entry: bytes | str, problem: str) -> None:
+    """Queue, on ``pipe`` (the restore sweep's transaction), the dead letter of an unacked entry that cannot be
+    restored: its raw bytes and why, not replayable."""
+    raw = entry if isinstance(entry, bytes) else entry.encode()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    letter = DeadLetter(
+        id=letter_id_for(None), service=service, reason="UnrestorableEntry",
+        error=f"cannot restore unacked entry {tag!r}: {problem}", message=text, replayable=False, attempts=0,
+    )
+    platform.dead_letters.add(pipe, letter)
+    log.error("dead-lettered unacked entry %s of %s as %s: %s", tag, service, letter.id, problem)
 
 
 def quarantine_envelope(

@@ -17,8 +17,12 @@ a pipeline on a freshly built client. Our channel instead:
   platform producer pushes a token in the same transaction as its message. The same ``BRPOP`` also
   watches the queues, so a message pushed by a foreign producer (no token) is still picked up at once;
   only such a message takes kombu's two-step path;
-* **dead-letters garbage** (not JSON, not an envelope, over the size limit) with its raw bytes instead of
-  crashing the worker as stock kombu does, and keeps consuming.
+* **dead-letters garbage** (not JSON, not an envelope, over the size limit, a field of the wrong type: see
+  :func:`meetingtasks.message.check_envelope`, run on every message before kombu and Celery see it) with its
+  raw bytes and the reason instead of crashing the worker as stock kombu does, and keeps consuming. The fetch
+  script never fails after its pop, whatever a message holds; what it recorded and the worker then refuses
+  loses its lease in the transaction that files the dead letter (:data:`UNRECORD`). The restore sweep
+  dead-letters an unacked entry it cannot restore instead of stopping at it (``QoS.restore_by_tag``).
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ from typing import Any
 import hiredis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
+from kombu.utils.json import loads as kombu_json_loads
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from meetingtasks import kombu_json
 from meetingtasks.connections import new_client
@@ -43,11 +48,11 @@ from meetingtasks.keys import DELIVERIES_TTL_S
 from meetingtasks.lua import LuaScript
 from meetingtasks.message import MalformedMessage, check_envelope, loads, strip_fetch_headers
 from meetingtasks.platform import Platform
-from meetingtasks.status import STARTED_LUA, TRANSITION_FUNCTION
+from meetingtasks.status import STARTED_LUA, TRANSITION_FUNCTION, Status
 from meetingtasks.wake import WAKE_LUA, push_wake
 from meetingtasks.worker.loops import Loop, held_delivery_tags
 from meetingtasks.worker.outcomes import register_sink, sink_for, unregister_sink
-from meetingtasks.worker.quarantine import quarantine_raw
+from meetingtasks.worker.quarantine import file_unrestorable, quarantine_raw
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +63,8 @@ log = logging.getLogger(__name__)
 #       meetingtasks.worker.outcomes): id, status, time, attempt, event JSON, n, n field/value strings.
 # Outcomes (and deferred STARTEDs) are applied before the acks, and both before anything is fetched.
 # Returns a flat list of [queue, message, deliveries, cancelled, started] per message; a message that is not
-# a readable envelope comes back with deliveries = -1 (popped, not recorded: the caller dead-letters it).
+# a readable envelope comes back with deliveries = -1 and the reason in place of cancelled (popped, not
+# recorded: the caller dead-letters it). The script never fails after a pop, whatever a message holds.
 # Messages past the first "start now" ones are recorded unacked but not STARTED: started = -2 (the worker
 # records STARTED when it runs them, see DEFERRED_START), or 0 when the task is already terminal.
 FETCH = LuaScript(
@@ -92,6 +98,70 @@ local out = {}
 local left = tonumber(ARGV[1])
 local popped = 0
 local maxbytes = tonumber(ARGV[3])
+local null = cjson.null
+-- True if v is present (not nil, not JSON null) and not a string.
+local function nostr(v) return v ~= nil and v ~= null and type(v) ~= 'string' end
+-- Why a decoded message cannot be recorded, or nil. Only the fields this script reads: the worker checks the
+-- whole envelope (meetingtasks.message.check_envelope) and refuses (UNRECORD) what gets past this one.
+local function refusal(env)
+  if type(env) ~= 'table' then return 'not a message envelope' end
+  local props = env.properties
+  if type(props) ~= 'table' then return "envelope has no 'properties' object" end
+  local tag = props.delivery_tag
+  if type(tag) ~= 'string' or tag == '' then return 'properties.delivery_tag must be a non-empty string' end
+  local info = props.delivery_info
+  if info ~= nil and info ~= null then
+    if type(info) ~= 'table' then return 'envelope properties.delivery_info is not an object' end
+    if nostr(info.exchange) then return 'properties.delivery_info.exchange must be a string' end
+    if nostr(info.routing_key) then return 'properties.delivery_info.routing_key must be a string' end
+  end
+  local headers = env.headers
+  if headers == nil or headers == null then return nil end
+  if type(headers) ~= 'table' then return "envelope 'headers' is not an object" end
+  if nostr(headers.id) then return 'headers.id must be a string' end
+  if nostr(headers.task) then return 'headers.task must be a string' end
+  local r = headers.retries
+  if r ~= nil and r ~= null and not (type(r) == 'number' and r >= 0 and r <= 2147483647 and r == math.floor(r)) then
+    return 'headers.retries must be an integer from 0 to 2147483647'
+  end
+  local e = headers.mt_enqueued_at
+  if e ~= nil and e ~= null and not (type(e) == 'number' and e == e and e > -math.huge and e < math.huge) then
+    return 'headers.mt_enqueued_at must be a number'
+  end
+  return nil
+end
+-- Records a message that passed refusal(); returns deliveries, cancelled, started.
+local function record(q, m, env, service, priority)
+  local props = env.properties
+  local tag = props.delivery_tag
+  local info = type(props.delivery_info) == 'table' and props.delivery_info or {}
+  local ex = type(info.exchange) == 'string' and info.exchange or ''
+  local rk = type(info.routing_key) == 'string' and info.routing_key or q
+  redis.call('HSET', KEYS[1], tag, '[' .. m .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']')
+  redis.call('ZADD', KEYS[2], ARGV[2], tag)
+  -- started = -1: no task id to keep books on (a foreign message); the worker does its own.
+  local deliveries, cancelled, started = 0, 0, -1
+  local headers = type(env.headers) == 'table' and env.headers or {}
+  local id = headers.id
+  if type(id) == 'string' then
+    local dk = ARGV[7] .. id
+    deliveries = redis.call('INCR', dk)
+    redis.call('EXPIRE', dk, ARGV[8])
+    cancelled = redis.call('EXISTS', ARGV[9] .. id)
+    local attempt = (type(headers.retries) == 'number' and headers.retries or 0) + 1
+    local task = type(headers.task) == 'string' and headers.task or ''
+    if popped <= nstart then
+      local wait = type(headers.mt_enqueued_at) == 'number' and headers.mt_enqueued_at or nil
+      if wait then wait = math.max(0, tonumber(ARGV[2]) - wait) end
+      started = mt_started(ARGV[4] .. id, id, ARGV[2], attempt, ARGV[5], ARGV[6], task, service or '',
+                           priority or '', ARGV[10], wait)
+    else
+      local state = redis.call('HGET', ARGV[4] .. id, 'status')
+      started = (state and terminal[state]) and 0 or -2
+    end
+  end
+  return deliveries, cancelled, started
+end
 for k = 3, #KEYS do
   if left <= 0 then break end
   local q = KEYS[k]
@@ -101,42 +171,32 @@ for k = 3, #KEYS do
     if not m then break end
     left = left - 1
     popped = popped + 1
-    local ok, env = false, nil
-    if #m <= maxbytes then ok, env = pcall(cjson.decode, m) end
-    local props = ok and type(env) == 'table' and env.properties
-    local tag = type(props) == 'table' and props.delivery_tag
-    if not tag or (type(tag) ~= 'string' and type(tag) ~= 'number') then
-      table.insert(out, q); table.insert(out, m); table.insert(out, -1); table.insert(out, 0); table.insert(out, 0)
+    -- Nothing may raise from here on: the message is popped, and an error would lose it and fail the worker's
+    -- fetch. What cannot be recorded goes back to the worker with deliveries = -1 and the reason, to dead-letter.
+    local why
+    if #m > maxbytes then
+      why = 'message exceeds max_message_bytes'
     else
-      tag = tostring(tag)
-      local info = type(props.delivery_info) == 'table' and props.delivery_info or {}
-      local ex = type(info.exchange) == 'string' and info.exchange or ''
-      local rk = type(info.routing_key) == 'string' and info.routing_key or q
-      redis.call('HSET', KEYS[1], tag, '[' .. m .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']')
-      redis.call('ZADD', KEYS[2], ARGV[2], tag)
-      -- started = -1: no task id to keep books on (a foreign message); the worker does its own.
-      local deliveries, cancelled, started = 0, 0, -1
-      local headers = type(env.headers) == 'table' and env.headers or {}
-      local id = headers.id
-      if type(id) == 'string' then
-        local dk = ARGV[7] .. id
-        deliveries = redis.call('INCR', dk)
-        redis.call('EXPIRE', dk, ARGV[8])
-        cancelled = redis.call('EXISTS', ARGV[9] .. id)
-        local attempt = (tonumber(headers.retries) or 0) + 1
-        local task = type(headers.task) == 'string' and headers.task or ''
-        if popped <= nstart then
-          local wait = tonumber(headers.mt_enqueued_at)
-          if wait then wait = math.max(0, tonumber(ARGV[2]) - wait) end
-          started = mt_started(ARGV[4] .. id, id, ARGV[2], attempt, ARGV[5], ARGV[6], task, service or '',
-                               priority or '', ARGV[10], wait)
-        else
-          local state = redis.call('HGET', ARGV[4] .. id, 'status')
-          started = (state and terminal[state]) and 0 or -2
+      local ok, env = pcall(cjson.decode, m)
+      if not ok then
+        why = 'not JSON: ' .. tostring(env)
+      else
+        why = refusal(env)
+        if not why then
+          local done, deliveries, cancelled, started = pcall(record, q, m, env, service, priority)
+          if done then
+            table.insert(out, q); table.insert(out, m); table.insert(out, deliveries)
+            table.insert(out, cancelled); table.insert(out, started)
+          else
+            why = 'cannot record: ' .. tostring(type(deliveries) == 'table' and deliveries.err or deliveries)
+            redis.call('HDEL', KEYS[1], env.properties.delivery_tag)
+            redis.call('ZREM', KEYS[2], env.properties.delivery_tag)
+          end
         end
       end
-      table.insert(out, q); table.insert(out, m); table.insert(out, deliveries)
-      table.insert(out, cancelled); table.insert(out, started)
+    end
+    if why then
+      table.insert(out, q); table.insert(out, m); table.insert(out, -1); table.insert(out, why); table.insert(out, 0)
     end
   end
 end
@@ -166,6 +226,27 @@ for i = #ARGV - 3, 2, -4 do
 end
 if n > 0 then mt_wake(KEYS[3], 1) end
 return n
+"""
+)
+
+# Undoes FETCH's unacked entry of a fetched message the worker refuses (see Channel.refuse), in the transaction
+# that files its dead letter. The tag is read the way FETCH read it (cjson), so this works for a message that
+# only cjson can read; an entry under the same tag that holds another message is left alone.
+# KEYS: unacked hash, unacked index. ARGV: message. Returns the message's task id ('' if none, or not recorded).
+UNRECORD = LuaScript(
+    """
+local m = ARGV[1]
+local ok, env = pcall(cjson.decode, m)
+if not ok or type(env) ~= 'table' or type(env.properties) ~= 'table' then return '' end
+local tag = env.properties.delivery_tag
+if type(tag) ~= 'string' then return '' end
+local entry = redis.call('HGET', KEYS[1], tag)
+if not entry or string.sub(entry, 2, #m + 1) ~= m then return '' end
+redis.call('HDEL', KEYS[1], tag)
+redis.call('ZREM', KEYS[2], tag)
+local headers = env.headers
+if type(headers) == 'table' and type(headers.id) == 'string' then return headers.id end
+return ''
 """
 )
 
@@ -220,6 +301,55 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
         for tag in [t for t in self._delivered if str(t) in held]:
             self._delivered.pop(tag, None)
         return super().restore_unacked(client)
+
+    def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
+        """kombu's restore of one unacked entry, except that an entry it cannot restore (its stdlib json cannot
+        read it, or the message is not an envelope) is dead-lettered with its raw bytes in the same transaction
+        instead of raising out of the sweep, which stopped it at that entry, every time, for every entry behind
+        it, or being dropped with a log line."""
+
+        def restore_transaction(pipe: Any) -> None:
+            entry = pipe.hget(self.unacked_key, tag)
+            pipe.multi()
+            self._remove_from_indices(tag, pipe)
+            if not entry:
+                return
+            restorable = _restorable(entry)
+            if isinstance(restorable, str):
+                platform = self.channel.platform
+                if platform is None:
+                    raise MalformedMessage(f"cannot restore unacked entry {tag!r}: {restorable}")
+                file_unrestorable(platform, pipe, self.channel.service, _text(tag), entry, restorable)
+                return
+            message, exchange, routing_key = restorable
+            self.channel._do_restore_message(message, exchange, routing_key, pipe, leftmost)
+
+        with self.channel.conn_or_acquire(client) as conn:
+            conn.transaction(restore_transaction, self.unacked_key)
+
+
+def _restorable(entry: bytes | str) -> tuple[dict[str, Any], str, str] | str:
+    """``(message, exchange, routing key)`` of an unacked entry as kombu's restore reads it (its own json), or
+    why it cannot be restored: what kombu's ``_do_restore_message`` needs of it, checked before it runs."""
+    try:
+        parsed = kombu_json_loads(entry.decode() if isinstance(entry, bytes) else entry)
+    except (ValueError, TypeError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return f"not JSON: {exc}"
+    if not isinstance(parsed, list) or len(parsed) != 3:
+        return "not a [message, exchange, routing key] triple"
+    message, exchange, routing_key = parsed
+    if not isinstance(message, dict):
+        return "the message is not an object"
+    props = message.get("properties")
+    if not isinstance(props, dict) or not isinstance(props.get("delivery_info", {}), dict):
+        return "the message has no 'properties' object with a 'delivery_info' object"
+    if not isinstance(message.get("headers", {}), dict):
+        return "the message's 'headers' is not an object"
+    if not isinstance(props.get("priority", 0), int):
+        return "the message's properties.priority is not an integer"
+    if not isinstance(exchange, str) or not isinstance(routing_key, str) or not routing_key:
+        return "the exchange or routing key is not a string"
+    return message, exchange, routing_key
 
 
 class Channel(kombu_redis.Channel):  # type: ignore[misc]
@@ -439,7 +569,13 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         if not self.accept_item(key, item):
             raise virtual.Empty()
         self._queue_cycle.rotate(key)
-        self.connection._deliver(strip_fetch_headers(loads(item)), key)
+        try:
+            self.connection._deliver(_complete_delivery_info(strip_fetch_headers(loads(item)), key), key)
+        except (RedisError, OSError):
+            raise
+        except Exception as exc:  # as in _after_fetch; kombu records the lease only once it holds the message
+            self.refuse(key, item, f"kombu cannot deliver it: {type(exc).__name__}: {exc}", recorded=False)
+            raise virtual.Empty() from None
         return True
 
     def _after_fetch(self, reply: Any) -> bool:
@@ -456,28 +592,45 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             self._mt_idle = True
             raise virtual.Empty()
         platform = self.platform
-        batched = _inline_pool and platform is not None
-        budget_s = platform.settings.solo_batch_ms / 1000 if platform is not None else 0.0
+        assert platform is not None  # only platform channels fetch with FETCH
+        batched = _inline_pool
+        budget_s = platform.settings.solo_batch_ms / 1000
         began = time.monotonic()
         ran = 0
         for i in range(0, len(reply), 5):
             queue_b, item, deliveries, cancelled, started = reply[i:i + 5]
             queue = queue_b.decode() if isinstance(queue_b, bytes) else queue_b
             if int(deliveries) < 0:
-                self.accept_item(queue, item)  # dead-letters it (with the reason) and returns False
+                self.refuse(queue, item, _text(cancelled), recorded=False)
                 continue
             if batched and ran and time.monotonic() - began > budget_s:
                 self._give_back(reply[i:])
                 break
-            payload = strip_fetch_headers(loads(item))
+            try:
+                # The one check of the whole envelope before kombu and Celery touch it (see check_envelope).
+                payload = strip_fetch_headers(check_envelope(item, platform.settings.max_message_bytes))
+            except MalformedMessage as exc:
+                self.refuse(queue, item, str(exc), recorded=True)
+                continue
+            _complete_delivery_info(payload, queue)
             if int(started) != -1:
                 headers = payload.setdefault("headers", {}) or {}
                 payload["headers"] = headers
                 headers["mt_fetch_deliveries"] = int(deliveries)
                 headers["mt_fetch_cancelled"] = int(cancelled)
                 headers["mt_fetch_started"] = int(started)
-            self._mt_recorded.add(str(payload["properties"]["delivery_tag"]))
-            self.connection._deliver(payload, queue)
+            tag = payload["properties"]["delivery_tag"]
+            self._mt_recorded.add(tag)
+            try:
+                self.connection._deliver(payload, queue)
+            except (RedisError, OSError):
+                raise
+            except Exception as exc:
+                # kombu's own handling of the message failed before Celery's (which never raises: see
+                # PlatformConsumer): a shape the envelope check let through. Raising would stop the worker.
+                self._mt_recorded.discard(tag)
+                self.refuse(queue, item, f"kombu cannot deliver it: {type(exc).__name__}: {exc}", recorded=True)
+                continue
             ran += 1
         if _inline_pool and ran:
             per_task_s = (time.monotonic() - began) / ran
@@ -495,12 +648,16 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         assert platform is not None
         args: list[Any] = [platform.keys.deliveries("")]
         for i in range(0, len(rest), 5):
-            queue_b, item, deliveries, _, _ = rest[i:i + 5]
+            queue_b, item, deliveries, cancelled, _ = rest[i:i + 5]
             queue = queue_b.decode() if isinstance(queue_b, bytes) else queue_b
             if int(deliveries) < 0:
-                self.accept_item(queue, item)
+                self.refuse(queue, item, _text(cancelled), recorded=False)
                 continue
-            envelope = loads(item)
+            try:
+                envelope = check_envelope(item, platform.settings.max_message_bytes)
+            except MalformedMessage as exc:
+                self.refuse(queue, item, str(exc), recorded=True)
+                continue
             task_id = (envelope.get("headers") or {}).get("id")
             args += [queue, item, str(envelope["properties"]["delivery_tag"]),
                      task_id if int(deliveries) > 0 and isinstance(task_id, str) else ""]
@@ -516,24 +673,51 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
 
     # --- garbage -----------------------------------------------------------------------------------------------
     def accept_item(self, key: bytes | str, item: bytes | str) -> bool:
-        """True if ``item`` may go on to Celery; otherwise it has been dead-lettered."""
+        """True if ``item`` (popped by kombu's two-step path, so not recorded) may go on to Celery; otherwise it
+        has been dead-lettered."""
         platform = self.platform
         if platform is None:
             return True
-        raw = item if isinstance(item, bytes) else item.encode()
-        queue = key.decode() if isinstance(key, bytes) else key
         try:
-            check_envelope(raw, platform.settings.max_message_bytes)
+            check_envelope(item, platform.settings.max_message_bytes)
         except MalformedMessage as exc:
-            try:
-                quarantine_raw(platform, self.service, queue, raw, "MalformedMessage", str(exc))
-            except Exception:
-                # The item is already popped: if it cannot be filed, push it back rather than lose it.
-                log.exception("could not dead-letter an item from %s; pushing it back", queue)
-                with self.conn_or_acquire() as client:
-                    client.rpush(queue, raw)
+            self.refuse(_text(key), item, str(exc), recorded=False)
             return False
         return True
+
+    def refuse(self, queue: str, item: bytes | str, reason: str, *, recorded: bool) -> None:
+        """Dead-letter a popped item that will not go to Celery, saying why (``reason`` is the fetch script's
+        when the item was not recorded; the worker's own check, if it refuses too, names the problem better).
+        A ``recorded`` item's unacked entry goes in the same transaction, and its task (if it names one) is
+        marked DEAD_LETTERED. Never raises: an item that cannot be filed stays unacked for the restore sweep,
+        or, if it was not recorded, is pushed back."""
+        platform = self.platform
+        assert platform is not None
+        raw = item if isinstance(item, bytes) else item.encode()
+        if not recorded:
+            try:
+                check_envelope(raw, platform.settings.max_message_bytes)
+            except MalformedMessage as exc:
+                reason = str(exc)
+        try:
+            task_id = quarantine_raw(
+                platform, self.service, queue, raw, "MalformedMessage", reason,
+                unrecord=(UNRECORD, [self.unacked_key, self.unacked_index_key]) if recorded else None)
+            if task_id:
+                platform.status.transition(platform.redis(self.service), task_id, Status.DEAD_LETTERED, attempt=1,
+                                           fields={"error": reason, "error_type": "MalformedMessage",
+                                                   "service": self.service})
+        except Exception:
+            if recorded:
+                log.exception("could not dead-letter an item from %s; it stays unacked for the restore sweep", queue)
+                return
+            # The item is already popped: if it cannot be filed, push it back rather than lose it.
+            log.exception("could not dead-letter an item from %s; pushing it back", queue)
+            try:
+                with self.conn_or_acquire() as client:
+                    client.rpush(queue, raw)
+            except Exception:
+                log.exception("could not push an unreadable item back onto %s; it is lost: %r", queue, raw[:200])
 
     # --- producers inside the worker (Celery's own publishes, restores) wake idle consumers too -----------
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
@@ -567,6 +751,24 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
             push_wake(pipe, platform.keys, self.service)
             pipe.execute()
+
+
+def _complete_delivery_info(envelope: dict[str, Any], queue: str) -> dict[str, Any]:
+    """Fill in the delivery info that kombu reads unguarded (a foreign producer may leave it out), as the fetch
+    script recorded it: no exchange, the queue it came from."""
+    props = envelope["properties"]
+    info = props.get("delivery_info")
+    if info is None:
+        info = props["delivery_info"] = {}
+    if info.get("exchange") is None:
+        info["exchange"] = ""
+    if info.get("routing_key") is None:
+        info["routing_key"] = queue
+    return envelope
+
+
+def _text(value: bytes | str | int) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 _worker_names: dict[int, str] = {}
