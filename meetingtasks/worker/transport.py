@@ -13,10 +13,12 @@ a pipeline on a freshly built client. Our channel instead:
   is idle), and so is the terminal status of a task that ran in this process (see
   :mod:`meetingtasks.worker.outcomes`): a busy worker spends one round trip per batch of tasks on fetching,
   recording outcomes and acking together;
-* **waits without popping** when the queues are empty: a ``BRPOP`` on the service's wake list, where every
-  platform producer pushes a token in the same transaction as its message. The same ``BRPOP`` also
-  watches the queues, so a message pushed by a foreign producer (no token) is still picked up at once;
-  only such a message takes kombu's two-step path;
+* **waits without popping** when the queues are empty: a ``BRPOP`` on the service's wake list only, where every
+  platform producer pushes a token in the same transaction as its message; the woken worker then fetches. The
+  wait does not watch the queues: with two idle workers, Redis hands the token to one and, serving the keys in
+  the order they became ready, the message itself to the other (``tests/test_idle_wait.py``), which would take it
+  with kombu's two-step pop-then-record. A message pushed without a token (a foreign producer) is taken by the
+  next fetch instead, at most :data:`IDLE_POLL_S` later. Every message is so taken by the atomic fetch;
 * **dead-letters garbage** (not JSON, not an envelope, over the size limit) with its raw bytes instead of
   crashing the worker as stock kombu does, and keeps consuming.
 """
@@ -178,6 +180,10 @@ if n > 0 then mt_wake(KEYS[3], 1) end
 return n
 """
 )
+
+#: An idle worker fetches at least this often (s): its wait watches only the wake list, so this bounds how long a
+#: message pushed without a wake token waits at an idle worker.
+IDLE_POLL_S = 1.0
 
 #: Most messages a solo worker takes in one fetch, however quick its tasks.
 SOLO_BATCH_MAX = 16
@@ -490,7 +496,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             self._mt_waiting = True
             self.flush_acks()
             wait_s = self.brpop_timeout if timeout is None else timeout
-            self.client.connection.send_command("BRPOP", platform.keys.wake(self.service), *queues, wait_s or 0)
+            wait_s = min(wait_s, IDLE_POLL_S) if wait_s else IDLE_POLL_S
+            # Only the wake list: a waiter that also watched the queues could pop a message with plain BRPOP.
+            self.client.connection.send_command("BRPOP", platform.keys.wake(self.service), wait_s)
             return
         self._mt_rest = _NO_REST
         with self._mt_lock:
@@ -568,17 +576,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         if not reply:
             self._mt_idle = False  # the wait timed out: look again (restored messages carry no token)
             raise virtual.Empty()
-        key, item = reply
-        key = key.decode() if isinstance(key, bytes) else key
         self._mt_idle = False
-        if self.platform is not None and key == self.platform.keys.wake(self.service):
-            raise virtual.Empty()  # a token: the next fetch takes the work atomically
-        # A message from a producer that pushed no token: kombu's two-step path.
-        if not self.accept_item(key, item):
-            raise virtual.Empty()
-        self._queue_cycle.rotate(key)
-        self.connection._deliver(strip_fetch_headers(loads(item)), key)
-        return True
+        raise virtual.Empty()  # a wake token (the only key the wait watches): the next fetch takes the work atomically
 
     def _after_fetch(self, reply: Any) -> bool:
         """Hand the fetched messages to Celery.
