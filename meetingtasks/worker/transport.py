@@ -15,7 +15,7 @@ a pipeline on a freshly built client. Our channel instead:
   recording outcomes and acking together;
 * **waits without popping** when the queues are empty: a ``BRPOP`` on the service's wake list only, where every
   platform producer pushes a token in the same transaction as its message; the woken worker then fetches. The
-  wait does not watch the queues: with two idle workers, Redis hands the token to one and, serving the keys in
+  wait does not watch the task queues: with two idle workers, Redis hands the token to one and, serving the keys in
   the order they became ready, the message itself to the other (``tests/test_idle_wait.py``), which would take it
   with kombu's two-step pop-then-record. A message pushed without a token (a foreign producer) is taken by the
   next fetch instead, at most :data:`IDLE_POLL_S` later. Every message is so taken by the atomic fetch;
@@ -45,6 +45,7 @@ from meetingtasks.keys import DELIVERIES_TTL_S
 from meetingtasks.lua import LuaScript
 from meetingtasks.message import MalformedMessage, check_envelope, loads, strip_fetch_headers
 from meetingtasks.platform import Platform
+from meetingtasks.priority import parse_queue
 from meetingtasks.status import STARTED_LUA, TRANSITION_FUNCTION
 from meetingtasks.wake import WAKE_LUA, push_wake
 from meetingtasks.worker.loops import Loop, add_held_source, held_delivery_tags
@@ -497,8 +498,12 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             self.flush_acks()
             wait_s = self.brpop_timeout if timeout is None else timeout
             wait_s = min(wait_s, IDLE_POLL_S) if wait_s else IDLE_POLL_S
-            # Only the wake list: a waiter that also watched the queues could pop a message with plain BRPOP.
-            self.client.connection.send_command("BRPOP", platform.keys.wake(self.service), wait_s)
+            # The wake list instead of the task queues: a waiter that watched them could pop a task with plain
+            # BRPOP. Other queues (Celery's control replies, which carry no task and get no token of their own) are
+            # watched as stock kombu does.
+            others = [q for q in queues if parse_queue(q) is None]
+            keys = [platform.keys.wake(self.service), *others] if len(others) < len(queues) else others
+            self.client.connection.send_command("BRPOP", *keys, wait_s)
             return
         self._mt_rest = _NO_REST
         with self._mt_lock:
@@ -576,8 +581,17 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         if not reply:
             self._mt_idle = False  # the wait timed out: look again (restored messages carry no token)
             raise virtual.Empty()
+        key, item = reply
+        key = key.decode() if isinstance(key, bytes) else key
         self._mt_idle = False
-        raise virtual.Empty()  # a wake token (the only key the wait watches): the next fetch takes the work atomically
+        if self.platform is not None and key == self.platform.keys.wake(self.service):
+            raise virtual.Empty()  # a token: the next fetch takes the work atomically
+        # A message on a queue that is not a task queue (a control reply): kombu's two-step path.
+        if not self.accept_item(key, item):
+            raise virtual.Empty()
+        self._queue_cycle.rotate(key)
+        self.connection._deliver(strip_fetch_headers(loads(item)), key)
+        return True
 
     def _after_fetch(self, reply: Any) -> bool:
         """Hand the fetched messages to Celery.
