@@ -256,6 +256,19 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
         self.channel.buffer_ack(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
 
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        """A hand-back (Celery's ``Reject``, e.g. a bookkeeping write that Redis kept refusing past the grace) that
+        Redis refuses too leaves the message as it is: in the unacked set, no longer renewed, so the restore sweep
+        brings it back once its lease runs out. kombu removes and requeues in one transaction, so a refused
+        hand-back changes nothing in Redis; raising instead would kill the worker (Celery only catches connection
+        errors there)."""
+        try:
+            super().reject(delivery_tag, requeue=requeue)
+        except RedisError as exc:
+            log.warning("could not hand message %s back (%s); the restore sweep will once its lease ends",
+                        delivery_tag, exc)
+            virtual.QoS.ack(self, delivery_tag)  # forgotten here only: not held, not renewed
+
     def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
         """kombu's restore sweep (a timer), which logs a traceback per tick when Redis refuses its writes: one line
         per episode instead. A refused sweep restores nothing (its transaction aborts); the next tick tries again."""

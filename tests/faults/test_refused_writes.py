@@ -55,13 +55,13 @@ def _runs(path: Path) -> dict[str, int]:
     return counts
 
 
-@pytest.mark.parametrize("pool", ["threads", "solo"])
+@pytest.mark.parametrize("pool", ["threads", "solo", "prefork"])
 @pytest.mark.parametrize("how", ["oom", "readonly"])
 def test_refused_writes_delay_the_bookkeeping_and_lose_nothing(
         platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess], tmp_path: Path,
         how: str, pool: str) -> None:
     runs_file = tmp_path / "runs"
-    args = ("--pool", "threads", "--concurrency", "4") if pool == "threads" else ("--pool", "solo")
+    args = ("--pool", "solo") if pool == "solo" else ("--pool", pool, "--concurrency", "4")
     # Leases longer than the window: this test is about the bookkeeping, not about the restore sweep.
     worker = start_worker("ai", *args, env_overrides={"MT_TEST_RUNS_FILE": str(runs_file),
                                                      "MEETINGTASKS_VISIBILITY_TIMEOUT_S": "20"})
@@ -90,3 +90,24 @@ def test_refused_writes_delay_the_bookkeeping_and_lose_nothing(
     assert all(r.llen(q) == 0 for q in r.keys("ai.*"))
     time.sleep(1.0)  # nothing runs again after the fact (a duplicate would show in the runs file)
     assert _runs(runs_file)["ok-0"] == 1 and worker.proc.poll() is None
+
+
+def test_a_retry_refused_past_the_grace_is_handed_back_or_left_leased_never_acked(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess], tmp_path: Path) -> None:
+    runs_file = tmp_path / "runs"
+    # A grace far shorter than the window: the retry's bookkeeping gives up, and so does the hand-back (Redis
+    # refuses that write too), so the message is left in the unacked set for the restore sweep.
+    worker = start_worker("ai", "--pool", "threads", "--concurrency", "2", env_overrides={
+        "MT_TEST_RUNS_FILE": str(runs_file), "MEETINGTASKS_REDIS_OUTAGE_GRACE_S": "0.5"})
+    once = Dispatcher(platform).dispatch("t_nap", {"tag": "fails-once", "seconds": 0.5, "fail_times": 1})
+    wait_for(lambda: once.status() == Status.STARTED, message="the task running")
+    with refusing_writes(r, "oom"):
+        wait_for(lambda: "could not hand message" in worker.log(), timeout_s=15,
+                 message="the retry and the hand-back to give up")
+        assert r.hlen(platform.keys.unacked("ai")) == 1, "still unacked: not acked, not lost"
+    wait_for(lambda: once.status() == Status.SUCCEEDED, timeout_s=30, message="the redelivered task to succeed")
+    assert _runs(runs_file) == {"fails-once": 2}
+    assert [s for s, _, _ in once.info().history] == [Status.QUEUED, Status.STARTED, Status.STARTED,
+                                                       Status.SUCCEEDED]
+    wait_for(lambda: r.hlen(platform.keys.unacked("ai")) == 0, timeout_s=10, message="nothing left unacked")
+    assert worker.proc.poll() is None and "Unrecoverable error" not in worker.log()
