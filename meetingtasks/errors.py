@@ -14,6 +14,7 @@
     ├── TaskFailed                  raised by TaskHandle.wait() when the task ended without success
     ├── WaitTimeout                 (also a TimeoutError) TaskHandle.wait() ran out of time
     ├── PermanentError              raised by a handler: a domain refusal, fails at once, never retried
+    ├── InfrastructureError         the worker's own bookkeeping could not reach Redis or Redis refused it
     └── InvalidEvent                (also a ValueError) an event envelope refused at publish
         ├── UnknownChannel          the channel is not one of the event channels
         └── UnknownEventType        the event type is not declared for its channel
@@ -77,6 +78,13 @@ class WaitTimeout(MeetingTasksError, TimeoutError):
 
 class PermanentError(MeetingTasksError):
     """A handler's domain refusal (wrong password, meeting ended): FAILED at once, no retry, no dead letter."""
+
+
+class InfrastructureError(MeetingTasksError):
+    """A worker's bookkeeping write (status, outcome, ack, retry, dead letter, rate-limit deferral, fetch) did not
+    happen: Redis was unreachable or refused it (out of memory, read-only replica during a failover, a busy script,
+    a lost script cache). Never a task failure and never a reason to ack: the message stays leased and the write is
+    retried with backoff, or the message is handed back or redelivered."""
 
 
 class InvalidEvent(MeetingTasksError, ValueError):

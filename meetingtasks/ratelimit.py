@@ -64,7 +64,9 @@ def defer_over_rate_limit(task: PlatformTask, raw_payload: Any) -> bool:
         return False
     p = task.platform
     client = p.redis(task.spec.service)
-    wait_s = reserve_slot(client, p.keys.rate(task.spec.name), rate)
+    # Both writes go through durably(): a Redis refusal here is bookkeeping, never a task failure (nor an ack).
+    key = p.keys.rate(task.spec.name)
+    wait_s = task.durably("reserving a rate-limit slot", lambda: reserve_slot(client, key, rate))
     if wait_s <= 0:
         return False
     due_s = time.time() + wait_s
@@ -76,10 +78,14 @@ def defer_over_rate_limit(task: PlatformTask, raw_payload: Any) -> bool:
                                   retries=int(req.retries or 0), headers=headers, root_id=req.root_id,
                                   parent_id=req.parent_id, signer=signer_for(p.settings))
     attempt = int(req.retries or 0) + 1
-    with client.pipeline(transaction=False) as pipe:
-        p.delayed.schedule(pipe, task.spec.service, req.id, queue, message, due_s)
-        p.status.transition(pipe, req.id, Status.SCHEDULED, attempt=attempt,
-                            fields={**task._identity(), "rate_limited_until": repr(due_s)})
-        pipe.execute()
+
+    def defer() -> None:
+        with client.pipeline(transaction=True) as pipe:  # all or nothing: a refused write leaves no half deferral
+            p.delayed.schedule(pipe, task.spec.service, req.id, queue, message, due_s)
+            p.status.transition(pipe, req.id, Status.SCHEDULED, attempt=attempt,
+                                fields={**task._identity(), "rate_limited_until": repr(due_s)})
+            pipe.execute()
+
+    task.durably("deferring over the rate limit", defer)
     log.debug("task %s (%s) over its rate limit of %s/s; runs in %.3fs", req.id, task.spec.name, rate, wait_s)
     return True

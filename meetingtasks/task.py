@@ -32,7 +32,7 @@ from meetingtasks.backoff import RetryPolicy, backoff_delay_s, retries_left
 from meetingtasks.cancel import TaskCancelled
 from meetingtasks.deadletter import DeadLetter, format_traceback
 from meetingtasks.dispatcher import validation_message
-from meetingtasks.errors import InvalidPayload, PermanentError
+from meetingtasks.errors import InfrastructureError, InvalidPayload, PermanentError
 from meetingtasks.keys import DELIVERIES_TTL_S
 from meetingtasks.lua import execute_idempotent
 from meetingtasks.message import dumps, encode_task_message, payload_from_args, task_body
@@ -54,7 +54,10 @@ from meetingtasks.worker.outcomes import DEFERRED_START, outcome_entry, sink_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_REDIS_OUTAGE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+# Every Redis error of a bookkeeping write is infrastructure, not a task failure: besides lost connections, a
+# server that refuses writes for a while (OOM with noeviction, READONLY during a failover, BUSY, NOSCRIPT) must
+# neither fail the task nor get its message acked. Our own writes do not fail for other reasons.
+_REDIS_OUTAGE = (redis.RedisError, InfrastructureError)
 _WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -99,17 +102,18 @@ class PlatformTask(Task):  # type: ignore[misc]
         return str(info.get("routing_key") or f"{self.spec.service}.{self._priority().value}")
 
     def durably(self, what: str, write: Callable[[], T]) -> T:
-        """Run a bookkeeping write, retrying through a short Redis outage.
+        """Run a bookkeeping write, retrying through a short Redis outage or a time Redis refuses writes.
 
-        If Redis stays away longer than ``redis_outage_grace_s`` the message is handed back (rejected with
-        requeue; if even that fails it stays in the unacked set and the restore sweep brings it back),
-        because acknowledging it now would lose the task.
+        If Redis stays away (or keeps refusing) longer than ``redis_outage_grace_s`` the message is handed back
+        (rejected with requeue; if even that fails it stays in the unacked set and the restore sweep brings it
+        back, see :class:`meetingtasks.worker.request.PlatformRequest`), because acknowledging it now would lose
+        the task.
         """
-        self.apply_buffered_start()  # this write bypasses the outcome buffer: the task's STARTED goes first
         deadline = time.monotonic() + self.platform.settings.redis_outage_grace_s
         pause = 0.05
         while True:
             try:
+                self.apply_buffered_start()  # this write bypasses the outcome buffer: the task's STARTED goes first
                 return write()
             except _REDIS_OUTAGE as exc:
                 if time.monotonic() >= deadline:
@@ -231,10 +235,10 @@ class PlatformTask(Task):  # type: ignore[misc]
         """Write this task's buffered STARTED now: a status write that bypasses the buffer (every :meth:`durably`
         write: retry, dead letter, cancel; a progress report) must not land before it."""
         if getattr(self.request, "mt_start_buffered", False):
-            self.request.mt_start_buffered = False
             sink = sink_for(self.spec.service)
-            if sink is not None:
-                sink.flush_acks()
+            if sink is not None and not sink.flush_acks():
+                raise InfrastructureError(f"task {self.request.id}: its STARTED could not be recorded yet")
+            self.request.mt_start_buffered = False
 
     def finish(self, status: Status, attempt: int, *, result: Any = None, error: BaseException | None = None) -> None:
         p = self.platform

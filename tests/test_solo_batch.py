@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 
 import pytest
@@ -93,24 +94,62 @@ def test_a_slow_task_in_a_batch_shows_started_and_the_rest_goes_back_behind_a_cr
     assert r.hlen(platform.keys.unacked("ai")) == 0
 
 
-def test_giving_back_skips_a_message_that_the_restore_sweep_put_back_already(platform: Platform,
-                                                                          r: redis.Redis) -> None:
+def test_giving_back_returns_only_this_workers_own_deliveries(platform: Platform, r: redis.Redis) -> None:
     from meetingtasks.worker.transport import GIVE_BACK
 
     keys = [platform.keys.unacked("ai"), platform.keys.unacked_index("ai"), platform.keys.wake("ai")]
-    r.hset(keys[0], "tag-held", "[{}, \"\", \"ai.low\"]")
-    r.zadd(keys[1], {"tag-held": 1.0})
+    for tag in ("tag-held", "tag-taken", "tag-foreign", "tag-foreign-taken"):
+        r.hset(keys[0], tag, "[" + ("\"m-foreign\"" if tag == "tag-foreign" else "{}") + ", \"\", \"ai.low\"]")
+        r.zadd(keys[1], {tag: 1.0})
     r.set(platform.keys.deliveries("id-held"), 2)
     r.set(platform.keys.deliveries("id-swept"), 1)
-    # Fetch order: held first, then one whose lease ran out and that the sweep already queued again.
-    given = GIVE_BACK(r, keys, [platform.keys.deliveries(""), "ai.low", "m-held", "tag-held", "id-held",
-                                "ai.low", "m-swept", "tag-swept", "id-swept"])
-    assert given == 1
-    assert r.lrange("ai.low", 0, -1) == [b"m-held"]
-    assert r.hlen(keys[0]) == 0 and r.zcard(keys[1]) == 0
+    # Our fetch counted delivery 1; the sweep put it back and another worker's fetch counted delivery 2 under the
+    # same tag: that worker's unacked entry stays, and the message is not pushed a second time.
+    r.set(platform.keys.deliveries("id-taken"), 2)
+    # Fetch order: held first; one whose lease ran out and that the sweep already queued again; one another worker
+    # took since; a foreign message (no id, no count) still ours; one re-fetched by another worker (entry rewritten).
+    given = GIVE_BACK(r, keys, [platform.keys.deliveries(""), "ai.low", "m-held", "tag-held", "id-held", "2",
+                                "ai.low", "m-swept", "tag-swept", "id-swept", "1",
+                                "ai.low", "m-taken", "tag-taken", "id-taken", "1",
+                                "ai.low", '"m-foreign"', "tag-foreign", "", "0",
+                                "ai.low", '"m-foreign-2"', "tag-foreign-taken", "", "0"])
+    assert given == 2
+    assert r.lrange("ai.low", 0, -1) == [b'"m-foreign"', b"m-held"]  # at the head (RPOP end), in fetch order
+    assert sorted(r.hkeys(keys[0])) == [b"tag-foreign-taken", b"tag-taken"]
+    assert sorted(r.zrange(keys[1], 0, -1)) == [b"tag-foreign-taken", b"tag-taken"]
     assert r.get(platform.keys.deliveries("id-held")) == b"1"  # this fetch no longer counts as a delivery
     assert r.get(platform.keys.deliveries("id-swept")) == b"1"
-    assert r.llen(keys[2]) == 1  # an idle worker is woken for it
+    assert r.get(platform.keys.deliveries("id-taken")) == b"2"
+    assert r.llen(keys[2]) == 1  # an idle worker is woken for them
+
+
+def test_two_solo_workers_run_every_task_of_a_batch_held_behind_a_long_task_once(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    # Leases shorter than the long task: the messages fetched behind it stay leased only if the worker renews
+    # them too (it holds them, though Celery does not know them yet).
+    env = {"MEETINGTASKS_SOLO_BATCH_MS": "100", "MEETINGTASKS_VISIBILITY_TIMEOUT_S": "1.5",
+           "MEETINGTASKS_RESTORE_INTERVAL_S": "0.2"}
+    d = Dispatcher(platform)
+    first = d.dispatch("t_sleep", {"tag": "first"}, priority="low")
+    slow = d.dispatch("t_sleep", {"tag": "slow", "seconds": 7}, priority="low")
+    # Long enough that the second worker still holds one of them when the first one's batch ends.
+    after = [d.dispatch("t_sleep", {"tag": f"after-{i}", "seconds": 0.8}, priority="low") for i in range(10)]
+    start_worker("ai", "--pool", "solo", env_overrides=env)
+    wait_for(lambda: slow.status() == Status.STARTED, message="the slow task to run")
+    assert r.llen("ai.low") == 0, "the first worker fetched the whole batch"
+    start_worker("ai", "--pool", "solo", env_overrides=env)  # ready long after the leases would have run out
+    wait_for(lambda: all(h.status() == Status.SUCCEEDED for h in [first, slow, *after]), timeout_s=40,
+             message="every task to finish")
+    wait_for(lambda: r.hlen(platform.keys.unacked("ai")) == 0, message="every ack applied")
+    time.sleep(1.0)  # a duplicate run would show in test:started
+    started = [x.decode().split("|") for x in r.lrange("test:started", 0, -1)]
+    assert sorted(tag for tag, _, _ in started) == sorted(["first", "slow", *(f"after-{i}" for i in range(10))]), \
+        "each task ran exactly once"
+    slow_end = float(r.lrange("test:finished", 0, -1)[0].decode().split("|")[1])
+    assert all(float(when) >= slow_end for tag, when, _ in started if tag.startswith("after-")), \
+        "the messages held behind the slow task stayed with their worker until it gave them back"
+    for h in [first, slow, *after]:
+        assert _history(h) == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id
 
 
 def test_a_task_that_fails_behind_another_in_a_batch_is_retrying_not_started(

@@ -59,8 +59,20 @@ class Loop:
                 self._failing = False
 
 
+#: More holders of messages than Celery's request sets: the consuming channel adds the rest of a solo batch (fetched,
+#: not handed to Celery yet) and messages whose ack is buffered but not applied (see meetingtasks.worker.transport).
+_held_sources: list[Callable[[], list[str]]] = []
+
+
+def add_held_source(source: Callable[[], list[str]]) -> None:
+    if source not in _held_sources:
+        _held_sources.append(source)
+
+
 def held_delivery_tags() -> list[str]:
-    """Delivery tags of every message this worker has received and not yet acknowledged."""
+    """Delivery tags of every message this worker has fetched and whose ack is not applied yet: Celery's active and
+    reserved requests plus what the sources above add."""
+    extra = [tag for source in _held_sources for tag in source()]
     for _ in range(5):
         try:
             requests = [*state.active_requests, *state.reserved_requests]
@@ -68,8 +80,8 @@ def held_delivery_tags() -> list[str]:
         except RuntimeError:  # the sets changed size while we copied them; try again
             continue
     else:
-        return []
-    tags = []
+        return extra
+    tags = extra
     for req in requests:
         message = getattr(req, "message", None)
         tag = getattr(message, "delivery_tag", None)

@@ -13,10 +13,12 @@ a pipeline on a freshly built client. Our channel instead:
   is idle), and so is the terminal status of a task that ran in this process (see
   :mod:`meetingtasks.worker.outcomes`): a busy worker spends one round trip per batch of tasks on fetching,
   recording outcomes and acking together;
-* **waits without popping** when the queues are empty: a ``BRPOP`` on the service's wake list, where every
-  platform producer pushes a token in the same transaction as its message. The same ``BRPOP`` also
-  watches the queues, so a message pushed by a foreign producer (no token) is still picked up at once;
-  only such a message takes kombu's two-step path;
+* **waits without popping** when the queues are empty: a ``BRPOP`` on the service's wake list only, where every
+  platform producer pushes a token in the same transaction as its message; the woken worker then fetches. The
+  wait does not watch the task queues: with two idle workers, Redis hands the token to one and, serving the keys in
+  the order they became ready, the message itself to the other (``tests/test_idle_wait.py``), which would take it
+  with kombu's two-step pop-then-record. A message pushed without a token (a foreign producer) is taken by the
+  next fetch instead, at most :data:`IDLE_POLL_S` later. Every message is so taken by the atomic fetch;
 * **dead-letters garbage** (not JSON, not an envelope, over the size limit, a field of the wrong type: see
   :func:`meetingtasks.message.check_envelope`, run on every message before kombu and Celery see it) with its
   raw bytes and the reason instead of crashing the worker as stock kombu does, and keeps consuming. The fetch
@@ -48,9 +50,10 @@ from meetingtasks.keys import DELIVERIES_TTL_S
 from meetingtasks.lua import LuaScript
 from meetingtasks.message import MalformedMessage, check_envelope, loads, strip_fetch_headers
 from meetingtasks.platform import Platform
+from meetingtasks.priority import parse_queue
 from meetingtasks.status import STARTED_LUA, TRANSITION_FUNCTION, Status
 from meetingtasks.wake import WAKE_LUA, push_wake
-from meetingtasks.worker.loops import Loop, held_delivery_tags
+from meetingtasks.worker.loops import Loop, add_held_source, held_delivery_tags
 from meetingtasks.worker.outcomes import register_sink, sink_for, unregister_sink
 from meetingtasks.worker.quarantine import file_unrestorable, quarantine_raw
 
@@ -207,17 +210,27 @@ return out
 
 # Puts fetched messages that the worker will not run after all back at the head of their queues, undoing what
 # FETCH recorded for them (unacked entry, delivery count; they were never STARTED), and wakes an idle worker.
-# A message whose unacked entry is gone was put back by kombu's restore sweep already (its lease ran out while
-# a long task held the batch up): it is not pushed twice.
+# Only this worker's own delivery goes back. If its lease ran out meanwhile, kombu's restore sweep put the message
+# back already (its unacked entry is gone), and another worker may have fetched it since, under the same delivery
+# tag: that worker's unacked entry must stay and the message must not be pushed a second time. The delivery count
+# tells the deliveries apart (every fetch increments it; it is deleted when the task ends), and for a message with
+# no task id (so no count), the entry's text (FETCH stores the message as popped; a restore rewrites it).
 # KEYS: unacked hash, unacked index, wake list. ARGV: deliveries key prefix, then (queue, message, tag, task
-# id or '') per message, in fetch order. Returns how many went back.
+# id or '', the delivery count this worker's fetch returned) per message, in fetch order. Returns how many went back.
 GIVE_BACK = LuaScript(
     WAKE_LUA
     + """
 local n = 0
-for i = #ARGV - 3, 2, -4 do
-  local q, m, tag, id = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  if redis.call('HDEL', KEYS[1], tag) == 1 then
+for i = #ARGV - 4, 2, -5 do
+  local q, m, tag, id, count = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local mine
+  if id ~= '' then
+    mine = redis.call('GET', ARGV[1] .. id) == count
+  else
+    local entry = redis.call('HGET', KEYS[1], tag)
+    mine = entry and string.sub(entry, 1, #m + 2) == '[' .. m .. ','
+  end
+  if mine and redis.call('HDEL', KEYS[1], tag) == 1 then
     redis.call('ZREM', KEYS[2], tag)
     if id ~= '' and redis.call('DECR', ARGV[1] .. id) <= 0 then redis.call('DEL', ARGV[1] .. id) end
     redis.call('RPUSH', q, m)
@@ -250,6 +263,10 @@ return ''
 """
 )
 
+#: An idle worker fetches at least this often (s): its wait watches only the wake list, so this bounds how long a
+#: message pushed without a wake token waits at an idle worker.
+IDLE_POLL_S = 1.0
+
 #: Most messages a solo worker takes in one fetch, however quick its tasks.
 SOLO_BATCH_MAX = 16
 
@@ -279,6 +296,34 @@ def stale_start_flusher(service: str) -> Loop:
     return Loop(f"start-flusher-{service}", START_FLUSH_S, flush)
 
 
+# Outcomes and acks that a channel could not apply before it closed (its connection failed): the next channel of
+# the same service that fetches or flushes applies them, so a finished task is not left unacked (and run again once
+# its lease runs out) only because the connection it was fetched on is gone. Keyed by service.
+_orphans_lock = threading.Lock()
+_orphans: dict[str, tuple[list[str], list[list[str]]]] = {}
+
+
+def _leave_orphans(service: str, acks: list[str], outcomes: list[list[str]]) -> None:
+    if not acks and not outcomes:
+        return
+    with _orphans_lock:
+        old_acks, old_outcomes = _orphans.get(service, ([], []))
+        _orphans[service] = (old_acks + acks, old_outcomes + outcomes)
+    sink = sink_for(service)
+    if isinstance(sink, Channel) and sink._mt_waiting:
+        sink.flush_acks()  # idle: no fetch is coming soon to carry them
+
+
+def _orphan_tags() -> list[str]:
+    """Held too: an orphaned ack's message stays leased until the ack is applied (see ``held_delivery_tags``)."""
+    with _orphans_lock:
+        return [tag for acks, _ in _orphans.values() for tag in acks]
+
+
+#: The rest of a solo batch as (FETCH reply, index of the first message not handed to Celery yet).
+_NO_REST: tuple[list[Any], int] = ([], 0)
+
+
 class QoS(kombu_redis.QoS):  # type: ignore[misc]
     """Acks are buffered and applied by the channel's next fetch; fetched messages are recorded already."""
 
@@ -291,6 +336,32 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
     def ack(self, delivery_tag: Any) -> None:
         self.channel.buffer_ack(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        """A hand-back (Celery's ``Reject``, e.g. a bookkeeping write that Redis kept refusing past the grace) that
+        Redis refuses too leaves the message as it is: in the unacked set, no longer renewed, so the restore sweep
+        brings it back once its lease runs out. kombu removes and requeues in one transaction, so a refused
+        hand-back changes nothing in Redis; raising instead would kill the worker (Celery only catches connection
+        errors there)."""
+        try:
+            super().reject(delivery_tag, requeue=requeue)
+        except RedisError as exc:
+            log.warning("could not hand message %s back (%s); the restore sweep will once its lease ends",
+                        delivery_tag, exc)
+            virtual.QoS.ack(self, delivery_tag)  # forgotten here only: not held, not renewed
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
+        """kombu's restore sweep (a timer), which logs a traceback per tick when Redis refuses its writes: one line
+        per episode instead. A refused sweep restores nothing (its transaction aborts); the next tick tries again."""
+        try:
+            result = super().restore_visible(*args, **kwargs)
+        except RedisError as exc:
+            if not getattr(self, "_mt_sweep_failing", False):
+                log.warning("restore sweep: %s; retrying every tick", exc)
+            self._mt_sweep_failing = True
+            return None
+        self._mt_sweep_failing = False
+        return result
 
     def restore_unacked(self, client: Any = None) -> Any:
         """At channel close, put back what was delivered and not acked, except the messages this worker still
@@ -368,6 +439,10 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         self._mt_sync_client: Any = None
         self._mt_start_pending_at: float | None = None  # monotonic time of the oldest buffered deferred STARTED
         self._mt_batch = SOLO_BATCH_MAX  # the next fetch's size when tasks run inline (see _after_fetch)
+        self._mt_rest = _NO_REST  # the batch messages not handed to Celery yet: held, their leases renewed
+        self._mt_closed = False
+        self._mt_refusals = 0  # fetches Redis refused in a row (see _refused)
+        self._mt_flush_failing = False
         super().__init__(*args, **kwargs)
         # Kept here: after a lost connection Celery detaches the transport (``client = None``) before it closes
         # the channel, and the close (restore) and the late acks of running tasks still come through us.
@@ -402,10 +477,21 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         return new_client(platform.settings.broker_url(self.service), platform.settings)
 
     def close(self) -> None:
+        _channels.pop(id(self), None)
         if self._mt_sink:
             unregister_sink(self.service, self)
             self._mt_sink = False
-        super().close()
+        try:
+            super().close()  # applies the buffers if Redis answers (see _close_clients)
+        finally:
+            with self._mt_lock:
+                self._mt_closed = True
+                acks, self._mt_acks = self._mt_sent_acks + self._mt_acks, []
+                outcomes, self._mt_outcomes = self._mt_sent_outcomes + self._mt_outcomes, []
+                self._mt_sent_acks, self._mt_sent_outcomes = [], []
+                self._mt_rest = _NO_REST
+            if self._mt_options.get("mt_service"):
+                _leave_orphans(self.service, acks, outcomes)
 
     def _close_clients(self) -> None:
         self.flush_acks()
@@ -422,8 +508,13 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
 
     def buffer_ack(self, delivery_tag: Any) -> None:
         with self._mt_lock:
-            self._mt_acks.append(str(delivery_tag))
+            closed = self._mt_closed
+            if not closed:
+                self._mt_acks.append(str(delivery_tag))
             idle = self._mt_waiting
+        if closed:  # a task that ran on after its connection failed: the channel that consumes now applies it
+            _leave_orphans(self.service, [str(delivery_tag)], [])
+            return
         if idle:
             # No fetch is coming soon to carry the ack (the channel waits for work): apply it now.
             self.flush_acks()
@@ -432,10 +523,15 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         """Take a task's terminal status (:func:`meetingtasks.worker.outcomes.outcome_entry`) to apply with the
         acks: before its own ack, which its task sends after this."""
         with self._mt_lock:
-            self._mt_outcomes.append(entry)
-            if entry[1] == "STARTED" and self._mt_start_pending_at is None:
-                self._mt_start_pending_at = time.monotonic()
+            closed = self._mt_closed
+            if not closed:
+                self._mt_outcomes.append(entry)
+                if entry[1] == "STARTED" and self._mt_start_pending_at is None:
+                    self._mt_start_pending_at = time.monotonic()
             idle = self._mt_waiting
+        if closed:
+            _leave_orphans(self.service, [], [entry])
+            return
         if idle:
             self.flush_acks()
 
@@ -447,25 +543,64 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         if since is not None and time.monotonic() - since > age_s:
             self.flush_acks()
 
-    def flush_acks(self) -> None:
-        """Apply the buffered outcomes and acks now (the channel is idle or closing)."""
+    def flush_acks(self) -> bool:
+        """Apply the buffered outcomes and acks now (the channel is idle or closing). False if Redis did not take
+        them (they are kept for the next try)."""
+        if self.platform is None:
+            return True
         with self._mt_lock:
+            if _orphans and not self._mt_closed:
+                self._adopt_orphans()
             acks, self._mt_acks = self._mt_acks, []
             outcomes, self._mt_outcomes = self._mt_outcomes, []
             self._mt_start_pending_at = None
-        if (not acks and not outcomes) or self.platform is None:
-            return
+        if not acks and not outcomes:
+            return True
         try:
             with self.conn_or_acquire() as client:
                 FETCH(client, [self.unacked_key, self.unacked_index_key], self._script_args(0, 0, acks, outcomes))
-        except self.connection_errors:
-            # Kept for the next call that gets through. Meanwhile the messages stay unacked: if this worker dies
-            # first, the restore sweep redelivers them and they run again.
+        except (RedisError, *self.connection_errors) as exc:
+            # Unreachable, or refusing writes for a while (out of memory, a read-only replica): kept for the next
+            # call that gets through. Meanwhile the messages stay unacked and leased (held_delivery_tags): if this
+            # worker dies first, the restore sweep redelivers them and they run again.
             self._keep_unsent(acks, outcomes)
-            log.warning("could not record %d outcomes and %d acks yet (Redis unavailable); kept for the next try",
-                        len(outcomes), len(acks))
+            if not self._mt_flush_failing:
+                log.warning("could not record %d outcomes and %d acks yet (%s); kept for the next try",
+                            len(outcomes), len(acks), exc)
+            self._mt_flush_failing = True
+            return False
+        if self._mt_flush_failing:
+            self._mt_flush_failing = False
+            log.info("recorded the kept outcomes and acks")
+        return True
+
+    def _adopt_orphans(self) -> None:
+        """Take the buffers other channels of this service left behind, ahead of ours (they are older). Called
+        with ``_mt_lock`` held."""
+        with _orphans_lock:
+            acks, outcomes = _orphans.pop(self.service, ([], []))
+        self._mt_acks[:0] = acks
+        self._mt_outcomes[:0] = outcomes
+
+    def held_tags(self) -> list[str]:
+        """Messages this channel fetched that are neither Celery's requests nor acked in Redis: the rest of the
+        current solo batch, and those whose ack waits in the buffer."""
+        with self._mt_lock:
+            tags = [*self._mt_sent_acks, *self._mt_acks]
+        reply, start = self._mt_rest
+        for i in range(start, len(reply) - 4, 5):
+            if int(reply[i + 2]) < 0:
+                continue  # garbage, dead-lettered rather than run
+            try:
+                tags.append(str(loads(reply[i + 1])["properties"]["delivery_tag"]))
+            except Exception:  # unreadable: the delivery path deals with it; nothing to renew
+                continue
+        return tags
 
     def _keep_unsent(self, acks: list[str], outcomes: list[list[str]]) -> None:
+        if self._mt_closed:
+            _leave_orphans(self.service, acks, outcomes)
+            return
         with self._mt_lock:
             self._mt_acks[:0] = acks
             self._mt_outcomes[:0] = outcomes
@@ -498,15 +633,25 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         if not self._mt_sink:
             register_sink(self.service, self)
             self._mt_sink = True
+            _channels[id(self)] = self
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
         if self._mt_idle:
             self._mt_waiting = True
             self.flush_acks()
             wait_s = self.brpop_timeout if timeout is None else timeout
-            self.client.connection.send_command("BRPOP", platform.keys.wake(self.service), *queues, wait_s or 0)
+            wait_s = min(wait_s, IDLE_POLL_S) if wait_s else IDLE_POLL_S
+            # The wake list instead of the task queues: a waiter that watched them could pop a task with plain
+            # BRPOP. Other queues (Celery's control replies, which carry no task and get no token of their own) are
+            # watched as stock kombu does.
+            others = [q for q in queues if parse_queue(q) is None]
+            keys = [platform.keys.wake(self.service), *others] if len(others) < len(queues) else others
+            self.client.connection.send_command("BRPOP", *keys, wait_s)
             return
+        self._mt_rest = _NO_REST
         with self._mt_lock:
+            if _orphans:
+                self._adopt_orphans()
             self._mt_sent_acks, self._mt_acks = self._mt_acks, []
             self._mt_sent_outcomes, self._mt_outcomes = self._mt_outcomes, []
             self._mt_start_pending_at = None
@@ -542,12 +687,31 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 self._requeue_sent_acks()
                 self.client.connection.disconnect()
                 raise
+            except RedisError as exc:
+                self._refused(exc)
+                raise virtual.Empty() from None
+            if self._mt_refusals:
+                self._mt_refusals = 0
+                log.info("Redis takes the fetches again")
             if waiting:
                 return self._after_wait(reply)
             return self._after_fetch(reply)
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()
+
+    def _refused(self, exc: RedisError) -> None:
+        """Redis answered the fetch (or the wait) with an error instead: out of memory, a read-only replica during
+        a failover, a busy script, an unblocked wait. Nothing was taken: a script that fails at its first write
+        writes nothing, and a refused BRPOP pops nothing. Keep the buffers, pause briefly, and fetch again,
+        without killing the worker (stock kombu lets the error end the consumer)."""
+        self._requeue_sent_acks()
+        self._mt_waiting = False
+        self._mt_idle = False
+        if not self._mt_refusals:
+            log.warning("Redis refused the fetch (%s); retrying with backoff", exc)
+        self._mt_refusals += 1
+        time.sleep(min(0.05 * 2 ** min(self._mt_refusals, 5), 1.0))
 
     def _requeue_sent_acks(self) -> None:
         acks, outcomes = self._mt_sent_acks, self._mt_sent_outcomes
@@ -565,7 +729,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         self._mt_idle = False
         if self.platform is not None and key == self.platform.keys.wake(self.service):
             raise virtual.Empty()  # a token: the next fetch takes the work atomically
-        # A message from a producer that pushed no token: kombu's two-step path.
+        # A message on a queue that is not a task queue (a control reply): kombu's two-step path.
         if not self.accept_item(key, item):
             raise virtual.Empty()
         self._queue_cycle.rotate(key)
@@ -604,6 +768,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 self.refuse(queue, item, _text(cancelled), recorded=False)
                 continue
             if batched and ran and time.monotonic() - began > budget_s:
+                self._mt_rest = _NO_REST
                 self._give_back(reply[i:])
                 break
             try:
@@ -621,6 +786,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 headers["mt_fetch_started"] = int(started)
             tag = payload["properties"]["delivery_tag"]
             self._mt_recorded.add(tag)
+            self._mt_rest = (reply, i + 5)  # this one is Celery's request now; those behind it are held by us
             try:
                 self.connection._deliver(payload, queue)
             except (RedisError, OSError):
@@ -632,6 +798,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 self.refuse(queue, item, f"kombu cannot deliver it: {type(exc).__name__}: {exc}", recorded=True)
                 continue
             ran += 1
+        self._mt_rest = _NO_REST
         if _inline_pool and ran:
             per_task_s = (time.monotonic() - began) / ran
             # Sized to half the budget: a batch overruns (and pays a give-back) only when a task is really slower
@@ -660,15 +827,15 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 continue
             task_id = (envelope.get("headers") or {}).get("id")
             args += [queue, item, str(envelope["properties"]["delivery_tag"]),
-                     task_id if int(deliveries) > 0 and isinstance(task_id, str) else ""]
+                     task_id if int(deliveries) > 0 and isinstance(task_id, str) else "", str(int(deliveries))]
         if len(args) == 1:
             return
         try:
             with self.conn_or_acquire() as client:
                 GIVE_BACK(client, [self.unacked_key, self.unacked_index_key, platform.keys.wake(self.service)], args)
-        except self.connection_errors as exc:
+        except (RedisError, *self.connection_errors) as exc:
             # They stay recorded as unacked, and nobody holds them: the restore sweep puts them back.
-            log.warning("could not give back %d fetched messages (%s); the restore sweep will", (len(args) - 1) // 4,
+            log.warning("could not give back %d fetched messages (%s); the restore sweep will", (len(args) - 1) // 5,
                         exc)
 
     # --- garbage -----------------------------------------------------------------------------------------------
@@ -770,6 +937,16 @@ def _complete_delivery_info(envelope: dict[str, Any], queue: str) -> dict[str, A
 def _text(value: bytes | str | int) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
+
+# The consuming channels of this process, for the lease renewer (see held_delivery_tags).
+_channels: dict[int, Channel] = {}
+
+
+def _held_tags() -> list[str]:
+    return [tag for channel in list(_channels.values()) for tag in channel.held_tags()] + _orphan_tags()
+
+
+add_held_source(_held_tags)
 
 _worker_names: dict[int, str] = {}
 

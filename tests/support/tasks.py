@@ -114,3 +114,20 @@ def t_hang(p: Tagged) -> str:
             time.sleep(0.1)
         except BaseException:
             continue
+
+
+@task_type("ai", "t_nap", payload=Tagged,
+           retry_policy=RetryPolicy(max_retries=1, base_s=0.2, max_s=0.2, jitter=False))
+def t_nap(p: Tagged) -> str:
+    """Sleeps and never touches Redis: a test can refuse Redis writes while it runs and still count its runs, in the
+    file named by ``MT_TEST_RUNS_FILE`` (one ``tag|pid`` line per run). Fails its first ``fail_times``
+    runs."""
+    path = os.environ["MT_TEST_RUNS_FILE"]
+    with open(path, "a") as f:
+        f.write(f"{p.tag}|{os.getpid()}\n")
+    with open(path) as f:
+        runs = sum(1 for line in f if line.split("|")[0] == p.tag)
+    time.sleep(p.seconds)
+    if runs <= p.fail_times:
+        raise RuntimeError(f"nap {p.tag} fails run {runs}")
+    return p.tag
