@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from cryptography.fernet import Fernet
 
 from meetingtasks.embedded import RedisServer
 
@@ -27,6 +28,8 @@ def base_env(url: str, **extra: str) -> dict[str, str]:
         MEETINGTASKS_REDIS_URL=url,
         MEETINGTASKS_INCLUDE="bench.noop_tasks",
         MEETINGTASKS_LOG_LEVEL="WARNING",
+        # One key for every process of the run (secret task fields are sealed with it).
+        MEETINGTASKS_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
         STOCK_BROKER=url,
         PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
     )

@@ -28,6 +28,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -301,7 +302,19 @@ class Soak:
                 waiting += self.events_unhandled(client, p)
             return waiting == 0 and time.monotonic() >= deadline
 
-        wait_until(finished, self.args.timeout_s, "the platform to finish every task", 0.1)
+        try:
+            wait_until(finished, self.args.timeout_s, "the platform to finish every task", 0.1)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; left: {self.leftovers(client, p)}") from None
+
+    def leftovers(self, client: redis.Redis, p: Any) -> dict[str, int]:
+        """What keeps the soak from settling, by place: non-empty queues, delayed sets, unacked hashes, events."""
+        left = {f"{s}.{q}": int(client.llen(f"{s}.{q}")) for s in SERVICES for q in QUEUES}
+        left |= {f"delayed:{s}": p.delayed.count(client, s) for s in SERVICES}
+        left |= {f"unacked:{s}": int(client.hlen(p.keys.unacked(s))) for s in SERVICES}
+        if self.args.events:
+            left["events unhandled"] = self.events_unhandled(client, p)
+        return {place: n for place, n in left.items() if n}
 
     def events_unhandled(self, client: redis.Redis, p: object) -> int:
         """Events the bridge has not yet turned into tasks: not delivered to the group, or pending."""

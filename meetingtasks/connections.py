@@ -1,4 +1,5 @@
-"""Redis clients built from settings: TLS verified by default, one client per URL per process."""
+"""Redis clients built from settings: TLS verified by default, one client per URL per process, and connections
+that report Redis refusing writes as the refusal it is wherever it is met."""
 
 from __future__ import annotations
 
@@ -9,12 +10,67 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
 from meetingtasks.settings import Settings
 
 _CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
 _lock = threading.Lock()
 _clients: dict[tuple[int, str], redis.Redis] = {}
+
+
+#: Redis will not take writes now: a read-only replica (what a client meets during a failover, before it learns the
+#: new primary) or out of memory with ``noeviction``. Callers wait and retry (or reconnect); never a task failure.
+WRITES_REFUSED: tuple[type[ResponseError], ...] = (ReadOnlyError, OutOfMemoryError)
+
+# Redis 6 reports a refusal met inside a Lua script as a plain script error carrying the code after a dash
+# ("Error running script (call to f_...): @user_script:2: ... -READONLY You can't write ..."); Redis 7 keeps the
+# code itself. Every script of the platform and of kombu writes, so this is where most refusals surface.
+_SCRIPT_REFUSALS = (("-READONLY ", ReadOnlyError), ("-OOM ", OutOfMemoryError))
+
+
+def as_refusal(error: ResponseError) -> ResponseError:
+    """``error`` as :data:`WRITES_REFUSED` type when it is a script error that carries a write refusal (Redis 6),
+    else unchanged."""
+    if type(error) is ResponseError:
+        text = str(error)
+        if text.startswith("Error running script"):
+            for marker, refusal in _SCRIPT_REFUSALS:
+                if marker in text:
+                    return refusal(text)
+    return error
+
+
+class _RefusalsAsTheyAre:
+    """Mixin of a redis-py connection: a refusal raised inside a script comes out as the refusal it is (see
+    :func:`as_refusal`), and so does one among a transaction's replies. One extra call per reply."""
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            response = super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except ResponseError as exc:
+            raise as_refusal(exc) from None
+        if type(response) is list:  # EXEC's replies carry their errors as values
+            for i, item in enumerate(response):
+                if isinstance(item, ResponseError):
+                    response[i] = as_refusal(item)
+        return response
+
+
+class Connection(_RefusalsAsTheyAre, redis.Connection):
+    pass
+
+
+class SSLConnection(_RefusalsAsTheyAre, redis.SSLConnection):
+    pass
+
+
+class UnixDomainSocketConnection(_RefusalsAsTheyAre, redis.UnixDomainSocketConnection):
+    pass
+
+
+_CONNECTION_CLASSES: dict[str, type[redis.Connection] | type[redis.UnixDomainSocketConnection]] = {
+    "redis": Connection, "rediss": SSLConnection, "unix": UnixDomainSocketConnection}
 
 
 def ssl_options(settings: Settings) -> dict[str, Any]:
@@ -43,6 +99,7 @@ def new_client(url: str, settings: Settings, **kwargs: Any) -> redis.Redis:
     }
     if is_tls(url):
         options.update(ssl_options(settings))
+    options["connection_class"] = _CONNECTION_CLASSES.get(urlsplit(url).scheme, Connection)
     options.update(kwargs)
     return redis.Redis.from_url(url, **options)
 

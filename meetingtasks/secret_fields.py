@@ -28,6 +28,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import re
 import threading
 import types
@@ -40,6 +41,8 @@ from cryptography.fernet import Fernet, InvalidToken
 from pydantic import BaseModel, SecretStr
 
 from meetingtasks.errors import ConfigurationError, MeetingTasksError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from meetingtasks.settings import Settings
@@ -181,30 +184,55 @@ def keyring(settings: Settings) -> Keyring | None:
 
 
 def require_keyring(settings: Settings, why: str = "a task type has secret fields") -> Keyring:
-    """The keyring, or a one-line :class:`ConfigurationError` saying how to make a key: with no key a secret
-    is refused, never sent or stored in plain text."""
+    """The keyring. With no key configured anywhere, the first process that needs one creates it in the data
+    directory, where ``meetingtasks up`` puts it and every process started from the same directory finds it (a
+    warning says so: processes elsewhere need the same key). Only when that file cannot be written is a secret
+    refused, in one line saying how to make a key: a secret is never sent or stored in plain text."""
     ring = keyring(settings)
-    if ring is None:
+    if ring is not None:
+        return ring
+    try:
+        path = generate_keys_file(settings)
+    except OSError as exc:
         raise ConfigurationError(
-            f"no encryption key ({why}): set {KEYS_ENV}, e.g. {GENERATE_HINT}; `meetingtasks up` creates one in "
-            f"{settings.data_dir / KEYS_FILE}"
-        )
+            f"no encryption key ({why}) and none can be created in {settings.data_dir / KEYS_FILE} ({exc.strerror}): "
+            f"set {KEYS_ENV}, e.g. {GENERATE_HINT}"
+        ) from None
+    ring = keyring(settings)
+    if ring is None:  # pragma: no cover - the file was just written
+        raise ConfigurationError(f"no encryption key ({why}): set {KEYS_ENV}, e.g. {GENERATE_HINT}")
+    if path is not None:
+        log.warning("no encryption key was configured (%s): created %s; give every process of this deployment "
+                    "the same key (%s or that file)", why, path, KEYS_ENV)
     return ring
 
 
 def generate_keys_file(settings: Settings) -> str | None:
-    """Create a key in the data directory (owner-readable only) unless one is configured; the new path or ``None``."""
+    """Create a key in the data directory (owner-readable only) unless one is configured; the new path, or
+    ``None`` when there already was a key (or another process created the file first: its key is the one).
+    Raises ``OSError`` when the file cannot be written."""
     import os
+    import tempfile
 
     if keyring(settings) is not None:
         return None
     path = settings.data_dir / KEYS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(Fernet.generate_key().decode("ascii") + "\n")
+    # Written whole under a temporary name, then linked into place: a process starting at the same moment sees
+    # no file or the whole key, and two that race agree on the first one linked.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".encryption-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(Fernet.generate_key().decode("ascii") + "\n")
+        try:
+            os.link(tmp, path)
+            created: str | None = str(path)
+        except FileExistsError:
+            created = None
+    finally:
+        os.unlink(tmp)
     _keyrings.pop(id(settings), None)
-    return str(path)
+    return created
 
 
 # --- sealing, opening, masking ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -328,8 +329,12 @@ def test_malformed_or_missing_keys_stop_a_worker_at_start_up_with_one_line(env: 
     line = bad.stderr.strip().splitlines()[-1]
     assert "MEETINGTASKS_ENCRYPTION_KEYS: key 2 is not 32 bytes" in line and "Fernet.generate_key()" in line, line
 
-    # No key at all: a user worker (whose types have secret fields) refuses to start, naming them
-    none = cli({**env, "MEETINGTASKS_ENCRYPTION_KEYS": "", "MEETINGTASKS_DATA_DIR": str(tmp_path)}, "worker", "user")
+    # No key anywhere and a data directory that cannot hold one: the user worker (whose types have secret fields)
+    # refuses to start, naming them
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    none = cli({**env, "MEETINGTASKS_ENCRYPTION_KEYS": "", "MEETINGTASKS_DATA_DIR": str(blocked / "data")},
+               "worker", "user")
     assert none.returncode != 0
     line = none.stderr.strip().splitlines()[-1]
     assert "no encryption key" in line and "user_login" in line and "MEETINGTASKS_ENCRYPTION_KEYS" in line, line
@@ -339,11 +344,31 @@ def test_malformed_or_missing_keys_stop_a_worker_at_start_up_with_one_line(env: 
         Settings(encryption_keys="short")
 
 
-def test_without_a_key_a_secret_is_refused_at_dispatch_and_nothing_is_queued(platform: Platform,
-                                                                              r: redis.Redis) -> None:
-    keyless = Dispatcher(with_keys(platform, None))
-    with pytest.raises(DispatchError, match=r"^no encryption key \(user_login has secret fields\): set "
-                                            r"MEETINGTASKS_ENCRYPTION_KEYS"):
+def test_without_a_key_one_is_created_in_the_data_directory_and_used(platform: Platform, r: redis.Redis,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    # Given no key configured and none in the data directory
+    keyless = with_keys(platform, None)
+    path = keyless.settings.data_dir / "encryption.keys"
+    assert not path.exists()
+    # When a secret is dispatched, then a key is created where `up` puts it (owner-readable only), with a warning
+    with caplog.at_level(logging.WARNING, logger="meetingtasks.secret_fields"):
+        Dispatcher(keyless).dispatch("user_login", {"username": "ann", "password": PASSWORD})
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert any("created " + str(path) in m for m in caplog.messages), caplog.messages
+    # and the password went out sealed with it, never in plain text
+    (queued,) = r.lrange("user.high", 0, -1)
+    created = key_id(path.read_text().strip().encode())
+    assert PASSWORD.encode() not in queued and f"{PREFIX}{created}:".encode() in queued
+
+
+def test_without_a_key_and_nowhere_to_create_one_a_secret_is_refused_and_nothing_is_queued(
+        platform: Platform, r: redis.Redis, tmp_path: Any) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    keyless = Dispatcher(Platform(platform.settings.model_copy(
+        update={"encryption_keys": None, "data_dir": blocked / "data"})))
+    with pytest.raises(DispatchError, match=r"^no encryption key \(user_login has secret fields\) and none can be "
+                                            r"created in .*: set MEETINGTASKS_ENCRYPTION_KEYS"):
         keyless.dispatch("user_login", {"username": "ann", "password": PASSWORD})
     with pytest.raises(DispatchError, match="no encryption key"):
         keyless.dispatch_batch([("user_login", {"username": "ann", "password": PASSWORD})])

@@ -44,8 +44,8 @@ from kombu.utils.json import loads as kombu_json_loads
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
-from meetingtasks import kombu_json
-from meetingtasks.connections import new_client
+from meetingtasks import connections, kombu_json
+from meetingtasks.connections import WRITES_REFUSED, new_client
 from meetingtasks.keys import DELIVERIES_TTL_S
 from meetingtasks.lua import LuaScript
 from meetingtasks.message import MalformedMessage, check_envelope, loads, strip_fetch_headers
@@ -425,6 +425,9 @@ def _restorable(entry: bytes | str) -> tuple[dict[str, Any], str, str] | str:
 
 class Channel(kombu_redis.Channel):  # type: ignore[misc]
     QoS = QoS
+    # Refusals met inside kombu's scripts and transactions surface as the refusal they are (see connections).
+    connection_class = connections.Connection
+    connection_class_ssl = connections.SSLConnection
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._mt_lock = threading.Lock()
@@ -682,6 +685,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 self._requeue_sent_acks()
                 with self.conn_or_acquire() as client:
                     client.script_load(FETCH.source)
+                raise virtual.Empty() from None
+            except WRITES_REFUSED as exc:  # before connection_errors, which holds them too: wait, not reconnect
+                self._refused(exc)
                 raise virtual.Empty() from None
             except self.connection_errors:
                 self._requeue_sent_acks()
@@ -962,3 +968,7 @@ def _worker_name() -> str:
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]
     Channel = Channel
+    # To Celery's consumer, Redis refusing writes is a lost connection: it restarts the consumer with backoff (and
+    # reconnects) instead of exiting, wherever the refusal meets it. A worker starting inside such a window died on
+    # kombu's queue-binding writes. The fetch and the bookkeeping handle it themselves first (see _brpop_read).
+    connection_errors = (*kombu_redis.Transport.connection_errors, *WRITES_REFUSED)

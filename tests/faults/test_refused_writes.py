@@ -111,3 +111,19 @@ def test_a_retry_refused_past_the_grace_is_handed_back_or_left_leased_never_acke
                                                        Status.SUCCEEDED]
     wait_for(lambda: r.hlen(platform.keys.unacked("ai")) == 0, timeout_s=10, message="nothing left unacked")
     assert worker.proc.poll() is None and "Unrecoverable error" not in worker.log()
+
+
+@pytest.mark.parametrize("how", ["oom", "readonly"])
+def test_a_worker_started_while_redis_refuses_writes_comes_up_when_it_accepts_them(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess], how: str) -> None:
+    # Given a worker that starts while Redis refuses every write (its start-up declares kombu's queue bindings,
+    # a write: the soak caught a worker exiting there when the killer restarted it inside such a window)
+    with refusing_writes(r, how):
+        worker = start_worker("ai", "--pool", "threads", "--concurrency", "2", ready=False)
+        wait_for(lambda: "Connection to broker lost" in worker.log() or worker.proc.poll() is not None,
+                 timeout_s=30, message="the worker to meet the refusal (Celery's consumer restarts)")
+        assert worker.proc.poll() is None, worker.log()
+    # When Redis takes writes again, then the same process comes up and runs tasks
+    worker.wait_ready()
+    assert Dispatcher(platform).dispatch("t_echo", {"tag": "after"}).wait(timeout=30) == {"tag": "after"}
+    assert worker.proc.poll() is None
