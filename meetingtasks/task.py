@@ -106,7 +106,7 @@ class PlatformTask(Task):  # type: ignore[misc]
 
         If Redis stays away (or keeps refusing) longer than ``redis_outage_grace_s`` the message is handed back
         (rejected with requeue; if even that fails it stays in the unacked set and the restore sweep brings it
-        back, see :class:`meetingtasks.worker.request.PlatformRequest`), because acknowledging it now would lose
+        back, see ``QoS.reject`` in :mod:`meetingtasks.worker.transport`), because acknowledging it now would lose
         the task.
         """
         deadline = time.monotonic() + self.platform.settings.redis_outage_grace_s
