@@ -329,19 +329,60 @@ def envelope_problem(envelope: dict[str, Any]) -> str | None:
         if value is not None and not isinstance(value, str):
             return _wrong(name, value, "a string")
     headers = envelope.get("headers")
+    if body[:1] != "[":  # not a protocol-2 body (a list): one whose fields Celery reads as headers?
+        problem = _body_object_problem(envelope, body, props)
+        if problem is not None:
+            return problem
     if headers is None:
         return None  # Celery files it as an unknown message (dead letter "UnknownMessage")
     if not isinstance(headers, dict):
         return "envelope 'headers' is not an object"
+    problem = _fields_problem("headers", headers)
+    if problem is None and "task" in headers and not isinstance(headers.get("id"), str):
+        return "headers.id is missing: a task message needs a task id string"
+    return problem
+
+
+def _fields_problem(where: str, fields: dict[str, Any]) -> str | None:
     kinds = _HEADER_KIND_OF
-    for name, value in headers.items():  # the headers present: fewer than the known ones
+    for name, value in fields.items():  # the fields present: fewer than the known ones
         kind = kinds.get(name)
         if kind is not None and value is not None:
             types, text, special = kind
             if not isinstance(value, types) or (special and not _special(value, text)):
-                return _wrong(f"headers.{name}", value, text)
-    if "task" in headers and not isinstance(headers.get("id"), str):
-        return "headers.id is missing: a task message needs a task id string"
+                return _wrong(f"{where}.{name}", value, text)
+    return None
+
+
+def _body_object_problem(envelope: dict[str, Any], body: str, props: dict[str, Any]) -> str | None:
+    """What is wrong with a JSON body that is an object: Celery reads a protocol-1 body (and a "hybrid" one, an
+    object with ``args``) as the message's headers, so its fields get the headers' check, and ``args`` and
+    ``kwargs`` theirs. Protocol-2 bodies (JSON arrays, the platform's own) never get here."""
+    if envelope.get("content-type") != "application/json":
+        return None  # refused or verified by the consumer (content types, signatures)
+    text: str | bytes = body
+    if props.get("body_encoding") == "base64":
+        try:
+            text = base64.b64decode(body)
+        except (binascii.Error, ValueError):
+            return None  # kombu's decode fails: dead-lettered as a DecodeError
+    if text.lstrip()[:1] not in ("{", b"{"):
+        return None
+    try:
+        fields = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None  # dead-lettered as a DecodeError
+    if not isinstance(fields, dict):
+        return None
+    problem = _fields_problem("body", fields)
+    if problem is not None:
+        return problem
+    for name, types, kind in (("args", list, "an array"), ("kwargs", dict, "an object")):
+        value = fields.get(name)
+        if value is not None and not isinstance(value, types):
+            return _wrong(f"body.{name}", value, kind)
+    if "task" in fields and not isinstance(fields.get("id"), str):
+        return "body.id is missing: a protocol-1 task message needs a task id string"
     return None
 
 

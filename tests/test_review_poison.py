@@ -1,0 +1,86 @@
+"""Hostile review of issue 19: queue items that still got past every guard."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from meetingtasks import dispatch
+from meetingtasks.message import new_id
+from meetingtasks.platform import Platform
+from tests.conftest import WorkerProcess, wait_for
+from tests.test_poison_messages import QUEUE, SERVICE, assert_nothing_left, push
+
+
+def object_body(fields: dict[str, Any], headers: dict[str, Any]) -> bytes:
+    """A queue item whose body is a JSON object (base64, as Celery and celery-node write it)."""
+    envelope = {"body": base64.b64encode(orjson.dumps(fields)).decode(), "content-type": "application/json",
+                "content-encoding": "utf-8", "headers": headers,
+                "properties": {"delivery_tag": new_id(), "body_encoding": "base64", "delivery_mode": 2,
+                               "delivery_info": {"exchange": "", "routing_key": QUEUE}}}
+    return orjson.dumps(envelope)
+
+
+def protocol1(**fields: Any) -> bytes:
+    """A Celery protocol-1 message (everything in the body, no task header) with ``fields`` in its body."""
+    return object_body({"task": "t_echo", "id": new_id(), "args": [{"tag": "p1"}], "kwargs": {}, "retries": 0,
+                        **fields}, {})
+
+
+def hybrid(**fields: Any) -> bytes:
+    """A protocol-2 message (task and id headers, nothing else) whose body is an object with ``args``: Celery
+    takes the headers it lacks (retries, eta, ...) from the body ("hybrid" messages)."""
+    task_id = new_id()
+    return object_body({"args": [{"tag": "hy"}], "kwargs": {}, **fields}, {"task": "t_echo", "id": task_id})
+
+
+# (case, item, what the dead letter's error names). Before the fix the first two ran into the task's
+# int(retries) and were acked as a plain task failure: gone, with no dead letter and no status record.
+BODY_OBJECT_CASES: dict[str, tuple[bytes, str]] = {
+    "protocol1-retries-a-string": (protocol1(retries="abc"), "body.retries"),
+    "protocol1-retries-a-list": (protocol1(retries=[1]), "body.retries"),
+    "hybrid-retries-a-string": (hybrid(retries="abc"), "body.retries"),
+    "protocol1-task-a-list": (protocol1(task=["t_echo"]), "body.task"),
+    "protocol1-retries-negative": (protocol1(retries=-5), "body.retries"),
+    "protocol1-id-a-number": (protocol1(id=12345), "body.id"),
+    "protocol1-id-a-list": (protocol1(id=["x"]), "body.id"),
+    "protocol1-no-id": (object_body({"task": "t_echo", "args": [{"tag": "p1"}], "kwargs": {}}, {}), "body.id"),
+    "protocol1-eta-garbage": (protocol1(eta="not a time"), "body.eta"),
+    "protocol1-timelimit-a-string": (protocol1(timelimit="soon"), "body.timelimit"),
+    "protocol1-kwargs-a-list": (protocol1(args=[], kwargs=[1, 2]), "body.kwargs"),
+    "protocol1-args-a-string": (protocol1(args="abc"), "body.args"),
+}
+
+
+@pytest.mark.parametrize("case", list(BODY_OBJECT_CASES))
+def test_a_body_object_with_a_bad_field_is_dead_lettered_and_blocks_nothing(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess], case: str) -> None:
+    raw, error_part = BODY_OBJECT_CASES[case]
+    worker = start_worker(SERVICE)
+    pid = worker.proc.pid
+    push(platform, r, raw)
+    good = dispatch("t_echo", {"tag": "behind"})
+    assert good.wait(timeout=20) == {"tag": "behind"}
+    (letter,) = wait_for(lambda: platform.dead_letters.list(r, SERVICE), message="a dead letter")  # type: ignore[misc]
+    assert letter.reason == "MalformedMessage" and error_part in letter.error, letter.error
+    assert_nothing_left(platform, r)
+    assert [row.split(b"|")[0] for row in r.lrange("test:runs", 0, -1)] == [b"behind"]
+    assert worker.proc.poll() is None and worker.proc.pid == pid
+
+
+@pytest.mark.parametrize("pool", ["solo", "threads", "prefork"])
+def test_a_protocol1_body_with_string_retries_is_dead_lettered_on_every_pool(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess], pool: str) -> None:
+    worker = start_worker(SERVICE, "--pool", pool, "--concurrency", "2")
+    push(platform, r, protocol1(retries="abc"), token=False)
+    good = dispatch("t_echo", {"tag": "behind"})
+    assert good.wait(timeout=20) == {"tag": "behind"}
+    (letter,) = wait_for(lambda: platform.dead_letters.list(r, SERVICE), message="a dead letter")  # type: ignore[misc]
+    assert letter.reason == "MalformedMessage" and "body.retries" in letter.error, letter.error
+    assert_nothing_left(platform, r)
+    assert worker.proc.poll() is None
