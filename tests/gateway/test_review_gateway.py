@@ -50,3 +50,24 @@ def test_the_subjects_own_id_under_the_alias_is_accepted(
     assert ann.submit("t_owned_legacy", {"tag": "nobody named"}, ref=3)
     assert len(queued(r)) == 3
     ann.close()
+
+
+def test_frames_the_gateway_cannot_read_spend_the_rate_budget_too(
+    start_gateway: Callable[..., GatewayProcess],
+) -> None:
+    # The budget is in frames: invalid JSON and unknown ops cost the gateway a parse and an error frame each, so
+    # a client flooding them must run out of budget like one flooding submits.
+    gateway = start_gateway(MEETINGTASKS_GATEWAY_CLIENT_RATE_PER_S="0.1", MEETINGTASKS_GATEWAY_CLIENT_BURST="3")
+    ann = Client(gateway, "ann")
+    for n in range(3):  # the whole burst, in frames the gateway cannot act on
+        ann.send("{not json" if n % 2 else {"op": "nonsense", "ref": n})
+        assert "rate limit" not in str(ann.recv()["error"])
+    ann.send({"op": "subscribe", "id": "t9", "ref": 9})
+    assert ann.recv_until(lambda f: f.get("ref") == 9)["error"] == (
+        "rate limit: at most 0.1 frames/s (burst 3); slow down")
+    ann.send("{still not json")
+    assert str(ann.recv()["error"]).startswith("rate limit"), "a refused frame over budget gets the rate-limit line"
+    ann.send(b"binary")
+    assert str(ann.recv()["error"]).startswith("rate limit")
+    assert gateway.stats()["rate_limited_total"] == 3
+    ann.close()
