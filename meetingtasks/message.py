@@ -386,6 +386,32 @@ def _body_object_problem(envelope: dict[str, Any], body: str, props: dict[str, A
     return None
 
 
+#: What the embed part of a protocol-2 body (its third element) may hold besides null; Celery's pool merges every
+#: embed key into the task's request, so the rest get the headers' check.
+_EMBED_KINDS = (("callbacks", list, "an array of signatures"), ("errbacks", list, "an array of signatures"),
+                ("chain", list, "an array of signatures"), ("chord", dict, "a signature object"))
+
+
+def call_problem(args: Any, kwargs: Any, embed: Any) -> str | None:
+    """What is wrong with the three parts of a decoded task body (``[args, kwargs, embed]``), in one line, or
+    ``None``. Read by the worker's request in the consumer (a few type checks): past it, Celery's pool would
+    raise outside the task (a task left STARTED, or a pool slot holding its message for good)."""
+    if not isinstance(args, list | tuple):
+        return _wrong("body args", args, "an array")
+    if not isinstance(kwargs, dict):
+        return _wrong("body kwargs", kwargs, "an object")
+    if embed is None:
+        return None
+    if not isinstance(embed, dict):
+        return _wrong("body embed", embed, "an object")
+    for name, kind, text in _EMBED_KINDS:
+        value = embed.get(name)
+        if value is not None and (not isinstance(value, kind)
+                                  or (kind is list and not all(isinstance(v, dict) for v in value))):
+            return _wrong(f"body embed.{name}", value, text)
+    return _fields_problem("body embed", embed)
+
+
 def task_body(payload: Any, *, task_name: str, task_id: str, signer: MessageSigner | None) -> tuple[str, str]:
     """``(body text, content type)`` of a call with ``payload``: JSON, or signed by ``signer``. A signed body
     names the task type and id it was signed for (headers are not signed; see :mod:`meetingtasks.signing`)."""
@@ -428,7 +454,10 @@ def describe(envelope: Mapping[str, Any]) -> DecodedMessage:
     body = decode_body(envelope)
     payload: Any = None
     if isinstance(body, list) and len(body) >= 2:
-        payload = payload_from_args(body[0], body[1])
+        args, kwargs = body[0], body[1]
+        # Any shape: a body whose args or kwargs are not what a call has is kept as it came.
+        call = isinstance(args, list) and (kwargs is None or isinstance(kwargs, dict))
+        payload = payload_from_args(args, kwargs) if call else body
     retries = headers.get("retries", 0)
     return DecodedMessage(
         envelope=dict(envelope),

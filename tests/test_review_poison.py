@@ -14,7 +14,7 @@ from meetingtasks import dispatch
 from meetingtasks.message import new_id
 from meetingtasks.platform import Platform
 from tests.conftest import WorkerProcess, wait_for
-from tests.test_poison_messages import QUEUE, SERVICE, assert_nothing_left, push
+from tests.test_poison_messages import QUEUE, SERVICE, assert_nothing_left, push, valid_envelope
 
 
 def object_body(fields: dict[str, Any], headers: dict[str, Any]) -> bytes:
@@ -84,3 +84,51 @@ def test_a_protocol1_body_with_string_retries_is_dead_lettered_on_every_pool(
     assert letter.reason == "MalformedMessage" and "body.retries" in letter.error, letter.error
     assert_nothing_left(platform, r)
     assert worker.proc.poll() is None
+
+
+def list_body(body: Any) -> bytes:
+    """A valid t_echo message whose protocol-2 body (JSON array text) is ``body``."""
+    envelope = valid_envelope("listy")
+    envelope["body"] = orjson.dumps(body).decode()
+    return orjson.dumps(envelope)
+
+
+EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+LIST_BODY_CASES: dict[str, bytes] = {
+    "args-an-object": list_body([{"tag": "x"}, {}, EMBED]),
+    "args-a-string": list_body(["abc", {}, EMBED]),
+    "kwargs-a-list": list_body([[{"tag": "x"}], [1], EMBED]),
+    "embed-a-string": list_body([[{"tag": "x"}], {}, "x"]),
+    "embed-a-list": list_body([[{"tag": "x"}], {}, [1]]),
+    "chain-a-number": list_body([[{"tag": "x"}], {}, {**EMBED, "chain": 5}]),
+    "callbacks-a-string": list_body([[{"tag": "x"}], {}, {**EMBED, "callbacks": "abc"}]),
+    "errbacks-a-number": list_body([[{"tag": "x"}], {}, {**EMBED, "errbacks": 7}]),
+    "chord-a-string": list_body([[{"tag": "x"}], {}, {**EMBED, "chord": "x"}]),
+    "four-parts": list_body([[{"tag": "x"}], {}, EMBED, 1]),
+    "empty": list_body([]),
+}
+
+
+@pytest.mark.parametrize("pool", ["threads", "prefork", "solo"])
+def test_a_protocol2_body_of_any_shape_ends_run_or_dead_lettered_and_blocks_nothing(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess], pool: str) -> None:
+    worker = start_worker(SERVICE, "--pool", pool, "--concurrency", "2")
+    pid = worker.proc.pid
+    ids = []
+    for raw in LIST_BODY_CASES.values():
+        ids.append(orjson.loads(raw)["headers"]["id"])
+        push(platform, r, raw)
+    good = dispatch("t_echo", {"tag": "behind"})
+    assert good.wait(timeout=30) == {"tag": "behind"}
+
+    def settled() -> bool:
+        # each item ran (its task has a final status) or is dead-lettered
+        letters = {letter.task_id for letter in platform.dead_letters.list(r, SERVICE)}
+        ends = [((rec := platform.status.get(r, i)) is not None and rec.status.is_terminal) or i in letters
+                for i in ids]
+        return all(ends)
+
+    wait_for(settled, timeout_s=30, message="every item run or dead-lettered")
+    assert_nothing_left(platform, r)
+    assert worker.proc.poll() is None and worker.proc.pid == pid
+    assert dispatch("t_echo", {"tag": "after"}).wait(timeout=20) == {"tag": "after"}
