@@ -354,6 +354,15 @@ def _fields_problem(where: str, fields: dict[str, Any]) -> str | None:
     return None
 
 
+def _reserved_problem(where: str, fields: dict[str, Any]) -> str | None:
+    """A body's fields become the task's request over its headers: none may claim what the worker's fetch
+    recorded for this delivery (:data:`FETCH_HEADERS`)."""
+    for name in FETCH_HEADERS:
+        if name in fields:
+            return f"{where}.{name} is recorded by the worker's fetch, never sent by a producer"
+    return None
+
+
 def _body_object_problem(envelope: dict[str, Any], body: str, props: dict[str, Any]) -> str | None:
     """What is wrong with a JSON body that is an object: Celery reads a protocol-1 body (and a "hybrid" one, an
     object with ``args``) as the message's headers, so its fields get the headers' check, and ``args`` and
@@ -374,7 +383,7 @@ def _body_object_problem(envelope: dict[str, Any], body: str, props: dict[str, A
         return None  # dead-lettered as a DecodeError
     if not isinstance(fields, dict):
         return None
-    problem = _fields_problem("body", fields)
+    problem = _fields_problem("body", fields) or _reserved_problem("body", fields)
     if problem is not None:
         return problem
     for name, types, kind in (("args", list, "an array"), ("kwargs", dict, "an object")):
@@ -386,10 +395,12 @@ def _body_object_problem(envelope: dict[str, Any], body: str, props: dict[str, A
     return None
 
 
-#: What the embed part of a protocol-2 body (its third element) may hold besides null; Celery's pool merges every
-#: embed key into the task's request, so the rest get the headers' check.
+#: What the embed part of a protocol-2 body (its third element) may hold besides null (Celery and celery-node
+#: send these four), and the signed body's binding; nothing else, as Celery's pool merges the embed into the task's
+#: request.
 _EMBED_KINDS = (("callbacks", list, "an array of signatures"), ("errbacks", list, "an array of signatures"),
                 ("chain", list, "an array of signatures"), ("chord", dict, "a signature object"))
+_EMBED_NAMES = (*(name for name, _, _ in _EMBED_KINDS), SIGNED_FOR)
 
 
 def call_problem(args: Any, kwargs: Any, embed: Any) -> str | None:
@@ -409,7 +420,12 @@ def call_problem(args: Any, kwargs: Any, embed: Any) -> str | None:
         if value is not None and (not isinstance(value, kind)
                                   or (kind is list and not all(isinstance(v, dict) for v in value))):
             return _wrong(f"body embed.{name}", value, text)
-    return _fields_problem("body embed", embed)
+    for name in embed:
+        if name not in _EMBED_NAMES:
+            # Celery's pool merges the embed into the task's request: an "id" or "retries" here would override
+            # the message's own, an mt_fetch_* key what the worker's fetch recorded.
+            return f"body embed.{name} is not an embed field ({', '.join(_EMBED_NAMES)})"
+    return None
 
 
 def task_body(payload: Any, *, task_name: str, task_id: str, signer: MessageSigner | None) -> tuple[str, str]:
