@@ -329,19 +329,102 @@ def envelope_problem(envelope: dict[str, Any]) -> str | None:
         if value is not None and not isinstance(value, str):
             return _wrong(name, value, "a string")
     headers = envelope.get("headers")
+    if body[:1] != "[":  # not a protocol-2 body (a list): one whose fields Celery reads as headers?
+        problem = _body_object_problem(envelope, body, props)
+        if problem is not None:
+            return problem
     if headers is None:
         return None  # Celery files it as an unknown message (dead letter "UnknownMessage")
     if not isinstance(headers, dict):
         return "envelope 'headers' is not an object"
+    problem = _fields_problem("headers", headers)
+    if problem is None and "task" in headers and not isinstance(headers.get("id"), str):
+        return "headers.id is missing: a task message needs a task id string"
+    return problem
+
+
+def _fields_problem(where: str, fields: dict[str, Any]) -> str | None:
     kinds = _HEADER_KIND_OF
-    for name, value in headers.items():  # the headers present: fewer than the known ones
+    for name, value in fields.items():  # the fields present: fewer than the known ones
         kind = kinds.get(name)
         if kind is not None and value is not None:
             types, text, special = kind
             if not isinstance(value, types) or (special and not _special(value, text)):
-                return _wrong(f"headers.{name}", value, text)
-    if "task" in headers and not isinstance(headers.get("id"), str):
-        return "headers.id is missing: a task message needs a task id string"
+                return _wrong(f"{where}.{name}", value, text)
+    return None
+
+
+def _reserved_problem(where: str, fields: dict[str, Any]) -> str | None:
+    """A body's fields become the task's request over its headers: none may claim what the worker's fetch
+    recorded for this delivery (:data:`FETCH_HEADERS`)."""
+    for name in FETCH_HEADERS:
+        if name in fields:
+            return f"{where}.{name} is recorded by the worker's fetch, never sent by a producer"
+    return None
+
+
+def _body_object_problem(envelope: dict[str, Any], body: str, props: dict[str, Any]) -> str | None:
+    """What is wrong with a JSON body that is an object: Celery reads a protocol-1 body (and a "hybrid" one, an
+    object with ``args``) as the message's headers, so its fields get the headers' check, and ``args`` and
+    ``kwargs`` theirs. Protocol-2 bodies (JSON arrays, the platform's own) never get here."""
+    if envelope.get("content-type") != "application/json":
+        return None  # refused or verified by the consumer (content types, signatures)
+    text: str | bytes = body
+    if props.get("body_encoding") == "base64":
+        try:
+            text = base64.b64decode(body)
+        except (binascii.Error, ValueError):
+            return None  # kombu's decode fails: dead-lettered as a DecodeError
+    if text.lstrip()[:1] not in ("{", b"{"):
+        return None
+    try:
+        fields = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None  # dead-lettered as a DecodeError
+    if not isinstance(fields, dict):
+        return None
+    problem = _fields_problem("body", fields) or _reserved_problem("body", fields)
+    if problem is not None:
+        return problem
+    for name, types, kind in (("args", list, "an array"), ("kwargs", dict, "an object")):
+        value = fields.get(name)
+        if value is not None and not isinstance(value, types):
+            return _wrong(f"body.{name}", value, kind)
+    if "task" in fields and not isinstance(fields.get("id"), str):
+        return "body.id is missing: a protocol-1 task message needs a task id string"
+    return None
+
+
+#: What the embed part of a protocol-2 body (its third element) may hold besides null (Celery and celery-node
+#: send these four), and the signed body's binding; nothing else, as Celery's pool merges the embed into the task's
+#: request.
+_EMBED_KINDS = (("callbacks", list, "an array of signatures"), ("errbacks", list, "an array of signatures"),
+                ("chain", list, "an array of signatures"), ("chord", dict, "a signature object"))
+_EMBED_NAMES = (*(name for name, _, _ in _EMBED_KINDS), SIGNED_FOR)
+
+
+def call_problem(args: Any, kwargs: Any, embed: Any) -> str | None:
+    """What is wrong with the three parts of a decoded task body (``[args, kwargs, embed]``), in one line, or
+    ``None``. Read by the worker's request in the consumer (a few type checks): past it, Celery's pool would
+    raise outside the task (a task left STARTED, or a pool slot holding its message for good)."""
+    if not isinstance(args, list | tuple):
+        return _wrong("body args", args, "an array")
+    if not isinstance(kwargs, dict):
+        return _wrong("body kwargs", kwargs, "an object")
+    if embed is None:
+        return None
+    if not isinstance(embed, dict):
+        return _wrong("body embed", embed, "an object")
+    for name, kind, text in _EMBED_KINDS:
+        value = embed.get(name)
+        if value is not None and (not isinstance(value, kind)
+                                  or (kind is list and not all(isinstance(v, dict) for v in value))):
+            return _wrong(f"body embed.{name}", value, text)
+    for name in embed:
+        if name not in _EMBED_NAMES:
+            # Celery's pool merges the embed into the task's request: an "id" or "retries" here would override
+            # the message's own, an mt_fetch_* key what the worker's fetch recorded.
+            return f"body embed.{name} is not an embed field ({', '.join(_EMBED_NAMES)})"
     return None
 
 
@@ -387,7 +470,10 @@ def describe(envelope: Mapping[str, Any]) -> DecodedMessage:
     body = decode_body(envelope)
     payload: Any = None
     if isinstance(body, list) and len(body) >= 2:
-        payload = payload_from_args(body[0], body[1])
+        args, kwargs = body[0], body[1]
+        # Any shape: a body whose args or kwargs are not what a call has is kept as it came.
+        call = isinstance(args, list) and (kwargs is None or isinstance(kwargs, dict))
+        payload = payload_from_args(args, kwargs) if call else body
     retries = headers.get("retries", 0)
     return DecodedMessage(
         envelope=dict(envelope),

@@ -3,7 +3,6 @@ with a reason naming what was wrong, the worker keeps running (same PID) and the
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Callable
 from typing import Any
@@ -196,13 +195,11 @@ def test_the_restore_sweep_dead_letters_what_it_cannot_read_and_restores_the_res
 @pytest.mark.parametrize("pool", ["solo", "threads", "prefork"])
 def test_what_breaks_celery_past_the_envelope_check_is_dead_lettered_by_the_last_resort(
         platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess], pool: str) -> None:
-    # A Celery protocol-1 message (task name in the body, which the envelope check does not read) naming a list
-    # as its task: Celery's own handler raises TypeError (unhashable type), which used to stop the worker.
-    body = orjson.dumps({"task": ["t_echo"], "id": new_id(), "args": [{"tag": "p1"}], "kwargs": {}, "retries": 0})
-    envelope = {"body": base64.b64encode(body).decode(), "content-type": "application/json",
-                "content-encoding": "utf-8", "headers": {},
-                "properties": {"delivery_tag": new_id(), "body_encoding": "base64", "delivery_mode": 2,
-                               "delivery_info": {"exchange": "", "routing_key": QUEUE}}}
+    # A protocol-2 body of two parts instead of three (args, kwargs, embed): the envelope check reads no further
+    # into a body that is an array, and Celery's request raises ValueError unpacking it. (Before the envelope
+    # check read bodies that are objects, a protocol-1 body naming a list as its task served here.)
+    envelope = valid_envelope("two-part")
+    envelope["body"] = orjson.dumps([[{"tag": "two-part"}], {}]).decode()
     worker = start_worker(SERVICE, "--pool", pool, "--concurrency", "2")
     pid = worker.proc.pid
     push(platform, r, orjson.dumps(envelope))
@@ -210,7 +207,7 @@ def test_what_breaks_celery_past_the_envelope_check_is_dead_lettered_by_the_last
     assert good.wait(timeout=20) == {"tag": "behind"}
     (letter,) = wait_for(lambda: platform.dead_letters.list(r, SERVICE), message="a dead letter")  # type: ignore[misc]
     assert letter.reason == "InvalidTaskMessage"
-    assert "TypeError" in letter.error and "unhashable" in letter.error, letter.error
+    assert "ValueError" in letter.error and "unpack" in letter.error, letter.error
     assert_nothing_left(platform, r)
     assert worker.proc.poll() is None and worker.proc.pid == pid
     assert dispatch("t_echo", {"tag": "after"}).wait(timeout=20) == {"tag": "after"}

@@ -18,6 +18,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from pydantic import ValidationError
+
 from meetingtasks.errors import MeetingTasksError
 from meetingtasks.registry import REGISTRY, TaskTypeSpec, load_builtin_types
 
@@ -59,10 +61,34 @@ class ClientAccess:
         field = spec.subject_field
         if field is None:
             return payload
-        named = payload.get(field)
+        key = _input_key(spec, field)
+        named = payload.get(key)
         if named is None:
-            return {**payload, field: subject}
-        if named != subject:
-            raise AccessDenied(f"payload field {field} names {str(named)[:80]!r}, but this connection acts for "
-                               f"{subject!r} (the token's subject): leave it out or give your own id")
+            payload = {**payload, key: subject}
+        elif named != subject:
+            raise _naming_another(field, named, subject)
+        # The raw key is not the whole story: pydantic may read the field from an alias or have a "before"
+        # validator fill it from another key. What binds is the value the handler will get: checked on the
+        # validated model (one more validation per submit, only for types with a subject field). A payload that
+        # does not validate is left to the dispatcher, which refuses it with its own message.
+        try:
+            validated = getattr(spec.payload_model.model_validate(payload), field)
+        except ValidationError:
+            return payload
+        if validated != subject:
+            raise _naming_another(field, validated, subject)
         return payload
+
+
+def _input_key(spec: TaskTypeSpec, field: str) -> str:
+    """The payload key pydantic reads ``field`` from: its validation alias or alias when one is a plain name."""
+    info = spec.payload_model.model_fields[field]
+    for alias in (info.validation_alias, info.alias):
+        if isinstance(alias, str):
+            return alias
+    return field
+
+
+def _naming_another(field: str, named: Any, subject: str) -> AccessDenied:
+    return AccessDenied(f"payload field {field} names {str(named)[:80]!r}, but this connection acts for "
+                        f"{subject!r} (the token's subject): leave it out or give your own id")

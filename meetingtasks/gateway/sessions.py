@@ -245,8 +245,13 @@ class ClientTaskManager:
         """Act on one frame from the client; every problem is answered with an error frame."""
         session.last_frame_s = now = time.monotonic()
         self.counters.frames_in_total += 1
+        # Every frame spends the budget, also one the gateway cannot read: each costs a parse and an error frame.
+        allowed = session.client.bucket.allow(now)
         if text is None:
-            self._error(session, "binary frames are not supported: send JSON text frames")
+            if allowed:
+                self._error(session, "binary frames are not supported: send JSON text frames")
+            else:
+                self._rate_limited(session, None)
             return
         limit = self.settings.gateway_max_frame_bytes
         # The limit is in bytes (UTF-8): up to 4 a character, so only a frame over a quarter of it is encoded
@@ -259,12 +264,13 @@ class ClientTaskManager:
         try:
             request = protocol.parse_frame(text)
         except protocol.ProtocolError as exc:
-            self._error(session, str(exc), exc.ref)
+            if allowed:
+                self._error(session, str(exc), exc.ref)
+            else:
+                self._rate_limited(session, exc.ref)
             return
-        if not session.client.bucket.allow(now):
-            self.counters.rate_limited_total += 1
-            self._error(session, f"rate limit: at most {self.settings.gateway_client_rate_per_s:g} frames/s "
-                                 f"(burst {self.settings.gateway_client_burst}); slow down", request.ref)
+        if not allowed:
+            self._rate_limited(session, request.ref)
             return
         if isinstance(request, protocol.Submit):
             await self.submit(session, request)
@@ -272,6 +278,11 @@ class ClientTaskManager:
             await self.subscribe(session, request)
         else:
             await self.cancel(session, request)
+
+    def _rate_limited(self, session: Session, ref: protocol.Ref) -> None:
+        self.counters.rate_limited_total += 1
+        self._error(session, f"rate limit: at most {self.settings.gateway_client_rate_per_s:g} frames/s "
+                             f"(burst {self.settings.gateway_client_burst}); slow down", ref)
 
     def _error(self, session: Session, message: str, ref: protocol.Ref = None) -> None:
         self.counters.errors_sent_total += 1

@@ -12,6 +12,7 @@ from kombu.exceptions import ContentDisallowed, DecodeError
 from kombu.serialization import prepare_accept_content
 
 from meetingtasks.deadletter import format_traceback
+from meetingtasks.message import dumps
 from meetingtasks.signing import SIGNED_CONTENT_TYPE, binding_refusal, content_refusal
 from meetingtasks.worker.quarantine import quarantine_envelope, quarantine_raw
 
@@ -89,11 +90,20 @@ class PlatformConsumer(Consumer):  # type: ignore[misc]
         raw = getattr(message, "_raw", None)
         try:
             if platform is not None:
+                filed = False
                 if isinstance(raw, dict):
-                    quarantine_envelope(platform, self.app.mt_service, raw, "InvalidTaskMessage", error,
-                                        traceback=format_traceback(exc))
-                else:
-                    body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+                    try:
+                        quarantine_envelope(platform, self.app.mt_service, raw, "InvalidTaskMessage", error,
+                                            traceback=format_traceback(exc))
+                        filed = True
+                    except _INFRASTRUCTURE_ERRORS:
+                        raise
+                    except Exception:  # a shape even the letter's description trips over: filed byte for byte
+                        log.exception("could not describe message %s; filing its bytes",
+                                      getattr(message, "delivery_tag", "?"))
+                if not filed:
+                    body = dumps(raw) if isinstance(raw, dict) else (
+                        message.body if isinstance(message.body, bytes) else str(message.body).encode())
                     quarantine_raw(platform, self.app.mt_service, "", body, "InvalidTaskMessage", error)
             message.ack()
         except Exception:

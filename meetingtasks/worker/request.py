@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery.exceptions import InvalidTaskError
 from celery.utils.saferepr import saferepr
 from celery.worker.request import Request
 
-from meetingtasks.message import payload_from_args
+from meetingtasks.message import call_problem, payload_from_args
 from meetingtasks.secret_fields import mask_payload
 from meetingtasks.status import Status
 from meetingtasks.worker.quarantine import quarantine_envelope
@@ -16,6 +17,12 @@ from meetingtasks.worker.quarantine import quarantine_envelope
 class PlatformRequest(Request):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # The body's parts, checked here in the consumer (where a refusal is dead-lettered) because the pool reads
+        # them outside the task: a kwargs list or an embed string would leave the task STARTED with its message
+        # acked, or hold a pool slot and its message for good.
+        problem = call_problem(*self._Request__payload)
+        if problem is not None:
+            raise InvalidTaskError(problem)
         spec = getattr(self._task, "spec", None)
         secret = spec.secret_fields if spec is not None else ()
         self._mt_masked: list[Any] | None = None
