@@ -345,9 +345,10 @@ def test_malformed_or_missing_keys_stop_a_worker_at_start_up_with_one_line(env: 
 
 
 def test_without_a_key_one_is_created_in_the_data_directory_and_used(platform: Platform, r: redis.Redis,
-                                                                       caplog: pytest.LogCaptureFixture) -> None:
-    # Given no key configured and none in the data directory
-    keyless = with_keys(platform, None)
+                                                                       caplog: pytest.LogCaptureFixture,
+                                                                       tmp_path: Any) -> None:
+    # Given no key configured and none in the (fresh) data directory
+    keyless = Platform(platform.settings.model_copy(update={"encryption_keys": None, "data_dir": tmp_path / "data"}))
     path = keyless.settings.data_dir / "encryption.keys"
     assert not path.exists()
     # When a secret is dispatched, then a key is created where `up` puts it (owner-readable only), with a warning
