@@ -62,12 +62,9 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)
 
 
-def with_keys(platform: Platform, keys: str | None) -> Platform:
-    """The same platform with other encryption keys (``None``: none at all, and no key file)."""
-    update: dict[str, Any] = {"encryption_keys": None if keys is None else SecretStr(keys)}
-    if keys is None:
-        update["data_dir"] = platform.settings.data_dir / "no-keys-here"
-    return Platform(platform.settings.model_copy(update=update))
+def with_keys(platform: Platform, keys: str) -> Platform:
+    """The same platform with other encryption keys."""
+    return Platform(platform.settings.model_copy(update={"encryption_keys": SecretStr(keys)}))
 
 
 def register(d: Dispatcher, name: str, password: str = PASSWORD) -> TaskHandle:
