@@ -32,6 +32,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for tests that stop, restart or break it (the session's is shared)."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+    reset_shared_clients()
+
+
+@pytest.fixture
 def redis_url(redis_server: RedisServer) -> Iterator[str]:
     """A clean database on the session's server for each test."""
     client = redis.Redis.from_url(redis_server.url)

@@ -839,8 +839,17 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         try:
             with self.conn_or_acquire() as client:
                 GIVE_BACK(client, [self.unacked_key, self.unacked_index_key, platform.keys.wake(self.service)], args)
-        except (RedisError, *self.connection_errors) as exc:
+        except WRITES_REFUSED as exc:
             # They stay recorded as unacked, and nobody holds them: the restore sweep puts them back.
+            log.warning("could not give back %d fetched messages (%s); the restore sweep will", (len(args) - 1) // 5,
+                        exc)
+        except self.connection_errors as exc:
+            log.warning("could not give back %d fetched messages (%s); the restore sweep will", (len(args) - 1) // 5,
+                        exc)
+            # The connection is gone: say so, as a failed fetch does, so that Celery's consumer reconnects. Kept
+            # quiet here, a solo worker whose batch overran while Redis was down waited for good.
+            raise
+        except RedisError as exc:
             log.warning("could not give back %d fetched messages (%s); the restore sweep will", (len(args) - 1) // 5,
                         exc)
 

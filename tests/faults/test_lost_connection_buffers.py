@@ -5,7 +5,6 @@ once and never runs again (meetingtasks.worker.transport, orphaned buffers)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,14 +18,6 @@ from meetingtasks.status import Status
 from tests.conftest import WorkerProcess, wait_for, worker_env
 
 VISIBILITY_S = 3.0
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
-    reset_shared_clients()
 
 
 def _runs(path: Path) -> dict[str, int]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,14 +19,6 @@ from meetingtasks.settings import Settings
 from tests.conftest import WorkerProcess, wait_for, worker_env
 
 OUTAGE_S = 30
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
-    reset_shared_clients()
 
 
 @pytest.fixture
