@@ -92,6 +92,8 @@ def stock_worker(env: dict[str, str], log: Path, *, pool: str = "solo", concurre
 
 
 READY_KEY = "bench:workers-ready"
+#: Incremented by every run of the drain benchmark's counting task (ours and stock's).
+DONE_KEY = "bench:done"
 
 
 def announce_ready(**_: object) -> None:

@@ -7,7 +7,7 @@ import time
 from celery.signals import worker_ready
 from pydantic import BaseModel
 
-from bench.harness import announce_ready
+from bench.harness import DONE_KEY, announce_ready
 from meetingtasks.platform import get_platform
 from meetingtasks.registry import task_type
 
@@ -27,6 +27,14 @@ class MarkPayload(BaseModel):
 
 @task_type("ai", "bench_noop", payload=NoopPayload)
 def bench_noop(p: NoopPayload) -> int:
+    return p.n
+
+
+@task_type("ai", "bench_count", payload=NoopPayload)
+def bench_count(p: NoopPayload) -> int:
+    """The drain benchmark's task: a no-op that counts itself, so a drain is timed from the first task run to the
+    last (stock's ``count`` does the same)."""
+    get_platform().redis().incr(DONE_KEY)
     return p.n
 
 

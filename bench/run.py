@@ -23,6 +23,7 @@ from typing import Any
 import redis
 
 from bench.harness import (
+    DONE_KEY,
     QUEUES,
     READY_KEY,
     ROOT,
@@ -39,6 +40,10 @@ from bench.harness import (
 
 BLOB = "x" * 150  # with the envelope, a ~200-byte JSON payload like the issue's measurements
 OUR_QUEUES = [f"ai.{q}" for q in QUEUES]
+
+
+def done(client: redis.Redis) -> int:
+    return int(client.get(DONE_KEY) or 0)
 
 
 class Bench:
@@ -112,43 +117,50 @@ class Bench:
             fig.stock.append(n / (time.perf_counter() - start))
 
     # --- drain ------------------------------------------------------------------------------------------------
-    def _drain(self, start_worker: Callable[[], Worker], queues: list[str], n: int, workers: int) -> float:
+    def _drain(self, start_worker: Callable[[], Worker], n: int, workers: int) -> float:
+        """Tasks/s of ``workers`` worker processes draining ``n`` queued counting tasks, timed from the moment every
+        worker consumes and the first task has run to the last task's run (the counter reaching ``n``)."""
+        self.client.delete(DONE_KEY, READY_KEY)
         procs = [start_worker() for _ in range(workers)]
         try:
-            wait_until(lambda: int(self.client.get(READY_KEY) or 0) >= workers, 60, "every worker to be ready")
-            t0 = time.perf_counter()
-            left0 = queued(self.client, queues)
-            wait_until(lambda: queued(self.client, queues) == 0, 600, "the queue to drain", 0.002)
-            return left0 / (time.perf_counter() - t0)
+            wait_until(lambda: int(self.client.get(READY_KEY) or 0) >= workers and done(self.client) > 0, 120,
+                       "every worker to be ready and the first task to run")
+            t0, c0 = time.perf_counter(), done(self.client)
+            wait_until(lambda: done(self.client) >= n, 600, "the last task to run", 0.002)
+            return (n - c0) / (time.perf_counter() - t0)
         finally:
             for p in procs:
                 p.stop()
 
-    def drain(self, workers: int, pool: str = "solo") -> None:
+    def _queue_ours(self, n: int, task: str = "bench_count") -> None:
         from meetingtasks import dispatch_batch
 
+        for start in range(0, n, 5000):
+            dispatch_batch([(task, {"n": i, "blob": BLOB}) for i in range(start, min(n, start + 5000))])
+
+    def _queue_stock(self, n: int, task: Any = None) -> None:
+        task = task or self.stock.count
+        with self.stock.app.producer_or_acquire() as producer:
+            for i in range(n):
+                task.apply_async((i, BLOB), producer=producer)
+
+    def drain(self, pool: str, concurrency: int = 1, workers: int = 1) -> None:
+        """Both platforms' same pool, interleaved round by round."""
         n = self.n(20_000)
-        if pool == "solo":
-            # Solo: the pool for quick handlers; each fetch takes the batch the worker runs in SOLO_BATCH_MS.
-            name = f"drain 20,000 with {workers} worker process(es)"
-            concurrency = 1
-        else:
-            # Threads: the pool for I/O-bound handlers; each fetch takes up to 8 messages (its free slots).
-            name = f"drain 20,000 with {workers} worker process(es), threads pool of 8"
-            concurrency = 8
-        fig = self.figure(name, "tasks/s", target=">= 2x stock with defaults (all reliability features on)")
+        where = f"{workers} worker processes" if workers > 1 else "1 worker process"
+        name = f"drain {n:,}: {pool}" + (f" ({concurrency})" if pool != "solo" else "") + f", {where}"
+        target = {"solo": ">= 4x stock (>= 5,000/s per process)", "threads": ">= 2.5x stock",
+                  "prefork": ">= 2x stock"}[pool]
+        fig = self.figure(name, "tasks/s", target=target)
         for _ in range(self.rounds):
             self.reset()
-            for start in range(0, n, 5000):
-                dispatch_batch([("bench_noop", {"n": i, "blob": BLOB}) for i in range(start, min(n, start + 5000))])
-            fig.ours.append(self._drain(lambda: our_worker(self.env, self.log("drain-ours"), pool=pool,
-                                                           concurrency=concurrency), OUR_QUEUES, n, workers))
+            self._queue_ours(n)
+            fig.ours.append(self._drain(lambda: our_worker(self.env, self.log(f"drain-{pool}-ours"), pool=pool,
+                                                           concurrency=concurrency), n, workers))
             self.reset()
-            with self.stock.app.producer_or_acquire() as producer:
-                for i in range(n):
-                    self.stock.noop.apply_async((i, BLOB), producer=producer)
-            fig.stock.append(self._drain(lambda: stock_worker(self.stock_env, self.log("drain-stock")),
-                                         ["celery"], n, workers))
+            self._queue_stock(n)
+            fig.stock.append(self._drain(lambda: stock_worker(self.stock_env, self.log(f"drain-{pool}-stock"),
+                                                              pool=pool, concurrency=concurrency), n, workers))
 
     # --- latency ----------------------------------------------------------------------------------------------
     def _paced(self, rate: float, n: int, send: Callable[[float], None]) -> None:
@@ -276,24 +288,38 @@ class Bench:
         finally:
             worker.stop()
 
-    # --- Redis commands per task ------------------------------------------------------------------------------------
-    def commands_per_task(self) -> None:
-        from meetingtasks import dispatch_batch
-
-        n = self.n(5000)
-        fig = self.figure("Redis commands per task (dispatch + run + ack)", "commands", higher_is_better=False)
-        self.reset()
-        self.client.config_resetstat()
-        dispatch_batch([("bench_noop", {"n": i, "blob": BLOB}) for i in range(n)])
-        self._drain(lambda: our_worker(self.env, self.log("commands")), OUR_QUEUES, n, 1)
-        fig.ours.append(_commands(self.client) / n)
-        self.reset()
-        self.client.config_resetstat()
-        with self.stock.app.producer_or_acquire() as producer:
-            for i in range(n):
-                self.stock.noop.apply_async((i, BLOB), producer=producer)
-        self._drain(lambda: stock_worker(self.stock_env, self.log("commands-stock")), ["celery"], n, 1)
-        fig.stock.append(_commands(self.client) / n)
+    # --- Redis commands and CPU per task ---------------------------------------------------------------------------
+    def redis_cost(self, pool: str = "solo") -> None:
+        """Redis commands (every call a script makes counts, as Redis counts them) and Redis CPU per task, from
+        dispatch to ack, for a no-op task drained by one worker of ``pool`` (concurrency 1)."""
+        n = self.n(10_000)
+        commands = self.figure(f"Redis commands per task, {pool} (dispatch + run + ack)", "commands",
+                               higher_is_better=False, target="<= 12")
+        cpu = self.figure(f"Redis CPU per task, {pool} (dispatch + run + ack)", "us", higher_is_better=False,
+                          target="<= 50 us")
+        for _ in range(self.rounds):
+            for ours in (True, False):
+                self.reset()
+                self.client.config_resetstat()
+                cpu0 = _redis_cpu_s(self.client)
+                if ours:
+                    self._queue_ours(n, "bench_noop")
+                    worker = our_worker(self.env, self.log(f"cost-{pool}"), pool=pool)
+                    queues = OUR_QUEUES
+                else:
+                    self._queue_stock(n, self.stock.noop)
+                    worker = stock_worker(self.stock_env, self.log(f"cost-{pool}-stock"), pool=pool)
+                    queues = ["celery"]
+                try:
+                    # Drained when no message is queued and none is leased any more (kombu's unacked hash: ours, and
+                    # stock's, which acks early).
+                    wait_until(lambda q=queues: queued(self.client, q) == 0 and not self.client.exists(
+                        "unacked", self.platform.keys.unacked("ai")), 600, "the queue to drain", 0.01)
+                finally:
+                    worker.stop()
+                per_task_cpu = (_redis_cpu_s(self.client) - cpu0) / n * 1e6
+                (commands.ours if ours else commands.stock).append(_commands(self.client) / n)
+                (cpu.ours if ours else cpu.stock).append(per_task_cpu)
 
 
 def _redis_cpu_s(client: redis.Redis) -> float:
@@ -351,7 +377,7 @@ def sharding(bench: Bench) -> None:
 
 def _commands(client: redis.Redis) -> float:
     stats = client.info("commandstats")
-    skip = {"cmdstat_info", "cmdstat_config", "cmdstat_llen"}  # the benchmark's own polling
+    skip = {"cmdstat_info", "cmdstat_config", "cmdstat_llen", "cmdstat_exists"}  # the benchmark's own polling
     return float(sum(v["calls"] for k, v in stats.items() if k not in skip))
 
 
@@ -361,9 +387,16 @@ def _dispatch(b: Bench) -> None:
 
 
 def _drain(b: Bench) -> None:
-    b.drain(1)
-    b.drain(2)
-    b.drain(1, pool="threads")
+    b.drain("solo")
+    b.drain("solo", workers=2)
+    b.drain("prefork", 1)
+    b.drain("prefork", os.cpu_count() or 1)
+    b.drain("threads", 8)
+
+
+def _costs(b: Bench) -> None:
+    b.redis_cost("solo")
+    b.redis_cost("prefork")
 
 
 def _latency(b: Bench) -> None:
@@ -377,7 +410,7 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "latency": _latency,
     "priority": Bench.priority_under_load,
     "memory": Bench.memory,
-    "commands": Bench.commands_per_task,
+    "commands": _costs,
     "sharding": sharding,
 }
 

@@ -13,7 +13,7 @@ import redis
 from celery import Celery
 from celery.signals import worker_ready
 
-from bench.harness import announce_ready
+from bench.harness import DONE_KEY, announce_ready
 
 app = Celery("stock", broker=os.environ.get("STOCK_BROKER", "redis://localhost:6379/0"))
 if os.environ.get("STOCK_ACKS_LATE"):
@@ -34,6 +34,12 @@ def _client() -> redis.Redis:
 
 @app.task(name="noop")
 def noop(n: int, blob: str = "") -> int:
+    return n
+
+
+@app.task(name="count")
+def count(n: int, blob: str = "") -> int:
+    _client().incr(DONE_KEY)
     return n
 
 
