@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_process_init
 from kombu import Exchange, Queue
 
 from meetingtasks import kombu_json
@@ -128,6 +129,14 @@ def create_app(service: str, settings: Settings | None = None, *, include: Itera
     from meetingtasks.worker import gc_tuning
 
     gc_tuning.install()
+
+    def child_outcomes(**_: Any) -> None:
+        from meetingtasks.worker.transport import install_child_outcomes  # the transport, in a pool child only
+
+        install_child_outcomes(platform, service)
+
+    # A prefork child's task outcomes ride back to the parent with the result (meetingtasks.worker.outcomes).
+    worker_process_init.connect(child_outcomes, weak=False)
     install_worker_logging(app)
     install_worker_tracing(app)
 

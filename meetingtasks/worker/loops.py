@@ -151,6 +151,7 @@ class PlatformLoops(bootsteps.StartStopStep):  # type: ignore[misc]
             dispatcher.buffer_limit = EVENT_BUFFER_LIMIT  # flushed on a timer instead (see PlatformConsumer)
         if self.loops:
             return
+        from celery.concurrency.prefork import TaskPool as PreforkPool
         from celery.concurrency.solo import TaskPool as SoloPool
 
         from meetingtasks.watchdog import worker_watchdog  # imported late: the watchdog builds on Loop
@@ -160,6 +161,9 @@ class PlatformLoops(bootsteps.StartStopStep):  # type: ignore[misc]
                       worker_watchdog(app)]
         inline = isinstance(getattr(parent, "pool", None), SoloPool)
         transport.use_inline_pool(inline)
+        pool = getattr(parent, "pool", None)
+        reserve = isinstance(pool, PreforkPool) and app.mt_platform.settings.solo_batch_ms > 0
+        transport.use_reserve(int(pool.limit) if reserve and pool is not None else 0)
         if inline:
             self.loops.append(transport.stale_start_flusher(app.mt_service))
         for loop in self.loops:

@@ -10,14 +10,18 @@ Nothing is lost by waiting: until the buffer is applied the message stays in the
 dies first has its task redelivered, run again and recorded then (at-least-once, as with any acks-late
 worker). A buffer that cannot be applied (Redis away) is kept and applied by the next call that gets through.
 
-Prefork children write their outcomes themselves: the consuming channel lives in the parent. The process id
-check below keeps a child forked after the channel registered (``--max-tasks-per-child``) from using it.
+A prefork pool child has no consuming channel (it lives in the parent; the process id check below keeps a child
+from using the parent's). Its outcomes go into a :class:`ChildOutcomes` buffer instead and travel back to the
+parent with the task's result (:func:`meetingtasks.worker.request.run_and_collect`), where they join the
+channel's buffer: a prefork worker, too, records a task's end with the ack and the next fetch, not with a round
+trip of its own.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 from meetingtasks.status import Status, encode_transition
@@ -55,6 +59,51 @@ def sink_for(service: str) -> OutcomeSink | None:
     if entry is None or entry[0] != os.getpid():
         return None
     return entry[1]
+
+
+class ChildOutcomes:
+    """The outcome sink of a prefork pool child (see the module docstring). ``write`` applies entries to Redis at
+    once, for :meth:`flush_acks`: a status write of the task's that bypasses the buffer must not overtake them."""
+
+    def __init__(self, write: Callable[[list[list[str]]], None]) -> None:
+        self._write = write
+        self._entries: list[list[str]] = []
+
+    def buffer_outcome(self, entry: list[str]) -> None:
+        self._entries.append(entry)
+
+    def take(self) -> list[list[str]]:
+        entries, self._entries = self._entries, []
+        return entries
+
+    def flush_acks(self) -> bool:
+        entries = self.take()
+        if not entries:
+            return True
+        try:
+            self._write(entries)
+        except Exception:
+            self._entries[:0] = entries  # kept: they go back with the result, or with the next flush
+            return False
+        return True
+
+
+_child_sinks: dict[int, list[ChildOutcomes]] = {}
+
+
+def register_child_sink(service: str, sink: ChildOutcomes) -> None:
+    """Make ``sink`` take the task outcomes of ``service`` in this (pool child) process."""
+    register_sink(service, sink)
+    with _lock:
+        _child_sinks.setdefault(os.getpid(), []).append(sink)
+
+
+def take_child_outcomes() -> list[list[str]]:
+    """The outcomes this pool child buffered since the last call: those of the task that just ran."""
+    sinks = _child_sinks.get(os.getpid())
+    if not sinks:
+        return []
+    return [entry for sink in sinks for entry in sink.take()]
 
 
 def outcome_entry(task_id: str, status: Status, attempt: int, fields: dict[str, object], now: float) -> list[str]:

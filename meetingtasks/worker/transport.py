@@ -35,6 +35,7 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import hiredis
@@ -54,7 +55,15 @@ from meetingtasks.priority import parse_queue
 from meetingtasks.status import STARTED_LUA, TRANSITION_FUNCTION, Status
 from meetingtasks.wake import WAKE_LUA, push_wake
 from meetingtasks.worker.loops import Loop, add_held_source, held_delivery_tags
-from meetingtasks.worker.outcomes import register_sink, sink_for, unregister_sink
+from meetingtasks.worker.outcomes import (
+    DEFERRED_START,
+    ChildOutcomes,
+    outcome_entry,
+    register_child_sink,
+    register_sink,
+    sink_for,
+    unregister_sink,
+)
 from meetingtasks.worker.quarantine import file_unrestorable, quarantine_raw
 
 log = logging.getLogger(__name__)
@@ -271,6 +280,7 @@ IDLE_POLL_S = 1.0
 SOLO_BATCH_MAX = 16
 
 _inline_pool = False
+_reserve_slots = 0
 
 
 def use_inline_pool(inline: bool) -> None:
@@ -278,6 +288,24 @@ def use_inline_pool(inline: bool) -> None:
     only then is a fetch allowed more messages than the pool has free slots (see ``Channel._after_fetch``)."""
     global _inline_pool
     _inline_pool = inline
+
+
+def use_reserve(processes: int) -> None:
+    """Tell this process's consuming channels that a prefork pool of ``processes`` runs the tasks: each channel then
+    keeps one fetched message per process in reserve (see ``Channel._hold``); 0 turns the reserve off."""
+    global _reserve_slots
+    _reserve_slots = max(0, processes)
+
+
+@dataclass(slots=True)
+class _Held:
+    """A fetched message in a prefork worker's reserve: recorded unacked (leased, renewed), not given to Celery."""
+
+    queue: str
+    item: bytes
+    payload: dict[str, Any]
+    deliveries: int
+    since: float  # monotonic time of its fetch
 
 
 #: How long a deferred STARTED may wait in the buffer before a timer applies it (its task runs long).
@@ -333,9 +361,21 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
             return
         super().append(message, delivery_tag)
 
+    def can_consume(self) -> bool:
+        if _reserve_slots and self.channel.platform is not None:
+            return int(self.channel.reserve_room()) > 0
+        return bool(super().can_consume())
+
+    def can_consume_max_estimate(self) -> int | None:
+        if _reserve_slots and self.channel.platform is not None:
+            return int(self.channel.reserve_room())
+        estimate: int | None = super().can_consume_max_estimate()
+        return estimate
+
     def ack(self, delivery_tag: Any) -> None:
         self.channel.buffer_ack(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
+        self.channel.release_held()
 
     def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
         """A hand-back (Celery's ``Reject``, e.g. a bookkeeping write that Redis kept refusing past the grace) that
@@ -349,6 +389,7 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
             log.warning("could not hand message %s back (%s); the restore sweep will once its lease ends",
                         delivery_tag, exc)
             virtual.QoS.ack(self, delivery_tag)  # forgotten here only: not held, not renewed
+        self.channel.release_held()
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
         """kombu's restore sweep (a timer), which logs a traceback per tick when Redis refuses its writes: one line
@@ -443,6 +484,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         self._mt_start_pending_at: float | None = None  # monotonic time of the oldest buffered deferred STARTED
         self._mt_batch = SOLO_BATCH_MAX  # the next fetch's size when tasks run inline (see _after_fetch)
         self._mt_rest = _NO_REST  # the batch messages not handed to Celery yet: held, their leases renewed
+        self._mt_held: list[_Held] = []  # a prefork worker's reserve (see _hold)
         self._mt_closed = False
         self._mt_refusals = 0  # fetches Redis refused in a row (see _refused)
         self._mt_flush_failing = False
@@ -480,6 +522,12 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         return new_client(platform.settings.broker_url(self.service), platform.settings)
 
     def close(self) -> None:
+        if self._mt_held:
+            held, self._mt_held = self._mt_held, []
+            try:
+                self._give_back_held(held)
+            except Exception as exc:  # they stay leased, and nobody renews them: the restore sweep brings them back
+                log.warning("could not give back %d reserved messages at close (%s)", len(held), exc)
         _channels.pop(id(self), None)
         if self._mt_sink:
             unregister_sink(self.service, self)
@@ -590,6 +638,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         current solo batch, and those whose ack waits in the buffer."""
         with self._mt_lock:
             tags = [*self._mt_sent_acks, *self._mt_acks]
+        tags += [str(h.payload["properties"]["delivery_tag"]) for h in list(self._mt_held)]
         reply, start = self._mt_rest
         for i in range(start, len(reply) - 4, 5):
             if int(reply[i + 2]) < 0:
@@ -613,16 +662,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     def _script_args(self, limit: int, start_now: int, acks: list[str], outcomes: list[list[str]]) -> list[Any]:
         platform = self.platform
         assert platform is not None
-        s = platform.settings
-        keys = platform.keys
-        args: list[Any] = [
-            limit, repr(time.time()), s.max_message_bytes, keys.status(""), s.status_ttl_s, keys.status_channel,
-            keys.deliveries(""), DELIVERIES_TTL_S, keys.cancel(""), _worker_name(), keys.deadlines, keys.callbacks,
-            keys.batch(""), start_now, len(acks), *acks,
-        ]
-        for entry in outcomes:
-            args += entry
-        return args
+        return fetch_args(platform, limit, start_now, acks, outcomes)
 
     # --- fetching ----------------------------------------------------------------------------------------------
     def _brpop_start(self, timeout: float | None = None) -> None:
@@ -662,6 +702,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         room = self.qos.can_consume_max_estimate()
         limit = max(1, min(room if room is not None else 100, 100))
         start_now = limit  # each message goes to a free pool slot at once
+        if _reserve_slots:
+            # Only those for free pool processes start now; the rest wait in the reserve (see _hold).
+            start_now = max(0, _reserve_slots - self._in_pool())
         if _inline_pool:
             # The consumer runs the tasks itself, one after the other (a solo pool's "concurrency" is only a
             # prefetch count): only the first starts now.
@@ -790,20 +833,13 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 headers["mt_fetch_deliveries"] = int(deliveries)
                 headers["mt_fetch_cancelled"] = int(cancelled)
                 headers["mt_fetch_started"] = int(started)
-            tag = payload["properties"]["delivery_tag"]
-            self._mt_recorded.add(tag)
-            self._mt_rest = (reply, i + 5)  # this one is Celery's request now; those behind it are held by us
-            try:
-                self.connection._deliver(payload, queue)
-            except (RedisError, OSError):
-                raise
-            except Exception as exc:
-                # kombu's own handling of the message failed before Celery's (which never raises: see
-                # PlatformConsumer): a shape the envelope check let through. Raising would stop the worker.
-                self._mt_recorded.discard(tag)
-                self.refuse(queue, item, f"kombu cannot deliver it: {type(exc).__name__}: {exc}", recorded=True)
+            if _reserve_slots and self._in_pool() >= _reserve_slots:
+                self._mt_held.append(_Held(queue, item if isinstance(item, bytes) else item.encode(), payload,
+                                           int(deliveries), began))
                 continue
-            ran += 1
+            self._mt_rest = (reply, i + 5)  # this one is Celery's request now; those behind it are held by us
+            if self._hand_to_celery(payload, queue, item):
+                ran += 1
         self._mt_rest = _NO_REST
         if _inline_pool and ran:
             per_task_s = (time.monotonic() - began) / ran
@@ -814,6 +850,65 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         if not ran:
             raise virtual.Empty()
         return True
+
+    def _hand_to_celery(self, payload: dict[str, Any], queue: str, item: bytes | str) -> bool:
+        """Deliver one fetched, checked message to Celery's consumer; False if kombu could not take it (then it has
+        been dead-lettered)."""
+        headers = payload.get("headers") or {}
+        if headers.get("mt_fetch_started") == DEFERRED_START and _reserve_slots:
+            # Fetched into a prefork worker's reserve: it starts now, and its STARTED rides on the next fetch.
+            self.buffer_outcome(_started_entry(payload, queue, self.service))
+            headers["mt_fetch_started"] = 1
+        tag = payload["properties"]["delivery_tag"]
+        self._mt_recorded.add(tag)
+        try:
+            self.connection._deliver(payload, queue)
+        except (RedisError, OSError):
+            raise
+        except Exception as exc:
+            # kombu's own handling of the message failed before Celery's (which never raises: see
+            # PlatformConsumer): a shape the envelope check let through. Raising would stop the worker.
+            self._mt_recorded.discard(tag)
+            self.refuse(queue, item, f"kombu cannot deliver it: {type(exc).__name__}: {exc}", recorded=True)
+            return False
+        return True
+
+    # --- a prefork worker's reserve ------------------------------------------------------------------------------
+    # With prefetch 1 a prefork worker fetched only when a task had ended and its process sat idle for the round trip
+    # and the hand-over: the fetch never overlapped a run. So each channel keeps one more message per pool process in
+    # reserve, fetched while the tasks run and handed to the pool the moment a process frees (on the ack of its last
+    # task). Strict priority is kept within solo_batch_ms: a reserved message that has waited longer than that when a
+    # process frees goes back to the head of its queue with the rest of the reserve, and the next fetch takes work in
+    # priority order again. A critical task pushed meanwhile so waits at most that much longer than with no reserve.
+
+    def _in_pool(self) -> int:
+        """Messages handed to Celery and not acked yet (kombu keeps acked ones in ``_delivered`` until it flushes)."""
+        return len(self.qos._delivered) - len(self.qos._dirty)
+
+    def reserve_room(self) -> int:
+        """How many more messages this channel may fetch: one per pool process running, one per process in reserve."""
+        return max(0, 2 * _reserve_slots - self._in_pool() - len(self._mt_held))
+
+    def release_held(self) -> None:
+        """A pool process is free (a task was acked or handed back): give it the oldest reserved message, or, if that
+        one has waited past solo_batch_ms, give the whole reserve back."""
+        platform = self.platform
+        if platform is None:
+            return
+        budget_s = platform.settings.solo_batch_ms / 1000
+        while self._mt_held and self._in_pool() < _reserve_slots:
+            if time.monotonic() - self._mt_held[0].since > budget_s:
+                held, self._mt_held = self._mt_held, []
+                self._give_back_held(held)
+                return
+            held_one = self._mt_held.pop(0)
+            self._hand_to_celery(held_one.payload, held_one.queue, held_one.item)
+
+    def _give_back_held(self, held: list[_Held]) -> None:
+        rest: list[Any] = []
+        for h in held:
+            rest += [h.queue, h.item, h.deliveries, 0, 0]
+        self._give_back(rest)
 
     def _give_back(self, rest: list[Any]) -> None:
         """Return fetched messages that have not run (see GIVE_BACK); garbage among them is dead-lettered."""
@@ -933,6 +1028,47 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
             push_wake(pipe, platform.keys, self.service)
             pipe.execute()
+
+
+def fetch_args(platform: Platform, limit: int, start_now: int, acks: list[str], outcomes: list[list[str]]) -> list[Any]:
+    """FETCH's ARGV: take up to ``limit`` messages (``start_now`` of them STARTED at once) after applying ``outcomes``
+    and ``acks``."""
+    s = platform.settings
+    keys = platform.keys
+    args: list[Any] = [
+        limit, repr(time.time()), s.max_message_bytes, keys.status(""), s.status_ttl_s, keys.status_channel,
+        keys.deliveries(""), DELIVERIES_TTL_S, keys.cancel(""), _worker_name(), keys.deadlines, keys.callbacks,
+        keys.batch(""), start_now, len(acks), *acks,
+    ]
+    for entry in outcomes:
+        args += entry
+    return args
+
+
+def write_outcomes(platform: Platform, service: str, outcomes: list[list[str]]) -> None:
+    """Apply buffered task outcomes at once (FETCH with no queue to take from), on ``service``'s Redis."""
+    if outcomes:
+        keys = platform.keys
+        FETCH(platform.redis(service), [keys.unacked(service), keys.unacked_index(service)],
+              fetch_args(platform, 0, 0, [], outcomes))
+
+
+def install_child_outcomes(platform: Platform, service: str) -> None:
+    """In a prefork pool child: buffer ``service``'s task outcomes for the parent (see worker.outcomes)."""
+    register_child_sink(service, ChildOutcomes(lambda entries: write_outcomes(platform, service, entries)))
+
+
+def _started_entry(payload: dict[str, Any], queue: str, service: str) -> list[str]:
+    """The STARTED outcome of a reserved message that starts now, with the fields FETCH writes at a start."""
+    headers = payload.get("headers") or {}
+    now = time.time()
+    parsed = parse_queue(queue)
+    enqueued_at = headers.get("mt_enqueued_at")
+    fields: dict[str, object] = {
+        "type": headers.get("task") or "", "service": service, "priority": parsed[1].value if parsed else "",
+        "worker": _worker_name(), "wait_s": max(0.0, now - float(enqueued_at)) if enqueued_at is not None else None,
+    }
+    return outcome_entry(str(headers["id"]), Status.STARTED, int(headers.get("retries") or 0) + 1, fields, now)
 
 
 def _complete_delivery_info(envelope: dict[str, Any], queue: str) -> dict[str, Any]:

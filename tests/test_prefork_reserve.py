@@ -1,0 +1,85 @@
+"""A prefork worker's pool children hand their task outcomes to the parent, which records them with its next fetch,
+and the parent keeps one message per process in reserve (meetingtasks.worker.transport, ``Channel._hold``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import redis
+
+from meetingtasks.dispatcher import Dispatcher, TaskHandle
+from meetingtasks.platform import Platform
+from meetingtasks.status import Status
+from meetingtasks.wake import WAKE_TOKENS_MAX
+from tests.conftest import WorkerProcess, wait_for
+
+
+def _script_calls(r: redis.Redis) -> int:
+    stats = r.info("commandstats")
+    return sum(int(stats.get(name, {}).get("calls", 0)) for name in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+def _started_at(handle: TaskHandle) -> float:
+    return next(when for status, when, _ in handle.info().history if status == Status.STARTED)
+
+
+def test_a_prefork_child_records_its_outcome_through_the_parents_fetch(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    n = 300
+    handles = [Dispatcher(platform).dispatch("t_record", {"tag": f"p-{i}"}) for i in range(n)]
+    events = r.pubsub()
+    events.subscribe(platform.keys.status_channel)
+    wait_for(lambda: events.get_message(timeout=0.1) is not None)  # the subscribe confirmation
+    before = _script_calls(r)
+    # The delayed pump (a script call per tick) is held off so that the count below is the tasks' own.
+    start_worker("ai", "--pool", "prefork", "--concurrency", "1", env_overrides={"MEETINGTASKS_PUMP_INTERVAL_S": "60"})
+    wait_for(lambda: r.llen("test:done") == n, message="every task to run")
+    wait_for(lambda: all(h.status() == Status.SUCCEEDED for h in handles), message="every outcome recorded")
+    seen: list[tuple[str, str]] = []
+    while (message := events.get_message(timeout=0.5)) is not None:
+        event = json.loads(message["data"])
+        seen.append((event["id"], event["status"]))
+    events.close()
+    for h in handles:
+        assert [status for task_id, status in seen if task_id == h.id] == ["STARTED", "SUCCEEDED"], h.id
+        record = h.info()
+        assert [s for s, _, _ in record.history] == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id
+        assert "wait_s" in record.fields and "worker" in record.fields, h.id
+        assert r.get(platform.keys.deliveries(h.id)) is None
+    # One script call per task (the parent's fetch, which also records the outcome and the ack), not two: the
+    # child no longer writes its own outcome. (Once idle, the worker fetches once per wake token left over from the
+    # dispatches, at most WAKE_TOKENS_MAX.)
+    calls = _script_calls(r) - before
+    assert calls < 1.3 * n + WAKE_TOKENS_MAX, f"{calls} script calls for {n} tasks"
+    assert r.hlen(platform.keys.unacked("ai")) == 0
+    assert sorted(x.decode() for x in r.lrange("test:done", 0, -1)) == sorted(f"p-{i}" for i in range(n))
+
+
+def test_a_reserved_message_that_waited_too_long_goes_back_behind_a_critical_task(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    d = Dispatcher(platform)
+    slow = d.dispatch("t_sleep", {"tag": "slow", "seconds": 1.5}, priority="low")
+    after = [d.dispatch("t_record", {"tag": f"after-{i}"}, priority="low") for i in range(5)]
+    start_worker("ai", "--pool", "prefork", "--concurrency", "1", env_overrides={"MEETINGTASKS_SOLO_BATCH_MS": "100"})
+
+    wait_for(lambda: slow.status() == Status.STARTED, message="the slow task to start")
+    # The next message is fetched into the reserve while the slow one runs: leased, not STARTED.
+    wait_for(lambda: r.hlen(platform.keys.unacked("ai")) == 2, message="one message in reserve")
+    assert r.llen("test:finished") == 0, "the slow task is still running"
+    assert [h.status() for h in after] == [Status.QUEUED] * len(after)
+    critical = d.dispatch("t_echo", {"tag": "urgent"}, priority="critical")
+
+    wait_for(lambda: all(h.status() == Status.SUCCEEDED for h in [slow, critical, *after]),
+             message="every task to finish")
+    # The reserve had waited past the budget when the process freed: it went back, and the next fetch took the
+    # critical task first.
+    starts = [_started_at(h) for h in after]
+    assert _started_at(critical) < min(starts)
+    assert starts == sorted(starts), "given back in their order"
+    for h in [slow, critical, *after]:
+        assert [s for s, _, _ in h.info().history] == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id
+        assert h.info().attempt == 1
+        assert r.get(platform.keys.deliveries(h.id)) is None
+    assert r.hlen(platform.keys.unacked("ai")) == 0
+
