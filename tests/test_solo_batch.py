@@ -180,3 +180,31 @@ def test_progress_of_a_task_behind_another_in_a_batch_is_recorded(
     assert handle.wait(20) == "p-batch"
     assert lead.status() == Status.SUCCEEDED
     assert _history(handle) == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED]
+
+
+def test_a_batch_prefetched_behind_a_long_task_goes_back_while_it_runs(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    from meetingtasks.worker.transport import SOLO_BATCH_MAX
+
+    d = Dispatcher(platform)
+    slow = d.dispatch("t_sleep", {"tag": "slow", "seconds": 3}, priority="low")
+    after = [d.dispatch("t_record", {"tag": f"after-{i}"}, priority="low") for i in range(3 * SOLO_BATCH_MAX)]
+    # The first fetch comes back full (a backlog), so the worker fetches the next batch while the first one runs.
+    start_worker("ai", "--pool", "solo")
+    wait_for(lambda: slow.status() == Status.STARTED, message="the slow task to run")
+    # The batch fetched behind the slow task goes back to its queue while the slow task still runs (the start
+    # flusher's thread reads it and gives it back), instead of waiting, leased, for the slow task to end.
+    wait_for(lambda: r.hlen(platform.keys.unacked("ai")) == SOLO_BATCH_MAX
+             and r.llen("ai.low") == 2 * SOLO_BATCH_MAX + 1, message="only the running batch leased")
+    assert r.llen("test:finished") == 0, "the slow task still runs"
+    critical = d.dispatch("t_echo", {"tag": "urgent"}, priority="critical")
+    wait_for(lambda: all(h.status() == Status.SUCCEEDED for h in [slow, critical, *after]), timeout_s=30,
+             message="every task to finish")
+    wait_for(lambda: r.hlen(platform.keys.unacked("ai")) == 0, message="every ack applied")
+    done = [x.decode() for x in r.lrange("test:done", 0, -1)]
+    assert sorted(done) == sorted(f"after-{i}" for i in range(3 * SOLO_BATCH_MAX)), "each task ran exactly once"
+    starts = [_started_at(h) for h in after]
+    assert _started_at(critical) < min(starts), "the critical task ran before those given back"
+    assert starts == sorted(starts), "given back in their order"
+    for h in [slow, critical, *after]:
+        assert _history(h) == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id

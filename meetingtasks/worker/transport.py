@@ -34,7 +34,7 @@ import os
 import socket
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +68,8 @@ from meetingtasks.worker.quarantine import file_unrestorable, quarantine_raw
 
 log = logging.getLogger(__name__)
 
-# KEYS: unacked hash, unacked index, queues in priority order (none: only apply the buffered outcomes and acks).
+# KEYS: unacked hash, unacked index, then (none: only apply the buffered outcomes and acks) the service's wake list
+#       and its queues in priority order.
 # ARGV: max messages, now_s, max bytes, status key prefix, status ttl_s, status channel, deliveries key prefix,
 #       deliveries ttl_s, cancel key prefix, worker name, deadlines key, callback outbox key, batch key prefix,
 #       how many messages start now, number of acks, ack tags..., then buffered outcomes to the end (see
@@ -174,7 +175,7 @@ local function record(q, m, env, service, priority)
   end
   return deliveries, cancelled, started
 end
-for k = 3, #KEYS do
+for k = 4, #KEYS do
   if left <= 0 then break end
   local q = KEYS[k]
   local service, priority = string.match(q, '^(.*)%.(%a+)$')
@@ -212,6 +213,9 @@ for k = 3, #KEYS do
     end
   end
 end
+-- All four queues empty: every wake token of the service is stale (a producer pushes its token with its message,
+-- atomically), and an idle worker would otherwise spend one empty fetch on each of them.
+if popped == 0 and #KEYS >= 7 then redis.call('DEL', KEYS[3]) end
 return out
 """
 )
@@ -485,6 +489,14 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         self._mt_batch = SOLO_BATCH_MAX  # the next fetch's size when tasks run inline (see _after_fetch)
         self._mt_rest = _NO_REST  # the batch messages not handed to Celery yet: held, their leases renewed
         self._mt_held: list[_Held] = []  # a prefork worker's reserve (see _hold)
+        # A solo worker's next fetch, sent before its batch runs (see _prefetch): whether its reply is still unread,
+        # and when the batch that it overlaps began. The lock orders the consumer with the start flusher's thread,
+        # which gives a prefetched batch back when the running one overruns.
+        self._mt_prefetched = False
+        self._mt_expect_reply = False
+        self._mt_batch_began: float | None = None
+        self._mt_prefetch_lock = threading.Lock()
+        self._mt_queues: list[str] = []
         self._mt_closed = False
         self._mt_refusals = 0  # fetches Redis refused in a row (see _refused)
         self._mt_flush_failing = False
@@ -522,6 +534,11 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         return new_client(platform.settings.broker_url(self.service), platform.settings)
 
     def close(self) -> None:
+        if self._mt_prefetched:
+            try:
+                self._give_back_prefetched()
+            except Exception as exc:  # left leased: the restore sweep brings them back
+                log.warning("could not give back the prefetched batch at close (%s)", exc)
         if self._mt_held:
             held, self._mt_held = self._mt_held, []
             try:
@@ -593,6 +610,14 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         since = self._mt_start_pending_at
         if since is not None and time.monotonic() - since > age_s:
             self.flush_acks()
+        began = self._mt_batch_began
+        platform = self.platform
+        if (self._mt_prefetched and began is not None and platform is not None
+                and time.monotonic() - began > max(age_s, platform.settings.solo_batch_ms / 1000)):
+            try:
+                self._give_back_prefetched()  # a long task runs: its batch's successor goes back meanwhile
+            except Exception as exc:
+                log.warning("could not give the prefetched batch back (%s)", exc)
 
     def flush_acks(self) -> bool:
         """Apply the buffered outcomes and acks now (the channel is idle or closing). False if Redis did not take
@@ -679,6 +704,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             _channels[id(self)] = self
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
+        if self._mt_prefetched:
+            return  # the fetch sent while the last batch ran is in flight: its reply is the one to read
+        self._mt_queues = queues
         if self._mt_idle:
             self._mt_waiting = True
             self.flush_acks()
@@ -689,15 +717,10 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             # watched as stock kombu does.
             others = [q for q in queues if parse_queue(q) is None]
             keys = [platform.keys.wake(self.service), *others] if len(others) < len(queues) else others
+            self._mt_expect_reply = True
             self.client.connection.send_command("BRPOP", *keys, wait_s)
             return
         self._mt_rest = _NO_REST
-        with self._mt_lock:
-            if _orphans:
-                self._adopt_orphans()
-            self._mt_sent_acks, self._mt_acks = self._mt_acks, []
-            self._mt_sent_outcomes, self._mt_outcomes = self._mt_outcomes, []
-            self._mt_start_pending_at = None
         self._mt_waiting = False
         room = self.qos.can_consume_max_estimate()
         limit = max(1, min(room if room is not None else 100, 100))
@@ -710,10 +733,25 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             # prefetch count): only the first starts now.
             limit = self._mt_batch if platform.settings.solo_batch_ms > 0 else 1
             start_now = 1
+        self._send_fetch(queues, limit, start_now)
+
+    def _send_fetch(self, queues: list[str], limit: int, start_now: int) -> None:
+        """Send FETCH on the consuming connection, with the buffered outcomes and acks (kept as sent until the reply
+        says they were applied)."""
+        with self._mt_lock:
+            if _orphans:
+                self._adopt_orphans()
+            self._mt_sent_acks, self._mt_acks = self._mt_acks, []
+            self._mt_sent_outcomes, self._mt_outcomes = self._mt_outcomes, []
+            self._mt_start_pending_at = None
         args = self._script_args(limit, start_now, self._mt_sent_acks, self._mt_sent_outcomes)
         # hiredis packs the call (a hundred short arguments with a full batch of acks and outcomes) about nine
         # times faster than redis-py's packer, which encodes argument by argument in Python.
-        command = ("EVALSHA", FETCH.sha, 2 + len(queues), self.unacked_key, self.unacked_index_key, *queues, *args)
+        platform = self.platform
+        assert platform is not None
+        command = ("EVALSHA", FETCH.sha, 3 + len(queues), self.unacked_key, self.unacked_index_key,
+                   platform.keys.wake(self.service), *queues, *args)
+        self._mt_expect_reply = True
         self.client.connection.send_packed_command([hiredis.pack_command(command)])
 
     def _brpop_read(self, **options: Any) -> bool:
@@ -723,7 +761,13 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         waiting = self._mt_waiting
         try:
             try:
-                reply = self.client.parse_response(self.client.connection, "BRPOP" if waiting else "EVALSHA")
+                with self._mt_prefetch_lock:
+                    if not self._mt_expect_reply:
+                        raise virtual.Empty()  # the start flusher read the prefetched reply and gave its batch back
+                    self._mt_expect_reply = self._mt_prefetched = False
+                    reply = self.client.parse_response(self.client.connection, "BRPOP" if waiting else "EVALSHA")
+            except virtual.Empty:
+                raise
             except NoScriptError:
                 self._requeue_sent_acks()
                 with self.conn_or_acquire() as client:
@@ -808,7 +852,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         assert platform is not None  # only platform channels fetch with FETCH
         batched = _inline_pool
         budget_s = platform.settings.solo_batch_ms / 1000
-        began = time.monotonic()
+        began = self._mt_batch_began = time.monotonic()
+        if batched and budget_s > 0 and len(reply) // 5 >= self._mt_batch:
+            self._prefetch()  # a full batch: there is a backlog, so fetch the next batch while this one runs
         ran = 0
         for i in range(0, len(reply), 5):
             queue_b, item, deliveries, cancelled, started = reply[i:i + 5]
@@ -819,6 +865,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             if batched and ran and time.monotonic() - began > budget_s:
                 self._mt_rest = _NO_REST
                 self._give_back(reply[i:])
+                self._give_back_prefetched()
                 break
             try:
                 # The one check of the whole envelope before kombu and Celery touch it (see check_envelope).
@@ -841,6 +888,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             if self._hand_to_celery(payload, queue, item):
                 ran += 1
         self._mt_rest = _NO_REST
+        self._mt_batch_began = None
         if _inline_pool and ran:
             per_task_s = (time.monotonic() - began) / ran
             # Sized to half the budget: a batch overruns (and pays a give-back) only when a task is really slower
@@ -892,6 +940,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     def release_held(self) -> None:
         """A pool process is free (a task was acked or handed back): give it the oldest reserved message, or, if that
         one has waited past solo_batch_ms, give the whole reserve back."""
+        if not self._mt_held:
+            return
         platform = self.platform
         if platform is None:
             return
@@ -909,6 +959,40 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         for h in held:
             rest += [h.queue, h.item, h.deliveries, 0, 0]
         self._give_back(rest)
+
+    # --- a solo worker's overlapped fetch ---------------------------------------------------------------------------
+    # A solo worker that fetched, ran the batch, and only then fetched again sat idle for every fetch's round trip
+    # and script (about a quarter of its time). With a backlog (the last fetch came back full) it sends the next
+    # fetch as a batch starts, so that Redis runs it while the batch runs, and reads its reply once the batch is
+    # done. The prefetched batch is fetched with none of its messages STARTED (each records its own start when it
+    # runs). When the running batch overruns solo_batch_ms, the prefetched one goes back to the head of its queues
+    # with the rest of the running one (read by the consumer, or by the start flusher's thread while a long task
+    # runs), so a critical task pushed meanwhile waits at most two budgets plus the task running at that moment.
+
+    def _prefetch(self) -> None:
+        with self._mt_prefetch_lock:
+            self._send_fetch(self._mt_queues, self._mt_batch, 0)
+            self._mt_prefetched = True
+
+    def _give_back_prefetched(self) -> None:
+        """Read the reply of the fetch sent early (if it is still unread) and give its messages back."""
+        with self._mt_prefetch_lock:
+            if not (self._mt_prefetched and self._mt_expect_reply):
+                return
+            self._mt_prefetched = self._mt_expect_reply = False
+            try:
+                reply = self.client.parse_response(self.client.connection, "EVALSHA")
+            except (RedisError, *self.connection_errors) as exc:
+                # Whatever it took stays leased, and nobody renews the leases: the restore sweep brings it back.
+                self._requeue_sent_acks()
+                log.warning("could not read the prefetched batch to give it back (%s)", exc)
+                with suppress(Exception):
+                    self.client.connection.disconnect()
+                return
+            self._mt_sent_acks = []
+            self._mt_sent_outcomes = []
+        if reply:
+            self._give_back(list(reply))
 
     def _give_back(self, rest: list[Any]) -> None:
         """Return fetched messages that have not run (see GIVE_BACK); garbage among them is dead-lettered."""
