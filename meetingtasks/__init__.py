@@ -2,6 +2,13 @@
 
 from typing import TYPE_CHECKING, Any
 
+from meetingtasks.optional_imports import skipped
+
+# redis-py imports the OpenTelemetry metrics SDK only to note that it is installed (its metrics import it
+# again once configured): ~100 ms of every process's start-up (see meetingtasks.optional_imports).
+with skipped("opentelemetry.sdk.metrics"):
+    import redis as _redis  # noqa: F401
+
 # The platform's maintenance task types (run by user workers, scheduled by beat) are built in.
 from meetingtasks import maintenance as maintenance
 from meetingtasks.callbacks import BatchOutcome, TaskOutcome
