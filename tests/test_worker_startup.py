@@ -1,0 +1,112 @@
+"""A worker's start-up imports only what a worker uses (see meetingtasks.optional_imports and
+meetingtasks.worker.launch); what it leaves out still imports normally when something does use it.
+
+Start-up time itself is measured by ``python -m bench`` (bench/startup.py), not here: timings on a shared machine
+would make a flaky test.
+"""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from meetingtasks.registry import SERVICES
+from meetingtasks.worker.gc_tuning import freeze_long_lived
+from tests.conftest import ROOT, WorkerProcess, wait_for
+
+#: Packages a ready worker must not have imported, with what used to import them at start-up.
+NOT_AT_START_UP = {
+    "opentelemetry.sdk.metrics": "redis-py's probe for its optional metrics",
+    "pygments": "celery.bin.base's lexer for `celery inspect` output",
+    "celery.bin.celery": "Celery's umbrella command",
+    "flower": "Celery's umbrella command, which loads every celery.commands plugin",
+    "tornado": "Flower",
+    "click_repl": "Celery's umbrella command (the amqp shell)",
+    "prompt_toolkit": "click_repl",
+    "numpy": "the ai service's audio models, needed only when a model runs",
+    "scipy": "the ai service's audio models, needed only when a model runs",
+}
+
+
+def _loaded(modules: set[str], package: str) -> bool:
+    return any(m == package or m.startswith(package + ".") for m in modules)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_ready_worker_has_imported_nothing_it_does_not_use(
+    service: str, start_worker: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    out = tmp_path / "modules.txt"
+    start_worker(service, "--pool", "solo", "--include", "tests.support.startup_probe",
+                 env_overrides={"STARTUP_PROBE_OUT": str(out)})
+    text = wait_for(lambda: out.exists() and out.read_text(), message="the ready worker's list of modules")
+    modules = set(str(text).split())
+    # The list came from the real start-up path (Celery's worker command run by ours).
+    assert {"meetingtasks.worker.launch", "celery.bin.worker", "celery.worker.consumer"} <= modules
+    assert {package: why for package, why in NOT_AT_START_UP.items() if _loaded(modules, package)} == {}
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_what_start_up_skips_still_imports_when_it_is_used() -> None:
+    done = _python(
+        "import sys, meetingtasks\n"
+        "assert 'opentelemetry.sdk.metrics' not in sys.modules\n"
+        "from opentelemetry.sdk.metrics import MeterProvider\n"
+        "from redis.observability.config import OTelConfig\n"
+        "from redis.observability.providers import get_observability_instance\n"
+        "get_observability_instance().init(OTelConfig())\n"  # redis-py's own metrics set-up still works
+        "import pygments.lexers\n"
+        "print('ok')\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ok"]
+
+
+def test_a_skipped_module_is_absent_inside_the_block_only() -> None:
+    done = _python(
+        "import sys\n"
+        "from meetingtasks.optional_imports import skipped\n"
+        "assert 'colorsys' not in sys.modules\n"
+        "with skipped('colorsys', 'json'):\n"
+        "    import json\n"  # imported already: the block changes nothing for it
+        "    try:\n"
+        "        import colorsys\n"
+        "    except ModuleNotFoundError as exc:\n"
+        "        print('absent', exc.name)\n"
+        "import colorsys\n"
+        "print('present', colorsys.__name__)\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["absent colorsys", "present colorsys"]
+
+
+def test_the_first_freeze_of_a_worker_skips_the_full_collection_and_later_ones_collect() -> None:
+    collections: list[int] = []
+
+    def record(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.unfreeze()
+    was_enabled = gc.isenabled()
+    gc.disable()  # only explicit collections are recorded
+    gc.callbacks.append(record)
+    try:
+        freeze_long_lived()  # worker_init: the start-up heap is frozen as it is
+        assert collections == []
+        assert gc.get_freeze_count() > 0
+        freeze_long_lived()  # worker_ready, worker_process_init: collect what is younger, then freeze
+        assert collections == [2]
+    finally:
+        gc.callbacks.remove(record)
+        gc.unfreeze()
+        if was_enabled:
+            gc.enable()
