@@ -13,10 +13,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 import pytest
 
+from meetingtasks.app import create_app
 from meetingtasks.registry import SERVICES
-from meetingtasks.worker.gc_tuning import freeze_long_lived
+from meetingtasks.worker.gc_tuning import freeze_long_lived, starting_a_worker
+from meetingtasks.worker.launch import run_worker
 from tests.conftest import ROOT, WorkerProcess, wait_for
 
 #: Packages a ready worker must not have imported, with what used to import them at start-up.
@@ -45,7 +48,11 @@ def test_a_ready_worker_has_imported_nothing_it_does_not_use(
     start_worker(service, "--pool", "solo", "--include", "tests.support.startup_probe",
                  env_overrides={"STARTUP_PROBE_OUT": str(out)})
     text = wait_for(lambda: out.exists() and out.read_text(), message="the ready worker's list of modules")
-    modules = set(str(text).split())
+    state, *names = str(text).splitlines()
+    modules = set(names)
+    # Start-up ran with automatic collections off; the ready worker has them on again, its start-up heap frozen.
+    enabled, frozen = (field.split("=")[1] for field in state.split()[1:])
+    assert enabled == "True" and int(frozen) > 100_000
     # The list came from the real start-up path (Celery's worker command run by ours).
     assert {"meetingtasks.worker.launch", "celery.bin.worker", "celery.worker.consumer"} <= modules
     assert {package: why for package, why in NOT_AT_START_UP.items() if _loaded(modules, package)} == {}
@@ -110,3 +117,41 @@ def test_the_first_freeze_of_a_worker_skips_the_full_collection_and_later_ones_c
         gc.unfreeze()
         if was_enabled:
             gc.enable()
+
+
+@pytest.mark.parametrize(("argv", "worker"), [
+    (["python", "-m", "meetingtasks", "worker", "ai"], True),
+    (["python", "-X", "importtime", "-u", "-m", "meetingtasks.cli", "worker", "ai"], True),
+    (["/usr/bin/python3", "/usr/local/bin/meetingtasks", "worker", "ai", "--pool", "solo"], True),
+    (["python", "-m", "meetingtasks", "up"], False),
+    (["/usr/local/bin/meetingtasks", "dispatch", "worker"], False),
+    (["python", "-m", "celery", "-A", "meetingtasks.services.ai", "worker"], False),
+    (["python", "-c", "import meetingtasks", "worker"], False),
+    (["python", "app.py", "worker"], False),
+    (["python", "-m", "pytest", "worker"], False),
+    (["python"], False),
+])
+def test_only_a_worker_command_keeps_collections_off_after_the_import(argv: list[str], worker: bool) -> None:
+    assert starting_a_worker(argv) is worker
+
+
+def test_importing_the_package_leaves_the_collector_as_it_was() -> None:
+    done = _python(
+        "import gc\n"
+        "gc.disable()\n"
+        "import meetingtasks.app\n"
+        "print(gc.isenabled())\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False"]
+    done = _python("import gc, meetingtasks.app; print(gc.isenabled())")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True"]
+
+
+def test_a_worker_that_stops_before_its_first_freeze_gives_the_collector_back() -> None:
+    app = create_app("ai")
+    assert gc.isenabled()
+    with pytest.raises(click.UsageError):
+        run_worker(app, ["--no-such-option"])
+    assert gc.isenabled()

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from celery import Celery
 
 from meetingtasks.optional_imports import skipped
+from meetingtasks.worker.gc_tuning import pause_until_frozen, resume
 
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
 
@@ -27,6 +28,14 @@ _TRUE = {"1", "true", "t", "yes", "y", "on"}
 def run_worker(app: Celery, args: Sequence[str], prog_name: str = "celery worker") -> int | None:
     """Run ``celery worker ARGS`` for ``app`` in this process; returns the worker's exit code, as
     ``app.start()`` does (a usage error raises :class:`click.UsageError`)."""
+    pause_until_frozen()  # collections resume at the worker's first freeze (see meetingtasks.worker.gc_tuning)
+    try:
+        return _run(app, args, prog_name)
+    finally:
+        resume()  # a worker that stopped before its first freeze (a usage error) leaves the collector as it was
+
+
+def _run(app: Celery, args: Sequence[str], prog_name: str) -> int | None:
     # The lexer colours `celery inspect` output; a worker never prints any (see meetingtasks.optional_imports).
     with skipped("pygments"):
         from celery.bin.base import CLIContext
