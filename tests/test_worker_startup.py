@@ -18,6 +18,7 @@ import pytest
 
 from meetingtasks.app import create_app
 from meetingtasks.registry import SERVICES
+from meetingtasks.worker import gc_tuning
 from meetingtasks.worker.gc_tuning import freeze_long_lived, starting_a_worker
 from meetingtasks.worker.launch import run_worker
 from tests.conftest import ROOT, WorkerProcess, wait_for
@@ -95,7 +96,10 @@ def test_a_skipped_module_is_absent_inside_the_block_only() -> None:
     assert done.stdout.splitlines() == ["absent colorsys", "present colorsys"]
 
 
-def test_the_first_freeze_of_a_worker_skips_the_full_collection_and_later_ones_collect() -> None:
+def test_the_first_freeze_of_a_worker_skips_the_full_collection_and_later_ones_collect(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gc_tuning, "_frozen", False)  # as in a new worker process
     collections: list[int] = []
 
     def record(phase: str, info: dict[str, int]) -> None:
