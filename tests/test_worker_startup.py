@@ -37,6 +37,10 @@ NOT_AT_START_UP = {
 }
 
 
+#: Services whose modules import another service's package (and so its task types).
+USES = {"meeting": ("user",), "media": ("user",), "signaling": ("user",)}
+
+
 def _loaded(modules: set[str], package: str) -> bool:
     return any(m == package or m.startswith(package + ".") for m in modules)
 
@@ -57,6 +61,10 @@ def test_a_ready_worker_has_imported_nothing_it_does_not_use(
     # The list came from the real start-up path (Celery's worker command run by ours).
     assert {"meetingtasks.worker.launch", "celery.bin.worker", "celery.worker.consumer"} <= modules
     assert {package: why for package, why in NOT_AT_START_UP.items() if _loaded(modules, package)} == {}
+    # Its own service's task types (and the user service's, whose store the meeting, media and signaling stores
+    # read), not the others' (they load when a lookup first misses).
+    services = {svc for svc in SERVICES if f"meetingtasks.services.{svc}.tasks" in modules}
+    assert services == {service, *USES.get(service, ())}
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
@@ -159,3 +167,18 @@ def test_a_worker_that_stops_before_its_first_freeze_gives_the_collector_back() 
     with pytest.raises(click.UsageError):
         run_worker(app, ["--no-such-option"])
     assert gc.isenabled()
+
+
+def test_a_worker_finds_the_other_services_types_when_it_first_looks_them_up() -> None:
+    done = _python(
+        "import sys\n"
+        "from meetingtasks.app import create_app\n"
+        "from meetingtasks.registry import REGISTRY\n"
+        "create_app('ai')\n"
+        "print('meetingtasks.services.media.tasks' in sys.modules)\n"
+        "print(REGISTRY.find('media_stream_process').service)\n"
+        "print(REGISTRY.get('user_login').service)\n"
+        "print(len({s.service for s in REGISTRY.all()}))\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "media", "user", "5"]
