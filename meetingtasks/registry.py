@@ -194,21 +194,26 @@ def task_type(
 
 
 _builtin_loaded = False
-# Lookups in a worker's threads can miss at once; each waits for the whole table (re-entrant: a task module that
-# looks a type up while it is imported gets what is registered so far, as before).
+# Lookups in a worker's threads can miss at once: each waits for the whole table. The thread that is loading it
+# and looks a type up again meanwhile (a task module at import) gets what is registered so far, as before.
 _builtin_lock = threading.RLock()
+_builtin_loading = False
 
 
 def load_builtin_types() -> None:
     """Import the five services' task modules so their types are in the table (idempotent)."""
-    global _builtin_loaded
+    global _builtin_loaded, _builtin_loading
     if _builtin_loaded:
         return
     with _builtin_lock:
-        if _builtin_loaded:
+        if _builtin_loaded or _builtin_loading:
             return
-        for service in SERVICES:
-            importlib.import_module(f"meetingtasks.services.{service}.tasks")
+        _builtin_loading = True
+        try:
+            for service in SERVICES:
+                importlib.import_module(f"meetingtasks.services.{service}.tasks")
+        finally:
+            _builtin_loading = False
         _builtin_loaded = True
 
 

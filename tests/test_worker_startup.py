@@ -16,7 +16,9 @@ from pathlib import Path
 import click
 import pytest
 
+from meetingtasks import dispatch
 from meetingtasks.app import create_app
+from meetingtasks.platform import Platform
 from meetingtasks.registry import SERVICES
 from meetingtasks.worker import gc_tuning
 from meetingtasks.worker.gc_tuning import freeze_long_lived, starting_a_worker
@@ -182,3 +184,32 @@ def test_a_worker_finds_the_other_services_types_when_it_first_looks_them_up() -
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "media", "user", "5"]
+
+
+def test_threads_that_first_miss_at_once_all_find_the_type() -> None:
+    done = _python(
+        "import threading\n"
+        "from meetingtasks.app import create_app\n"
+        "from meetingtasks.registry import REGISTRY\n"
+        "create_app('ai')\n"
+        "barrier, found = threading.Barrier(8), []\n"
+        "def look():\n"
+        "    barrier.wait()\n"
+        "    found.append(REGISTRY.find('media_stream_process') is not None)\n"
+        "threads = [threading.Thread(target=look) for _ in range(8)]\n"
+        "for t in threads: t.start()\n"
+        "for t in threads: t.join()\n"
+        "print(found.count(True))\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["8"]
+
+
+def test_celerys_global_environment_variables_do_not_replace_the_workers_app_or_broker(
+    start_worker: Callable[..., WorkerProcess], platform: Platform
+) -> None:
+    # Celery's umbrella command read -A and -b from APP and BROKER_URL: common names in a container's environment.
+    worker = start_worker("ai", "--pool", "solo",
+                          env_overrides={"APP": "bench.stock_app", "BROKER_URL": "redis://127.0.0.1:1/0"})
+    assert dispatch("t_echo", {"tag": "env"}).wait(timeout=20) == {"tag": "env"}
+    assert ".> app:         meetingtasks.ai:" in worker.log()
