@@ -10,7 +10,7 @@ from meetingtasks.worker.gc_tuning import collections_paused, starting_a_worker
 # them off until it freezes its start-up heap (see meetingtasks.worker.gc_tuning).
 with collections_paused(until_frozen=starting_a_worker(sys.orig_argv)):
     # redis-py imports the OpenTelemetry metrics SDK only to note that it is installed (its metrics import it
-    # again once configured): ~100 ms of every process's start-up (see meetingtasks.optional_imports).
+    # again once configured): ~30 ms of every process's start-up (see meetingtasks.optional_imports).
     with skipped("opentelemetry.sdk.metrics"):
         import redis as _redis  # noqa: F401
 

@@ -1,9 +1,9 @@
 """Keep libraries' eager probes for optional extras out of start-up.
 
 Some libraries we import try an optional package at import time only to set a flag or build an ornament, and
-pay for it whether or not anything uses it: redis-py 8 imports the OpenTelemetry metrics SDK (~100-170 ms with
-its psutil and resource detection) only to note that it is installed; Celery's ``celery.bin.base`` builds a
-pygments lexer (~50 ms) to colour ``celery inspect`` output. Each library handles the package being absent
+pay for it whether or not anything uses it: redis-py 8 imports the OpenTelemetry metrics SDK (~30 ms on our 2-core
+VMs, with psutil and its resource detection) only to note that it is installed; Celery's ``celery.bin.base``
+builds a pygments lexer (~20-50 ms) to colour ``celery inspect`` output. Each library handles the package being absent
 (``except ImportError``) and imports it again where it really needs it, so :func:`skipped` makes the package
 look absent for the length of one import of that library. Nothing is left behind: the package imports
 normally afterwards (tracing's SDK set-up, redis-py's own metrics once configured).

@@ -2,7 +2,7 @@
 
 ``app.worker_main()`` goes through ``celery.bin.celery``, which imports every ``celery`` sub-command (the amqp
 shell with click-repl and prompt-toolkit, multi, events, ...) and loads every ``celery.commands`` plugin
-(Flower with tornado): ~200 ms of a ~0.75 s start-up for a worker that uses none of them. :func:`run_worker`
+(Flower with tornado): ~150 ms of a ~0.7 s start-up for a worker that uses none of them. :func:`run_worker`
 calls the same ``celery worker`` command directly, with the context the umbrella would have given it, so the
 worker's options, their parsing and their errors are Celery's own.
 
