@@ -1,32 +1,44 @@
 """meetingtasks: a Celery-based task and event platform on Redis for a video-meeting backend."""
 
+import sys
 from typing import TYPE_CHECKING, Any
 
-# The platform's maintenance task types (run by user workers, scheduled by beat) are built in.
-from meetingtasks import maintenance as maintenance
-from meetingtasks.callbacks import BatchOutcome, TaskOutcome
-from meetingtasks.current import current_task_id, running_as
-from meetingtasks.dispatcher import Batch, TaskHandle, dispatch, dispatch_batch
-from meetingtasks.errors import (
-    BrokerUnavailable,
-    ConfigurationError,
-    DispatchError,
-    InvalidEvent,
-    InvalidPayload,
-    MeetingTasksError,
-    MessageTooLarge,
-    PermanentError,
-    TaskFailed,
-    TaskNotFound,
-    UnknownTaskType,
-    WaitTimeout,
-)
-from meetingtasks.events import Event, on_event, publish_event, publish_events
-from meetingtasks.platform import Platform, configure, get_platform
-from meetingtasks.priority import Priority
-from meetingtasks.registry import task_type
-from meetingtasks.settings import Settings, load_settings
-from meetingtasks.status import Status
+from meetingtasks.optional_imports import skipped
+from meetingtasks.worker.gc_tuning import collections_paused, starting_a_worker
+
+# Nearly all the import allocates lives as long as the process: collections during it are wasted; a worker keeps
+# them off until it freezes its start-up heap (see meetingtasks.worker.gc_tuning).
+with collections_paused(until_frozen=starting_a_worker(sys.orig_argv)):
+    # redis-py imports the OpenTelemetry metrics SDK only to note that it is installed (its metrics import it
+    # again once configured): ~30 ms of every process's start-up (see meetingtasks.optional_imports).
+    with skipped("opentelemetry.sdk.metrics"):
+        import redis as _redis  # noqa: F401
+
+    # The platform's maintenance task types (run by user workers, scheduled by beat) are built in.
+    from meetingtasks import maintenance as maintenance
+    from meetingtasks.callbacks import BatchOutcome, TaskOutcome
+    from meetingtasks.current import current_task_id, running_as
+    from meetingtasks.dispatcher import Batch, TaskHandle, dispatch, dispatch_batch
+    from meetingtasks.errors import (
+        BrokerUnavailable,
+        ConfigurationError,
+        DispatchError,
+        InvalidEvent,
+        InvalidPayload,
+        MeetingTasksError,
+        MessageTooLarge,
+        PermanentError,
+        TaskFailed,
+        TaskNotFound,
+        UnknownTaskType,
+        WaitTimeout,
+    )
+    from meetingtasks.events import Event, on_event, publish_event, publish_events
+    from meetingtasks.platform import Platform, configure, get_platform
+    from meetingtasks.priority import Priority
+    from meetingtasks.registry import task_type
+    from meetingtasks.settings import Settings, load_settings
+    from meetingtasks.status import Status
 
 if TYPE_CHECKING:
     from meetingtasks.cancel import TaskCancelled, cancel_task, is_cancelled, raise_if_cancelled

@@ -19,7 +19,7 @@ from meetingtasks import kombu_json
 from meetingtasks.connections import is_tls, ssl_options
 from meetingtasks.platform import Platform
 from meetingtasks.priority import Priority, queue_name, service_queues
-from meetingtasks.registry import REGISTRY, SERVICES, TaskTypeSpec, import_modules, load_builtin_types
+from meetingtasks.registry import REGISTRY, SERVICES, TaskTypeSpec, import_modules, load_service_types
 from meetingtasks.settings import Settings, load_settings
 from meetingtasks.signing import install_verifier, signer_for
 from meetingtasks.task import PlatformTask
@@ -145,8 +145,8 @@ def create_app(service: str, settings: Settings | None = None, *, include: Itera
             bind_task(app, spec)
 
     REGISTRY.subscribe(bind_if_ours)
-    # The whole routing table, not only our types: handlers dispatch to other services.
-    load_builtin_types()
+    # Our own types; the other services' (handlers dispatch to them) load on the registry's first miss.
+    load_service_types(service)
     import_modules([*settings.include, *include])
     for spec in REGISTRY.for_service(service):
         bind_task(app, spec)

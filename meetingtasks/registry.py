@@ -70,6 +70,9 @@ def check_client_policy(spec: TaskTypeSpec) -> None:
 
 
 class TaskRegistry:
+    """The table. Every read completes it first: a worker imports only its own service's task module at start-up
+    (the four others cost ~20 ms it mostly never needs), and the rest when a lookup first misses."""
+
     def __init__(self) -> None:
         self._specs: dict[str, TaskTypeSpec] = {}
         self._listeners: list[Callable[[TaskTypeSpec], None]] = []
@@ -117,16 +120,23 @@ class TaskRegistry:
         return spec
 
     def find(self, name: str) -> TaskTypeSpec | None:
-        return self._specs.get(name)
+        spec = self._specs.get(name)
+        if spec is None:
+            load_builtin_types()
+            spec = self._specs.get(name)
+        return spec
 
     def for_service(self, service: str) -> list[TaskTypeSpec]:
+        load_service_types(service)
         return [s for s in self._specs.values() if s.service == service]
 
     def all(self) -> list[TaskTypeSpec]:
+        load_builtin_types()
         return list(self._specs.values())
 
     def client_types(self) -> list[TaskTypeSpec]:
         """The types gateway clients may submit (declared ``client=True``)."""
+        load_builtin_types()
         return [s for s in self._specs.values() if s.client]
 
 
@@ -184,16 +194,32 @@ def task_type(
 
 
 _builtin_loaded = False
+# Lookups in a worker's threads can miss at once: each waits for the whole table. The thread that is loading it
+# and looks a type up again meanwhile (a task module at import) gets what is registered so far, as before.
+_builtin_lock = threading.RLock()
+_builtin_loading = False
 
 
 def load_builtin_types() -> None:
     """Import the five services' task modules so their types are in the table (idempotent)."""
-    global _builtin_loaded
+    global _builtin_loaded, _builtin_loading
     if _builtin_loaded:
         return
-    _builtin_loaded = True
-    for service in SERVICES:
-        importlib.import_module(f"meetingtasks.services.{service}.tasks")
+    with _builtin_lock:
+        if _builtin_loaded or _builtin_loading:
+            return
+        _builtin_loading = True
+        try:
+            for service in SERVICES:
+                importlib.import_module(f"meetingtasks.services.{service}.tasks")
+        finally:
+            _builtin_loading = False
+        _builtin_loaded = True
+
+
+def load_service_types(service: str) -> None:
+    """Import ``service``'s task module so its types are in the table (idempotent)."""
+    importlib.import_module(f"meetingtasks.services.{service}.tasks")
 
 
 def import_modules(modules: Iterable[str]) -> None:

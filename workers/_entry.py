@@ -7,6 +7,7 @@ import sys
 from celery import Celery
 
 from meetingtasks.app import create_app
+from meetingtasks.worker.launch import run_worker
 
 
 def app_for(service: str) -> Celery:
@@ -15,4 +16,4 @@ def app_for(service: str) -> Celery:
 
 def run(service: str, argv: list[str] | None = None) -> None:
     app = app_for(service)
-    app.worker_main(argv=["worker", *(sys.argv[1:] if argv is None else argv)])
+    run_worker(app, sys.argv[1:] if argv is None else argv, prog_name=f"python -m workers.{service}")

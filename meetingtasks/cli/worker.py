@@ -18,6 +18,7 @@ def worker(service: str, includes: tuple[str, ...], celery_args: tuple[str, ...]
     from meetingtasks.app import create_app
     from meetingtasks.registry import REGISTRY
     from meetingtasks.secret_fields import check_worker_keys
+    from meetingtasks.worker.launch import run_worker
 
     try:
         app = create_app(service, include=includes)
@@ -25,11 +26,11 @@ def worker(service: str, includes: tuple[str, ...], celery_args: tuple[str, ...]
                           {spec.name: spec.payload_model for spec in REGISTRY.for_service(service)})
     except MeetingTasksError as exc:
         fail(str(exc))
-    argv = ["worker", "--loglevel", app.mt_platform.settings.log_level, *celery_args]
+    argv = ["--loglevel", app.mt_platform.settings.log_level, *celery_args]
     if not any(arg in ("-n", "--hostname") or arg.startswith("--hostname=") for arg in celery_args):
         # One node name per service, so Flower and `celery inspect` tell the five workers of a host apart.
         argv += ["--hostname", f"{service}@%h"]
-    app.worker_main(argv=argv)
+    run_worker(app, argv, prog_name=f"meetingtasks worker {service}")
 
 
 def register(group: click.Group) -> None:
