@@ -411,8 +411,15 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "priority": Bench.priority_under_load,
     "memory": Bench.memory,
     "commands": _costs,
+    "startup": _startup,
     "sharding": sharding,
 }
+
+def _startup(b: Bench) -> None:
+    from bench.startup import startup
+
+    startup(b)
+
 
 OTHERS = ["bench.delayed", "bench.bridge", "bench.local_bus", "bench.dispatch", "bench.gateway"]
 
