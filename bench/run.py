@@ -404,6 +404,12 @@ def _latency(b: Bench) -> None:
     b.latency(1000)
 
 
+def _startup(b: Bench) -> None:
+    from bench.startup import startup
+
+    startup(b)
+
+
 SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "dispatch": _dispatch,
     "drain": _drain,
@@ -414,12 +420,6 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "startup": _startup,
     "sharding": sharding,
 }
-
-def _startup(b: Bench) -> None:
-    from bench.startup import startup
-
-    startup(b)
-
 
 OTHERS = ["bench.delayed", "bench.bridge", "bench.local_bus", "bench.dispatch", "bench.gateway"]
 
