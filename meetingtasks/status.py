@@ -61,10 +61,34 @@ TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.DEAD_LETTERED, Sta
 # Returns 1 if accepted. The first terminal transition of a task (guarded by the field 'finalized', which replay
 # leaves in place) drops its deadline, files its callbacks in the outbox and counts it in its batch, all in one
 # atomic call: so callbacks fire exactly once whoever ends the task (worker, dead-lettering, watchdog, cancel).
+# A script recording many transitions passes ``bacc`` (a table) and calls mt_count_batches(bacc, batch key prefix,
+# outbox) before it returns: each batch is then counted with one read and one write for all of its tasks.
 TRANSITION_FUNCTION = """
 local terminal = {SUCCEEDED=true, FAILED=true, DEAD_LETTERED=true, CANCELLED=true, TIMED_OUT=true}
+-- Counts finalised tasks in their batches: acc maps a batch id to {count=, by={status=count}, now=}. A batch
+-- whose hash expired (no total) is left alone; its on_complete is filed once, when done reaches total.
+local function mt_count_batches(acc, bprefix, outbox)
+  for batch, a in pairs(acc) do
+    local bk = bprefix .. batch
+    local read, statuses = {'total', 'done', 'on_complete'}, {}
+    for status in pairs(a.by) do statuses[#statuses + 1] = status; read[#read + 1] = 'n:' .. status end
+    local b = redis.call('HMGET', bk, unpack(read))
+    if b[1] then
+      local before = tonumber(b[2]) or 0
+      local done = before + a.count
+      local write = {'done', done}
+      for i, status in ipairs(statuses) do
+        write[#write + 1] = 'n:' .. status
+        write[#write + 1] = (tonumber(b[3 + i]) or 0) + a.by[status]
+      end
+      redis.call('HSET', bk, unpack(write))
+      local total = tonumber(b[1]) or 0
+      if b[3] and before < total and done >= total then redis.call('ZADD', outbox, a.now, 'b:' .. batch) end
+    end
+  end
+end
 local function transition(skey, deadlines, outbox, status, now, attempt, ttl, channel, event, force, id, bprefix,
-                          fields, pre)
+                          fields, pre, bacc)
   -- One read for the guard, the history and what finalising needs; one write for all of it. ``pre`` (optional):
   -- {history line, event} of a transition that happened just before this one, written and published with it.
   local cur = redis.call('HMGET', skey, 'status', 'history', 'finalized', 'on_success', 'on_failure', 'batch',
@@ -93,14 +117,13 @@ local function transition(skey, deadlines, outbox, status, now, attempt, ttl, ch
     if finalize then
       if callbacks then redis.call('ZADD', outbox, now, 't:' .. id) end
       if batch then
-        -- One read and one write (the script is atomic): a batch whose hash expired (no total) is left alone.
-        local bk = bprefix .. batch
-        local b = redis.call('HMGET', bk, 'total', 'done', 'n:' .. status, 'on_complete')
-        if b[1] then
-          local done = (tonumber(b[2]) or 0) + 1
-          redis.call('HSET', bk, 'done', done, 'n:' .. status, (tonumber(b[3]) or 0) + 1)
-          if done == tonumber(b[1]) and b[4] then redis.call('ZADD', outbox, now, 'b:' .. batch) end
-        end
+        local acc = bacc or {}
+        local a = acc[batch]
+        if not a then a = {count=0, by={}}; acc[batch] = a end
+        a.count = a.count + 1
+        a.by[status] = (a.by[status] or 0) + 1
+        a.now = now
+        if not bacc then mt_count_batches(acc, bprefix, outbox) end
       end
     end
   end

@@ -76,6 +76,7 @@ FETCH = LuaScript(
 local nstart = tonumber(ARGV[11])
 local nacks = tonumber(ARGV[12])
 local j = 13 + nacks
+local bacc = {}  -- batch counts of the outcomes below, written once per batch (see mt_count_batches)
 while j <= #ARGV do
   local id, nf = ARGV[j], tonumber(ARGV[j + 5])
   local fields, pre = {unpack(ARGV, j + 6, j + 5 + nf)}, nil
@@ -87,9 +88,10 @@ while j <= #ARGV do
     for i = j + 6, j + 5 + nf do fields[#fields + 1] = ARGV[i] end
   end
   transition(ARGV[4] .. id, ARGV[8], ARGV[9], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[5], ARGV[6],
-             ARGV[j + 4], '0', id, ARGV[10], fields, pre)
+             ARGV[j + 4], '0', id, ARGV[10], fields, pre, bacc)
   j = j + 6 + nf
 end
+mt_count_batches(bacc, ARGV[10], ARGV[9])
 -- All the acks in one ZREM and one HDEL (in slices: unpack's stack is limited).
 for i = 13, 12 + nacks, 1000 do
   local last = math.min(i + 999, 12 + nacks)
