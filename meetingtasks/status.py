@@ -208,9 +208,11 @@ class StatusRecord:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: v for k, v in self.fields.items() if k not in ("history", "result")}
         out.update(id=self.id, status=self.status.value, attempt=self.attempt)
-        for name in ("created_at", "updated_at", "progress", "deadline"):
+        for name in ("created_at", "updated_at", "progress", "deadline", "cancel_requested_at"):
             if name in out:
                 out[name] = float(out[name])
+        if "deliveries" in out:
+            out["deliveries"] = int(out["deliveries"])
         if "result" in self.fields:
             out["result"] = mask(self.result)  # a display: sealed secrets show as ***
         out["history"] = [{"status": s.value, "time": t, "attempt": a} for s, t, a in self.history]
