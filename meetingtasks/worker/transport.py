@@ -185,7 +185,13 @@ for k = 3, #KEYS do
   local q = KEYS[k]
   local service, priority = string.match(q, '^(.*)%.(%a+)$')
   -- One RPOP with a count per queue (Redis >= 6.2): the messages in pop order, or false for an empty queue.
-  local popped_here = redis.call('RPOP', q, left) or {}
+  -- For one message, the plain RPOP: Redis serves it several microseconds faster than a count of 1.
+  local popped_here
+  if left == 1 then
+    popped_here = {redis.call('RPOP', q) or nil}
+  else
+    popped_here = redis.call('RPOP', q, left) or {}
+  end
   for _, m in ipairs(popped_here) do
     left = left - 1
     popped = popped + 1
