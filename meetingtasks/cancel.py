@@ -36,6 +36,7 @@ from celery import Celery, current_task
 from celery.signals import task_revoked
 
 from meetingtasks.errors import MeetingTasksError, TaskNotFound
+from meetingtasks.lua import LuaScript
 from meetingtasks.message import loads
 from meetingtasks.platform import Platform, get_platform
 from meetingtasks.priority import parse_queue
@@ -100,12 +101,12 @@ def cancel(platform: Platform, task_id: str, *, terminate: bool = False) -> Canc
                     assert record is not None
                     return _cancel_running(platform, service, record, terminate)
                 pipe.multi()
-                _set_flag(pipe, platform, task_id)
                 platform.delayed.queue_remove(pipe, service, task_id)
                 platform.status.transition(
                     pipe, task_id, Status.CANCELLED, attempt=record.attempt if record else 1,
                     fields={**_identity(platform, client, service, task_id, record), "error": "cancelled"},
                 )
+                _set_flag(pipe, platform, task_id)  # after the transition: the record exists now
                 pipe.execute()
                 return CancelOutcome(task_id, before, Status.CANCELLED)
             except redis.WatchError:
@@ -139,8 +140,28 @@ def _clients(platform: Platform) -> list[tuple[str, redis.Redis]]:
     return list(seen.values())
 
 
+# The cancel flag, and its copy in the status record (field cancel_requested_at), which the worker's fetch reads
+# in the read of the record it does anyway. Only an existing record gets the copy (a record holding nothing but
+# it would have no status); its lifetime is renewed with the flag's, so the copy lasts at least as long.
+# KEYS: cancel flag, status record. ARGV: time_s, ttl_s.
+_SET_FLAG = LuaScript(
+    """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HSET', KEYS[2], 'cancel_requested_at', ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+"""
+)
+
+
 def _set_flag(client: redis.Redis | redis.client.Pipeline, platform: Platform, task_id: str) -> None:
-    client.set(platform.keys.cancel(task_id), repr(time.time()), ex=platform.settings.status_ttl_s)
+    keys = [platform.keys.cancel(task_id), platform.keys.status(task_id)]
+    args: list[str | int] = [repr(time.time()), platform.settings.status_ttl_s]
+    if isinstance(client, redis.client.Pipeline):
+        _SET_FLAG.queue(client, keys, args)
+    else:
+        _SET_FLAG(client, keys, args)
 
 
 def _identity(

@@ -36,7 +36,7 @@ from meetingtasks.wake import WAKE_LUA
 
 _HOST = socket.gethostname()
 
-# KEYS: dlq hash, dlq index, target queue, deliveries counter, task status, wake list.
+# KEYS: dlq hash, dlq index, target queue, task status, wake list.
 # ARGV: id, message, now_s, status channel, status event JSON, status ttl_s.
 # The status is reset to QUEUED before the push, so a worker never sees the old terminal status.
 _REPLAY = LuaScript(
@@ -44,16 +44,15 @@ _REPLAY = LuaScript(
     + """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('DEL', KEYS[4])
-if redis.call('EXISTS', KEYS[5]) == 1 then
-  local h = redis.call('HGET', KEYS[5], 'history') or ''
-  redis.call('HSET', KEYS[5], 'status', 'QUEUED', 'attempt', '1', 'updated_at', ARGV[3],
-             'history', h .. 'QUEUED ' .. ARGV[3] .. ' 1\\n')
-  redis.call('HDEL', KEYS[5], 'error', 'error_type', 'result')
-  redis.call('EXPIRE', KEYS[5], ARGV[6])
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  local h = redis.call('HGET', KEYS[4], 'history') or ''
+  redis.call('HSET', KEYS[4], 'status', 'QUEUED', 'attempt', '1', 'updated_at', ARGV[3],
+             'history', h .. 'QUEUED ' .. ARGV[3] .. ' 1\\n', 'deliveries', '0')
+  redis.call('HDEL', KEYS[4], 'error', 'error_type', 'result')
+  redis.call('EXPIRE', KEYS[4], ARGV[6])
   redis.call('PUBLISH', ARGV[4], ARGV[5])
 end
-mt_wake(KEYS[6], 1)
+mt_wake(KEYS[5], 1)
 redis.call('LPUSH', KEYS[3], ARGV[2])
 return 1
 """
@@ -188,7 +187,7 @@ class DeadLetterStore:
         done = _REPLAY(
             client,
             [self.keys.dlq(held_by), self.keys.dlq_index(held_by), letter.queue,
-             self.keys.deliveries(task_id), self.keys.status(task_id), self.keys.wake(held_by)],
+             self.keys.status(task_id), self.keys.wake(held_by)],
             [letter.id, message, repr(now), self.keys.status_channel, event, self.status_ttl_s],
         )
         return ReplayResult(id=letter.id, task_id=letter.task_id, queue=letter.queue, replayed=bool(done))

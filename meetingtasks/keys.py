@@ -17,12 +17,13 @@ key                                type    owner                  lifetime / not
 ``P delayed:<svc>:msg``            hash    delayed                task id -> ``<queue>\\n<message>``; until the
                                                                   pump moves it or a cancel removes it
 ``P status:<id>``                  hash    status                 task status record; TTL status_ttl_s (after
-                                                                  the due time for a delayed task)
+                                                                  the due time for a delayed task); also the
+                                                                  poison guard's delivery count (deliveries)
+                                                                  and cancel_requested_at (see cancel)
 ``P status``                       pubsub  status                 every status transition, JSON
-``P deliveries:<id>``              string  task (poison guard)    deliveries of one task; TTL 1 day
 ``P cancel:<id>``                  string  cancel                 cancel flag (time of the request); checked
-                                                                  by the worker at start and by handlers;
-                                                                  TTL status_ttl_s
+                                                                  by handlers (the worker's fetch reads its
+                                                                  copy in the status record); TTL status_ttl_s
 ``P wake:<svc>``                    list    wake, worker fetch     wake tokens for idle workers (<= 64)
 ``P dedup:<key>``                  string  dedup (dispatcher)     task id owning a dedup key; TTL dedup_ttl_s;
                                                                   set in the Lua call that queues the task;
@@ -153,9 +154,6 @@ class Keys:
 
     def wake(self, service: str) -> str:
         return f"{self.prefix}wake:{service}"
-
-    def deliveries(self, task_id: str) -> str:
-        return f"{self.prefix}deliveries:{task_id}"
 
     def cancel(self, task_id: str) -> str:
         return f"{self.prefix}cancel:{task_id}"
@@ -289,9 +287,6 @@ class Keys:
 
     def ai_result(self, task_id: str) -> str:
         return f"{self.prefix}ai:{task_id}"
-
-#: Time a delivery counter survives: long enough to span every redelivery of one task.
-DELIVERIES_TTL_S = 86_400
 
 #: Time a failed-handler counter of an event survives.
 EVENT_ATTEMPTS_TTL_S = 86_400

@@ -2,7 +2,10 @@
 
 A record holds ``id type service priority queue status attempt created_at updated_at`` and, when known,
 ``result`` (JSON), ``error``, ``error_type``, ``progress``, ``progress_message``, ``worker``, and
-``history``: one line per transition, ``"<STATUS> <epoch seconds> <attempt>"``. Records expire
+``history``: one line per transition, ``"<STATUS> <epoch seconds> <attempt>"``; ``deliveries``: the
+poison guard's count of deliveries of the current run (the worker's fetch counts each one; a transition
+other than STARTED resets it); ``cancel_requested_at``: set with the cancel flag (see
+:mod:`meetingtasks.cancel`), so the fetch reads it in its read of the record. Records expire
 ``status_ttl_s`` after their last change. Every accepted transition is published as JSON on the status
 channel (``Keys.status_channel``), which the WebSocket gateway forwards.
 
@@ -58,14 +61,38 @@ TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.DEAD_LETTERED, Sta
 # Returns 1 if accepted. The first terminal transition of a task (guarded by the field 'finalized', which replay
 # leaves in place) drops its deadline, files its callbacks in the outbox and counts it in its batch, all in one
 # atomic call: so callbacks fire exactly once whoever ends the task (worker, dead-lettering, watchdog, cancel).
+# A script recording many transitions passes ``bacc`` (a table) and calls mt_count_batches(bacc, batch key prefix,
+# outbox) before it returns: each batch is then counted with one read and one write for all of its tasks.
 TRANSITION_FUNCTION = """
 local terminal = {SUCCEEDED=true, FAILED=true, DEAD_LETTERED=true, CANCELLED=true, TIMED_OUT=true}
+-- Counts finalised tasks in their batches: acc maps a batch id to {count=, by={status=count}, now=}. A batch
+-- whose hash expired (no total) is left alone; its on_complete is filed once, when done reaches total.
+local function mt_count_batches(acc, bprefix, outbox)
+  for batch, a in pairs(acc) do
+    local bk = bprefix .. batch
+    local read, statuses = {'total', 'done', 'on_complete'}, {}
+    for status in pairs(a.by) do statuses[#statuses + 1] = status; read[#read + 1] = 'n:' .. status end
+    local b = redis.call('HMGET', bk, unpack(read))
+    if b[1] then
+      local before = tonumber(b[2]) or 0
+      local done = before + a.count
+      local write = {'done', done}
+      for i, status in ipairs(statuses) do
+        write[#write + 1] = 'n:' .. status
+        write[#write + 1] = (tonumber(b[3 + i]) or 0) + a.by[status]
+      end
+      redis.call('HSET', bk, unpack(write))
+      local total = tonumber(b[1]) or 0
+      if b[3] and before < total and done >= total then redis.call('ZADD', outbox, a.now, 'b:' .. batch) end
+    end
+  end
+end
 local function transition(skey, deadlines, outbox, status, now, attempt, ttl, channel, event, force, id, bprefix,
-                          fields, pre)
+                          fields, pre, bacc)
   -- One read for the guard, the history and what finalising needs; one write for all of it. ``pre`` (optional):
   -- {history line, event} of a transition that happened just before this one, written and published with it.
   local cur = redis.call('HMGET', skey, 'status', 'history', 'finalized', 'on_success', 'on_failure', 'batch',
-                        'deadline')
+                        'deadline', 'deliveries')
   if cur[1] and terminal[cur[1]] and force ~= '1' then return 0 end
   local finalize = terminal[status] and not cur[3]
   local callbacks, batch = cur[4] or cur[5], cur[6]
@@ -77,6 +104,8 @@ local function transition(skey, deadlines, outbox, status, now, attempt, ttl, ch
   local write = {'status', status, 'updated_at', now, 'attempt', attempt,
                  'history', (cur[2] or '') .. (pre and pre[1] or '') .. status .. ' ' .. now .. ' ' .. attempt .. '\\n'}
   if finalize then write[#write + 1] = 'finalized'; write[#write + 1] = now end
+  -- The poison guard's delivery count starts again once a run has ended (retry, terminal, replay, cancel).
+  if status ~= 'STARTED' and cur[8] and cur[8] ~= '0' then write[#write + 1] = 'deliveries'; write[#write + 1] = '0' end
   for i = 1, #fields do write[#write + 1] = fields[i] end
   redis.call('HSET', skey, unpack(write))
   redis.call('EXPIRE', skey, ttl)
@@ -87,13 +116,14 @@ local function transition(skey, deadlines, outbox, status, now, attempt, ttl, ch
     if cur[7] or not cur[1] then redis.call('ZREM', deadlines, id) end
     if finalize then
       if callbacks then redis.call('ZADD', outbox, now, 't:' .. id) end
-      if batch and redis.call('EXISTS', bprefix .. batch) == 1 then
-        local bk = bprefix .. batch
-        local done = redis.call('HINCRBY', bk, 'done', 1)
-        redis.call('HINCRBY', bk, 'n:' .. status, 1)
-        if done == tonumber(redis.call('HGET', bk, 'total')) and redis.call('HEXISTS', bk, 'on_complete') == 1 then
-          redis.call('ZADD', outbox, now, 'b:' .. batch)
-        end
+      if batch then
+        local acc = bacc or {}
+        local a = acc[batch]
+        if not a then a = {count=0, by={}}; acc[batch] = a end
+        a.count = a.count + 1
+        a.by[status] = (a.by[status] or 0) + 1
+        a.now = now
+        if not bacc then mt_count_batches(acc, bprefix, outbox) end
       end
     end
   end
@@ -112,14 +142,21 @@ _TRANSITION = LuaScript(
 # STARTED as a Lua function that the worker's fetch script embeds, to record the start atomically with the pop.
 # The same rule as _TRANSITION for a non-terminal status: refused (returns 0) once the task is terminal.
 STARTED_LUA = """
+local mt_terminal = {SUCCEEDED=true, FAILED=true, DEAD_LETTERED=true, CANCELLED=true, TIMED_OUT=true}
+-- Returns started (1, or 0 when the task is terminal already), deliveries, cancelled (1/0). Counts the delivery
+-- (field 'deliveries', the poison guard's count) in the same write, also for a terminal task (whose run is skipped).
 local function mt_started(key, id, now, attempt, ttl, channel, task, service, priority, worker, wait)
-  local terminal = {SUCCEEDED=true, FAILED=true, DEAD_LETTERED=true, CANCELLED=true, TIMED_OUT=true}
-  local cur = redis.call('HMGET', key, 'status', 'history')
-  if cur[1] and terminal[cur[1]] then return 0 end
+  local cur = redis.call('HMGET', key, 'status', 'history', 'deliveries', 'cancel_requested_at')
+  local deliveries = (tonumber(cur[3]) or 0) + 1
+  local cancelled = cur[4] and 1 or 0
+  if cur[1] and mt_terminal[cur[1]] then
+    redis.call('HSET', key, 'deliveries', deliveries)
+    return 0, deliveries, cancelled
+  end
   local event = {op='status', id=id, status='STARTED', time=tonumber(now), attempt=attempt, type=task,
                  service=service, priority=priority}
   local write = {'status', 'STARTED', 'updated_at', now, 'attempt', attempt, 'type', task, 'service', service,
-                 'priority', priority, 'worker', worker,
+                 'priority', priority, 'worker', worker, 'deliveries', deliveries,
                  'history', (cur[2] or '') .. 'STARTED ' .. now .. ' ' .. attempt .. '\\n'}
   if wait then
     event.wait_s = wait
@@ -130,7 +167,7 @@ local function mt_started(key, id, now, attempt, ttl, channel, task, service, pr
   -- A record the dispatcher wrote has its lifetime already; one a foreign producer's task starts gets one.
   if not cur[1] then redis.call('EXPIRE', key, ttl) end
   redis.call('PUBLISH', channel, cjson.encode(event))
-  return 1
+  return 1, deliveries, cancelled
 end
 """
 
@@ -171,9 +208,11 @@ class StatusRecord:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: v for k, v in self.fields.items() if k not in ("history", "result")}
         out.update(id=self.id, status=self.status.value, attempt=self.attempt)
-        for name in ("created_at", "updated_at", "progress", "deadline"):
+        for name in ("created_at", "updated_at", "progress", "deadline", "cancel_requested_at"):
             if name in out:
                 out[name] = float(out[name])
+        if "deliveries" in out:
+            out["deliveries"] = int(out["deliveries"])
         if "result" in self.fields:
             out["result"] = mask(self.result)  # a display: sealed secrets show as ***
         out["history"] = [{"status": s.value, "time": t, "attempt": a} for s, t, a in self.history]

@@ -2,7 +2,8 @@
 
 One run, in the worker process that executes it:
 
-1. one round trip: count this delivery, read the cancel flag, record STARTED;
+1. one round trip: count this delivery, read the cancel flag, record STARTED (the worker's fetch does it
+   atomically with the pop; the delivery count is the field ``deliveries`` of the status record);
 2. cancelled -> CANCELLED, skipped; delivered more than ``max_deliveries`` times (its worker kept dying)
    -> dead-lettered without running;
 3. payload invalid -> dead-lettered at once with the validation message;
@@ -33,7 +34,6 @@ from meetingtasks.cancel import TaskCancelled
 from meetingtasks.deadletter import DeadLetter, format_traceback
 from meetingtasks.dispatcher import validation_message
 from meetingtasks.errors import InfrastructureError, InvalidPayload, PermanentError
-from meetingtasks.keys import DELIVERIES_TTL_S
 from meetingtasks.lua import execute_idempotent
 from meetingtasks.message import dumps, encode_task_message, payload_from_args, task_body
 from meetingtasks.platform import Platform
@@ -145,13 +145,13 @@ class PlatformTask(Task):  # type: ignore[misc]
 
         def begin() -> list[Any]:
             with client.pipeline(transaction=False) as pipe:
-                pipe.incr(p.keys.deliveries(task_id))
-                pipe.expire(p.keys.deliveries(task_id), DELIVERIES_TTL_S)
-                pipe.get(p.keys.cancel(task_id))
                 p.status.transition(
                     pipe, task_id, Status.STARTED, attempt=attempt, now=started_at,
                     fields={**self._identity(), "worker": _WORKER, "wait_s": wait_s},
                 )
+                # After the transition, which gives a new record its status and lifetime.
+                pipe.hincrby(p.keys.status(task_id), "deliveries", 1)
+                pipe.get(p.keys.cancel(task_id))
                 return list(pipe.execute())
 
         fetched = getattr(req, "mt_fetch_started", None)
@@ -160,7 +160,7 @@ class PlatformTask(Task):  # type: ignore[misc]
             deliveries, started = req.mt_fetch_deliveries, fetched
             cancelled = "1" if req.mt_fetch_cancelled else None
         else:  # a message taken without the fetch script (foreign producer, idle wake-up)
-            deliveries, _, cancelled, started = self.durably("recording the start", begin)
+            started, deliveries, cancelled = self.durably("recording the start", begin)
 
         if cancelled is not None:
             self.durably("recording the cancel", lambda: p.status.transition(
@@ -256,7 +256,6 @@ class PlatformTask(Task):  # type: ignore[misc]
 
         def build(pipe: Any) -> None:
             p.status.transition(pipe, self.request.id, status, attempt=attempt, fields=fields, by_sha=True)
-            pipe.delete(p.keys.deliveries(self.request.id))
 
         def write() -> None:
             execute_idempotent(client, build)
@@ -291,7 +290,6 @@ class PlatformTask(Task):  # type: ignore[misc]
         def build(pipe: Any) -> None:
             p.delayed.schedule(pipe, self.spec.service, req.id, self._queue(), message, time.time() + delay_s)
             p.status.transition(pipe, req.id, Status.RETRYING, attempt=attempt, fields=fields, by_sha=True)
-            pipe.delete(p.keys.deliveries(req.id))
 
         def write() -> None:
             execute_idempotent(client, build)
@@ -335,7 +333,6 @@ class PlatformTask(Task):  # type: ignore[misc]
             if p.settings.dead_letter_enabled:
                 p.dead_letters.add(pipe, letter)
             p.status.transition(pipe, req.id, status, attempt=attempt, fields=fields, by_sha=True)
-            pipe.delete(p.keys.deliveries(req.id))
 
         def write() -> None:
             execute_idempotent(client, build)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -108,6 +109,28 @@ def test_a_running_handler_that_checks_its_flag_stops_and_ends_cancelled(
     assert time.monotonic() - started < 10
     assert ran(r, "finished", "long") == 0
     assert history(platform, handle.id) == ["QUEUED", "STARTED", "CANCELLED"]
+    assert platform.dead_letters.count(r, "ai") == 0
+
+
+def test_a_running_task_cancelled_and_redelivered_after_its_worker_died_is_dropped_at_fetch(
+    platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    # given a running task that never checks its flag, cancelled without terminate
+    doomed = start_worker("ai", "--pool", "threads", "--concurrency", "1")
+    handle = dispatch("t_sleep", {"tag": "orphan", "seconds": 60})
+    wait_for(lambda: ran(r, "started", "orphan") == 1, 30, message="the task to start")
+    outcome = cancel(platform, handle.id)
+    assert (outcome.before, outcome.status) == (Status.STARTED, Status.STARTED)
+    # (the flag's copy in the status record, which the worker's fetch reads)
+    assert r.hget(platform.keys.status(handle.id), "cancel_requested_at") == r.get(platform.keys.cancel(handle.id))
+    # when its worker dies and another one gets the message back from the restore sweep
+    doomed.kill(signal.SIGKILL)
+    survivor = start_worker("ai", "--pool", "threads", "--concurrency", "1")
+    # then the fetch sees the cancel and the task ends CANCELLED without running again
+    wait_for(lambda: handle.status() is Status.CANCELLED, 30, message="the redelivered task to be cancelled")
+    survivor.wait_log("was cancelled; skipped", 10)
+    assert ran(r, "started", "orphan") == 1 and ran(r, "finished", "orphan") == 0
+    wait_for(lambda: r.hlen(platform.keys.unacked("ai")) == 0, 20, message="the message to be acked")
     assert platform.dead_letters.count(r, "ai") == 0
 
 

@@ -188,6 +188,21 @@ def test_batch_on_complete_fires_once_when_every_member_finished(platform: Platf
     assert json.loads(raw) == {"batch_id": batch.id, "total": 6, "counts": {"SUCCEEDED": 5, "FAILED": 1}}
 
 
+def test_a_solo_batch_counts_many_members_in_one_write_and_fires_on_complete_once(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    # A solo worker records the outcomes of a whole fetch in one call, counting each batch once for all of them.
+    items: list[Any] = [("t_echo", {"tag": str(n)}) for n in range(12)]
+    items += [("t_permanent", {"tag": f"refused-{n}"}) for n in range(2)]
+    batch = dispatch_batch(items, on_complete="t_on_batch")
+    start_worker("ai", "--pool", "solo", env_overrides=WORKER_ENV)
+    assert batch.wait(30) == {"SUCCEEDED": 12, "FAILED": 2}
+    wait_for(lambda: r.llen("test:batches"), 20, message="the on_complete callback")
+    wait_for(lambda: r.zcard(platform.keys.callbacks) == 0, 10, message="an empty outbox")
+    [raw] = r.lrange("test:batches", 0, -1)
+    assert json.loads(raw) == {"batch_id": batch.id, "total": 14, "counts": {"SUCCEEDED": 12, "FAILED": 2}}
+    assert r.hget(platform.keys.batch(batch.id), "done") == b"14"
+
+
 def test_empty_batch_completes_at_once(platform: Platform, r: redis.Redis, worker: WorkerProcess) -> None:
     batch = dispatch_batch([], on_complete="t_on_batch")
     wait_for(lambda: r.llen("test:batches"), 20, message="the on_complete callback")

@@ -46,7 +46,7 @@ def test_a_prefork_child_records_its_outcome_through_the_parents_fetch(
         record = h.info()
         assert [s for s, _, _ in record.history] == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id
         assert "wait_s" in record.fields and "worker" in record.fields, h.id
-        assert r.get(platform.keys.deliveries(h.id)) is None
+        assert r.hget(platform.keys.status(h.id), "deliveries") == b"0"  # the run ended: the count restarts
     # One script call per task (the parent's fetch, which also records the outcome and the ack), not two: the
     # child no longer writes its own outcome. (Once idle, the worker fetches once per wake token left over from the
     # dispatches, at most WAKE_TOKENS_MAX.)
@@ -80,6 +80,6 @@ def test_a_reserved_message_that_waited_too_long_goes_back_behind_a_critical_tas
     for h in [slow, critical, *after]:
         assert [s for s, _, _ in h.info().history] == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id
         assert h.info().attempt == 1
-        assert r.get(platform.keys.deliveries(h.id)) is None
+        assert r.hget(platform.keys.status(h.id), "deliveries") == b"0"  # the run ended: the count restarts
     assert r.hlen(platform.keys.unacked("ai")) == 0
 

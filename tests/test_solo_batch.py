@@ -59,7 +59,7 @@ def test_a_solo_worker_takes_quick_tasks_in_batches_and_records_each(
         assert [s for s, _, _ in record.history] == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id
         assert record.attempt == 1
         assert "wait_s" in record.fields and "worker" in record.fields
-        assert r.get(platform.keys.deliveries(h.id)) is None
+        assert r.hget(platform.keys.status(h.id), "deliveries") == b"0"  # the run ended: the count restarts
     assert r.hlen(platform.keys.unacked("ai")) == 0
     assert sorted(x.decode() for x in r.lrange("test:done", 0, -1)) == sorted(f"q-{i}" for i in range(n))
 
@@ -90,7 +90,7 @@ def test_a_slow_task_in_a_batch_shows_started_and_the_rest_goes_back_behind_a_cr
     for h in [first, slow, critical, *after]:
         assert _history(h) == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id
         assert h.info().attempt == 1
-        assert r.get(platform.keys.deliveries(h.id)) is None
+        assert r.hget(platform.keys.status(h.id), "deliveries") == b"0"  # the run ended: the count restarts
     assert r.hlen(platform.keys.unacked("ai")) == 0
 
 
@@ -101,14 +101,13 @@ def test_giving_back_returns_only_this_workers_own_deliveries(platform: Platform
     for tag in ("tag-held", "tag-taken", "tag-foreign", "tag-foreign-taken"):
         r.hset(keys[0], tag, "[" + ("\"m-foreign\"" if tag == "tag-foreign" else "{}") + ", \"\", \"ai.low\"]")
         r.zadd(keys[1], {tag: 1.0})
-    r.set(platform.keys.deliveries("id-held"), 2)
-    r.set(platform.keys.deliveries("id-swept"), 1)
-    # Our fetch counted delivery 1; the sweep put it back and another worker's fetch counted delivery 2 under the
-    # same tag: that worker's unacked entry stays, and the message is not pushed a second time.
-    r.set(platform.keys.deliveries("id-taken"), 2)
+    for task_id, count in (("id-held", 2), ("id-swept", 1), ("id-taken", 2)):
+        r.hset(platform.keys.status(task_id), mapping={"status": "QUEUED", "deliveries": count})
+    # id-taken: our fetch counted delivery 1; the sweep put it back and another worker's fetch counted delivery 2
+    # under the same tag: that worker's unacked entry stays, and the message is not pushed a second time.
     # Fetch order: held first; one whose lease ran out and that the sweep already queued again; one another worker
     # took since; a foreign message (no id, no count) still ours; one re-fetched by another worker (entry rewritten).
-    given = GIVE_BACK(r, keys, [platform.keys.deliveries(""), "ai.low", "m-held", "tag-held", "id-held", "2",
+    given = GIVE_BACK(r, keys, [platform.keys.status(""), "ai.low", "m-held", "tag-held", "id-held", "2",
                                 "ai.low", "m-swept", "tag-swept", "id-swept", "1",
                                 "ai.low", "m-taken", "tag-taken", "id-taken", "1",
                                 "ai.low", '"m-foreign"', "tag-foreign", "", "0",
@@ -117,9 +116,12 @@ def test_giving_back_returns_only_this_workers_own_deliveries(platform: Platform
     assert r.lrange("ai.low", 0, -1) == [b'"m-foreign"', b"m-held"]  # at the head (RPOP end), in fetch order
     assert sorted(r.hkeys(keys[0])) == [b"tag-foreign-taken", b"tag-taken"]
     assert sorted(r.zrange(keys[1], 0, -1)) == [b"tag-foreign-taken", b"tag-taken"]
-    assert r.get(platform.keys.deliveries("id-held")) == b"1"  # this fetch no longer counts as a delivery
-    assert r.get(platform.keys.deliveries("id-swept")) == b"1"
-    assert r.get(platform.keys.deliveries("id-taken")) == b"2"
+    def count(task_id: str) -> bytes | None:
+        return r.hget(platform.keys.status(task_id), "deliveries")
+
+    assert count("id-held") == b"1"  # this fetch no longer counts as a delivery
+    assert count("id-swept") == b"1"
+    assert count("id-taken") == b"2"
     assert r.llen(keys[2]) == 1  # an idle worker is woken for them
 
 

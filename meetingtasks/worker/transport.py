@@ -7,8 +7,8 @@ a pipeline on a freshly built client. Our channel instead:
 * **fetches with one Lua call** (:data:`FETCH`): pops up to the free prefetch slots from the service's
   queues in strict priority order and, atomically with the pop, records each message as unacked (kombu's
   own hash/index format, so kombu's restore sweep and our lease renewer work unchanged), counts its
-  delivery, reads its cancel flag and records STARTED in its status (the worker hands a fetched message
-  to a free pool slot at once). The results ride to the task as ``mt_fetch_*`` headers;
+  delivery and reads its cancel flag (both in its status record) and records STARTED there (the worker
+  hands a fetched message to a free pool slot at once). The results ride to the task as ``mt_fetch_*`` headers;
 * **acks in batches**: an ack is buffered and applied by the next fetch call (or at once when the channel
   is idle), and so is the terminal status of a task that ran in this process (see
   :mod:`meetingtasks.worker.outcomes`): a busy worker spends one round trip per batch of tasks on fetching,
@@ -47,7 +47,6 @@ from redis.exceptions import NoScriptError, RedisError
 
 from meetingtasks import connections, kombu_json
 from meetingtasks.connections import WRITES_REFUSED, new_client
-from meetingtasks.keys import DELIVERIES_TTL_S
 from meetingtasks.lua import LuaScript
 from meetingtasks.message import MalformedMessage, check_envelope, loads, strip_fetch_headers
 from meetingtasks.platform import Platform
@@ -70,9 +69,9 @@ log = logging.getLogger(__name__)
 
 # KEYS: unacked hash, unacked index, then (none: only apply the buffered outcomes and acks) the service's wake list
 #       and its queues in priority order.
-# ARGV: max messages, now_s, max bytes, status key prefix, status ttl_s, status channel, deliveries key prefix,
-#       deliveries ttl_s, cancel key prefix, worker name, deadlines key, callback outbox key, batch key prefix,
-#       how many messages start now, number of acks, ack tags..., then buffered outcomes to the end (see
+# ARGV: max messages, now_s, max bytes, status key prefix, status ttl_s, status channel, worker name, deadlines
+#       key, callback outbox key, batch key prefix, how many messages start now, number of acks, ack tags...,
+#       then buffered outcomes to the end (see
 #       meetingtasks.worker.outcomes): id, status, time, attempt, event JSON, n, n field/value strings.
 # Outcomes (and deferred STARTEDs) are applied before the acks, and both before anything is fetched.
 # Returns a flat list of [queue, message, deliveries, cancelled, started] per message; a message that is not
@@ -84,9 +83,10 @@ FETCH = LuaScript(
     STARTED_LUA
     + TRANSITION_FUNCTION
     + """
-local nstart = tonumber(ARGV[14])
-local nacks = tonumber(ARGV[15])
-local j = 16 + nacks
+local nstart = tonumber(ARGV[11])
+local nacks = tonumber(ARGV[12])
+local j = 13 + nacks
+local bacc = {}  -- batch counts of the outcomes below, written once per batch (see mt_count_batches)
 while j <= #ARGV do
   local id, nf = ARGV[j], tonumber(ARGV[j + 5])
   local fields, pre = {unpack(ARGV, j + 6, j + 5 + nf)}, nil
@@ -97,15 +97,16 @@ while j <= #ARGV do
     j, nf = k, tonumber(ARGV[k + 5])
     for i = j + 6, j + 5 + nf do fields[#fields + 1] = ARGV[i] end
   end
-  transition(ARGV[4] .. id, ARGV[11], ARGV[12], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[5], ARGV[6],
-             ARGV[j + 4], '0', id, ARGV[13], fields, pre)
-  if ARGV[j + 1] ~= 'STARTED' then redis.call('DEL', ARGV[7] .. id) end
+  transition(ARGV[4] .. id, ARGV[8], ARGV[9], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[5], ARGV[6],
+             ARGV[j + 4], '0', id, ARGV[10], fields, pre, bacc)
   j = j + 6 + nf
 end
-for i = 1, nacks do
-  local tag = ARGV[15 + i]
-  redis.call('ZREM', KEYS[2], tag)
-  redis.call('HDEL', KEYS[1], tag)
+mt_count_batches(bacc, ARGV[10], ARGV[9])
+-- All the acks in one ZREM and one HDEL (in slices: unpack's stack is limited).
+for i = 13, 12 + nacks, 1000 do
+  local last = math.min(i + 999, 12 + nacks)
+  redis.call('ZREM', KEYS[2], unpack(ARGV, i, last))
+  redis.call('HDEL', KEYS[1], unpack(ARGV, i, last))
 end
 local out = {}
 local left = tonumber(ARGV[1])
@@ -143,45 +144,65 @@ local function refusal(env)
   end
   return nil
 end
--- Records a message that passed refusal(); returns deliveries, cancelled, started.
+-- The unacked entries and lease index members of this fetch, written with one HSET and one ZADD at the end.
+local entries, leases = {}, {}
+-- Keeps the books of a message that passed refusal() (its delivery count and cancel flag ride in its status
+-- record, see meetingtasks.status); returns deliveries, cancelled, started.
 local function record(q, m, env, service, priority)
-  local props = env.properties
-  local tag = props.delivery_tag
-  local info = type(props.delivery_info) == 'table' and props.delivery_info or {}
-  local ex = type(info.exchange) == 'string' and info.exchange or ''
-  local rk = type(info.routing_key) == 'string' and info.routing_key or q
-  redis.call('HSET', KEYS[1], tag, '[' .. m .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']')
-  redis.call('ZADD', KEYS[2], ARGV[2], tag)
   -- started = -1: no task id to keep books on (a foreign message); the worker does its own.
   local deliveries, cancelled, started = 0, 0, -1
   local headers = type(env.headers) == 'table' and env.headers or {}
   local id = headers.id
   if type(id) == 'string' then
-    local dk = ARGV[7] .. id
-    deliveries = redis.call('INCR', dk)
-    redis.call('EXPIRE', dk, ARGV[8])
-    cancelled = redis.call('EXISTS', ARGV[9] .. id)
+    local skey = ARGV[4] .. id
     local attempt = (type(headers.retries) == 'number' and headers.retries or 0) + 1
     local task = type(headers.task) == 'string' and headers.task or ''
-    if popped <= nstart then
+    local cur = nil
+    if popped > nstart then
+      cur = redis.call('HMGET', skey, 'status', 'deliveries', 'cancel_requested_at')
+    end
+    if cur and cur[1] then
+      -- Deferred: STARTED is recorded when it runs (DEFERRED_START); the delivery counts now, before it runs.
+      deliveries = (tonumber(cur[2]) or 0) + 1
+      cancelled = cur[3] and 1 or 0
+      redis.call('HSET', skey, 'deliveries', deliveries)
+      started = terminal[cur[1]] and 0 or -2
+    else
+      -- Starts now; so does a deferred one without a status record (a foreign producer's task), which gets its
+      -- record (and so its delivery count) here rather than a record holding nothing but the count.
       local wait = type(headers.mt_enqueued_at) == 'number' and headers.mt_enqueued_at or nil
       if wait then wait = math.max(0, tonumber(ARGV[2]) - wait) end
-      started = mt_started(ARGV[4] .. id, id, ARGV[2], attempt, ARGV[5], ARGV[6], task, service or '',
-                           priority or '', ARGV[10], wait)
-    else
-      local state = redis.call('HGET', ARGV[4] .. id, 'status')
-      started = (state and terminal[state]) and 0 or -2
+      started, deliveries, cancelled = mt_started(skey, id, ARGV[2], attempt, ARGV[5], ARGV[6], task,
+                                                  service or '', priority or '', ARGV[7], wait)
     end
   end
   return deliveries, cancelled, started
+end
+-- The unacked entry of a recorded message (kombu's format), queued for the one HSET/ZADD at the end.
+local function lease(q, m, env)
+  local props = env.properties
+  local tag = props.delivery_tag
+  local info = type(props.delivery_info) == 'table' and props.delivery_info or {}
+  local ex = type(info.exchange) == 'string' and info.exchange or ''
+  local rk = type(info.routing_key) == 'string' and info.routing_key or q
+  entries[#entries + 1] = tag
+  entries[#entries + 1] = '[' .. m .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']'
+  leases[#leases + 1] = ARGV[2]
+  leases[#leases + 1] = tag
 end
 for k = 4, #KEYS do
   if left <= 0 then break end
   local q = KEYS[k]
   local service, priority = string.match(q, '^(.*)%.(%a+)$')
-  while left > 0 do
-    local m = redis.call('RPOP', q)
-    if not m then break end
+  -- One RPOP with a count per queue (Redis >= 6.2): the messages in pop order, or false for an empty queue.
+  -- For one message, the plain RPOP: Redis serves it several microseconds faster than a count of 1.
+  local popped_here
+  if left == 1 then
+    popped_here = {redis.call('RPOP', q) or nil}
+  else
+    popped_here = redis.call('RPOP', q, left) or {}
+  end
+  for _, m in ipairs(popped_here) do
     left = left - 1
     popped = popped + 1
     -- Nothing may raise from here on: the message is popped, and an error would lose it and fail the worker's
@@ -198,18 +219,39 @@ for k = 4, #KEYS do
         if not why then
           local done, deliveries, cancelled, started = pcall(record, q, m, env, service, priority)
           if done then
-            table.insert(out, q); table.insert(out, m); table.insert(out, deliveries)
-            table.insert(out, cancelled); table.insert(out, started)
+            done, why = pcall(lease, q, m, env)
+            if done then
+              why = nil
+              table.insert(out, q); table.insert(out, m); table.insert(out, deliveries)
+              table.insert(out, cancelled); table.insert(out, started)
+            else
+              why = 'cannot record: ' .. tostring(type(why) == 'table' and why.err or why)
+            end
           else
             why = 'cannot record: ' .. tostring(type(deliveries) == 'table' and deliveries.err or deliveries)
-            redis.call('HDEL', KEYS[1], env.properties.delivery_tag)
-            redis.call('ZREM', KEYS[2], env.properties.delivery_tag)
           end
         end
       end
     end
     if why then
       table.insert(out, q); table.insert(out, m); table.insert(out, -1); table.insert(out, why); table.insert(out, 0)
+    end
+  end
+end
+if #entries > 0 then
+  local ok, err = pcall(function()
+    redis.call('HSET', KEYS[1], unpack(entries))
+    redis.call('ZADD', KEYS[2], unpack(leases))
+  end)
+  if not ok then
+    -- The lease could not be written (the unacked keys hold something else): nothing is leased, so every message
+    -- goes back to the worker to dead-letter rather than be lost.
+    local why = 'cannot record: ' .. tostring(type(err) == 'table' and err.err or err)
+    local tags = {}
+    for i = 1, #entries, 2 do tags[#tags + 1] = entries[i] end
+    pcall(redis.call, 'HDEL', KEYS[1], unpack(tags))
+    for i = 1, #out, 5 do
+      if out[i + 2] ~= -1 then out[i + 2] = -1; out[i + 3] = why; out[i + 4] = 0 end
     end
   end
 end
@@ -226,10 +268,11 @@ return out
 # Only this worker's own delivery goes back. If its lease ran out meanwhile, kombu's restore sweep put the message
 # back already (its unacked entry is gone), and another worker may have fetched it since, under the same delivery
 # tag: that worker's unacked entry must stay and the message must not be pushed a second time. The delivery count
-# tells the deliveries apart (every fetch increments it; it is deleted when the task ends), and for a message with
-# no task id (so no count), the entry's text (FETCH stores the message as popped; a restore rewrites it).
-# KEYS: unacked hash, unacked index, wake list. ARGV: deliveries key prefix, then (queue, message, tag, task
-# id or '', the delivery count this worker's fetch returned) per message, in fetch order. Returns how many went back.
+# (field 'deliveries' of the task's status record) tells the deliveries apart (every fetch increments it; a
+# transition that ends the run resets it), and for a message with no task id (so no count), the entry's text
+# (FETCH stores the message as popped; a restore rewrites it).
+# KEYS: unacked hash, unacked index, wake list. ARGV: status key prefix, then (queue, message, tag, task id or '',
+# the delivery count this worker's fetch returned) per message, in fetch order. Returns how many went back.
 GIVE_BACK = LuaScript(
     WAKE_LUA
     + """
@@ -238,14 +281,14 @@ for i = #ARGV - 4, 2, -5 do
   local q, m, tag, id, count = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local mine
   if id ~= '' then
-    mine = redis.call('GET', ARGV[1] .. id) == count
+    mine = redis.call('HGET', ARGV[1] .. id, 'deliveries') == count
   else
     local entry = redis.call('HGET', KEYS[1], tag)
     mine = entry and string.sub(entry, 1, #m + 2) == '[' .. m .. ','
   end
   if mine and redis.call('HDEL', KEYS[1], tag) == 1 then
     redis.call('ZREM', KEYS[2], tag)
-    if id ~= '' and redis.call('DECR', ARGV[1] .. id) <= 0 then redis.call('DEL', ARGV[1] .. id) end
+    if id ~= '' then redis.call('HINCRBY', ARGV[1] .. id, 'deliveries', -1) end
     redis.call('RPUSH', q, m)
     n = n + 1
   end
@@ -998,7 +1041,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         """Return fetched messages that have not run (see GIVE_BACK); garbage among them is dead-lettered."""
         platform = self.platform
         assert platform is not None
-        args: list[Any] = [platform.keys.deliveries("")]
+        args: list[Any] = [platform.keys.status("")]
         for i in range(0, len(rest), 5):
             queue_b, item, deliveries, cancelled, _ = rest[i:i + 5]
             queue = queue_b.decode() if isinstance(queue_b, bytes) else queue_b
@@ -1121,8 +1164,7 @@ def fetch_args(platform: Platform, limit: int, start_now: int, acks: list[str], 
     keys = platform.keys
     args: list[Any] = [
         limit, repr(time.time()), s.max_message_bytes, keys.status(""), s.status_ttl_s, keys.status_channel,
-        keys.deliveries(""), DELIVERIES_TTL_S, keys.cancel(""), _worker_name(), keys.deadlines, keys.callbacks,
-        keys.batch(""), start_now, len(acks), *acks,
+        _worker_name(), keys.deadlines, keys.callbacks, keys.batch(""), start_now, len(acks), *acks,
     ]
     for entry in outcomes:
         args += entry
