@@ -410,7 +410,7 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
 
     def can_consume(self) -> bool:
         if _reserve_slots and self.channel.platform is not None:
-            return int(self.channel.reserve_room()) > 0
+            return bool(self.channel.reserve_wants_more())
         return bool(super().can_consume())
 
     def can_consume_max_estimate(self) -> int | None:
@@ -422,7 +422,7 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
     def ack(self, delivery_tag: Any) -> None:
         self.channel.buffer_ack(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
-        self.channel.release_held()
+        self.channel.release_held(delivery_tag)
 
     def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
         """A hand-back (Celery's ``Reject``, e.g. a bookkeeping write that Redis kept refusing past the grace) that
@@ -436,7 +436,7 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
             log.warning("could not hand message %s back (%s); the restore sweep will once its lease ends",
                         delivery_tag, exc)
             virtual.QoS.ack(self, delivery_tag)  # forgotten here only: not held, not renewed
-        self.channel.release_held()
+        self.channel.release_held(delivery_tag)
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
         """kombu's restore sweep (a timer), which logs a traceback per tick when Redis refuses its writes: one line
@@ -532,6 +532,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         self._mt_batch = SOLO_BATCH_MAX  # the next fetch's size when tasks run inline (see _after_fetch)
         self._mt_rest = _NO_REST  # the batch messages not handed to Celery yet: held, their leases renewed
         self._mt_held: list[_Held] = []  # a prefork worker's reserve (see _hold)
+        self._mt_reserve = 1  # reserved messages per pool process, sized by release_held
+        self._mt_task_s: float | None = None  # how long a task runs in the pool (moving average)
+        self._mt_handed: dict[str, float] = {}  # delivery tag -> when it was handed to the pool (reserve mode)
         # A solo worker's next fetch, sent before its batch runs (see _prefetch): whether its reply is still unread,
         # and when the batch that it overlaps began. The lock orders the consumer with the start flusher's thread,
         # which gives a prefetched batch back when the running one overruns.
@@ -952,6 +955,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             headers["mt_fetch_started"] = 1
         tag = payload["properties"]["delivery_tag"]
         self._mt_recorded.add(tag)
+        if _reserve_slots:
+            self._mt_handed[str(tag)] = time.monotonic()
         try:
             self.connection._deliver(payload, queue)
         except (RedisError, OSError):
@@ -966,29 +971,43 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
 
     # --- a prefork worker's reserve ------------------------------------------------------------------------------
     # With prefetch 1 a prefork worker fetched only when a task had ended and its process sat idle for the round trip
-    # and the hand-over: the fetch never overlapped a run. So each channel keeps one more message per pool process in
-    # reserve, fetched while the tasks run and handed to the pool the moment a process frees (on the ack of its last
-    # task). Strict priority is kept within solo_batch_ms: a reserved message that has waited longer than that when a
-    # process frees goes back to the head of its queue with the rest of the reserve, and the next fetch takes work in
-    # priority order again. A critical task pushed meanwhile so waits at most that much longer than with no reserve.
+    # and the hand-over: the fetch never overlapped a run. So each channel keeps fetched messages in reserve, fetched
+    # while the tasks run and handed to the pool the moment a process frees (on the ack of its last task): per pool
+    # process about half of solo_batch_ms worth of tasks (from how long they run; at least one, at most
+    # SOLO_BATCH_MAX), refilled in one fetch when down to half, so that quick tasks share fetches. Strict priority is
+    # kept within solo_batch_ms: a reserved message that has waited longer than that when a process frees goes back
+    # to the head of its queue with the rest of the reserve, and the next fetch takes work in priority order again.
+    # A critical task pushed meanwhile so waits at most that much longer than with no reserve.
 
     def _in_pool(self) -> int:
         """Messages handed to Celery and not acked yet (kombu keeps acked ones in ``_delivered`` until it flushes)."""
         return len(self.qos._delivered) - len(self.qos._dirty)
 
     def reserve_room(self) -> int:
-        """How many more messages this channel may fetch: one per pool process running, one per process in reserve."""
-        return max(0, 2 * _reserve_slots - self._in_pool() - len(self._mt_held))
+        """How many more messages this channel may fetch: one per free pool process, and the reserve's room."""
+        return max(0, _reserve_slots * (1 + self._mt_reserve) - self._in_pool() - len(self._mt_held))
 
-    def release_held(self) -> None:
+    def reserve_wants_more(self) -> bool:
+        """Fetch when a pool process is free, or when the reserve is down to half: refilled in batches, so that one
+        fetch (one round trip, one script call) serves several tasks."""
+        if self.reserve_room() <= 0:
+            return False
+        return self._in_pool() < _reserve_slots or len(self._mt_held) <= (_reserve_slots * self._mt_reserve) // 2
+
+    def release_held(self, delivery_tag: Any = None) -> None:
         """A pool process is free (a task was acked or handed back): give it the oldest reserved message, or, if that
         one has waited past solo_batch_ms, give the whole reserve back."""
-        if not self._mt_held:
-            return
         platform = self.platform
-        if platform is None:
+        if platform is None or not _reserve_slots:
             return
         budget_s = platform.settings.solo_batch_ms / 1000
+        handed = self._mt_handed.pop(str(delivery_tag), None) if delivery_tag is not None else None
+        if handed is not None:
+            # The reserve per process holds about half the budget's worth of tasks, from how long they run.
+            run_s = time.monotonic() - handed
+            self._mt_task_s = run_s if self._mt_task_s is None else 0.8 * self._mt_task_s + 0.2 * run_s
+            per_process = int(budget_s / 2 / self._mt_task_s) if self._mt_task_s > 0 else SOLO_BATCH_MAX
+            self._mt_reserve = max(1, min(SOLO_BATCH_MAX, per_process))
         while self._mt_held and self._in_pool() < _reserve_slots:
             if time.monotonic() - self._mt_held[0].since > budget_s:
                 held, self._mt_held = self._mt_held, []
