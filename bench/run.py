@@ -144,6 +144,32 @@ class Bench:
             for i in range(n):
                 task.apply_async((i, BLOB), producer=producer)
 
+    def drain_overhead(self) -> None:
+        """The platform's own cost per task: one solo worker draining no-op tasks that touch nothing (ours and
+        stock's), timed from the worker being ready to the queue being empty with nothing leased."""
+        n = self.n(20_000)
+        fig = self.figure(f"drain {n:,} no-op tasks (no counter): solo, 1 worker process", "tasks/s",
+                          target=">= 5,000/s per process")
+        for _ in range(self.rounds):
+            for ours in (True, False):
+                self.reset()
+                if ours:
+                    self._queue_ours(n, "bench_noop")
+                    worker = our_worker(self.env, self.log("overhead-ours"))
+                    queues = OUR_QUEUES
+                else:
+                    self._queue_stock(n, self.stock.noop)
+                    worker = stock_worker(self.stock_env, self.log("overhead-stock"))
+                    queues = ["celery"]
+                try:
+                    wait_until(lambda: int(self.client.get(READY_KEY) or 0) >= 1, 120, "the worker to be ready")
+                    t0, left0 = time.perf_counter(), queued(self.client, queues)
+                    wait_until(lambda q=queues: queued(self.client, q) == 0 and not self.client.exists(
+                        "unacked", self.platform.keys.unacked("ai")), 600, "the queue to drain", 0.002)
+                    (fig.ours if ours else fig.stock).append(left0 / (time.perf_counter() - t0))
+                finally:
+                    worker.stop()
+
     def drain(self, pool: str, concurrency: int = 1, workers: int = 1) -> None:
         """Both platforms' same pool, interleaved round by round."""
         n = self.n(20_000)
@@ -387,6 +413,7 @@ def _dispatch(b: Bench) -> None:
 
 
 def _drain(b: Bench) -> None:
+    b.drain_overhead()
     b.drain("solo")
     b.drain("solo", workers=2)
     b.drain("prefork", 1)
