@@ -1,116 +1,8 @@
 """Every Redis key meetingtasks uses, and who owns it.
 
-``P`` is ``Settings.key_prefix`` (default ``mt:``); ``svc`` a service name; ``id`` a task id.
-
-=================================  ======  =====================  ==========================================
-key                                type    owner                  lifetime / notes
-=================================  ======  =====================  ==========================================
-``<svc>.<priority>``               list    kombu (routing)        the four task queues; LPUSH in, BRPOP out
-``P unacked:<svc>``                hash    kombu QoS              delivery tag -> [message, exchange, queue]
-``P unacked_index:<svc>``          zset    kombu QoS, lease       delivery tag scored by lease start (s);
-                                                                  the lease renewer re-scores live tags
-``P unacked_mutex:<svc>``          string  kombu QoS              restore-sweep lock, expires by itself
-``P dlq:<svc>``                    hash    deadletter             dead-letter id -> JSON dead letter; forever
-``P dlq:<svc>:index``              zset    deadletter             dead-letter id scored by last failure (ms)
-``P delayed:<svc>:<priority>``     zset    delayed                task id scored by due time (epoch ms); one
-                                                                  per priority, pumped critical first
-``P delayed:<svc>:msg``            hash    delayed                task id -> ``<queue>\\n<message>``; until the
-                                                                  pump moves it or a cancel removes it
-``P status:<id>``                  hash    status                 task status record; TTL status_ttl_s (after
-                                                                  the due time for a delayed task); also the
-                                                                  poison guard's delivery count (deliveries)
-                                                                  and cancel_requested_at (see cancel)
-``P status``                       pubsub  status                 every status transition, JSON
-``P cancel:<id>``                  string  cancel                 cancel flag (time of the request); checked
-                                                                  by handlers (the worker's fetch reads its
-                                                                  copy in the status record); TTL status_ttl_s
-``P wake:<svc>``                    list    wake, worker fetch     wake tokens for idle workers (<= 64)
-``P dedup:<key>``                  string  dedup (dispatcher)     task id owning a dedup key; TTL dedup_ttl_s;
-                                                                  set in the Lua call that queues the task;
-                                                                  void once that task's status record is gone
-``P beat::schedule``               zset    redbeat (beat)         periodic entry key scored by next run (s)
-``P beat::statics``                set     redbeat (beat)         names of the entries from beat/schedule.py
-``P beat::lock``                   string  redbeat (beat)         the one beat that fires periodic entries;
-                                                                  TTL beat_lock_timeout_s, renewed every tick
-``P beat:<entry>``                 hash    redbeat (beat)         definition and last run of one entry
-``P beat-last:<entry>``            string  scheduler (beat)       task id of the entry's last dispatch, so a
-                                                                  run not yet started is not queued again;
-                                                                  TTL status_ttl_s
-``P queue-depths``                 string  maintenance            JSON snapshot of ``stats`` rows and time;
-                                                                  rewritten every queue_depths_interval_s
-``P deadlines``                    zset    dispatcher, watchdog   task id scored by its timeout deadline (ms);
-                                                                  removed by the terminal transition
-``P callbacks``                    zset    status, callbacks      outbox: ``t:<id>`` / ``b:<batch>`` scored by
-                                                                  next attempt (s); added by the first terminal
-                                                                  transition, drained by the watchdog
-``P callback-retries``             hash    callbacks              outbox entry -> failed dispatches so far (a
-                                                                  transient Redis error); removed when settled
-``P batch:<id>``                   hash    dispatcher, status     total, done, n:<STATUS>, on_complete;
-                                                                  TTL status_ttl_s
-``P rate:<type>``                  string  ratelimit              GCRA theoretical arrival time (ms) of a
-                                                                  rate-limited type; expires when idle
-``P gateway:<instance>``           hash    gateway                session counters of one gateway process;
-                                                                  TTL 30 s, refreshed every 5 s
-``P workers:<svc>``                hash    metrics.heartbeat      worker name -> JSON heartbeat, written by the
-                                                                  consumer's event loop; TTL 1 day, stale
-                                                                  fields pruned by the exporter
-``P bridges``                      hash    metrics.reporter       bridge consumer -> JSON counters and time,
-                                                                  every heartbeat_interval_s; TTL 1 day,
-                                                                  stale fields pruned by the exporter
-``P gateways``                     zset    gateway, exporter      gateway instance scored by its last counters
-                                                                  write (s): the index of ``P gateway:<inst>``;
-                                                                  the exporter drops members whose hash expired
-``P events:<channel>``             stream  events.publisher,      one per event channel; field ``event`` = the
-                                           events.retention       JSON envelope; trimmed below what every
-                                                                  consumer group acknowledged (never capped)
-``<channel>``                      pubsub  events.publisher       live copy of each event, un-prefixed so that
-                                                                  outside services PUBLISH on the plain name
-``P event:<event id>``             string  events.publisher,      "this id is in its stream": appends are
-                                           bridge                 idempotent by id; TTL event_id_ttl_s
-``P event-attempts:<event id>``    hash    bridge                 subscription -> failed handler runs before
-                                                                  dead-lettering; TTL 1 day
-``P op:<task id>``                 hash    services (operation)   what one handler run decided: once-only values
-                                                                  (new ids, tokens) and its result, so a
-                                                                  redelivery repeats nothing; TTL op_ttl_s
-``P blob:<id>``                    hash    blobs                  ``data``, ``content_type``, ``size``,
-                                                                  ``created_at``: audio/video passed by reference
-                                                                  (``blob:<id>``); TTL blob_ttl_s
-``P user:<user id>``               hash    user store             username, email, display_name, avatar_url,
-                                                                  bio, status, meeting_id, password (scrypt),
-                                                                  created_at, updated_at, op markers; forever
-``P username:<name>``              string  user store             user id owning a (lower-cased) name; SET NX
-``P login:<sha256 of token>``      hash    user store             user_id, username, created_at, expires_at;
-                                                                  expires by itself a little after expires_at
-``P logins``                       zset    user store             login key scored by expires_at (s); the beat
-                                                                  job sweeps it (user goes offline)
-``P user-logins:<user id>``        set     user store             the user's login keys
-``P meeting:<id>``                 hash    meeting store          title, host_id, state (scheduled, live,
-                                                                  ended), start_at, started_at, ends_at,
-                                                                  ended_at, reason, max_duration_s, op markers;
-                                                                  TTL domain_retention_s once ended
-``P meeting:<id>:participants``    hash    meeting store          user id -> JSON {joined_at, op, client}
-``P meeting:<id>:left``            hash    meeting store          user id -> JSON {left_at, op}
-``P meeting:<id>:ai``              hash    meeting store          AI result kind -> JSON of the latest result
-``P meeting:<id>:notices``         hash    meeting store          ``<user>|<kind>`` -> id of the participant's
-                                                                  pending ``meeting_notify`` task
-``P meetings:live``                zset    meeting store          live meeting id scored by ends_at (s); the
-                                                                  beat job ends the overdue ones
-``P stream:<id>``                  hash    media store            meeting_id, user_id, kind, state, chunks,
-                                                                  started_at, stopped_at, last audio_ref
-``P recording:<id>``               hash    media store            meeting_id, state, started_at, stopped_at
-``P media:<meeting id>``           hash    media store            ``recording`` (active recording id),
-                                                                  ``stream:<id>`` (live streams)
-``P signal:<session id>``          hash    signaling store        meeting_id, user_id, peer, state (open,
-                                                                  offered, connected, closed), offer, answer,
-                                                                  opened_at, last_seen, closed_at, reason
-``P signal:<session id>:ice``      hash    signaling store        candidate -> JSON {from_user, sdp_mid, ...}
-``P signals:alive``                zset    signaling store        open session id scored by last heartbeat (s);
-                                                                  the beat job closes the silent ones
-``P ai:<task id>``                 string  ai store               JSON result of one AI task; TTL op_ttl_s
-(group) ``P bridge``               -       bridge                 the bridges' consumer group on every stream;
-                                                                  an (event, subscription) pair counts as seen
-                                                                  when ``P status:<its task id>`` exists
-=================================  ======  =====================  ==========================================
+``P`` is ``Settings.key_prefix`` (default ``mt:``); ``svc`` a service name; ``id`` a task id. The schema (each
+key's pattern, type, owner and lifetime) is :data:`KEY_SCHEMA`, one entry per key; the table below is rendered
+from it when the module loads, and docs/redis-keys.md by ``python -m meetingtasks.docs_gen``.
 
 Nothing else in the code base spells a key.
 """
@@ -118,6 +10,157 @@ Nothing else in the code base spells a key.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """One row of the key schema: a key pattern (``P`` for the prefix), its Redis type, who writes it, and
+    its lifetime and contents."""
+
+    pattern: str
+    type: str
+    owner: str
+    notes: str
+
+
+#: The key schema: every key (and the one consumer group) the platform uses. The module docstring and
+#: docs/redis-keys.md are rendered from this (``python -m meetingtasks.docs_gen``).
+KEY_SCHEMA: tuple[KeySpec, ...] = (
+    KeySpec("<svc>.<priority>", "list", "kombu (routing)",
+            "the four task queues; LPUSH in, BRPOP out"),
+    KeySpec("P unacked:<svc>", "hash", "kombu QoS",
+            "delivery tag -> [message, exchange, queue]"),
+    KeySpec("P unacked_index:<svc>", "zset", "kombu QoS, lease",
+            "delivery tag scored by lease start (s); the lease renewer re-scores live tags"),
+    KeySpec("P unacked_mutex:<svc>", "string", "kombu QoS",
+            "restore-sweep lock, expires by itself"),
+    KeySpec("P dlq:<svc>", "hash", "deadletter",
+            "dead-letter id -> JSON dead letter; forever"),
+    KeySpec("P dlq:<svc>:index", "zset", "deadletter",
+            "dead-letter id scored by last failure (ms)"),
+    KeySpec("P delayed:<svc>:<priority>", "zset", "delayed",
+            "task id scored by due time (epoch ms); one per priority, pumped critical first"),
+    KeySpec("P delayed:<svc>:msg", "hash", "delayed",
+            "task id -> `<queue>\\n<message>`; until the pump moves it or a cancel removes it"),
+    KeySpec("P status:<id>", "hash", "status",
+            "task status record; TTL status_ttl_s (after the due time for a delayed task); also the poison "
+            "guard's delivery count of the current run (`deliveries`) and `cancel_requested_at` (a copy of "
+            "the cancel flag, which the worker's fetch reads)"),
+    KeySpec("P status", "pubsub", "status",
+            "every status transition, JSON"),
+    KeySpec("P cancel:<id>", "string", "cancel",
+            "cancel flag (time of the request); checked by handlers (the worker's fetch reads its copy in the "
+            "status record); TTL status_ttl_s"),
+    KeySpec("P wake:<svc>", "list", "wake, worker fetch",
+            "wake tokens for idle workers (<= 64)"),
+    KeySpec("P dedup:<key>", "string", "dedup (dispatcher)",
+            "task id owning a dedup key, set in the Lua call that queues the task; TTL dedup_ttl_s; void once "
+            "that task's status record is gone"),
+    KeySpec("P callback-retries", "hash", "callbacks",
+            "outbox entry -> failed dispatch attempts so far (transient Redis errors); removed when the entry "
+            "settles"),
+    KeySpec("P beat::schedule", "zset", "redbeat (beat)",
+            "periodic entry key scored by next run (s)"),
+    KeySpec("P beat::statics", "set", "redbeat (beat)",
+            "names of the entries from beat/schedule.py"),
+    KeySpec("P beat::lock", "string", "redbeat (beat)",
+            "the one beat that fires periodic entries; TTL beat_lock_timeout_s, renewed every tick"),
+    KeySpec("P beat:<entry>", "hash", "redbeat (beat)",
+            "definition and last run of one entry"),
+    KeySpec("P beat-last:<entry>", "string", "scheduler (beat)",
+            "task id of the entry's last dispatch, so a run not yet started is not queued again; TTL "
+            "status_ttl_s"),
+    KeySpec("P queue-depths", "string", "maintenance",
+            "JSON snapshot of `stats` rows and time; rewritten every queue_depths_interval_s"),
+    KeySpec("P deadlines", "zset", "dispatcher, watchdog",
+            "task id scored by its timeout deadline (ms); removed by the terminal transition"),
+    KeySpec("P callbacks", "zset", "status, callbacks",
+            "outbox: `t:<id>` / `b:<batch>` scored by next attempt (s); added by the first terminal "
+            "transition, drained by the watchdog"),
+    KeySpec("P batch:<id>", "hash", "dispatcher, status",
+            "total, done, n:<STATUS>, on_complete; TTL status_ttl_s"),
+    KeySpec("P rate:<type>", "string", "ratelimit",
+            "GCRA theoretical arrival time (ms) of a rate-limited type; expires when idle"),
+    KeySpec("P gateway:<instance>", "hash", "gateway",
+            "session counters of one gateway process; TTL 30 s, refreshed every 5 s"),
+    KeySpec("P workers:<svc>", "hash", "metrics.heartbeat",
+            "worker name -> JSON heartbeat, written by the consumer's event loop; TTL 1 day, stale fields "
+            "pruned by the exporter"),
+    KeySpec("P bridges", "hash", "metrics.reporter",
+            "bridge consumer -> JSON counters and time, every heartbeat_interval_s; TTL 1 day, stale fields "
+            "pruned by the exporter"),
+    KeySpec("P gateways", "zset", "gateway, exporter",
+            "gateway instance scored by its last counters write (s): the index of `P gateway:<inst>`; the "
+            "exporter drops members whose hash expired"),
+    KeySpec("P events:<channel>", "stream", "events.publisher, events.retention",
+            "one per event channel; field `event` = the JSON envelope; trimmed only below what every consumer "
+            "group acknowledged (`maintenance_trim_streams`), never capped"),
+    KeySpec("<channel>", "pubsub", "events.publisher",
+            "live copy of each event, un-prefixed so that outside services PUBLISH on the plain name"),
+    KeySpec("P event:<event id>", "string", "events.publisher, bridge",
+            "\"this id is in its stream\": appends are idempotent by id; TTL event_id_ttl_s"),
+    KeySpec("P event-attempts:<event id>", "hash", "bridge",
+            "subscription -> failed handler runs before dead-lettering; TTL 1 day"),
+    KeySpec("P op:<task id>", "hash", "services (operation)",
+            "what one handler run decided: once-only values (new ids, tokens) and its result, so a redelivery "
+            "repeats nothing; TTL op_ttl_s"),
+    KeySpec("P blob:<id>", "hash", "blobs",
+            "`data`, `content_type`, `size`, `created_at`: audio/video passed by reference (`blob:<id>`); TTL "
+            "blob_ttl_s"),
+    KeySpec("P user:<user id>", "hash", "user store",
+            "username, email, display_name, avatar_url, bio, status, meeting_id, password (scrypt), "
+            "created_at, updated_at, op markers; forever"),
+    KeySpec("P username:<name>", "string", "user store",
+            "user id owning a (lower-cased) name; SET NX"),
+    KeySpec("P login:<sha256 of token>", "hash", "user store",
+            "user_id, username, created_at, expires_at; expires by itself a little after expires_at"),
+    KeySpec("P logins", "zset", "user store",
+            "login key scored by expires_at (s); the beat job sweeps it (user goes offline)"),
+    KeySpec("P user-logins:<user id>", "set", "user store",
+            "the user's login keys"),
+    KeySpec("P meeting:<id>", "hash", "meeting store",
+            "title, host_id, state (scheduled, live, ended), start_at, started_at, ends_at, ended_at, reason, "
+            "max_duration_s, op markers; TTL domain_retention_s once ended"),
+    KeySpec("P meeting:<id>:participants", "hash", "meeting store",
+            "user id -> JSON {joined_at, op, client}"),
+    KeySpec("P meeting:<id>:left", "hash", "meeting store",
+            "user id -> JSON {left_at, op}"),
+    KeySpec("P meeting:<id>:ai", "hash", "meeting store",
+            "AI result kind -> JSON of the latest result"),
+    KeySpec("P meeting:<id>:notices", "hash", "meeting store",
+            "`<user>|<kind>` -> id of the participant's pending `meeting_notify` task"),
+    KeySpec("P meetings:live", "zset", "meeting store",
+            "live meeting id scored by ends_at (s); the beat job ends the overdue ones"),
+    KeySpec("P stream:<id>", "hash", "media store",
+            "meeting_id, user_id, kind, state, chunks, started_at, stopped_at, last audio_ref"),
+    KeySpec("P recording:<id>", "hash", "media store",
+            "meeting_id, state, started_at, stopped_at"),
+    KeySpec("P media:<meeting id>", "hash", "media store",
+            "`recording` (active recording id), `stream:<id>` (live streams)"),
+    KeySpec("P signal:<session id>", "hash", "signaling store",
+            "meeting_id, user_id, peer, state (open, offered, connected, closed), offer, answer, opened_at, "
+            "last_seen, closed_at, reason"),
+    KeySpec("P signal:<session id>:ice", "hash", "signaling store",
+            "candidate -> JSON {from_user, sdp_mid, ...}"),
+    KeySpec("P signals:alive", "zset", "signaling store",
+            "open session id scored by last heartbeat (s); the beat job closes the silent ones"),
+    KeySpec("P ai:<task id>", "string", "ai store",
+            "JSON result of one AI task; TTL op_ttl_s"),
+    KeySpec("P bridge", "group", "bridge",
+            "the bridges' consumer group on every stream; an (event, subscription) pair counts as seen when "
+            "`P status:<its task id>` exists"),
+)
+
+
+def render_key_schema_rst() -> str:
+    """The schema as a plain-text table, for the module docstring (``help(meetingtasks.keys)``)."""
+    lines = [f"{'key':<34} {'type':<7} {'owner':<22} lifetime / notes"]
+    lines += [f"{s.pattern:<34} {s.type:<7} {s.owner:<22} {s.notes}" for s in KEY_SCHEMA]
+    return "\n".join(lines)
+
+
+# The docstring carries the table a reader of ``help()`` expects, from the one structured source above.
+__doc__ = f"{__doc__}\n{render_key_schema_rst()}\n"
 
 
 @dataclass(frozen=True, slots=True)

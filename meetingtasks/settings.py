@@ -140,15 +140,24 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
 
     # --- Redis -------------------------------------------------------------------------------------------
-    redis_url: str | None = Field(None, description="Broker URL for every service; redis://, rediss://, unix://")
+    redis_url: str | None = Field(
+        None, description="Broker URL for every service (redis://, rediss:// for TLS, unix://; user:password@ for "
+        "AUTH/ACL); unset: the URL `up` recorded in data_dir, else redis://localhost:6379/0"
+    )
     service_redis_urls: dict[str, str] = Field(
         default_factory=dict, description="Per-service broker URL overrides, e.g. {'ai': 'redis://ai-redis/0'}"
     )
-    redis_tls_cert_reqs: Literal["required", "optional", "none"] = "required"
-    redis_tls_ca_certs: str | None = None
-    redis_tls_certfile: str | None = None
-    redis_tls_keyfile: str | None = None
-    redis_socket_timeout_s: float = Field(10.0, gt=0)
+    redis_tls_cert_reqs: Literal["required", "optional", "none"] = Field(
+        "required", description="Certificate check for rediss:// URLs: required, optional or none"
+    )
+    redis_tls_ca_certs: str | None = Field(
+        None, description="CA bundle (PEM) that verifies the Redis server certificate"
+    )
+    redis_tls_certfile: str | None = Field(None, description="Client certificate (PEM) for Redis TLS")
+    redis_tls_keyfile: str | None = Field(None, description="Private key (PEM) of redis_tls_certfile")
+    redis_socket_timeout_s: float = Field(
+        10.0, gt=0, description="Socket timeout of the platform's own Redis connections"
+    )
     dispatch_retry_s: float = Field(
         5.0, ge=0, description="How long dispatch keeps trying to connect to an unreachable Redis before failing"
     )
@@ -164,33 +173,60 @@ class Settings(BaseSettings):
     redis_outage_grace_s: float = Field(
         15.0, ge=0, description="How long a worker retries its own bookkeeping writes before handing the message back"
     )
-    broker_type: Literal["redis"] = "redis"
-    key_prefix: str = Field("mt:", min_length=1)
-    data_dir: Path = Path(".meetingtasks")
+    broker_type: Literal["redis"] = Field(
+        "redis", description="Broker kind; only redis (the YAML message_queue.type key maps here)"
+    )
+    key_prefix: str = Field("mt:", min_length=1, description="Prefix of the platform's own Redis keys")
+    data_dir: Path = Field(
+        Path(".meetingtasks"), description="Where `up` keeps Redis data and records the Redis URL, the gateway secret "
+        "and the encryption keys"
+    )
 
     # --- queues and delivery -----------------------------------------------------------------------------
-    visibility_timeout_s: float = Field(30.0, gt=0)
-    restore_interval_s: float = Field(2.0, gt=0)
-    lease_renew_interval_s: float | None = Field(None, gt=0)
-    max_deliveries: int = Field(5, ge=1)
-    max_message_bytes: int = Field(1_048_576, ge=1024)
-    worker_concurrency: int | None = Field(None, ge=1)
-    worker_pool: Literal["prefork", "threads", "solo"] = "prefork"
+    visibility_timeout_s: float = Field(
+        30.0, gt=0, description="Lease of a delivered message; renewed while its task runs, restored to its queue "
+        "once expired"
+    )
+    restore_interval_s: float = Field(
+        2.0, gt=0, description="How often workers sweep expired leases back onto the queues"
+    )
+    lease_renew_interval_s: float | None = Field(
+        None, gt=0, description="How often a worker renews the leases it holds; unset: a third of "
+        "visibility_timeout_s (at least 0.2 s)"
+    )
+    max_deliveries: int = Field(
+        5, ge=1, description="Deliveries without finishing before a task is dead-lettered as poison"
+    )
+    max_message_bytes: int = Field(
+        1_048_576, ge=1024, description="Message size limit: dispatch refuses larger messages, workers dead-letter them"
+    )
+    worker_concurrency: int | None = Field(None, ge=1, description="Pool size of a worker; unset: the CPU count")
+    worker_pool: Literal["prefork", "threads", "solo"] = Field(
+        "prefork", description="Default worker pool: prefork, threads or solo"
+    )
 
     # --- retries and time limits ---------------------------------------------------------------------------
-    max_retries: int = Field(3, ge=0)
-    retry_backoff_base_s: float = Field(1.0, ge=0)
-    retry_backoff_max_s: float = Field(300.0, ge=0)
-    retry_jitter: bool = True
-    default_timeout_s: float = Field(300.0, gt=0)
-    hard_timeout_grace_s: float = Field(5.0, ge=0)
-    dead_letter_enabled: bool = True
+    max_retries: int = Field(3, ge=0, description="Default retries of a task type (its own max_retries wins)")
+    retry_backoff_base_s: float = Field(
+        1.0, ge=0, description="Retry backoff: base * 2**retry, capped at retry_backoff_max_s"
+    )
+    retry_backoff_max_s: float = Field(300.0, ge=0, description="Longest retry backoff")
+    retry_jitter: bool = Field(
+        True, description="Full jitter on the retry backoff (a random wait between 0 and the computed one)"
+    )
+    default_timeout_s: float = Field(300.0, gt=0, description="Soft time limit of task types that set none")
+    hard_timeout_grace_s: float = Field(5.0, ge=0, description="The hard time limit comes this much after the soft one")
+    dead_letter_enabled: bool = Field(
+        True, description="False: tasks that exhaust their retries end FAILED without a dead letter"
+    )
 
     # --- scheduling -----------------------------------------------------------------------------------------
-    pump_interval_s: float = Field(0.2, gt=0)
-    pump_batch: int = Field(1000, ge=1)
-    max_delay_s: float = Field(366 * 86_400, gt=0)
-    timezone: str = "UTC"
+    pump_interval_s: float = Field(
+        0.2, gt=0, description="How often workers and beat move due tasks from the delayed set onto their queues"
+    )
+    pump_batch: int = Field(1000, ge=1, description="Most delayed tasks one pump call moves")
+    max_delay_s: float = Field(366 * 86_400, gt=0, description="Longest delay or ETA dispatch accepts")
+    timezone: str = Field("UTC", description="Beat's time zone for crontab entries")
     beat_lock_timeout_s: int = Field(
         10, ge=2, description="A killed beat's lock blocks its standby this long; renewed every beat tick"
     )
@@ -201,9 +237,13 @@ class Settings(BaseSettings):
     )
 
     # --- dispatcher and status --------------------------------------------------------------------------------
-    default_priority: Priority | None = None
-    status_ttl_s: int = Field(7 * 86_400, ge=1)
-    dedup_ttl_s: int = Field(3_600, ge=1)
+    default_priority: Priority | None = Field(
+        None, description="Overrides every task type's default priority; unset: each type's own"
+    )
+    status_ttl_s: int = Field(
+        7 * 86_400, ge=1, description="Lifetime of a status record (after the due time for a delayed task)"
+    )
+    dedup_ttl_s: int = Field(3_600, ge=1, description="De-duplication window of a dedup_key")
     watchdog_interval_s: float = Field(0.5, gt=0, description="How often timeouts and callbacks are checked")
     callback_retry_s: float = Field(10.0, gt=0, description="Wait before a callback whose dispatch failed is retried")
     callback_retry_max_s: float = Field(
@@ -211,13 +251,18 @@ class Settings(BaseSettings):
     )
 
     # --- WebSocket gateway ------------------------------------------------------------------------------------------
-    gateway_host: str = "127.0.0.1"
-    gateway_port: int = Field(8765, ge=0, le=65535)
+    gateway_host: str = Field("127.0.0.1", description="Address the WebSocket gateway binds to")
+    gateway_port: int = Field(8765, ge=0, le=65535, description="Port of the WebSocket gateway")
     gateway_token_ttl_s: int = Field(3_600, ge=1, description="Default lifetime of `meetingtasks token`")
     gateway_client_rate_per_s: float = Field(20.0, gt=0, description="Frames per second one client may send")
-    gateway_client_burst: int = Field(40, ge=1)
+    gateway_client_burst: int = Field(
+        40, ge=1, description="Frames one client may send at once before gateway_client_rate_per_s applies"
+    )
     gateway_max_inflight: int = Field(100, ge=1, description="Unfinished tasks one client may have")
-    gateway_max_frame_bytes: int = Field(65_536, ge=256)
+    gateway_max_frame_bytes: int = Field(
+        65_536, ge=256, description="Largest frame a client may send (UTF-8 bytes); 16 times that closes the socket "
+        "(1009)"
+    )
     gateway_idle_timeout_s: float = Field(300.0, gt=0, description="Close a silent session with nothing running")
     gateway_send_queue: int = Field(1_000, ge=1, description="Frames held for a slow client before it is dropped")
     gateway_ws_impl: Literal["websockets-sansio", "websockets", "wsproto"] = Field(
@@ -239,7 +284,9 @@ class Settings(BaseSettings):
     stream_groupless_retention_s: int = Field(
         86_400, ge=1, description="How long a stream that no consumer group reads (no bridge yet) keeps its events"
     )
-    local_bus_buffer: int = Field(10_000, ge=1)
+    local_bus_buffer: int = Field(
+        10_000, ge=1, description="Events the in-process bus holds before emit() returns False"
+    )
     event_id_ttl_s: int = Field(600, ge=1, description="How long an event id is remembered as in its stream")
     event_max_attempts: int = Field(3, ge=1, description="Failed runs of a subscription before its dead letter")
     bridge_batch: int = Field(256, ge=1, description="Events a bridge reads per XREADGROUP")
@@ -251,23 +298,35 @@ class Settings(BaseSettings):
     reconnect_backoff_max_s: float = Field(5.0, gt=0, description="Longest wait between two reconnect attempts")
 
     # --- processes ------------------------------------------------------------------------------------------------
-    include: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    gateway_secret: SecretStr | None = None
+    include: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Modules every process imports (comma-separated): your task types and "
+        "subscriptions"
+    )
+    gateway_secret: SecretStr | None = Field(
+        None, description="HS256 secret of gateway tokens; unset: the one recorded in data_dir (`up`, `gateway "
+        "--generate-secret`)"
+    )
     encryption_keys: SecretStr | None = Field(
         None, description="Fernet keys (comma-separated) sealing secret task fields: the first seals, all open; "
         "default: the encryption.keys file in data_dir that `up` creates"
     )
-    flower_basic_auth: SecretStr | None = None
-    flower_allow_no_auth: bool = False
-    log_json: bool = False
-    log_level: str = "INFO"
+    flower_basic_auth: SecretStr | None = Field(
+        None, description="Flower's basic auth, user:password (several separated by commas)"
+    )
+    flower_allow_no_auth: bool = Field(False, description="Let Flower start without basic auth")
+    log_json: bool = Field(
+        False, description="One JSON object per log line (service, task_id, task_type, priority, attempt, trace_id)"
+    )
+    log_level: str = Field("INFO", description="Logging level")
 
     # --- operations (metrics, Flower, tracing) -----------------------------------------------------------------
-    exporter_host: str = "127.0.0.1"
-    exporter_port: int = Field(9808, ge=0, le=65535)
-    flower_host: str = "127.0.0.1"
-    flower_port: int = Field(5555, ge=0, le=65535)
-    heartbeat_interval_s: float = Field(2.0, gt=0)
+    exporter_host: str = Field("127.0.0.1", description="Address the metrics exporter binds to")
+    exporter_port: int = Field(9808, ge=0, le=65535, description="Port of the metrics exporter")
+    flower_host: str = Field("127.0.0.1", description="Address Flower binds to (under `up`)")
+    flower_port: int = Field(5555, ge=0, le=65535, description="Port of Flower (under `up`)")
+    heartbeat_interval_s: float = Field(
+        2.0, gt=0, description="How often workers and bridges write their heartbeat; 3 missed beats mark a worker down"
+    )
     otlp_endpoint: str | None = Field(None, description="OTLP/HTTP traces endpoint, e.g. http://collector:4318")
 
     # --- message signing (Celery's auth serializer, see meetingtasks.signing) ----------------------------------
@@ -294,7 +353,7 @@ class Settings(BaseSettings):
     )
     login_session_ttl_s: int = Field(12 * 3_600, ge=1, description="Lifetime of a login session")
     login_sweep_interval_s: float = Field(60.0, gt=0, description="How often beat expires stale login sessions")
-    meeting_max_participants: int = Field(100, ge=1)
+    meeting_max_participants: int = Field(100, ge=1, description="Most participants one meeting admits")
     meeting_sweep_interval_s: float = Field(60.0, gt=0, description="How often beat ends meetings past their end")
     signaling_heartbeat_timeout_s: float = Field(
         60.0, gt=0, description="A signaling session silent this long is closed by beat"
