@@ -120,7 +120,7 @@ def create_app(service: str, settings: Settings | None = None, *, include: Itera
     from meetingtasks.worker.loops import PlatformLoops
 
     app.steps["consumer"].add(PlatformLoops)
-    # Operations (issue 7): liveness heartbeat, JSON logs, trace spans around task runs.
+    # Operations: liveness heartbeat, JSON logs, trace spans around task runs.
     from meetingtasks.logs import install_worker_logging
     from meetingtasks.metrics.heartbeat import WorkerHeartbeat
     from meetingtasks.tracing import install_worker_tracing

@@ -92,7 +92,7 @@ class InvalidEvent(MeetingTasksError, ValueError):
 
 
 class UnknownChannel(InvalidEvent):
-    """The channel is not one of the event channels of design section 3."""
+    """The channel is not one of the platform's event channels (:mod:`meetingtasks.events.channels`)."""
 
 
 class UnknownEventType(InvalidEvent):

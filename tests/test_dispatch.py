@@ -25,7 +25,7 @@ def test_routing_table_has_the_twenty_design_types() -> None:
     for service in SERVICES:
         names = {s.name for s in REGISTRY.for_service(service)}
         assert DESIGN_TYPES[service] <= names, DESIGN_TYPES[service] - names
-        # Besides the design's types a service may only carry the platform's periodic jobs.
+        # Besides the meeting system's twenty types a service may only carry the platform's periodic jobs.
         extra = {n for n in names - DESIGN_TYPES[service] if not n.startswith(("t_", "bench_", "soak_"))}
         assert all(REGISTRY.get(n).handler.__module__.startswith(("meetingtasks.", "beat")) for n in extra), extra
 

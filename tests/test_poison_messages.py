@@ -1,4 +1,4 @@
-"""Queue items that Redis's Lua cjson reads but the Python side refuses (issue 19, item 1): each is dead-lettered
+"""Queue items that Redis's Lua cjson reads but the Python side refuses: each is dead-lettered
 with a reason naming what was wrong, the worker keeps running (same PID) and the items behind it run."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Property: no queue item of any shape stops a worker or the items behind it (issue 19, item 1).
+"""Property: no queue item of any shape stops a worker or the items behind it.
 
 Hypothesis mutates valid task messages (the type of every header and property, numbers including NaN,
 infinity, huge and negative ones, missing and extra keys, text encodings, sizes, cut-off bytes) and pushes each

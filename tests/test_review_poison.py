@@ -1,4 +1,4 @@
-"""Hostile review of issue 19: queue items that still got past every guard."""
+"""Hostile review: queue items that still got past every guard."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ runs them, live subscribers and the in-process event bus.
 
 - :func:`publish_event` / :func:`publish_events`: append to the channel's stream and announce on its
   pub/sub channel in one round trip (:mod:`.publisher`); the :class:`Event` envelope (:mod:`.envelope`);
-  the channel table of design section 3 (:mod:`.channels`).
+  the channel table (:mod:`.channels`).
 - :func:`on_event`: declare a subscription (:mod:`.subscriptions`); :class:`Bridge` runs them (:mod:`.bridge`).
 - :class:`LiveSubscriber` / :class:`AsyncLiveSubscriber`: in-process listeners of any pub/sub channel
   that reconnect and resubscribe by themselves (:mod:`.live`).

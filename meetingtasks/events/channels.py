@@ -1,4 +1,4 @@
-"""The event channels of design section 3 as data: which event types each channel carries, which service
+"""The event channels as data: which event types each channel carries, which service
 publishes on it and which services subscribe to it.
 
 Nothing else in the code base lists channels or event types; publishing, the bridge and the subscription
@@ -35,7 +35,7 @@ OWNERS: Mapping[str, str] = MappingProxyType({
     "signaling_events": "signaling",
 })
 
-#: channel -> the services that subscribe to it (design section 3, "subscribed by").
+#: channel -> the services that subscribe to it (the "subscribed by" column of docs/events.md).
 SUBSCRIBERS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "user_events": ("meeting",),
     "meeting_events": ("user", "ai", "media", "signaling"),

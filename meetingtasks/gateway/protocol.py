@@ -1,4 +1,4 @@
-"""The gateway's JSON protocol (text frames on ``/ws``), as design section 5 fixes it.
+"""The gateway's JSON protocol (text frames on ``/ws``), as docs/gateway.md documents it.
 
 client -> gateway::
 

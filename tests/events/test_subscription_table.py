@@ -1,4 +1,4 @@
-"""Every subscription of the services' table (design section 3) triggers its task, end to end."""
+"""Every subscription of the services' table (docs/events.md) triggers its task, end to end."""
 
 from __future__ import annotations
 
@@ -77,14 +77,14 @@ def builtin_subscriptions() -> dict[str, Any]:
     return {s.name: s for s in SUBSCRIPTIONS.all() if s.name.startswith("meetingtasks.services.")}
 
 
-def test_the_table_covers_design_section_3() -> None:
+def test_the_table_covers_every_subscribing_service() -> None:
     subs = builtin_subscriptions()
-    # Every (channel, subscribing service) pair of the design has at least one subscription ...
+    # Every (channel, subscribing service) pair of the channel table (SUBSCRIBERS) has at least one subscription ...
     declared = {(s.channel, s.declared_service) for s in subs.values()}
     for channel, services in SUBSCRIBERS.items():
         for service in services:
             assert (channel, service) in declared, f"{service} does not subscribe to {channel}"
-    # ... no service subscribes where the design says it does not, and every subscription has a test case
+    # ... no service subscribes where the channel table says it does not, and every subscription has a test case
     assert declared <= {(c, s) for c, services in SUBSCRIBERS.items() for s in services}
     assert set(subs) == {full_name(case) for case in CASES}
 

@@ -193,7 +193,7 @@ def test_generate_secret_records_one_readable_by_the_owner_only(tmp_path: Path) 
 
 
 # --- which task types gateway clients may submit ---------------------------------------------------------------
-#: The built-in client-facing types and the field that names the acting user (README: gateway authorization).
+#: The built-in client-facing types and the field that names the acting user (docs/security.md).
 BUILTIN_CLIENT_TYPES = {
     "user_register": None, "user_login": None,
     "user_profile_update": "user_id", "user_status_change": "user_id",

@@ -1,4 +1,4 @@
-"""Hostile review of issue 19: the gateway's subject binding against payload models that read the subject field
+"""Hostile review: the gateway's subject binding against payload models that read the subject field
 under another name. A real gateway process, real Redis, no worker needed: a refusal queues nothing."""
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def test_celery_node_with_an_invalid_payload_is_dead_lettered_with_the_field_nam
 def test_the_readme_redis_cli_example_runs_a_user_task(
     platform: Platform, r: redis.Redis, redis_url: str, start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    # Given a user worker and the README's one-line message
+    # Given a user worker and the one-line message of docs/wire-format.md
     start_worker("user")
     message = EXAMPLE.read_text().strip()
     task_id = json.loads(message)["headers"]["id"]

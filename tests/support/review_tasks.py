@@ -1,5 +1,5 @@
-"""Client types whose subject field pydantic reads under another name than the gateway's check (hostile review
-of issue 19): an alias, and a "before" model validator that fills the field from another key."""
+"""Client types whose subject field pydantic reads under another name than the gateway's check (from a hostile
+review): an alias, and a "before" model validator that fills the field from another key."""
 
 from __future__ import annotations
 

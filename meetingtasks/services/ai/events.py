@@ -1,4 +1,4 @@
-"""Subscriptions of the ai service (design section 3: meeting_events, media_events).
+"""Subscriptions of the ai service (it listens to meeting_events and media_events).
 
 - ``meeting.ended`` (with ``audio_ref``) -> ``speech_recognition`` (``language`` from the event): the meeting's
   full audio is transcribed

@@ -1,4 +1,4 @@
-"""Subscriptions of the media service (design section 3: meeting_events, ai_events, signaling_events).
+"""Subscriptions of the media service (it listens to meeting_events, ai_events, signaling_events).
 
 - ``meeting.user_joined`` -> ``media_stream_process`` (``kind`` from the event, default video): the participant's
   stream is set up

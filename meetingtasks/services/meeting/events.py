@@ -1,4 +1,4 @@
-"""Subscriptions of the meeting service (design section 3: user_events, media_events, ai_events,
+"""Subscriptions of the meeting service (it listens to user_events, media_events, ai_events,
 signaling_events). The meeting service owns a meeting's lifecycle and orchestrates the follow-up work of
 its recordings and transcripts, so two of its reactions start other services' tasks.
 

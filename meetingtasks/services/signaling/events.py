@@ -1,4 +1,4 @@
-"""Subscriptions of the signaling service (design section 3: meeting_events, media_events).
+"""Subscriptions of the signaling service (it listens to meeting_events and media_events).
 
 A participant's signaling session id is the event's ``session_id`` when it carries one, else
 ``<meeting_id>:<user_id>``.

@@ -1,4 +1,4 @@
-"""Subscriptions of the user service (design section 3: it listens to meeting_events and ai_events).
+"""Subscriptions of the user service (it listens to meeting_events and ai_events).
 
 - ``meeting.user_joined`` -> ``user_status_change`` (busy): a user in a meeting shows as busy
 - ``meeting.user_left`` -> ``user_status_change`` (online): and as online again when they leave
