@@ -75,3 +75,38 @@ def test_docs_links_between_pages_resolve() -> None:
             if not (page.parent / target).is_file():
                 missing.append(f"{page.name} -> {target}")
     assert missing == []
+
+
+def _key_methods() -> dict[str, str]:
+    """Every key ``Keys`` spells, with ``P `` as the prefix and ``x`` for each argument."""
+    spelled = keys.Keys(prefix="P ")
+    out = {}
+    for name in dir(keys.Keys):
+        if name.startswith("_") or name in ("prefix", "beat_prefix"):
+            continue
+        value = getattr(spelled, name)
+        if callable(value):
+            argc = value.__code__.co_argcount - 1
+            value = value(*["x"] * argc)
+        out[name] = value
+    return out
+
+
+def _pattern(spec: keys.KeySpec) -> re.Pattern[str]:
+    return re.compile(".+".join(re.escape(part) for part in re.split(r"<[^>]+>", spec.pattern)))
+
+
+def test_the_key_schema_and_the_keys_class_agree() -> None:
+    patterns = {spec.pattern: _pattern(spec) for spec in keys.KEY_SCHEMA}
+    spelled = _key_methods()
+    unlisted = [name for name, key in spelled.items() if not any(p.fullmatch(key) for p in patterns.values())]
+    assert unlisted == [], f"Keys methods whose key has no KEY_SCHEMA entry: {unlisted}"
+    # redbeat spells its own keys under Keys.beat_prefix and meetingtasks.priority the queue names; every other
+    # entry is a Keys method.
+    spelled_elsewhere = {"<svc>.<priority>"}
+    unused = [
+        pattern for pattern, regex in patterns.items()
+        if not pattern.startswith("P beat:") and pattern not in spelled_elsewhere
+        and not any(regex.fullmatch(key) for key in spelled.values())
+    ]
+    assert unused == [], f"KEY_SCHEMA entries no Keys method spells: {unused}"
