@@ -52,3 +52,47 @@ def test_a_task_cancelled_while_its_worker_holds_it_unstarted_never_runs(
     assert "victim" not in done, "the cancelled task ran"
     assert victim.status() == Status.CANCELLED
     assert Status.STARTED not in [s for s, _, _ in victim.info().history]
+
+
+def test_a_reserved_message_outliving_its_lease_runs_once_with_a_second_worker(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    # The lease (2 s) is far shorter than the task that holds the reserve's process (4 s): the reserved message's
+    # lease is renewed meanwhile, so the second worker neither takes it nor runs it a second time.
+    env = {"MEETINGTASKS_VISIBILITY_TIMEOUT_S": "2", "MEETINGTASKS_SOLO_BATCH_MS": "100"}
+    d = Dispatcher(platform)
+    slow = d.dispatch("t_sleep", {"tag": "slow", "seconds": 4}, priority="low")
+    held = d.dispatch("t_record", {"tag": "held"}, priority="low")
+    start_worker("ai", "--pool", "prefork", "--concurrency", "1", env_overrides=env)
+    wait_for(lambda: slow.status() == Status.STARTED and r.llen("ai.low") == 0, message="the reserve to fill")
+    start_worker("ai", "--pool", "solo", env_overrides=env)
+    wait_for(lambda: slow.status() == Status.SUCCEEDED and held.status() == Status.SUCCEEDED, timeout_s=30,
+             message="both tasks to finish")
+    wait_for(lambda: r.hlen(platform.keys.unacked("ai")) == 0 and r.llen("ai.low") == 0, message="every ack applied")
+    assert [x.decode() for x in r.lrange("test:done", 0, -1)] == ["held"], "the reserved task ran exactly once"
+    assert [s for s, _, _ in held.info().history] == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED]
+    assert r.get(platform.keys.deliveries(held.id)) is None
+
+
+def test_a_prefork_worker_stopped_with_a_reserve_gives_it_back_unstarted(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    d = Dispatcher(platform)
+    slow = d.dispatch("t_sleep", {"tag": "slow", "seconds": 1.5}, priority="low")
+    held = [d.dispatch("t_record", {"tag": f"held-{i}"}, priority="low") for i in range(2)]
+    worker = start_worker("ai", "--pool", "prefork", "--concurrency", "2")
+    wait_for(lambda: slow.status() == Status.STARTED, message="the slow task to start")
+    worker.stop()  # warm shutdown: the slow task finishes; the reserve goes back
+    assert slow.status() == Status.SUCCEEDED
+    wait_for(lambda: r.hlen(platform.keys.unacked("ai")) == 0, message="nothing left leased")
+    ran = [x.decode() for x in r.lrange("test:done", 0, -1)]
+    for h in held:
+        tag = f"held-{held.index(h)}"
+        if tag in ran:  # ran on the second process before the stop
+            assert [s for s, _, _ in h.info().history] == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED]
+        else:  # back on its queue, as if never fetched
+            assert [s for s, _, _ in h.info().history] == [Status.QUEUED], h.id
+            assert r.get(platform.keys.deliveries(h.id)) is None
+    start_worker("ai", "--pool", "solo")
+    wait_for(lambda: all(h.status() == Status.SUCCEEDED for h in held), message="the given-back tasks to run")
+    assert sorted(x.decode() for x in r.lrange("test:done", 0, -1)) == ["held-0", "held-1"], "each ran once"
+    for h in held:
+        assert [s for s, _, _ in h.info().history] == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id
