@@ -140,3 +140,21 @@ def test_prefork_tasks_that_end_while_redis_is_away_are_recorded_and_run_once(
         assert worker.proc.poll() is None
     finally:
         worker.stop()
+
+
+def test_a_prefork_worker_with_one_task_per_child_records_every_outcome_and_retry_in_order(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    # Every child exits after one task: the reserve is handed to a fresh process each time, and the outcomes ride
+    # back with the last result of each child.
+    d = Dispatcher(platform)
+    quick = [d.dispatch("t_record", {"tag": f"c-{i}"}, priority="low") for i in range(6)]
+    flaky = d.dispatch("t_flaky", {"tag": "flaky", "fail_times": 1}, priority="low")
+    start_worker("ai", "--pool", "prefork", "--concurrency", "1", "--max-tasks-per-child", "1")
+    wait_for(lambda: all(h.status() == Status.SUCCEEDED for h in [*quick, flaky]), timeout_s=60,
+             message="every task to finish")
+    wait_for(lambda: r.hlen(platform.keys.unacked("ai")) == 0, message="every ack applied")
+    assert sorted(x.decode() for x in r.lrange("test:done", 0, -1)) == sorted(f"c-{i}" for i in range(6))
+    for h in quick:
+        assert [s for s, _, _ in h.info().history] == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id
+    assert [s for s, _, _ in flaky.info().history] == [
+        Status.QUEUED, Status.STARTED, Status.RETRYING, Status.STARTED, Status.SUCCEEDED]
