@@ -158,3 +158,19 @@ def test_a_prefork_worker_with_one_task_per_child_records_every_outcome_and_retr
         assert [s for s, _, _ in h.info().history] == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id
     assert [s for s, _, _ in flaky.info().history] == [
         Status.QUEUED, Status.STARTED, Status.RETRYING, Status.STARTED, Status.SUCCEEDED]
+
+
+def test_a_batch_that_overruns_with_a_batch_prefetched_behind_it_gives_both_back_in_queue_order(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    from meetingtasks.worker.transport import SOLO_BATCH_MAX
+
+    d = Dispatcher(platform)
+    # The first task overruns the budget (4 ms) well before the start flusher's age (25 ms): the consumer itself
+    # gives back the rest of its batch and the batch prefetched behind it.
+    d.dispatch("t_record", {"tag": "r-0", "seconds": 0.012}, priority="low")
+    for i in range(1, 3 * SOLO_BATCH_MAX):
+        d.dispatch("t_record", {"tag": f"r-{i}"}, priority="low")
+    start_worker("ai", "--pool", "solo")
+    wait_for(lambda: r.llen("test:done") == 3 * SOLO_BATCH_MAX, message="every task to run")
+    done = [x.decode() for x in r.lrange("test:done", 0, -1)]
+    assert done == [f"r-{i}" for i in range(3 * SOLO_BATCH_MAX)], "a solo worker runs one queue in its order"

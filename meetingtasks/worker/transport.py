@@ -881,8 +881,10 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 continue
             if batched and ran and time.monotonic() - began > budget_s:
                 self._mt_rest = _NO_REST
-                self._give_back(reply[i:])
+                # The prefetched batch first: each give-back goes to the head of its queues, and the rest of this
+                # batch is ahead of it in queue order.
                 self._give_back_prefetched()
+                self._give_back(reply[i:])
                 break
             try:
                 # The one check of the whole envelope before kombu and Celery touch it (see check_envelope).
