@@ -656,12 +656,11 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         since = self._mt_start_pending_at
         if since is not None and time.monotonic() - since > age_s:
             self.flush_acks()
-        began = self._mt_batch_began
         platform = self.platform
-        if (self._mt_prefetched and began is not None and platform is not None
-                and time.monotonic() - began > max(age_s, platform.settings.solo_batch_ms / 1000)):
+        if self._mt_prefetched and platform is not None:
             try:
-                self._give_back_prefetched()  # a long task runs: its batch's successor goes back meanwhile
+                # A long task runs: its batch's successor goes back meanwhile.
+                self._give_back_prefetched(overrun_s=max(age_s, platform.settings.solo_batch_ms / 1000))
             except Exception as exc:
                 log.warning("could not give the prefetched batch back (%s)", exc)
 
@@ -899,6 +898,24 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         batched = _inline_pool
         budget_s = platform.settings.solo_batch_ms / 1000
         began = self._mt_batch_began = time.monotonic()
+        try:
+            ran = self._run_batch(reply, began, batched, budget_s, platform)
+        finally:
+            with self._mt_prefetch_lock:  # see _give_back_prefetched
+                self._mt_batch_began = None
+            self._mt_rest = _NO_REST
+        if _inline_pool and ran:
+            per_task_s = (time.monotonic() - began) / ran
+            # Sized to half the budget: a batch overruns (and pays a give-back) only when a task is really slower
+            # than the last ones, not whenever the machine pauses the worker for a moment.
+            target_s = budget_s / 2
+            self._mt_batch = max(1, min(SOLO_BATCH_MAX, int(target_s / per_task_s) if per_task_s > 0 else 1))
+        if not ran:
+            raise virtual.Empty()
+        return True
+
+    def _run_batch(self, reply: Any, began: float, batched: bool, budget_s: float, platform: Platform) -> int:
+        """The body of :meth:`_after_fetch`: hand the messages over; how many went to Celery."""
         if batched and budget_s > 0 and len(reply) // 5 >= self._mt_batch:
             self._prefetch()  # a full batch: there is a backlog, so fetch the next batch while this one runs
         ran = 0
@@ -910,8 +927,10 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 continue
             if batched and ran and time.monotonic() - began > budget_s:
                 self._mt_rest = _NO_REST
-                self._give_back(reply[i:])
+                # The prefetched batch first: each give-back goes to the head of its queues, and the rest of this
+                # batch is ahead of it in queue order.
                 self._give_back_prefetched()
+                self._give_back(reply[i:])
                 break
             try:
                 # The one check of the whole envelope before kombu and Celery touch it (see check_envelope).
@@ -933,17 +952,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             self._mt_rest = (reply, i + 5)  # this one is Celery's request now; those behind it are held by us
             if self._hand_to_celery(payload, queue, item):
                 ran += 1
-        self._mt_rest = _NO_REST
-        self._mt_batch_began = None
-        if _inline_pool and ran:
-            per_task_s = (time.monotonic() - began) / ran
-            # Sized to half the budget: a batch overruns (and pays a give-back) only when a task is really slower
-            # than the last ones, not whenever the machine pauses the worker for a moment.
-            target_s = budget_s / 2
-            self._mt_batch = max(1, min(SOLO_BATCH_MAX, int(target_s / per_task_s) if per_task_s > 0 else 1))
-        if not ran:
-            raise virtual.Empty()
-        return True
+        return ran
 
     def _hand_to_celery(self, payload: dict[str, Any], queue: str, item: bytes | str) -> bool:
         """Deliver one fetched, checked message to Celery's consumer; False if kombu could not take it (then it has
@@ -1036,11 +1045,18 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             self._send_fetch(self._mt_queues, self._mt_batch, 0)
             self._mt_prefetched = True
 
-    def _give_back_prefetched(self) -> None:
-        """Read the reply of the fetch sent early (if it is still unread) and give its messages back."""
+    def _give_back_prefetched(self, overrun_s: float | None = None) -> None:
+        """Read the reply of the fetch sent early (if it is still unread) and give its messages back. With
+        ``overrun_s`` (the start flusher's thread), only while a batch runs and has run longer than that: once the
+        batch is over, the consumer may already be waiting on the socket for this reply, and reading it here would
+        leave it waiting for a reply that never comes (the batch's end is marked under the same lock)."""
         with self._mt_prefetch_lock:
             if not (self._mt_prefetched and self._mt_expect_reply):
                 return
+            if overrun_s is not None:
+                began = self._mt_batch_began
+                if began is None or time.monotonic() - began <= overrun_s:
+                    return
             self._mt_prefetched = self._mt_expect_reply = False
             try:
                 reply = self.client.parse_response(self.client.connection, "EVALSHA")

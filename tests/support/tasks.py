@@ -131,3 +131,14 @@ def t_nap(p: Tagged) -> str:
     if runs <= p.fail_times:
         raise RuntimeError(f"nap {p.tag} fails run {runs}")
     return p.tag
+
+
+@task_type("ai", "t_cancel_other", payload=Tagged, priority=Priority.LOW)
+def t_cancel_other(p: Tagged) -> str:
+    """Cancels the task whose id is its tag: a test's way to cancel a task at a known moment (while this one runs, so
+    while its worker holds the messages fetched behind it)."""
+    from meetingtasks.cancel import cancel_task
+
+    cancel_task(get_platform(), p.tag)
+    _redis().rpush("test:done", f"cancelled {p.tag}")
+    return p.tag
