@@ -36,7 +36,7 @@ def test_a_batch_that_ends_as_the_start_flusher_fires_does_not_stall_the_worker(
     assert sorted(done) == sorted(f"s-{i}" for i in range(n)), "each task ran exactly once"
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=False, reason=(
     "a worker starts a message it fetched unstarted (prefork reserve, solo batch or prefetched batch) without "
     "reading the cancel flag again: a cancel issued meanwhile says CANCELLED, and the task runs all the same"))
 @pytest.mark.parametrize("pool", [("--pool", "prefork", "--concurrency", "1"), ("--pool", "solo")])

@@ -326,6 +326,12 @@ IDLE_POLL_S = 1.0
 #: Most messages a solo worker takes in one fetch, however quick its tasks.
 SOLO_BATCH_MAX = 16
 
+#: A solo worker prefetches its next batch only when a batch holds at least this many tasks (each runs in under an
+#: eighth of the budget): there the fetch's round trip is a large share of the batch's time, and the prefetched
+#: batch holds about half a budget of work, so a critical task waits at most one and a half budgets for it. With
+#: slower tasks the prefetch would save little and double the wait.
+PREFETCH_MIN_BATCH = 4
+
 _inline_pool = False
 _reserve_slots = 0
 
@@ -916,7 +922,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
 
     def _run_batch(self, reply: Any, began: float, batched: bool, budget_s: float, platform: Platform) -> int:
         """The body of :meth:`_after_fetch`: hand the messages over; how many went to Celery."""
-        if batched and budget_s > 0 and len(reply) // 5 >= self._mt_batch:
+        if batched and budget_s > 0 and self._mt_batch >= PREFETCH_MIN_BATCH and len(reply) // 5 >= self._mt_batch:
             self._prefetch()  # a full batch: there is a backlog, so fetch the next batch while this one runs
         ran = 0
         for i in range(0, len(reply), 5):
@@ -1038,7 +1044,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     # done. The prefetched batch is fetched with none of its messages STARTED (each records its own start when it
     # runs). When the running batch overruns solo_batch_ms, the prefetched one goes back to the head of its queues
     # with the rest of the running one (read by the consumer, or by the start flusher's thread while a long task
-    # runs), so a critical task pushed meanwhile waits at most two budgets plus the task running at that moment.
+    # runs), so a critical task pushed meanwhile waits at most one and a half budgets (see PREFETCH_MIN_BATCH) plus
+    # the task running at that moment.
 
     def _prefetch(self) -> None:
         with self._mt_prefetch_lock:
