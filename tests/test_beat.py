@@ -20,8 +20,9 @@ from meetingtasks.embedded import RedisServer, free_port
 from meetingtasks.maintenance import read_queue_depths
 from meetingtasks.platform import Platform
 from meetingtasks.settings import Settings
-from tests.conftest import WorkerProcess, wait_for
 from tests.support.beat_process import BeatProcess, beat_factory
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 # A worker whose own pump never runs during a test: what moves delayed tasks is beat.
 NO_WORKER_PUMP = {"MEETINGTASKS_PUMP_INTERVAL_S": "3600"}

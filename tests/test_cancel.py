@@ -17,7 +17,9 @@ from meetingtasks.cancel import cancel
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.platform import Platform
 from meetingtasks.status import Status
-from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.support.processes import ROOT
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 INCLUDE = {"MEETINGTASKS_INCLUDE": "tests.support.tasks,tests.support.scheduling_tasks"}
 

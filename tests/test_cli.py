@@ -12,7 +12,9 @@ import redis
 
 from meetingtasks import dispatch, dispatch_batch
 from meetingtasks.platform import Platform
-from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.support.processes import ROOT
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

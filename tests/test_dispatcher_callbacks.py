@@ -16,9 +16,10 @@ from meetingtasks.embedded import RedisServer, free_port
 from meetingtasks.platform import Platform
 from meetingtasks.settings import Settings
 from meetingtasks.watchdog import Watchdog
-from tests.conftest import WorkerProcess, wait_for
 from tests.support.dispatcher_tasks import WORKER_ENV, callbacks_seen
 from tests.support.script_hooks import before_script_call, open_oom_window
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 CALLBACKS = {"on_success": "t_on_outcome", "on_failure": "t_on_outcome"}
 

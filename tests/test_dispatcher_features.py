@@ -18,9 +18,11 @@ from meetingtasks.dedup import claim_and_enqueue, once_script
 from meetingtasks.message import loads
 from meetingtasks.platform import Platform
 from meetingtasks.ratelimit import interval_ms, reserve_slot
-from tests.conftest import ROOT, WorkerProcess, wait_for
 from tests.support.dispatcher_tasks import WORKER_ENV
+from tests.support.processes import ROOT
 from tests.support.script_hooks import ProducerCrashed, before_script_call, open_oom_window
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 
 @pytest.fixture

@@ -18,7 +18,9 @@ from meetingtasks.deadletter import DeadLetter
 from meetingtasks.embedded import RedisServer
 from meetingtasks.platform import Platform
 from meetingtasks.settings import Settings
-from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.support.processes import ROOT
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 
 @pytest.fixture

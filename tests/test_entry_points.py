@@ -11,7 +11,8 @@ import pytest
 
 from meetingtasks import dispatch
 from meetingtasks.platform import Platform
-from tests.conftest import ROOT, wait_for
+from tests.support.processes import ROOT
+from tests.support.waiting import wait_for
 
 
 @pytest.mark.parametrize(

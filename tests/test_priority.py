@@ -8,7 +8,8 @@ import redis
 
 from meetingtasks import dispatch, dispatch_batch
 from meetingtasks.platform import Platform
-from tests.conftest import WorkerProcess, wait_for
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 
 def test_critical_tasks_overtake_a_backlog_of_two_thousand_low_tasks(

@@ -9,7 +9,7 @@ import redis
 
 from meetingtasks import TaskFailed, dispatch
 from meetingtasks.platform import Platform
-from tests.conftest import WorkerProcess
+from tests.support.workers import WorkerProcess
 
 
 def attempt_times(r: redis.Redis, tag: str) -> list[float]:

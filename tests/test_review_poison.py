@@ -14,7 +14,8 @@ from meetingtasks import dispatch
 from meetingtasks.message import new_id
 from meetingtasks.platform import Platform
 from meetingtasks.status import Status
-from tests.conftest import WorkerProcess, wait_for
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 from tests.test_poison_messages import QUEUE, SERVICE, assert_nothing_left, push, valid_envelope
 
 

@@ -16,7 +16,9 @@ from meetingtasks.connections import new_client
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.platform import Platform
 from meetingtasks.status import Status
-from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.support.processes import ROOT
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 
 def run_times(r: redis.Redis, kind: str, tag: str) -> list[float]:

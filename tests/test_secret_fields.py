@@ -48,9 +48,11 @@ from meetingtasks.services.user.store import UserStore
 from meetingtasks.settings import Settings
 from meetingtasks.status import Status, encode_transition
 from meetingtasks.worker.quarantine import quarantine_envelope
-from tests.conftest import ROOT, TEST_ENCRYPTION_KEY, WorkerProcess, wait_for
 from tests.polyglot.test_foreign_producers import send_with_celery_node
 from tests.support import secret_tasks
+from tests.support.processes import ROOT
+from tests.support.waiting import wait_for
+from tests.support.workers import TEST_ENCRYPTION_KEY, WorkerProcess
 
 PASSWORD = "Hunter2-Very-Secret-Pw"
 OLD_KEY = Fernet.generate_key().decode()

@@ -23,7 +23,9 @@ from meetingtasks.registry import SERVICES
 from meetingtasks.worker import gc_tuning
 from meetingtasks.worker.gc_tuning import freeze_long_lived, starting_a_worker
 from meetingtasks.worker.launch import run_worker
-from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.support.processes import ROOT
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 #: Packages a ready worker must not have imported, with what used to import them at start-up.
 NOT_AT_START_UP = {

@@ -7,8 +7,8 @@ import redis
 from meetingtasks import publish_event, publish_events
 from meetingtasks.events.bridge import Bridge
 from meetingtasks.platform import Platform
-from tests.conftest import wait_for
 from tests.events.conftest import queued, triggers_per_event
+from tests.support.waiting import wait_for
 
 
 def login_events(count: int, **extra: object) -> list[dict[str, object]]:

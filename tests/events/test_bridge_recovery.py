@@ -9,8 +9,8 @@ import redis
 
 from meetingtasks import publish_event, publish_events
 from meetingtasks.platform import Platform
-from tests.conftest import wait_for
 from tests.events.conftest import queued, triggers_per_event
+from tests.support.waiting import wait_for
 
 
 def pending(platform: Platform, r: redis.Redis) -> int:

@@ -25,10 +25,11 @@ from meetingtasks.events.publisher import EventPublisher
 from meetingtasks.events.retention import trim_streams
 from meetingtasks.maintenance import NoPayload, maintenance_trim_streams
 from meetingtasks.platform import Platform
-from tests.conftest import ROOT, WorkerProcess, wait_for
 from tests.events.conftest import triggers_per_event
 from tests.ops.conftest import scrape, value
-from tests.support.processes import PartProcess
+from tests.support.processes import ROOT, PartProcess
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 CAP = 50
 

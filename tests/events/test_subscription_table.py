@@ -12,8 +12,8 @@ from meetingtasks.events.subscriptions import SUBSCRIPTIONS, load_subscriptions
 from meetingtasks.platform import Platform
 from meetingtasks.registry import REGISTRY
 from meetingtasks.status import Status
-from tests.conftest import wait_for
 from tests.events.conftest import queued
+from tests.support.waiting import wait_for
 
 M, U = {"meeting_id": "m1"}, {"meeting_id": "m1", "user_id": "u1"}
 

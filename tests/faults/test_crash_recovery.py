@@ -11,7 +11,8 @@ import redis
 
 from meetingtasks import dispatch, dispatch_batch
 from meetingtasks.platform import Platform
-from tests.conftest import WorkerProcess, wait_for
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 
 def tags(r: redis.Redis, kind: str) -> list[str]:

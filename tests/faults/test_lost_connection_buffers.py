@@ -15,7 +15,8 @@ from meetingtasks.embedded import RedisServer
 from meetingtasks.platform import configure
 from meetingtasks.settings import Settings
 from meetingtasks.status import Status
-from tests.conftest import WorkerProcess, wait_for, worker_env
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess, worker_env
 
 VISIBILITY_S = 3.0
 

@@ -12,8 +12,8 @@ import redis
 from meetingtasks import configure, dispatch
 from meetingtasks.connections import new_client, reset_shared_clients
 from meetingtasks.settings import Settings
-from tests.conftest import WorkerProcess
 from tests.support.tls_redis import TlsRedisServer
+from tests.support.workers import WorkerProcess
 
 
 @pytest.fixture

@@ -11,9 +11,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from meetingtasks.platform import Platform
-from tests.conftest import WorkerProcess, wait_for
 from tests.gateway.conftest import Client, GatewayProcess, token_for
 from tests.support.dispatcher_tasks import WORKER_ENV
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 pytestmark = pytest.mark.usefixtures("platform")
 

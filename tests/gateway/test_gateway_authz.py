@@ -12,9 +12,10 @@ from websockets.sync.client import connect
 
 from meetingtasks.priority import PRIORITY_ORDER, queue_name
 from meetingtasks.registry import SERVICES
-from tests.conftest import WorkerProcess, wait_for
 from tests.gateway.conftest import Client, GatewayProcess, token_for
 from tests.support.dispatcher_tasks import WORKER_ENV
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 pytestmark = pytest.mark.usefixtures("platform")
 

@@ -22,7 +22,7 @@ from meetingtasks.gateway.limits import TokenBucket
 from meetingtasks.gateway.tokens import TokenError, mint_token, require_secret, verify_token
 from meetingtasks.registry import REGISTRY, load_builtin_types, task_type
 from meetingtasks.settings import Settings
-from tests.conftest import ROOT
+from tests.support.processes import ROOT
 
 SECRET = "unit-test-secret-0123456789abcdef"
 

@@ -10,8 +10,9 @@ import redis
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.embedded import free_port
 from meetingtasks.platform import Platform
-from tests.conftest import WorkerProcess, wait_for
 from tests.ops.conftest import Process, scrape, value
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 FAST_HEARTBEAT = {"MEETINGTASKS_HEARTBEAT_INTERVAL_S": "0.2"}
 

@@ -14,8 +14,9 @@ import pytest
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.embedded import free_port
 from meetingtasks.platform import Platform
-from tests.conftest import WorkerProcess, wait_for
 from tests.ops.conftest import Process
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 AUTH = "ops:s3cret-flower"
 

@@ -10,8 +10,9 @@ from opentelemetry import trace
 
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.platform import Platform
-from tests.conftest import WorkerProcess, wait_for
 from tests.ops.conftest import OPS_INCLUDE
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:

@@ -11,9 +11,10 @@ from pathlib import Path
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.embedded import free_port
 from meetingtasks.platform import Platform
-from tests.conftest import WorkerProcess, wait_for
 from tests.ops.conftest import Process
 from tests.support.tools import PROMETHEUS_INSTALL, executable
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 
 def prometheus_binary() -> str:

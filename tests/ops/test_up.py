@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from meetingtasks.embedded import free_port
-from tests.conftest import wait_for
 from tests.ops.conftest import Process, scrape, value
+from tests.support.waiting import wait_for
 
 
 def descendants(pid: int) -> set[int]:

@@ -18,8 +18,9 @@ import redis
 
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.platform import Platform
-from tests.conftest import WorkerProcess, wait_for
 from tests.support.tools import executable, existing
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 NODE_DIR = Path(__file__).parent / "node"
 EXAMPLE = Path(__file__).parent / "example_message.json"

@@ -17,9 +17,11 @@ from meetingtasks.registry import SERVICES
 from meetingtasks.services.meeting.store import MeetingStore
 from meetingtasks.services.signaling.store import SignalingStore
 from meetingtasks.services.user.store import UserStore
-from tests.conftest import ROOT, WorkerProcess, wait_for
 from tests.events.conftest import FAST, BridgeProcess
 from tests.gateway.conftest import SECRET, GatewayProcess
+from tests.support.processes import ROOT
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 
 def demo(env: dict[str, str], *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
