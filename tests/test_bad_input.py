@@ -15,6 +15,9 @@ from meetingtasks.platform import Platform
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
 
+# Slow tier: every test runs worker subprocesses through kills, redeliveries or timeouts.
+pytestmark = pytest.mark.slow
+
 
 def dead_letters(platform: Platform, r: redis.Redis) -> list:  # type: ignore[type-arg]
     return platform.dead_letters.list(r, "ai")

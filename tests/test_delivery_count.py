@@ -15,6 +15,9 @@ from meetingtasks.status import Status
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
 
+# Slow tier: every test runs worker subprocesses through kills, redeliveries or timeouts.
+pytestmark = pytest.mark.slow
+
 
 def _rpush_calls(r: redis.Redis) -> int:
     return int(r.info("commandstats").get("cmdstat_rpush", {}).get("calls", 0))

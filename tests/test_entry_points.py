@@ -14,6 +14,9 @@ from meetingtasks.platform import Platform
 from tests.support.processes import ROOT
 from tests.support.waiting import wait_for
 
+# Slow tier: every test runs worker subprocesses through kills, redeliveries or timeouts.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize(
     "command",

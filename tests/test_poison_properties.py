@@ -27,6 +27,9 @@ from meetingtasks.wake import push_wake
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
 
+# Slow tier: every test runs worker subprocesses through kills, redeliveries or timeouts.
+pytestmark = pytest.mark.slow
+
 SERVICE = "ai"
 QUEUE = "ai.normal"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import pytest
 import redis
 
 from meetingtasks.dispatcher import Dispatcher, TaskHandle
@@ -14,6 +15,9 @@ from meetingtasks.status import Status
 from meetingtasks.wake import WAKE_TOKENS_MAX
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
+
+# Slow tier: every test runs worker subprocesses through kills, redeliveries or timeouts.
+pytestmark = pytest.mark.slow
 
 
 def _script_calls(r: redis.Redis) -> int:

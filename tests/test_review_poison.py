@@ -18,6 +18,9 @@ from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
 from tests.test_poison_messages import QUEUE, SERVICE, assert_nothing_left, push, valid_envelope
 
+# Slow tier: every test runs worker subprocesses through kills, redeliveries or timeouts.
+pytestmark = pytest.mark.slow
+
 
 def object_body(fields: dict[str, Any], headers: dict[str, Any]) -> bytes:
     """A queue item whose body is a JSON object (base64, as Celery and celery-node write it)."""

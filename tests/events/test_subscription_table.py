@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import redis
 
 from meetingtasks import publish_events
@@ -128,6 +129,7 @@ def test_subscriptions_skip_events_that_do_not_concern_them(platform: Platform, 
         assert platform.status.get(r, subs[full_name(case)].task_id(event.id)) is None, case
 
 
+@pytest.mark.slow
 def test_triggered_tasks_run_on_a_real_worker(platform: Platform, r: redis.Redis, start_bridge,
                                              start_worker) -> None:
     # Given a bridge process and an ai worker that both load the test subscriptions and task types

@@ -15,6 +15,9 @@ from meetingtasks.settings import Settings
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess, worker_env
 
+# Slow tier: fault injection (kills, restarts, outages, refused writes) waits out real timeouts.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:

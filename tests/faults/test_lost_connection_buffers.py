@@ -18,6 +18,9 @@ from meetingtasks.status import Status
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess, worker_env
 
+# Slow tier: fault injection (kills, restarts, outages, refused writes) waits out real timeouts.
+pytestmark = pytest.mark.slow
+
 VISIBILITY_S = 3.0
 
 

@@ -35,6 +35,9 @@ from tests.support.restart_tasks import INCLUDE
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess, worker_env
 
+# Slow tier: fault injection (kills, restarts, outages, refused writes) waits out real timeouts.
+pytestmark = pytest.mark.slow
+
 #: Keys that running parts rewrite on their own (heartbeats, counters, lease scores, locks, wake tokens):
 #: their content after a restart says nothing about durability.
 VOLATILE = ("workers:", "bridges", "gateway", "queue-depths", "unacked_index:", "unacked_mutex:", "wake:")

@@ -19,6 +19,9 @@ from meetingtasks.status import Status
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
 
+# Slow tier: fault injection (kills, restarts, outages, refused writes) waits out real timeouts.
+pytestmark = pytest.mark.slow
+
 REFUSE_S = 3.0
 
 

@@ -35,6 +35,9 @@ from tests.support.processes import ROOT
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess, worker_env
 
+# Slow tier: fault injection (kills, restarts, outages, refused writes) waits out real timeouts.
+pytestmark = pytest.mark.slow
+
 SIGNING_OFF = {"MEETINGTASKS_SIGNING_KEY": "", "MEETINGTASKS_SIGNING_CERT": "", "MEETINGTASKS_SIGNING_CERT_STORE": ""}
 
 

@@ -15,6 +15,9 @@ from meetingtasks.settings import Settings
 from tests.support.tls_redis import TlsRedisServer
 from tests.support.workers import WorkerProcess
 
+# Slow tier: fault injection (kills, restarts, outages, refused writes) waits out real timeouts.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def tls_redis(tmp_path: Path) -> Iterator[TlsRedisServer]:

@@ -19,7 +19,8 @@ from tests.gateway.conftest import Client, GatewayProcess
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
 
-pytestmark = pytest.mark.usefixtures("platform")
+# Slow tier: every test runs worker subprocesses through kills, redeliveries or timeouts.
+pytestmark = [pytest.mark.usefixtures("platform"), pytest.mark.slow]
 PASSWORD = "Gateway-Secret-Pw-42"
 
 

@@ -29,6 +29,7 @@ def get(url: str, auth: str | None = AUTH) -> Any:
         return json.loads(response.read())
 
 
+@pytest.mark.slow
 def test_flower_shows_workers_and_tasks_of_every_service_with_basic_auth(
     platform: Platform, env: dict[str, str], run_process: Callable[..., Process],
     start_worker: Callable[..., WorkerProcess],

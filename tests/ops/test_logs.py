@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from opentelemetry import trace
 
 from meetingtasks.dispatcher import Dispatcher
@@ -13,6 +14,9 @@ from meetingtasks.platform import Platform
 from tests.ops.conftest import OPS_INCLUDE
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
+
+# Slow tier: it drives an external tool and waits for its scrapes and exports.
+pytestmark = pytest.mark.slow
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:

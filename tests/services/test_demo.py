@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 from meetingtasks.embedded import free_port
@@ -29,6 +30,7 @@ def demo(env: dict[str, str], *args: str, timeout_s: float = 300) -> subprocess.
                           capture_output=True, text=True, timeout=timeout_s)
 
 
+@pytest.mark.slow
 def test_the_demo_runs_the_meeting_over_real_workers_bridge_and_gateway(
         env: dict[str, str], platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess],
         tmp_path: Path) -> None:

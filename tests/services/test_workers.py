@@ -23,6 +23,9 @@ from tests.services.conftest import Published, Run
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
 
+# Slow tier: every test runs worker subprocesses through kills, redeliveries or timeouts.
+pytestmark = pytest.mark.slow
+
 ANN = {"username": "ann", "email": "ann@example.org", "password": "correct horse"}
 
 
