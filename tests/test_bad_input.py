@@ -12,7 +12,11 @@ import redis
 from meetingtasks import dispatch
 from meetingtasks.message import encode_task_message, loads, new_id
 from meetingtasks.platform import Platform
-from tests.conftest import WorkerProcess, wait_for
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
+
+# Slow tier: every test runs worker subprocesses through kills, redeliveries or timeouts.
+pytestmark = pytest.mark.slow
 
 
 def dead_letters(platform: Platform, r: redis.Redis) -> list:  # type: ignore[type-arg]

@@ -20,8 +20,9 @@ from meetingtasks.embedded import RedisServer, free_port
 from meetingtasks.maintenance import read_queue_depths
 from meetingtasks.platform import Platform
 from meetingtasks.settings import Settings
-from tests.conftest import WorkerProcess, wait_for
 from tests.support.beat_process import BeatProcess, beat_factory
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 # A worker whose own pump never runs during a test: what moves delayed tasks is beat.
 NO_WORKER_PUMP = {"MEETINGTASKS_PUMP_INTERVAL_S": "3600"}
@@ -38,6 +39,7 @@ def run_times(r: redis.Redis, kind: str, tag_prefix: str) -> list[float]:
     return sorted(float(row[1]) for row in rows if row[0].startswith(tag_prefix))
 
 
+@pytest.mark.slow
 def test_beat_killed_and_restarted_moves_what_fell_due_meanwhile(
     platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess],
     start_beat: Callable[..., BeatProcess],
@@ -78,6 +80,7 @@ def time_due(platform: Platform, r: redis.Redis) -> float:
     return latest
 
 
+@pytest.mark.slow
 def test_two_beats_racing_over_10000_due_entries_queue_each_exactly_once(
     platform: Platform, r: redis.Redis, start_beat: Callable[..., BeatProcess]
 ) -> None:
@@ -103,6 +106,7 @@ def test_two_beats_racing_over_10000_due_entries_queue_each_exactly_once(
         assert set(pipe.execute()) == {b"QUEUED"}
 
 
+@pytest.mark.slow
 def test_only_the_lock_holder_fires_periodic_entries_and_a_standby_takes_over(
     platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess],
     start_beat: Callable[..., BeatProcess],
@@ -130,6 +134,7 @@ def test_only_the_lock_holder_fires_periodic_entries_and_a_standby_takes_over(
     assert max(b - a for a, b in itertools.pairwise(ticks)) < 3 + 1 + 3, ticks  # lock timeout + tick + slack
 
 
+@pytest.mark.slow
 def test_celery_beat_runs_the_same_app_and_maintenance_refreshes_queue_depths(
     platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess],
     start_beat: Callable[..., BeatProcess],
@@ -177,6 +182,7 @@ def test_schedule_entries_take_an_interval_or_a_crontab(settings: Settings) -> N
         _added.pop("unit-test-entry")
 
 
+@pytest.mark.slow
 def test_beat_started_while_redis_is_down_waits_for_it_and_stops_on_sigterm(
     env: dict[str, str], tmp_path: Path, start_beat: Callable[..., BeatProcess]
 ) -> None:

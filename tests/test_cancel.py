@@ -17,7 +17,9 @@ from meetingtasks.cancel import cancel
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.platform import Platform
 from meetingtasks.status import Status
-from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.support.processes import ROOT
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 INCLUDE = {"MEETINGTASKS_INCLUDE": "tests.support.tasks,tests.support.scheduling_tasks"}
 
@@ -41,6 +43,7 @@ def expect_cancelled(handle_wait: Callable[[], object]) -> None:
     assert failed.value.status == "CANCELLED"
 
 
+@pytest.mark.slow
 def test_a_scheduled_task_is_removed_and_never_runs(
     platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]
 ) -> None:
@@ -57,6 +60,7 @@ def test_a_scheduled_task_is_removed_and_never_runs(
     assert platform.dead_letters.count(r, "ai") == 0
 
 
+@pytest.mark.slow
 def test_a_queued_task_cancelled_while_no_worker_runs_is_skipped_when_one_starts(
     platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]
 ) -> None:
@@ -75,6 +79,7 @@ def test_a_queued_task_cancelled_while_no_worker_runs_is_skipped_when_one_starts
     wait_for(lambda: "was cancelled; skipped" in worker.log(), 10, message="the skip in the worker log")
 
 
+@pytest.mark.slow
 def test_a_retrying_task_waiting_for_its_backoff_is_not_retried(
     platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]
 ) -> None:
@@ -91,6 +96,7 @@ def test_a_retrying_task_waiting_for_its_backoff_is_not_retried(
     assert history(platform, handle.id)[-1] == "CANCELLED"
 
 
+@pytest.mark.slow
 def test_a_running_handler_that_checks_its_flag_stops_and_ends_cancelled(
     platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]
 ) -> None:
@@ -112,6 +118,7 @@ def test_a_running_handler_that_checks_its_flag_stops_and_ends_cancelled(
     assert platform.dead_letters.count(r, "ai") == 0
 
 
+@pytest.mark.slow
 def test_a_running_task_cancelled_and_redelivered_after_its_worker_died_is_dropped_at_fetch(
     platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]
 ) -> None:
@@ -134,6 +141,7 @@ def test_a_running_task_cancelled_and_redelivered_after_its_worker_died_is_dropp
     assert platform.dead_letters.count(r, "ai") == 0
 
 
+@pytest.mark.slow
 def test_terminate_kills_a_running_task_and_the_worker_goes_on(
     platform: Platform, r: redis.Redis, env: dict[str, str], start_worker: Callable[..., WorkerProcess]
 ) -> None:
@@ -154,6 +162,7 @@ def test_terminate_kills_a_running_task_and_the_worker_goes_on(
     assert handle.status() is Status.CANCELLED
 
 
+@pytest.mark.slow
 def test_terminate_on_a_threads_pool_says_it_cannot(
     platform: Platform, r: redis.Redis, env: dict[str, str], start_worker: Callable[..., WorkerProcess]
 ) -> None:
@@ -171,6 +180,7 @@ def test_terminate_on_a_threads_pool_says_it_cannot(
     assert handle.wait(timeout=20) == "unkillable"
 
 
+@pytest.mark.slow
 def test_cancelling_a_finished_task_says_so_and_changes_nothing(
     platform: Platform, env: dict[str, str], start_worker: Callable[..., WorkerProcess]
 ) -> None:

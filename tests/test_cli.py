@@ -8,11 +8,14 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import redis
 
 from meetingtasks import dispatch, dispatch_batch
 from meetingtasks.platform import Platform
-from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.support.processes import ROOT
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -20,6 +23,7 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_dispatch_and_wait_from_the_shell(env: dict[str, str], platform: Platform,
                                           start_worker: Callable[..., WorkerProcess]) -> None:
     start_worker("ai")
@@ -33,6 +37,7 @@ def test_dispatch_and_wait_from_the_shell(env: dict[str, str], platform: Platfor
     assert (record["status"], record["priority"], record["type"]) == ("SUCCEEDED", "high", "t_echo")
 
 
+@pytest.mark.slow
 def test_dispatch_errors_are_one_line_with_the_right_exit_code(env: dict[str, str], platform: Platform) -> None:
     bad_json = run(env, "dispatch", "user_login", "--payload", "{nope")
     assert bad_json.returncode == 2 and "--payload is not valid JSON" in bad_json.stderr
@@ -48,6 +53,7 @@ def test_dispatch_errors_are_one_line_with_the_right_exit_code(env: dict[str, st
     assert missing.returncode == 1 and "no task with id 'no-such-id'" in missing.stderr
 
 
+@pytest.mark.slow
 def test_dlq_list_show_replay_purge(env: dict[str, str], platform: Platform, r: redis.Redis,
                                     start_worker: Callable[..., WorkerProcess]) -> None:
     # Given two dead letters

@@ -30,6 +30,7 @@ TIMESTAMPS = ("mt_dispatched_at", "mt_enqueued_at")
 
 
 # --- the message template -------------------------------------------------------------------------------------
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(task_ids=st.lists(st.text(max_size=40), min_size=1, max_size=3), task_name=st.text(max_size=40),
        queue=st.text(max_size=40), priority=st.text(max_size=10),

@@ -16,9 +16,10 @@ from meetingtasks.embedded import RedisServer, free_port
 from meetingtasks.platform import Platform
 from meetingtasks.settings import Settings
 from meetingtasks.watchdog import Watchdog
-from tests.conftest import WorkerProcess, wait_for
 from tests.support.dispatcher_tasks import WORKER_ENV, callbacks_seen
 from tests.support.script_hooks import before_script_call, open_oom_window
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 CALLBACKS = {"on_success": "t_on_outcome", "on_failure": "t_on_outcome"}
 
@@ -40,6 +41,7 @@ def settled_callbacks(platform: Platform, r: redis.Redis, task_id: str, expected
     return wait_for(settled, 20, message=f"the callback of {task_id}")  # type: ignore[return-value]
 
 
+@pytest.mark.slow
 def test_success_fires_on_success_once_with_the_result(platform: Platform, r: redis.Redis,
                                                        worker: WorkerProcess) -> None:
     handle = dispatch("t_echo", {"tag": "ok"}, **CALLBACKS)
@@ -51,6 +53,7 @@ def test_success_fires_on_success_once_with_the_result(platform: Platform, r: re
     assert seen["error"] is None
 
 
+@pytest.mark.slow
 def test_retry_then_success_fires_once(platform: Platform, r: redis.Redis, worker: WorkerProcess) -> None:
     handle = dispatch("t_flaky", {"tag": "flaky", "fail_times": 1}, **CALLBACKS)
     assert handle.wait(20) == "ok"
@@ -59,6 +62,7 @@ def test_retry_then_success_fires_once(platform: Platform, r: redis.Redis, worke
     assert [s for s, _, _ in handle.info().history].count(Status.RETRYING) == 1
 
 
+@pytest.mark.slow
 def test_dead_lettered_fires_on_failure_once_with_the_error(platform: Platform, r: redis.Redis,
                                                             worker: WorkerProcess) -> None:
     handle = dispatch("t_always_fails", {"tag": "doomed"}, **CALLBACKS)
@@ -70,6 +74,7 @@ def test_dead_lettered_fires_on_failure_once_with_the_error(platform: Platform, 
     assert seen["error_type"] == "RuntimeError"
 
 
+@pytest.mark.slow
 def test_permanent_failure_fires_on_failure_once(platform: Platform, r: redis.Redis, worker: WorkerProcess) -> None:
     handle = dispatch("t_permanent", {"tag": "no"}, on_failure="t_on_outcome")
     with pytest.raises(TaskFailed, match="refused: no"):
@@ -78,6 +83,7 @@ def test_permanent_failure_fires_on_failure_once(platform: Platform, r: redis.Re
     assert seen["status"] == "FAILED"
 
 
+@pytest.mark.slow
 def test_cancelled_fires_on_failure_once(platform: Platform, r: redis.Redis, worker: WorkerProcess) -> None:
     handle = dispatch("t_echo", {"tag": "never"}, delay=60, **CALLBACKS)
     assert handle.status() == "SCHEDULED"
@@ -88,6 +94,7 @@ def test_cancelled_fires_on_failure_once(platform: Platform, r: redis.Redis, wor
     assert r.llen("test:runs") == 0
 
 
+@pytest.mark.slow
 def test_running_task_past_its_timeout_is_timed_out_and_its_late_result_refused(
     platform: Platform, r: redis.Redis, worker: WorkerProcess
 ) -> None:
@@ -104,6 +111,7 @@ def test_running_task_past_its_timeout_is_timed_out_and_its_late_result_refused(
     assert r.zcard(platform.keys.deadlines) == 0
 
 
+@pytest.mark.slow
 def test_queued_task_past_its_timeout_never_runs(platform: Platform, r: redis.Redis,
                                                  start_worker: Callable[..., WorkerProcess]) -> None:
     # Given a task with a short timeout and no worker to run it
@@ -146,6 +154,7 @@ def test_callback_whose_model_refuses_the_outcome_is_dead_lettered(platform: Pla
     assert r.zcard(platform.keys.callbacks) == 0
 
 
+@pytest.mark.slow
 def test_a_task_its_worker_cannot_run_is_dead_lettered_and_its_callback_fires(
     platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]
 ) -> None:
@@ -187,6 +196,7 @@ def kill_connection(admin: redis.Redis) -> Callable[[Any], None]:
     return hook
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["oom", "dropped connection"])
 def test_callback_whose_dispatch_meets_a_transient_error_fires_once_after_redis_recovers(
     settings: Settings, platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess],
@@ -218,6 +228,7 @@ def test_callback_whose_dispatch_meets_a_transient_error_fires_once_after_redis_
     assert r.exists(platform.keys.callback_retries) == 0, "the retry count goes with the settled entry"
 
 
+@pytest.mark.slow
 def test_callback_to_a_redis_that_is_down_is_retried_with_backoff_then_fires_once(
     settings: Settings, platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess],
     tmp_path: Path,

@@ -18,9 +18,11 @@ from meetingtasks.dedup import claim_and_enqueue, once_script
 from meetingtasks.message import loads
 from meetingtasks.platform import Platform
 from meetingtasks.ratelimit import interval_ms, reserve_slot
-from tests.conftest import ROOT, WorkerProcess, wait_for
 from tests.support.dispatcher_tasks import WORKER_ENV
+from tests.support.processes import ROOT
 from tests.support.script_hooks import ProducerCrashed, before_script_call, open_oom_window
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 
 @pytest.fixture
@@ -176,6 +178,7 @@ def test_batch_items_take_options_and_refuse_unknown_ones(platform: Platform, r:
         dispatch_batch([{"type": "t_echo", "payload": {"tag": "c"}, "dedup_key": "x"}])
 
 
+@pytest.mark.slow
 def test_batch_on_complete_fires_once_when_every_member_finished(platform: Platform, r: redis.Redis,
                                                                  worker: WorkerProcess) -> None:
     items: list[Any] = [("t_echo", {"tag": str(n)}) for n in range(5)]
@@ -188,6 +191,7 @@ def test_batch_on_complete_fires_once_when_every_member_finished(platform: Platf
     assert json.loads(raw) == {"batch_id": batch.id, "total": 6, "counts": {"SUCCEEDED": 5, "FAILED": 1}}
 
 
+@pytest.mark.slow
 def test_a_solo_batch_counts_many_members_in_one_write_and_fires_on_complete_once(
         platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
     # A solo worker records the outcomes of a whole fetch in one call, counting each batch once for all of them.
@@ -203,6 +207,7 @@ def test_a_solo_batch_counts_many_members_in_one_write_and_fires_on_complete_onc
     assert r.hget(platform.keys.batch(batch.id), "done") == b"14"
 
 
+@pytest.mark.slow
 def test_empty_batch_completes_at_once(platform: Platform, r: redis.Redis, worker: WorkerProcess) -> None:
     batch = dispatch_batch([], on_complete="t_on_batch")
     wait_for(lambda: r.llen("test:batches"), 20, message="the on_complete callback")
@@ -210,6 +215,7 @@ def test_empty_batch_completes_at_once(platform: Platform, r: redis.Redis, worke
 
 
 # --- progress -------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_progress_reaches_the_status_record_and_the_status_channel(platform: Platform, r: redis.Redis,
                                                                    worker: WorkerProcess) -> None:
     pubsub = r.pubsub()
@@ -246,6 +252,7 @@ def test_slots_are_spaced_by_the_rate(platform: Platform, r: redis.Redis) -> Non
     assert reserve_slot(r, "test:rate", 4, now_s=1002.0) == 0.0, "an idle budget starts again now"
 
 
+@pytest.mark.slow
 def test_rate_limited_type_is_deferred_not_failed(platform: Platform, r: redis.Redis,
                                                   start_worker: Callable[..., WorkerProcess]) -> None:
     # Given two workers sharing one budget of 5 starts per second

@@ -18,7 +18,9 @@ from meetingtasks.deadletter import DeadLetter
 from meetingtasks.embedded import RedisServer
 from meetingtasks.platform import Platform
 from meetingtasks.settings import Settings
-from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.support.processes import ROOT
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 
 @pytest.fixture
@@ -54,6 +56,7 @@ def queued(client: redis.Redis) -> dict[str, int]:
     return {key.decode(): int(client.llen(key)) for key in client.scan_iter("*.*") if client.type(key) == b"list"}
 
 
+@pytest.mark.slow
 def test_dlq_and_stats_see_each_service_on_its_own_redis(
     split_env: dict[str, str], split: Platform, ai_server: RedisServer, start_worker: Callable[..., WorkerProcess],
 ) -> None:

@@ -11,7 +11,11 @@ import pytest
 
 from meetingtasks import dispatch
 from meetingtasks.platform import Platform
-from tests.conftest import ROOT, wait_for
+from tests.support.processes import ROOT
+from tests.support.waiting import wait_for
+
+# Slow tier: every test runs worker subprocesses through kills, redeliveries or timeouts.
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize(

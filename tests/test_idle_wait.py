@@ -16,7 +16,7 @@ from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.platform import Platform
 from meetingtasks.priority import PRIORITY_ORDER, queue_name
 from meetingtasks.worker.transport import FETCH
-from tests.conftest import wait_for
+from tests.support.waiting import wait_for
 
 
 def _blocked(r: redis.Redis) -> int:

@@ -17,7 +17,11 @@ from meetingtasks.platform import Platform
 from meetingtasks.stats import collect
 from meetingtasks.status import Status
 from meetingtasks.wake import push_wake
-from tests.conftest import WorkerProcess, wait_for
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
+
+# Slow tier: every test runs worker subprocesses through kills, redeliveries or timeouts.
+pytestmark = pytest.mark.slow
 
 SERVICE = "ai"
 QUEUE = "ai.normal"

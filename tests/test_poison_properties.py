@@ -24,7 +24,11 @@ from meetingtasks import dispatch
 from meetingtasks.message import encode_task_message, loads, new_id
 from meetingtasks.platform import Platform
 from meetingtasks.wake import push_wake
-from tests.conftest import WorkerProcess, wait_for
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
+
+# Slow tier: every test runs worker subprocesses through kills, redeliveries or timeouts.
+pytestmark = pytest.mark.slow
 
 SERVICE = "ai"
 QUEUE = "ai.normal"

@@ -6,13 +6,18 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import pytest
 import redis
 
 from meetingtasks.dispatcher import Dispatcher, TaskHandle
 from meetingtasks.platform import Platform
 from meetingtasks.status import Status
 from meetingtasks.wake import WAKE_TOKENS_MAX
-from tests.conftest import WorkerProcess, wait_for
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
+
+# Slow tier: every test runs worker subprocesses through kills, redeliveries or timeouts.
+pytestmark = pytest.mark.slow
 
 
 def _script_calls(r: redis.Redis) -> int:

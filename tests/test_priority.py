@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 import redis
 
 from meetingtasks import dispatch, dispatch_batch
 from meetingtasks.platform import Platform
-from tests.conftest import WorkerProcess, wait_for
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 
 def test_critical_tasks_overtake_a_backlog_of_two_thousand_low_tasks(
@@ -32,6 +34,7 @@ def test_critical_tasks_overtake_a_backlog_of_two_thousand_low_tasks(
     assert lows_before < 50, f"{lows_before} low tasks finished before the last critical one"
 
 
+@pytest.mark.slow
 def test_each_priority_level_is_served_in_order(
     platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]
 ) -> None:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
+import pytest
 import redis
 
 from meetingtasks import TaskFailed, dispatch
 from meetingtasks.platform import Platform
-from tests.conftest import WorkerProcess
+from tests.support.workers import WorkerProcess
+
+# Slow tier: every test runs worker subprocesses through kills, redeliveries or timeouts.
+pytestmark = pytest.mark.slow
 
 
 def attempt_times(r: redis.Redis, tag: str) -> list[float]:

@@ -14,8 +14,12 @@ from meetingtasks import dispatch
 from meetingtasks.message import new_id
 from meetingtasks.platform import Platform
 from meetingtasks.status import Status
-from tests.conftest import WorkerProcess, wait_for
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 from tests.test_poison_messages import QUEUE, SERVICE, assert_nothing_left, push, valid_envelope
+
+# Slow tier: every test runs worker subprocesses through kills, redeliveries or timeouts.
+pytestmark = pytest.mark.slow
 
 
 def object_body(fields: dict[str, Any], headers: dict[str, Any]) -> bytes:

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import pytest
 import redis
 
 from meetingtasks import dispatch
@@ -16,7 +17,9 @@ from meetingtasks.connections import new_client
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.platform import Platform
 from meetingtasks.status import Status
-from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.support.processes import ROOT
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 
 def run_times(r: redis.Redis, kind: str, tag: str) -> list[float]:
@@ -29,6 +32,7 @@ def statuses(platform: Platform, task_id: str) -> list[str]:
     return [s.value for s, _, _ in record.history]
 
 
+@pytest.mark.slow
 def test_delay_longer_than_the_visibility_timeout_runs_once_and_not_before_it_is_due(
     platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]
 ) -> None:
@@ -49,6 +53,7 @@ def test_delay_longer_than_the_visibility_timeout_runs_once_and_not_before_it_is
     assert len(run_times(r, "runs", "late")) == 1
 
 
+@pytest.mark.slow
 def test_retry_backoff_longer_than_the_visibility_timeout_runs_once_per_attempt(
     platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]
 ) -> None:
@@ -89,6 +94,7 @@ def test_pump_moves_critical_first_marks_queued_and_publishes_the_identity(platf
     pubsub.close()
 
 
+@pytest.mark.slow
 def test_four_pumps_racing_over_10000_due_entries_queue_each_exactly_once(platform: Platform,
                                                                            r: redis.Redis) -> None:
     # given 10,000 delayed tasks that fall due together

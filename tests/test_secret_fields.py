@@ -48,9 +48,11 @@ from meetingtasks.services.user.store import UserStore
 from meetingtasks.settings import Settings
 from meetingtasks.status import Status, encode_transition
 from meetingtasks.worker.quarantine import quarantine_envelope
-from tests.conftest import ROOT, TEST_ENCRYPTION_KEY, WorkerProcess, wait_for
 from tests.polyglot.test_foreign_producers import send_with_celery_node
 from tests.support import secret_tasks
+from tests.support.processes import ROOT
+from tests.support.waiting import wait_for
+from tests.support.workers import TEST_ENCRYPTION_KEY, WorkerProcess
 
 PASSWORD = "Hunter2-Very-Secret-Pw"
 OLD_KEY = Fernet.generate_key().decode()
@@ -127,6 +129,7 @@ def events(platform: Platform, r: redis.Redis) -> Iterator[list[dict[str, Any]]]
 POOLS = [("--pool", "threads", "--concurrency", "2"), ("--pool", "prefork", "--concurrency", "1"), ("--pool", "solo")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pool", POOLS, ids=lambda args: args[1])
 def test_monitor_never_sees_the_password_or_the_session_token(
     platform: Platform, redis_url: str, start_worker: Callable[..., WorkerProcess], pool: tuple[str, ...],
@@ -160,6 +163,7 @@ def test_monitor_never_sees_the_password_or_the_session_token(
 
 
 # --- masking: Celery task events (Flower), status, dlq ----------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("pool", POOLS, ids=lambda args: args[1])
 def test_celery_task_events_and_the_status_command_show_secrets_as_stars(
     platform: Platform, env: dict[str, str], events: list[dict[str, Any]],
@@ -217,6 +221,7 @@ def test_the_status_channel_shows_the_token_as_stars_and_the_gateway_opens_it_fo
 
 
 # --- rotation and undecryptable messages ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_message_sealed_with_the_old_key_runs_on_a_worker_with_the_new_key_first(
     platform: Platform, start_worker: Callable[..., WorkerProcess],
 ) -> None:
@@ -238,6 +243,7 @@ def test_a_message_sealed_with_the_old_key_runs_on_a_worker_with_the_new_key_fir
     assert UserStore(platform).login(token, now=time.time()) is not None
 
 
+@pytest.mark.slow
 def test_an_undecryptable_message_is_dead_lettered_naming_the_key_id_and_replays_once_the_key_is_back(
     platform: Platform, r: redis.Redis, env: dict[str, str], start_worker: Callable[..., WorkerProcess],
 ) -> None:
@@ -283,6 +289,7 @@ def test_an_undecryptable_message_is_dead_lettered_naming_the_key_id_and_replays
 
 
 # --- foreign producers ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_foreign_producer_sending_the_password_in_plain_text_still_works_and_nothing_stores_it_plain(
     platform: Platform, r: redis.Redis, redis_url: str, events: list[dict[str, Any]],
     start_worker: Callable[..., WorkerProcess],
@@ -402,6 +409,7 @@ def test_sealing_round_trip_is_idempotent_and_names_the_key_id_when_it_cannot_op
     assert mask_text(json.dumps(sealed)) == json.dumps({"name": "n", "api_key": MASK})
 
 
+@pytest.mark.slow
 def test_a_field_marked_secret_on_its_model_is_masked_in_celery_inspect_and_opened_for_handler_and_caller(
     platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess],
 ) -> None:

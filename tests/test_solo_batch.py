@@ -12,7 +12,11 @@ import redis
 from meetingtasks.dispatcher import Dispatcher, TaskHandle
 from meetingtasks.platform import Platform
 from meetingtasks.status import Status
-from tests.conftest import WorkerProcess, wait_for
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
+
+# Slow tier: every test runs worker subprocesses through kills, redeliveries or timeouts.
+pytestmark = pytest.mark.slow
 
 
 def _fetch_calls(r: redis.Redis) -> int:

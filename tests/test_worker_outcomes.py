@@ -15,7 +15,7 @@ from meetingtasks.platform import Platform
 from meetingtasks.settings import Settings
 from meetingtasks.status import Status
 from meetingtasks.worker.outcomes import outcome_entry, register_sink, sink_for, unregister_sink
-from tests.conftest import wait_for
+from tests.support.waiting import wait_for
 
 
 def _unacked(r: redis.Redis, platform: Platform, tag: str) -> None:

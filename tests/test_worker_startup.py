@@ -23,7 +23,9 @@ from meetingtasks.registry import SERVICES
 from meetingtasks.worker import gc_tuning
 from meetingtasks.worker.gc_tuning import freeze_long_lived, starting_a_worker
 from meetingtasks.worker.launch import run_worker
-from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.support.processes import ROOT
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 #: Packages a ready worker must not have imported, with what used to import them at start-up.
 NOT_AT_START_UP = {
@@ -47,6 +49,7 @@ def _loaded(modules: set[str], package: str) -> bool:
     return any(m == package or m.startswith(package + ".") for m in modules)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("service", SERVICES)
 def test_a_ready_worker_has_imported_nothing_it_does_not_use(
     service: str, start_worker: Callable[..., WorkerProcess], tmp_path: Path
@@ -205,6 +208,7 @@ def test_threads_that_first_miss_at_once_all_find_the_type() -> None:
     assert done.stdout.split() == ["8"]
 
 
+@pytest.mark.slow
 def test_celerys_global_environment_variables_do_not_replace_the_workers_app_or_broker(
     start_worker: Callable[..., WorkerProcess], platform: Platform
 ) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 
 from meetingtasks import publish_event, publish_events
 from meetingtasks.events.bridge import Bridge
 from meetingtasks.platform import Platform
-from tests.conftest import wait_for
 from tests.events.conftest import queued, triggers_per_event
+from tests.support.waiting import wait_for
 
 
 def login_events(count: int, **extra: object) -> list[dict[str, object]]:
@@ -89,6 +90,7 @@ def test_bridges_share_the_work(platform: Platform, r: redis.Redis, make_bridge)
     assert first.stats.events > 0 and second.stats.events > 0, (first.stats, second.stats)
 
 
+@pytest.mark.slow
 def test_a_failing_subscription_is_retried_then_triggers_once(platform: Platform, r: redis.Redis,
                                                              make_bridge) -> None:
     # Given a subscription that fails twice before it works, and three attempts allowed

@@ -5,18 +5,20 @@ from __future__ import annotations
 import time
 
 import orjson
+import pytest
 import redis
 
 from meetingtasks import publish_event, publish_events
 from meetingtasks.platform import Platform
-from tests.conftest import wait_for
 from tests.events.conftest import queued, triggers_per_event
+from tests.support.waiting import wait_for
 
 
 def pending(platform: Platform, r: redis.Redis) -> int:
     return int(r.xpending(platform.keys.event_stream("user_events"), platform.keys.bridge_group)["pending"])
 
 
+@pytest.mark.slow
 def test_a_second_bridge_reclaims_what_a_killed_bridge_left(platform: Platform, r: redis.Redis,
                                                             start_bridge) -> None:
     # Given 1,000 events whose first subscription takes 3 ms each, and a bridge reading 50 at a time

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from meetingtasks.events.bus import LocalBus
-from tests.conftest import wait_for
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.support.processes import ROOT
 
 
 def test_the_bridge_command_stops_cleanly_on_sigterm(start_bridge) -> None:

@@ -25,6 +25,7 @@ traceparents = st.builds(lambda t, s, f: f"00-{t:032x}-{s:016x}-{f:02x}",
                          st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1), st.integers(0, 255))
 
 
+@pytest.mark.slow
 @given(channel_and_type, payloads, ids, st.floats(0, 4e9), st.text(min_size=1, max_size=30), traceparents)
 def test_an_event_survives_the_wire(ct: tuple[str, str], payload: dict[str, object], event_id: str, when: float,
                                     source: str, traceparent: str) -> None:

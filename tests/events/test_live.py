@@ -11,7 +11,7 @@ import redis
 from meetingtasks import publish_event
 from meetingtasks.events import AsyncLiveSubscriber, LiveMessage, LiveSubscriber
 from meetingtasks.platform import Platform
-from tests.conftest import wait_for
+from tests.support.waiting import wait_for
 
 
 def test_a_live_subscriber_hears_events_and_any_other_channel(platform: Platform, r: redis.Redis) -> None:

@@ -25,10 +25,11 @@ from meetingtasks.events.publisher import EventPublisher
 from meetingtasks.events.retention import trim_streams
 from meetingtasks.maintenance import NoPayload, maintenance_trim_streams
 from meetingtasks.platform import Platform
-from tests.conftest import ROOT, WorkerProcess, wait_for
 from tests.events.conftest import triggers_per_event
 from tests.ops.conftest import scrape, value
-from tests.support.processes import PartProcess
+from tests.support.processes import ROOT, PartProcess
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 CAP = 50
 
@@ -89,6 +90,7 @@ def test_publishing_never_trims_a_stream(platform: Platform, r: redis.Redis) -> 
     assert r.xlen(platform.keys.event_stream("media_events")) == 2000
 
 
+@pytest.mark.slow
 def test_a_bridge_outage_longer_than_the_cap_loses_no_event(platform: Platform, r: redis.Redis, start_bridge,
                                                             start_worker) -> None:
     # Given a bridge that ran once (its group exists on every stream) and then stopped
@@ -196,6 +198,7 @@ def stats_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_past_the_hard_cap_the_stream_is_kept_and_the_warning_is_everywhere(
     platform: Platform, r: redis.Redis, env: dict[str, str], start_bridge, start_worker, exporter_with_cap: str,
 ) -> None:

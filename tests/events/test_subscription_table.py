@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import redis
 
 from meetingtasks import publish_events
@@ -12,8 +13,8 @@ from meetingtasks.events.subscriptions import SUBSCRIPTIONS, load_subscriptions
 from meetingtasks.platform import Platform
 from meetingtasks.registry import REGISTRY
 from meetingtasks.status import Status
-from tests.conftest import wait_for
 from tests.events.conftest import queued
+from tests.support.waiting import wait_for
 
 M, U = {"meeting_id": "m1"}, {"meeting_id": "m1", "user_id": "u1"}
 
@@ -128,6 +129,7 @@ def test_subscriptions_skip_events_that_do_not_concern_them(platform: Platform, 
         assert platform.status.get(r, subs[full_name(case)].task_id(event.id)) is None, case
 
 
+@pytest.mark.slow
 def test_triggered_tasks_run_on_a_real_worker(platform: Platform, r: redis.Redis, start_bridge,
                                              start_worker) -> None:
     # Given a bridge process and an ai worker that both load the test subscriptions and task types

@@ -7,11 +7,16 @@ import signal
 import time
 from collections.abc import Callable
 
+import pytest
 import redis
 
 from meetingtasks import dispatch, dispatch_batch
 from meetingtasks.platform import Platform
-from tests.conftest import WorkerProcess, wait_for
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
+
+# Slow tier: fault injection (kills, restarts, outages, refused writes) waits out real timeouts.
+pytestmark = pytest.mark.slow
 
 
 def tags(r: redis.Redis, kind: str) -> list[str]:

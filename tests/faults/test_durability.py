@@ -12,7 +12,11 @@ from meetingtasks.connections import reset_shared_clients
 from meetingtasks.embedded import RedisServer
 from meetingtasks.platform import Platform, configure
 from meetingtasks.settings import Settings
-from tests.conftest import WorkerProcess, wait_for, worker_env
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess, worker_env
+
+# Slow tier: fault injection (kills, restarts, outages, refused writes) waits out real timeouts.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture

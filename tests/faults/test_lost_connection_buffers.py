@@ -15,7 +15,11 @@ from meetingtasks.embedded import RedisServer
 from meetingtasks.platform import configure
 from meetingtasks.settings import Settings
 from meetingtasks.status import Status
-from tests.conftest import WorkerProcess, wait_for, worker_env
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess, worker_env
+
+# Slow tier: fault injection (kills, restarts, outages, refused writes) waits out real timeouts.
+pytestmark = pytest.mark.slow
 
 VISIBILITY_S = 3.0
 

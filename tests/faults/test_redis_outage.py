@@ -16,7 +16,11 @@ from meetingtasks.embedded import RedisServer
 from meetingtasks.metrics.heartbeat import read_heartbeats
 from meetingtasks.platform import Platform
 from meetingtasks.settings import Settings
-from tests.conftest import WorkerProcess, wait_for, worker_env
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess, worker_env
+
+# Slow tier: fault injection (kills, restarts, outages, refused writes) waits out real timeouts.
+pytestmark = pytest.mark.slow
 
 OUTAGE_S = 30
 

@@ -28,10 +28,15 @@ from meetingtasks.embedded import RedisServer
 from meetingtasks.gateway.tokens import mint_token
 from meetingtasks.platform import Platform, configure
 from meetingtasks.settings import Settings
-from tests.conftest import ROOT, WorkerProcess, wait_for, worker_env
 from tests.events.conftest import FAST, BridgeProcess, queued
 from tests.gateway.conftest import SECRET, Client, GatewayProcess
+from tests.support.processes import ROOT
 from tests.support.restart_tasks import INCLUDE
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess, worker_env
+
+# Slow tier: fault injection (kills, restarts, outages, refused writes) waits out real timeouts.
+pytestmark = pytest.mark.slow
 
 #: Keys that running parts rewrite on their own (heartbeats, counters, lease scores, locks, wake tokens):
 #: their content after a restart says nothing about durability.

@@ -16,7 +16,11 @@ import redis
 from meetingtasks.dispatcher import Dispatcher, TaskHandle
 from meetingtasks.platform import Platform
 from meetingtasks.status import Status
-from tests.conftest import WorkerProcess, wait_for
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
+
+# Slow tier: fault injection (kills, restarts, outages, refused writes) waits out real timeouts.
+pytestmark = pytest.mark.slow
 
 REFUSE_S = 3.0
 

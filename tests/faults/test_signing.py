@@ -31,7 +31,12 @@ from meetingtasks.signing import (
     signer_of,
     unverified_body,
 )
-from tests.conftest import ROOT, WorkerProcess, wait_for, worker_env
+from tests.support.processes import ROOT
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess, worker_env
+
+# Slow tier: fault injection (kills, restarts, outages, refused writes) waits out real timeouts.
+pytestmark = pytest.mark.slow
 
 SIGNING_OFF = {"MEETINGTASKS_SIGNING_KEY": "", "MEETINGTASKS_SIGNING_CERT": "", "MEETINGTASKS_SIGNING_CERT_STORE": ""}
 

@@ -8,7 +8,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import pytest
+
 from bench.soak import Soak
+
+# Slow tier: fault injection (kills, restarts, outages, refused writes) waits out real timeouts.
+pytestmark = pytest.mark.slow
 
 
 def test_the_ledger_balances_through_kills_restarts_refused_writes_and_hostile_items(tmp_path: Path) -> None:

@@ -12,8 +12,11 @@ import redis
 from meetingtasks import configure, dispatch
 from meetingtasks.connections import new_client, reset_shared_clients
 from meetingtasks.settings import Settings
-from tests.conftest import WorkerProcess
 from tests.support.tls_redis import TlsRedisServer
+from tests.support.workers import WorkerProcess
+
+# Slow tier: fault injection (kills, restarts, outages, refused writes) waits out real timeouts.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture

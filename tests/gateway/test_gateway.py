@@ -11,9 +11,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from meetingtasks.platform import Platform
-from tests.conftest import WorkerProcess, wait_for
 from tests.gateway.conftest import Client, GatewayProcess, token_for
 from tests.support.dispatcher_tasks import WORKER_ENV
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 pytestmark = pytest.mark.usefixtures("platform")
 
@@ -42,6 +43,7 @@ def test_connections_without_a_valid_token_are_refused_before_the_session_opens(
     assert "bad token signature" in gateway.log() and "token expired" in gateway.log()
 
 
+@pytest.mark.slow
 def test_a_bearer_header_is_accepted_as_well(gateway: GatewayProcess) -> None:
     with connect(gateway.ws_url, additional_headers={"Authorization": f"Bearer {token_for('ann')}"}) as conn:
         conn.send('{"op": "subscribe", "id": "nope"}')
@@ -49,6 +51,7 @@ def test_a_bearer_header_is_accepted_as_well(gateway: GatewayProcess) -> None:
 
 
 # --- submit and pushes ----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_submit_is_accepted_and_every_transition_is_pushed_up_to_succeeded(
     gateway: GatewayProcess, worker: WorkerProcess, clients: Callable[..., Client]
 ) -> None:
@@ -65,6 +68,7 @@ def test_submit_is_accepted_and_every_transition_is_pushed_up_to_succeeded(
     wait_for(lambda: gateway.stats()["tasks_followed"] == 0, 10, message="the route to be dropped")
 
 
+@pytest.mark.slow
 def test_progress_is_pushed(gateway: GatewayProcess, worker: WorkerProcess, clients: Callable[..., Client],
                             r: redis.Redis) -> None:
     ann = clients("ann")
@@ -76,6 +80,7 @@ def test_progress_is_pushed(gateway: GatewayProcess, worker: WorkerProcess, clie
     assert ann.statuses(task_id)[-2:] == ["STARTED", "SUCCEEDED"]
 
 
+@pytest.mark.slow
 def test_a_failing_task_pushes_its_error(gateway: GatewayProcess, worker: WorkerProcess,
                                          clients: Callable[..., Client]) -> None:
     ann = clients("ann")
@@ -96,6 +101,7 @@ def test_cancel_of_a_queued_task_pushes_cancelled(gateway: GatewayProcess, clien
 
 
 # --- malformed input --------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize(("frame", "error"), [
     ("{not json", "invalid JSON"),
     ("[1, 2]", "a frame must be a JSON object, not list"),
@@ -169,6 +175,7 @@ def test_unfinished_tasks_are_capped_per_client(start_gateway: Callable[..., Gat
     ann.close()
 
 
+@pytest.mark.slow
 def test_idle_sessions_are_closed(start_gateway: Callable[..., GatewayProcess]) -> None:
     gateway = start_gateway(MEETINGTASKS_GATEWAY_IDLE_TIMEOUT_S="1")
     ann = Client(gateway, "ann")
@@ -180,6 +187,7 @@ def test_idle_sessions_are_closed(start_gateway: Callable[..., GatewayProcess]) 
 
 
 # --- isolation -----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_two_clients_never_see_each_others_tasks(gateway: GatewayProcess, worker: WorkerProcess,
                                                  clients: Callable[..., Client]) -> None:
     ann, bob = clients("ann"), clients("bob")
@@ -195,6 +203,7 @@ def test_two_clients_never_see_each_others_tasks(gateway: GatewayProcess, worker
     assert all(f.get("id") != bob_task for f in ann.frames)
 
 
+@pytest.mark.slow
 def test_disconnect_mid_task_cleans_the_session_and_the_task_still_completes(
     gateway: GatewayProcess, worker: WorkerProcess, clients: Callable[..., Client], r: redis.Redis,
     platform: Platform,
@@ -217,6 +226,7 @@ def test_disconnect_mid_task_cleans_the_session_and_the_task_still_completes(
     assert (stats["sessions_open"], stats["sessions_opened_total"], stats["sessions_closed_total"]) == (1, 2, 1)
 
 
+@pytest.mark.slow
 def test_subscribe_to_an_own_running_task_from_a_second_session(
     gateway: GatewayProcess, worker: WorkerProcess, clients: Callable[..., Client]
 ) -> None:

@@ -12,9 +12,10 @@ from websockets.sync.client import connect
 
 from meetingtasks.priority import PRIORITY_ORDER, queue_name
 from meetingtasks.registry import SERVICES
-from tests.conftest import WorkerProcess, wait_for
 from tests.gateway.conftest import Client, GatewayProcess, token_for
 from tests.support.dispatcher_tasks import WORKER_ENV
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 pytestmark = pytest.mark.usefixtures("platform")
 
@@ -33,6 +34,7 @@ def queued_anywhere(r: redis.Redis) -> int:
 
 
 # --- default deny -----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_only_types_declared_client_can_be_submitted_and_the_refusal_does_not_reveal_which_exist(
     gateway: GatewayProcess, worker: WorkerProcess, clients: Callable[..., Client], r: redis.Redis,
 ) -> None:
@@ -85,6 +87,7 @@ def test_an_operator_list_narrows_the_client_types_and_cannot_open_an_internal_o
 
 
 # --- the acting user comes from the token ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_acting_user_is_the_tokens_subject(
     gateway: GatewayProcess, worker: WorkerProcess, clients: Callable[..., Client], r: redis.Redis,
 ) -> None:

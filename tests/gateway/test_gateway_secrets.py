@@ -15,10 +15,12 @@ import redis
 from meetingtasks.platform import Platform
 from meetingtasks.secret_fields import MASK
 from meetingtasks.services.user.store import UserStore
-from tests.conftest import WorkerProcess, wait_for
 from tests.gateway.conftest import Client, GatewayProcess
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
-pytestmark = pytest.mark.usefixtures("platform")
+# Slow tier: every test runs worker subprocesses through kills, redeliveries or timeouts.
+pytestmark = [pytest.mark.usefixtures("platform"), pytest.mark.slow]
 PASSWORD = "Gateway-Secret-Pw-42"
 
 

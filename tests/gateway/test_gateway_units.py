@@ -22,7 +22,7 @@ from meetingtasks.gateway.limits import TokenBucket
 from meetingtasks.gateway.tokens import TokenError, mint_token, require_secret, verify_token
 from meetingtasks.registry import REGISTRY, load_builtin_types, task_type
 from meetingtasks.settings import Settings
-from tests.conftest import ROOT
+from tests.support.processes import ROOT
 
 SECRET = "unit-test-secret-0123456789abcdef"
 
@@ -103,6 +103,7 @@ def test_a_valid_token_with_any_part_replaced_or_extended_is_refused(part: int, 
         assert _verified_or_refused(".".join(parts)) is None
 
 
+@pytest.mark.slow
 @hsettings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(header=json_values | st.fixed_dictionaries({"alg": st.just("HS256")}, optional={"typ": json_values}),
        claims=json_values | st.fixed_dictionaries({}, optional={"sub": json_values, "exp": json_values}))

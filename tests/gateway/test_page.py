@@ -14,10 +14,13 @@ import pytest
 import redis
 
 from meetingtasks.platform import Platform
-from tests.conftest import WorkerProcess
 from tests.gateway.cdp import Browser
 from tests.gateway.conftest import GatewayProcess, token_for
 from tests.support.dispatcher_tasks import WORKER_ENV
+from tests.support.workers import WorkerProcess
+
+# Slow tier: a real Chromium drives the page.
+pytestmark = pytest.mark.slow
 
 ROW = "document.querySelector('#tasks tr')"
 

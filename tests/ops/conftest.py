@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ROOT
+from tests.support.processes import ROOT
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

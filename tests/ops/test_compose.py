@@ -16,7 +16,7 @@ import yaml
 from meetingtasks.cli.main import cli
 from meetingtasks.registry import SERVICES
 from meetingtasks.settings import ENV_PREFIX, Settings
-from tests.conftest import ROOT
+from tests.support.processes import ROOT
 from tests.support.tools import PROMETHEUS_INSTALL, executable
 
 COMPOSE = ROOT / "docker-compose.yml"

@@ -13,8 +13,8 @@ from typing import Any
 import yaml
 
 from meetingtasks.embedded import free_port
-from tests.conftest import ROOT
 from tests.ops.conftest import Process
+from tests.support.processes import ROOT
 from tests.support.tools import PROMETHEUS_INSTALL, executable
 
 DASHBOARD = ROOT / "deploy/grafana/dashboards/meetingtasks.json"

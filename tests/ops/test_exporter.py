@@ -5,13 +5,15 @@ from __future__ import annotations
 import urllib.request
 from collections.abc import Callable
 
+import pytest
 import redis
 
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.embedded import free_port
 from meetingtasks.platform import Platform
-from tests.conftest import WorkerProcess, wait_for
 from tests.ops.conftest import Process, scrape, value
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 FAST_HEARTBEAT = {"MEETINGTASKS_HEARTBEAT_INTERVAL_S": "0.2"}
 
@@ -30,6 +32,7 @@ def start_exporter(run_process: Callable[..., Process], env: dict[str, str]) -> 
     return f"http://127.0.0.1:{port}/metrics"
 
 
+@pytest.mark.slow
 def test_task_outcomes_are_counted_by_service_type_and_priority(
     platform: Platform, env: dict[str, str], run_process: Callable[..., Process],
     start_worker: Callable[..., WorkerProcess],
@@ -98,6 +101,7 @@ def test_queue_gauges_show_waiting_scheduled_and_dead_work(
     assert value(s, "meetingtasks_redis_up") == 1
 
 
+@pytest.mark.slow
 def test_worker_liveness_follows_the_consumer_heartbeat(
     platform: Platform, r: redis.Redis, env: dict[str, str], run_process: Callable[..., Process],
     start_worker: Callable[..., WorkerProcess],
@@ -139,6 +143,7 @@ def test_a_redis_outage_is_reported_not_crashed(env: dict[str, str], run_process
     assert ("meetingtasks_queue_depth", ()) not in s
 
 
+@pytest.mark.slow
 def test_bridge_throughput_and_lag_are_exported(
     platform: Platform, env: dict[str, str], run_process: Callable[..., Process],
 ) -> None:
@@ -174,6 +179,7 @@ def test_bridge_throughput_and_lag_are_exported(
     assert value(s, "meetingtasks_bridges_alive") == 0
 
 
+@pytest.mark.slow
 def test_gateway_sessions_and_pushes_are_exported(
     platform: Platform, env: dict[str, str], run_process: Callable[..., Process],
     start_worker: Callable[..., WorkerProcess],

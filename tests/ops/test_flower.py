@@ -14,8 +14,9 @@ import pytest
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.embedded import free_port
 from meetingtasks.platform import Platform
-from tests.conftest import WorkerProcess, wait_for
 from tests.ops.conftest import Process
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 AUTH = "ops:s3cret-flower"
 
@@ -28,6 +29,7 @@ def get(url: str, auth: str | None = AUTH) -> Any:
         return json.loads(response.read())
 
 
+@pytest.mark.slow
 def test_flower_shows_workers_and_tasks_of_every_service_with_basic_auth(
     platform: Platform, env: dict[str, str], run_process: Callable[..., Process],
     start_worker: Callable[..., WorkerProcess],

@@ -6,12 +6,17 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from opentelemetry import trace
 
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.platform import Platform
-from tests.conftest import WorkerProcess, wait_for
 from tests.ops.conftest import OPS_INCLUDE
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
+
+# Slow tier: it drives an external tool and waits for its scrapes and exports.
+pytestmark = pytest.mark.slow
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:

@@ -8,12 +8,18 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.embedded import free_port
 from meetingtasks.platform import Platform
-from tests.conftest import WorkerProcess, wait_for
 from tests.ops.conftest import Process
 from tests.support.tools import PROMETHEUS_INSTALL, executable
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
+
+# Slow tier: it drives an external tool and waits for its scrapes and exports.
+pytestmark = pytest.mark.slow
 
 
 def prometheus_binary() -> str:

@@ -6,13 +6,18 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import redis
 from opentelemetry import trace
 
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.platform import Platform
-from tests.conftest import WorkerProcess, wait_for
 from tests.ops.conftest import Process
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
+
+# Slow tier: it drives an external tool and waits for its scrapes and exports.
+pytestmark = pytest.mark.slow
 
 # The list tests.support.span_capture fills. Not imported from there: importing that module installs its
 # Redis-writing tracer provider in this (pytest) process, for every later test too.

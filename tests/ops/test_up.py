@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from meetingtasks.embedded import free_port
-from tests.conftest import wait_for
 from tests.ops.conftest import Process, scrape, value
+from tests.support.waiting import wait_for
 
 
 def descendants(pid: int) -> set[int]:
@@ -70,6 +70,7 @@ def start_up(run_process: Callable[..., Process], up_env: dict[str, str], cwd: P
     return run_process(["meetingtasks", "up", "--concurrency", "1", *args], up_env, name="up", cwd=cwd)
 
 
+@pytest.mark.slow
 def test_up_runs_the_platform_a_dispatch_goes_through_and_sigterm_leaves_nothing(
     tmp_path: Path, up_env: dict[str, str], run_process: Callable[..., Process],
     cli_in: Callable[..., subprocess.CompletedProcess[str]],
@@ -118,6 +119,7 @@ def test_up_runs_the_platform_a_dispatch_goes_through_and_sigterm_leaves_nothing
     assert not (tmp_path / ".meetingtasks" / "redis.url").exists()
 
 
+@pytest.mark.slow
 def test_a_part_that_dies_is_restarted(
     tmp_path: Path, up_env: dict[str, str], run_process: Callable[..., Process],
     cli_in: Callable[..., subprocess.CompletedProcess[str]],
@@ -158,6 +160,7 @@ def test_a_taken_port_is_one_line_and_nothing_starts(
     assert not (tmp_path / ".meetingtasks" / "redis").exists()  # not even Redis was started
 
 
+@pytest.mark.slow
 def test_a_part_that_cannot_start_is_reported_and_everything_is_stopped(
     tmp_path: Path, up_env: dict[str, str], run_process: Callable[..., Process],
 ) -> None:

@@ -14,12 +14,17 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.platform import Platform
-from tests.conftest import WorkerProcess, wait_for
 from tests.support.tools import executable, existing
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
+
+# Slow tier: Node.js producers and celery-node start for each test.
+pytestmark = pytest.mark.slow
 
 NODE_DIR = Path(__file__).parent / "node"
 EXAMPLE = Path(__file__).parent / "example_message.json"

@@ -29,6 +29,7 @@ def put(platform: Platform, data: bytes, content_type: str = "audio/wav") -> str
     return BlobStore(platform).put(data, content_type=content_type)
 
 
+@pytest.mark.slow
 def test_speech_recognition_word_error_rate_on_the_shipped_clips(run: Run, platform: Platform,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     # when every shipped clip is transcribed by the speech_recognition handler

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 from meetingtasks.embedded import free_port
@@ -17,9 +18,11 @@ from meetingtasks.registry import SERVICES
 from meetingtasks.services.meeting.store import MeetingStore
 from meetingtasks.services.signaling.store import SignalingStore
 from meetingtasks.services.user.store import UserStore
-from tests.conftest import ROOT, WorkerProcess, wait_for
 from tests.events.conftest import FAST, BridgeProcess
 from tests.gateway.conftest import SECRET, GatewayProcess
+from tests.support.processes import ROOT
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 
 def demo(env: dict[str, str], *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
@@ -27,6 +30,7 @@ def demo(env: dict[str, str], *args: str, timeout_s: float = 300) -> subprocess.
                           capture_output=True, text=True, timeout=timeout_s)
 
 
+@pytest.mark.slow
 def test_the_demo_runs_the_meeting_over_real_workers_bridge_and_gateway(
         env: dict[str, str], platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess],
         tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ from meetingtasks.platform import Platform
 from meetingtasks.services.ffmpeg import Ffmpeg, FfmpegMissing, ffmpeg_binary
 from meetingtasks.services.media.store import MediaStore
 from meetingtasks.settings import Settings
-from tests.conftest import ROOT
 from tests.services.conftest import Published, Run
+from tests.support.processes import ROOT
 
 
 def make_clip(settings: Settings, path: Path, *, noise: int = 0) -> bytes:

@@ -19,8 +19,12 @@ from meetingtasks.services.ai.backends import InferenceUnavailable, LocalBackend
 from meetingtasks.services.ai.clips import clip
 from meetingtasks.services.ai.server import InferenceServer
 from meetingtasks.status import Status
-from tests.conftest import WorkerProcess, wait_for
 from tests.services.conftest import Published, Run
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
+
+# Slow tier: every test runs worker subprocesses through kills, redeliveries or timeouts.
+pytestmark = pytest.mark.slow
 
 ANN = {"username": "ann", "email": "ann@example.org", "password": "correct horse"}
 
