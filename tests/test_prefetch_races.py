@@ -16,7 +16,10 @@ from meetingtasks.embedded import RedisServer
 from meetingtasks.platform import Platform, configure
 from meetingtasks.settings import Settings
 from meetingtasks.status import Status
-from tests.conftest import WorkerProcess, wait_for, worker_env
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess, worker_env
+
+pytestmark = pytest.mark.slow  # worker processes with long tasks and Redis restarts
 
 
 def test_a_batch_that_ends_as_the_start_flusher_fires_does_not_stall_the_worker(
