@@ -678,12 +678,6 @@ class Dispatcher:
         return list(seen.values())
 
 
-def zip_ids(items: Iterable[Any]) -> Iterator[tuple[Any, str]]:
-    """Each item with a fresh random (version 4) UUID; faster than ``uuid.uuid4()`` one by one."""
-    materialised = list(items)
-    return zip(materialised, new_ids(len(materialised)), strict=True)
-
-
 def _pack(commands: Iterable[Sequence[Arg]]) -> bytes:
     """``commands`` in the Redis protocol, the bytes redis-py's packer writes: hiredis's packer is several times
     slower on a script call carrying a chunk of messages (it grows its buffer by copying)."""

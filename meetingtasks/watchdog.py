@@ -9,8 +9,7 @@ its late result is refused too. Its failure callback fires through the outbox li
 
 Then it drains the callback outbox (:class:`~meetingtasks.callbacks.CallbackPump`).
 
-Every worker runs a watchdog for its service's Redis, and beat may run one too (:func:`watchdogs_for`, or
-:func:`check_once` from a periodic job): many watchdogs racing are safe.
+Every worker runs a watchdog for its service's Redis: many watchdogs racing are safe.
 """
 
 from __future__ import annotations
@@ -114,28 +113,6 @@ class CeleryRevoker:
 
             app = self.apps[service] = create_app(service, self.platform.settings)
         app.control.revoke(task_id, terminate=True)
-
-
-def watchdogs_for(platform: Platform) -> list[Watchdog]:
-    """One watchdog per distinct Redis server of the platform (what beat runs)."""
-    by_url: dict[str, Watchdog] = {}
-    for url in platform.redis_urls().values():
-        if url not in by_url:
-            by_url[url] = Watchdog(platform, new_client(url, platform.settings))
-    return list(by_url.values())
-
-
-def check_once(platform: Platform) -> tuple[int, int]:
-    """One watchdog pass over every Redis server: (timed out, callbacks settled). For a periodic job."""
-    expired = settled = 0
-    for dog in watchdogs_for(platform):
-        try:
-            e, s = dog.check()
-        finally:
-            dog.client.close()
-        expired += e
-        settled += s
-    return expired, settled
 
 
 def worker_watchdog(app: Any) -> Watchdog:

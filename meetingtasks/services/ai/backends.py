@@ -182,6 +182,3 @@ def backend_for(settings: Settings) -> AIBackend:
             backend = _instances[key] = BACKENDS[name](settings)
         return backend
 
-
-def refuse_unknown_op(op: str) -> PermanentError:
-    return PermanentError(f"unknown inference op {op!r}; ops: {', '.join(OPS)}")
