@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_shutdown
 from kombu import Exchange, Queue
 
 from meetingtasks import kombu_json
@@ -135,8 +135,15 @@ def create_app(service: str, settings: Settings | None = None, *, include: Itera
 
         install_child_outcomes(platform, service)
 
+    def settle(**_: Any) -> None:
+        from meetingtasks.worker.transport import settle_at_shutdown
+
+        settle_at_shutdown(app)
+
     # A prefork child's task outcomes ride back to the parent with the result (meetingtasks.worker.outcomes).
     worker_process_init.connect(child_outcomes, weak=False)
+    # Sent once the pool has drained: its last results arrive after the consuming channel closed.
+    worker_shutdown.connect(settle, weak=False)
     install_worker_logging(app)
     install_worker_tracing(app)
 

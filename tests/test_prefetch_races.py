@@ -81,33 +81,39 @@ def test_a_reserved_message_outliving_its_lease_runs_once_with_a_second_worker(
     assert r.hget(platform.keys.status(held.id), "deliveries") == b"0"  # the run ended: the count restarts
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "timing-dependent (failed once in a clean-clone CI run, passed in the one before): a reserved task that the second "
-    "process ran just before the stop shows STARTED without its SUCCEEDED: its outcome, handed to the parent with the "
-    "result while the consuming channel was closing, is not recorded before the worker exits"))
 def test_a_prefork_worker_stopped_with_a_reserve_gives_it_back_unstarted(
         platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
     d = Dispatcher(platform)
     slow = d.dispatch("t_sleep", {"tag": "slow", "seconds": 1.5}, priority="low")
     held = [d.dispatch("t_record", {"tag": f"held-{i}"}, priority="low") for i in range(2)]
     worker = start_worker("ai", "--pool", "prefork", "--concurrency", "2")
-    wait_for(lambda: slow.status() == Status.STARTED, message="the slow task to start")
-    worker.stop()  # warm shutdown: the slow task finishes; the reserve goes back
+    # Its handler running, not only its STARTED recorded: a message the pool has not taken yet when the stop comes
+    # goes back to its queue instead (Celery's warm shutdown discards it from the pool).
+    wait_for(lambda: any(x.startswith(b"slow|") for x in r.lrange("test:started", 0, -1)),
+             message="the slow task's handler to start")
+    # Warm shutdown: the slow task finishes, after the consuming channel closed; the reserve goes back. The timeout
+    # is past billiard's own 30 s: a pool child that ran a task just as the stop came sometimes waits that long for
+    # the parent to count its result before it exits.
+    worker.stop(timeout_s=45)
+    # Its outcome and its ack (left behind by the closed channel) are applied before the worker exits.
     assert slow.status() == Status.SUCCEEDED
+    assert r.hlen(platform.keys.unacked("ai")) == 0, "nothing left leased once the worker has exited"
     wait_for(lambda: r.hlen(platform.keys.unacked("ai")) == 0, message="nothing left leased")
     ran = [x.decode() for x in r.lrange("test:done", 0, -1)]
     for h in held:
         tag = f"held-{held.index(h)}"
         if tag in ran:  # ran on the second process before the stop
             assert [s for s, _, _ in h.info().history] == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED]
-        else:  # back on its queue, as if never fetched
-            assert [s for s, _, _ in h.info().history] == [Status.QUEUED], h.id
-            assert r.hget(platform.keys.status(h.id), "deliveries") == b"0"  # the run ended: the count restarts
+        else:  # back on its queue: never fetched as far as its record goes, or its STARTED undone (see below)
+            history = [s for s, _, _ in h.info().history]
+            assert history in ([Status.QUEUED], [Status.QUEUED, Status.STARTED, Status.QUEUED]), (h.id, history)
+            assert h.status() == Status.QUEUED
+            assert r.hget(platform.keys.status(h.id), "deliveries") in (None, b"0")  # the count restarts
     start_worker("ai", "--pool", "solo")
     wait_for(lambda: all(h.status() == Status.SUCCEEDED for h in held), message="the given-back tasks to run")
     assert sorted(x.decode() for x in r.lrange("test:done", 0, -1)) == ["held-0", "held-1"], "each ran once"
     for h in held:
-        assert [s for s, _, _ in h.info().history] == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id
+        assert [s for s, _, _ in h.info().history][-2:] == [Status.STARTED, Status.SUCCEEDED], h.id
 
 
 @pytest.mark.xfail(strict=False, reason=(

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import hiredis
+from celery.worker import state as worker_state
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import loads as kombu_json_loads
@@ -395,6 +396,15 @@ def _leave_orphans(service: str, acks: list[str], outcomes: list[list[str]]) -> 
         sink.flush_acks()  # idle: no fetch is coming soon to carry them
 
 
+# Messages a warm shutdown left with the pool, to settle once it has drained (see QoS.restore_unacked). By service.
+_unsettled: dict[str, list[str]] = {}
+
+
+def _leave_unsettled(service: str, tags: list[str]) -> None:
+    with _orphans_lock:
+        _unsettled.setdefault(service, []).extend(tags)
+
+
 def _orphan_tags() -> list[str]:
     """Held too: an orphaned ack's message stays leased until the ack is applied (see ``held_delivery_tags``)."""
     with _orphans_lock:
@@ -465,7 +475,17 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
         held = set(held_delivery_tags())
         for tag in [t for t in self._delivered if str(t) in held]:
             self._delivered.pop(tag, None)
-        return super().restore_unacked(client)
+        if worker_state.should_stop is not None and self._delivered:
+            # A warm shutdown: Celery has forgotten what it handed to the pool and not seen start (it cleared its
+            # reserved requests), yet the pool may still run it while it drains. Putting such a message back now
+            # would run it twice; it stays leased until the pool has drained (see restore_unsettled).
+            _leave_unsettled(self.channel.service, [str(tag) for tag in self._delivered])
+            self._delivered.clear()
+        self._mt_at_close = True
+        try:
+            return super().restore_unacked(client)
+        finally:
+            self._mt_at_close = False
 
     def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
         """kombu's restore of one unacked entry, except that an entry it cannot restore (its stdlib json cannot
@@ -475,7 +495,10 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
 
         def restore_transaction(pipe: Any) -> None:
             entry = pipe.hget(self.unacked_key, tag)
+            started = self._started_here(pipe, entry) if entry and getattr(self, "_mt_at_close", False) else None
             pipe.multi()
+            if started is not None:
+                self._unstart(pipe, *started)
             self._remove_from_indices(tag, pipe)
             if not entry:
                 return
@@ -491,6 +514,33 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
 
         with self.channel.conn_or_acquire(client) as conn:
             conn.transaction(restore_transaction, self.unacked_key)
+
+    def _started_here(self, pipe: Any, entry: bytes | str) -> tuple[str, int, dict[str, Any]] | None:
+        """``(task id, attempt, identity)`` of a message put back at close whose STARTED this worker recorded: the
+        pool never ran it (Celery's warm shutdown discards what the pool has not taken; running ones are held, not
+        restored), so its record must not go on reading STARTED while it waits on its queue. Watches the record."""
+        platform = self.channel.platform
+        restorable = _restorable(entry)
+        if platform is None or isinstance(restorable, str):
+            return None
+        headers = restorable[0].get("headers") or {}
+        task_id = headers.get("id")
+        if not isinstance(task_id, str):
+            return None
+        status_key = platform.keys.status(task_id)
+        pipe.watch(status_key)
+        status, worker, kind, service, priority = pipe.hmget(status_key, "status", "worker", "type", "service",
+                                                            "priority")
+        if status != Status.STARTED.value.encode() or worker != _worker_name().encode():
+            return None
+        retries = headers.get("retries")
+        identity = {"type": _text(kind or b""), "service": _text(service or b""), "priority": _text(priority or b"")}
+        return task_id, (retries if isinstance(retries, int) else 0) + 1, identity
+
+    def _unstart(self, pipe: Any, task_id: str, attempt: int, identity: dict[str, Any]) -> None:
+        platform = self.channel.platform
+        assert platform is not None
+        platform.status.transition(pipe, task_id, Status.QUEUED, attempt=attempt, fields=identity)
 
 
 def _restorable(entry: bytes | str) -> tuple[dict[str, Any], str, str] | str:
@@ -1023,6 +1073,10 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             self._mt_task_s = run_s if self._mt_task_s is None else 0.8 * self._mt_task_s + 0.2 * run_s
             per_process = int(budget_s / 2 / self._mt_task_s) if self._mt_task_s > 0 else SOLO_BATCH_MAX
             self._mt_reserve = max(1, min(SOLO_BATCH_MAX, per_process))
+        if worker_state.should_stop is not None or worker_state.should_terminate is not None:
+            # Shutting down: the pool would discard a message handed to it now, and the close would put it back
+            # reading STARTED; the close gives the reserve back as never fetched instead.
+            return
         while self._mt_held and self._in_pool() < _reserve_slots:
             if time.monotonic() - self._mt_held[0].since > budget_s:
                 held, self._mt_held = self._mt_held, []
@@ -1213,12 +1267,49 @@ def fetch_args(platform: Platform, limit: int, start_now: int, acks: list[str], 
     return args
 
 
-def write_outcomes(platform: Platform, service: str, outcomes: list[list[str]]) -> None:
-    """Apply buffered task outcomes at once (FETCH with no queue to take from), on ``service``'s Redis."""
-    if outcomes:
+def write_outcomes(platform: Platform, service: str, outcomes: list[list[str]], acks: list[str] | None = None) -> None:
+    """Apply buffered task outcomes (then ``acks``) at once (FETCH with no queue to take from), on ``service``'s
+    Redis."""
+    if outcomes or acks:
         keys = platform.keys
         FETCH(platform.redis(service), [keys.unacked(service), keys.unacked_index(service)],
-              fetch_args(platform, 0, 0, [], outcomes))
+              fetch_args(platform, 0, 0, acks or [], outcomes))
+
+
+def settle_at_shutdown(app: Any) -> None:
+    """Once the worker has stopped and its pool has drained: apply what the closed channel left behind, then put
+    back what the pool never ran.
+
+    A warm shutdown closes the consuming channel before the pool's last results come back, so the outcomes and
+    acks they carry (a prefork child hands its outcome over with the result) land in the orphans with no channel
+    left to carry them. Unapplied, a finished task would read STARTED and run again when its lease ran out. The
+    messages the close left leased (``_unsettled``) and that no ack settled never ran: they go back to the head of
+    their queues as the close would have put them, their STARTED undone."""
+    platform: Platform = app.mt_platform
+    with _orphans_lock:
+        left, unsettled = dict(_orphans), dict(_unsettled)
+        _orphans.clear()
+        _unsettled.clear()
+    acked: set[str] = set()
+    for service, (acks, outcomes) in left.items():
+        try:
+            write_outcomes(platform, service, outcomes, acks)
+            acked.update(acks)
+        except RedisError as exc:  # the leases run out and the restore sweep redelivers: at least once still holds
+            log.warning("could not record %d outcomes and %d acks at shutdown (%s); their tasks will run again",
+                        len(outcomes), len(acks), exc)
+    tags = [tag for tags in unsettled.values() for tag in tags if tag not in acked]
+    if not tags:
+        return
+    try:
+        with app.connection_for_write() as connection:
+            qos = connection.default_channel.qos
+            qos._mt_at_close = True
+            for tag in tags:
+                qos.restore_by_tag(tag)
+    except (RedisError, *Transport.connection_errors) as exc:
+        log.warning("could not put back %d messages the pool never ran (%s); the restore sweep will once their "
+                    "leases end", len(tags), exc)
 
 
 def install_child_outcomes(platform: Platform, service: str) -> None:
