@@ -360,7 +360,14 @@ class _Held:
     payload: dict[str, Any]
     deliveries: int
     since: float  # monotonic time of its fetch
+    flags_read_at: float  # monotonic time its cancel flag was last read (by the fetch, then see CANCEL_RECHECK_S)
 
+
+#: A message fetched without starting (behind others in a solo batch, in a prefetched batch, in a prefork reserve)
+#: has its cancel flag read again before it starts if the last read (the fetch's) is older than this: one MGET for
+#: all such messages at most this often, so that a cancel issued while the worker held the message keeps it from
+#: running (see meetingtasks.cancel). A cancel in the last few milliseconds before the start can miss it.
+CANCEL_RECHECK_S = 0.005
 
 #: How long a deferred STARTED may wait in the buffer before a timer applies it (its task runs long).
 START_FLUSH_S = 0.025
@@ -597,6 +604,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         self._mt_prefetched = False
         self._mt_expect_reply = False
         self._mt_batch_began: float | None = None
+        self._mt_fetch_sent_at = 0.0
         self._mt_prefetch_lock = threading.Lock()
         self._mt_queues: list[str] = []
         self._mt_closed = False
@@ -846,6 +854,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             self._mt_sent_outcomes, self._mt_outcomes = self._mt_outcomes, []
             self._mt_start_pending_at = None
         args = self._script_args(limit, start_now, self._mt_sent_acks, self._mt_sent_outcomes)
+        self._mt_fetch_sent_at = time.monotonic()  # its reply's cancel flags are at least this fresh
         # hiredis packs the call (a hundred short arguments with a full batch of acks and outcomes) about nine
         # times faster than redis-py's packer, which encodes argument by argument in Python.
         platform = self.platform
@@ -972,15 +981,21 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
 
     def _run_batch(self, reply: Any, began: float, batched: bool, budget_s: float, platform: Platform) -> int:
         """The body of :meth:`_after_fetch`: hand the messages over; how many went to Celery."""
+        flags_read_at = self._mt_fetch_sent_at  # FETCH read each message's cancel flag after this (before a prefetch)
         if batched and budget_s > 0 and self._mt_batch >= PREFETCH_MIN_BATCH and len(reply) // 5 >= self._mt_batch:
             self._prefetch()  # a full batch: there is a backlog, so fetch the next batch while this one runs
         ran = 0
+        cancelled_since: set[str] = set()
         for i in range(0, len(reply), 5):
             queue_b, item, deliveries, cancelled, started = reply[i:i + 5]
             queue = queue_b.decode() if isinstance(queue_b, bytes) else queue_b
             if int(deliveries) < 0:
                 self.refuse(queue, item, _text(cancelled), recorded=False)
                 continue
+            if int(started) == DEFERRED_START and time.monotonic() - flags_read_at > CANCEL_RECHECK_S:
+                flags_read_at = time.monotonic()
+                cancelled_since = self._cancelled_among(
+                    [reply[j + 1] for j in range(i, len(reply), 5) if int(reply[j + 2]) >= 0])
             if batched and ran and time.monotonic() - began > budget_s:
                 self._mt_rest = _NO_REST
                 # The prefetched batch first: each give-back goes to the head of its queues, and the rest of this
@@ -999,11 +1014,11 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 headers = payload.setdefault("headers", {}) or {}
                 payload["headers"] = headers
                 headers["mt_fetch_deliveries"] = int(deliveries)
-                headers["mt_fetch_cancelled"] = int(cancelled)
+                headers["mt_fetch_cancelled"] = int(cancelled) or int(headers.get("id") in cancelled_since)
                 headers["mt_fetch_started"] = int(started)
             if _reserve_slots and self._in_pool() >= _reserve_slots:
                 self._mt_held.append(_Held(queue, item if isinstance(item, bytes) else item.encode(), payload,
-                                           int(deliveries), began))
+                                           int(deliveries), began, flags_read_at))
                 continue
             self._mt_rest = (reply, i + 5)  # this one is Celery's request now; those behind it are held by us
             if self._hand_to_celery(payload, queue, item):
@@ -1014,8 +1029,10 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         """Deliver one fetched, checked message to Celery's consumer; False if kombu could not take it (then it has
         been dead-lettered)."""
         headers = payload.get("headers") or {}
-        if headers.get("mt_fetch_started") == DEFERRED_START and _reserve_slots:
-            # Fetched into a prefork worker's reserve: it starts now, and its STARTED rides on the next fetch.
+        starts = headers.get("mt_fetch_started") == DEFERRED_START and not headers.get("mt_fetch_cancelled")
+        if starts and _reserve_slots:
+            # Fetched into a prefork worker's reserve: it starts now, and its STARTED rides on the next fetch. (A
+            # cancelled one records CANCELLED in its task instead, unstarted.)
             self.buffer_outcome(_started_entry(payload, queue, self.service))
             headers["mt_fetch_started"] = 1
         tag = payload["properties"]["delivery_tag"]
@@ -1078,12 +1095,48 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             # reading STARTED; the close gives the reserve back as never fetched instead.
             return
         while self._mt_held and self._in_pool() < _reserve_slots:
-            if time.monotonic() - self._mt_held[0].since > budget_s:
+            now = time.monotonic()
+            if now - self._mt_held[0].since > budget_s:
                 held, self._mt_held = self._mt_held, []
                 self._give_back_held(held)
                 return
+            if now - self._mt_held[0].flags_read_at > CANCEL_RECHECK_S:
+                self._recheck_held_flags(now)
             held_one = self._mt_held.pop(0)
             self._hand_to_celery(held_one.payload, held_one.queue, held_one.item)
+
+    def _recheck_held_flags(self, now: float) -> None:
+        """Read the cancel flags of the whole reserve again (see CANCEL_RECHECK_S); a cancelled message is handed
+        over marked so, and its task records CANCELLED without running."""
+        held = self._mt_held
+        cancelled = self._cancelled_among([h.item for h in held])
+        for h in held:
+            h.flags_read_at = now
+            headers = h.payload.get("headers") or {}
+            if headers.get("id") in cancelled:
+                headers["mt_fetch_cancelled"] = 1
+
+    def _cancelled_among(self, items: list[Any]) -> set[str]:
+        """The task ids among the messages ``items`` (raw, as fetched) whose cancel flag is set now: one MGET."""
+        platform = self.platform
+        assert platform is not None
+        ids: list[str] = []
+        for item in items:
+            try:
+                task_id = (loads(item).get("headers") or {}).get("id")
+            except Exception:  # unreadable: the delivery path refuses it
+                continue
+            if isinstance(task_id, str):
+                ids.append(task_id)
+        if not ids:
+            return set()
+        try:
+            with self.conn_or_acquire() as client:
+                flags = client.mget([platform.keys.cancel(task_id) for task_id in ids])
+        except (RedisError, *self.connection_errors) as exc:  # as if read a moment earlier: at the fetch
+            log.warning("could not read cancel flags before starting held tasks (%s)", exc)
+            return set()
+        return {task_id for task_id, flag in zip(ids, flags, strict=True) if flag is not None}
 
     def _give_back_held(self, held: list[_Held]) -> None:
         rest: list[Any] = []
