@@ -21,7 +21,7 @@ import redis
 from meetingtasks.cli.main import fail
 from meetingtasks.embedded import RedisServer
 from meetingtasks.errors import MeetingTasksError
-from meetingtasks.registry import SERVICES
+from meetingtasks.registry import REGISTRY, import_modules, services
 from meetingtasks.settings import REDIS_URL_FILE, Settings, load_settings
 from meetingtasks.supervisor import PartFailed, PartSpec, Supervisor, http_ok, log_contains
 
@@ -36,10 +36,11 @@ class StopRequested(BaseException):
 def part_specs(settings: Settings, concurrency: int) -> list[PartSpec]:
     """Every part ``up`` runs, with how to tell it is ready and where it answers."""
     s = settings
+    import_modules(s.include)  # MEETINGTASKS_INCLUDE: your own services get their workers too
     specs = [
         PartSpec(f"worker-{svc}", ["meetingtasks", "worker", svc, "--concurrency", str(concurrency)],
                  log_contains(" ready."))
-        for svc in SERVICES
+        for svc in services() if REGISTRY.for_service(svc)
     ]
     gateway = f"http://{s.gateway_host}:{s.gateway_port}"
     flower = f"http://{s.flower_host}:{s.flower_port}"
