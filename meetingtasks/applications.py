@@ -20,6 +20,11 @@ _lock = threading.RLock()
 _loading = False
 
 
+def loading_builtin() -> bool:
+    """True while this process imports the built-in applications (what they declare is listed first)."""
+    return _loading
+
+
 def load_builtin() -> None:
     """Import the built-in applications (idempotent; cheap: they declare names and import their code lazily)."""
     global _loaded, _loading

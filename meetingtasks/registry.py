@@ -101,15 +101,19 @@ class ServiceSpec:
 
 
 class ServiceTable:
-    """The services in the order they became known: declared by an application, or named by a task type."""
+    """The services: those of the built-in applications first, then the others in the order they became known
+    (declared by an application, or named by a task type or a channel's owner)."""
 
     def __init__(self) -> None:
         self._specs: dict[str, ServiceSpec] = {}
+        self._builtin: list[str] = []
         self._lock = threading.Lock()
 
     def declare(self, spec: ServiceSpec) -> ServiceSpec:
         check_service_name(spec.name)
         with self._lock:
+            if applications.loading_builtin() and spec.name not in self._builtin:
+                self._builtin.append(spec.name)
             known = self._specs.get(spec.name)
             if known is None or known == ServiceSpec(spec.name):
                 self._specs[spec.name] = spec  # a declaration with modules completes one named by a type
@@ -124,7 +128,7 @@ class ServiceTable:
         return self._specs.get(name)
 
     def names(self) -> tuple[str, ...]:
-        return tuple(self._specs)
+        return (*self._builtin, *(name for name in self._specs if name not in self._builtin))
 
     def specs(self) -> list[ServiceSpec]:
         return list(self._specs.values())
