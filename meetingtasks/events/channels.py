@@ -90,6 +90,9 @@ class _ChannelView(Mapping[str, tuple[str, ...]]):
     def __getitem__(self, name: str) -> tuple[str, ...]:
         return CHANNEL_TABLE.specs()[name].event_types
 
+    def __contains__(self, name: object) -> bool:  # every event's validation asks: one dict lookup
+        return name in CHANNEL_TABLE.specs()
+
     def __iter__(self) -> Iterator[str]:
         return iter(list(CHANNEL_TABLE.specs()))
 
