@@ -8,6 +8,6 @@ from meetingtasks import Event, on_event
 
 
 @on_event("billing_events", "invoice.paid", dispatch="invoice_send")
-def receipt_for_paid_invoice(event: Event) -> dict[str, Any]:
+def on_paid(event: Event) -> dict[str, Any]:
     p = event.payload
     return {"invoice_id": p["invoice_id"], "customer": p["customer"], "amount_cents": p["amount_cents"]}

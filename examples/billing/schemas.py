@@ -13,7 +13,7 @@ class InvoiceCharge(BaseModel):
     card: str = Field(min_length=1, max_length=64)
 
 
-class InvoiceSend(BaseModel):
+class Invoice(BaseModel):
     invoice_id: str = Field(min_length=1, max_length=64)
     customer: str = Field(min_length=3, max_length=254)
     amount_cents: int = Field(gt=0)

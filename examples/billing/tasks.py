@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from examples.billing.schemas import InvoiceCharge, InvoiceSend
+from examples.billing.schemas import Invoice, InvoiceCharge
 from meetingtasks import publish_event, task_type
 
 SOURCE = "billing"
@@ -26,8 +26,8 @@ def invoice_charge(p: InvoiceCharge) -> dict[str, Any]:
     return {"invoice_id": p.invoice_id, "paid": paid, "event_id": event.id}
 
 
-@task_type("billing", "invoice_send", payload=InvoiceSend, priority="normal", client=True)
-def invoice_send(p: InvoiceSend) -> dict[str, Any]:
+@task_type("billing", "invoice_send", payload=Invoice, priority="high", client=True)
+def invoice_send(p: Invoice) -> dict[str, Any]:
     """Render the receipt (a real service would mail it to ``p.customer``)."""
     return {"invoice_id": p.invoice_id, "to": p.customer,
             "text": f"Invoice {p.invoice_id}: {p.amount_cents / 100:.2f} received, thank you."}
