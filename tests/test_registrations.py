@@ -17,11 +17,13 @@ from meetingtasks.errors import UnknownChannel
 from meetingtasks.events import CHANNELS, OWNERS
 from meetingtasks.events.channels import CHANNEL_TABLE, ChannelSpec, check_event_type
 from meetingtasks.flower import create_flower_app
+from meetingtasks.metrics.collector import PlatformCollector
 from meetingtasks.platform import Platform
 from meetingtasks.registry import SERVICE_TABLE, known_services, services
 from meetingtasks.services import SERVICES as MEETING_SERVICES
 from meetingtasks.services.settings import MeetingSettings, meeting_settings
 from meetingtasks.settings import Settings, load_settings
+from meetingtasks.stats import collect
 from tests.support.processes import ROOT
 
 
@@ -96,6 +98,12 @@ def test_services_recorded_in_redis_are_known_to_a_process_without_their_code(pl
     assert known.count("ai") == 1 and "Bad.Name" not in known
     assert known_services([b"zeta", b"alpha"])[-2:] == ("alpha", "zeta")
     assert platform.dead_letters.services_on(r) == known
+    # and stats and the exporter count its queues
+    r.lpush("ledger.high", b"x")
+    assert [(row.priority, row.queued) for row in collect(platform) if row.service == "ledger"] == [
+        ("critical", 0), ("high", 1), ("normal", 0), ("low", 0)]
+    depth = next(f for f in PlatformCollector(platform).collect() if f.name == "meetingtasks_queue_depth")
+    assert any(s.labels.get("service") == "ledger" and s.value == 1 for s in depth.samples)
     # and Flower's app listens on the recorded service's four queues
     flower = create_flower_app(platform.settings.model_copy(update={"flower_allow_no_auth": True}))
     assert {q.name for q in flower.conf.task_queues} >= {f"ledger.{p}" for p in ("critical", "high", "normal", "low")}
