@@ -2,8 +2,9 @@
 with message signing on, see :mod:`meetingtasks.signing`).
 
 ``create_app("ai")`` builds the app ``meetingtasks.services.ai:app`` is made of; tests build their own
-with their own :class:`Settings`. Every task type registered for the service is bound to the app, also
-when registered later (``--include`` modules, Celery's ``-I``).
+with their own :class:`Settings`. Any service with task types is accepted: the built-in applications' and
+those that ``include`` modules register (``meetingtasks worker billing --include myapp.billing``). Every
+task type registered for the service is bound to the app, also when registered later (Celery's ``-I``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,17 @@ from kombu import Exchange, Queue
 
 from meetingtasks import kombu_json
 from meetingtasks.connections import is_tls, ssl_options
+from meetingtasks.errors import ConfigurationError
 from meetingtasks.platform import Platform
 from meetingtasks.priority import Priority, queue_name, service_queues
-from meetingtasks.registry import REGISTRY, SERVICES, TaskTypeSpec, import_modules, load_service_types
+from meetingtasks.registry import (
+    REGISTRY,
+    TaskTypeSpec,
+    check_service_name,
+    import_modules,
+    load_service_types,
+    services,
+)
 from meetingtasks.settings import Settings, load_settings
 from meetingtasks.signing import install_verifier, signer_for
 from meetingtasks.task import PlatformTask
@@ -71,9 +80,17 @@ def transport_options(platform: Platform, service: str) -> dict[str, Any]:
 
 
 def create_app(service: str, settings: Settings | None = None, *, include: Iterable[str] = ()) -> Celery:
-    if service not in SERVICES:
-        raise ValueError(f"unknown service {service!r}; services: {', '.join(SERVICES)}")
+    check_service_name(service)
     settings = settings or load_settings()
+    # The service's code first: an unknown service is refused before anything is built.
+    load_service_types(service)
+    import_modules([*settings.include, *include])
+    if not REGISTRY.for_service(service):
+        known = [svc for svc in services() if svc != service]
+        raise ConfigurationError(
+            f"unknown service {service!r} (no task types registered for it); services: {', '.join(known)} (a "
+            "service of your own: give the module declaring its task types with --include or MEETINGTASKS_INCLUDE)"
+        )
     platform = Platform(settings)
     url = settings.broker_url(service)
     kombu_json.install()
@@ -152,9 +169,8 @@ def create_app(service: str, settings: Settings | None = None, *, include: Itera
             bind_task(app, spec)
 
     REGISTRY.subscribe(bind_if_ours)
-    # Our own types; the other services' (handlers dispatch to them) load on the registry's first miss.
-    load_service_types(service)
-    import_modules([*settings.include, *include])
+    # Our own types (imported above); the other services' (handlers dispatch to them) load on the registry's
+    # first miss.
     for spec in REGISTRY.for_service(service):
         bind_task(app, spec)
     return app

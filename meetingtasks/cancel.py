@@ -46,7 +46,6 @@ from meetingtasks.lua import LuaScript
 from meetingtasks.message import loads
 from meetingtasks.platform import Platform, get_platform
 from meetingtasks.priority import parse_queue
-from meetingtasks.registry import SERVICES
 from meetingtasks.status import Status, StatusRecord, parse_record
 
 log = logging.getLogger(__name__)
@@ -142,7 +141,7 @@ def locate(platform: Platform, task_id: str) -> str:
             return found.decode() if isinstance(found, bytes) else str(found)
         if client.exists(platform.keys.status(task_id)):
             return service  # a record without a service field (written by a foreign producer)
-    for service in SERVICES:
+    for service in platform.services():
         if platform.redis(service).hexists(platform.keys.delayed_messages(service), task_id):
             return service
     raise TaskNotFound(f"no task with id {task_id!r} (unknown, or its status expired)")

@@ -30,7 +30,7 @@ from meetingtasks.keys import Keys
 from meetingtasks.lua import LuaScript
 from meetingtasks.message import dumps, loads, new_id, renew_envelope
 from meetingtasks.priority import parse_queue
-from meetingtasks.registry import SERVICES
+from meetingtasks.registry import known_services
 from meetingtasks.secret_fields import mask
 from meetingtasks.wake import WAKE_LUA
 
@@ -117,7 +117,7 @@ class DeadLetterStore:
     def list(self, client: redis.Redis, service: str | None = None, limit: int = 1000) -> list[DeadLetter]:
         """Letters newest first, for one service or all."""
         letters: list[DeadLetter] = []
-        for svc in [service] if service else SERVICES:
+        for svc in [service] if service else self.services_on(client):
             ids: list[Any] = list(client.zrevrange(self.keys.dlq_index(svc), 0, limit - 1))
             if not ids:
                 continue
@@ -128,7 +128,11 @@ class DeadLetterStore:
         return letters[:limit]
 
     def get(self, client: redis.Redis, letter_id: str) -> DeadLetter:
-        return self._find(client, letter_id, SERVICES)[1]
+        return self._find(client, letter_id, self.services_on(client))[1]
+
+    def services_on(self, client: redis.Redis) -> tuple[str, ...]:
+        """The registered services and those whose workers recorded themselves on ``client``'s Redis."""
+        return known_services(client.smembers(self.keys.services))
 
     def _find(self, client: redis.Redis, letter_id: str, services: tuple[str, ...]) -> tuple[str, DeadLetter]:
         """The service whose dead-letter queue on ``client`` holds ``letter_id``, and the letter."""
@@ -167,7 +171,7 @@ class DeadLetterStore:
         """Queue the letter's message again (retries reset) on ``client``, the Redis of the service holding it
         (``service``; looked up among all on ``client`` when ``None``). Raises :class:`TaskNotFound` if it is
         gone, :class:`ReplayRefused` if it cannot be replayed as it is; nothing is queued then."""
-        held_by, letter = self._find(client, letter_id, (service,) if service else SERVICES)
+        held_by, letter = self._find(client, letter_id, (service,) if service else self.services_on(client))
         if not letter.replayable or letter.message is None or letter.queue is None:
             raise ReplayRefused(
                 f"dead letter {letter_id!r} cannot be replayed: {letter.reason} (remove it with `dlq purge`)"
@@ -194,7 +198,7 @@ class DeadLetterStore:
 
     def purge(self, client: redis.Redis, service: str | None = None) -> int:
         removed = 0
-        for svc in [service] if service else SERVICES:
+        for svc in [service] if service else self.services_on(client):
             with client.pipeline(transaction=True) as pipe:
                 pipe.hlen(self.keys.dlq(svc))
                 pipe.delete(self.keys.dlq(svc), self.keys.dlq_index(svc))

@@ -27,11 +27,11 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-from meetingtasks.blobs import BlobStore
 from meetingtasks.events.channels import CHANNELS
 from meetingtasks.events.live import LiveMessage, LiveSubscriber
 from meetingtasks.gateway.tokens import mint_token, require_secret
 from meetingtasks.platform import Platform
+from meetingtasks.services.blobs import BlobStore
 
 PEOPLE = ("alice", "bob", "carol")
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "DEAD_LETTERED", "CANCELLED", "TIMED_OUT"})

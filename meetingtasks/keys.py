@@ -86,6 +86,10 @@ KEY_SCHEMA: tuple[KeySpec, ...] = (
     KeySpec("P workers:<svc>", "hash", "metrics.heartbeat",
             "worker name -> JSON heartbeat, written by the consumer's event loop; TTL 1 day, stale fields "
             "pruned by the exporter"),
+    KeySpec("P services", "set", "metrics.heartbeat, platform",
+            "names of the services whose workers ran on this Redis, re-added with every heartbeat: how `stats`, "
+            "`dlq`, the exporter, Flower and beat's pumps know a service whose code they do not import; "
+            "forever (a service retired for good: SREM it)"),
     KeySpec("P bridges", "hash", "metrics.reporter",
             "bridge consumer -> JSON counters and time, every heartbeat_interval_s; TTL 1 day, stale fields "
             "pruned by the exporter"),
@@ -239,6 +243,10 @@ class Keys:
 
     def workers(self, service: str) -> str:
         return f"{self.prefix}workers:{service}"
+
+    @property
+    def services(self) -> str:
+        return f"{self.prefix}services"
 
     @property
     def bridges(self) -> str:

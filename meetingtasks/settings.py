@@ -86,6 +86,11 @@ YAML_SECTIONS: dict[str, dict[str, str | None]] = {
 }
 
 
+#: Top-level YAML names that an application's own settings section reads (filled by
+#: :class:`meetingtasks.app_settings.AppSettings` subclasses): not "unknown" here.
+APP_SETTINGS_NAMES: set[str] = set()
+
+
 def _flatten_yaml(doc: Any, path: str) -> dict[str, Any]:
     if doc is None:
         return {}
@@ -97,7 +102,7 @@ def _flatten_yaml(doc: Any, path: str) -> dict[str, Any]:
         if mapping is None:
             if section in Settings.model_fields:
                 flat[section] = body
-            else:
+            elif section not in APP_SETTINGS_NAMES:
                 log.warning("%s: unknown section %r ignored (known: %s)", path, section, ", ".join(YAML_SECTIONS))
             continue
         if not isinstance(body, dict):
@@ -123,15 +128,19 @@ class YamlConfigSource(PydanticBaseSettingsSource):
     def __call__(self) -> dict[str, Any]:
         if not self.path:
             return {}
-        try:
-            text = Path(self.path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigurationError(f"{CONFIG_ENV}={self.path}: cannot read the file ({exc.strerror})") from None
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigurationError(f"{CONFIG_ENV}={self.path}: not valid YAML ({exc})".replace("\n", " ")) from None
-        return _flatten_yaml(doc, self.path)
+        return _flatten_yaml(read_config_file(self.path), self.path)
+
+
+def read_config_file(path: str) -> Any:
+    """The parsed YAML file ``path``; unreadable or invalid: a one-line :class:`ConfigurationError`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"{CONFIG_ENV}={path}: cannot read the file ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{CONFIG_ENV}={path}: not valid YAML ({exc})".replace("\n", " ")) from None
 
 
 class Settings(BaseSettings):
@@ -339,30 +348,6 @@ class Settings(BaseSettings):
     signing_digest: Literal["sha256", "sha384", "sha512"] = Field(
         "sha256", description="Digest of the signatures; the same on every process"
     )
-
-    # --- the meeting system's services ------------------------------------------------------------------------------
-    op_ttl_s: int = Field(
-        7 * 86_400, ge=60, description="How long a handler run's decisions are kept: the window in which a "
-        "redelivered task repeats nothing"
-    )
-    blob_ttl_s: int = Field(86_400, ge=1, description="Lifetime of a blob (audio, video passed by reference)")
-    blob_max_bytes: int = Field(64 * 1_048_576, ge=1024, description="Largest blob accepted by the blob store")
-    domain_retention_s: int = Field(
-        30 * 86_400, ge=60, description="How long an ended meeting, stopped stream or recording, closed signaling "
-        "session is kept"
-    )
-    login_session_ttl_s: int = Field(12 * 3_600, ge=1, description="Lifetime of a login session")
-    login_sweep_interval_s: float = Field(60.0, gt=0, description="How often beat expires stale login sessions")
-    meeting_max_participants: int = Field(100, ge=1, description="Most participants one meeting admits")
-    meeting_sweep_interval_s: float = Field(60.0, gt=0, description="How often beat ends meetings past their end")
-    signaling_heartbeat_timeout_s: float = Field(
-        60.0, gt=0, description="A signaling session silent this long is closed by beat"
-    )
-    signaling_sweep_interval_s: float = Field(15.0, gt=0, description="How often beat looks for silent sessions")
-    ffmpeg_path: str | None = Field(None, description="ffmpeg binary; default: PATH, then the imageio-ffmpeg wheel")
-    ai_backend: str = Field("local", description="AI backend: local (offline models) or zmq (inference service)")
-    ai_zmq_endpoint: str | None = Field(None, description="The inference service for ai_backend=zmq, tcp://host:port")
-    ai_zmq_timeout_s: float = Field(30.0, gt=0, description="Longest wait for one inference reply")
 
     @field_validator("redis_url")
     @classmethod

@@ -8,7 +8,6 @@ from typing import Any
 from meetingtasks.lua import LuaScript
 from meetingtasks.platform import Platform
 from meetingtasks.priority import PRIORITY_ORDER, queue_name
-from meetingtasks.registry import SERVICES
 
 # Count hash values by the first capture of a Lua pattern, server-side (no values cross the wire).
 # KEYS: hash. ARGV: pattern. Returns a flat [name, count, ...] list.
@@ -45,10 +44,11 @@ def _pairs(flat: list[Any]) -> dict[str, int]:
     return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
 
 
-def collect(platform: Platform, services: tuple[str, ...] = SERVICES) -> list[QueueStats]:
+def collect(platform: Platform, services: tuple[str, ...] | None = None) -> list[QueueStats]:
+    """Rows of ``services`` (default: every service the platform knows, see :meth:`Platform.services`)."""
     rows: list[QueueStats] = []
     keys = platform.keys
-    for svc in services:
+    for svc in platform.services() if services is None else services:
         client = platform.redis(svc)
         with client.pipeline(transaction=False) as pipe:
             for prio in PRIORITY_ORDER:

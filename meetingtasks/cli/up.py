@@ -8,10 +8,12 @@ Flower and the exporter, each in its own process group with its log in ``<data_d
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from types import FrameType
 
@@ -20,8 +22,8 @@ import redis
 
 from meetingtasks.cli.main import fail
 from meetingtasks.embedded import RedisServer
-from meetingtasks.errors import MeetingTasksError
-from meetingtasks.registry import SERVICES
+from meetingtasks.errors import ConfigurationError, MeetingTasksError
+from meetingtasks.registry import REGISTRY, import_modules, services
 from meetingtasks.settings import REDIS_URL_FILE, Settings, load_settings
 from meetingtasks.supervisor import PartFailed, PartSpec, Supervisor, http_ok, log_contains
 
@@ -33,13 +35,22 @@ class StopRequested(BaseException):
     """Raised by the signal handler while parts are still starting, to abandon the start cleanly."""
 
 
-def part_specs(settings: Settings, concurrency: int) -> list[PartSpec]:
+def worker_services(modules: Iterable[str]) -> list[str]:
+    """The services with task types once ``modules`` (the includes) are imported: yours get workers too. A module
+    that cannot be imported is skipped here; the parts that import it fail to start, naming it."""
+    for module in modules:
+        with contextlib.suppress(ConfigurationError):
+            import_modules([module])
+    return [svc for svc in services() if REGISTRY.for_service(svc)]
+
+
+def part_specs(settings: Settings, concurrency: int, includes: Iterable[str] = ()) -> list[PartSpec]:
     """Every part ``up`` runs, with how to tell it is ready and where it answers."""
     s = settings
     specs = [
         PartSpec(f"worker-{svc}", ["meetingtasks", "worker", svc, "--concurrency", str(concurrency)],
                  log_contains(" ready."))
-        for svc in SERVICES
+        for svc in worker_services([*s.include, *includes])
     ]
     gateway = f"http://{s.gateway_host}:{s.gateway_port}"
     flower = f"http://{s.flower_host}:{s.flower_port}"
@@ -154,7 +165,7 @@ def up(includes: tuple[str, ...], data_dir: Path | None, concurrency: int | None
         return
     configure_logging(settings, component="up")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    specs = part_specs(settings, concurrency or settings.worker_concurrency or DEFAULT_CONCURRENCY)
+    specs = part_specs(settings, concurrency or settings.worker_concurrency or DEFAULT_CONCURRENCY, includes)
     store = Redis(settings)
     stopping = threading.Event()
     starting = True

@@ -1,6 +1,6 @@
 """Live subscribers: in-process listeners of Redis pub/sub channels that survive lost connections.
 
-Generic over channel names: the five event channels, the status channel ``mt:status``
+Generic over channel names: the event channels, the status channel ``mt:status``
 (``platform.keys.status_channel``), or anything else; glob patterns too. Two flavours:
 
 - :class:`LiveSubscriber` runs on a daemon thread and calls ``callback(message)`` for every message::

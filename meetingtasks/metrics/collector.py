@@ -18,7 +18,6 @@ from prometheus_client.registry import Collector
 from meetingtasks.metrics.heartbeat import read_heartbeats
 from meetingtasks.metrics.reporter import read_reports
 from meetingtasks.platform import Platform
-from meetingtasks.registry import SERVICES
 from meetingtasks.stats import collect
 
 log = logging.getLogger(__name__)
@@ -110,7 +109,7 @@ class PlatformCollector(Collector):
         alive = GaugeMetricFamily("meetingtasks_workers_alive", "Workers of a service with a fresh heartbeat",
                                   labels=["service"])
         now = time.time()
-        for service in SERVICES:
+        for service in self.platform.services():
             beats = read_heartbeats(self.platform.redis(service), self.platform, service, now)
             for beat in beats:
                 values = [service, beat.worker]

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from meetingtasks.cli.main import cli
-from meetingtasks.registry import SERVICES
+from meetingtasks.services import SERVICES
 from meetingtasks.settings import ENV_PREFIX, Settings
 from tests.support.processes import ROOT
 from tests.support.tools import PROMETHEUS_INSTALL, executable
