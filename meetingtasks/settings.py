@@ -284,6 +284,10 @@ class Settings(BaseSettings):
     stream_groupless_retention_s: int = Field(
         86_400, ge=1, description="How long a stream that no consumer group reads (no bridge yet) keeps its events"
     )
+    event_replay_retention_s: int = Field(
+        3_600, ge=0, description="Acknowledged events stay in their stream this long (at most stream_maxlen "
+        "of them) so that `meetingtasks events replay` can rewind them; 0: trimmed once acknowledged"
+    )
     local_bus_buffer: int = Field(
         10_000, ge=1, description="Events the in-process bus holds before emit() returns False"
     )
