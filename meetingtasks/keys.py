@@ -107,6 +107,12 @@ KEY_SCHEMA: tuple[KeySpec, ...] = (
             "tasks}: a replay asked again reuses its generation (once-only); one field per distinct replay"),
     KeySpec("P event-replay-generation", "string", "events.replay",
             "counter of replay generations (INCR); a replay's task ids derive from its generation"),
+    KeySpec("P profile-requests", "hash", "profiling",
+            "task type -> runs still to profile (`meetingtasks profile TYPE --runs N`); a worker claims one "
+            "atomically per profiled run; workers read the field names every profile_poll_interval_s"),
+    KeySpec("P profiles:<task type>", "list", "profiling",
+            "JSON profiles of that type's profiled runs, newest first (text and pyinstrument session); the "
+            "latest profile_keep, each at most profile_max_bytes; TTL 7 days"),
     KeySpec("P op:<task id>", "hash", "services (operation)",
             "what one handler run decided: once-only values (new ids, tokens) and its result, so a redelivery "
             "repeats nothing; TTL op_ttl_s"),
@@ -276,6 +282,13 @@ class Keys:
         return f"{self.prefix}event-replay-generation"
 
     @property
+    def profile_requests(self) -> str:
+        return f"{self.prefix}profile-requests"
+
+    def profiles(self, task_type: str) -> str:
+        return f"{self.prefix}profiles:{task_type}"
+
+    @property
     def bridge_group(self) -> str:
         """Consumer group name (not a key) the bridges share on every event stream."""
         return f"{self.prefix}bridge"
@@ -347,3 +360,5 @@ class Keys:
 
 #: Time a failed-handler counter of an event survives.
 EVENT_ATTEMPTS_TTL_S = 86_400
+#: Lifetime of a task type's kept profiles after the newest one (``P profiles:<task type>``).
+PROFILE_TTL_S = 7 * 86_400
