@@ -31,9 +31,10 @@ def subscriptions(platform: Platform, includes: tuple[str, ...], as_json: bool) 
                     "priority": s.priority.value if s.priority else None, "service": s.service} for s in subs])
         return
     width = max((len(s.name) for s in subs), default=4)
-    click.echo(f"{'NAME':<{width}}  {'CHANNEL':<16} {'EVENT TYPE':<26} TASK TYPE")
+    types = max((len(s.event_type) for s in subs), default=10)
+    click.echo(f"{'NAME':<{width}}  {'CHANNEL':<16} {'EVENT TYPE':<{types}}  TASK TYPE")
     for s in subs:
-        click.echo(f"{s.name:<{width}}  {s.channel:<16} {s.event_type:<26} {s.task_type}")
+        click.echo(f"{s.name:<{width}}  {s.channel:<16} {s.event_type:<{types}}  {s.task_type}")
 
 
 @events.command()
