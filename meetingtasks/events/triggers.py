@@ -11,6 +11,9 @@ A subscription that raises leaves its entry unacknowledged, to be re-claimed aft
 ``bridge_claim_idle_s``; after ``event_max_attempts`` failed runs, or at once when its payload is refused
 (:class:`DispatchError`), the would-be task's id gets a DEAD_LETTERED status and a dead letter under the
 subscribing service, with the reason. A malformed entry is dead-lettered under the channel's owner.
+
+A replay (:mod:`meetingtasks.events.replay`) takes the same path: :meth:`TriggerWriter.plan` under its
+generation, then :meth:`TriggerWriter.replay`, which commits the same way and acknowledges nothing.
 """
 
 from __future__ import annotations
