@@ -251,7 +251,7 @@ class Settings(BaseSettings):
     )
 
     profile_poll_interval_s: float = Field(
-        1.0, gt=0, description="How often a process that runs tasks re-reads which task types are to be profiled "
+        0.5, gt=0, description="How often a process that runs tasks re-reads which task types are to be profiled "
         "(`meetingtasks profile`): a requested profile starts within this"
     )
     profile_keep: int = Field(10, ge=1, description="Profiles kept per task type (the newest)")
