@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import click
@@ -48,9 +49,16 @@ def profile(platform: Platform, task_type: str, runs: int, show: bool, no_wait: 
     expected = min(runs, platform.settings.profile_keep)
     click.echo(f"waiting up to {timeout_s:.0f}s for {expected} profiled runs of {task_type}...", err=True)
     came: list[Profile] = []
-    try:
-        came = profiles.wait(task_type, expected, known=known, timeout_s=timeout_s)
-    finally:
+    deadline = time.monotonic() + timeout_s
+    while len(came) < expected:
+        fresh = profiles.wait(task_type, 1, known=[*known, *(p.id for p in came)],
+                              timeout_s=max(0.0, deadline - time.monotonic()))
+        if not fresh:
+            break
+        came += fresh
+        if not as_json:
+            _print(fresh, as_json)  # each as it comes
+    if as_json:
         _print(came, as_json)
     if len(came) < expected:
         fail(f"only {len(came)} of {expected} runs of {task_type} were profiled within {timeout_s:.0f}s (is a "
