@@ -209,3 +209,22 @@ def test_times_become_stream_ids() -> None:
     for bad in ("", "-1", "nan", "12-ab", "tomorrow"):
         with pytest.raises(InvalidReplay):
             stream_position(bad)
+
+
+def test_a_subscription_that_raises_is_counted_and_retried_by_the_same_replay(platform: Platform,
+                                                                              r: redis.Redis) -> None:
+    # Given a registration whose subscription fails on its first run, in a stream no bridge has read
+    publish_events([{"channel": "user_events", "type": "user.registered", "source": "test",
+                     "payload": {"fail_times": 1}}])
+    since = stream_ids(platform, r)[0]
+    # When it is replayed: the run that raised is counted, nothing is queued, and the replay is not done
+    first = replay_events("user_events", since=since, subscription=FLAKY, includes=[EVENT_TASKS])
+    assert (first.failed, first.tasks) == (1, 0) and not queued(r, "ai.normal")
+    # When the same replay is asked again: the run succeeds under the same generation, once
+    second = replay_events("user_events", since=since, subscription=FLAKY, includes=[EVENT_TASKS])
+    assert (second.failed, second.tasks, second.generation) == (0, 1, first.generation)
+    assert len(queued(r, "ai.normal")) == 1
+    # And then it is done
+    assert replay_events("user_events", since=since, subscription=FLAKY, includes=[EVENT_TASKS]).repeated
+    # And nothing was acknowledged or created in a consumer group: the replay only reads the stream
+    assert r.xinfo_groups(platform.keys.event_stream("user_events")) == []
