@@ -15,6 +15,7 @@
     ├── WaitTimeout                 (also a TimeoutError) TaskHandle.wait() ran out of time
     ├── PermanentError              raised by a handler: a domain refusal, fails at once, never retried
     ├── InfrastructureError         the worker's own bookkeeping could not reach Redis or Redis refused it
+    ├── InvalidReplay               (also a ValueError) an event replay's channel, subscription or window is wrong
     └── InvalidEvent                (also a ValueError) an event envelope refused at publish
         ├── UnknownChannel          the channel is not one of the event channels
         └── UnknownEventType        the event type is not declared for its channel
@@ -85,6 +86,10 @@ class InfrastructureError(MeetingTasksError):
     happen: Redis was unreachable or refused it (out of memory, read-only replica during a failover, a busy script,
     a lost script cache). Never a task failure and never a reason to ack: the message stays leased and the write is
     retried with backoff, or the message is handed back or redelivered."""
+
+
+class InvalidReplay(MeetingTasksError, ValueError):
+    """An event replay was asked with an unknown channel or subscription or a wrong window; nothing was queued."""
 
 
 class InvalidEvent(MeetingTasksError, ValueError):

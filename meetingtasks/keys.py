@@ -98,13 +98,25 @@ KEY_SCHEMA: tuple[KeySpec, ...] = (
             "exporter drops members whose hash expired"),
     KeySpec("P events:<channel>", "stream", "events.publisher, events.retention",
             "one per event channel; field `event` = the JSON envelope; trimmed only below what every consumer "
-            "group acknowledged (`maintenance_trim_streams`), never capped"),
+            "group acknowledged (`maintenance_trim_streams`) and older than event_replay_retention_s (at most "
+            "stream_maxlen acknowledged entries kept), never capped"),
     KeySpec("<channel>", "pubsub", "events.publisher",
             "live copy of each event, un-prefixed so that outside services PUBLISH on the plain name"),
     KeySpec("P event:<event id>", "string", "events.publisher, bridge",
             "\"this id is in its stream\": appends are idempotent by id; TTL event_id_ttl_s"),
     KeySpec("P event-attempts:<event id>", "hash", "bridge",
             "subscription -> failed handler runs before dead-lettering; TTL 1 day"),
+    KeySpec("P event-replays", "hash", "events.replay",
+            "replay (channel, since, until, subscription) -> JSON {generation, state, started_at, finished_at, "
+            "tasks}: a replay asked again reuses its generation (once-only); one field per distinct replay"),
+    KeySpec("P event-replay-generation", "string", "events.replay",
+            "counter of replay generations (INCR); a replay's task ids derive from its generation"),
+    KeySpec("P profile-requests", "hash", "profiling",
+            "task type -> runs still to profile (`meetingtasks profile TYPE --runs N`); a worker claims one "
+            "atomically per profiled run; workers read the field names every profile_poll_interval_s"),
+    KeySpec("P profiles:<task type>", "list", "profiling",
+            "JSON profiles of that type's profiled runs, newest first (text and pyinstrument session); the "
+            "latest profile_keep, each at most profile_max_bytes; TTL 7 days"),
     KeySpec("P op:<task id>", "hash", "services (operation)",
             "what one handler run decided: once-only values (new ids, tokens) and its result, so a redelivery "
             "repeats nothing; TTL op_ttl_s"),
@@ -270,6 +282,21 @@ class Keys:
         return f"{self.prefix}event-attempts:{event_id}"
 
     @property
+    def event_replays(self) -> str:
+        return f"{self.prefix}event-replays"
+
+    @property
+    def event_replay_generation(self) -> str:
+        return f"{self.prefix}event-replay-generation"
+
+    @property
+    def profile_requests(self) -> str:
+        return f"{self.prefix}profile-requests"
+
+    def profiles(self, task_type: str) -> str:
+        return f"{self.prefix}profiles:{task_type}"
+
+    @property
     def bridge_group(self) -> str:
         """Consumer group name (not a key) the bridges share on every event stream."""
         return f"{self.prefix}bridge"
@@ -341,3 +368,5 @@ class Keys:
 
 #: Time a failed-handler counter of an event survives.
 EVENT_ATTEMPTS_TTL_S = 86_400
+#: Lifetime of a task type's kept profiles after the newest one (``P profiles:<task type>``).
+PROFILE_TTL_S = 7 * 86_400

@@ -259,6 +259,16 @@ class Settings(BaseSettings):
         300.0, gt=0, description="Longest wait between retries of a callback's dispatch (doubles from callback_retry_s)"
     )
 
+    profile_poll_interval_s: float = Field(
+        0.5, gt=0, description="How often a process that runs tasks re-reads which task types are to be profiled "
+        "(`meetingtasks profile`): a requested profile starts within this"
+    )
+    profile_keep: int = Field(10, ge=1, description="Profiles kept per task type (the newest)")
+    profile_max_bytes: int = Field(
+        1_000_000, ge=4096, description="Largest profile kept; past it the pyinstrument session is dropped and the "
+        "text kept"
+    )
+
     # --- WebSocket gateway ------------------------------------------------------------------------------------------
     gateway_host: str = Field("127.0.0.1", description="Address the WebSocket gateway binds to")
     gateway_port: int = Field(8765, ge=0, le=65535, description="Port of the WebSocket gateway")
@@ -292,6 +302,10 @@ class Settings(BaseSettings):
     )
     stream_groupless_retention_s: int = Field(
         86_400, ge=1, description="How long a stream that no consumer group reads (no bridge yet) keeps its events"
+    )
+    event_replay_retention_s: int = Field(
+        3_600, ge=0, description="Acknowledged events stay in their stream this long (at most stream_maxlen "
+        "of them) so that `meetingtasks events replay` can rewind them; 0: trimmed once acknowledged"
     )
     local_bus_buffer: int = Field(
         10_000, ge=1, description="Events the in-process bus holds before emit() returns False"

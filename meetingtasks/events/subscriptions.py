@@ -8,7 +8,7 @@ type (one per participant, say).
 
 Each (event, subscription, index) has a deterministic task id (:meth:`Subscription.task_id`): the bridge
 checks that id's status record to tell whether an event already triggered a subscription, so an event
-delivered twice never triggers twice.
+delivered twice never triggers twice. A replay passes a ``generation`` of its own into that id.
 """
 
 from __future__ import annotations
@@ -56,9 +56,14 @@ class Subscription:
             return [p for p in result if p is not None]
         return [result]
 
-    def task_id(self, event_id: str, index: int = 0) -> str:
-        """The id of the ``index``-th task ``event_id`` triggers through this subscription."""
-        return str(uuid.uuid5(TRIGGER_NAMESPACE, f"{event_id}\n{self.name}\n{index}"))
+    def task_id(self, event_id: str, index: int = 0, generation: int = 0) -> str:
+        """The id of the ``index``-th task ``event_id`` triggers through this subscription.
+
+        ``generation`` 0 is the bridge's own run; each replay (:mod:`meetingtasks.events.replay`) runs
+        under a generation of its own, so its ids differ from every earlier run's and it is not taken for
+        a duplicate of them."""
+        suffix = f"\n{generation}" if generation else ""  # generation 0 keeps the ids the bridge always gave
+        return str(uuid.uuid5(TRIGGER_NAMESPACE, f"{event_id}\n{self.name}\n{index}{suffix}"))
 
 
 class SubscriptionTable:
