@@ -15,6 +15,7 @@ from meetingtasks.connections import shared_client
 from meetingtasks.deadletter import DeadLetterStore
 from meetingtasks.delayed import DelayedSet
 from meetingtasks.keys import Keys
+from meetingtasks.replication import ReplicaAcks
 from meetingtasks.reply_wait import ReplyWait
 from meetingtasks.settings import Settings, load_settings
 from meetingtasks.status import StatusStore
@@ -29,6 +30,8 @@ class Platform:
         self.delayed = DelayedSet(self.keys, settings.status_ttl_s)
         #: How single dispatches wait for their reply (it learns whether Redis answers fast enough to poll).
         self.reply_wait = ReplyWait(settings.dispatch_spin_us)
+        #: WAIT after writes that accept work (false, and never consulted further, with min_replica_acks 0).
+        self.replica_acks = ReplicaAcks.from_settings(settings)
 
     def __json__(self) -> str:
         # The platform rides in the broker transport options, which `celery inspect stats` (and so Flower)

@@ -19,6 +19,7 @@ import click
 import redis
 
 from meetingtasks.cli.main import fail
+from meetingtasks.connections import new_client
 from meetingtasks.embedded import RedisServer
 from meetingtasks.errors import MeetingTasksError
 from meetingtasks.registry import SERVICES
@@ -94,7 +95,7 @@ class Redis:
 
     def start(self) -> None:
         if self.settings.redis_url:
-            client = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
+            client = new_client(self.settings.redis_url, self.settings, socket_connect_timeout=3, socket_timeout=3)
             try:
                 client.ping()
             except redis.RedisError as exc:

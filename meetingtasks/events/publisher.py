@@ -105,7 +105,15 @@ class EventPublisher:
         trace: Mapping[str, str] | None = None,
     ) -> Event:
         event = self.make(channel, event_type, payload, source=source, event_id=event_id, time=time, trace=trace)
-        self.append(self.platform.redis(), event)
+        acks = self.platform.replica_acks
+        if not acks:
+            self.append(self.platform.redis(), event)
+            return event
+        with self.platform.redis().pipeline(transaction=False) as pipe:
+            self.queue(pipe, event)
+            acks.queue(pipe)
+            _entry, acked = pipe.execute()
+        acks.require(acked, f"publish_event {channel}/{event_type}")
         return event
 
     def publish_many(self, events: Iterable[EventLike]) -> list[Event]:
@@ -117,7 +125,12 @@ class EventPublisher:
         with self.platform.redis().pipeline(transaction=False) as pipe:
             for keys, argv in args:
                 APPEND.queue(pipe, keys, argv)
-            pipe.execute()
+            acks = self.platform.replica_acks
+            if acks:
+                acks.queue(pipe)
+            replies = pipe.execute()
+        if acks:
+            acks.require(replies[-1], f"publish_events ({len(built)} events)")
         return built
 
     def _coerce(self, item: EventLike) -> Event:

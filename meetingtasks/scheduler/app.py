@@ -6,9 +6,10 @@ from collections.abc import Iterable
 
 from celery import Celery
 
-from meetingtasks.connections import is_tls, ssl_options
+from meetingtasks.connections import celery_broker, is_tls, new_client, ssl_options
 from meetingtasks.platform import Platform
 from meetingtasks.registry import import_modules
+from meetingtasks.sentinel import is_sentinel
 from meetingtasks.settings import Settings, load_settings
 
 
@@ -27,9 +28,12 @@ def create_beat_app(settings: Settings | None = None, *, include: Iterable[str] 
     from meetingtasks.logs import install_celery_logging
 
     install_celery_logging(settings, component="beat")  # JSON lines with MEETINGTASKS_LOG_JSON
+    broker = celery_broker(url, settings)
+    if is_sentinel(url):
+        # redbeat's own Sentinel support wants its options in another shape; our client already follows failovers.
+        app.redbeat_redis = new_client(url, settings, decode_responses=True)
     app.conf.update(
-        broker_url=url,
-        broker_use_ssl=tls,
+        **broker,
         result_backend=None,
         result_expires=None,  # else Celery adds a backend-cleanup entry for a backend we do not have
         task_ignore_result=True,

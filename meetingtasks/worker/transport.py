@@ -685,7 +685,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             return True
         try:
             with self.conn_or_acquire() as client:
-                FETCH(client, [self.unacked_key, self.unacked_index_key], self._script_args(0, 0, acks, outcomes))
+                apply_buffers(self.platform, client, [self.unacked_key, self.unacked_index_key],
+                              self._script_args(0, 0, acks, outcomes))
         except (RedisError, *self.connection_errors) as exc:
             # Unreachable, or refusing writes for a while (out of memory, a read-only replica): kept for the next
             # call that gets through. Meanwhile the messages stay unacked and leased (held_delivery_tags): if this
@@ -817,6 +818,11 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                         raise virtual.Empty()  # the start flusher read the prefetched reply and gave its batch back
                     self._mt_expect_reply = self._mt_prefetched = False
                     reply = self.client.parse_response(self.client.connection, "BRPOP" if waiting else "EVALSHA")
+                    replica_acks = platform.replica_acks
+                    if replica_acks and (self._mt_sent_acks or self._mt_sent_outcomes):
+                        # The fetch applied outcomes and acks: confirmed by replicas before anything else runs.
+                        self.client.connection.send_command(*replica_acks.command)
+                        replica_acks.note(self.client.connection.read_response(), "task outcomes and acks")
             except virtual.Empty:
                 raise
             except NoScriptError:
@@ -1217,8 +1223,22 @@ def write_outcomes(platform: Platform, service: str, outcomes: list[list[str]]) 
     """Apply buffered task outcomes at once (FETCH with no queue to take from), on ``service``'s Redis."""
     if outcomes:
         keys = platform.keys
-        FETCH(platform.redis(service), [keys.unacked(service), keys.unacked_index(service)],
-              fetch_args(platform, 0, 0, [], outcomes))
+        apply_buffers(platform, platform.redis(service), [keys.unacked(service), keys.unacked_index(service)],
+                      fetch_args(platform, 0, 0, [], outcomes))
+
+
+def apply_buffers(platform: Platform, client: Any, keys: list[str], args: list[Any]) -> None:
+    """Run FETCH with nothing to take (only outcomes and acks to apply); confirmed by replicas when
+    ``min_replica_acks`` asks (a shortfall is logged: what was written stands)."""
+    acks = platform.replica_acks
+    if not acks:
+        FETCH(client, keys, args)
+        return
+    with client.pipeline(transaction=False) as pipe:
+        FETCH.queue(pipe, keys, args)
+        acks.queue(pipe)
+        _reply, acked = pipe.execute()
+    acks.note(acked, "task outcomes and acks")
 
 
 def install_child_outcomes(platform: Platform, service: str) -> None:
@@ -1285,3 +1305,20 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
     # reconnects) instead of exiting, wherever the refusal meets it. A worker starting inside such a window died on
     # kombu's queue-binding writes. The fetch and the bookkeeping handle it themselves first (see _brpop_read).
     connection_errors = (*kombu_redis.Transport.connection_errors, *WRITES_REFUSED)
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):  # type: ignore[misc]
+    """Our channel on a Sentinel-managed primary: kombu's Sentinel pool (each new connection asks the sentinels
+    where the primary is) with connections that drop themselves when the primary they reach was demoted (see
+    :class:`meetingtasks.connections.SentinelConnection`). Everything else is :class:`Channel`'s."""
+
+    connection_class = connections.SentinelConnection  # type: ignore[assignment]
+    connection_class_ssl = connections.SentinelSSLConnection  # type: ignore[assignment]
+
+
+class SentinelTransport(Transport):
+    """:class:`Transport` for ``sentinel://`` broker URLs (in kombu's spelling, see
+    :meth:`meetingtasks.sentinel.SentinelUrl.kombu_url`; the master name comes as a transport option)."""
+
+    Channel = SentinelChannel
+    default_port = 26379
