@@ -42,7 +42,7 @@ def create_beat_app(settings: Settings | None = None, *, include: Iterable[str] 
         beat_scheduler="meetingtasks.scheduler.periodic:PlatformScheduler",
         beat_schedule=beat_schedule(settings),
         beat_max_loop_interval=settings.beat_max_interval_s,
-        redbeat_redis_url=url,
+        redbeat_redis_url=broker["broker_url"],  # a Sentinel URL in the spelling kombu can print
         redbeat_redis_use_ssl=tls,
         # No retry_period: redbeat's calls fail fast and the scheduler's tick waits out an outage instead.
         redbeat_redis_options={"socket_timeout": settings.redis_socket_timeout_s,
