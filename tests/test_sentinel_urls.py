@@ -1,0 +1,70 @@
+"""Sentinel URLs: parsed into the sentinels, master, db and credentials; refused in one line when malformed;
+translated into kombu's spelling for Celery; and a client built from one reaches the primary the sentinels name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meetingtasks.app import create_app
+from meetingtasks.connections import celery_broker, new_client
+from meetingtasks.embedded_sentinel import SentinelGroup
+from meetingtasks.errors import ConfigurationError
+from meetingtasks.sentinel import SentinelUrl
+from meetingtasks.settings import Settings, load_settings
+
+
+def test_a_sentinel_url_names_its_sentinels_master_db_and_the_primarys_credentials() -> None:
+    url = SentinelUrl.parse("sentinel://app:s%40cret@h1:26379,h2:26380,[::1]/orders/3")
+    assert url.sentinels == (("h1", 26379), ("h2", 26380), ("::1", 26379))
+    assert (url.master_name, url.db, url.username, url.password, url.tls) == ("orders", 3, "app", "s@cret", False)
+    assert SentinelUrl.parse("sentinels://h1/orders").tls and SentinelUrl.parse("sentinels://h1/orders").db == 0
+    assert url.redacted() == "sentinel://app:***@h1:26379,h2:26380,[::1]:26379/orders/3"
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("sentinel://h1:26379", "names no master"),
+    ("sentinel:///orders/0", "names no sentinel host"),
+    ("sentinel://h1:x/orders/0", "invalid port"),
+    ("sentinel://h1/orders/zero", "db must be a number"),
+    ("sentinel://h1/orders/0/extra", "too many path parts"),
+])
+def test_a_malformed_sentinel_url_is_one_line_naming_what_is_wrong(url: str, why: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEETINGTASKS_SERVICE_REDIS_URLS", f'{{"ai": "{url}"}}')
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert why in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_celery_gets_kombus_spelling_with_the_master_name_and_the_sentinel_password() -> None:
+    settings = Settings(redis_url="sentinel://:pw-1234567890@h1:1,h2:2/orders/2",
+                        redis_sentinel_password="sentinel-pw-0987654321")
+    broker = celery_broker(settings.broker_url(), settings)
+    assert broker["broker_url"] == "sentinel://:pw-1234567890@h1:1/2;sentinel://:pw-1234567890@h2:2/2"
+    assert broker["broker_transport_options"]["master_name"] == "orders"
+    assert broker["broker_transport_options"]["sentinel_kwargs"]["password"] == "sentinel-pw-0987654321"
+    app = create_app("ai", settings)
+    assert app.conf.broker_transport == "meetingtasks.worker.transport:SentinelTransport"
+    assert app.conf.broker_transport_options["master_name"] == "orders"
+
+
+@pytest.fixture
+def group(tmp_path: Path) -> Iterator[SentinelGroup]:
+    group = SentinelGroup(tmp_path / "ha").start()
+    yield group
+    group.stop()
+
+
+@pytest.mark.slow
+def test_a_client_of_a_sentinel_url_writes_to_the_primary_and_the_replica_gets_it(group: SentinelGroup) -> None:
+    client = new_client(group.url, Settings(redis_url=group.url))
+    client.set("where", "primary")
+    assert client.connection_pool.get_master_address()[1] == group.nodes[0].port
+    group.wait_synced()
+    replica = new_client(group.nodes[1].url, Settings())
+    assert replica.get("where") == b"primary"
+    client.close()
+    replica.close()
