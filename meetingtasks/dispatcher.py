@@ -28,12 +28,12 @@ import hiredis
 import orjson
 import redis
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError
+from redis.exceptions import NoScriptError, ReadOnlyError
 from redis.sentinel import MasterNotFoundError
 
 from meetingtasks import tracing
 from meetingtasks.callbacks import callback_fields
-from meetingtasks.connections import WRITES_REFUSED, shared_client
+from meetingtasks.connections import shared_client
 from meetingtasks.dedup import claim_and_enqueue, once_script
 from meetingtasks.errors import (
     BrokerUnavailable,
@@ -52,6 +52,7 @@ from meetingtasks.platform import Platform, get_platform
 from meetingtasks.priority import Priority, queue_name
 from meetingtasks.registry import REGISTRY, TaskTypeSpec
 from meetingtasks.secret_fields import Keyring, keyring, open_result, require_keyring, seal_dumped
+from meetingtasks.sentinel import is_sentinel
 from meetingtasks.settings import Settings
 from meetingtasks.signing import signer_for
 from meetingtasks.status import _TRANSITION as TRANSITION_SCRIPT
@@ -437,10 +438,12 @@ class Dispatcher:
         while True:
             try:
                 return call()
-            except (redis.ConnectionError, redis.TimeoutError, ReadOnlyError, OutOfMemoryError) as exc:
+            except (redis.ConnectionError, redis.TimeoutError, ReadOnlyError) as exc:
                 where = _redacted(self.platform.settings.broker_url())
-                # Not sent: no connection (no primary named by the sentinels yet, or refused), or a write refusal
-                # (a demoted primary: its connection now asks the sentinels again).
+                if isinstance(exc, ReadOnlyError) and not is_sentinel(where):
+                    raise  # a replica where a primary was configured: nothing will change it by itself
+                # Not sent: no connection (no primary named by the sentinels yet, or refused), or a demoted primary's
+                # refusal (its connection now asks the sentinels again).
                 if not isinstance(exc, NOT_SENT) and "connecting to" not in str(exc):
                     sent = True
                     if not resend:
@@ -933,7 +936,7 @@ def dispatch_batch(items: Iterable[Any], *, on_complete: str | None = None) -> B
 
 
 #: Errors of a request that never reached Redis, or that Redis refused whole: safe to send again.
-NOT_SENT: tuple[type[Exception], ...] = (MasterNotFoundError, *WRITES_REFUSED)
+NOT_SENT = (MasterNotFoundError, ReadOnlyError)
 
 
 def _redacted(url: str) -> str:

@@ -123,6 +123,14 @@ class SentinelGroup:
     def node(self, port: int) -> RedisServer:
         return next(n for n in self.nodes if n.port == port)
 
+    def rejoin(self, port: int) -> None:
+        """Start the stopped node on ``port`` again as a replica of the current primary (as an orchestrator
+        would; the sentinels would turn it into one too, but only at their next look, up to 10 s later)."""
+        primary = self.primary_port()
+        node = self.node(port)
+        node.extra_args = ["--replicaof", "127.0.0.1", str(primary)] if primary not in (None, port) else []
+        node.start()
+
     def wait_synced(self, timeout_s: float = 30.0) -> None:
         """Until every running replica is connected to the primary and caught up with its offset."""
         deadline = time.monotonic() + timeout_s

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ import pytest
 
 from meetingtasks import dispatch, publish_event
 from meetingtasks.connections import reset_shared_clients
+from meetingtasks.embedded import free_port
 from meetingtasks.embedded_sentinel import SentinelGroup
 from meetingtasks.errors import MeetingTasksError
 from meetingtasks.platform import Platform, configure
@@ -132,6 +134,7 @@ def test_two_failovers_under_load_lose_nothing_acknowledged_and_no_process_exits
     reset_shared_clients()
     platform = configure(Settings())
     ledger = tmp_path / "ledger"
+    exporter_port = free_port()
     parts: list[PartProcess] = [
         *(WorkerProcess(svc, env, tmp_path / f"worker-{svc}.log", ["--pool", "threads", "--concurrency", "2"])
           for svc in SERVICES),
@@ -139,14 +142,17 @@ def test_two_failovers_under_load_lose_nothing_acknowledged_and_no_process_exits
                     tmp_path / "beat.log"),
         BridgeProcess(env, tmp_path / "bridge.log", ["--include", INCLUDE]),
         GatewayProcess(env, tmp_path / "gateway.log"),
+        PartProcess(PartProcess.cli("exporter", "--port", str(exporter_port)), env, tmp_path / "exporter.log"),
     ]
     load = Load(ledger)
     try:
         for part in parts:
             if isinstance(part, WorkerProcess | BridgeProcess | GatewayProcess):
                 part.wait_ready(60)
-            else:
+            elif isinstance(part, BeatProcess):
                 part.wait_log(PUMP_READY, 60)
+            else:
+                part.wait_log("exporter ready", 60)
         # Given the platform under a steady load of dispatches, delayed tasks and events
         load.start()
         wait_for(lambda: len(ledger_runs(ledger)[0]) >= 30, timeout_s=30, message="the load to flow")
@@ -180,8 +186,10 @@ def test_two_failovers_under_load_lose_nothing_acknowledged_and_no_process_exits
 
         # and no process exited; the gateway answers, the CLI counts, on the first node again
         assert all(part.proc.poll() is None for part in parts), [p.log()[-2000:] for p in parts if p.proc.poll()]
-        gateway = parts[-1]
+        gateway = parts[-2]
         assert isinstance(gateway, GatewayProcess) and gateway.get("/healthz")[0] == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{exporter_port}/metrics", timeout=30) as scrape:
+            assert scrape.status == 200 and b"meetingtasks_" in scrape.read()
         out = subprocess.run([sys.executable, "-m", "meetingtasks.cli", "stats", "--json"], env=env, cwd=ROOT,
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
@@ -201,7 +209,7 @@ def fail_over(group: SentinelGroup, load: Load, ledger: Path) -> float:
     kill_n, killed_at = load.n, time.time()
     group.node(old).stop(kill=True)
     wait_for(lambda: group.primary_port() not in (None, old), timeout_s=30, message="the sentinels to promote")
-    group.node(old).start()  # comes back as a master of nothing; the sentinels turn it into a replica
+    group.rejoin(old)  # back as a replica of the new primary
 
     def flowing_since() -> float | None:
         _, first = ledger_runs(ledger)
