@@ -415,7 +415,7 @@ class Dispatcher:
         owner, _queued = self._retrying(
             lambda: claim_and_enqueue(_ENQUEUE_ONCE, client, p.keys.dedup(dedup_key), task.task_id,
                                       p.settings.dedup_ttl_s, p.keys.status(""), commands,
-                                      acks=p.replica_acks or None),
+                                      acks=p.replica_acks),
             resend=True,
         )
         return TaskHandle(owner, self, task.spec.name)

@@ -30,8 +30,10 @@ class Platform:
         self.delayed = DelayedSet(self.keys, settings.status_ttl_s)
         #: How single dispatches wait for their reply (it learns whether Redis answers fast enough to poll).
         self.reply_wait = ReplyWait(settings.dispatch_spin_us)
-        #: WAIT after writes that accept work (false, and never consulted further, with min_replica_acks 0).
-        self.replica_acks = ReplicaAcks.from_settings(settings)
+        #: WAIT after writes that accept work; ``None`` with min_replica_acks 0, so that the hot paths pay one
+        #: ``if acks:`` on ``None`` (tens of nanoseconds) and nothing else.
+        self.replica_acks: ReplicaAcks | None = (
+            ReplicaAcks.from_settings(settings) if settings.min_replica_acks else None)
 
     def __json__(self) -> str:
         # The platform rides in the broker transport options, which `celery inspect stats` (and so Flower)

@@ -11,7 +11,8 @@ Fewer confirmations within the timeout: producers raise :class:`~meetingtasks.er
 work *is* queued on the primary; it may be lost only if the primary dies before a replica catches up), workers
 log one warning and go on (the outcome stands; a lost one means a rerun under the at-least-once rule).
 
-With 0 (the default) nothing here runs: callers test ``if acks:`` (one attribute read) and send nothing more.
+With 0 (the default) nothing here runs: :attr:`Platform.replica_acks <meetingtasks.platform.Platform>` is ``None``,
+callers test ``if acks:`` (an attribute read and a test of ``None``) and send nothing more.
 """
 
 from __future__ import annotations

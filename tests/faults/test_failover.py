@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from meetingtasks import dispatch, publish_event
 from meetingtasks.connections import reset_shared_clients
@@ -54,6 +55,8 @@ class Load:
         self.ledger = ledger
         self.n = 0
         self.returned: dict[str, int] = {}  # tag -> phase in which its dispatch (or publish) returned
+        self.ids: dict[str, str] = {}  # tag -> task id of a returned dispatch
+        self.errors: dict[str, int] = {}  # what the calls that raised raised
         self.failed = 0
         self.phase = 1
         self._stop = threading.Event()
@@ -75,17 +78,22 @@ class Load:
             tag = f"{n}"
             payload = {"tag": tag, "ledger": str(self.ledger)}
             try:
+                handle = None
                 if n % 10 == 0:
                     publish_event("user_events", "user.logged_in", {"ha_tag": tag, "ledger": str(self.ledger)},
                                   source="failover-test")
                 elif n % 5 == 0:
-                    dispatch("t_ha_media", payload, delay=0.5)
+                    handle = dispatch("t_ha_media", payload, delay=0.5)
                 else:
-                    dispatch("t_ha_ai" if n % 2 else "t_ha_media", payload)
-            except MeetingTasksError:
-                self.failed += 1  # did not return: not owed to the ledger (it may still run)
+                    handle = dispatch("t_ha_ai" if n % 2 else "t_ha_media", payload)
+            except (MeetingTasksError, redis.RedisError) as exc:
+                # Did not return: not owed to the ledger (it may still run). publish_event lets a lost connection
+                # through as it is (sending the same event id again is safe).
+                self.failed += 1
+                self.errors[type(exc).__name__] = self.errors.get(type(exc).__name__, 0) + 1
             else:
                 self.returned[tag] = phase
+                self.ids[tag] = handle.id if handle is not None else ""
             time.sleep(0.02)
 
 
@@ -160,27 +168,32 @@ def test_two_failovers_under_load_lose_nothing_acknowledged_and_no_process_exits
         assert first_primary == group.nodes[0].port
 
         # When the primary is SIGKILLed (replica acks on, everywhere)
-        recovery_1 = fail_over(group, load, ledger)
+        recovery_1 = fail_over(group, load, ledger, parts)
         # and, once the first node is back as a replica, the new primary too (this process without replica acks)
         load.phase = 2
         configure(Settings(min_replica_acks=0))
-        recovery_2 = fail_over(group, load, ledger)
+        recovery_2 = fail_over(group, load, ledger, parts)
         assert group.primary_port() == first_primary, "the second failover goes back to the first node"
 
         load.stop()
         # Then everything owed ran (what is lost never will: done once nothing is left to run anywhere)
-        wait_for(lambda: drained(platform, load, ledger), timeout_s=60, message="the queues and leases to drain")
+        try:
+            wait_for(lambda: drained(platform, load, ledger), timeout_s=60, message="the queues and leases to drain")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {pending_report(platform)}\n{logs(group, parts)}") from None
         runs, _ = ledger_runs(ledger)
         lost = {phase: sorted(tag for tag, p in load.returned.items() if p == phase and tag not in runs)
                 for phase in (1, 2)}
         twice = sorted(tag for tag, count in runs.items() if count > 1)
         summary = (f"failover: recovery {recovery_1:.1f} s and {recovery_2:.1f} s; {len(load.returned)} dispatches "
-                   f"and publishes returned ({load.failed} raised); lost with min_replica_acks=1: {len(lost[1])}, "
-                   f"with min_replica_acks=0: {len(lost[2])}; ran twice (at-least-once): {len(twice)}")
+                   f"and publishes returned ({load.failed} raised: {load.errors}); lost with min_replica_acks=1: "
+                   f"{len(lost[1])}, with min_replica_acks=0: {len(lost[2])}; ran twice (at-least-once): {len(twice)}")
         print(summary)
         (ROOT / ".failover-result.txt").write_text(summary + "\n")
         assert recovery_1 <= RECOVERY_LIMIT_S and recovery_2 <= RECOVERY_LIMIT_S, summary
-        assert lost[1] == [], f"acknowledged with a replica's confirmation, then lost: {lost[1][:20]}; {summary}"
+        records = {tag: platform.redis().hgetall(platform.keys.status(load.ids.get(tag, "?"))) for tag in lost[1][:5]}
+        assert lost[1] == [], (f"acknowledged with a replica's confirmation, then lost: {lost[1][:20]} {records}; "
+                               f"{summary}\n{logs(group, parts)}")
         # A rerun happens only to a task whose outcome and ack had not reached Redis when the primary died.
         assert len(twice) <= 20, summary
 
@@ -200,7 +213,7 @@ def test_two_failovers_under_load_lose_nothing_acknowledged_and_no_process_exits
             part.stop()
 
 
-def fail_over(group: SentinelGroup, load: Load, ledger: Path) -> float:
+def fail_over(group: SentinelGroup, load: Load, ledger: Path, parts: list[PartProcess]) -> float:
     """SIGKILL the primary, bring it back as a replica once the sentinels promoted the other node, and return
     the seconds from the kill until the first task dispatched after it ran."""
     group.wait_synced()
@@ -216,11 +229,34 @@ def fail_over(group: SentinelGroup, load: Load, ledger: Path) -> float:
         after = [at for tag, at in first.items() if int(tag) > kill_n]
         return min(after) - killed_at if after else None
 
-    wait_for(lambda: flowing_since() is not None, timeout_s=30, message="tasks to flow after the failover")
+    try:
+        wait_for(lambda: flowing_since() is not None, timeout_s=30, message="tasks to flow after the failover")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc} (load at {load.n}, killed at {kill_n})\n{logs(group, parts)}") from None
     group.wait_synced(timeout_s=30)
     recovered = flowing_since()
     assert recovered is not None
     return recovered
+
+
+def pending_report(platform: Platform) -> dict[str, object]:
+    r, keys = platform.redis(), platform.keys
+    report: dict[str, object] = {}
+    for svc in SERVICES:
+        report.update({q: r.llen(q) for q in service_queues(svc) if r.llen(q)})
+        report[f"unacked {svc}"] = [k.decode() for k in r.hkeys(keys.unacked(svc))][:5]
+        report[f"index {svc}"] = r.zrange(keys.unacked_index(svc), 0, 4, withscores=True)
+        report[f"delayed {svc}"] = r.hlen(keys.delayed_messages(svc))
+    report["now"] = time.time()
+    return report
+
+
+def logs(group: SentinelGroup, parts: list[PartProcess]) -> str:
+    """The tails of the sentinels' and the parts' logs, for a failure message (tmp dirs do not outlive the run)."""
+    tails = [f"--- sentinel {s.port}\n" + "\n".join((s.data_dir / "sentinel.log").read_text().splitlines()[-15:])
+             for s in group.sentinels if (s.data_dir / "sentinel.log").exists()]
+    tails += [f"--- {p.name} {' '.join(p.proc.args[3:5])}\n" + "\n".join(p.log().splitlines()[-15:]) for p in parts]
+    return "\n".join(tails)
 
 
 def drained(platform: Platform, load: Load, ledger: Path) -> bool:
