@@ -78,6 +78,9 @@ def create_app(service: str, settings: Settings | None = None, *, include: Itera
     platform = Platform(settings)
     url = settings.broker_url(service)
     broker = celery_broker(url, settings)
+    if is_sentinel(url):
+        # One URL: the workers' transport takes every sentinel from mt_sentinel_url (see SentinelChannel).
+        broker["broker_url"] = broker["broker_url"].split(";")[0]
     kombu_json.install()
     app = Celery(f"meetingtasks.{service}", set_as_current=False)
     app.mt_platform = platform

@@ -135,7 +135,8 @@ def celery_broker(url: str, settings: Settings) -> dict[str, Any]:
         "broker_url": target.kombu_url(),
         "broker_use_ssl": ssl_options(settings) if target.tls else None,
         "broker_transport_options": {"master_name": target.master_name,
-                                     "sentinel_kwargs": sentinel_options(target, settings)},
+                                     "sentinel_kwargs": sentinel_options(target, settings),
+                                     "mt_sentinel_url": url},
     }
 
 

@@ -51,6 +51,17 @@ def test_celery_gets_kombus_spelling_with_the_master_name_and_the_sentinel_passw
     assert app.conf.broker_transport_options["master_name"] == "orders"
 
 
+def test_a_workers_connection_keeps_its_transport_when_kombu_fails_over_to_the_next_url() -> None:
+    # kombu switches to the next ';'-separated URL on a lost connection and takes the transport its scheme names;
+    # the workers' transport (the atomic fetch) must survive that: one URL, every sentinel in a transport option
+    settings = Settings(redis_url="sentinel://h1:1,h2:2,h3:3/orders/0")
+    with create_app("ai", settings).connection_for_read() as conn:
+        conn.maybe_switch_next()
+        conn.maybe_switch_next()
+        assert conn.transport_cls == "meetingtasks.worker.transport:SentinelTransport"
+        assert conn.transport_options["mt_sentinel_url"] == settings.redis_url
+
+
 @pytest.fixture
 def group(tmp_path: Path) -> Iterator[SentinelGroup]:
     group = SentinelGroup(tmp_path / "ha").start()

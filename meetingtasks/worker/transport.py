@@ -44,6 +44,7 @@ from kombu.transport import virtual
 from kombu.utils.json import loads as kombu_json_loads
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
+from redis.sentinel import Sentinel
 
 from meetingtasks import connections, kombu_json
 from meetingtasks.connections import WRITES_REFUSED, new_client
@@ -51,6 +52,7 @@ from meetingtasks.lua import LuaScript
 from meetingtasks.message import MalformedMessage, check_envelope, loads, strip_fetch_headers
 from meetingtasks.platform import Platform
 from meetingtasks.priority import parse_queue
+from meetingtasks.sentinel import SentinelUrl
 from meetingtasks.status import STARTED_LUA, TRANSITION_FUNCTION, Status
 from meetingtasks.wake import WAKE_LUA, push_wake
 from meetingtasks.worker.loops import Loop, add_held_source, held_delivery_tags
@@ -574,8 +576,19 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             yield client
             return
         if self._mt_sync_client is None:
-            self._mt_sync_client = self._create_client() if self.connection.client else self._detached_client()
+            self._mt_sync_client = self._new_sync_client()
         yield self._mt_sync_client
+
+    def _new_sync_client(self) -> Any:
+        if self.connection.client:
+            try:
+                return self._create_client()
+            except AttributeError:
+                # Detached meanwhile (Celery drops the transport's client on a lost connection, from the consumer's
+                # thread): kombu's pool, gone with the closed pools, cannot be built again without it. Seen in a
+                # Sentinel failover, where the close and a flush from another thread met.
+                pass
+        return self._detached_client()
 
     def _detached_client(self) -> Any:
         """A client for a channel whose transport is detached (kombu's pool needs it), so that its restore
@@ -1310,10 +1323,28 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
 class SentinelChannel(Channel, kombu_redis.SentinelChannel):  # type: ignore[misc]
     """Our channel on a Sentinel-managed primary: kombu's Sentinel pool (each new connection asks the sentinels
     where the primary is) with connections that drop themselves when the primary they reach was demoted (see
-    :class:`meetingtasks.connections.SentinelConnection`). Everything else is :class:`Channel`'s."""
+    :class:`meetingtasks.connections.SentinelConnection`). Everything else is :class:`Channel`'s.
+
+    The sentinels come from the ``mt_sentinel_url`` transport option, not from kombu's ``;``-separated alternate
+    URLs: on a lost connection kombu switches to the next alternate and takes the transport its scheme names
+    (kombu's own ``sentinel``), which would put the worker on stock kombu's pop-then-record fetch, and a failover
+    between the two steps loses the message. One broker URL, so nothing to switch to."""
 
     connection_class = connections.SentinelConnection  # type: ignore[assignment]
     connection_class_ssl = connections.SentinelSSLConnection  # type: ignore[assignment]
+
+    def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
+        params = {k: v for k, v in self._connparams(asynchronous).items() if k not in ("host", "port")}
+        options = self.connection.client.transport_options
+        target = SentinelUrl.parse(options["mt_sentinel_url"])
+        manager = Sentinel(list(target.sentinels), sentinel_kwargs=options.get("sentinel_kwargs"), **params)
+        # Kept so that kombu closes its connections to the sentinels with the pools (celery/kombu#1108).
+        if asynchronous:
+            self._async_sentinel_manager = manager
+        else:
+            self._sentinel_manager = manager
+        credentials = {k: params[k] for k in ("username", "password") if k in params}
+        return manager.master_for(target.master_name, **credentials).connection_pool
 
 
 class SentinelTransport(Transport):
