@@ -7,13 +7,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
+import tests.support.tasks  # noqa: F401 - registers t_echo
 from meetingtasks.app import create_app
 from meetingtasks.connections import celery_broker, new_client
-from meetingtasks.embedded_sentinel import SentinelGroup
+from meetingtasks.dispatcher import Dispatcher
+from meetingtasks.embedded_sentinel import MASTER_NAME, SentinelGroup
 from meetingtasks.errors import ConfigurationError
+from meetingtasks.platform import Platform
 from meetingtasks.sentinel import SentinelUrl
 from meetingtasks.settings import Settings, load_settings
+from tests.support.waiting import wait_for
 
 
 def test_a_sentinel_url_names_its_sentinels_master_db_and_the_primarys_credentials() -> None:
@@ -79,3 +84,35 @@ def test_a_client_of_a_sentinel_url_writes_to_the_primary_and_the_replica_gets_i
     assert replica.get("where") == b"primary"
     client.close()
     replica.close()
+
+
+@pytest.mark.slow
+def test_a_dispatch_after_a_coordinated_failover_lands_on_the_new_primary(group: SentinelGroup,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a producer whose pooled connection talks to the primary
+    settings = Settings(redis_url=group.url, dispatch_retry_s=30)
+    dispatcher = Dispatcher(Platform(settings))
+    dispatcher.dispatch("t_echo", {"tag": "before"})
+    first = group.nodes[0].port
+    # When the sentinels hand the primary role to the replica (the old primary turns replica: READONLY, UNBLOCKED)
+    group.wait_synced()
+    sentinel = redis.Redis(port=group.sentinels[0].port)
+
+    def failover_started() -> bool:
+        try:  # refused (NOGOODSLAVE) until the sentinel has had the replica's INFO
+            return bool(sentinel.execute_command("SENTINEL", "FAILOVER", MASTER_NAME))
+        except redis.ResponseError:
+            return False
+
+    wait_for(failover_started, 30, message="the sentinel to accept a failover")
+    wait_for(lambda: group.primary_port() not in (None, first), 30, message="the replica to be promoted")
+    old_primary = redis.Redis(port=first)
+    wait_for(lambda: old_primary.info("replication")["role"] == "slave", 30, message="the old primary to turn replica")
+    old_primary.close()
+    # Then the next dispatch, whose pooled connection still reaches the old primary (now refusing writes), goes to the
+    # new primary through the same pool
+    dispatcher.dispatch("t_echo", {"tag": "after"})
+    new_primary = redis.Redis(port=group.primary_port() or 0)
+    wait_for(lambda: new_primary.llen("ai.normal") == 2, 10, message="both tasks on the new primary")
+    sentinel.close()
+    new_primary.close()
