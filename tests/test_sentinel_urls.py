@@ -11,7 +11,7 @@ import redis
 
 import tests.support.tasks  # noqa: F401 - registers t_echo
 from meetingtasks.app import create_app
-from meetingtasks.connections import celery_broker, new_client
+from meetingtasks.connections import SentinelSSLConnection, celery_broker, new_client
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.embedded_sentinel import MASTER_NAME, SentinelGroup
 from meetingtasks.errors import ConfigurationError
@@ -65,6 +65,19 @@ def test_a_workers_connection_keeps_its_transport_when_kombu_fails_over_to_the_n
         conn.maybe_switch_next()
         assert conn.transport_cls == "meetingtasks.worker.transport:SentinelTransport"
         assert conn.transport_options["mt_sentinel_url"] == settings.redis_url
+
+
+def test_sentinels_url_speaks_tls_to_the_sentinels_and_the_primary_with_the_rediss_options(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("unused: nothing connects here")
+    settings = Settings(redis_url="sentinels://h1:26379/orders/0", redis_tls_ca_certs=str(ca))
+    client = new_client(settings.broker_url(), settings)
+    pool = client.connection_pool
+    assert pool.connection_class is SentinelSSLConnection
+    assert pool.connection_kwargs["ssl_ca_certs"] == str(ca)
+    sentinel_side = pool.sentinel_manager.sentinels[0].connection_pool.connection_kwargs
+    assert sentinel_side["ssl_ca_certs"] == str(ca)
+    assert celery_broker(settings.broker_url(), settings)["broker_use_ssl"]["ssl_ca_certs"] == str(ca)
 
 
 @pytest.fixture

@@ -202,10 +202,14 @@ def test_two_failovers_under_load_lose_nothing_acknowledged_and_no_process_exits
         assert isinstance(gateway, GatewayProcess) and gateway.get("/healthz")[0] == 200
         with urllib.request.urlopen(f"http://127.0.0.1:{exporter_port}/metrics", timeout=30) as scrape:
             assert scrape.status == 200 and b"meetingtasks_" in scrape.read()
-        out = subprocess.run([sys.executable, "-m", "meetingtasks.cli", "stats", "--json"], env=env, cwd=ROOT,
-                             capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
-        assert {row["service"] for row in json.loads(out.stdout)} >= set(SERVICES)
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "meetingtasks.cli", *args], env=env, cwd=ROOT,
+                                  capture_output=True, text=True, timeout=60)
+
+        stats, status, dlq = cli("stats", "--json"), cli("status", next(iter(load.ids.values()))), cli("dlq", "list")
+        assert stats.returncode == 0 and status.returncode == 0 and dlq.returncode == 0, stats.stderr + status.stderr
+        assert {row["service"] for row in json.loads(stats.stdout)} >= set(SERVICES)
+        assert "SUCCEEDED" in status.stdout
     finally:
         load.stop()
         for part in reversed(parts):
