@@ -17,7 +17,7 @@ from celery.signals import worker_process_init, worker_shutdown
 from kombu import Exchange, Queue
 
 from meetingtasks import kombu_json
-from meetingtasks.connections import is_tls, ssl_options
+from meetingtasks.connections import celery_broker
 from meetingtasks.errors import ConfigurationError
 from meetingtasks.platform import Platform
 from meetingtasks.priority import Priority, queue_name, service_queues
@@ -29,6 +29,7 @@ from meetingtasks.registry import (
     load_service_types,
     services,
 )
+from meetingtasks.sentinel import is_sentinel
 from meetingtasks.settings import Settings, load_settings
 from meetingtasks.signing import install_verifier, signer_for
 from meetingtasks.task import PlatformTask
@@ -93,16 +94,21 @@ def create_app(service: str, settings: Settings | None = None, *, include: Itera
         )
     platform = Platform(settings)
     url = settings.broker_url(service)
+    broker = celery_broker(url, settings)
+    if is_sentinel(url):
+        # One URL: the workers' transport takes every sentinel from mt_sentinel_url (see SentinelChannel).
+        broker["broker_url"] = broker["broker_url"].split(";")[0]
     kombu_json.install()
     app = Celery(f"meetingtasks.{service}", set_as_current=False)
     app.mt_platform = platform
     app.mt_service = service
     queues = [Queue(q, Exchange(q, type="direct"), routing_key=q) for q in service_queues(service)]
     app.conf.update(
-        broker_url=url,
-        broker_transport="meetingtasks.worker.transport:Transport",
-        broker_transport_options=transport_options(platform, service),
-        broker_use_ssl=ssl_options(settings) if is_tls(url) else None,
+        broker_url=broker["broker_url"],
+        broker_transport="meetingtasks.worker.transport:"
+                         + ("SentinelTransport" if is_sentinel(url) else "Transport"),
+        broker_transport_options={**transport_options(platform, service), **broker["broker_transport_options"]},
+        broker_use_ssl=broker["broker_use_ssl"],
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         result_backend=None,

@@ -227,15 +227,15 @@ _control_lock = threading.Lock()
 
 def _control_app(platform: Platform, service: str) -> Celery:
     """A bare Celery app on ``service``'s broker, only for remote control (revoke), one per URL."""
-    from meetingtasks.connections import is_tls, ssl_options
+    from meetingtasks.connections import celery_broker
 
     url = platform.settings.broker_url(service)
     with _control_lock:
         app = _control_apps.get(url)
         if app is None:
             app = Celery("meetingtasks.control", set_as_current=False)
-            app.conf.update(broker_url=url, broker_use_ssl=ssl_options(platform.settings) if is_tls(url) else None,
-                            broker_connection_retry_on_startup=False, result_backend=None)
+            app.conf.update(**celery_broker(url, platform.settings), broker_connection_retry_on_startup=False,
+                            result_backend=None)
             _control_apps[url] = app
         return app
 

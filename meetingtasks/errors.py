@@ -9,6 +9,8 @@
     │   ├── InvalidPayload          (also a ValueError) the payload fails the type's model
     │   ├── MessageTooLarge         (also a ValueError) the encoded message exceeds max_message_bytes
     │   └── BrokerUnavailable       (also a ConnectionError) Redis could not be reached within dispatch_retry_s
+    ├── ReplicationTimeout          fewer than min_replica_acks replicas confirmed a write in time (it is on the
+    │                               primary, not yet safe from a failover)
     ├── TaskNotFound                no status, dead letter or schedule exists for an id
     ├── ReplayRefused               a dead letter that must not be queued again as it is (nothing queued)
     ├── TaskFailed                  raised by TaskHandle.wait() when the task ended without success
@@ -53,6 +55,11 @@ class MessageTooLarge(DispatchError, ValueError):
 
 class BrokerUnavailable(DispatchError, ConnectionError):
     """Redis could not be reached; the message says whether the task may have been queued."""
+
+
+class ReplicationTimeout(MeetingTasksError):
+    """Fewer than ``min_replica_acks`` replicas confirmed a write within ``replica_ack_timeout_ms``: it is stored on
+    the primary, but a failover before a replica catches up would lose it."""
 
 
 class TaskNotFound(MeetingTasksError, LookupError):

@@ -16,7 +16,7 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue
 
-from meetingtasks.connections import is_tls, ssl_options
+from meetingtasks.connections import celery_broker
 from meetingtasks.platform import Platform
 from meetingtasks.priority import service_queues
 from meetingtasks.registry import import_modules
@@ -26,16 +26,17 @@ from meetingtasks.settings import Settings, load_settings
 def create_flower_app(settings: Settings | None = None) -> Celery:
     """A Celery app for monitoring: the shared broker, all queues, JSON only; it runs no task."""
     settings = settings or load_settings()
-    url = settings.broker_url()
+    broker = celery_broker(settings.broker_url(), settings)
     app = Celery("meetingtasks.flower", set_as_current=False)
     import_modules(settings.include)
     services = Platform(settings).services()
     queues = [Queue(q, Exchange(q, type="direct"), routing_key=q) for svc in services for q in service_queues(svc)]
     app.conf.update(
-        broker_url=url,
-        broker_use_ssl=ssl_options(settings) if is_tls(url) else None,
+        broker_url=broker["broker_url"],
+        broker_use_ssl=broker["broker_use_ssl"],
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s,
+                                  **broker["broker_transport_options"]},
         task_queues=queues,
         accept_content=["json"],
         event_serializer="json",

@@ -16,6 +16,8 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
+from meetingtasks.replication import ReplicaAcks
+
 Arg = str | bytes | int | float
 
 
@@ -44,18 +46,27 @@ class LuaScript:
 _queued_by_sha: dict[int, list[LuaScript]] = {}
 
 
-def execute_idempotent(client: redis.Redis, build: Callable[[redis.client.Pipeline], object]) -> list[Any]:
+def execute_idempotent(client: redis.Redis, build: Callable[[redis.client.Pipeline], object],
+                       replicated: tuple[ReplicaAcks, Callable[[Any], object]] | None = None) -> list[Any]:
     """Build and execute a pipeline of commands that are all safe to run twice; after a ``NOSCRIPT`` (the
-    server lost its script cache) load the scripts and run it once more."""
+    server lost its script cache) load the scripts and run it once more. With ``replicated`` (the platform's
+    :class:`~meetingtasks.replication.ReplicaAcks` and what to do with the count), a ``WAIT`` ends the pipeline."""
     for attempt in (1, 2):
         with client.pipeline(transaction=False) as pipe:
             build(pipe)
             scripts = _queued_by_sha.pop(id(pipe), [])
             try:
-                return list(pipe.execute())
+                if replicated is None:
+                    return list(pipe.execute())
+                acks, check = replicated
+                acks.queue(pipe)
+                *replies, acked = pipe.execute()
+                check(acked)
+                return replies
             except NoScriptError:
                 if attempt == 2:
                     raise
                 for script in scripts:
                     client.script_load(script.source)
     raise AssertionError("unreachable")
+

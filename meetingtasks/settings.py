@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from meetingtasks.backoff import RetryPolicy
 from meetingtasks.errors import ConfigurationError
 from meetingtasks.priority import Priority
+from meetingtasks.sentinel import SENTINEL_SCHEMES, URL_FORM, SentinelUrl
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ CONFIG_ENV = "MEETINGTASKS_CONFIG"
 REDIS_URL_FILE = "redis.url"
 #: File in the data directory where a generated gateway secret is recorded (``up``, ``gateway --generate-secret``).
 GATEWAY_SECRET_FILE = "gateway.secret"
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
 #: How to make a real secret, said by every refusal of a placeholder.
 GENERATE_SECRET_HINT = 'generate a real one with `python -c "import secrets; print(secrets.token_urlsafe(32))"`'
 #: What marks a secret as a placeholder (deploy/env.example ships ``change-me-...`` values; its test checks
@@ -150,8 +151,10 @@ class Settings(BaseSettings):
 
     # --- Redis -------------------------------------------------------------------------------------------
     redis_url: str | None = Field(
-        None, description="Broker URL for every service (redis://, rediss:// for TLS, unix://; user:password@ for "
-        "AUTH/ACL); unset: the URL `up` recorded in data_dir, else redis://localhost:6379/0"
+        None, description="Broker URL for every service (redis://, rediss:// for TLS, unix://, "
+        "sentinel://[user:password@]host:port[,host:port...]/<master name>/<db> for a Sentinel-managed primary, "
+        "sentinels:// for it over TLS; user:password@ for AUTH/ACL); unset: the URL `up` recorded in data_dir, "
+        "else redis://localhost:6379/0"
     )
     service_redis_urls: dict[str, str] = Field(
         default_factory=dict, description="Per-service broker URL overrides, e.g. {'ai': 'redis://ai-redis/0'}"
@@ -164,6 +167,18 @@ class Settings(BaseSettings):
     )
     redis_tls_certfile: str | None = Field(None, description="Client certificate (PEM) for Redis TLS")
     redis_tls_keyfile: str | None = Field(None, description="Private key (PEM) of redis_tls_certfile")
+    redis_sentinel_password: SecretStr | None = Field(
+        None, description="Password of the sentinels themselves (sentinel:// URLs); the URL's user:password is the "
+        "primary's"
+    )
+    min_replica_acks: int = Field(
+        0, ge=0, description="Replicas that must confirm (WAIT) a write that accepts work before it returns or acks: "
+        "dispatch, dispatch_batch, publish_event, task outcomes, dead letters; 0: no wait (fastest)"
+    )
+    replica_ack_timeout_ms: int = Field(
+        1_000, ge=1, description="Longest WAIT for min_replica_acks; fewer confirmations by then: dispatch and "
+        "publish_event raise ReplicationTimeout, workers log a warning and go on"
+    )
     redis_socket_timeout_s: float = Field(
         10.0, gt=0, description="Socket timeout of the platform's own Redis connections"
     )
@@ -479,7 +494,13 @@ def check_redis_url(url: str) -> None:
     """Raise ``ValueError`` naming the problem when ``url`` is not a usable Redis URL."""
     parts = urlsplit(url)
     if parts.scheme not in REDIS_SCHEMES:
-        raise ValueError(f"{url!r} is not a Redis URL: use redis://, rediss:// (TLS) or unix://")
+        raise ValueError(f"{url!r} is not a Redis URL: use redis://, rediss:// (TLS), unix:// or {URL_FORM}")
+    if parts.scheme in SENTINEL_SCHEMES:
+        try:
+            SentinelUrl.parse(url)
+        except ValueError as exc:
+            raise ValueError(f"{SentinelUrl.redacted_text(url)}: {exc}") from None
+        return
     if parts.scheme != "unix" and not parts.hostname:
         raise ValueError(f"{url!r} has no host")
     try:
@@ -508,6 +529,7 @@ def check_no_placeholder_secrets(settings: Settings) -> None:
 
     refuse_placeholder(f"{ENV_PREFIX}GATEWAY_SECRET", plain(settings.gateway_secret))
     refuse_placeholder(f"{ENV_PREFIX}SIGNING_KEY_PASSWORD", plain(settings.signing_key_password))
+    refuse_placeholder(f"{ENV_PREFIX}REDIS_SENTINEL_PASSWORD", plain(settings.redis_sentinel_password))
     for pair in (plain(settings.flower_basic_auth) or "").split(","):
         user, sep, password = pair.strip().partition(":")
         if sep:

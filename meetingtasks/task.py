@@ -338,8 +338,11 @@ class PlatformTask(Task):  # type: ignore[misc]
                 p.dead_letters.add(pipe, letter)
             p.status.transition(pipe, req.id, status, attempt=attempt, fields=fields, by_sha=True)
 
+        acks = p.replica_acks
+        replicated = (acks, lambda acked: acks.note(acked, f"dead letter of {req.id}")) if acks else None
+
         def write() -> None:
-            execute_idempotent(client, build)
+            execute_idempotent(client, build, replicated)
 
         self.durably("filing the dead letter", write)
         log.error("task %s (%s) %s after %d attempt(s): %s", req.id, self.spec.name, status.value, attempt, error)

@@ -21,7 +21,9 @@ import click
 import redis
 
 from meetingtasks.cli.main import fail
+from meetingtasks.connections import new_client
 from meetingtasks.embedded import RedisServer
+from meetingtasks.embedded_sentinel import MASTER_NAME, SentinelGroup
 from meetingtasks.errors import ConfigurationError, MeetingTasksError
 from meetingtasks.registry import REGISTRY, import_modules, services
 from meetingtasks.settings import REDIS_URL_FILE, Settings, load_settings
@@ -97,15 +99,17 @@ def flower_auth(settings: Settings) -> str:
 class Redis:
     """The configured Redis (checked reachable) or an embedded one recorded in the data directory."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, ha: bool = False) -> None:
         self.settings = settings
+        self.ha = ha
         self.server: RedisServer | None = None
+        self.group: SentinelGroup | None = None
         self.url = settings.redis_url or ""
         self.note = "configured (MEETINGTASKS_REDIS_URL)"
 
     def start(self) -> None:
         if self.settings.redis_url:
-            client = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
+            client = new_client(self.settings.redis_url, self.settings, socket_connect_timeout=3, socket_timeout=3)
             try:
                 client.ping()
             except redis.RedisError as exc:
@@ -114,13 +118,35 @@ class Redis:
                 client.close()
             return
         directory = self.settings.data_dir / "redis"
-        self.server = RedisServer(directory)  # assigned first: a signal during start() still stops it
-        self.server.start()
-        self.url = self.server.url
-        self.note = f"embedded, AOF in {directory}"
+        if self.ha:
+            self.group = SentinelGroup(self.settings.data_dir / "redis-ha")  # assigned first, as below
+            self.group.start()
+            self.url = self.group.url
+            self.note = "embedded Sentinel group: a primary, a replica, three sentinels"
+        else:
+            self.server = RedisServer(directory)  # assigned first: a signal during start() still stops it
+            self.server.start()
+            self.url = self.server.url
+            self.note = f"embedded, AOF in {directory}"
         write_private(self.settings.data_dir / REDIS_URL_FILE, self.url)
 
+    def failover_hint(self) -> str | None:
+        """How to try a failover on the embedded Sentinel group (``up --ha``), or ``None``."""
+        group = self.group
+        if group is None:
+            return None
+        primary = group.primary_port()
+        node = group.node(primary) if primary else None
+        pid = node.process.pid if node is not None and node.process is not None else "?"
+        return (f"try a failover: `kill -9 {pid}` (the primary, port {primary}) or "
+                f"`redis-cli -p {group.sentinels[0].port} SENTINEL FAILOVER {MASTER_NAME}`; every part follows it "
+                "(docs/high-availability.md)")
+
     def stop(self) -> None:
+        if self.group is not None:
+            self.group.stop()
+            self.group = None
+            (self.settings.data_dir / REDIS_URL_FILE).unlink(missing_ok=True)
         if self.server is not None:
             self.server.stop()
             self.server = None
@@ -150,7 +176,10 @@ def part_env(settings: Settings, redis_url: str, gateway_secret: str, flower_use
               help=f"Pool size of each worker [default: MEETINGTASKS_WORKER_CONCURRENCY or {DEFAULT_CONCURRENCY}].")
 @click.option("--ready-timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
               help="Seconds every part has to become ready.")
-def up(includes: tuple[str, ...], data_dir: Path | None, concurrency: int | None, ready_timeout: float) -> None:
+@click.option("--ha", is_flag=True, help="Embedded Redis as a Sentinel group (a primary, a replica, three "
+              "sentinels) to try a failover locally; ignored with MEETINGTASKS_REDIS_URL.")
+def up(includes: tuple[str, ...], data_dir: Path | None, concurrency: int | None, ready_timeout: float,
+       ha: bool) -> None:
     """Run the whole platform locally: Redis, a worker per service, beat, bridge, gateway, Flower, exporter."""
     from meetingtasks.cli.gateway import make_secret
     from meetingtasks.logs import configure_logging
@@ -166,7 +195,7 @@ def up(includes: tuple[str, ...], data_dir: Path | None, concurrency: int | None
     configure_logging(settings, component="up")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     specs = part_specs(settings, concurrency or settings.worker_concurrency or DEFAULT_CONCURRENCY, includes)
-    store = Redis(settings)
+    store = Redis(settings, ha=ha)
     stopping = threading.Event()
     starting = True
 
@@ -194,6 +223,9 @@ def up(includes: tuple[str, ...], data_dir: Path | None, concurrency: int | None
         starting = False
         click.echo(f"all {len(specs) + 1} parts ready; `meetingtasks demo` or `meetingtasks dispatch ...` from "
                    f"this directory use them; Ctrl-C stops everything")
+        hint = store.failover_hint()
+        if hint:
+            click.echo(hint)
         while not stopping.wait(0.5):
             supervisor.watch()
     except StopRequested:

@@ -15,12 +15,16 @@ from meetingtasks.metrics.collector import PlatformCollector
 from meetingtasks.metrics.feed import StatusFeed
 from meetingtasks.metrics.tasks import TaskMetrics
 from meetingtasks.platform import Platform
+from meetingtasks.sentinel import SentinelUrl, is_sentinel
 
 log = logging.getLogger(__name__)
 
 
 def redis_label(url: str) -> str:
     """``host:port/db`` of a Redis URL, without credentials, to name a feed in logs."""
+    if is_sentinel(url):
+        target = SentinelUrl.parse(url)
+        return f"{target.master_name}@{','.join(f'{h}:{p}' for h, p in target.sentinels)}/{target.db}"
     parts = urlsplit(url)
     if parts.scheme == "unix":
         return parts.path

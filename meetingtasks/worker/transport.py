@@ -45,6 +45,7 @@ from kombu.transport import virtual
 from kombu.utils.json import loads as kombu_json_loads
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
+from redis.sentinel import Sentinel
 
 from meetingtasks import connections, kombu_json
 from meetingtasks.connections import WRITES_REFUSED, new_client
@@ -52,6 +53,7 @@ from meetingtasks.lua import LuaScript
 from meetingtasks.message import MalformedMessage, check_envelope, loads, strip_fetch_headers
 from meetingtasks.platform import Platform
 from meetingtasks.priority import parse_queue
+from meetingtasks.sentinel import SentinelUrl
 from meetingtasks.status import STARTED_LUA, TRANSITION_FUNCTION, Status
 from meetingtasks.wake import WAKE_LUA, push_wake
 from meetingtasks.worker.loops import Loop, add_held_source, held_delivery_tags
@@ -632,8 +634,19 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             yield client
             return
         if self._mt_sync_client is None:
-            self._mt_sync_client = self._create_client() if self.connection.client else self._detached_client()
+            self._mt_sync_client = self._new_sync_client()
         yield self._mt_sync_client
+
+    def _new_sync_client(self) -> Any:
+        if self.connection.client:
+            try:
+                return self._create_client()
+            except AttributeError:
+                # Detached meanwhile (Celery drops the transport's client on a lost connection, from the consumer's
+                # thread): kombu's pool, gone with the closed pools, cannot be built again without it. Seen in a
+                # Sentinel failover, where the close and a flush from another thread met.
+                pass
+        return self._detached_client()
 
     def _detached_client(self) -> Any:
         """A client for a channel whose transport is detached (kombu's pool needs it), so that its restore
@@ -743,7 +756,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             return True
         try:
             with self.conn_or_acquire() as client:
-                FETCH(client, [self.unacked_key, self.unacked_index_key], self._script_args(0, 0, acks, outcomes))
+                apply_buffers(self.platform, client, [self.unacked_key, self.unacked_index_key],
+                              self._script_args(0, 0, acks, outcomes))
         except (RedisError, *self.connection_errors) as exc:
             # Unreachable, or refusing writes for a while (out of memory, a read-only replica): kept for the next
             # call that gets through. Meanwhile the messages stay unacked and leased (held_delivery_tags): if this
@@ -876,6 +890,11 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                         raise virtual.Empty()  # the start flusher read the prefetched reply and gave its batch back
                     self._mt_expect_reply = self._mt_prefetched = False
                     reply = self.client.parse_response(self.client.connection, "BRPOP" if waiting else "EVALSHA")
+                    replica_acks = platform.replica_acks
+                    if replica_acks and (self._mt_sent_acks or self._mt_sent_outcomes):
+                        # The fetch applied outcomes and acks: confirmed by replicas before anything else runs.
+                        self.client.connection.send_command(*replica_acks.command)
+                        replica_acks.note(self.client.connection.read_response(), "task outcomes and acks")
             except virtual.Empty:
                 raise
             except NoScriptError:
@@ -1325,8 +1344,8 @@ def write_outcomes(platform: Platform, service: str, outcomes: list[list[str]], 
     Redis."""
     if outcomes or acks:
         keys = platform.keys
-        FETCH(platform.redis(service), [keys.unacked(service), keys.unacked_index(service)],
-              fetch_args(platform, 0, 0, acks or [], outcomes))
+        apply_buffers(platform, platform.redis(service), [keys.unacked(service), keys.unacked_index(service)],
+                      fetch_args(platform, 0, 0, acks or [], outcomes))
 
 
 def settle_at_shutdown(app: Any) -> None:
@@ -1363,6 +1382,19 @@ def settle_at_shutdown(app: Any) -> None:
     except (RedisError, *Transport.connection_errors) as exc:
         log.warning("could not put back %d messages the pool never ran (%s); the restore sweep will once their "
                     "leases end", len(tags), exc)
+
+def apply_buffers(platform: Platform, client: Any, keys: list[str], args: list[Any]) -> None:
+    """Run FETCH with nothing to take (only outcomes and acks to apply); confirmed by replicas when
+    ``min_replica_acks`` asks (a shortfall is logged: what was written stands)."""
+    acks = platform.replica_acks
+    if not acks:
+        FETCH(client, keys, args)
+        return
+    with client.pipeline(transaction=False) as pipe:
+        FETCH.queue(pipe, keys, args)
+        acks.queue(pipe)
+        _reply, acked = pipe.execute()
+    acks.note(acked, "task outcomes and acks")
 
 
 def install_child_outcomes(platform: Platform, service: str) -> None:
@@ -1429,3 +1461,38 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
     # reconnects) instead of exiting, wherever the refusal meets it. A worker starting inside such a window died on
     # kombu's queue-binding writes. The fetch and the bookkeeping handle it themselves first (see _brpop_read).
     connection_errors = (*kombu_redis.Transport.connection_errors, *WRITES_REFUSED)
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):  # type: ignore[misc]
+    """Our channel on a Sentinel-managed primary: kombu's Sentinel pool (each new connection asks the sentinels
+    where the primary is) with connections that drop themselves when the primary they reach was demoted (see
+    :class:`meetingtasks.connections.SentinelConnection`). Everything else is :class:`Channel`'s.
+
+    The sentinels come from the ``mt_sentinel_url`` transport option, not from kombu's ``;``-separated alternate
+    URLs: on a lost connection kombu switches to the next alternate and takes the transport its scheme names
+    (kombu's own ``sentinel``), which would put the worker on stock kombu's pop-then-record fetch, and a failover
+    between the two steps loses the message. One broker URL, so nothing to switch to."""
+
+    connection_class = connections.SentinelConnection  # type: ignore[assignment]
+    connection_class_ssl = connections.SentinelSSLConnection  # type: ignore[assignment]
+
+    def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
+        params = {k: v for k, v in self._connparams(asynchronous).items() if k not in ("host", "port")}
+        options = self.connection.client.transport_options
+        target = SentinelUrl.parse(options["mt_sentinel_url"])
+        manager = Sentinel(list(target.sentinels), sentinel_kwargs=options.get("sentinel_kwargs"), **params)
+        # Kept so that kombu closes its connections to the sentinels with the pools (celery/kombu#1108).
+        if asynchronous:
+            self._async_sentinel_manager = manager
+        else:
+            self._sentinel_manager = manager
+        credentials = {k: params[k] for k in ("username", "password") if k in params}
+        return manager.master_for(target.master_name, **credentials).connection_pool
+
+
+class SentinelTransport(Transport):
+    """:class:`Transport` for ``sentinel://`` broker URLs (in kombu's spelling, see
+    :meth:`meetingtasks.sentinel.SentinelUrl.kombu_url`; the master name comes as a transport option)."""
+
+    Channel = SentinelChannel
+    default_port = 26379

@@ -179,3 +179,30 @@ def test_a_part_that_cannot_start_is_reported_and_everything_is_stopped(
     assert len(errors) == 1 and "could not start" in errors[0] and "no_such_module_anywhere" in errors[0], errors
     assert pids and alive(pids) == set()
     assert not (tmp_path / ".meetingtasks" / "redis.url").exists()
+
+
+@pytest.mark.slow
+def test_up_ha_runs_on_a_sentinel_group_and_a_killed_primary_is_followed(
+    tmp_path: Path, up_env: dict[str, str], run_process: Callable[..., Process],
+    cli_in: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    # Given `meetingtasks up --ha`: a primary, a replica and three sentinels embedded
+    up = start_up(run_process, up_env, tmp_path, "--ha").wait_log("try a failover", timeout_s=180)
+    recorded = (tmp_path / ".meetingtasks" / "redis.url").read_text().strip()
+    assert recorded.startswith("sentinel://127.0.0.1:") and recorded.endswith("/mymaster/0")
+    processes = descendants(up.pid)
+    assert cli_in("dispatch", "t_echo", "--payload", '{"tag": "before"}', "--wait").returncode == 0
+
+    # When the primary is killed as `up` says
+    hint = next(line for line in up.log().splitlines() if "try a failover" in line)
+    os.kill(int(hint.split("kill -9 ")[1].split("`")[0]), signal.SIGKILL)
+
+    # Then a dispatch from the same directory goes through again once the sentinels promoted the replica
+    def dispatched() -> bool:
+        return cli_in("dispatch", "t_echo", "--payload", '{"tag": "after"}', "--wait").returncode == 0
+
+    wait_for(dispatched, 60, interval_s=0.5, message="a dispatch to go through after the failover")
+    assert cli_in("stats", "--json").returncode == 0
+    # and `up` stops everything on SIGTERM
+    assert up.stop(signal.SIGTERM, timeout_s=60) == 0
+    assert alive(processes) == set()
