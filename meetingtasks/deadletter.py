@@ -58,6 +58,113 @@ return 1
 """
 )
 
+# One page of a service's letters, newest first, matching a filter. KEYS: dlq hash, dlq index.
+# ARGV: max score (ms, inclusive), cursor id ('' for none: letters at the max score with an id >= it were shown),
+# min score (ms), limit, then needles: JSON text of a field as the record spells it ('"reason":"x"'), '' for none.
+# Walks the index in chunks of 500 from the max score down, so a page costs O(log N + what it scans); with no
+# needle that is the page itself. Returns {scores..., records...} interleaved, and the number scanned last.
+_PAGE = LuaScript(
+    """
+local hash, index = KEYS[1], KEYS[2]
+local max_score, cursor_id, min_score = ARGV[1], ARGV[2], ARGV[3]
+local limit = tonumber(ARGV[4])
+local needles = {}
+for i = 5, #ARGV do if ARGV[i] ~= '' then needles[#needles + 1] = ARGV[i] end end
+local out = {}
+local offset = 0
+local top = tonumber(max_score)
+while #out < 2 * limit do
+  local chunk = redis.call('ZREVRANGEBYSCORE', index, max_score, min_score, 'WITHSCORES', 'LIMIT', offset, 500)
+  if #chunk == 0 then break end
+  offset = offset + #chunk / 2
+  local ids, scores = {}, {}
+  for i = 1, #chunk, 2 do
+    local id, score = chunk[i], chunk[i + 1]
+    if not (cursor_id ~= '' and tonumber(score) == top and id >= cursor_id) then
+      ids[#ids + 1] = id
+      scores[#scores + 1] = score
+    end
+  end
+  if #ids > 0 then
+    local records = redis.call('HMGET', hash, unpack(ids))
+    for i = 1, #ids do
+      local record = records[i]
+      if record then
+        local keep = true
+        for _, needle in ipairs(needles) do
+          if not string.find(record, needle, 1, true) then keep = false; break end
+        end
+        if keep and #out < 2 * limit then
+          out[#out + 1] = scores[i] .. ' ' .. ids[i]
+          out[#out + 1] = record
+        end
+      end
+    end
+  end
+end
+return out
+"""
+)
+
+# How many of a service's letters match a filter. KEYS/ARGV as _PAGE without the cursor and limit: ARGV: max
+# score, min score, needles. Without needles it is ZCOUNT.
+_COUNT = LuaScript(
+    """
+local needles = {}
+for i = 3, #ARGV do if ARGV[i] ~= '' then needles[#needles + 1] = ARGV[i] end end
+if #needles == 0 then return redis.call('ZCOUNT', KEYS[2], ARGV[2], ARGV[1]) end
+local n, offset = 0, 0
+while true do
+  local ids = redis.call('ZREVRANGEBYSCORE', KEYS[2], ARGV[1], ARGV[2], 'LIMIT', offset, 1000)
+  if #ids == 0 then return n end
+  offset = offset + #ids
+  for _, record in ipairs(redis.call('HMGET', KEYS[1], unpack(ids))) do
+    if record then
+      local keep = true
+      for _, needle in ipairs(needles) do
+        if not string.find(record, needle, 1, true) then keep = false; break end
+      end
+      if keep then n = n + 1 end
+    end
+  end
+end
+"""
+)
+
+
+@dataclass(frozen=True)
+class LetterFilter:
+    """Which letters a listing shows: by reason, task type and last failure time (epoch seconds, inclusive)."""
+
+    reason: str | None = None
+    task_type: str | None = None
+    since_s: float | None = None
+    until_s: float | None = None
+
+    def score_range(self) -> tuple[str, str]:
+        """(max, min) index scores in ms, as ZREVRANGEBYSCORE takes them."""
+        high = "+inf" if self.until_s is None else str(int(self.until_s * 1000))
+        low = "-inf" if self.since_s is None else str(int(self.since_s * 1000))
+        return high, low
+
+    def needles(self) -> list[str]:
+        """The record's own JSON spelling of each field filtered on (records are written by :func:`dumps`)."""
+        return [dumps({name: value}).decode()[1:-1] if value else ""
+                for name, value in (("reason", self.reason), ("task_type", self.task_type))]
+
+    def matches(self, letter: DeadLetter) -> bool:
+        """The exact test; the Lua scan only finds candidates (a payload could spell the same text)."""
+        return ((not self.reason or letter.reason == self.reason)
+                and (not self.task_type or letter.task_type == self.task_type))
+
+
+@dataclass(frozen=True)
+class LetterPage:
+    """One page of letters, newest first; ``next_cursor`` continues after its last one (``None``: no more)."""
+
+    letters: list[DeadLetter]
+    next_cursor: str | None
+
 
 @dataclass
 class DeadLetter:
@@ -191,6 +298,47 @@ class DeadLetterStore:
             [letter.id, message, repr(now), self.keys.status_channel, event, self.status_ttl_s],
         )
         return ReplayResult(id=letter.id, task_id=letter.task_id, queue=letter.queue, replayed=bool(done))
+
+    # --- pages for the console (fast at any size: no full scan without a reason or type filter) ---------------
+    def page(self, clients: Mapping[str, redis.Redis], service: str | None, flt: LetterFilter,
+             cursor: str | None = None, limit: int = 50) -> LetterPage:
+        """Letters newest first matching ``flt``, after ``cursor`` (``"<score ms> <id>"`` from the previous page),
+        ``service``'s or every service's (each read from its own Redis, then merged)."""
+        high, low = flt.score_range()
+        cursor_id = ""
+        if cursor:
+            score, _, cursor_id = cursor.partition(" ")
+            high = score if high == "+inf" or float(score) < float(high) else high
+            if float(score) > float(high):
+                cursor_id = ""
+        rows: builtins.list[tuple[int, str, DeadLetter]] = []
+        for svc in [service] if service else builtins.list(clients):
+            flat = _PAGE(clients[svc], [self.keys.dlq(svc), self.keys.dlq_index(svc)],
+                         [high, cursor_id, low, limit, *flt.needles()])
+            for key, raw in zip(flat[::2], flat[1::2], strict=True):
+                score, _, letter_id = (key.decode() if isinstance(key, bytes) else str(key)).partition(" ")
+                rows.append((int(float(score)), letter_id, DeadLetter(**loads(raw))))
+        rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
+        shown = rows[:limit]
+        next_cursor = f"{shown[-1][0]} {shown[-1][1]}" if len(rows) > limit or len(shown) == limit else None
+        return LetterPage([letter for *_, letter in shown if flt.matches(letter)], next_cursor)
+
+    def count_matching(self, clients: Mapping[str, redis.Redis], service: str | None, flt: LetterFilter) -> int:
+        """Letters matching ``flt`` (a ZCOUNT without a reason or type; a server-side scan with one)."""
+        high, low = flt.score_range()
+        return sum(int(_COUNT(clients[svc], [self.keys.dlq(svc), self.keys.dlq_index(svc)],
+                              [high, low, *flt.needles()]))
+                   for svc in ([service] if service else builtins.list(clients)))
+
+    def remove(self, client: redis.Redis, service: str, letter_ids: builtins.list[str]) -> int:
+        """Delete the named letters of ``service``; returns how many were there."""
+        if not letter_ids:
+            return 0
+        with client.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.keys.dlq(service), *letter_ids)
+            pipe.zrem(self.keys.dlq_index(service), *letter_ids)
+            removed, _ = pipe.execute()
+        return int(removed)
 
     def purge(self, client: redis.Redis, service: str | None = None) -> int:
         removed = 0
