@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -26,6 +26,8 @@ from meetingtasks.deadletter import DeadLetter, LetterFilter
 from meetingtasks.errors import MeetingTasksError, ReplayRefused, TaskNotFound
 from meetingtasks.registry import SERVICES
 
+#: Largest form accepted (a page's selection is 50 ids).
+MAX_FORM_BYTES = 1_000_000
 #: Letters read per round while replaying or purging everything matching a filter.
 BATCH = 500
 
@@ -58,7 +60,12 @@ class Actions:
 
     async def _handle(self, request: Request, default_back: str,
                       plan_for: Callable[[FormData], Plan]) -> Response:
-        form = await request.form()
+        body = await request.body()
+        if len(body) > MAX_FORM_BYTES:
+            return PlainTextResponse(f"refused: a form over {MAX_FORM_BYTES} bytes", status_code=413)
+        # Every console form is application/x-www-form-urlencoded (no uploads): parsed here, without the
+        # multipart parser starlette's request.form() would need.
+        form = FormData(parse_qsl(body.decode(errors="replace"), keep_blank_values=True))
         user = self.c.user(request)
         if not self.c.guard.csrf_ok(user, form.get(CSRF_FIELD)):
             return PlainTextResponse("refused: missing or wrong CSRF token (reload the page and try again)",

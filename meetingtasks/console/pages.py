@@ -19,7 +19,7 @@ from meetingtasks.deadletter import LetterFilter
 from meetingtasks.errors import TaskNotFound
 from meetingtasks.events.channels import CHANNELS
 from meetingtasks.events.retention import stream_states
-from meetingtasks.message import describe, loads
+from meetingtasks.message import decode_body, describe, loads
 from meetingtasks.metrics.collector import read_gateways
 from meetingtasks.metrics.heartbeat import read_heartbeats
 from meetingtasks.metrics.reporter import read_reports
@@ -106,10 +106,14 @@ class Pages:
             return self.not_found(request, str(exc))
         message: Any = None
         if letter.message is not None:
+            # Sealed values are masked in the text first: the body is JSON inside a JSON string (and argsrepr).
+            text = mask_text(letter.message)
             try:
-                message = mask(loads(letter.message))
-            except ValueError:
-                message = mask_text(letter.message)
+                message = loads(text)
+                if isinstance(message, dict) and isinstance(message.get("body"), str):
+                    message["body"] = decode_body(message)  # readable: the call's args, not a quoted string
+            except (ValueError, TypeError):
+                message = text
         return self.c.render(request, "dead_letter.html", page="dead-letters", letter=letter,
                              payload=masked_payload(letter.task_type, letter.payload), message=message)
 
@@ -139,7 +143,11 @@ class Pages:
     # --- task ----------------------------------------------------------------------------------------------
     def task_view(self, task_id: str) -> dict[str, Any]:
         """Everything known of a task, for the page and its live updates; raises TaskNotFound."""
-        service = locate(self.p, task_id)
+        try:
+            service = locate(self.p, task_id)
+        except TaskNotFound:
+            # Its status expired, but a dead letter of a task outlives it (filed under the task id).
+            service = self.p.dead_letters.locate(self.p.service_clients(), task_id)[0]
         client = self.p.redis(service)
         record = self.p.status.get(client, task_id)
         shown: dict[str, Any] = (record.to_dict() if record is not None
