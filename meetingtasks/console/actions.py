@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
@@ -65,7 +65,9 @@ class Actions:
             return PlainTextResponse(f"refused: a form over {MAX_FORM_BYTES} bytes", status_code=413)
         # Every console form is application/x-www-form-urlencoded (no uploads): parsed here, without the
         # multipart parser starlette's request.form() would need.
-        form = FormData(parse_qsl(body.decode(errors="replace"), keep_blank_values=True))
+        pairs: builtins.list[tuple[str, str | UploadFile]] = builtins.list(
+            parse_qsl(body.decode(errors="replace"), keep_blank_values=True))
+        form = FormData(pairs)
         user = self.c.user(request)
         if not self.c.guard.csrf_ok(user, form.get(CSRF_FIELD)):
             return PlainTextResponse("refused: missing or wrong CSRF token (reload the page and try again)",
