@@ -60,41 +60,51 @@ return 1
 
 # One page of a service's letters, newest first, matching a filter. KEYS: dlq hash, dlq index.
 # ARGV: max score (ms, inclusive), cursor id ('' for none: letters at the max score with an id >= it were shown),
-# min score (ms), limit, then needles: JSON text of a field as the record spells it ('"reason":"x"'), '' for none.
-# Walks the index in chunks of 500 from the max score down, so a page costs O(log N + what it scans); with no
-# needle that is the page itself. Returns {scores..., records...} interleaved, and the number scanned last.
+# min score (ms), limit, most letters to read, then needles: JSON text of a field as the record spells it
+# ('"reason":"x"'), '' for none. Walks the index by rank in chunks of 500 from the max score down (ZCOUNT finds the
+# first rank: O(log N)), so a page costs O(log N + what it reads), and it reads at most the given number. Returns
+# {"<score> <id>" of the last letter read when it stopped at that number, else '', then "<score> <id>", record ...}.
 _PAGE = LuaScript(
     """
 local hash, index = KEYS[1], KEYS[2]
-local max_score, cursor_id, min_score = ARGV[1], ARGV[2], ARGV[3]
-local limit = tonumber(ARGV[4])
+local max_score, cursor_id, min_score = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local limit, budget = tonumber(ARGV[4]), tonumber(ARGV[5])
 local needles = {}
-for i = 5, #ARGV do if ARGV[i] ~= '' then needles[#needles + 1] = ARGV[i] end end
-local out = {}
-local offset = 0
+for i = 6, #ARGV do if ARGV[i] ~= '' then needles[#needles + 1] = ARGV[i] end end
 local top = tonumber(max_score)
-while #out < 2 * limit do
-  local chunk = redis.call('ZREVRANGEBYSCORE', index, max_score, min_score, 'WITHSCORES', 'LIMIT', offset, 500)
+local rank = redis.call('ZCOUNT', index, '(' .. max_score, '+inf')
+local out = {''}
+local finished = false
+local read = 0
+while #out < 2 * limit + 1 and not finished do
+  if read >= budget then
+    local last = redis.call('ZREVRANGE', index, rank - 1, rank - 1, 'WITHSCORES')
+    if #last > 0 then out[1] = last[2] .. ' ' .. last[1] end
+    break
+  end
+  local chunk = redis.call('ZREVRANGE', index, rank, rank + 499, 'WITHSCORES')
   if #chunk == 0 then break end
-  offset = offset + #chunk / 2
+  rank = rank + #chunk / 2
+  read = read + #chunk / 2
   local ids, scores = {}, {}
   for i = 1, #chunk, 2 do
-    local id, score = chunk[i], chunk[i + 1]
-    if not (cursor_id ~= '' and tonumber(score) == top and id >= cursor_id) then
+    local id, score = chunk[i], tonumber(chunk[i + 1])
+    if score < min_score then finished = true; break end
+    if not (cursor_id ~= '' and score == top and id >= cursor_id) then
       ids[#ids + 1] = id
-      scores[#scores + 1] = score
+      scores[#scores + 1] = chunk[i + 1]
     end
   end
   if #ids > 0 then
     local records = redis.call('HMGET', hash, unpack(ids))
     for i = 1, #ids do
       local record = records[i]
-      if record then
+      if record and #out < 2 * limit + 1 then
         local keep = true
         for _, needle in ipairs(needles) do
           if not string.find(record, needle, 1, true) then keep = false; break end
         end
-        if keep and #out < 2 * limit then
+        if keep then
           out[#out + 1] = scores[i] .. ' ' .. ids[i]
           out[#out + 1] = record
         end
@@ -106,18 +116,24 @@ return out
 """
 )
 
-# How many of a service's letters match a filter. KEYS/ARGV as _PAGE without the cursor and limit: ARGV: max
-# score, min score, needles. Without needles it is ZCOUNT.
+# How many of a service's letters match a filter. KEYS as _PAGE. ARGV: max score, min score, most letters to
+# read (0: no limit), needles. Without needles it is ZCOUNT. Returns {matching, read, complete (1/0)}.
 _COUNT = LuaScript(
     """
 local needles = {}
-for i = 3, #ARGV do if ARGV[i] ~= '' then needles[#needles + 1] = ARGV[i] end end
-if #needles == 0 then return redis.call('ZCOUNT', KEYS[2], ARGV[2], ARGV[1]) end
-local n, offset = 0, 0
-while true do
-  local ids = redis.call('ZREVRANGEBYSCORE', KEYS[2], ARGV[1], ARGV[2], 'LIMIT', offset, 1000)
-  if #ids == 0 then return n end
-  offset = offset + #ids
+for i = 4, #ARGV do if ARGV[i] ~= '' then needles[#needles + 1] = ARGV[i] end end
+if #needles == 0 then return {redis.call('ZCOUNT', KEYS[2], ARGV[2], ARGV[1]), 0, 1} end
+local budget = tonumber(ARGV[3])
+local rank = redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[1], '+inf')
+local last = redis.call('ZCOUNT', KEYS[2], ARGV[2], '+inf') - 1
+local n, read = 0, 0
+while rank <= last do
+  if budget > 0 and read >= budget then return {n, read, 0} end
+  local stop = math.min(rank + 999, last)
+  local ids = redis.call('ZREVRANGE', KEYS[2], rank, stop)
+  if #ids == 0 then break end
+  rank = stop + 1
+  read = read + #ids
   for _, record in ipairs(redis.call('HMGET', KEYS[1], unpack(ids))) do
     if record then
       local keep = true
@@ -128,6 +144,7 @@ while true do
     end
   end
 end
+return {n, read, 1}
 """
 )
 
@@ -164,6 +181,8 @@ class LetterPage:
 
     letters: list[DeadLetter]
     next_cursor: str | None
+    #: Set when the page stopped reading before it was full: letters older than this (epoch s) are not searched.
+    searched_to: float | None = None
 
 
 @dataclass
@@ -301,9 +320,11 @@ class DeadLetterStore:
 
     # --- pages for the console (fast at any size: no full scan without a reason or type filter) ---------------
     def page(self, clients: Mapping[str, redis.Redis], service: str | None, flt: LetterFilter,
-             cursor: str | None = None, limit: int = 50) -> LetterPage:
+             cursor: str | None = None, limit: int = 50, read_at_most: int = 1_000_000_000) -> LetterPage:
         """Letters newest first matching ``flt``, after ``cursor`` (``"<score ms> <id>"`` from the previous page),
-        ``service``'s or every service's (each read from its own Redis, then merged)."""
+        ``service``'s or every service's (each read from its own Redis, then merged). Reads at most
+        ``read_at_most`` letters per service: a rare match may then leave the page short, with ``searched_to``
+        set and ``next_cursor`` continuing from there."""
         high, low = flt.score_range()
         cursor_id = ""
         if cursor:
@@ -312,23 +333,43 @@ class DeadLetterStore:
             if float(score) > float(high):
                 cursor_id = ""
         rows: builtins.list[tuple[int, str, DeadLetter]] = []
+        stops: builtins.list[tuple[int, str]] = []
         for svc in [service] if service else builtins.list(clients):
-            flat = _PAGE(clients[svc], [self.keys.dlq(svc), self.keys.dlq_index(svc)],
-                         [high, cursor_id, low, limit, *flt.needles()])
+            stop, *flat = _PAGE(clients[svc], [self.keys.dlq(svc), self.keys.dlq_index(svc)],
+                                [high, cursor_id, low, limit, read_at_most, *flt.needles()])
+            if stop:
+                score, _, letter_id = _text(stop).partition(" ")
+                stops.append((int(float(score)), letter_id))
             for key, raw in zip(flat[::2], flat[1::2], strict=True):
-                score, _, letter_id = (key.decode() if isinstance(key, bytes) else str(key)).partition(" ")
-                rows.append((int(float(score)), letter_id, DeadLetter(**loads(raw))))
+                score, _, letter_id = _text(key).partition(" ")
+                rows.append((int(float(score)), letter_id, _readable(svc, letter_id, raw)))
         rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
+        searched_to = max(stops) if stops else None
+        if searched_to is not None:
+            # Everything down to the newest stop was read on every service; nothing older may be shown yet.
+            rows = [row for row in rows if (row[0], row[1]) >= searched_to]
         shown = rows[:limit]
-        next_cursor = f"{shown[-1][0]} {shown[-1][1]}" if len(rows) > limit or len(shown) == limit else None
-        return LetterPage([letter for *_, letter in shown if flt.matches(letter)], next_cursor)
+        if len(shown) == limit:
+            next_cursor: str | None = f"{shown[-1][0]} {shown[-1][1]}"
+        elif searched_to is not None:
+            next_cursor = f"{searched_to[0]} {searched_to[1]}"
+        else:
+            next_cursor = None
+        return LetterPage([letter for *_, letter in shown if flt.matches(letter)], next_cursor,
+                          searched_to[0] / 1000 if searched_to is not None and len(shown) < limit else None)
 
-    def count_matching(self, clients: Mapping[str, redis.Redis], service: str | None, flt: LetterFilter) -> int:
-        """Letters matching ``flt`` (a ZCOUNT without a reason or type; a server-side scan with one)."""
+    def count_matching(self, clients: Mapping[str, redis.Redis], service: str | None, flt: LetterFilter,
+                       read_at_most: int = 0) -> tuple[int, bool]:
+        """``(letters matching flt, exact)``: a ZCOUNT without a reason or type; with one, a server-side scan of
+        up to ``read_at_most`` letters per service (0: all), ``exact`` False when it stopped short."""
         high, low = flt.score_range()
-        return sum(int(_COUNT(clients[svc], [self.keys.dlq(svc), self.keys.dlq_index(svc)],
-                              [high, low, *flt.needles()]))
-                   for svc in ([service] if service else builtins.list(clients)))
+        total, exact = 0, True
+        for svc in [service] if service else builtins.list(clients):
+            matching, _, complete = _COUNT(clients[svc], [self.keys.dlq(svc), self.keys.dlq_index(svc)],
+                                           [high, low, read_at_most, *flt.needles()])
+            total += int(matching)
+            exact = exact and bool(complete)
+        return total, exact
 
     def remove(self, client: redis.Redis, service: str, letter_ids: builtins.list[str]) -> int:
         """Delete the named letters of ``service``; returns how many were there."""
@@ -349,6 +390,20 @@ class DeadLetterStore:
                 count, _ = pipe.execute()
             removed += int(count)
         return removed
+
+
+def _readable(service: str, letter_id: str, raw: bytes | str) -> DeadLetter:
+    """The stored letter, or (a record this version cannot read) a stand-in saying so: one bad record must not
+    hide the others from a listing."""
+    try:
+        return DeadLetter(**loads(raw))
+    except (ValueError, TypeError) as exc:
+        return DeadLetter(id=letter_id, service=service, reason="UnreadableRecord",
+                          error=f"the stored dead letter cannot be read: {exc}", replayable=False)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def format_traceback(exc: BaseException) -> str:

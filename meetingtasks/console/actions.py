@@ -97,7 +97,7 @@ class Actions:
                                since_s=parse_time(str(form.get("since") or "")),
                                until_s=parse_time(str(form.get("until") or "")))
             clients = self.p.service_clients()
-            count = self.p.dead_letters.count_matching(clients, service, flt)
+            count = self.p.dead_letters.count_matching(clients, service, flt)[0]
             described = ", ".join(f"{k}={v}" for k, v in (("service", service), ("reason", flt.reason),
                                                           ("type", flt.task_type), ("since", form.get("since")),
                                                           ("until", form.get("until"))) if v) or "no filter"

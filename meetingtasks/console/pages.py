@@ -29,6 +29,11 @@ from meetingtasks.registry import REGISTRY, SERVICES
 from meetingtasks.secret_fields import mask, mask_payload, mask_text
 from meetingtasks.stats import collect
 
+#: A service with more dead letters shows them on one row, not split by priority (which reads every letter).
+SPLIT_DEAD_LETTERS_UP_TO = 10_000
+#: A reason or type filter reads at most this many letters per service to fill a page and to count (a page
+#: then offers to search on; the confirmation of an action on all of them counts them all).
+COUNT_READ_AT_MOST = 10_000
 #: Events shown per channel.
 LAST_EVENTS = 10
 
@@ -61,7 +66,7 @@ class Pages:
 
     # --- overview ------------------------------------------------------------------------------------------
     def overview_rows(self) -> dict[str, Any]:
-        rows = collect(self.p)
+        rows = collect(self.p, split_dead_letters_up_to=SPLIT_DEAD_LETTERS_UP_TO)
         totals = {name: sum(getattr(r, name) for r in rows) for name in ("queued", "unacked", "scheduled",
                                                                           "dead_lettered")}
         return {"rows": rows, "totals": totals, "now": time.time()}
@@ -77,7 +82,8 @@ class Pages:
         return JSONResponse(read_series(self.p, priority=priority).to_dict())
 
     def stats_json(self, request: Request) -> Response:
-        return JSONResponse([row.to_dict() for row in collect(self.p)])
+        rows = collect(self.p, split_dead_letters_up_to=SPLIT_DEAD_LETTERS_UP_TO)
+        return JSONResponse([row.to_dict() for row in rows])
 
     # --- dead letters --------------------------------------------------------------------------------------
     def dead_letters(self, request: Request) -> Response:
@@ -86,13 +92,14 @@ class Pages:
         flt = letter_filter(request)
         clients = self.p.service_clients()
         page = self.p.dead_letters.page(clients, service, flt, request.query_params.get("cursor") or None,
-                                        PAGE_SIZE)
-        total = self.p.dead_letters.count_matching(clients, service, flt)
+                                        PAGE_SIZE, read_at_most=COUNT_READ_AT_MOST)
+        total, exact = self.p.dead_letters.count_matching(clients, service, flt, COUNT_READ_AT_MOST)
         letters = [(letter, masked_payload(letter.task_type, letter.payload)) for letter in page.letters]
         filters = {k: v for k, v in request.query_params.items() if k in ("service", "reason", "type", "since",
                                                                           "until") and v}
         return self.c.render(request, "dead_letters.html", page="dead-letters", letters=letters, total=total,
-                             next_cursor=page.next_cursor, filters=filters, services=SERVICES,
+                             exact=exact, read_at_most=COUNT_READ_AT_MOST, next_cursor=page.next_cursor,
+                             searched_to=page.searched_to, filters=filters, services=SERVICES,
                              audit=self.c.audit.latest(limit=10), now=time.time(),
                              took_ms=(time.perf_counter() - started) * 1000)
 

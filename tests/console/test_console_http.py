@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from meetingtasks import dispatch
-from meetingtasks.deadletter import DeadLetter
+from meetingtasks.deadletter import DeadLetter, LetterFilter
 from meetingtasks.message import encode_task_message, new_id
 from meetingtasks.metrics.rollup import RollupRecorder, quantile_s, wait_bucket
 from meetingtasks.platform import Platform
@@ -146,6 +146,31 @@ def test_dead_letters_filter_by_type_reason_and_time_and_page_with_a_cursor(
     assert '<span id="total">30</span>' in by_reason and other[0].id in by_reason and echo[0].id not in by_reason
     recent = console.get(f"/dead-letters?since={now - 9.9}").body
     assert '<span id="total">20</span>' in recent  # 10 of each within the last 9.9 s
+
+
+def test_a_bounded_search_pages_through_every_match_once_across_services(platform: Platform, r: redis.Redis) -> None:
+    now = time.time()
+    wanted = []
+    for i in range(60):
+        service = "ai" if i % 3 else "user"
+        letter = add_letter(platform, r, tag=f"b{i}", failed_at=now - i,
+                            task_type="t_rare" if i % 7 == 0 else "t_echo")
+        if service == "user":  # file a copy under the user service: the same time order, another Redis key
+            r.hdel(platform.keys.dlq("ai"), letter.id)
+            r.zrem(platform.keys.dlq_index("ai"), letter.id)
+            platform.dead_letters.add(r, DeadLetter(**{**letter.__dict__, "service": "user"}))
+        if i % 7 == 0:
+            wanted.append(letter.id)
+    flt = LetterFilter(task_type="t_rare")
+    seen: list[str] = []
+    cursor = None
+    for _ in range(100):
+        page = platform.dead_letters.page(platform.service_clients(), None, flt, cursor, limit=3, read_at_most=5)
+        seen += [letter.id for letter in page.letters]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == wanted  # newest first, each once, although most pages stopped reading before they were full
 
 
 # --- actions -------------------------------------------------------------------------------------------------
