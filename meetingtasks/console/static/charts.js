@@ -23,8 +23,10 @@
       el.appendChild(title);
       charts[name] = new uPlot({
         width: width(el), height: 190,
+        // Points as well as lines: a minute with traffic between two silent ones still shows.
         series: [{}].concat(services.map((s, i) => ({ label: s, stroke: colors[i % colors.length], width: 1.5,
-                                                       spanGaps: false }))),
+                                                       fill: colors[i % colors.length] + "22",
+                                                       points: { show: true, size: 6 } }))),
         axes: [{}, { size: 60 }],
         scales: { x: { time: true } },
       }, rows, el);
