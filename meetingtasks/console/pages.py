@@ -29,8 +29,9 @@ from meetingtasks.registry import REGISTRY, SERVICES
 from meetingtasks.secret_fields import mask, mask_payload, mask_text
 from meetingtasks.stats import collect
 
-#: A service with more dead letters shows them on one row, not split by priority (which reads every letter).
-SPLIT_DEAD_LETTERS_UP_TO = 10_000
+#: A service with more dead letters shows them on one row, not split by priority: splitting reads every letter,
+#: and the overview refreshes every second for each open page.
+SPLIT_DEAD_LETTERS_UP_TO = 2_000
 #: A reason or type filter reads at most this many letters per service to fill a page and to count (a page
 #: then offers to search on; the confirmation of an action on all of them counts them all).
 COUNT_READ_AT_MOST = 10_000
