@@ -307,6 +307,31 @@ def test_the_charts_read_the_rollup_the_exporter_writes(console: ConsoleProcess,
     assert console.get("/api/series?priority=nope").status == 400
 
 
+def test_two_exporters_do_not_count_the_same_events_twice(platform: Platform, r: redis.Redis) -> None:
+    first, second = RollupRecorder(platform), RollupRecorder(platform)
+    now = time.time()
+    for recorder in (first, second):  # both hear the same event on the status channel
+        recorder.observe({"status": "SUCCEEDED", "service": "ai", "priority": "low", "time": now})
+        recorder.flush(now)
+    assert r.hget(platform.keys.rollup(int(now // 60)), "ai|low|succeeded") == b"1"
+    assert 3_800 < r.ttl(platform.keys.rollup(int(now // 60))) <= 3_900  # kept an hour, then gone
+
+
+def test_many_dead_letters_are_counted_on_one_row_not_split_by_priority(
+    console: ConsoleProcess, platform: Platform, r: redis.Redis,
+) -> None:
+    with r.pipeline(transaction=False) as pipe:
+        for i in range(2_001):
+            platform.dead_letters.add(pipe, DeadLetter(id=f"many-{i}", service="media", reason="RuntimeError",
+                                                      error="boom", priority="high"))
+        pipe.execute()
+    add_letter(platform, r, tag="few")
+    rows = json.loads(console.get("/api/stats").body)
+    media = {row["priority"]: row["dead_lettered"] for row in rows if row["service"] == "media"}
+    assert media == {"critical": 0, "high": 0, "normal": 0, "low": 0, "all": 2_001}
+    assert [row["dead_lettered"] for row in rows if row["service"] == "ai" and row["priority"] == "normal"] == [1]
+
+
 def test_wait_quantiles_come_from_bucket_bounds() -> None:
     assert wait_bucket(0.0) == 0 and wait_bucket(0.004) == 2 and wait_bucket(10_000) == 17
     assert quantile_s({}, 0.5) is None
