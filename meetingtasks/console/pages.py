@@ -26,7 +26,7 @@ from meetingtasks.metrics.reporter import read_reports
 from meetingtasks.metrics.rollup import read_series
 from meetingtasks.priority import PRIORITY_ORDER, Priority
 from meetingtasks.registry import REGISTRY, SERVICES
-from meetingtasks.secret_fields import mask, mask_payload, mask_text
+from meetingtasks.secret_fields import MASK, mask, mask_payload, mask_text
 from meetingtasks.stats import collect
 
 #: A service with more dead letters shows them on one row, not split by priority: splitting reads every letter,
@@ -45,6 +45,35 @@ def masked_payload(task_type: str | None, payload: Any) -> Any:
     spec = REGISTRY.find(task_type) if task_type else None
     # An unknown type (another deployment's) has no fields known to be secret: its sealed values still show ***.
     return mask_payload(spec.secret_fields, shown) if spec is not None else shown
+
+
+def masked_message(task_type: str | None, text: str | None) -> Any:
+    """A dead letter's original message for display: the body decoded, its payload masked like any payload, the
+    ``argsrepr``/``kwargsrepr`` headers (the payload again, as text) hidden when the type has secret fields."""
+    if text is None:
+        return None
+    # Sealed values are masked in the text first: the body is JSON inside a JSON string (and argsrepr).
+    text = mask_text(text)
+    try:
+        message = loads(text)
+    except ValueError:
+        return text
+    if not isinstance(message, dict):
+        return message
+    spec = REGISTRY.find(task_type) if task_type else None
+    body = decode_body(message) if isinstance(message.get("body"), str) else None
+    if isinstance(body, list) and len(body) >= 2:
+        if isinstance(body[0], list) and body[0]:
+            body[0] = [masked_payload(task_type, body[0][0]), *body[0][1:]]
+        if isinstance(body[1], dict) and body[1]:
+            body[1] = masked_payload(task_type, body[1])
+        message["body"] = body  # readable: the call's args, not a quoted string
+    headers = message.get("headers")
+    if spec is not None and spec.secret_fields and isinstance(headers, dict):
+        for name in ("argsrepr", "kwargsrepr"):
+            if name in headers:
+                headers[name] = MASK
+    return message
 
 
 def letter_filter(request: Request) -> LetterFilter:
@@ -112,16 +141,7 @@ class Pages:
             _, letter = self.p.dead_letters.locate(self.p.service_clients(service), request.path_params["id"])
         except TaskNotFound as exc:
             return self.not_found(request, str(exc))
-        message: Any = None
-        if letter.message is not None:
-            # Sealed values are masked in the text first: the body is JSON inside a JSON string (and argsrepr).
-            text = mask_text(letter.message)
-            try:
-                message = loads(text)
-                if isinstance(message, dict) and isinstance(message.get("body"), str):
-                    message["body"] = decode_body(message)  # readable: the call's args, not a quoted string
-            except (ValueError, TypeError):
-                message = text
+        message = masked_message(letter.task_type, letter.message)
         return self.c.render(request, "dead_letter.html", page="dead-letters", letter=letter,
                              payload=masked_payload(letter.task_type, letter.payload), message=message)
 

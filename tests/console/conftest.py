@@ -80,8 +80,9 @@ class ConsoleProcess(PartProcess):
 
 
 def console_env(redis_url: str, **overrides: str) -> dict[str, str]:
-    return {**worker_env(redis_url), **WORKER_ENV, "MEETINGTASKS_CONSOLE_BASIC_AUTH": f"{USER}:{PASSWORD}",
-            **overrides}
+    include = f"{WORKER_ENV['MEETINGTASKS_INCLUDE']},tests.support.secret_tasks"  # a type with a secret field
+    return {**worker_env(redis_url), **WORKER_ENV, "MEETINGTASKS_INCLUDE": include,
+            "MEETINGTASKS_CONSOLE_BASIC_AUTH": f"{USER}:{PASSWORD}", **overrides}
 
 
 @pytest.fixture

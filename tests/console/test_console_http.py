@@ -122,6 +122,11 @@ def test_a_dead_letter_shows_its_traceback_and_message_with_secrets_masked(
     assert "RuntimeError: boom secret" in page and "ai.normal" in page
     assert sealed not in page and "gAAAAAB" not in page
     assert page.count("***") >= 2  # in the payload and in the original message
+    # A field the task type declares secret, stored in plain text (by a foreign producer), is masked too
+    plain = add_letter(platform, r, tag="plain", task_type="t_secret_hold",
+                       payload={"tag": "plain", "api_key": "plain-text-api-key"})
+    page = console.get(f"/dead-letters/ai/{plain.id}").body
+    assert "&#34;api_key&#34;: &#34;***&#34;" in page and "plain-text-api-key" not in page
 
 
 def test_dead_letters_filter_by_type_reason_and_time_and_page_with_a_cursor(
