@@ -294,6 +294,25 @@ def test_the_overview_stream_sends_the_rows_as_server_sent_events(
     assert data["target"] == "overview-rows" and 'data-col="dead_lettered"' in data["html"]
 
 
+def test_the_task_stream_sends_each_change_of_the_task(console: ConsoleProcess, platform: Platform) -> None:
+    from meetingtasks.cancel import cancel
+
+    handle = dispatch("t_echo", {"tag": "streamed"}, delay=3600)
+    request = urllib.request.Request(f"{console.url}/live/task?id={handle.id}")
+    request.add_header("Authorization", "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode())
+    seen: list[str] = []
+    with urllib.request.urlopen(request, timeout=30) as stream:
+        while "CANCELLED" not in seen:
+            line = stream.readline().decode()
+            if line.startswith("data: "):
+                html = json.loads(line[6:])["html"]
+                seen.append(html.split('id="status" data-status="')[1].split('"')[0])
+                if seen == ["SCHEDULED"]:
+                    cancel(platform, handle.id)  # the next read sends the change
+    assert seen == ["SCHEDULED", "CANCELLED"]
+    assert console.get("/live/task?id=no-such-task").status == 404
+
+
 def test_the_charts_read_the_rollup_the_exporter_writes(console: ConsoleProcess, platform: Platform) -> None:
     recorder = RollupRecorder(platform)
     now = time.time()
