@@ -24,7 +24,6 @@ from meetingtasks.console.auth import CSRF_FIELD
 from meetingtasks.console.context import Console, parse_time
 from meetingtasks.deadletter import DeadLetter, LetterFilter
 from meetingtasks.errors import MeetingTasksError, ReplayRefused, TaskNotFound
-from meetingtasks.registry import SERVICES
 
 #: Largest form accepted (a page's selection is 50 ids).
 MAX_FORM_BYTES = 1_000_000
@@ -90,8 +89,8 @@ class Actions:
         """(description, count, a reader of the next batch) of the letters an action names."""
         if form.get("scope") == "matching":
             service = str(form.get("service") or "") or None
-            if service is not None and service not in SERVICES:
-                raise ValueError(f"unknown service {service!r}")
+            if service is not None:
+                self.c.check_service(service)
             flt = LetterFilter(reason=str(form.get("reason") or "") or None,
                                task_type=str(form.get("type") or "") or None,
                                since_s=parse_time(str(form.get("since") or "")),
@@ -120,9 +119,10 @@ class Actions:
         if not chosen:
             raise ValueError("no dead letter selected")
         letters = []
+        known = self.c.services()
         for item in chosen:
             service, _, letter_id = item.partition("/")
-            if service not in SERVICES or not letter_id:
+            if service not in known or not letter_id:
                 raise ValueError(f"{item!r} names no dead letter (service/id)")
             letters.append(DeadLetter(id=letter_id, service=service, reason="", error=""))
         given = [letters]
@@ -190,9 +190,7 @@ class Actions:
 
     def run_now_plan(self, form: FormData) -> Plan:
         task_id = self._task_id(form)
-        service = str(form.get("service") or "")
-        if service not in SERVICES:
-            raise ValueError(f"unknown service {service!r}")
+        service = self.c.check_service(str(form.get("service") or ""))
 
         def run() -> tuple[int, str]:
             client = self.p.redis(service)

@@ -74,6 +74,17 @@ class Console:
         self.env.filters.update(utc=utc, pretty=pretty)
         self.env.globals.update(relative=relative, urlencode=urlencode)
 
+    def services(self) -> tuple[str, ...]:
+        """Every service the platform knows (asked each time: a worker may record a new one)."""
+        return tuple(self.platform.service_clients())
+
+    def check_service(self, service: str) -> str:
+        """``service`` if the platform knows it; raises ``ValueError`` naming the known ones otherwise."""
+        known = self.services()
+        if service not in known:
+            raise ValueError(f"unknown service {service!r} (known: {', '.join(known)})")
+        return service
+
     @staticmethod
     def user(request: Request) -> str:
         return str(request.scope.get("user_name", ANONYMOUS))

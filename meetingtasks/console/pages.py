@@ -25,7 +25,7 @@ from meetingtasks.metrics.heartbeat import read_heartbeats
 from meetingtasks.metrics.reporter import read_reports
 from meetingtasks.metrics.rollup import read_series
 from meetingtasks.priority import PRIORITY_ORDER, Priority
-from meetingtasks.registry import REGISTRY, SERVICES
+from meetingtasks.registry import REGISTRY
 from meetingtasks.secret_fields import MASK, mask, mask_payload, mask_text
 from meetingtasks.stats import collect
 
@@ -82,17 +82,16 @@ def letter_filter(request: Request) -> LetterFilter:
                         since_s=parse_time(q.get("since")), until_s=parse_time(q.get("until")))
 
 
-def service_param(request: Request, name: str = "service") -> str | None:
-    service = request.query_params.get(name) or None
-    if service is not None and service not in SERVICES:
-        raise ValueError(f"unknown service {service!r} (known: {', '.join(SERVICES)})")
-    return service
 
 
 class Pages:
     def __init__(self, console: Console) -> None:
         self.c = console
         self.p = console.platform
+
+    def service_param(self, request: Request) -> str | None:
+        service = request.query_params.get("service") or None
+        return None if service is None else self.c.check_service(service)
 
     # --- overview ------------------------------------------------------------------------------------------
     def overview_rows(self) -> dict[str, Any]:
@@ -118,7 +117,7 @@ class Pages:
     # --- dead letters --------------------------------------------------------------------------------------
     def dead_letters(self, request: Request) -> Response:
         started = time.perf_counter()
-        service = service_param(request)
+        service = self.service_param(request)
         flt = letter_filter(request)
         clients = self.p.service_clients()
         page = self.p.dead_letters.page(clients, service, flt, request.query_params.get("cursor") or None,
@@ -129,13 +128,13 @@ class Pages:
                                                                           "until") and v}
         return self.c.render(request, "dead_letters.html", page="dead-letters", letters=letters, total=total,
                              exact=exact, read_at_most=COUNT_READ_AT_MOST, next_cursor=page.next_cursor,
-                             searched_to=page.searched_to, filters=filters, services=SERVICES,
+                             searched_to=page.searched_to, filters=filters, services=self.c.services(),
                              audit=self.c.audit.latest(limit=10), now=time.time(),
                              took_ms=(time.perf_counter() - started) * 1000)
 
     def dead_letter(self, request: Request) -> Response:
         service = request.path_params["service"]
-        if service not in SERVICES:
+        if service not in self.c.services():
             return self.not_found(request, f"unknown service {service!r}")
         try:
             _, letter = self.p.dead_letters.locate(self.p.service_clients(service), request.path_params["id"])
@@ -148,7 +147,7 @@ class Pages:
     # --- scheduled -----------------------------------------------------------------------------------------
     def scheduled(self, request: Request) -> Response:
         started = time.perf_counter()
-        service = service_param(request) or SERVICES[0]
+        service = self.service_param(request) or self.c.services()[0]
         priority = Priority(request.query_params.get("priority") or Priority.NORMAL.value)
         page_no = max(1, int(request.query_params.get("page") or 1))
         client = self.p.redis(service)
@@ -164,7 +163,7 @@ class Pages:
             rows.append((waiting, task_type))
         return self.c.render(request, "scheduled.html", page="scheduled", service=service, priority=priority.value,
                              counts={p.value: n for p, n in counts.items()}, rows=rows, page_no=page_no,
-                             pages=max(1, -(-counts[priority] // PAGE_SIZE)), services=SERVICES,
+                             pages=max(1, -(-counts[priority] // PAGE_SIZE)), services=self.c.services(),
                              priorities=[p.value for p in PRIORITY_ORDER], now=time.time(),
                              took_ms=(time.perf_counter() - started) * 1000)
 

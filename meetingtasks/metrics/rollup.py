@@ -33,7 +33,6 @@ import redis
 
 from meetingtasks.platform import Platform
 from meetingtasks.priority import PRIORITY_ORDER, queue_name
-from meetingtasks.registry import SERVICES
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +198,7 @@ def read_series(platform: Platform, *, priority: str | None = None, now_s: float
         rows = pipe.execute()
     names = ("depth", *RATES, "wait_p50", "wait_p99")
     series = Series(minutes=[m * 60 for m in span],
-                    charts={name: {svc: [None] * len(span) for svc in SERVICES} for name in names})
+                    charts={name: {svc: [None] * len(span) for svc in platform.service_clients()} for name in names})
     for index, raw in enumerate(rows):
         if not raw:
             continue
