@@ -72,6 +72,13 @@ KEY_SCHEMA: tuple[KeySpec, ...] = (
             "status_ttl_s"),
     KeySpec("P queue-depths", "string", "maintenance",
             "JSON snapshot of `stats` rows and time; rewritten every queue_depths_interval_s"),
+    KeySpec("P rollup:<minute>", "hash", "metrics.rollup (exporter)",
+            "one minute of task traffic (`<svc>|<priority>|<started, succeeded, failed, depth>`, "
+            "`<svc>|wait|<bucket>`) for the console's charts; <minute> is epoch s // 60; TTL 3,900 s"),
+    KeySpec("P rollup-writer", "string", "metrics.rollup (exporter)",
+            "the one exporter that writes rollups (instance id); TTL 30 s, renewed every flush"),
+    KeySpec("P console-audit", "list", "console",
+            "JSON {who, time, action, what, count} of each console action, newest first; the last 10,000"),
     KeySpec("P deadlines", "zset", "dispatcher, watchdog",
             "task id scored by its timeout deadline (ms); removed by the terminal transition"),
     KeySpec("P callbacks", "zset", "status, callbacks",
@@ -231,6 +238,17 @@ class Keys:
     @property
     def queue_depths(self) -> str:
         return f"{self.prefix}queue-depths"
+
+    def rollup(self, minute: int) -> str:
+        return f"{self.prefix}rollup:{minute}"
+
+    @property
+    def rollup_writer(self) -> str:
+        return f"{self.prefix}rollup-writer"
+
+    @property
+    def console_audit(self) -> str:
+        return f"{self.prefix}console-audit"
 
     @property
     def deadlines(self) -> str:

@@ -35,6 +35,8 @@ CONFIG_ENV = "MEETINGTASKS_CONFIG"
 REDIS_URL_FILE = "redis.url"
 #: File in the data directory where a generated gateway secret is recorded (``up``, ``gateway --generate-secret``).
 GATEWAY_SECRET_FILE = "gateway.secret"
+#: The console's ``user:password``, written by ``up`` in the data directory when none is configured.
+CONSOLE_AUTH_FILE = "console.auth"
 REDIS_SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
 #: How to make a real secret, said by every refusal of a placeholder.
 GENERATE_SECRET_HINT = 'generate a real one with `python -c "import secrets; print(secrets.token_urlsafe(32))"`'
@@ -362,6 +364,19 @@ class Settings(BaseSettings):
     exporter_port: int = Field(9808, ge=0, le=65535, description="Port of the metrics exporter")
     flower_host: str = Field("127.0.0.1", description="Address Flower binds to (under `up`)")
     flower_port: int = Field(5555, ge=0, le=65535, description="Port of Flower (under `up`)")
+    console_host: str = Field("127.0.0.1", description="Address the operator console binds to")
+    console_port: int = Field(5556, ge=0, le=65535, description="Port of the operator console")
+    console_basic_auth: SecretStr | None = Field(
+        None, description="The console's HTTP basic auth, user:password; unset: the console.auth file in data_dir "
+        "that `up` writes"
+    )
+    console_allow_no_auth: bool = Field(
+        False, description="Let the console start without basic auth (only on a trusted, local interface)"
+    )
+    console_flower_url: str | None = Field(
+        None, description="Flower's address as the operator's browser reaches it, for the console's link; unset: "
+        "http://flower_host:flower_port/"
+    )
     heartbeat_interval_s: float = Field(
         2.0, gt=0, description="How often workers and bridges write their heartbeat; 3 missed beats mark a worker down"
     )
@@ -530,6 +545,10 @@ def check_no_placeholder_secrets(settings: Settings) -> None:
     refuse_placeholder(f"{ENV_PREFIX}GATEWAY_SECRET", plain(settings.gateway_secret))
     refuse_placeholder(f"{ENV_PREFIX}SIGNING_KEY_PASSWORD", plain(settings.signing_key_password))
     refuse_placeholder(f"{ENV_PREFIX}REDIS_SENTINEL_PASSWORD", plain(settings.redis_sentinel_password))
+    console_user, sep, console_password = (plain(settings.console_basic_auth) or "").partition(":")
+    if sep:
+        refuse_placeholder(f"{ENV_PREFIX}CONSOLE_BASIC_AUTH", console_password,
+                           f"has a placeholder password for user {console_user!r}")
     for pair in (plain(settings.flower_basic_auth) or "").split(","):
         user, sep, password = pair.strip().partition(":")
         if sep:

@@ -3,7 +3,7 @@
 Redis is the configured ``MEETINGTASKS_REDIS_URL`` or, without one, an embedded redis-server with AOF in
 the data directory on a free port, whose URL is recorded in ``<data_dir>/redis.url`` so that every other
 command run from the same directory finds it. Then one worker per service, beat, the bridge, the gateway,
-Flower and the exporter, each in its own process group with its log in ``<data_dir>/logs/``.
+Flower, the exporter and the console, each in its own process group with its log in ``<data_dir>/logs/``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from meetingtasks.embedded import RedisServer
 from meetingtasks.embedded_sentinel import MASTER_NAME, SentinelGroup
 from meetingtasks.errors import ConfigurationError, MeetingTasksError
 from meetingtasks.registry import REGISTRY, import_modules, services
-from meetingtasks.settings import REDIS_URL_FILE, Settings, load_settings
+from meetingtasks.settings import CONSOLE_AUTH_FILE, REDIS_URL_FILE, Settings, load_settings
 from meetingtasks.supervisor import PartFailed, PartSpec, Supervisor, http_ok, log_contains
 
 FLOWER_AUTH_FILE = "flower.auth"
@@ -57,6 +57,7 @@ def part_specs(settings: Settings, concurrency: int, includes: Iterable[str] = (
     gateway = f"http://{s.gateway_host}:{s.gateway_port}"
     flower = f"http://{s.flower_host}:{s.flower_port}"
     exporter = f"http://{s.exporter_host}:{s.exporter_port}"
+    console = f"http://{s.console_host}:{s.console_port}"
     specs += [
         PartSpec("beat", ["meetingtasks", "beat"], log_contains("delayed-set pump running")),
         PartSpec("bridge", ["meetingtasks", "bridge"], log_contains("bridge ready")),
@@ -70,6 +71,9 @@ def part_specs(settings: Settings, concurrency: int, includes: Iterable[str] = (
         PartSpec("exporter", ["meetingtasks", "exporter", "--host", s.exporter_host, "--port", str(s.exporter_port)],
                  http_ok(f"{exporter}/metrics"), urls=[f"{exporter}/metrics"],
                  ports=[(s.exporter_host, s.exporter_port, "MEETINGTASKS_EXPORTER_PORT")]),
+        PartSpec("console", ["meetingtasks", "console", "--host", s.console_host, "--port", str(s.console_port)],
+                 http_ok(f"{console}/healthz"), urls=[f"{console}/"],
+                 ports=[(s.console_host, s.console_port, "MEETINGTASKS_CONSOLE_PORT")]),
     ]
     return specs
 
@@ -85,7 +89,19 @@ def flower_auth(settings: Settings) -> str:
     """The configured Flower users, else ``admin:<random>`` kept in the data directory across runs."""
     if settings.flower_basic_auth is not None and settings.flower_basic_auth.get_secret_value():
         return settings.flower_basic_auth.get_secret_value()
-    path = settings.data_dir / FLOWER_AUTH_FILE
+    return recorded_auth(settings.data_dir / FLOWER_AUTH_FILE)
+
+
+def console_auth(settings: Settings) -> str:
+    """The configured console user, else ``admin:<random>`` in the data directory's console.auth (which the
+    console reads by itself when no MEETINGTASKS_CONSOLE_BASIC_AUTH is set)."""
+    if settings.console_basic_auth is not None and settings.console_basic_auth.get_secret_value():
+        return settings.console_basic_auth.get_secret_value()
+    return recorded_auth(settings.data_dir / CONSOLE_AUTH_FILE)
+
+
+def recorded_auth(path: Path) -> str:
+    """``user:password`` recorded in ``path``, created (owner-only) with a random password the first time."""
     try:
         recorded = path.read_text(encoding="utf-8").strip()
     except OSError:
@@ -180,7 +196,8 @@ def part_env(settings: Settings, redis_url: str, gateway_secret: str, flower_use
               "sentinels) to try a failover locally; ignored with MEETINGTASKS_REDIS_URL.")
 def up(includes: tuple[str, ...], data_dir: Path | None, concurrency: int | None, ready_timeout: float,
        ha: bool) -> None:
-    """Run the whole platform locally: Redis, a worker per service, beat, bridge, gateway, Flower, exporter."""
+    """Run the whole platform locally: Redis, a worker per service, beat, bridge, gateway, Flower, exporter,
+    console."""
     from meetingtasks.cli.gateway import make_secret
     from meetingtasks.logs import configure_logging
     from meetingtasks.secret_fields import generate_keys_file
@@ -215,10 +232,11 @@ def up(includes: tuple[str, ...], data_dir: Path | None, concurrency: int | None
         if created is not None:
             click.echo(f"generated an encryption key in {created}", err=True)
         users = flower_auth(settings)
+        console_user = console_auth(settings).split(":", 1)[0]  # the console reads it from the data directory
         env = part_env(settings, store.url, secret, users, includes)
         supervisor = Supervisor(specs, env, settings.data_dir / "logs", echo=click.echo,
                                 ready_timeout_s=ready_timeout)
-        show_plan(settings, store, specs, users)
+        show_plan(settings, store, specs, users, console_user)
         supervisor.start()
         starting = False
         click.echo(f"all {len(specs) + 1} parts ready; `meetingtasks demo` or `meetingtasks dispatch ...` from "
@@ -244,7 +262,8 @@ def up(includes: tuple[str, ...], data_dir: Path | None, concurrency: int | None
         click.echo("stopped", err=True)
 
 
-def show_plan(settings: Settings, store: Redis, specs: list[PartSpec], flower_users: str) -> None:
+def show_plan(settings: Settings, store: Redis, specs: list[PartSpec], flower_users: str,
+              console_user: str = "admin") -> None:
     click.echo(f"meetingtasks up: data in {settings.data_dir}, logs in {settings.data_dir / 'logs'}")
     click.echo(f"  redis             {store.url}  ({store.note})")
     for spec in specs:
@@ -255,6 +274,10 @@ def show_plan(settings: Settings, store: Redis, specs: list[PartSpec], flower_us
             where = ("MEETINGTASKS_FLOWER_BASIC_AUTH" if settings.flower_basic_auth is not None
                      else settings.data_dir / FLOWER_AUTH_FILE)
             extra = f"  (basic auth: user {user}, password in {where})"
+        elif spec.name == "console":
+            where = ("MEETINGTASKS_CONSOLE_BASIC_AUTH" if settings.console_basic_auth is not None
+                     else settings.data_dir / CONSOLE_AUTH_FILE)
+            extra = f"  (basic auth: user {console_user}, password in {where})"
         elif spec.name == "gateway":
             extra = "  (tokens: meetingtasks token CLIENT_ID)"
         click.echo(f"  {spec.name:<17} {'  '.join(spec.urls) or 'running'}{extra}")

@@ -148,6 +148,7 @@ class GroupState:
     name: str
     pending: int  # read by a consumer, not acknowledged
     last_delivered_id: str
+    lag: int | None = None  # entries not yet read by the group (Redis >= 7 reports it; None: unknown)
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,8 @@ def stream_states(platform: Platform, channels: list[str] | None = None) -> list
         states.append(StreamState(
             channel, stream, length if isinstance(length, int) else 0, platform.settings.stream_maxlen,
             _text(last[0][0]) if isinstance(last, list) and last else "",
-            tuple(GroupState(_text(g["name"]), int(g["pending"]), _text(g["last-delivered-id"])) for g in groups),
+            tuple(GroupState(_text(g["name"]), int(g["pending"]), _text(g["last-delivered-id"]),
+                             int(g["lag"]) if isinstance(g.get("lag"), int) else None) for g in groups),
         ))
     return states
 

@@ -54,7 +54,8 @@ def up_env(env: dict[str, str]) -> dict[str, str]:
     base = {k: v for k, v in env.items()
             if k not in ("MEETINGTASKS_REDIS_URL", "MEETINGTASKS_DATA_DIR", "MEETINGTASKS_ENCRYPTION_KEYS")}
     return {**base, "MEETINGTASKS_GATEWAY_PORT": str(free_port()), "MEETINGTASKS_FLOWER_PORT": str(free_port()),
-            "MEETINGTASKS_EXPORTER_PORT": str(free_port()), "MEETINGTASKS_HEARTBEAT_INTERVAL_S": "0.5"}
+            "MEETINGTASKS_EXPORTER_PORT": str(free_port()), "MEETINGTASKS_CONSOLE_PORT": str(free_port()),
+            "MEETINGTASKS_HEARTBEAT_INTERVAL_S": "0.5"}
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ def test_up_runs_the_platform_a_dispatch_goes_through_and_sigterm_leaves_nothing
     up = start_up(run_process, up_env, tmp_path).wait_log("parts ready", timeout_s=180)
     recorded = (tmp_path / ".meetingtasks" / "redis.url").read_text().strip()
     assert recorded.startswith("redis://127.0.0.1:") and recorded in up.log()
-    for line in ("worker-ai", "beat", "bridge", "gateway", "flower", "exporter"):
+    for line in ("worker-ai", "beat", "bridge", "gateway", "flower", "exporter", "console"):
         assert f"ready  {line}" in up.log()
     processes = descendants(up.pid)
     assert len(processes) >= 11  # Redis, 5 workers with their pool children, beat, bridge, gateway, ...
@@ -109,6 +110,15 @@ def test_up_runs_the_platform_a_dispatch_goes_through_and_sigterm_leaves_nothing
     request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
     wait_for(lambda: any(t["name"] == "t_echo" for t in json.loads(urllib.request.urlopen(request).read()).values()),
              30, interval_s=0.5, message="flower to show the task")
+    # and the console, behind the password `up` wrote in the data directory, charts the traffic
+    console_file = tmp_path / ".meetingtasks" / "console.auth"
+    assert console_file.stat().st_mode & 0o777 == 0o600
+    console_url = f"http://127.0.0.1:{up_env['MEETINGTASKS_CONSOLE_PORT']}"
+    assert f"console           {console_url}/" in up.log() and "password in" in up.log()
+    series = urllib.request.Request(f"{console_url}/api/series")
+    series.add_header("Authorization", "Basic " + base64.b64encode(console_file.read_text().strip().encode()).decode())
+    wait_for(lambda: any(json.loads(urllib.request.urlopen(series).read())["charts"]["started"]["ai"]), 30,
+             interval_s=0.5, message="the console to chart the task")
 
     # When `up` gets SIGTERM
     assert up.stop(signal.SIGTERM, timeout_s=60) == 0
