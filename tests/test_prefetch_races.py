@@ -59,7 +59,10 @@ def test_a_task_cancelled_while_its_worker_holds_it_unstarted_never_runs(
         f"{victim.id}: cancel requested; a worker has fetched it and drops it before it starts (CANCELLED then)"]
     assert "victim" not in done, "the cancelled task ran"
     assert victim.status() == Status.CANCELLED
-    assert Status.STARTED not in [s for s, _, _ in victim.info().history]
+    # Dropped from the reserve or batch unstarted ([QUEUED, CANCELLED]), or, when it waited there past the budget
+    # (a loaded machine), given back and then dropped by the next fetch, which records STARTED as it reads the flag.
+    assert [s for s, _, _ in victim.info().history] in (
+        [Status.QUEUED, Status.CANCELLED], [Status.QUEUED, Status.STARTED, Status.CANCELLED])
 
 
 def test_a_reserved_message_outliving_its_lease_runs_once_with_a_second_worker(
