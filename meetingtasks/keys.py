@@ -72,6 +72,9 @@ KEY_SCHEMA: tuple[KeySpec, ...] = (
             "status_ttl_s"),
     KeySpec("P queue-depths", "string", "maintenance",
             "JSON snapshot of `stats` rows and time; rewritten every queue_depths_interval_s"),
+    KeySpec("P top:<slot start s>", "hash", "status, worker fetch (metrics.rollups)",
+            "per-type counts per status and wait/run-time histogram buckets of one 10 s slot, for `top`; TTL "
+            "1 h + 20 s"),
     KeySpec("P deadlines", "zset", "dispatcher, watchdog",
             "task id scored by its timeout deadline (ms); removed by the terminal transition"),
     KeySpec("P callbacks", "zset", "status, callbacks",
@@ -215,6 +218,10 @@ class Keys:
     @property
     def queue_depths(self) -> str:
         return f"{self.prefix}queue-depths"
+
+    def top_slot(self, slot_start_s: int) -> str:
+        """Rollup slot of ``top``; the recording scripts derive the same name from :attr:`status_channel`."""
+        return f"{self.prefix}top:{slot_start_s}"
 
     @property
     def deadlines(self) -> str:
