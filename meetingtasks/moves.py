@@ -234,8 +234,9 @@ def set_priority(platform: Platform, task_id: str, priority: Priority | str) -> 
 
 def _transition_args(platform: Platform, record: StatusRecord, service: str, old: Priority, new: Priority,
                      now: float) -> list[Any]:
-    fields = {"type": record.fields.get("type"), "service": service, "priority": new.value,
-              "queue": queue_name(service, new), "previous_priority": old.value}
+    # No "type": an event with one counts as a newly published task for the exporter (meetingtasks.metrics.tasks).
+    fields = {"service": service, "priority": new.value, "queue": queue_name(service, new),
+              "previous_priority": old.value}
     event, flat = encode_transition(record.id, record.status, record.attempt, fields, now)
     keys = platform.keys
     return [record.status.value, repr(now), str(record.fields.get("attempt", "1")), platform.settings.status_ttl_s,

@@ -39,6 +39,9 @@ def test_a_queued_task_moves_to_the_new_priority_queue_in_one_step(platform: Pla
     handles = dispatch_batch([{"type": "t_record", "payload": {"tag": f"low-{i}"}, "priority": "low"}
                               for i in range(5)])
     target = handles[2]
+    events = r.pubsub(ignore_subscribe_messages=True)
+    events.subscribe(platform.keys.status_channel)
+    wait_for(lambda: r.pubsub_numsub(platform.keys.status_channel)[0][1] == 1, message="the subscription")
     # When the middle one is moved to critical
     outcome = target.set_priority("critical")
     # Then it is on the critical queue only, routed there, and the others kept their order
@@ -54,6 +57,12 @@ def test_a_queued_task_moves_to_the_new_priority_queue_in_one_step(platform: Pla
     assert (record.fields["priority"], record.fields["queue"], record.fields["previous_priority"]) == (
         "critical", "ai.critical", "low")
     assert [s for s, _, _ in record.history] == [Status.QUEUED, Status.QUEUED]
+    # And the change is published like a transition (without a type: it is no newly published task)
+    message = wait_for(lambda: events.get_message(timeout=0.1), message="the status event")
+    event = loads(message["data"])  # type: ignore[index]
+    assert (event["id"], event["status"], event["priority"]) == (target.id, "QUEUED", "critical")
+    assert "type" not in event
+    events.close()
     # And moving it to where it is changes nothing
     assert not target.set_priority("critical").moved
     assert r.llen("ai.critical") == 1
