@@ -73,8 +73,9 @@ KEY_SCHEMA: tuple[KeySpec, ...] = (
     KeySpec("P queue-depths", "string", "maintenance",
             "JSON snapshot of `stats` rows and time; rewritten every queue_depths_interval_s"),
     KeySpec("P top:<slot start s>", "hash", "status, worker fetch (metrics.rollups)",
-            "per-type counts per status and wait/run-time histogram buckets of one 10 s slot, for `top`; TTL "
-            "1 h + 20 s"),
+            "task type -> 1: the types counted in one 10 s slot of `top`; TTL 1 h + 20 s"),
+    KeySpec("P top:<slot start s>:<type>", "hash", "status, worker fetch (metrics.rollups)",
+            "one type's counts per status and wait/run-time histogram buckets in one slot; TTL 1 h + 20 s"),
     KeySpec("P deadlines", "zset", "dispatcher, watchdog",
             "task id scored by its timeout deadline (ms); removed by the terminal transition"),
     KeySpec("P callbacks", "zset", "status, callbacks",
@@ -220,8 +221,11 @@ class Keys:
         return f"{self.prefix}queue-depths"
 
     def top_slot(self, slot_start_s: int) -> str:
-        """Rollup slot of ``top``; the recording scripts derive the same name from :attr:`status_channel`."""
+        """Index of one rollup slot of ``top``; the recording scripts derive the name from :attr:`status_channel`."""
         return f"{self.prefix}top:{slot_start_s}"
+
+    def top_type(self, slot_start_s: int, task_type: str) -> str:
+        return f"{self.top_slot(slot_start_s)}:{task_type}"
 
     @property
     def deadlines(self) -> str:

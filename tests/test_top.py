@@ -31,13 +31,13 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
                           text=True, timeout=60)
 
 
-def test_buckets_are_about_nine_percent_wide_and_read_back_near_the_value() -> None:
+def test_buckets_read_back_within_ten_percent_of_the_value() -> None:
     for seconds in (0.000_002, 0.003, 0.25, 1.0, 42.0, 3_000.0):
-        assert abs(bucket_seconds(bucket_of(seconds)) / seconds - 1) < 0.05, seconds
+        assert abs(bucket_seconds(bucket_of(seconds)) / seconds - 1) < 0.1, seconds
     assert bucket_of(0) == 0 and bucket_seconds(0) == 0.0
     histogram = {bucket_of(0.01): 98, bucket_of(2.0): 2}
-    assert percentile(histogram, 0.5) == pytest.approx(0.01, rel=0.05)
-    assert percentile(histogram, 0.99) == pytest.approx(2.0, rel=0.05)
+    assert percentile(histogram, 0.5) == pytest.approx(0.01, rel=0.1)
+    assert percentile(histogram, 0.99) == pytest.approx(2.0, rel=0.1)
     assert percentile({}, 0.5) is None
 
 
@@ -56,11 +56,13 @@ return 1
 def test_the_lua_recorder_uses_the_python_bucket_rule_and_key(r: redis.Redis, prefix: str, seconds: float) -> None:
     keys = Keys(prefix)
     _PROBE(r, [], [keys.status_channel, "1700000005.5", repr(seconds)])
-    fields = r.hgetall(keys.top_slot(1700000000))
+    assert r.hgetall(keys.top_slot(1700000000)) == {b"probe": b"1"}
+    fields = r.hgetall(keys.top_type(1700000000, "probe"))
     bucket = bucket_of(seconds)
-    assert fields == {b"probe|STARTED": b"1", b"probe|SUCCEEDED": b"1", f"probe|wait|{bucket}".encode(): b"1",
-                      f"probe|run|{bucket}".encode(): b"1"}
-    assert 0 < r.ttl(keys.top_slot(1700000000)) <= 3_620
+    assert fields == {b"STARTED": b"1", b"SUCCEEDED": b"1", f"wait|{bucket}".encode(): b"1",
+                      f"run|{bucket}".encode(): b"1"}
+    for key in (keys.top_slot(1700000000), keys.top_type(1700000000, "probe")):
+        assert 0 < r.ttl(key) <= 3_620
 
 
 def _known_load() -> list[Any]:
@@ -102,6 +104,7 @@ def test_top_once_json_reports_a_known_load(env: dict[str, str], platform: Platf
     # And the table shows the same rows
     table = run_cli(env, "top", "--once")
     assert table.returncode == 0, table.stderr
+    print(f"\n{table.stdout}")  # the example in docs/tools.md
     row = next(line for line in table.stdout.splitlines() if line.startswith("t_sleep"))
     rate, *counts = row.split()[1:6]
     assert 12 / 71 - 0.005 <= float(rate) <= 12 / 60 + 0.005 and counts == ["12", "0", "0", "0"], row

@@ -42,8 +42,8 @@ def _duration(seconds: Any) -> str:
 
 
 def _cell(key: str, value: Any) -> str:
-    if key == "started_per_s":
-        return f"{value:.2f}"
+    if key == "started_per_s":  # three significant figures: an hour's rate is often well under 1/s
+        return f"{value:.2f}" if value >= 1 else f"{value:.3g}"
     if key.endswith("_s"):
         return _duration(value)
     return str(value)

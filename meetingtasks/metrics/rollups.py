@@ -2,20 +2,22 @@
 
 Every accepted status transition of a run (STARTED, RETRYING and the terminal ones) is counted in the same Lua
 call that records it (the worker's fetch script and the one-task transition script of :mod:`meetingtasks.status`),
-into one hash per :data:`SLOT_S`-second slot, ``P top:<slot start s>``, kept :data:`RETENTION_S`:
+per task type and :data:`SLOT_S`-second slot, kept :data:`RETENTION_S`:
 
-* ``<type>|<STATUS>``: how many transitions to that status;
-* ``<type>|wait|<bucket>``: queue waits (``wait_s`` of a STARTED) per log-scale bucket;
-* ``<type>|run|<bucket>``: run times (``run_s`` of an outcome) per bucket.
+* ``P top:<slot start s>``: hash, task type -> 1, the types counted in the slot (the reader's index);
+* ``P top:<slot start s>:<type>``: hash, ``<STATUS>`` -> transitions to it, ``wait|<bucket>`` -> queue waits
+  (``wait_s`` of a STARTED) in that bucket, ``run|<bucket>`` -> run times (``run_s`` of an outcome).
 
 A script accumulates its counts in a Lua table and writes them at its end (``mt_rollup_flush``): a fetch that
-starts and finishes a batch of one type's tasks writes one ``HINCRBY`` per distinct field and one ``EXPIRE``
-per slot, not per task. Buckets are :data:`BUCKETS_PER_DOUBLING` per doubling of microseconds (each ~9 % wide),
-so a percentile read from them is within ~5 % of the true value; the rule lives here once and the Lua is
-generated from it. Memory: one field per type, status and occupied bucket, per slot; 360 slots.
+starts and finishes a batch of one type's tasks writes one ``HINCRBY`` per distinct field and one ``EXPIRE`` per
+key, not per task. Durations go into log-scale buckets, :data:`BUCKETS_PER_DOUBLING` per doubling of
+microseconds (each ~19 % wide), so a percentile read from them is within ~9 % of the true value; the rule lives
+here once and the Lua is generated from it. A hash per type and slot stays in Redis' compact encoding: an hour
+of 30 types busy all the time, each with waits and runs spread from 1 ms to 2 s, takes a few MB (docs/tools.md).
 
-The hash key is derived in Lua from the status channel (``<prefix>status`` -> ``<prefix>top:<slot>``), which
-every recording script already receives: the same key as :meth:`meetingtasks.keys.Keys.top_slot`.
+The keys are derived in Lua from the status channel (``<prefix>status`` -> ``<prefix>top:<slot>``), which every
+recording script already receives: the same names as :meth:`meetingtasks.keys.Keys.top_slot` and
+:meth:`~meetingtasks.keys.Keys.top_type`.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from meetingtasks.keys import Keys
 SLOT_S = 10
 #: How long a slot is kept (s): an hour and a margin for a slow reader.
 RETENTION_S = 3_600 + 2 * SLOT_S
-#: Log-scale histogram resolution: buckets per doubling of a duration in microseconds.
-BUCKETS_PER_DOUBLING = 8
+#: Log-scale histogram resolution: buckets per doubling of a duration in microseconds. Four keep a type's slot
+#: under Redis' compact-hash limit (128 fields) for waits and runs spread over a thousandfold range.
+BUCKETS_PER_DOUBLING = 4
 #: Statuses counted per type.
 COUNTED = ("STARTED", "SUCCEEDED", "FAILED", "RETRYING", "DEAD_LETTERED", "TIMED_OUT", "CANCELLED")
 
@@ -72,21 +75,26 @@ local function mt_bucket(seconds)
 end
 local function mt_rollup(channel, now, ty, status, wait_s, run_s)
   if not ty or ty == '' or not mt_counted[status] then return end
-  local slot = math.floor(tonumber(now) / {SLOT_S}) * {SLOT_S}
-  local key = string.sub(channel, 1, -7) .. 'top:' .. slot
-  local acc = mt_racc[key]
-  if not acc then acc = {{}}; mt_racc[key] = acc end
-  local name = ty .. '|' .. status
-  acc[name] = (acc[name] or 0) + 1
+  local slot = string.sub(channel, 1, -7) .. 'top:' .. math.floor(tonumber(now) / {SLOT_S}) * {SLOT_S}
+  local types = mt_racc[slot]
+  if not types then types = {{}}; mt_racc[slot] = types end
+  local acc = types[ty]
+  if not acc then acc = {{}}; types[ty] = acc end
+  acc[status] = (acc[status] or 0) + 1
   local b = wait_s and status == 'STARTED' and mt_bucket(wait_s)
-  if b then name = ty .. '|wait|' .. b; acc[name] = (acc[name] or 0) + 1 end
+  if b then acc['wait|' .. b] = (acc['wait|' .. b] or 0) + 1 end
   b = run_s and status ~= 'STARTED' and mt_bucket(run_s)
-  if b then name = ty .. '|run|' .. b; acc[name] = (acc[name] or 0) + 1 end
+  if b then acc['run|' .. b] = (acc['run|' .. b] or 0) + 1 end
 end
 local function mt_rollup_flush()
-  for key, acc in pairs(mt_racc) do
-    for name, n in pairs(acc) do redis.call('HINCRBY', key, name, n) end
-    redis.call('EXPIRE', key, {RETENTION_S})
+  for slot, types in pairs(mt_racc) do
+    for ty, acc in pairs(types) do
+      local key = slot .. ':' .. ty
+      for name, n in pairs(acc) do redis.call('HINCRBY', key, name, n) end
+      redis.call('EXPIRE', key, {RETENTION_S})
+      redis.call('HSET', slot, ty, 1)
+    end
+    redis.call('EXPIRE', slot, {RETENTION_S})
   end
   mt_racc = {{}}
 end
@@ -156,45 +164,58 @@ class Window:
 
 class RollupReader:
     """Reads and merges the slots of one or more Redis servers. A slot more than two slots old no longer changes
-    and is kept from one read to the next, so a refreshing ``top`` reads three hashes per server and refresh."""
+    and is kept from one read to the next, so a refreshing ``top`` reads only the three newest slots again."""
 
     def __init__(self, keys: Keys, clients: list[redis.Redis]) -> None:
         self.keys = keys
         self.clients = clients
-        self._settled: dict[tuple[int, int], dict[str, int]] = {}
+        self._settled: dict[tuple[int, int], dict[str, dict[str, int]]] = {}
+
+    def _fetch(self, client: redis.Redis, slots: list[int]) -> dict[int, dict[str, dict[str, int]]]:
+        """Slot -> task type -> fields, two round trips: the slots' type indexes, then each type's hash."""
+        with client.pipeline(transaction=False) as pipe:
+            for s in slots:
+                pipe.hkeys(self.keys.top_slot(s))
+            indexes = pipe.execute()
+        wanted = [(s, _text(t)) for s, types in zip(slots, indexes, strict=True) for t in types]
+        with client.pipeline(transaction=False) as pipe:
+            for s, task_type in wanted:
+                pipe.hgetall(self.keys.top_type(s, task_type))
+            replies = pipe.execute()
+        out: dict[int, dict[str, dict[str, int]]] = {s: {} for s in slots}
+        for (s, task_type), raw in zip(wanted, replies, strict=True):
+            out[s][task_type] = {_text(k): int(v) for k, v in raw.items()}
+        return out
 
     def read(self, now_s: float, windows_s: tuple[int, ...] = (60, 3_600)) -> dict[int, Window]:
         """Per window (s): the slots that overlap the last ``window`` seconds, merged per task type."""
         newest = slot_of(now_s)
         first = slot_of(now_s - max(windows_s))
         slots = list(range(first, newest + SLOT_S, SLOT_S))
-        per_slot: dict[int, list[dict[str, int]]] = {s: [] for s in slots}
+        per_slot: dict[int, list[dict[str, dict[str, int]]]] = {s: [] for s in slots}
         for index, client in enumerate(self.clients):
-            wanted = [s for s in slots if (index, s) not in self._settled]
-            with client.pipeline(transaction=False) as pipe:
-                for s in wanted:
-                    pipe.hgetall(self.keys.top_slot(s))
-                fresh = {s: _decode(raw) for s, raw in zip(wanted, pipe.execute(), strict=True)}
+            fresh = self._fetch(client, [s for s in slots if (index, s) not in self._settled])
             for s in slots:
-                fields = fresh[s] if s in fresh else self._settled[(index, s)]
+                types = fresh[s] if s in fresh else self._settled[(index, s)]
                 if s < newest - 2 * SLOT_S:
-                    self._settled[(index, s)] = fields
-                per_slot[s].append(fields)
+                    self._settled[(index, s)] = types
+                per_slot[s].append(types)
         self._settled = {k: v for k, v in self._settled.items() if k[1] >= first}
         out: dict[int, Window] = {}
         for window in windows_s:
             start = slot_of(now_s - window)
-            types: dict[str, TypeFigures] = {}
+            figures: dict[str, TypeFigures] = {}
             for s in slots:
                 if s < start:
                     continue
-                for fields in per_slot[s]:
-                    for name, value in fields.items():
-                        task_type, _, metric = name.partition("|")
-                        types.setdefault(task_type, TypeFigures()).add(metric, value)
-            out[window] = Window(max(now_s - start, float(window)), types)
+                for types in per_slot[s]:
+                    for task_type, fields in types.items():
+                        merged = figures.setdefault(task_type, TypeFigures())
+                        for metric, value in fields.items():
+                            merged.add(metric, value)
+            out[window] = Window(max(now_s - start, float(window)), figures)
         return out
 
 
-def _decode(raw: dict[Any, Any]) -> dict[str, int]:
-    return {(k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in raw.items()}
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
