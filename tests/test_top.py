@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from meetingtasks import dispatch_batch
 from meetingtasks.errors import TaskFailed
 from meetingtasks.keys import Keys
 from meetingtasks.lua import LuaScript
-from meetingtasks.metrics.rollups import ROLLUP_LUA, bucket_of, bucket_seconds, percentile
+from meetingtasks.metrics.rollups import ROLLUP_LUA, SLOT_S, bucket_of, bucket_seconds, percentile
 from meetingtasks.platform import Platform
 from meetingtasks.status import Status
 from tests.support.processes import ROOT
@@ -63,6 +64,34 @@ def test_the_lua_recorder_uses_the_python_bucket_rule_and_key(r: redis.Redis, pr
                       f"run|{bucket}".encode(): b"1"}
     for key in (keys.top_slot(1700000000), keys.top_type(1700000000, "probe")):
         assert 0 < r.ttl(key) <= 3_620
+
+
+# Fills slots with the recorder's own Lua: ARGV channel, time, tasks, types, then 200 durations (s).
+_FILL = LuaScript(ROLLUP_LUA + """
+for i = 1, tonumber(ARGV[3]) do
+  local ty = 'type_' .. (i % tonumber(ARGV[4]))
+  local seconds = tonumber(ARGV[5 + (i % 200)])
+  mt_rollup(ARGV[1], ARGV[2], ty, 'STARTED', seconds, nil)
+  mt_rollup(ARGV[1], ARGV[2], ty, 'SUCCEEDED', nil, seconds / 3)
+end
+mt_rollup_flush()
+return 1
+""")
+
+
+@pytest.mark.slow
+def test_an_hour_of_rollups_stays_small(r: redis.Redis, platform: Platform) -> None:
+    # Given an hour of slots of 30 task types busy all the time, waits and runs spread from 1 ms to 2 s
+    rng = random.Random(1)
+    before = int(r.info("memory")["used_memory"])
+    for slot in range(3_600 // SLOT_S):
+        durations = [repr(10 ** rng.uniform(-3, 0.3)) for _ in range(200)]
+        _FILL(r, [], [platform.keys.status_channel, repr(1_700_000_000 + slot * SLOT_S), 2_000, 30, *durations])
+    used_mb = (int(r.info("memory")["used_memory"]) - before) / 1e6
+    print(f"\nan hour of rollups of 30 busy types: {used_mb:.1f} MB")
+    # Then every type's slot is a compact hash, and the whole hour takes a few MB
+    assert r.object("encoding", platform.keys.top_type(1_700_000_000, "type_7")) in (b"ziplist", b"listpack")
+    assert used_mb < 12
 
 
 def _known_load() -> list[Any]:
