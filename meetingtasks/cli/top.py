@@ -10,25 +10,13 @@ from typing import Any
 import click
 
 from meetingtasks.cli.main import echo_json, platform_command
-from meetingtasks.metrics.rollups import SLOT_S, RollupReader, Window
+from meetingtasks.metrics.rollups import WINDOWS, reader_for, top_report
 from meetingtasks.platform import Platform
 
-#: Window name -> seconds.
-WINDOWS = {"minute": 60, "hour": 3_600}
 _CLEAR = "\x1b[H\x1b[2J"
 _COLUMNS = (("started/s", "started_per_s"), ("ok", "succeeded"), ("failed", "failed"), ("dead", "dead_lettered"),
             ("retries", "retries"), ("wait p50", "wait_p50_s"), ("wait p99", "wait_p99_s"), ("run p50", "run_p50_s"),
             ("run p99", "run_p99_s"))
-
-
-def report(reader: RollupReader, now_s: float) -> dict[str, Any]:
-    """The figures ``top --json`` prints: per window, its span and per task type."""
-    windows = reader.read(now_s, tuple(WINDOWS.values()))
-    out: dict[str, Any] = {"time": round(now_s, 3), "slot_s": SLOT_S}
-    for name, seconds in WINDOWS.items():
-        window: Window = windows[seconds]
-        out[name] = {"span_s": round(window.span_s, 3), "types": window.to_dict()}
-    return out
 
 
 def _duration(seconds: Any) -> str:
@@ -50,7 +38,8 @@ def _cell(key: str, value: Any) -> str:
 
 
 def render(data: dict[str, Any]) -> str:
-    """``data`` (from :func:`report`) as the terminal table: one block per window, one row per type."""
+    """``data`` (from :func:`~meetingtasks.metrics.rollups.top_report`) as the terminal table: one block per
+    window, one row per type."""
     stamp = time.strftime("%H:%M:%S", time.localtime(data["time"]))
     lines = [f"meetingtasks top  {stamp}  (slots of {data['slot_s']} s)"]
     for name in WINDOWS:
@@ -76,10 +65,9 @@ def render(data: dict[str, Any]) -> str:
 def top(platform: Platform, once: bool, as_json: bool, interval_s: float) -> None:
     """Per task type over the last minute and hour: started/s, succeeded, failed, dead-lettered, retries, queue
     wait and run time p50/p99."""
-    clients = {url: platform.redis(svc) for svc, url in platform.redis_urls().items()}
-    reader = RollupReader(platform.keys, list(clients.values()))
+    reader = reader_for(platform)
     if once:
-        data = report(reader, time.time())
+        data = top_report(platform, reader=reader)
         if as_json:
             echo_json(data)
         else:
@@ -87,7 +75,7 @@ def top(platform: Platform, once: bool, as_json: bool, interval_s: float) -> Non
         return
     try:
         while True:
-            data = report(reader, time.time())
+            data = top_report(platform, reader=reader)
             if as_json:
                 click.echo(json.dumps(data, sort_keys=True))
             else:

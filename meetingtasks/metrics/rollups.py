@@ -23,12 +23,16 @@ recording script already receives: the same names as :meth:`meetingtasks.keys.Ke
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from meetingtasks.keys import Keys
+
+if TYPE_CHECKING:
+    from meetingtasks.platform import Platform
 
 #: Width of one rollup slot (s): the "last minute" is the last 60 to 70 s.
 SLOT_S = 10
@@ -219,3 +223,25 @@ class RollupReader:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+#: The windows of ``top``: name -> seconds.
+WINDOWS = {"minute": 60, "hour": 3_600}
+
+
+def reader_for(platform: Platform) -> RollupReader:
+    """A reader of every Redis server the platform's services use."""
+    clients = {url: platform.redis(svc) for svc, url in platform.redis_urls().items()}
+    return RollupReader(platform.keys, list(clients.values()))
+
+
+def top_report(platform: Platform, *, reader: RollupReader | None = None, now_s: float | None = None) -> dict[str, Any]:
+    """What ``top --json`` prints: ``{"time", "slot_s", "minute": {"span_s", "types": {type: figures}}, "hour":
+    {...}}``. Pass the same ``reader`` to refresh cheaply."""
+    now_s = time.time() if now_s is None else now_s
+    windows = (reader or reader_for(platform)).read(now_s, tuple(WINDOWS.values()))
+    out: dict[str, Any] = {"time": round(now_s, 3), "slot_s": SLOT_S}
+    for name, seconds in WINDOWS.items():
+        window = windows[seconds]
+        out[name] = {"span_s": round(window.span_s, 3), "types": window.to_dict()}
+    return out
