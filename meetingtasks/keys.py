@@ -75,7 +75,8 @@ KEY_SCHEMA: tuple[KeySpec, ...] = (
     KeySpec("P top:<slot start s>", "hash", "status, worker fetch (metrics.rollups)",
             "task type -> 1: the types counted in one 10 s slot of `top`; TTL 1 h + 20 s"),
     KeySpec("P top:<slot start s>:<type>", "hash", "status, worker fetch (metrics.rollups)",
-            "one type's counts per status and wait/run-time histogram buckets in one slot; TTL 1 h + 20 s"),
+            "`<STATUS>|<duration bucket>` -> transitions of one type in one slot (wait of a start, run time "
+            "of an outcome); TTL 1 h + 20 s"),
     KeySpec("P deadlines", "zset", "dispatcher, watchdog",
             "task id scored by its timeout deadline (ms); removed by the terminal transition"),
     KeySpec("P callbacks", "zset", "status, callbacks",

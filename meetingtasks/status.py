@@ -118,9 +118,10 @@ local function transition(skey, deadlines, outbox, status, now, attempt, ttl, ch
   redis.call('EXPIRE', skey, ttl)
   if pre then redis.call('PUBLISH', channel, pre[2]) end
   redis.call('PUBLISH', channel, event)
-  if pre then mt_rollup(channel, now, ty, 'STARTED', wait_s, nil) end
+  if pre then mt_rollup(channel, now, ty, 'STARTED', wait_s) end
   -- Each start is a run; another status counts when the task enters it (a priority move re-enters its status).
-  if status == 'STARTED' or cur[1] ~= status then mt_rollup(channel, now, ty, status, wait_s, run_s) end
+  if status == 'STARTED' then mt_rollup(channel, now, ty, status, wait_s)
+  elseif cur[1] ~= status then mt_rollup(channel, now, ty, status, run_s) end
   if terminal[status] then
     -- Only a task dispatched with a timeout has a deadline entry, and its record says so (or is gone).
     if cur[7] or not cur[1] then redis.call('ZREM', deadlines, id) end
@@ -178,7 +179,7 @@ local function mt_started(key, id, now, attempt, ttl, channel, task, service, pr
   -- A record the dispatcher wrote has its lifetime already; one a foreign producer's task starts gets one.
   if not cur[1] then redis.call('EXPIRE', key, ttl) end
   redis.call('PUBLISH', channel, cjson.encode(event))
-  mt_rollup(channel, now, task, 'STARTED', wait, nil)
+  mt_rollup(channel, now, task, 'STARTED', wait)
   return 1, deliveries, cancelled
 end
 """

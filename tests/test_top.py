@@ -44,9 +44,10 @@ def test_buckets_read_back_within_ten_percent_of_the_value() -> None:
 
 # Runs the rollup prelude on its own: one call counted, written where Keys.top_slot says.
 _PROBE = LuaScript(ROLLUP_LUA + """
-mt_rollup(ARGV[1], ARGV[2], 'probe', 'STARTED', ARGV[3], nil)
-mt_rollup(ARGV[1], ARGV[2], 'probe', 'SUCCEEDED', nil, ARGV[3])
-mt_rollup(ARGV[1], ARGV[2], 'probe', 'QUEUED', nil, nil)
+mt_rollup(ARGV[1], ARGV[2], 'probe', 'STARTED', ARGV[3])
+mt_rollup(ARGV[1], ARGV[2], 'probe', 'SUCCEEDED', ARGV[3])
+mt_rollup(ARGV[1], ARGV[2], 'probe', 'SUCCEEDED', nil)
+mt_rollup(ARGV[1], ARGV[2], 'probe', 'QUEUED', ARGV[3])
 mt_rollup_flush()
 return 1
 """)
@@ -57,11 +58,12 @@ return 1
 def test_the_lua_recorder_uses_the_python_bucket_rule_and_key(r: redis.Redis, prefix: str, seconds: float) -> None:
     keys = Keys(prefix)
     _PROBE(r, [], [keys.status_channel, "1700000005.5", repr(seconds)])
+    _PROBE(r, [], [keys.status_channel, "1700000006.5", repr(seconds)])  # the type is known: no new lifetime
     assert r.hgetall(keys.top_slot(1700000000)) == {b"probe": b"1"}
     fields = r.hgetall(keys.top_type(1700000000, "probe"))
     bucket = bucket_of(seconds)
-    assert fields == {b"STARTED": b"1", b"SUCCEEDED": b"1", f"wait|{bucket}".encode(): b"1",
-                      f"run|{bucket}".encode(): b"1"}
+    assert fields == {f"STARTED|{bucket}".encode(): b"2", f"SUCCEEDED|{bucket}".encode(): b"2",
+                      b"SUCCEEDED|-": b"2"}
     for key in (keys.top_slot(1700000000), keys.top_type(1700000000, "probe")):
         assert 0 < r.ttl(key) <= 3_620
 
@@ -71,8 +73,8 @@ _FILL = LuaScript(ROLLUP_LUA + """
 for i = 1, tonumber(ARGV[3]) do
   local ty = 'type_' .. (i % tonumber(ARGV[4]))
   local seconds = tonumber(ARGV[5 + (i % 200)])
-  mt_rollup(ARGV[1], ARGV[2], ty, 'STARTED', seconds, nil)
-  mt_rollup(ARGV[1], ARGV[2], ty, 'SUCCEEDED', nil, seconds / 3)
+  mt_rollup(ARGV[1], ARGV[2], ty, 'STARTED', seconds)
+  mt_rollup(ARGV[1], ARGV[2], ty, 'SUCCEEDED', seconds / 3)
 end
 mt_rollup_flush()
 return 1

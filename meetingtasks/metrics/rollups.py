@@ -5,15 +5,18 @@ call that records it (the worker's fetch script and the one-task transition scri
 per task type and :data:`SLOT_S`-second slot, kept :data:`RETENTION_S`:
 
 * ``P top:<slot start s>``: hash, task type -> 1, the types counted in the slot (the reader's index);
-* ``P top:<slot start s>:<type>``: hash, ``<STATUS>`` -> transitions to it, ``wait|<bucket>`` -> queue waits
-  (``wait_s`` of a STARTED) in that bucket, ``run|<bucket>`` -> run times (``run_s`` of an outcome).
+* ``P top:<slot start s>:<type>``: hash, ``<STATUS>|<bucket>`` -> transitions to that status whose duration fell
+  in that bucket: the queue wait (``wait_s``) of a STARTED, the run time (``run_s``) of any other; bucket ``-``
+  when the transition carried none. One field per transition: a status's count is the sum over its buckets.
 
-A script accumulates its counts in a Lua table and writes them at its end (``mt_rollup_flush``): a fetch that
-starts and finishes a batch of one type's tasks writes one ``HINCRBY`` per distinct field and one ``EXPIRE`` per
-key, not per task. Durations go into log-scale buckets, :data:`BUCKETS_PER_DOUBLING` per doubling of
-microseconds (each ~19 % wide), so a percentile read from them is within ~9 % of the true value; the rule lives
-here once and the Lua is generated from it. A hash per type and slot stays in Redis' compact encoding: an hour
-of 30 types busy all the time, each with waits and runs spread from 1 ms to 2 s, takes a few MB (docs/tools.md).
+A script accumulates its counts in a Lua table and writes them at its end (``mt_rollup_flush``): per type, one
+``HSETNX`` of the index and one ``HINCRBY`` per distinct status and bucket, and the two ``EXPIRE`` only when the
+type is new in the slot. A fetch that starts and finishes a batch of one type's tasks so writes a few commands for
+all of them; a fetch of one task, three. Durations go into log-scale buckets, :data:`BUCKETS_PER_DOUBLING` per
+doubling of microseconds (each ~19 % wide), so a percentile read from them is within ~9 % of the true value; the
+rule lives here once and the Lua is generated from it. A hash per type and slot stays in Redis' compact encoding:
+an hour of 30 types busy all the time, each with waits and runs spread from 1 ms to 2 s, takes about 6 MB
+(docs/tools.md).
 
 The keys are derived in Lua from the status channel (``<prefix>status`` -> ``<prefix>top:<slot>``), which every
 recording script already receives: the same names as :meth:`meetingtasks.keys.Keys.top_slot` and
@@ -65,8 +68,9 @@ def slot_of(time_s: float) -> int:
     return int(time_s // SLOT_S) * SLOT_S
 
 
-# Prelude of every script that records transitions: mt_rollup(channel, now, type, status, wait_s, run_s) counts
-# one, mt_rollup_flush() writes what the script counted; call it before the script returns.
+# Prelude of every script that records transitions: mt_rollup(channel, now, type, status, seconds) counts one
+# (seconds: the queue wait of a STARTED, the run time of another status, or nil), mt_rollup_flush() writes what the
+# script counted; call it before the script returns.
 ROLLUP_LUA = f"""
 local mt_racc = {{}}
 local mt_counted = {{{", ".join(f"{name}=true" for name in COUNTED)}}}
@@ -77,28 +81,29 @@ local function mt_bucket(seconds)
   if micros < 1 then return 0 end
   return math.floor(math.log(micros) / math.log(2) * {BUCKETS_PER_DOUBLING}) + 1
 end
-local function mt_rollup(channel, now, ty, status, wait_s, run_s)
+local function mt_rollup(channel, now, ty, status, seconds)
   if not ty or ty == '' or not mt_counted[status] then return end
   local slot = string.sub(channel, 1, -7) .. 'top:' .. math.floor(tonumber(now) / {SLOT_S}) * {SLOT_S}
   local types = mt_racc[slot]
   if not types then types = {{}}; mt_racc[slot] = types end
   local acc = types[ty]
   if not acc then acc = {{}}; types[ty] = acc end
-  acc[status] = (acc[status] or 0) + 1
-  local b = wait_s and status == 'STARTED' and mt_bucket(wait_s)
-  if b then acc['wait|' .. b] = (acc['wait|' .. b] or 0) + 1 end
-  b = run_s and status ~= 'STARTED' and mt_bucket(run_s)
-  if b then acc['run|' .. b] = (acc['run|' .. b] or 0) + 1 end
+  local name = status .. '|' .. (mt_bucket(seconds) or '-')
+  acc[name] = (acc[name] or 0) + 1
 end
 local function mt_rollup_flush()
   for slot, types in pairs(mt_racc) do
     for ty, acc in pairs(types) do
       local key = slot .. ':' .. ty
+      -- The type's hash is written in the call that adds it to the index, and only while its slot is recent: both
+      -- get their lifetime then, the index's renewed to outlive the type's hash.
+      local new = redis.call('HSETNX', slot, ty, 1) == 1
       for name, n in pairs(acc) do redis.call('HINCRBY', key, name, n) end
-      redis.call('EXPIRE', key, {RETENTION_S})
-      redis.call('HSET', slot, ty, 1)
+      if new then
+        redis.call('EXPIRE', key, {RETENTION_S})
+        redis.call('EXPIRE', slot, {RETENTION_S})
+      end
     end
-    redis.call('EXPIRE', slot, {RETENTION_S})
   end
   mt_racc = {{}}
 end
@@ -114,13 +119,13 @@ class TypeFigures:
     run: dict[int, int] = field(default_factory=dict)
 
     def add(self, metric: str, value: int) -> None:
-        kind, _, bucket = metric.partition("|")
-        if kind == "wait":
-            self.wait[int(bucket)] = self.wait.get(int(bucket), 0) + value
-        elif kind == "run":
-            self.run[int(bucket)] = self.run.get(int(bucket), 0) + value
-        else:
-            self.counts[metric] = self.counts.get(metric, 0) + value
+        """Add a ``<STATUS>|<bucket>`` field of a slot."""
+        status, _, bucket = metric.partition("|")
+        self.counts[status] = self.counts.get(status, 0) + value
+        if bucket in ("", "-"):
+            return
+        histogram = self.wait if status == "STARTED" else self.run
+        histogram[int(bucket)] = histogram.get(int(bucket), 0) + value
 
     def to_dict(self, span_s: float) -> dict[str, Any]:
         started = self.counts.get("STARTED", 0)
