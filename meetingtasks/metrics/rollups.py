@@ -15,7 +15,7 @@ type is new in the slot. A fetch that starts and finishes a batch of one type's 
 all of them; a fetch of one task, three. Durations go into log-scale buckets, :data:`BUCKETS_PER_DOUBLING` per
 doubling of microseconds (each ~19 % wide), so a percentile read from them is within ~9 % of the true value; the
 rule lives here once and the Lua is generated from it. A hash per type and slot stays in Redis' compact encoding:
-an hour of 30 types busy all the time, each with waits and runs spread from 1 ms to 2 s, takes about 6 MB
+an hour of 30 types busy all the time, each with waits and runs spread from 1 ms to 2 s, takes about 7 MB
 (docs/tools.md).
 
 The keys are derived in Lua from the status channel (``<prefix>status`` -> ``<prefix>top:<slot>``), which every
