@@ -151,3 +151,10 @@ def test_top_refreshes_until_interrupted(env: dict[str, str], platform: Platform
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
+
+
+def test_top_without_redis_is_one_line_and_exit_1(env: dict[str, str]) -> None:
+    unreachable = {**env, "MEETINGTASKS_REDIS_URL": "redis://127.0.0.1:1/0"}
+    out = run_cli(unreachable, "top", "--once", "--json")
+    assert out.returncode == 1 and "cannot reach Redis" in out.stderr, out.stderr
+    assert out.stderr.strip().count("\n") == 0, out.stderr
