@@ -228,3 +228,28 @@ def test_the_cost_of_finding_a_task_behind_a_hundred_thousand_others(
     assert ids_in(r, "ai.critical") == [newest.id, oldest_id][::-1]
     assert r.llen("ai.low") == 99_999
     assert newest_ms < 500 and oldest_ms < 10_000 and slice_ms < 500 and lrem_ms < 500
+
+
+@pytest.mark.slow
+def test_tasks_moved_back_and_forth_while_a_worker_drains_run_exactly_once(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    # Given 300 low tasks being drained by a worker that prefetches (solo: batches of fetched, unstarted tasks)
+    handles = dispatch_batch([{"type": "t_record", "payload": {"tag": f"t{i}", "seconds": 0.005}, "priority": "low"}
+                              for i in range(300)])
+    start_worker("ai", "--pool", "solo")
+    # When tasks keep being moved between priorities as the worker takes them
+    moved = refused = 0
+    priorities = ["critical", "high", "normal", "low"]
+    while r.llen("test:done") < 300:
+        for i, handle in enumerate(handles[::7]):
+            try:
+                handle.set_priority(priorities[(i + moved) % 4])
+                moved += 1
+            except MoveRefused:
+                refused += 1
+    # Then every task ran exactly once: none lost between two queues, none run twice
+    wait_for(lambda: all(h.status() is Status.SUCCEEDED for h in handles), timeout_s=60, message="every outcome")
+    done = sorted(t.decode() for t in r.lrange("test:done", 0, -1))
+    assert done == sorted(f"t{i}" for i in range(300))
+    assert moved > 0 and refused > 0, (moved, refused)
+    assert sum(r.llen(queue_name("ai", p)) for p in PRIORITY_ORDER) == 0
