@@ -31,7 +31,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from redis.exceptions import NoScriptError, ReadOnlyError
 from redis.sentinel import MasterNotFoundError
 
-from meetingtasks import tracing
+from meetingtasks import moves, tracing
 from meetingtasks.callbacks import callback_fields
 from meetingtasks.connections import shared_client
 from meetingtasks.dedup import claim_and_enqueue, once_script
@@ -48,6 +48,7 @@ from meetingtasks.errors import (
 )
 from meetingtasks.lua import Arg, LuaScript, execute_idempotent
 from meetingtasks.message import MessageTemplate, encode_task_message, new_id, new_ids
+from meetingtasks.moves import MoveOutcome
 from meetingtasks.platform import Platform, get_platform
 from meetingtasks.priority import Priority, queue_name
 from meetingtasks.registry import REGISTRY, TaskTypeSpec
@@ -840,6 +841,15 @@ class TaskHandle:
         from meetingtasks.cancel import cancel_task
 
         return cancel_task(self.dispatcher.platform, self.id, terminate=terminate)
+
+    def set_priority(self, priority: Priority | str) -> MoveOutcome:
+        """Move the waiting task to ``priority`` (see :mod:`meetingtasks.moves`); :class:`MoveRefused` once it
+        started or finished, or while a worker holds it fetched."""
+        return moves.set_priority(self.dispatcher.platform, self.id, priority)
+
+    def promote(self) -> MoveOutcome:
+        """Queue the scheduled task now, keeping its priority; :class:`MoveRefused` when it is not scheduled."""
+        return moves.promote(self.dispatcher.platform, self.id)
 
 
 @dataclass

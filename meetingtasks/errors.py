@@ -13,6 +13,7 @@
     │                               primary, not yet safe from a failover)
     ├── TaskNotFound                no status, dead letter or schedule exists for an id
     ├── ReplayRefused               a dead letter that must not be queued again as it is (nothing queued)
+    ├── MoveRefused                 a task's priority or due time cannot change now (nothing changed)
     ├── TaskFailed                  raised by TaskHandle.wait() when the task ended without success
     ├── WaitTimeout                 (also a TimeoutError) TaskHandle.wait() ran out of time
     ├── PermanentError              raised by a handler: a domain refusal, fails at once, never retried
@@ -68,6 +69,11 @@ class TaskNotFound(MeetingTasksError, LookupError):
 
 class ReplayRefused(MeetingTasksError):
     """A dead letter cannot be replayed as it is (e.g. it names another service's queue); nothing was queued."""
+
+
+class MoveRefused(MeetingTasksError):
+    """A task's priority or due time cannot change now: it started, finished, was fetched by a worker, is not
+    scheduled, or lies deeper in its queue than ``reprioritize_scan_max``. Nothing changed."""
 
 
 class TaskFailed(MeetingTasksError):

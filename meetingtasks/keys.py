@@ -79,6 +79,11 @@ KEY_SCHEMA: tuple[KeySpec, ...] = (
             "the one exporter that writes rollups (instance id); TTL 30 s, renewed every flush"),
     KeySpec("P console-audit", "list", "console",
             "JSON {who, time, action, what, count} of each console action, newest first; the last 10,000"),
+    KeySpec("P top:<slot start s>", "hash", "status, worker fetch (metrics.rollups)",
+            "task type -> 1: the types counted in one 10 s slot of `top`; TTL 1 h + 20 s"),
+    KeySpec("P top:<slot start s>:<type>", "hash", "status, worker fetch (metrics.rollups)",
+            "`<STATUS>|<duration bucket>` -> transitions of one type in one slot (wait of a start, run time "
+            "of an outcome); TTL 1 h + 20 s"),
     KeySpec("P deadlines", "zset", "dispatcher, watchdog",
             "task id scored by its timeout deadline (ms); removed by the terminal transition"),
     KeySpec("P callbacks", "zset", "status, callbacks",
@@ -249,6 +254,13 @@ class Keys:
     @property
     def console_audit(self) -> str:
         return f"{self.prefix}console-audit"
+
+    def top_slot(self, slot_start_s: int) -> str:
+        """Index of one rollup slot of ``top``; the recording scripts derive the name from :attr:`status_channel`."""
+        return f"{self.prefix}top:{slot_start_s}"
+
+    def top_type(self, slot_start_s: int, task_type: str) -> str:
+        return f"{self.top_slot(slot_start_s)}:{task_type}"
 
     @property
     def deadlines(self) -> str:

@@ -270,6 +270,10 @@ class Settings(BaseSettings):
         7 * 86_400, ge=1, description="Lifetime of a status record (after the due time for a delayed task)"
     )
     dedup_ttl_s: int = Field(3_600, ge=1, description="De-duplication window of a dedup_key")
+    reprioritize_scan_max: int = Field(
+        100_000, ge=1, description="Queue entries `reprioritize` reads at most looking for a queued task (newest "
+        "first, 2,000 per script call); a task deeper in its queue is refused, nothing changes"
+    )
     watchdog_interval_s: float = Field(0.5, gt=0, description="How often timeouts and callbacks are checked")
     callback_retry_s: float = Field(10.0, gt=0, description="Wait before a callback whose dispatch failed is retried")
     callback_retry_max_s: float = Field(

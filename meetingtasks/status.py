@@ -31,6 +31,7 @@ import redis
 from meetingtasks.keys import Keys
 from meetingtasks.lua import LuaScript
 from meetingtasks.message import dumps, loads
+from meetingtasks.metrics.rollups import ROLLUP_LUA
 from meetingtasks.secret_fields import mask, mask_result
 
 #: Event field with a result whose secrets the event's ``result`` shows as ``***``: the result as stored, sealed.
@@ -61,9 +62,11 @@ TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.DEAD_LETTERED, Sta
 # Returns 1 if accepted. The first terminal transition of a task (guarded by the field 'finalized', which replay
 # leaves in place) drops its deadline, files its callbacks in the outbox and counts it in its batch, all in one
 # atomic call: so callbacks fire exactly once whoever ends the task (worker, dead-lettering, watchdog, cancel).
+# Every accepted transition of a run is counted for ``top`` (see meetingtasks.metrics.rollups); the script calls
+# mt_rollup_flush() before it returns.
 # A script recording many transitions passes ``bacc`` (a table) and calls mt_count_batches(bacc, batch key prefix,
 # outbox) before it returns: each batch is then counted with one read and one write for all of its tasks.
-TRANSITION_FUNCTION = """
+TRANSITION_FUNCTION = ROLLUP_LUA + """
 local terminal = {SUCCEEDED=true, FAILED=true, DEAD_LETTERED=true, CANCELLED=true, TIMED_OUT=true}
 -- Counts finalised tasks in their batches: acc maps a batch id to {count=, by={status=count}, now=}. A batch
 -- whose hash expired (no total) is left alone; its on_complete is filed once, when done reaches total.
@@ -92,14 +95,18 @@ local function transition(skey, deadlines, outbox, status, now, attempt, ttl, ch
   -- One read for the guard, the history and what finalising needs; one write for all of it. ``pre`` (optional):
   -- {history line, event} of a transition that happened just before this one, written and published with it.
   local cur = redis.call('HMGET', skey, 'status', 'history', 'finalized', 'on_success', 'on_failure', 'batch',
-                        'deadline', 'deliveries')
+                        'deadline', 'deliveries', 'type')
   if cur[1] and terminal[cur[1]] and force ~= '1' then return 0 end
   local finalize = terminal[status] and not cur[3]
   local callbacks, batch = cur[4] or cur[5], cur[6]
+  local ty, wait_s, run_s = cur[9], nil, nil
   for i = 1, #fields, 2 do
     local name = fields[i]
     if name == 'on_success' or name == 'on_failure' then callbacks = true
-    elseif name == 'batch' then batch = fields[i + 1] end
+    elseif name == 'batch' then batch = fields[i + 1]
+    elseif name == 'type' then ty = fields[i + 1]
+    elseif name == 'wait_s' then wait_s = fields[i + 1]
+    elseif name == 'run_s' then run_s = fields[i + 1] end
   end
   local write = {'status', status, 'updated_at', now, 'attempt', attempt,
                  'history', (cur[2] or '') .. (pre and pre[1] or '') .. status .. ' ' .. now .. ' ' .. attempt .. '\\n'}
@@ -111,6 +118,10 @@ local function transition(skey, deadlines, outbox, status, now, attempt, ttl, ch
   redis.call('EXPIRE', skey, ttl)
   if pre then redis.call('PUBLISH', channel, pre[2]) end
   redis.call('PUBLISH', channel, event)
+  if pre then mt_rollup(channel, now, ty, 'STARTED', wait_s) end
+  -- Each start is a run; another status counts when the task enters it (a priority move re-enters its status).
+  if status == 'STARTED' then mt_rollup(channel, now, ty, status, wait_s)
+  elseif cur[1] ~= status then mt_rollup(channel, now, ty, status, run_s) end
   if terminal[status] then
     -- Only a task dispatched with a timeout has a deadline entry, and its record says so (or is gone).
     if cur[7] or not cur[1] then redis.call('ZREM', deadlines, id) end
@@ -135,12 +146,13 @@ end
 # ARGV: status, time_s, attempt, ttl_s, channel, event JSON, force, task id, batch key prefix, field/value pairs...
 _TRANSITION = LuaScript(
     TRANSITION_FUNCTION
-    + "return transition(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7],"
-    " ARGV[8], ARGV[9], {unpack(ARGV, 10)})"
+    + "local accepted = transition(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],"
+    " ARGV[7], ARGV[8], ARGV[9], {unpack(ARGV, 10)})\nmt_rollup_flush()\nreturn accepted"
 )
 
 # STARTED as a Lua function that the worker's fetch script embeds, to record the start atomically with the pop.
-# The same rule as _TRANSITION for a non-terminal status: refused (returns 0) once the task is terminal.
+# The same rule as _TRANSITION for a non-terminal status: refused (returns 0) once the task is terminal. Goes after
+# TRANSITION_FUNCTION (it counts the start with its rollup functions); the script calls mt_rollup_flush() at its end.
 STARTED_LUA = """
 local mt_terminal = {SUCCEEDED=true, FAILED=true, DEAD_LETTERED=true, CANCELLED=true, TIMED_OUT=true}
 -- Returns started (1, or 0 when the task is terminal already), deliveries, cancelled (1/0). Counts the delivery
@@ -167,6 +179,7 @@ local function mt_started(key, id, now, attempt, ttl, channel, task, service, pr
   -- A record the dispatcher wrote has its lifetime already; one a foreign producer's task starts gets one.
   if not cur[1] then redis.call('EXPIRE', key, ttl) end
   redis.call('PUBLISH', channel, cjson.encode(event))
+  mt_rollup(channel, now, task, 'STARTED', wait)
   return 1, deliveries, cancelled
 end
 """

@@ -83,8 +83,8 @@ log = logging.getLogger(__name__)
 # Messages past the first "start now" ones are recorded unacked but not STARTED: started = -2 (the worker
 # records STARTED when it runs them, see DEFERRED_START), or 0 when the task is already terminal.
 FETCH = LuaScript(
-    STARTED_LUA
-    + TRANSITION_FUNCTION
+    TRANSITION_FUNCTION
+    + STARTED_LUA
     + """
 local nstart = tonumber(ARGV[11])
 local nacks = tonumber(ARGV[12])
@@ -261,6 +261,7 @@ end
 -- All four queues empty: every wake token of the service is stale (a producer pushes its token with its message,
 -- atomically), and an idle worker would otherwise spend one empty fetch on each of them.
 if popped == 0 and #KEYS >= 7 then redis.call('DEL', KEYS[3]) end
+mt_rollup_flush()  -- the starts and outcomes of this call, counted for `top`
 return out
 """
 )
