@@ -1,0 +1,36 @@
+"""Hostile review of the operator console (design.md section 6): promises of docs/console.md the console broke
+when it was written. A real `meetingtasks console` process on a real Redis."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import redis
+
+from meetingtasks.platform import Platform
+from tests.console.conftest import ConsoleProcess
+from tests.console.test_console_http import add_letter
+
+
+def notice_of(location: str) -> str:
+    return urllib.request.unquote(location.partition("notice=")[2].replace("+", " "))
+
+
+def test_a_purge_of_all_matching_removes_only_the_letters_its_confirmation_counted(
+    console: ConsoleProcess, platform: Platform, r: redis.Redis,
+) -> None:
+    # Given three dead letters of a type, and an operator who asks to purge every one matching it
+    for i in range(3):
+        add_letter(platform, r, tag=f"seen{i}", task_type="t_record", reason="ValueError")
+    token = console.get("/dead-letters").csrf()
+    form: dict[str, str | list[str]] = {"scope": "matching", "type": "t_record", "csrf_token": token}
+    asked = console.post("/dead-letters/purge", form)
+    assert "purge every dead letter matching type=t_record: <strong>3</strong>" in asked.body
+    # When two more of that type are dead-lettered while the confirmation page is open (a new incident: evidence
+    # the operator has not seen), and the operator then presses "Yes, purge"
+    later = [add_letter(platform, r, tag=f"new{i}", task_type="t_record", reason="ValueError") for i in range(2)]
+    done = console.post("/dead-letters/purge", {**form, "confirmed": "1"})
+    assert done.status == 303
+    # Then what was purged is what the confirmation said (3), and the two letters nobody saw are still there
+    assert notice_of(done.headers["location"]) == "purged 3 dead letter(s)"
+    assert {letter.id for letter in platform.dead_letters.list(r, "ai")} == {letter.id for letter in later}
