@@ -47,3 +47,72 @@ def test_the_cli_error_of_a_refused_sentinel_url_masks_its_password(tmp_path: ob
     assert out.returncode == 1, out.stderr
     assert out.stderr.strip().count("\n") == 0, out.stderr
     assert PASSWORD not in out.stderr + out.stdout, out.stderr
+
+
+# --- the platform apart from the meeting system: registrations ---------------------------------------------------
+HIJACK = """
+from pydantic import BaseModel
+from meetingtasks import task_type
+from meetingtasks.errors import ConfigurationError
+from meetingtasks.registry import REGISTRY
+
+class Invoice(BaseModel):
+    invoice_id: str = "i-1"
+
+try:
+    @task_type("billing", {name!r}, payload=Invoice)
+    def handler(p: Invoice) -> dict:
+        return {{}}
+except ConfigurationError as exc:
+    print("refused:", exc)
+else:
+    print("routed to:", REGISTRY.get({name!r}).service)
+"""
+
+
+def run_python(code: str, tmp_path: object) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter: a registration made by an application's module at its import, before
+    anything has read the registry (how `--include MODULE` loads it)."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MEETINGTASKS_DATA_DIR": str(tmp_path)}
+    return subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_an_application_cannot_take_over_a_built_in_task_type_by_registering_its_name(tmp_path: object) -> None:
+    # Given an application module that (by mistake) registers a task type under a built-in's name
+    # When it is imported first, as `--include` does in a producer or a worker of its service
+    out = run_python(HIJACK.format(name="meeting_create"), tmp_path)
+    # Then the registration is refused in one line (registered twice), rather than silently routing every
+    # meeting_create of this process to the billing service's handler while other processes route it to meeting
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("refused:") and "meeting_create" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("name", ["", "invoice send", "invoice\n", "a:b"])
+def test_a_task_type_name_that_is_no_name_is_refused_at_registration(name: str, tmp_path: object) -> None:
+    # Given a task type named with nothing, whitespace, a newline or a ':' (it becomes part of Redis keys such as
+    # `P profiles:<type>` and `P rate:<type>`, of Celery's task name and of every log line)
+    out = run_python(HIJACK.format(name=name), tmp_path)
+    # Then it is refused like a bad service or channel name: one line at import
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("refused:"), out.stdout
+
+
+def test_a_channel_declared_unlike_the_built_in_one_is_refused_at_the_call_not_at_every_later_use(
+        tmp_path: object) -> None:
+    # Given an application that declares the meeting system's channel with other event types and owner
+    code = """
+from meetingtasks import channel
+from meetingtasks.errors import ConfigurationError
+try:
+    channel("meeting_events", ["meeting.created"], owner="billing")
+except ConfigurationError as exc:
+    print("refused:", exc)
+else:
+    print("accepted")
+"""
+    out = run_python(code, tmp_path)
+    # Then channel() raises there (docs/applications.md: "differently is an error"), not later from whatever reads
+    # the channel table first (publish_event, the bridge, replay: each then fails with this same error)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("refused:") and "declared twice" in out.stdout, out.stdout
