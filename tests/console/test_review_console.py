@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import urllib.request
 
+import pytest
 import redis
 
 from meetingtasks.platform import Platform
@@ -34,3 +35,16 @@ def test_a_purge_of_all_matching_removes_only_the_letters_its_confirmation_count
     # Then what was purged is what the confirmation said (3), and the two letters nobody saw are still there
     assert notice_of(done.headers["location"]) == "purged 3 dead letter(s)"
     assert {letter.id for letter in platform.dead_letters.list(r, "ai")} == {letter.id for letter in later}
+
+
+@pytest.mark.parametrize("path", ["/dead-letters?since=1e400", "/dead-letters?until=-1e308",
+                                  "/scheduled?page=99999999999999999999999", "/audit?page=999999999999999999999"])
+def test_a_filter_or_page_number_out_of_range_is_a_400_with_one_line_not_a_500(
+    console: ConsoleProcess, path: str,
+) -> None:
+    # Given a filter time or page number that parses as a number but is out of any range (a typo, a fuzzer)
+    # When the page is asked for
+    reply = console.get(path)
+    # Then it is the console's one-line bad-input page (app.py: "a filter or page number that does not parse: one
+    # line, the page is otherwise fine"), not starlette's bare 500 with a traceback in the console's log
+    assert reply.status == 400, (reply.status, reply.body[:200])
