@@ -48,3 +48,21 @@ def test_a_filter_or_page_number_out_of_range_is_a_400_with_one_line_not_a_500(
     # Then it is the console's one-line bad-input page (app.py: "a filter or page number that does not parse: one
     # line, the page is otherwise fine"), not starlette's bare 500 with a traceback in the console's log
     assert reply.status == 400, (reply.status, reply.body[:200])
+
+
+def test_cancel_from_the_page_of_a_task_known_only_by_its_dead_letter_says_why_not_500(
+    console: ConsoleProcess, platform: Platform, r: redis.Redis,
+) -> None:
+    # Given a task whose status record has expired but whose dead letter is kept (the task page finds it by that,
+    # pages.py task_view) and shows its "Cancel this task" button
+    letter = add_letter(platform, r, tag="expired")
+    page = console.get(f"/task?id={letter.id}")
+    assert page.status == 200 and 'id="cancel"' in page.body
+    # When the operator presses it and confirms
+    form: dict[str, str | list[str]] = {"task": letter.id, "back": f"/task?id={letter.id}",
+                                        "csrf_token": page.csrf()}
+    asked = console.post("/task/cancel", form)
+    done = console.post("/task/cancel", {**form, "confirmed": "1"}) if asked.status == 200 else asked
+    # Then the console goes back with a one-line notice (as for every other refused action), not a bare 500
+    assert done.status == 303, (done.status, done.body[:200])
+    assert "no task" in notice_of(done.headers["location"])
