@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from meetingtasks.embedded import free_port
 from meetingtasks.errors import ConfigurationError
 from meetingtasks.settings import load_settings
 from tests.support.processes import ROOT
@@ -53,6 +54,7 @@ def test_the_cli_error_of_a_refused_sentinel_url_masks_its_password(tmp_path: ob
 HIJACK = """
 from pydantic import BaseModel
 from meetingtasks import task_type
+from meetingtasks.embedded import free_port
 from meetingtasks.errors import ConfigurationError
 from meetingtasks.registry import REGISTRY
 
@@ -103,6 +105,7 @@ def test_a_channel_declared_unlike_the_built_in_one_is_refused_at_the_call_not_a
     # Given an application that declares the meeting system's channel with other event types and owner
     code = """
 from meetingtasks import channel
+from meetingtasks.embedded import free_port
 from meetingtasks.errors import ConfigurationError
 try:
     channel("meeting_events", ["meeting.created"], owner="billing")
@@ -130,3 +133,19 @@ def test_celery_report_of_a_worker_on_a_sentinel_url_masks_the_primarys_password
     assert out.returncode == 0, out.stderr[-2000:]
     assert "broker_url: 'sentinel://worker:********@" in out.stdout
     assert PASSWORD not in out.stdout + out.stderr, [line for line in out.stdout.splitlines() if PASSWORD in line]
+
+
+def test_no_sentinel_answering_is_one_clear_line_not_a_client_repr(tmp_path: object) -> None:
+    # Given a Sentinel URL whose sentinels are all down (a port nothing listens on)
+    port = free_port()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MEETINGTASKS_DATA_DIR": str(tmp_path),
+           "MEETINGTASKS_REDIS_URL": f"sentinel://127.0.0.1:{port}/mymaster/0"}
+    # When a command needs Redis
+    out = subprocess.run([sys.executable, "-m", "meetingtasks", "stats"], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    # Then it says so in one clear line (which sentinels, which master), not with redis-py's repr of its client,
+    # pool and connection (about 1,500 characters of internals: "<redis.client.Redis(<redis.connection...")
+    assert out.returncode == 1
+    line = out.stderr.strip()
+    assert "\n" not in line and "mymaster" in line, line
+    assert "<redis." not in line and len(line) < 400, line
