@@ -1,0 +1,52 @@
+"""Hostile review of `meetingtasks events replay` (design.md section 6: "T: epoch seconds, ISO 8601 or a stream
+id"): times that are read as something else and replay another window without a word."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from meetingtasks.events.envelope import Event
+from meetingtasks.platform import Platform
+from tests.events.conftest import EVENT_TASKS
+from tests.events.test_replay import cli, logins
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("since", ["2000-01", "2000-001"])  # ISO 8601 reduced precision (year-month), ordinal date
+def test_an_iso_date_of_year_and_month_or_day_is_not_taken_for_a_stream_id(
+    platform: Platform, r: redis.Redis, env: dict[str, str], since: str,
+) -> None:
+    # Given a stream holding an entry from 1970 (its id: 5 s after the epoch) and two events of now
+    stream = platform.keys.event_stream("user_events")
+    old = Event(type="user.logged_in", channel="user_events", source="test", time=5.0, payload={"n": -1})
+    r.xadd(stream, {"event": old.to_json()}, id="5000-0")
+    logins(2)
+    # When an operator replays "since January 2000" (YYYY-MM, or YYYY-DDD), as a dry run
+    out = cli(env, "events", "replay", "user_events", "--since", since, "--dry-run", "--json", "--include",
+              EVENT_TASKS)
+    # Then the time is refused in one line or read as the date it is; it is not read as the stream id
+    # "2000-1" (2 s after the epoch), which puts the 1970 entry, and with it the whole stream, in the window
+    if out.returncode == 1:
+        assert out.stderr.strip().count("\n") == 0 and since in out.stderr, out.stderr
+        return
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["events"] == 2, (report["since"], report["events"])
+
+
+@pytest.mark.slow
+def test_epoch_milliseconds_given_as_seconds_are_refused_not_read_as_the_year_56000(
+    platform: Platform, r: redis.Redis, env: dict[str, str],
+) -> None:
+    # Given events in the stream
+    logins(2)
+    # When the window's start is given in epoch milliseconds (a stream id's own unit, JavaScript's Date.now())
+    out = cli(env, "events", "replay", "user_events", "--since", "1764000000000", "--dry-run", "--json",
+              "--include", EVENT_TASKS)
+    # Then it is refused as out of range (a time after the year 9999) rather than an empty window found with
+    # exit 0: "0 events in the stream", which reads as "nothing to replay"
+    assert out.returncode == 1, out.stdout
+    assert "out of range" in out.stderr and out.stderr.strip().count("\n") == 0, out.stderr
