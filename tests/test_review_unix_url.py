@@ -41,3 +41,18 @@ def test_a_worker_on_a_unix_socket_url_starts_and_runs_a_task(
     # Then it runs what is dispatched there
     handle = Dispatcher(Platform(settings)).dispatch("t_echo", {"tag": "over-unix"})
     assert handle.wait(timeout=30) == {"tag": "over-unix"}
+
+
+@pytest.mark.slow
+def test_a_worker_that_cannot_start_exits_non_zero(env: dict[str, str], tmp_path: Path) -> None:
+    # Given a broker URL that the settings let through but kombu refuses (a db that is not a number)
+    worker = WorkerProcess("ai", {**env, "MEETINGTASKS_REDIS_URL": "redis://127.0.0.1:1/abc"},
+                           tmp_path / "worker.log", ["--pool", "solo"])
+    # When the worker starts, Then it stops (Celery: "Unrecoverable error") with a failure status, so that a
+    # supervisor (systemd Restart=on-failure, `restart: on-failure`, a CI step) sees it failed; `celery worker`
+    # itself exits 1 here, `meetingtasks worker` dropped run_worker's exit code and exited 0
+    try:
+        code = worker.proc.wait(timeout=60)
+    finally:
+        worker.stop()
+    assert code != 0, worker.log()[-1500:]
