@@ -66,3 +66,17 @@ def test_cancel_from_the_page_of_a_task_known_only_by_its_dead_letter_says_why_n
     # Then the console goes back with a one-line notice (as for every other refused action), not a bare 500
     assert done.status == 303, (done.status, done.body[:200])
     assert "no task" in notice_of(done.headers["location"])
+
+
+@pytest.mark.parametrize("path", ["/dead-letters", "/scheduled", "/task"])
+def test_the_pages_with_action_buttons_cannot_be_framed_by_another_site(console: ConsoleProcess, path: str) -> None:
+    # Given the pages whose buttons replay, purge and cancel (the CSRF token is in the page, so a forged POST fails;
+    # but a page of another site can show the console's own page in an invisible frame, the browser sending the
+    # cached basic-auth credentials, and lead the operator's two clicks onto "Purge" and "Yes, purge")
+    reply = console.get(path)
+    assert reply.status == 200
+    # Then the console forbids framing: X-Frame-Options DENY/SAMEORIGIN or a CSP frame-ancestors
+    headers = {k.lower(): v for k, v in reply.headers.items()}
+    framing = headers.get("x-frame-options", "").upper()
+    csp = headers.get("content-security-policy", "")
+    assert framing in ("DENY", "SAMEORIGIN") or "frame-ancestors" in csp, headers
