@@ -3,14 +3,18 @@ when it was written. A real `meetingtasks console` process on a real Redis."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import urllib.request
 
 import pytest
 import redis
 
 from meetingtasks.platform import Platform
-from tests.console.conftest import ConsoleProcess
+from tests.console.conftest import ConsoleProcess, console_env
 from tests.console.test_console_http import add_letter
+from tests.support.processes import ROOT
 
 
 def notice_of(location: str) -> str:
@@ -80,3 +84,19 @@ def test_the_pages_with_action_buttons_cannot_be_framed_by_another_site(console:
     framing = headers.get("x-frame-options", "").upper()
     csp = headers.get("content-security-policy", "")
     assert framing in ("DENY", "SAMEORIGIN") or "frame-ancestors" in csp, headers
+
+
+def test_a_taken_port_is_one_error_line_and_exit_1_like_the_exporters(redis_url: str) -> None:
+    # Given the console's port is taken by another process
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        # When the console starts on it
+        out = subprocess.run([sys.executable, "-m", "meetingtasks", "console", "--port", str(port)],
+                             env=console_env(redis_url), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    # Then, as `meetingtasks exporter` does ("error: exporter: cannot listen on ...; choose another with --port"),
+    # it exits 1 with one error line naming the port and how to choose another (not uvicorn's log lines, exit 3)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode == 1, (out.returncode, out.stderr[-800:])
+    assert len(errors) == 1 and str(port) in errors[0] and "--port" in errors[0], out.stderr[-800:]
