@@ -11,7 +11,7 @@ import redis
 from meetingtasks.events.envelope import Event
 from meetingtasks.platform import Platform
 from tests.events.conftest import EVENT_TASKS
-from tests.events.test_replay import cli, logins
+from tests.events.test_replay import PROBE_A, cli, logins
 
 
 @pytest.mark.slow
@@ -50,3 +50,24 @@ def test_epoch_milliseconds_given_as_seconds_are_refused_not_read_as_the_year_56
     # exit 0: "0 events in the stream", which reads as "nothing to replay"
     assert out.returncode == 1, out.stdout
     assert "out of range" in out.stderr and out.stderr.strip().count("\n") == 0, out.stderr
+
+
+@pytest.mark.slow
+def test_a_replay_run_without_an_include_does_not_use_up_the_replay_of_the_includes_subscriptions(
+    platform: Platform, r: redis.Redis, env: dict[str, str],
+) -> None:
+    # Given two logins in the stream, which the services' own subscriptions and an application's (EVENT_TASKS) see
+    logins(2)
+    # When the operator first replays the window forgetting --include (only the services' subscriptions run)
+    first = cli(env, "events", "replay", "user_events", "--since", "0", "--json")
+    assert first.returncode == 0, first.stderr
+    assert PROBE_A not in {s["name"] for s in json.loads(first.stdout)["subscriptions"]}
+    # ... and then again with it, as the bridge runs
+    second = cli(env, "events", "replay", "user_events", "--since", "0", "--include", EVENT_TASKS, "--json")
+    assert second.returncode == 0, second.stderr
+    # Then the application's subscriptions run over the window now: they never ran in it under a replay. (The
+    # replay is recorded by (channel, since, until, "*"), whatever subscriptions "*" stood for, so the second is
+    # "done before: nothing queued", and --again would queue the services' tasks a second time to get them.)
+    report = json.loads(second.stdout)
+    per_sub = {s["name"]: s["tasks"] for s in report["subscriptions"]}
+    assert per_sub[PROBE_A] == 2 and not report["repeated"], report
