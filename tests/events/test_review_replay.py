@@ -71,3 +71,23 @@ def test_a_replay_run_without_an_include_does_not_use_up_the_replay_of_the_inclu
     report = json.loads(second.stdout)
     per_sub = {s["name"]: s["tasks"] for s in report["subscriptions"]}
     assert per_sub[PROBE_A] == 2 and not report["repeated"], report
+
+
+@pytest.mark.slow
+def test_an_open_ended_replay_asked_again_later_covers_the_events_published_since(
+    platform: Platform, r: redis.Redis, env: dict[str, str],
+) -> None:
+    # Given a replay of everything since 0 with no --until ("default: the newest event"), run over two logins
+    logins(2)
+    args = ["events", "replay", "user_events", "--since", "0", "--include", EVENT_TASKS, "--json"]
+    first = json.loads(cli(env, *args).stdout)
+    assert {s["name"]: s["tasks"] for s in first["subscriptions"]}[PROBE_A] == 2
+    # When two more logins come and the same command is run again (its window now ends at the newer newest event)
+    logins(2, start=2)
+    out = cli(env, *args)
+    assert out.returncode == 0, out.stderr
+    # Then the two new events are replayed (once), not refused as "done before: nothing queued" because the
+    # record's key spells the end "+" whatever it stood for; --again is no way out: it queues all four again
+    report = json.loads(out.stdout)
+    assert report["events"] == 4
+    assert {s["name"]: s["tasks"] for s in report["subscriptions"]}[PROBE_A] == 2, report
