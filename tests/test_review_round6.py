@@ -3,6 +3,7 @@ code broke when it was written. Real redis-server, real processes."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -24,17 +25,28 @@ BAD_URLS_WITH_PASSWORD = [
 ]
 
 
+@pytest.mark.parametrize("setting", ["MEETINGTASKS_REDIS_URL", "MEETINGTASKS_SERVICE_REDIS_URLS"])
 @pytest.mark.parametrize("url", BAD_URLS_WITH_PASSWORD)
-def test_a_refused_redis_url_never_prints_its_password(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_refused_redis_url_never_prints_its_password(url: str, setting: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a Redis URL with a password that the settings refuse (sentinel.py: "never echoing the password")
-    monkeypatch.setenv("MEETINGTASKS_REDIS_URL", url)
+    monkeypatch.setenv(setting, url if setting.endswith("_URL") else json.dumps({"ai": url}))
     # When the settings load
     with pytest.raises(ConfigurationError) as refused:
         load_settings()
     # Then the one line names the setting and masks the password (it goes to terminals, CI logs, journald)
     message = str(refused.value)
-    assert "MEETINGTASKS_REDIS_URL" in message
+    assert setting in message
     assert PASSWORD not in message, message
+
+
+def test_a_per_service_url_map_that_is_not_json_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given MEETINGTASKS_SERVICE_REDIS_URLS written as a shell user would guess it (not a JSON object)
+    monkeypatch.setenv("MEETINGTASKS_SERVICE_REDIS_URLS", "ai=redis://127.0.0.1:6380/0")
+    # When the settings load, Then it is the one-line ConfigurationError naming the setting (every CLI command
+    # turns it into "error: ..." and exit 1), not pydantic-settings' SettingsError with a traceback
+    with pytest.raises(ConfigurationError, match="MEETINGTASKS_SERVICE_REDIS_URLS"):
+        load_settings()
 
 
 def test_the_cli_error_of_a_refused_sentinel_url_masks_its_password(tmp_path: object) -> None:
