@@ -3,6 +3,9 @@ when it was written. A real `meetingtasks console` process on a real Redis."""
 
 from __future__ import annotations
 
+import html
+import json
+import re
 import socket
 import subprocess
 import sys
@@ -21,6 +24,17 @@ def notice_of(location: str) -> str:
     return urllib.request.unquote(location.partition("notice=")[2].replace("+", " "))
 
 
+HIDDEN = re.compile(r'<input type="hidden" name="([^"]*)" value="([^"]*)">')
+
+
+def button_form(confirmation: str) -> dict[str, str | list[str]]:
+    """What the confirmation page's "Yes" button sends: its form's hidden fields, as a browser would."""
+    fields: dict[str, list[str]] = {}
+    for name, value in HIDDEN.findall(confirmation):
+        fields.setdefault(html.unescape(name), []).append(html.unescape(value))
+    return {name: values[0] if len(values) == 1 else values for name, values in fields.items()}
+
+
 def test_a_purge_of_all_matching_removes_only_the_letters_its_confirmation_counted(
     console: ConsoleProcess, platform: Platform, r: redis.Redis,
 ) -> None:
@@ -32,13 +46,18 @@ def test_a_purge_of_all_matching_removes_only_the_letters_its_confirmation_count
     asked = console.post("/dead-letters/purge", form)
     assert "purge every dead letter matching type=t_record: <strong>3</strong>" in asked.body
     # When two more of that type are dead-lettered while the confirmation page is open (a new incident: evidence
-    # the operator has not seen), and the operator then presses "Yes, purge"
+    # the operator has not seen), and the operator then presses "Yes, purge" (which sends the confirmation's form,
+    # as a browser does: the reviewer's first version re-sent the first form, which the page's button does not)
     later = [add_letter(platform, r, tag=f"new{i}", task_type="t_record", reason="ValueError") for i in range(2)]
-    done = console.post("/dead-letters/purge", {**form, "confirmed": "1"})
+    pressed = button_form(asked.body)
+    assert pressed["confirmed"] == "1" and pressed["type"] == "t_record"
+    done = console.post("/dead-letters/purge", pressed)
     assert done.status == 303
     # Then what was purged is what the confirmation said (3), and the two letters nobody saw are still there
     assert notice_of(done.headers["location"]) == "purged 3 dead letter(s)"
     assert {letter.id for letter in platform.dead_letters.list(r, "ai")} == {letter.id for letter in later}
+    # and the audit log records the count acted on
+    assert json.loads(r.lindex(platform.keys.console_audit, 0))["count"] == 3
 
 
 @pytest.mark.parametrize("path", ["/dead-letters?since=1e400", "/dead-letters?until=-1e308",
@@ -100,3 +119,16 @@ def test_a_taken_port_is_one_error_line_and_exit_1_like_the_exporters(redis_url:
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert out.returncode == 1, (out.returncode, out.stderr[-800:])
     assert len(errors) == 1 and str(port) in errors[0] and "--port" in errors[0], out.stderr[-800:]
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_running_open_without_auth_is_refused_on_an_interface_other_machines_reach(redis_url: str, host: str) -> None:
+    # Given no basic auth and MEETINGTASKS_CONSOLE_ALLOW_NO_AUTH=true ("only on a trusted, local interface")
+    env = console_env(redis_url, MEETINGTASKS_CONSOLE_BASIC_AUTH="", MEETINGTASKS_CONSOLE_ALLOW_NO_AUTH="true")
+    # When the console is asked to listen on every interface
+    out = subprocess.run([sys.executable, "-m", "meetingtasks", "console", "--host", host, "--port", "0"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    # Then it refuses with one line saying what to set, and exits 1 (it never listened)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode == 1, (out.returncode, out.stderr[-800:])
+    assert len(errors) == 1 and "loopback" in errors[0] and "MEETINGTASKS_CONSOLE_BASIC_AUTH" in errors[0], errors
