@@ -3,6 +3,7 @@ when it was written. A real `meetingtasks console` process on a real Redis."""
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import re
@@ -15,7 +16,7 @@ import pytest
 import redis
 
 from meetingtasks.platform import Platform
-from tests.console.conftest import ConsoleProcess, console_env
+from tests.console.conftest import PASSWORD, USER, ConsoleProcess, console_env
 from tests.console.test_console_http import add_letter
 from tests.support.processes import ROOT
 
@@ -132,3 +133,22 @@ def test_running_open_without_auth_is_refused_on_an_interface_other_machines_rea
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert out.returncode == 1, (out.returncode, out.stderr[-800:])
     assert len(errors) == 1 and "loopback" in errors[0] and "MEETINGTASKS_CONSOLE_BASIC_AUTH" in errors[0], errors
+
+
+def test_a_live_task_gone_while_watched_ends_its_stream_with_one_line(
+    console: ConsoleProcess, platform: Platform, r: redis.Redis,
+) -> None:
+    # Given a task page's live stream, for a task known only by its dead letter, that has sent the task once
+    letter = add_letter(platform, r, tag="watched")
+    req = urllib.request.Request(f"{console.url}/live/task?id={letter.id}")
+    req.add_header("Authorization", "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode())
+    with urllib.request.urlopen(req, timeout=60) as stream:
+        assert stream.status == 200
+        while b"event: html" not in stream.readline():
+            pass
+        # When the letter is purged while the page is open (its task is then known nowhere)
+        platform.dead_letters.remove(r, "ai", [letter.id])
+        # Then the stream says so in the task's place, one line, and ends (no exception in the streaming response:
+        # reading to the end would raise IncompleteRead)
+        rest = stream.read().decode()
+    assert "event: html" in rest and "no dead letter with id" in rest, rest[-400:]
