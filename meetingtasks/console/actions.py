@@ -10,10 +10,11 @@ back where it came from with a one-line notice. The work itself is the owning mo
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl, urlencode
 
+import redis
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
@@ -29,6 +30,11 @@ from meetingtasks.errors import MeetingTasksError, ReplayRefused, TaskNotFound
 MAX_FORM_BYTES = 1_000_000
 #: Letters read per round while replaying or purging everything matching a filter.
 BATCH = 500
+#: The field of a confirmation of an action on every matching letter naming the newest letter it counted (its
+#: index score, ms): the action stops there.
+NEWEST_FIELD = "newest"
+#: Its value when nothing matched.
+NO_MATCH = "none"
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ class Plan:
     what: str
     count: int
     run: Callable[[], tuple[int, str]]
+    #: Fields the confirmation's button sends back besides the form's own (what the count was taken up to).
+    carry: tuple[tuple[str, str], ...] = ()
 
 
 def safe_back(form: FormData, default: str) -> str:
@@ -78,15 +86,34 @@ class Actions:
             return RedirectResponse(with_notice(back, f"error: {exc}"), status_code=303)
         if form.get("confirmed") != "1":
             fields = [(k, str(v)) for k, v in form.multi_items() if k not in (CSRF_FIELD, "confirmed")]
+            fields += [(k, v) for k, v in plan.carry if k not in form]
             return self.c.render(request, "confirm.html", page="", plan=plan, fields=fields,
                                  action_url=request.url.path, back=back)
-        count, notice = await run_in_threadpool(plan.run)
+        try:
+            count, notice = await run_in_threadpool(plan.run)
+        except (ValueError, MeetingTasksError) as exc:
+            # Refused by the owning module (a task known only by its dead letter cannot be cancelled, ...): the
+            # reason in one line, as for a refused plan; nothing was done, so nothing is audited.
+            return RedirectResponse(with_notice(back, f"error: {exc}"), status_code=303)
         self.c.audit.record(user, plan.action, plan.what, count)
         return RedirectResponse(with_notice(back, notice), status_code=303)
 
     # --- dead letters --------------------------------------------------------------------------------------
-    def _letters(self, form: FormData, verb: str) -> tuple[str, int, Callable[[], builtins.list[DeadLetter]]]:
-        """(description, count, a reader of the next batch) of the letters an action names."""
+    def _newest_matching(self, clients: Mapping[str, redis.Redis], service: str | None,
+                         flt: LetterFilter) -> str:
+        """The index score (ms) of the newest letter matching ``flt`` now, or NO_MATCH."""
+        cursor = None
+        while True:
+            page = self.p.dead_letters.page(clients, service, flt, cursor, 1)
+            if page.letters:
+                return str(int(page.letters[0].last_failure_at * 1000))  # as DeadLetterStore.add scores it
+            if page.next_cursor is None:
+                return NO_MATCH
+            cursor = page.next_cursor
+
+    def _letters(self, form: FormData, verb: str) -> tuple[str, int, Callable[[], builtins.list[DeadLetter]],
+                                                           tuple[tuple[str, str], ...]]:
+        """(description, count, a reader of the next batch, fields to carry) of the letters an action names."""
         if form.get("scope") == "matching":
             service = str(form.get("service") or "") or None
             if service is not None:
@@ -96,10 +123,22 @@ class Actions:
                                since_s=parse_time(str(form.get("since") or "")),
                                until_s=parse_time(str(form.get("until") or "")))
             clients = self.p.service_clients()
+            # The confirmation counts the letters matching now and names the newest of them; the confirmed action
+            # stops there: letters dead-lettered while the page was open (a new incident nobody has seen) are
+            # neither purged nor replayed. Without the field (a confirmed POST sent directly), the bound is taken
+            # now, and the audit log records what was done either way.
+            newest = str(form.get(NEWEST_FIELD) or "") or self._newest_matching(clients, service, flt)
+            if newest == NO_MATCH:
+                return f"{verb} every dead letter matching {self._described(form, service, flt)}", 0, lambda: [], (
+                    (NEWEST_FIELD, NO_MATCH),)
+            if not newest.isdigit():
+                raise ValueError(f"{NEWEST_FIELD} {newest!r} is not one this console gave (start again)")
+            # Half a millisecond above the newest letter's score, so that the filter's own rounding to whole
+            # milliseconds (LetterFilter.score_range) keeps it and stops right after it.
+            bound_s = (int(newest) + 0.5) / 1000
+            flt = replace(flt, until_s=bound_s if flt.until_s is None else min(flt.until_s, bound_s))
             count = self.p.dead_letters.count_matching(clients, service, flt)[0]
-            described = ", ".join(f"{k}={v}" for k, v in (("service", service), ("reason", flt.reason),
-                                                          ("type", flt.task_type), ("since", form.get("since")),
-                                                          ("until", form.get("until"))) if v) or "no filter"
+            described = self._described(form, service, flt)
             state: dict[str, str | None] = {"cursor": None}
             done = [False]
 
@@ -114,7 +153,7 @@ class Actions:
                         return page.letters
                 return []
 
-            return f"{verb} every dead letter matching {described}", count, next_batch
+            return f"{verb} every dead letter matching {described}", count, next_batch, ((NEWEST_FIELD, newest),)
         chosen = [str(v) for v in form.getlist("letter")]
         if not chosen:
             raise ValueError("no dead letter selected")
@@ -127,10 +166,16 @@ class Actions:
             letters.append(DeadLetter(id=letter_id, service=service, reason="", error=""))
         given = [letters]
         return (f"{verb} {len(letters)} selected dead letter(s): {', '.join(chosen[:5])}"
-                f"{' ...' if len(chosen) > 5 else ''}", len(letters), lambda: given.pop() if given else [])
+                f"{' ...' if len(chosen) > 5 else ''}", len(letters), lambda: given.pop() if given else [], ())
+
+    @staticmethod
+    def _described(form: FormData, service: str | None, flt: LetterFilter) -> str:
+        return ", ".join(f"{k}={v}" for k, v in (("service", service), ("reason", flt.reason),
+                                                 ("type", flt.task_type), ("since", form.get("since")),
+                                                 ("until", form.get("until"))) if v) or "no filter"
 
     def replay_plan(self, form: FormData) -> Plan:
-        what, count, next_batch = self._letters(form, "replay")
+        what, count, next_batch, carry = self._letters(form, "replay")
 
         def run() -> tuple[int, str]:
             replayed = refused = gone = 0
@@ -148,10 +193,10 @@ class Actions:
                                                           (gone, "already gone")) if n)
             return replayed, f"replayed {replayed} dead letter(s){extra}"
 
-        return Plan("replay", what, count, run)
+        return Plan("replay", what, count, run, carry)
 
     def purge_plan(self, form: FormData) -> Plan:
-        what, count, next_batch = self._letters(form, "purge")
+        what, count, next_batch, carry = self._letters(form, "purge")
 
         def run() -> tuple[int, str]:
             removed = 0
@@ -163,7 +208,7 @@ class Actions:
                     removed += self.p.dead_letters.remove(self.p.redis(service), service, ids)
             return removed, f"purged {removed} dead letter(s)"
 
-        return Plan("purge", what, count, run)
+        return Plan("purge", what, count, run, carry)
 
     async def replay(self, request: Request) -> Response:
         return await self._handle(request, "/dead-letters", self.replay_plan)

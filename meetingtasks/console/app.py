@@ -15,8 +15,10 @@ from meetingtasks.console.actions import Actions
 from meetingtasks.console.audit import AuditLog
 from meetingtasks.console.auth import BasicAuthMiddleware, Guard
 from meetingtasks.console.context import Console
+from meetingtasks.console.headers import SecurityHeadersMiddleware
 from meetingtasks.console.live import Live
 from meetingtasks.console.pages import Pages
+from meetingtasks.errors import BrokerUnavailable, InfrastructureError, MeetingTasksError, TaskNotFound
 from meetingtasks.platform import Platform
 
 STATIC = Path(__file__).parent / "static"
@@ -41,6 +43,12 @@ def create_console_app(platform: Platform, credentials: tuple[str, str] | None) 
         # A filter or page number that does not parse: one line, the page is otherwise fine.
         return console.render(request, "error.html", page="", error=str(exc), status_code=400)
 
+    async def refused(request: Request, exc: Exception) -> Response:
+        # The platform's own errors are one line each, whichever page or action meets them: never a bare 500.
+        status = (404 if isinstance(exc, TaskNotFound)
+                  else 503 if isinstance(exc, BrokerUnavailable | InfrastructureError) else 400)
+        return console.render(request, "error.html", page="", error=str(exc), status_code=status)
+
     routes = [
         Route("/", pages.overview),
         Route("/api/series", pages.series),
@@ -64,5 +72,7 @@ def create_console_app(platform: Platform, credentials: tuple[str, str] | None) 
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(BasicAuthMiddleware, guard=console.guard)],
-                     exception_handlers={ValueError: bad_input})
+    # The security headers outermost: the auth middleware's 401 carries them too.
+    return Starlette(routes=routes, middleware=[Middleware(SecurityHeadersMiddleware),
+                                                Middleware(BasicAuthMiddleware, guard=console.guard)],
+                     exception_handlers={ValueError: bad_input, MeetingTasksError: refused})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,11 @@ from meetingtasks.platform import Platform
 TEMPLATES = Path(__file__).parent / "templates"
 #: Rows per page of every list.
 PAGE_SIZE = 50
+#: The latest time a filter may name (9999-12-31 23:59:59 UTC, the last one a page can print); the earliest is 0.
+LATEST_TIME_S = 253_402_300_799
+#: The highest page number asked for: far past any list (50 billion rows), and its offset still fits Redis's
+#: 64-bit ranks.
+MAX_PAGE = 1_000_000_000
 
 
 def utc(time_s: float | None) -> str:
@@ -50,16 +56,43 @@ def parse_time(text: str | None) -> float | None:
     if not text:
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        pass
+        try:
+            moment = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a time (epoch seconds or YYYY-MM-DDTHH:MM, UTC)") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        value = moment.timestamp()
+    # "1e400" parses (as inf), and so does "nan": neither is a time, nor one no page could print.
+    if not math.isfinite(value) or not 0 <= value <= LATEST_TIME_S:
+        raise ValueError(f"{text!r} is out of range (a time from 1970 to 9999, UTC)")
+    return value
+
+
+def parse_page(text: str | None) -> int:
+    """A list's page number, 1 when not given; raises ``ValueError`` naming the value unless 1 to MAX_PAGE."""
+    if not text:
+        return 1
     try:
-        moment = dt.datetime.fromisoformat(text)
+        page = int(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not a time (epoch seconds or YYYY-MM-DDTHH:MM, UTC)") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.timestamp()
+        raise ValueError(f"page {text!r} is not a whole number") from None
+    if not 1 <= page <= MAX_PAGE:
+        raise ValueError(f"page {text!r} is out of range (1 to {MAX_PAGE})")
+    return page
+
+
+def parse_cursor(text: str | None) -> str | None:
+    """A dead-letter listing's cursor (``"<score ms> <id>"`` from the previous page), checked before it reaches
+    Redis; raises ``ValueError`` unless the score is a whole number of milliseconds in range."""
+    if not text:
+        return None
+    score, sep, letter_id = text.partition(" ")
+    if not sep or not letter_id or not score.isdigit() or int(score) > LATEST_TIME_S * 1000:
+        raise ValueError(f"cursor {text!r} is not one this console gave (reload the first page)")
+    return text
 
 
 @dataclass

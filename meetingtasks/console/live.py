@@ -13,6 +13,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from html import escape
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -20,7 +21,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from meetingtasks.console.context import Console
 from meetingtasks.console.pages import Pages
-from meetingtasks.errors import TaskNotFound
+from meetingtasks.errors import MeetingTasksError, TaskNotFound
 
 #: Seconds between two reads of a live part.
 INTERVAL_S = 1.0
@@ -43,7 +44,12 @@ class Live:
             series_at = time.monotonic()
             yield ": connected\n\n"  # the browser's EventSource is open from here
             while not await request.is_disconnected():
-                html = await run_in_threadpool(render)
+                try:
+                    html = await run_in_threadpool(render)
+                except MeetingTasksError as exc:
+                    # Gone while watched (a task's status expired, ...): say so in its place, one line, and end.
+                    yield sse("html", {"target": target, "html": f'<p class="error">{escape(str(exc))}</p>'})
+                    return
                 if html != last:
                     last = html
                     yield sse("html", {"target": target, "html": html})
@@ -63,8 +69,8 @@ class Live:
         task_id = request.query_params.get("id") or ""
         try:
             await run_in_threadpool(self.pages.task_view, task_id)
-        except TaskNotFound as exc:
-            return PlainTextResponse(str(exc), status_code=404)
+        except MeetingTasksError as exc:
+            return PlainTextResponse(str(exc), status_code=404 if isinstance(exc, TaskNotFound) else 400)
         return self._stream(request, "task-live",
                             lambda: self.c.fragment("_task_live.html", view=self.pages.task_view(task_id)))
 

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from meetingtasks.cancel import locate
-from meetingtasks.console.context import PAGE_SIZE, Console, parse_time
+from meetingtasks.console.context import PAGE_SIZE, Console, parse_cursor, parse_page, parse_time
 from meetingtasks.deadletter import LetterFilter
 from meetingtasks.errors import TaskNotFound
 from meetingtasks.events.channels import CHANNELS
@@ -120,7 +120,7 @@ class Pages:
         service = self.service_param(request)
         flt = letter_filter(request)
         clients = self.p.service_clients()
-        page = self.p.dead_letters.page(clients, service, flt, request.query_params.get("cursor") or None,
+        page = self.p.dead_letters.page(clients, service, flt, parse_cursor(request.query_params.get("cursor")),
                                         PAGE_SIZE, read_at_most=COUNT_READ_AT_MOST)
         total, exact = self.p.dead_letters.count_matching(clients, service, flt, COUNT_READ_AT_MOST)
         letters = [(letter, masked_payload(letter.task_type, letter.payload)) for letter in page.letters]
@@ -149,7 +149,7 @@ class Pages:
         started = time.perf_counter()
         service = self.service_param(request) or self.c.services()[0]
         priority = Priority(request.query_params.get("priority") or Priority.NORMAL.value)
-        page_no = max(1, int(request.query_params.get("page") or 1))
+        page_no = parse_page(request.query_params.get("page"))
         client = self.p.redis(service)
         counts = self.p.delayed.counts(client, service)
         rows = []
@@ -246,7 +246,7 @@ class Pages:
 
     # --- audit ---------------------------------------------------------------------------------------------
     def audit(self, request: Request) -> Response:
-        page_no = max(1, int(request.query_params.get("page") or 1))
+        page_no = parse_page(request.query_params.get("page"))
         entries = self.c.audit.latest((page_no - 1) * PAGE_SIZE, PAGE_SIZE)
         return self.c.render(request, "audit.html", page="audit", entries=entries, page_no=page_no,
                              more=len(entries) == PAGE_SIZE)

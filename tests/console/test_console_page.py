@@ -181,3 +181,17 @@ def test_events_and_workers_pages_show_what_the_platform_records(
     assert "alive" in browser.evaluate("document.querySelector('#workers-table tbody tr').innerText")
     assert browser.evaluate("document.getElementById('flower').href") == "http://127.0.0.1:5555/"
     assert worker.proc.poll() is None
+
+
+def test_the_scheduled_pages_service_filter_applies_when_chosen_under_the_content_security_policy(
+    console: ConsoleProcess, browser: Browser,
+) -> None:
+    # Given the scheduled page, served with a policy that forbids inline handlers (docs/console.md, headers.py)
+    sign_in(browser)
+    open_page(browser, f"{console.url}/scheduled?priority=low")
+    # When the operator chooses a service in the filter
+    browser.evaluate("(() => { const s = document.querySelector('select[name=service]');"
+                     " s.dispatchEvent(new Event('change')); })()")
+    # Then the form is submitted by console.js (an inline onchange would be blocked by the policy)
+    browser.wait_for("location.search.includes('service=') && document.readyState === 'complete'")
+    assert "priority=low" in browser.evaluate("location.search")

@@ -1,4 +1,5 @@
-// The console's only behaviour besides the charts: live parts of a page, and "select all" for dead letters.
+// The console's only behaviour besides the charts: live parts of a page, "select all" for dead letters, and
+// filters that apply when chosen.
 // A page with <body data-live="URL"> gets server-sent events: each "html" event replaces the element it names.
 (function () {
   "use strict";
@@ -13,6 +14,10 @@
     source.addEventListener("series", () => document.dispatchEvent(new Event("console:series")));
     window.consoleLive = source;
   }
+  // A filter that applies as soon as it is chosen (no inline handler: the content security policy forbids them).
+  document.querySelectorAll("select[data-submit-on-change]").forEach((select) => {
+    select.addEventListener("change", () => select.form.submit());
+  });
   const all = document.getElementById("select-all");
   if (all) {
     all.addEventListener("change", () => {
