@@ -211,6 +211,20 @@ def test_times_become_stream_ids() -> None:
             stream_position(bad)
 
 
+def test_times_are_never_guessed() -> None:
+    # ISO dates that look like a stream id are dates
+    assert stream_position("2000-01") == stream_position("2000-01-01") == stream_position("2000-001")
+    assert stream_position("2000-366") == stream_position("2000-12-31")
+    # a stream id's milliseconds from 10^10; epoch seconds up to the end of the year 9999
+    assert stream_position("10000000000-3") == "10000000000-3"
+    assert stream_position("253402300799") == "253402300799000-0"
+    for bad, message in (("2001-366", "not a date"), ("2000-13", "not a date"), ("12-3", "ambiguous"),
+                         ("9999999999-0", "ambiguous"), ("1764000000000", "as seconds that is 1764000000"),
+                         ("253402300800", "out of range")):
+        with pytest.raises(InvalidReplay, match=message):
+            stream_position(bad)
+
+
 def test_a_subscription_that_raises_is_counted_and_retried_by_the_same_replay(platform: Platform,
                                                                               r: redis.Redis) -> None:
     # Given a registration whose subscription fails on its first run, in a stream no bridge has read
