@@ -212,8 +212,9 @@ class EventReplay:
                 fresh.append(name)
             elif record["state"] != "done":
                 runs[name] = (int(record["generation"]), None)  # cut short: finish it, the status records dedupe
-            elif last is not None and record.get("reached") is not None and _id_key(last) > _id_key(record["reached"]):
-                runs[name] = (int(record["generation"]), str(record["reached"]))
+            elif last is not None and "reached" in record and _beyond(last, record["reached"]):
+                reached = record["reached"]  # None: the stream was empty then
+                runs[name] = (int(record["generation"]), None if reached is None else str(reached))
         generation = 0
         if fresh and not dry_run:
             generation = self._generation(keys, fresh, runs, again=again, started_at=started_at)
@@ -336,6 +337,11 @@ def _count_events(rows: list[Row], subs: list[Subscription], counts: dict[str, S
         for sub in subs:
             if sub.event_type == event_type:
                 counts[sub.name].events += 1
+
+
+def _beyond(last: str, reached: str | None) -> bool:
+    """True when the stream's newest entry ``last`` is after what an open-ended replay ``reached``."""
+    return reached is None or _id_key(last) > _id_key(reached)
 
 
 def _named(names: set[str]) -> Callable[[Subscription], bool]:

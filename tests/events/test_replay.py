@@ -242,3 +242,16 @@ def test_a_subscription_that_raises_is_counted_and_retried_by_the_same_replay(pl
     assert replay_events("user_events", since=since, subscription=FLAKY, includes=[EVENT_TASKS]).repeated
     # And nothing was acknowledged or created in a consumer group: the replay only reads the stream
     assert r.xinfo_groups(platform.keys.event_stream("user_events")) == []
+
+
+def test_an_open_ended_replay_of_an_empty_stream_covers_the_events_published_later(platform: Platform,
+                                                                                   r: redis.Redis) -> None:
+    # Given an open-ended replay run while the channel's stream was empty
+    empty = replay_events("user_events", since="0", subscription=PROBE_A, includes=[EVENT_TASKS])
+    assert (empty.events, empty.tasks, empty.repeated) == (0, 0, False)
+    # When events come and the same replay is asked again
+    logins(2)
+    later = replay_events("user_events", since="0", subscription=PROBE_A, includes=[EVENT_TASKS])
+    # Then it runs over them, under the generation it took, and then it is done up to them
+    assert (later.events, later.tasks, later.generation) == (2, 2, empty.generation)
+    assert replay_events("user_events", since="0", subscription=PROBE_A, includes=[EVENT_TASKS]).repeated
