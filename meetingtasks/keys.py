@@ -119,8 +119,9 @@ KEY_SCHEMA: tuple[KeySpec, ...] = (
     KeySpec("P event-attempts:<event id>", "hash", "bridge",
             "subscription -> failed handler runs before dead-lettering; TTL 1 day"),
     KeySpec("P event-replays", "hash", "events.replay",
-            "replay (channel, since, until, subscription) -> JSON {generation, state, started_at, finished_at, "
-            "tasks}: a replay asked again reuses its generation (once-only); one field per distinct replay"),
+            "replay (channel, since, until, subscription name) -> JSON {generation, state, started_at, "
+            "finished_at, tasks, reached}: a replay asked again reuses its generation (once-only; an open-ended one "
+            "carries on after `reached`); one field per subscription and window"),
     KeySpec("P event-replay-generation", "string", "events.replay",
             "counter of replay generations (INCR); a replay's task ids derive from its generation"),
     KeySpec("P profile-requests", "hash", "profiling",

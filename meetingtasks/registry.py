@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -33,6 +34,10 @@ from meetingtasks.secret_fields import secret_fields as payload_secret_fields
 #: letters, digits, ``_`` and ``-``, starting with a letter; no ``.`` (queue separator), ``:`` (key separator),
 #: braces (cluster hash tags) or spaces.
 SERVICE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+#: A task type name becomes part of Redis keys (``P profiles:<type>``, ``P rate:<type>``), of Celery's task name
+#: and of every log line: letters, digits, ``_``, ``.`` and ``-``, starting with a letter; no ``:`` (key
+#: separator), braces, spaces or control characters.
+TASK_TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,99}")
 
 Handler = Callable[[Any], Any]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -91,6 +96,16 @@ def check_service_name(name: object) -> str:
     )
 
 
+def check_task_type_name(name: object) -> str:
+    """``name`` if it is a safe task type name, else a one-line :class:`ConfigurationError`."""
+    if isinstance(name, str) and TASK_TYPE_NAME.fullmatch(name):
+        return name
+    raise ConfigurationError(
+        f"task type name {name!r} is not allowed: use 1-100 letters, digits, '_', '.' or '-', starting with a "
+        "letter (it becomes part of Redis keys, Celery's task name and log lines)"
+    )
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
     """A known service, and where its code lives when it is not imported yet (module names, imported on demand)."""
@@ -98,6 +113,9 @@ class ServiceSpec:
     name: str
     tasks_module: str | None = None
     events_module: str | None = None
+    #: The names of the task types ``tasks_module`` registers, declared so that a registration elsewhere under one
+    #: of them is refused without importing the module (empty: not declared; the module is imported to check).
+    types: tuple[str, ...] = ()
 
 
 class ServiceTable:
@@ -111,6 +129,9 @@ class ServiceTable:
 
     def declare(self, spec: ServiceSpec) -> ServiceSpec:
         check_service_name(spec.name)
+        # The built-in applications' declarations first, so that one made unlike them is refused here, at the
+        # call, whichever module a process happens to import first.
+        applications.load_builtin()
         with self._lock:
             if applications.loading_builtin() and spec.name not in self._builtin:
                 self._builtin.append(spec.name)
@@ -137,11 +158,21 @@ class ServiceTable:
 SERVICE_TABLE = ServiceTable()
 
 
-def declare_service(name: str, *, tasks: str | None = None, events: str | None = None) -> ServiceSpec:
+def declare_service(name: str, *, tasks: str | None = None, events: str | None = None,
+                    types: Iterable[str] = ()) -> ServiceSpec:
     """Make ``name`` a known service; ``tasks`` / ``events`` name the modules holding its task types and
-    subscriptions, imported only when first needed (a worker imports its own service's alone). A service
-    named only by :func:`task_type` needs no declaration."""
-    return SERVICE_TABLE.declare(ServiceSpec(name, tasks, events))
+    subscriptions, imported only when first needed (a worker imports its own service's alone). ``types`` names
+    the task types ``tasks`` registers: a type of another module registered under one of those names is refused
+    without importing ``tasks`` (without ``types``, such a registration imports it to check), and a type of
+    ``tasks`` missing from ``types`` is refused at its import. A service named only by :func:`task_type` needs no
+    declaration."""
+    if isinstance(types, str):
+        raise ConfigurationError(f"service {name!r}: types must be a list of task type names, not the string "
+                                 f"{types!r}")
+    names = tuple(check_task_type_name(t) for t in types)
+    if names and tasks is None:
+        raise ConfigurationError(f"service {name!r}: types are the names its tasks module registers: name the module")
+    return SERVICE_TABLE.declare(ServiceSpec(name, tasks, events, names))
 
 
 def services() -> tuple[str, ...]:
@@ -170,13 +201,24 @@ class TaskRegistry:
         self._lock = threading.RLock()
 
     def register(self, spec: TaskTypeSpec) -> None:
+        check_task_type_name(spec.name)
         try:
             check_service_name(spec.service)
         except ConfigurationError as exc:
             raise ConfigurationError(f"task type {spec.name!r}: {exc}") from None
         check_client_policy(spec)
-        if SERVICE_TABLE.get(spec.service) is None:
+        applications.load_builtin()
+        service = SERVICE_TABLE.get(spec.service)
+        if service is None:
             SERVICE_TABLE.declare(ServiceSpec(spec.service))
+        elif service.types and spec.handler.__module__ == service.tasks_module and spec.name not in service.types:
+            raise ConfigurationError(f"task type {spec.name!r} of {service.tasks_module} is not among the types its "
+                                     f"service {service.name!r} declares: {', '.join(service.types)}")
+        if spec.name not in self._specs:
+            # Task modules load lazily (a worker imports its own service's alone): a type named like one of a
+            # module not imported yet would take its routes in this process only. Import the module that may
+            # hold that name (by the declared names: none of the meeting system's), then check.
+            _import_holders(spec.name, spec.handler.__module__)
         with self._lock:
             existing = self._specs.get(spec.name)
             if existing is not None and existing.handler is not spec.handler:
@@ -284,6 +326,17 @@ def task_type(
         return func
 
     return decorate
+
+
+def _import_holders(name: str, registering: str) -> None:
+    """Import the declared task modules not imported yet that may register ``name``: the one whose declared
+    ``types`` name it, and each that declares none (not ``registering``, the module registering it now)."""
+    for service in SERVICE_TABLE.specs():
+        module = service.tasks_module
+        if module is None or module == registering or module in sys.modules:
+            continue
+        if name in service.types or not service.types:
+            importlib.import_module(module)
 
 
 _builtin_loaded = False

@@ -19,8 +19,9 @@ from meetingtasks.events.channels import CHANNEL_TABLE, ChannelSpec, check_event
 from meetingtasks.flower import create_flower_app
 from meetingtasks.metrics.collector import PlatformCollector
 from meetingtasks.platform import Platform
-from meetingtasks.registry import SERVICE_TABLE, known_services, services
+from meetingtasks.registry import REGISTRY, SERVICE_TABLE, declare_service, known_services, services
 from meetingtasks.services import SERVICES as MEETING_SERVICES
+from meetingtasks.services import TASK_TYPES as MEETING_TASK_TYPES
 from meetingtasks.services.settings import MeetingSettings, meeting_settings
 from meetingtasks.settings import Settings, load_settings
 from meetingtasks.stats import collect
@@ -81,6 +82,67 @@ def test_a_task_type_on_a_service_name_that_cannot_be_a_key_is_refused(service: 
         task_type(service, "t_reg_bad", payload=Note)(lambda p: None)
     assert str(caught.value).startswith(f"task type 't_reg_bad': service name {service!r} is not allowed")
     assert service not in services()
+
+
+def test_the_meeting_systems_declared_task_types_are_what_its_task_modules_register() -> None:
+    # (the index that refuses an application's type named like a built-in one without importing every module)
+    REGISTRY.all()
+    for service in MEETING_SERVICES:
+        module = SERVICE_TABLE.get(service).tasks_module  # type: ignore[union-attr]
+        registered = tuple(spec.name for spec in REGISTRY.all() if spec.handler.__module__ == module)
+        assert registered == MEETING_TASK_TYPES[service] == SERVICE_TABLE.get(service).types  # type: ignore[union-attr]
+
+
+def test_a_type_of_a_task_module_missing_from_its_services_declared_types_is_refused() -> None:
+    declare_service("t-reg-indexed", tasks=__name__, types=["t_reg_listed"])
+    task_type("t-reg-indexed", "t_reg_listed", payload=Note)(lambda p: None)
+    with pytest.raises(ConfigurationError, match=r"'t_reg_unlisted' of tests\.test_registrations is not among"):
+        task_type("t-reg-indexed", "t_reg_unlisted", payload=Note)(lambda p: None)
+    with pytest.raises(ConfigurationError, match="task type name 'a b' is not allowed"):
+        declare_service("t-reg-indexed2", tasks=__name__, types=["a b"])
+
+
+TAKEOVER = """
+from pydantic import BaseModel
+from meetingtasks import task_type
+from meetingtasks.errors import ConfigurationError
+from meetingtasks.registry import declare_service
+declare_service("t-reg-lazy", tasks="t_reg_lazy_tasks")  # no types declared: its module is imported to check
+
+class Invoice(BaseModel):
+    invoice_id: str = "i-1"
+
+try:
+    @task_type("t-reg-other", "t_reg_lazy_type", payload=Invoice)
+    def handler(p: Invoice) -> dict:
+        return {}
+    print("accepted")
+except ConfigurationError as exc:
+    print("refused:", exc)
+try:
+    declare_service("ai", tasks="elsewhere.tasks")
+    print("accepted")
+except ConfigurationError as exc:
+    print("refused:", exc)
+"""
+
+
+def test_a_type_or_service_declared_like_a_lazily_loaded_one_is_refused_at_the_call(tmp_path: Path) -> None:
+    # Given a service declared with a task module not imported yet, and no declared types
+    (tmp_path / "t_reg_lazy_tasks.py").write_text(
+        "from pydantic import BaseModel\nfrom meetingtasks import task_type\n"
+        "class P(BaseModel):\n    x: int = 0\n"
+        "@task_type('t-reg-lazy', 't_reg_lazy_type', payload=P)\ndef lazy(p: P) -> None:\n    return None\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MEETINGTASKS_DATA_DIR": str(tmp_path),
+           "PYTHONPATH": f"{tmp_path}:{ROOT}"}
+    # When another module registers a type of the same name, and declares the built-in service "ai" otherwise
+    out = subprocess.run([sys.executable, "-c", TAKEOVER], env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    # Then both are refused there, in one line each
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("refused: task type 't_reg_lazy_type' is registered twice"), lines
+    assert lines[1].startswith("refused: service 'ai' is declared twice"), lines
 
 
 def test_any_safe_service_name_gets_its_task_types() -> None:

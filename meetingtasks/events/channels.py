@@ -39,6 +39,9 @@ class ChannelTable:
         self._lock = threading.Lock()
 
     def declare(self, spec: ChannelSpec) -> ChannelSpec:
+        # The built-in applications' channels first: one declared unlike them is refused here, at the call, not
+        # by whatever reads the table first (publishing, the bridge, a replay) every time after.
+        applications.load_builtin()
         with self._lock:
             known = self._specs.get(spec.name)
             if known is not None and known != spec:

@@ -8,12 +8,14 @@ tasks they return, through the bridge's own path (:meth:`TriggerWriter.plan` and
 
 A replay is deliberate, so the once-per-(event, subscription) rule does not swallow it: each replay runs
 under a **generation** of its own (``P event-replay-generation``), which goes into the derived task ids
-(:meth:`Subscription.task_id`). A replay is itself once-only: it is recorded under (channel, since, until,
-subscription) in ``P event-replays``, and the same replay asked again queues nothing unless ``again``
-(which takes a new generation). A replay cut short (a subscription raised, the process died) stays
-``running``: asked again, it keeps its generation and queues only what is missing (the task ids' status
-records say what was queued), then is ``done``. Entries are never acknowledged here: they belong to the
-bridges' consumer group.
+(:meth:`Subscription.task_id`). A replay is itself once-only, per subscription: it is recorded under (channel,
+since, until, subscription name) in ``P event-replays``, so a run with more subscriptions (``--include``) runs
+only those not replayed over that window yet, and the same replay asked again queues nothing unless ``again``
+(which takes a new generation). A replay with no ``until`` covers up to the newest entry when it starts and
+records that entry: asked again later, it covers the entries published since, under the same generation. A
+replay cut short (a subscription raised, the process died) stays ``running``: asked again, it keeps its
+generation and queues only what is missing (the task ids' status records say what was queued), then is
+``done``. Entries are never acknowledged here: they belong to the bridges' consumer group.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from __future__ import annotations
 import difflib
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -39,30 +41,68 @@ _STREAM_ID = re.compile(r"^(\d+)-(\d+)$")
 _MAX_SEQ = 18446744073709551615  # the largest sequence of a stream id: "<ms>-<this>" ends a millisecond
 #: ``until`` of a replay with no end: the stream's newest entry when it starts.
 OPEN_END = "+"
+#: ISO 8601 dates that :meth:`datetime.fromisoformat` does not read and that look like a stream id: year-month
+#: (``2000-01``) and ordinal (``2000-001``, the 1st day of 2000).
+_YEAR_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+_ORDINAL_DATE = re.compile(r"^(\d{4})-(\d{3})$")
+#: A stream id's milliseconds from here on (1970-04-26): below, "<n>-<m>" is as likely a date as an id, and
+#: read as the wrong one it replays another window without a word.
+_MIN_STREAM_MS = 10**10
+#: The last second of the year 9999 (what ISO 8601 and :class:`datetime` can name); a larger number of epoch
+#: seconds is almost surely milliseconds (a stream id's unit, JavaScript's ``Date.now()``).
+_MAX_SECONDS = 253402300799
 
 
 def stream_position(text: str, *, end: bool = False, what: str = "--since") -> str:
     """A stream id from epoch seconds, an ISO 8601 time (UTC unless it says otherwise) or a stream id.
 
     A time names a millisecond: as a start, its first id; as an ``end``, its last (the window includes it).
-    Anything else is an :class:`InvalidReplay` naming ``what``."""
+    ``<ms>-<seq>`` is a stream id only when ``ms`` is plausibly milliseconds (>= 10^10); ``YYYY-MM`` and
+    ``YYYY-DDD`` are dates; any other ``<n>-<m>`` is refused as ambiguous. Anything else is an
+    :class:`InvalidReplay` naming ``what``."""
     value = text.strip()
+    seconds = _date_seconds(value, text, what)
     match = _STREAM_ID.match(value)
-    if match:
+    if seconds is None and match:
+        if int(match[1]) < _MIN_STREAM_MS:
+            raise InvalidReplay(f"{what} {text!r} is ambiguous: a stream id's milliseconds are 10^10 or more; give "
+                                "a date as ISO 8601 (2000-01-01) or a time as epoch seconds")
         return f"{int(match[1])}-{int(match[2])}"
-    try:
-        seconds = float(value)
-    except ValueError:
+    if seconds is None:
         try:
-            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            seconds = float(value)
         except ValueError:
-            raise InvalidReplay(f"{what} {text!r} is not epoch seconds, an ISO 8601 time nor a stream id "
-                                "(<ms>-<seq>)") from None
-        seconds = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
-    if not seconds >= 0 or seconds > 1e13:  # also refuses nan
+            try:
+                when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                raise InvalidReplay(f"{what} {text!r} is not epoch seconds, an ISO 8601 time nor a stream id "
+                                    "(<ms>-<seq>)") from None
+            seconds = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    if not seconds >= 0:  # also refuses nan
         raise InvalidReplay(f"{what} {text!r} is out of range (epoch seconds from 0)")
+    if seconds > _MAX_SECONDS:
+        as_ms = seconds / 1000
+        hint = f"; in epoch milliseconds? as seconds that is {as_ms:.0f}" if as_ms <= _MAX_SECONDS else ""
+        raise InvalidReplay(f"{what} {text!r} is out of range (epoch seconds up to the year 9999){hint}")
     ms = int(seconds * 1000)
     return f"{ms}-{_MAX_SEQ if end else 0}"
+
+
+def _date_seconds(value: str, text: str, what: str) -> float | None:
+    """Epoch seconds of ``value`` when it is a year-month or an ordinal date (UTC midnight), else None."""
+    year_month, ordinal = _YEAR_MONTH.match(value), _ORDINAL_DATE.match(value)
+    try:
+        if year_month:
+            when = datetime(int(year_month[1]), int(year_month[2]), 1, tzinfo=UTC)
+        elif ordinal:
+            when = datetime(int(ordinal[1]), 1, 1, tzinfo=UTC) + timedelta(days=int(ordinal[2]) - 1)
+            if when.year != int(ordinal[1]):  # day 0 or 366 of a common year
+                raise ValueError(value)
+        else:
+            return None
+    except ValueError:
+        raise InvalidReplay(f"{what} {text!r} is not a date (YYYY-MM or YYYY-DDD)") from None
+    return when.timestamp()
 
 
 def _id_key(stream_id: str) -> tuple[int, int]:
@@ -125,38 +165,99 @@ class EventReplay:
             raise InvalidReplay(f"--since {since!r} is after --until {until!r}: the window is empty")
         counts = {s.name: SubscriptionCount(s.name, s.task_type) for s in subs}
         started_at = time.time()
-        replay_key = "\n".join((channel, start, end, subscription or "*"))
         client = self.platform.redis()
-        record = _record(client.hget(self.keys.event_replays, replay_key))
-        repeated = record is not None and record["state"] == "done" and not again
-        if dry_run or repeated:
-            generation = int(record["generation"]) if record is not None and not again else 0
-        else:
-            generation = self._generation(replay_key, record, again)
+        # An open end is the newest entry now: what this run covers, recorded so that a later run covers the rest.
+        last = self._newest(channel) if end == OPEN_END else end
+        keys = {s.name: _replay_key(channel, start, end, s.name) for s in subs}
+        raw: list[Any] = client.hmget(self.keys.event_replays, list(keys.values())) if keys else []
+        records = {name: _record(value) for name, value in zip(keys, raw, strict=True)}
+        runs, generation = self._runs(records, keys, last, dry_run=dry_run, again=again, started_at=started_at)
+        repeated = bool(subs) and not runs
         report = ReplayReport(channel, start, end, generation, dry_run, repeated,
                               subscriptions=list(counts.values()))
+        groups: dict[tuple[int, str | None], set[str]] = {}
+        for name, run in runs.items():
+            groups.setdefault(run, set()).add(name)
         writer = TriggerWriter(self.platform, BridgeStats())
-        names = set(counts)
         clients = LinkClients(self.platform.settings)
         try:
-            for rows in self._pages(channel, start, end):
+            for rows in self._pages(channel, start, last):
                 report.events += len(rows)
                 _count_events(rows, subs, counts)
-                if repeated:
-                    continue
-                _, triggers, failed = writer.plan(rows, generation=max(generation, 1),
-                                                  only=lambda sub: sub.name in names)
-                for _, _, sub, _ in failed:
-                    counts[sub.name].failed += 1
-                fresh = triggers if dry_run else writer.replay(clients, triggers)
-                self._count(counts, triggers, fresh)
+                for (run_generation, after), names in groups.items():
+                    todo = rows if after is None else [row for row in rows if _id_key(row[1]) > _id_key(after)]
+                    if not todo:
+                        continue
+                    _, triggers, failed = writer.plan(todo, generation=max(run_generation, 1),
+                                                      only=_named(names))
+                    for _, _, sub, _ in failed:
+                        counts[sub.name].failed += 1
+                    fresh = triggers if dry_run else writer.replay(clients, triggers)
+                    self._count(counts, triggers, fresh)
         finally:
             clients.close()
-        if not dry_run and not repeated and report.failed == 0:
-            client.hset(self.keys.event_replays, replay_key, _dumps(
-                {"generation": generation, "state": "done", "started_at": (record or {}).get("started_at", started_at),
-                 "finished_at": time.time(), "tasks": report.tasks}))
+        if not dry_run:
+            self._record_done(runs, records, keys, counts, last, started_at)
         return report
+
+    def _runs(self, records: dict[str, dict[str, Any] | None], keys: dict[str, str], last: str | None, *,
+              dry_run: bool, again: bool, started_at: float) -> tuple[dict[str, tuple[int, str | None]], int]:
+        """Per subscription to run: (its generation, the id after which its events run, None: all of them),
+        and the report's generation. A subscription whose replay of the window is done does not run, except an
+        open-ended one over the entries published since it reached (under its generation: the same replay)."""
+        runs: dict[str, tuple[int, str | None]] = {}
+        fresh: list[str] = []
+        for name, record in records.items():
+            if record is None or again:
+                fresh.append(name)
+            elif record["state"] != "done":
+                runs[name] = (int(record["generation"]), None)  # cut short: finish it, the status records dedupe
+            elif last is not None and "reached" in record and _beyond(last, record["reached"]):
+                reached = record["reached"]  # None: the stream was empty then
+                runs[name] = (int(record["generation"]), None if reached is None else str(reached))
+        generation = 0
+        if fresh and not dry_run:
+            generation = self._generation(keys, fresh, runs, again=again, started_at=started_at)
+        elif not fresh:
+            known = [run[0] for run in runs.values()] or [int(r["generation"]) for r in records.values() if r]
+            generation = known[0] if known else 0
+        if dry_run:
+            runs.update((name, (generation, None)) for name in fresh)
+        return runs, generation
+
+    def _generation(self, keys: dict[str, str], fresh: list[str], runs: dict[str, tuple[int, str | None]], *,
+                    again: bool, started_at: float) -> int:
+        """A new generation for the ``fresh`` subscriptions (recorded ``running``, added to ``runs``); one whose
+        replay of the window was started elsewhere meanwhile runs under that one's generation, never a second."""
+        client = self.platform.redis()
+        generation = int(client.incr(self.keys.event_replay_generation))
+        record = _dumps({"generation": generation, "state": "running", "started_at": started_at})
+        for name in fresh:
+            if again or client.hsetnx(self.keys.event_replays, keys[name], record):
+                if again:
+                    client.hset(self.keys.event_replays, keys[name], record)
+                runs[name] = (generation, None)
+                continue
+            raced = _record(client.hget(self.keys.event_replays, keys[name]))
+            runs[name] = (int(raced["generation"]) if raced is not None else generation, None)
+        return generation
+
+    def _record_done(self, runs: dict[str, tuple[int, str | None]], records: dict[str, dict[str, Any] | None],
+                     keys: dict[str, str], counts: dict[str, SubscriptionCount], last: str | None,
+                     started_at: float) -> None:
+        """Record each subscription that ran without a raise as done (up to ``last``); one that raised stays as
+        it was, so that the same replay asked again retries it under the same generation."""
+        done: dict[Any, Any] = {}
+        for name, (generation, _) in runs.items():
+            if counts[name].failed:
+                continue
+            record = records[name] or {}
+            tasks = counts[name].tasks + (int(record.get("tasks", 0)) if record.get("state") == "done" else 0)
+            done[keys[name]] = _dumps({"generation": generation, "state": "done", "tasks": tasks,
+                                       "started_at": record.get("started_at", started_at),
+                                       "finished_at": time.time(), "reached": last})
+        if done:
+            self.platform.redis().hset(self.keys.event_replays, mapping=done)
 
     def _chosen(self, channel: str, subscription: str | None) -> list[Subscription]:
         if channel not in CHANNELS:
@@ -175,32 +276,17 @@ class EventReplay:
             raise InvalidReplay(f"unknown subscription {subscription!r}{hint}")
         return chosen
 
-    def _generation(self, replay_key: str, record: dict[str, Any] | None, again: bool) -> int:
-        """The generation this replay runs under: a cut-short run's own, else a new one (``again``: always)."""
-        if record is not None and not again:
-            return int(record["generation"])  # state "running": finish that run
-        client = self.platform.redis()
-        generation = int(client.incr(self.keys.event_replay_generation))
-        fresh = _dumps({"generation": generation, "state": "running", "started_at": time.time()})
-        if again:
-            client.hset(self.keys.event_replays, replay_key, fresh)
-            return generation
-        if client.hsetnx(self.keys.event_replays, replay_key, fresh):
-            return generation
-        # The same replay started elsewhere meanwhile: run under its generation (its ids), never a second one.
-        raced = _record(client.hget(self.keys.event_replays, replay_key))
-        return int(raced["generation"]) if raced is not None else generation
+    def _newest(self, channel: str) -> str | None:
+        newest: Any = self.platform.redis().xrevrange(self.keys.event_stream(channel), count=1)
+        return _text(newest[0][0]) if newest else None
 
-    def _pages(self, channel: str, start: str, end: str) -> Iterator[list[Row]]:
-        """The window's entries, a page of ``bridge_batch`` at a time; an open end stops at the newest entry
-        when the replay began, so that a busy channel does not keep it going."""
+    def _pages(self, channel: str, start: str, end: str | None) -> Iterator[list[Row]]:
+        """The window's entries up to ``end`` (None: an empty stream), a page of ``bridge_batch`` at a time; an
+        open end is the newest entry when the replay began, so that a busy channel does not keep it going."""
+        if end is None:
+            return
         client = self.platform.redis()
         stream = self.keys.event_stream(channel)
-        if end == OPEN_END:
-            newest: Any = client.xrevrange(stream, count=1)
-            if not newest:
-                return
-            end = _text(newest[0][0])
         lower = start
         while True:
             entries: Any = client.xrange(stream, lower, end, count=self.platform.settings.bridge_batch)
@@ -251,6 +337,21 @@ def _count_events(rows: list[Row], subs: list[Subscription], counts: dict[str, S
         for sub in subs:
             if sub.event_type == event_type:
                 counts[sub.name].events += 1
+
+
+def _beyond(last: str, reached: str | None) -> bool:
+    """True when the stream's newest entry ``last`` is after what an open-ended replay ``reached``."""
+    return reached is None or _id_key(last) > _id_key(reached)
+
+
+def _named(names: set[str]) -> Callable[[Subscription], bool]:
+    return lambda sub: sub.name in names
+
+
+def _replay_key(channel: str, start: str, end: str, subscription: str) -> str:
+    """The field of ``P event-replays`` recording one subscription's replay of a window: per subscription, so
+    that a run with more subscriptions (``--include``) runs those not replayed yet."""
+    return "\n".join((channel, start, end, subscription))
 
 
 def _record(raw: bytes | str | None) -> dict[str, Any] | None:

@@ -13,9 +13,22 @@ from meetingtasks.services.settings import MeetingSettings, meeting_settings
 #: The meeting system's services, in the order tools list them.
 SERVICES: tuple[str, ...] = ("user", "meeting", "media", "signaling", "ai")
 
+#: service -> the task types its task module registers. Declared so that an application's type named like one of
+#: them is refused at its registration without importing the five task modules in every process (a test checks
+#: this index against the modules; a type missing from it is refused at its module's import).
+TASK_TYPES: dict[str, tuple[str, ...]] = {
+    "user": ("user_register", "user_login", "user_profile_update", "user_status_change", "user_sessions_expire"),
+    "meeting": ("meeting_create", "meeting_start", "meeting_end", "meeting_user_join", "meeting_user_leave",
+                "meeting_ai_result", "meeting_notify", "meeting_overdue_end"),
+    "media": ("media_stream_process", "media_recording_start", "media_recording_stop", "media_transcode"),
+    "signaling": ("signaling_webrtc_offer", "signaling_webrtc_answer", "signaling_ice_candidate",
+                  "signaling_connection_manage", "signaling_stale_close"),
+    "ai": ("speech_recognition", "emotion_detection", "audio_denoising", "video_enhancement"),
+}
+
 for _service in SERVICES:
     declare_service(_service, tasks=f"meetingtasks.services.{_service}.tasks",
-                    events=f"meetingtasks.services.{_service}.events")
+                    events=f"meetingtasks.services.{_service}.events", types=TASK_TYPES[_service])
 
 channel("user_events", ["user.registered", "user.logged_in", "user.profile_updated", "user.status_changed"],
         owner="user")

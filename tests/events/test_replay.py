@@ -211,6 +211,20 @@ def test_times_become_stream_ids() -> None:
             stream_position(bad)
 
 
+def test_times_are_never_guessed() -> None:
+    # ISO dates that look like a stream id are dates
+    assert stream_position("2000-01") == stream_position("2000-01-01") == stream_position("2000-001")
+    assert stream_position("2000-366") == stream_position("2000-12-31")
+    # a stream id's milliseconds from 10^10; epoch seconds up to the end of the year 9999
+    assert stream_position("10000000000-3") == "10000000000-3"
+    assert stream_position("253402300799") == "253402300799000-0"
+    for bad, message in (("2001-366", "not a date"), ("2000-13", "not a date"), ("12-3", "ambiguous"),
+                         ("9999999999-0", "ambiguous"), ("1764000000000", "as seconds that is 1764000000"),
+                         ("253402300800", "out of range")):
+        with pytest.raises(InvalidReplay, match=message):
+            stream_position(bad)
+
+
 def test_a_subscription_that_raises_is_counted_and_retried_by_the_same_replay(platform: Platform,
                                                                               r: redis.Redis) -> None:
     # Given a registration whose subscription fails on its first run, in a stream no bridge has read
@@ -228,3 +242,16 @@ def test_a_subscription_that_raises_is_counted_and_retried_by_the_same_replay(pl
     assert replay_events("user_events", since=since, subscription=FLAKY, includes=[EVENT_TASKS]).repeated
     # And nothing was acknowledged or created in a consumer group: the replay only reads the stream
     assert r.xinfo_groups(platform.keys.event_stream("user_events")) == []
+
+
+def test_an_open_ended_replay_of_an_empty_stream_covers_the_events_published_later(platform: Platform,
+                                                                                   r: redis.Redis) -> None:
+    # Given an open-ended replay run while the channel's stream was empty
+    empty = replay_events("user_events", since="0", subscription=PROBE_A, includes=[EVENT_TASKS])
+    assert (empty.events, empty.tasks, empty.repeated) == (0, 0, False)
+    # When events come and the same replay is asked again
+    logins(2)
+    later = replay_events("user_events", since="0", subscription=PROBE_A, includes=[EVENT_TASKS])
+    # Then it runs over them, under the generation it took, and then it is done up to them
+    assert (later.events, later.tasks, later.generation) == (2, 2, empty.generation)
+    assert replay_events("user_events", since="0", subscription=PROBE_A, includes=[EVENT_TASKS]).repeated
