@@ -17,6 +17,7 @@ from meetingtasks.console.auth import BasicAuthMiddleware, Guard
 from meetingtasks.console.context import Console
 from meetingtasks.console.live import Live
 from meetingtasks.console.pages import Pages
+from meetingtasks.console.tools import Tools
 from meetingtasks.platform import Platform
 
 STATIC = Path(__file__).parent / "static"
@@ -64,5 +65,6 @@ def create_console_app(platform: Platform, credentials: tuple[str, str] | None) 
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+    routes.extend(Tools(console, actions, live).routes())
     return Starlette(routes=routes, middleware=[Middleware(BasicAuthMiddleware, guard=console.guard)],
                      exception_handlers={ValueError: bad_input})
