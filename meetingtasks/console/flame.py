@@ -60,6 +60,7 @@ class Flame:
     bars: list[FlameBar]
     total_s: float
     depth: int  # rows drawn
+    above: int = 0  # caller frames above the profiler's start, left out
 
     @property
     def height_px(self) -> int:
@@ -89,6 +90,10 @@ def flame_of(session: dict[str, Any]) -> Flame:
     records = session.get("frame_records") if isinstance(session, dict) else None
     if not isinstance(records, list):
         raise ValueError("not a pyinstrument session (no frame_records)")
+    # The frames above where the profiler started (the worker's own call chain down to the profiled wrapper) are
+    # the same in every sample: left out, so that the view starts at the wrapper, above the handler.
+    start_stack = session.get("start_call_stack")
+    above = [_identify(str(i)) for i in start_stack[:-1]] if isinstance(start_stack, list) else []
     root = _Node("", "", "")
     for record in records:
         if not (isinstance(record, list | tuple) and len(record) == 2 and isinstance(record[0], list)):
@@ -98,17 +103,19 @@ def flame_of(session: dict[str, Any]) -> Flame:
             seconds = float(time_s)
         except (TypeError, ValueError):
             continue
+        keys = [_identify(str(identifier)) for identifier in stack]
+        if above and keys[:len(above)] == above:
+            keys = keys[len(above):]
         node = root
         node.time_s += seconds
-        for identifier in stack:
-            key = _identify(str(identifier))
+        for key in keys:
             node = node.children.setdefault(key, _Node(*key))
             node.time_s += seconds
     prefixes = [p for p in session.get("sys_path", []) if isinstance(p, str)]
     total = root.time_s
     bars: list[FlameBar] = []
     if total <= 0:
-        return Flame(bars, 0.0, 0)
+        return Flame(bars, 0.0, 0, len(above))
     # Walked with an explicit stack (no recursion limit on deep stacks): (node, depth, left share).
     pending: list[tuple[_Node, int, float]] = []
     left = 0.0
@@ -132,4 +139,4 @@ def flame_of(session: dict[str, Any]) -> Flame:
             pending.append((child, depth + 1, offset))
             offset += child.time_s / total
     bars.sort(key=lambda b: (b.depth, b.left))
-    return Flame(bars, total, deepest)
+    return Flame(bars, total, deepest, len(above))

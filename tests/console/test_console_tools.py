@@ -214,6 +214,11 @@ def test_the_flame_view_merges_stacks_by_share_and_refuses_what_is_not_a_session
     assert shown == {(0, "MainThread", "<thread>", 0.0, 100.0), (1, "handler", "jobs.py:10", 0.0, 100.0),
                      (2, "slow", "jobs.py:20", 0.0, 80.0), (2, "fast", "jobs.py:30", 80.0, 19.9)}
     assert flame.depth == 3 and flame.total_s == pytest.approx(1.0)
+    # The frames above where the profiler started (the same in every sample) are left out
+    started = {**session, "start_call_stack": [t, f"handler{f}10\x01l3"]}
+    trimmed = flame_of(started)
+    assert [(b.depth, b.function) for b in trimmed.bars][:2] == [(0, "handler"), (1, "slow")]
+    assert trimmed.above == 1 and trimmed.depth == 2
     with pytest.raises(ValueError, match="not a pyinstrument session"):
         flame_of({"frames": ["x"]})
     assert flame_of({"frame_records": [["garbage"], [[t], "nan-ish"]]}).bars == []
