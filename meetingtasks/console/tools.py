@@ -137,7 +137,8 @@ class Tools:
 
     def profile_page(self, request: Request) -> Response:
         task_type, profile_id = request.path_params["type"], request.path_params["id"]
-        found = next((p for p in self.profiles.kept(task_type) if p.id == profile_id), None)
+        kept = self.profiles.kept(task_type) if TYPE_NAME.match(task_type) else []
+        found = next((p for p in kept if p.id == profile_id), None)
         if found is None:
             return self.c.render(request, "error.html", page="profiles", status_code=404,
                                  error=f"no kept profile {profile_id!r} of {task_type!r} (kept: the latest "
