@@ -11,13 +11,13 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from meetingtasks.console import tools
 from meetingtasks.console.actions import Actions
 from meetingtasks.console.audit import AuditLog
 from meetingtasks.console.auth import BasicAuthMiddleware, Guard
 from meetingtasks.console.context import Console
 from meetingtasks.console.live import Live
 from meetingtasks.console.pages import Pages
-from meetingtasks.console.tools import Tools
 from meetingtasks.platform import Platform
 
 STATIC = Path(__file__).parent / "static"
@@ -62,9 +62,9 @@ def create_console_app(platform: Platform, credentials: tuple[str, str] | None) 
         Route("/live/task", live.task),
         Route("/live/events", live.events),
         Route("/live/workers", live.workers),
+        *tools.Tools(console, actions, live).routes(),  # the tools' pages (issue 20): tools.py
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    routes.extend(Tools(console, actions, live).routes())
     return Starlette(routes=routes, middleware=[Middleware(BasicAuthMiddleware, guard=console.guard)],
                      exception_handlers={ValueError: bad_input})
