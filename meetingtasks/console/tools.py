@@ -28,9 +28,9 @@ from meetingtasks.console.actions import Actions, Plan
 from meetingtasks.console.context import Console
 from meetingtasks.console.flame import MIN_SHARE, flame_of
 from meetingtasks.console.live import Live
-from meetingtasks.errors import MoveRefused
+from meetingtasks.errors import InvalidReplay, MoveRefused
 from meetingtasks.events.channels import CHANNELS
-from meetingtasks.events.replay import EventReplay, ReplayReport
+from meetingtasks.events.replay import EventReplay, ReplayReport, stream_position
 from meetingtasks.metrics.rollups import WINDOWS, RollupReader, reader_for, top_report
 from meetingtasks.priority import PRIORITY_ORDER, Priority
 from meetingtasks.profiling import Profile, Profiles
@@ -102,8 +102,7 @@ class Tools:
     def top_view(self, reader: RollupReader | None = None) -> dict[str, Any]:
         report = top_report(self.p, reader=reader)
         windows = {name: report[name] for name in WINDOWS}
-        types = sorted({t for w in windows.values() for t in w["types"]})
-        return {"report": report, "windows": windows, "types": types}
+        return {"report": report, "windows": windows}
 
     def top(self, request: Request) -> Response:
         return self.c.render(request, "top.html", page="top", **self.top_view())
@@ -192,25 +191,42 @@ class Tools:
         subscription = _field(form, "subscription") or None
         again = form.get("again") == "1"
         replay = EventReplay(self.p)
-        preview = replay.run(channel, since=since, until=until, subscription=subscription, dry_run=True,
-                             again=again)
         window = f"{channel} from {since} to {until or 'the newest event'}" + (
             f", subscription {subscription}" if subscription else "") + (" (again)" if again else "")
-        if preview.repeated:
-            what = (f"replay {window}: done before (generation {preview.generation}), so nothing would be queued; "
-                    "tick 'again' to replay it anew")
+        if form.get("confirmed") == "1":
+            # The preview was the confirmation page; a dry run reads the whole window, so it is not run twice:
+            # only what the replay refuses at once is checked here, so that a refusal is a notice, not an audit entry.
+            if channel not in CHANNELS:
+                raise InvalidReplay(f"unknown channel {channel!r}; channels: {', '.join(sorted(CHANNELS))}")
+            if subscription is not None and subscription not in {s.name for s in replay.subscriptions
+                                                                 if s.channel == channel}:
+                raise InvalidReplay(f"no subscription {subscription!r} on channel {channel}")
+            stream_position(since, what="since")
+            if until is not None:
+                stream_position(until, end=True, what="until")
+            what, count = f"replay {window}", 0
         else:
-            what = f"replay {window}: {describe_replay(preview)}"
+            preview = replay.run(channel, since=since, until=until, subscription=subscription, dry_run=True,
+                                 again=again)
+            count = preview.tasks
+            if preview.repeated:
+                what = (f"replay {window}: done before (generation {preview.generation}), so nothing would be "
+                        "queued; tick 'again' to replay it anew")
+            else:
+                what = f"replay {window}: {describe_replay(preview)}"
 
         def run() -> tuple[int, str]:
-            done = replay.run(channel, since=since, until=until, subscription=subscription, again=again)
+            try:
+                done = replay.run(channel, since=since, until=until, subscription=subscription, again=again)
+            except InvalidReplay as exc:  # a window the checks above let through (since after until)
+                return 0, f"error: {exc}"
             if done.repeated:
                 return 0, f"replay of {window} was done before: nothing queued (tick 'again' to replay it anew)"
             failed = f", {done.failed} subscription run(s) failed (ask again to retry them)" if done.failed else ""
             return done.tasks, (f"replayed {done.events} event(s) of {channel}: queued {done.tasks} task(s) "
                                 f"under generation {done.generation}{failed}")
 
-        return Plan("replay events", what, preview.tasks, run)
+        return Plan("replay events", what, count, run)
 
     async def replay(self, request: Request) -> Response:
         return await self.actions._handle(request, "/events/replay", self.replay_plan)

@@ -261,4 +261,10 @@ def test_a_replay_previews_its_counts_per_subscription_then_queues_the_tasks_onc
     notice = confirm_and_post(console, "/events/replay", {**form, "again": "1"})
     assert "queued 6 task(s)" in notice and r.llen("ai.normal") == 6
     audit = console.get("/audit").body
-    assert audit.count("<td>replay events</td>") == 3 and f"{PROBE_A}: 3 event(s), 3 task(s)" in audit
+    assert audit.count("<td>replay events</td>") == 3 and f"replay user_events from {ids[1]} to {ids[3]}" in audit
+    # And a confirmed POST naming what the replay refuses is a one-line notice, not an audit entry
+    for bad, said in (({"channel": "nope"}, "unknown channel"), ({"subscription": PROBE_A + "x"}, "no subscription"),
+                      ({"since": "soon"}, "is not epoch seconds")):
+        reply = console.post("/events/replay", {**form, **bad, "csrf_token": token, "confirmed": "1"})
+        assert reply.status == 303 and said.replace(" ", "+") in reply.headers["location"], (bad, reply.headers)
+    assert console.get("/audit").body.count("<td>replay events</td>") == 3
