@@ -24,7 +24,8 @@ from meetingtasks.cancel import cancel
 from meetingtasks.console.auth import CSRF_FIELD
 from meetingtasks.console.context import Console, parse_time
 from meetingtasks.deadletter import DeadLetter, LetterFilter
-from meetingtasks.errors import MeetingTasksError, ReplayRefused, TaskNotFound
+from meetingtasks.errors import MeetingTasksError, MoveRefused, ReplayRefused, TaskNotFound
+from meetingtasks.moves import promote
 
 #: Largest form accepted (a page's selection is 50 ids).
 MAX_FORM_BYTES = 1_000_000
@@ -235,14 +236,15 @@ class Actions:
 
     def run_now_plan(self, form: FormData) -> Plan:
         task_id = self._task_id(form)
-        service = self.c.check_service(str(form.get("service") or ""))
+        self.c.check_service(str(form.get("service") or ""))  # the form names it: a wrong one is refused
 
         def run() -> tuple[int, str]:
-            client = self.p.redis(service)
-            if not self.p.delayed.make_due(client, service, task_id):
-                return 0, f"task {task_id} is not waiting any more (moved, started or cancelled)"
-            self.p.delayed.pump(client, service)
-            return 1, f"task {task_id} queued now"
+            # One owner of "run a scheduled task now": meetingtasks.moves.promote (also the task page's promote).
+            try:
+                promote(self.p, task_id)
+            except (MoveRefused, TaskNotFound) as exc:
+                return 0, f"task {task_id} is not waiting any more: {exc}"
+            return 1, f"task {task_id} queued now"  # a worker may have started it already
 
         return Plan("run now", f"run scheduled task {task_id} now", 1, run)
 

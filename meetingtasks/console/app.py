@@ -11,6 +11,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from meetingtasks.console import tools
 from meetingtasks.console.actions import Actions
 from meetingtasks.console.audit import AuditLog
 from meetingtasks.console.auth import BasicAuthMiddleware, Guard
@@ -69,6 +70,7 @@ def create_console_app(platform: Platform, credentials: tuple[str, str] | None) 
         Route("/live/task", live.task),
         Route("/live/events", live.events),
         Route("/live/workers", live.workers),
+        *tools.Tools(console, actions, live).routes(),  # the tools' pages (issue 20): tools.py
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
