@@ -136,7 +136,9 @@ def celery_broker(url: str, settings: Settings) -> dict[str, Any]:
         "broker_use_ssl": ssl_options(settings) if target.tls else None,
         "broker_transport_options": {"master_name": target.master_name,
                                      "sentinel_kwargs": sentinel_options(target, settings),
-                                     "mt_sentinel_url": url},
+                                     # Without the primary's credentials: Celery prints transport options in
+                                     # plain (`celery report`); they come with broker_url, which it masks.
+                                     "mt_sentinel_url": target.without_credentials()},
     }
 
 
