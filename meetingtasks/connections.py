@@ -3,6 +3,7 @@ that report Redis refusing writes as the refusal it is wherever it is met."""
 
 from __future__ import annotations
 
+import functools
 import os
 import ssl
 import threading
@@ -11,7 +12,7 @@ from urllib.parse import urlsplit
 
 import redis
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
-from redis.sentinel import DEMOTED_MASTER_UNBLOCKED_ERROR, Sentinel, SentinelManagedConnection
+from redis.sentinel import DEMOTED_MASTER_UNBLOCKED_ERROR, MasterNotFoundError, Sentinel, SentinelManagedConnection
 
 from meetingtasks.sentinel import SentinelUrl, is_sentinel
 from meetingtasks.settings import Settings
@@ -103,6 +104,43 @@ class SentinelSSLConnection(_FollowsFailover, SentinelManagedConnection, redis.S
     pass
 
 
+def no_primary_text(sentinels: list[Any], master_name: str, error: MasterNotFoundError) -> str:
+    """One line for no primary found: which sentinels, which master, and whether some did not answer. Redis-py's
+    own text carries the repr of each sentinel's client, pool and connection (~1,500 characters of internals)."""
+    where = [c.connection_pool.connection_kwargs for c in sentinels]
+    hosts = ",".join(f"{kwargs.get('host')}:{kwargs.get('port')}" for kwargs in where)
+    if str(error) == f"No master found for {master_name!r}":  # every sentinel answered
+        return f"the sentinels {hosts} know no healthy primary of master {master_name!r} (is the master name right?)"
+    return (f"no sentinel of {hosts} named a primary of master {master_name!r} (not every sentinel answered: are "
+            "they running and reachable?)")
+
+
+class PlatformSentinel(Sentinel):
+    """redis-py's ``Sentinel`` whose "no primary" error is :func:`no_primary_text`'s one line."""
+
+    def discover_master(self, service_name: str) -> Any:
+        try:
+            return super().discover_master(service_name)
+        except MasterNotFoundError as exc:
+            raise MasterNotFoundError(no_primary_text(self.sentinels, service_name, exc)) from None
+
+
+@functools.cache
+def _async_platform_sentinel() -> type[Any]:
+    """:class:`PlatformSentinel` for redis.asyncio (the gateway's live feed), made at first use: most processes
+    never import redis.asyncio."""
+    from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+    class AsyncPlatformSentinel(AsyncSentinel):
+        async def discover_master(self, service_name: str) -> Any:
+            try:
+                return await super().discover_master(service_name)
+            except MasterNotFoundError as exc:
+                raise MasterNotFoundError(no_primary_text(self.sentinels, service_name, exc)) from None
+
+    return AsyncPlatformSentinel
+
+
 _CONNECTION_CLASSES: dict[str, type[redis.Connection] | type[redis.UnixDomainSocketConnection]] = {
     "redis": Connection, "rediss": SSLConnection, "unix": UnixDomainSocketConnection}
 
@@ -189,7 +227,7 @@ def sentinel_client(target: SentinelUrl, settings: Settings, **kwargs: Any) -> r
     if target.tls:
         options.update(ssl_options(settings))
     options.update(kwargs)
-    manager = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options(target, settings))
+    manager = PlatformSentinel(list(target.sentinels), sentinel_kwargs=sentinel_options(target, settings))
     client: redis.Redis = manager.master_for(target.master_name, redis.Redis, **options)
     return client
 
@@ -198,7 +236,6 @@ def new_async_client(url: str, settings: Settings, **kwargs: Any) -> Any:
     """An asyncio client for ``url`` (the gateway's live feed), following a Sentinel-managed primary as
     :func:`sentinel_client` does. Typed ``Any``: redis.asyncio's client is generic in ways the callers ignore."""
     import redis.asyncio as aioredis
-    from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 
     options: dict[str, Any] = {
         "socket_timeout": settings.redis_socket_timeout_s,
@@ -213,7 +250,7 @@ def new_async_client(url: str, settings: Settings, **kwargs: Any) -> Any:
     options.update(db=target.db, username=target.username, password=target.password, **kwargs)
     if target.tls:
         options.update(ssl=True, **ssl_options(settings))
-    manager = AsyncSentinel(list(target.sentinels), sentinel_kwargs=sentinel_options(target, settings))
+    manager = _async_platform_sentinel()(list(target.sentinels), sentinel_kwargs=sentinel_options(target, settings))
     return manager.master_for(target.master_name, aioredis.Redis, **options)
 
 

@@ -45,7 +45,6 @@ from kombu.transport import virtual
 from kombu.utils.json import loads as kombu_json_loads
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
-from redis.sentinel import Sentinel
 
 from meetingtasks import connections, kombu_json
 from meetingtasks.connections import WRITES_REFUSED, new_client
@@ -1480,7 +1479,8 @@ class SentinelChannel(Channel, kombu_redis.SentinelChannel):  # type: ignore[mis
         params = {k: v for k, v in self._connparams(asynchronous).items() if k not in ("host", "port")}
         options = self.connection.client.transport_options
         target = SentinelUrl.parse(options["mt_sentinel_url"])
-        manager = Sentinel(list(target.sentinels), sentinel_kwargs=options.get("sentinel_kwargs"), **params)
+        manager = connections.PlatformSentinel(list(target.sentinels), sentinel_kwargs=options.get("sentinel_kwargs"),
+                                               **params)
         # Kept so that kombu closes its connections to the sentinels with the pools (celery/kombu#1108).
         if asynchronous:
             self._async_sentinel_manager = manager
