@@ -8,7 +8,7 @@ import os
 import ssl
 import threading
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import redis
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
@@ -70,6 +70,14 @@ class SSLConnection(_RefusalsAsTheyAre, redis.SSLConnection):
 
 class UnixDomainSocketConnection(_RefusalsAsTheyAre, redis.UnixDomainSocketConnection):
     pass
+
+
+def with_refusals_as_they_are(cls: type[redis.UnixDomainSocketConnection]) -> type[redis.UnixDomainSocketConnection]:
+    """``cls`` (a socket connection class kombu picked itself, e.g. for ``redis+socket://``) reporting refusals as
+    :class:`UnixDomainSocketConnection` does; ``cls`` itself when it does already."""
+    if issubclass(cls, _RefusalsAsTheyAre):
+        return cls
+    return type(cls.__name__, (_RefusalsAsTheyAre, cls), {})
 
 
 class _FollowsFailover:
@@ -161,10 +169,42 @@ def is_tls(url: str) -> bool:
     return urlsplit(url).scheme == "rediss"
 
 
+def is_unix_socket(url: str) -> bool:
+    return urlsplit(url).scheme == "unix"
+
+
+def kombu_socket_url(url: str) -> str:
+    """A ``unix://[user:password@]/path?db=N`` URL (redis-py's spelling) in kombu's:
+    ``redis+socket://[user:password@]/path?virtual_host=N``. Kombu reads a ``unix://`` path as the db number; it
+    takes the password only from the user part, so a ``?password=`` moves there."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    password = parts.password
+    username = parts.username
+    rest: list[tuple[str, str]] = []
+    for key, value in query:
+        if key == "db":
+            rest.append(("virtual_host", value))
+        elif key == "password":
+            password = password or value
+        elif key == "username":
+            username = username or value
+        else:
+            rest.append((key, value))
+    auth = ""
+    if username or password:
+        auth = f"{quote(unquote(username or ''), safe='')}:{quote(unquote(password or ''), safe='')}@"
+    query_text = urlencode(rest)
+    return f"redis+socket://{auth}{parts.path}{'?' if query_text else ''}{query_text}"
+
+
 def celery_broker(url: str, settings: Settings) -> dict[str, Any]:
-    """Celery's broker settings for ``url``: the URL, its TLS options and, for a Sentinel URL, kombu's spelling of
-    it with the transport options that name the master and reach the sentinels (merge them into the app's own
-    ``broker_transport_options``)."""
+    """Celery's broker settings for ``url``: the URL in kombu's spelling, its TLS options and, for a Sentinel
+    URL, the transport options that name the master and reach the sentinels (merge them into the app's own
+    ``broker_transport_options``). The one translation of the platform's URLs for Celery: workers, beat and
+    Flower all take theirs from here."""
+    if is_unix_socket(url):
+        return {"broker_url": kombu_socket_url(url), "broker_use_ssl": None, "broker_transport_options": {}}
     if not is_sentinel(url):
         return {"broker_url": url, "broker_use_ssl": ssl_options(settings) if is_tls(url) else None,
                 "broker_transport_options": {}}

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import hiredis
+import redis
 from celery.worker import state as worker_state
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
@@ -580,6 +581,13 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     # Refusals met inside kombu's scripts and transactions surface as the refusal they are (see connections).
     connection_class = connections.Connection
     connection_class_ssl = connections.SSLConnection
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        params: dict[str, Any] = super()._connparams(asynchronous)
+        cls = params["connection_class"]
+        if issubclass(cls, redis.UnixDomainSocketConnection):  # a unix socket URL: kombu names redis-py's class
+            params["connection_class"] = connections.with_refusals_as_they_are(cls)
+        return params
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._mt_lock = threading.Lock()
