@@ -629,8 +629,11 @@ def settings_error_line(model: type[BaseModel], exc: ValidationError | SettingsE
     loc = [str(p) for p in first["loc"]]
     field = ".".join(loc) or "settings"
     line = f"{ENV_PREFIX}{field.upper()}: {redact_text(first['msg'])}"
-    shown = shown_value(model, loc[0] if loc else "", first.get("input"))
-    return line if shown is None or shown.strip("'\"") in line else f"{line} (got {shown})"
+    value = first.get("input")
+    shown = shown_value(model, loc[0] if loc else "", value)
+    # A refused URL is named by the reason already (redacted): not printed twice.
+    said = shown is None or shown in line or (isinstance(value, str) and redact_text(value) in line)
+    return line if said else f"{line} (got {shown})"
 
 
 _JSON_EXAMPLES = {"service_redis_urls": '{"ai": "redis://ai-redis:6379/0"}'}
