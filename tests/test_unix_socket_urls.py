@@ -26,12 +26,13 @@ def unix_redis() -> Iterator[str]:
     URL, db 2."""
     directory = Path(tempfile.mkdtemp(prefix="mt-unix-", dir="/tmp"))
     socket_path = directory / "redis.sock"
-    server = RedisServer(directory, extra_args=["--unixsocket", str(socket_path), "--unixsocketperm", "700"]).start()
+    server = RedisServer(directory, extra_args=["--unixsocket", str(socket_path), "--unixsocketperm", "700"])
     try:
+        server.start()
         yield f"unix://{socket_path}?db=2"
     finally:
         server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+        shutil.rmtree(directory, ignore_errors=True)  # also when the server did not start
 
 
 @pytest.mark.parametrize(("url", "kombu"), [
