@@ -15,6 +15,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_init, worker_shutdown
 from kombu import Exchange, Queue
+from kombu import transport as kombu_transports
 
 from meetingtasks import kombu_json
 from meetingtasks.connections import celery_broker
@@ -80,6 +81,10 @@ def transport_options(platform: Platform, service: str) -> dict[str, Any]:
     }
 
 
+#: The workers' transport as kombu knows it in a URL prefix (``meetingtasks+socket:///path``: a unix socket).
+KOMBU_TRANSPORT_ALIAS = "meetingtasks"
+
+
 def create_app(service: str, settings: Settings | None = None, *, include: Iterable[str] = ()) -> Celery:
     check_service_name(service)
     settings = settings or load_settings()
@@ -98,6 +103,11 @@ def create_app(service: str, settings: Settings | None = None, *, include: Itera
     if is_sentinel(url):
         # One URL: the workers' transport takes every sentinel from mt_sentinel_url (see SentinelChannel).
         broker["broker_url"] = broker["broker_url"].split(";")[0]
+    elif broker["broker_url"].startswith("redis+socket://"):
+        # Kombu takes a URL's "<transport>+" prefix over broker_transport: "redis+" would put the worker on stock
+        # kombu's transport (pop-then-record fetch); ours goes by an alias of its own.
+        kombu_transports.TRANSPORT_ALIASES.setdefault(KOMBU_TRANSPORT_ALIAS, "meetingtasks.worker.transport:Transport")
+        broker["broker_url"] = f"{KOMBU_TRANSPORT_ALIAS}+{broker['broker_url'].removeprefix('redis+')}"
     kombu_json.install()
     app = Celery(f"meetingtasks.{service}", set_as_current=False)
     app.mt_platform = platform

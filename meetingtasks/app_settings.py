@@ -17,10 +17,10 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from meetingtasks.errors import ConfigurationError
-from meetingtasks.settings import APP_SETTINGS_NAMES, CONFIG_ENV, ENV_PREFIX, read_config_file
+from meetingtasks.settings import APP_SETTINGS_NAMES, CONFIG_ENV, ENV_PREFIX, read_config_file, settings_error_line
 
 S = TypeVar("S", bound="AppSettings")
 
@@ -86,8 +86,5 @@ class AppSettings(BaseSettings):
         """Build the section, turning a validation failure into a one-line :class:`ConfigurationError`."""
         try:
             return cls(**overrides)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or cls.yaml_section
-            raise ConfigurationError(f"{ENV_PREFIX}{field.upper()}: {first['msg']} (got {first.get('input')!r})") \
-                from None
+        except (ValidationError, SettingsError) as exc:
+            raise ConfigurationError(settings_error_line(cls, exc)) from None

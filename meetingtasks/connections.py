@@ -3,15 +3,16 @@ that report Redis refusing writes as the refusal it is wherever it is met."""
 
 from __future__ import annotations
 
+import functools
 import os
 import ssl
 import threading
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import redis
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
-from redis.sentinel import DEMOTED_MASTER_UNBLOCKED_ERROR, Sentinel, SentinelManagedConnection
+from redis.sentinel import DEMOTED_MASTER_UNBLOCKED_ERROR, MasterNotFoundError, Sentinel, SentinelManagedConnection
 
 from meetingtasks.sentinel import SentinelUrl, is_sentinel
 from meetingtasks.settings import Settings
@@ -71,6 +72,14 @@ class UnixDomainSocketConnection(_RefusalsAsTheyAre, redis.UnixDomainSocketConne
     pass
 
 
+def with_refusals_as_they_are(cls: type[redis.UnixDomainSocketConnection]) -> type[redis.UnixDomainSocketConnection]:
+    """``cls`` (a socket connection class kombu picked itself, e.g. for ``redis+socket://``) reporting refusals as
+    :class:`UnixDomainSocketConnection` does; ``cls`` itself when it does already."""
+    if issubclass(cls, _RefusalsAsTheyAre):
+        return cls
+    return type(cls.__name__, (_RefusalsAsTheyAre, cls), {})
+
+
 class _FollowsFailover:
     """Mixin of a Sentinel-managed connection: a primary that turned replica (``READONLY``, or the ``UNBLOCKED``
     it answers blocked commands with when demoted) drops the connection, so that the next one asks the sentinels
@@ -103,6 +112,43 @@ class SentinelSSLConnection(_FollowsFailover, SentinelManagedConnection, redis.S
     pass
 
 
+def no_primary_text(sentinels: list[Any], master_name: str, error: MasterNotFoundError) -> str:
+    """One line for no primary found: which sentinels, which master, and whether some did not answer. Redis-py's
+    own text carries the repr of each sentinel's client, pool and connection (~1,500 characters of internals)."""
+    where = [c.connection_pool.connection_kwargs for c in sentinels]
+    hosts = ",".join(f"{kwargs.get('host')}:{kwargs.get('port')}" for kwargs in where)
+    if str(error) == f"No master found for {master_name!r}":  # every sentinel answered
+        return f"the sentinels {hosts} know no healthy primary of master {master_name!r} (is the master name right?)"
+    return (f"no sentinel of {hosts} named a primary of master {master_name!r} (not every sentinel answered: are "
+            "they running and reachable?)")
+
+
+class PlatformSentinel(Sentinel):
+    """redis-py's ``Sentinel`` whose "no primary" error is :func:`no_primary_text`'s one line."""
+
+    def discover_master(self, service_name: str) -> Any:
+        try:
+            return super().discover_master(service_name)
+        except MasterNotFoundError as exc:
+            raise MasterNotFoundError(no_primary_text(self.sentinels, service_name, exc)) from None
+
+
+@functools.cache
+def _async_platform_sentinel() -> type[Any]:
+    """:class:`PlatformSentinel` for redis.asyncio (the gateway's live feed), made at first use: most processes
+    never import redis.asyncio."""
+    from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+    class AsyncPlatformSentinel(AsyncSentinel):
+        async def discover_master(self, service_name: str) -> Any:
+            try:
+                return await super().discover_master(service_name)
+            except MasterNotFoundError as exc:
+                raise MasterNotFoundError(no_primary_text(self.sentinels, service_name, exc)) from None
+
+    return AsyncPlatformSentinel
+
+
 _CONNECTION_CLASSES: dict[str, type[redis.Connection] | type[redis.UnixDomainSocketConnection]] = {
     "redis": Connection, "rediss": SSLConnection, "unix": UnixDomainSocketConnection}
 
@@ -123,10 +169,42 @@ def is_tls(url: str) -> bool:
     return urlsplit(url).scheme == "rediss"
 
 
+def is_unix_socket(url: str) -> bool:
+    return urlsplit(url).scheme == "unix"
+
+
+def kombu_socket_url(url: str) -> str:
+    """A ``unix://[user:password@]/path?db=N`` URL (redis-py's spelling) in kombu's:
+    ``redis+socket://[user:password@]/path?virtual_host=N``. Kombu reads a ``unix://`` path as the db number; it
+    takes the password only from the user part, so a ``?password=`` moves there."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    password = parts.password
+    username = parts.username
+    rest: list[tuple[str, str]] = []
+    for key, value in query:
+        if key == "db":
+            rest.append(("virtual_host", value))
+        elif key == "password":
+            password = password or value
+        elif key == "username":
+            username = username or value
+        else:
+            rest.append((key, value))
+    auth = ""
+    if username or password:
+        auth = f"{quote(unquote(username or ''), safe='')}:{quote(unquote(password or ''), safe='')}@"
+    query_text = urlencode(rest)
+    return f"redis+socket://{auth}{parts.path}{'?' if query_text else ''}{query_text}"
+
+
 def celery_broker(url: str, settings: Settings) -> dict[str, Any]:
-    """Celery's broker settings for ``url``: the URL, its TLS options and, for a Sentinel URL, kombu's spelling of
-    it with the transport options that name the master and reach the sentinels (merge them into the app's own
-    ``broker_transport_options``)."""
+    """Celery's broker settings for ``url``: the URL in kombu's spelling, its TLS options and, for a Sentinel
+    URL, the transport options that name the master and reach the sentinels (merge them into the app's own
+    ``broker_transport_options``). The one translation of the platform's URLs for Celery: workers, beat and
+    Flower all take theirs from here."""
+    if is_unix_socket(url):
+        return {"broker_url": kombu_socket_url(url), "broker_use_ssl": None, "broker_transport_options": {}}
     if not is_sentinel(url):
         return {"broker_url": url, "broker_use_ssl": ssl_options(settings) if is_tls(url) else None,
                 "broker_transport_options": {}}
@@ -136,7 +214,9 @@ def celery_broker(url: str, settings: Settings) -> dict[str, Any]:
         "broker_use_ssl": ssl_options(settings) if target.tls else None,
         "broker_transport_options": {"master_name": target.master_name,
                                      "sentinel_kwargs": sentinel_options(target, settings),
-                                     "mt_sentinel_url": url},
+                                     # Without the primary's credentials: Celery prints transport options in
+                                     # plain (`celery report`); they come with broker_url, which it masks.
+                                     "mt_sentinel_url": target.without_credentials()},
     }
 
 
@@ -187,7 +267,7 @@ def sentinel_client(target: SentinelUrl, settings: Settings, **kwargs: Any) -> r
     if target.tls:
         options.update(ssl_options(settings))
     options.update(kwargs)
-    manager = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options(target, settings))
+    manager = PlatformSentinel(list(target.sentinels), sentinel_kwargs=sentinel_options(target, settings))
     client: redis.Redis = manager.master_for(target.master_name, redis.Redis, **options)
     return client
 
@@ -196,7 +276,6 @@ def new_async_client(url: str, settings: Settings, **kwargs: Any) -> Any:
     """An asyncio client for ``url`` (the gateway's live feed), following a Sentinel-managed primary as
     :func:`sentinel_client` does. Typed ``Any``: redis.asyncio's client is generic in ways the callers ignore."""
     import redis.asyncio as aioredis
-    from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 
     options: dict[str, Any] = {
         "socket_timeout": settings.redis_socket_timeout_s,
@@ -211,7 +290,7 @@ def new_async_client(url: str, settings: Settings, **kwargs: Any) -> Any:
     options.update(db=target.db, username=target.username, password=target.password, **kwargs)
     if target.tls:
         options.update(ssl=True, **ssl_options(settings))
-    manager = AsyncSentinel(list(target.sentinels), sentinel_kwargs=sentinel_options(target, settings))
+    manager = _async_platform_sentinel()(list(target.sentinels), sentinel_kwargs=sentinel_options(target, settings))
     return manager.master_for(target.master_name, aioredis.Redis, **options)
 
 

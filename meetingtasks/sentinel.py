@@ -83,6 +83,12 @@ class SentinelUrl:
             return url
         return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{hostpart}"
 
+    def without_credentials(self) -> str:
+        """The URL with no ``user:password@``: where the sentinels are and which master, for options that Celery
+        prints as they are (``celery report``, Flower's config page)."""
+        hosts = ",".join(f"{_bracketed(host)}:{port}" for host, port in self.sentinels)
+        return f"{'sentinels' if self.tls else 'sentinel'}://{hosts}/{quote(self.master_name, safe='')}/{self.db}"
+
     def redacted(self) -> str:
         """The URL for logs and errors: the password shown as ``***``."""
         auth = ""

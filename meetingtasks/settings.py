@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from meetingtasks.backoff import RetryPolicy
 from meetingtasks.errors import ConfigurationError
 from meetingtasks.priority import Priority
+from meetingtasks.redaction import redact_text, redact_url
 from meetingtasks.sentinel import SENTINEL_SCHEMES, URL_FORM, SentinelUrl
 
 log = logging.getLogger(__name__)
@@ -510,22 +512,32 @@ class Settings(BaseSettings):
 
 
 def check_redis_url(url: str) -> None:
-    """Raise ``ValueError`` naming the problem when ``url`` is not a usable Redis URL."""
+    """Raise ``ValueError`` naming the problem when ``url`` is not a usable Redis URL (its password shown as
+    ``***``)."""
+    shown = redact_url(url)
     parts = urlsplit(url)
     if parts.scheme not in REDIS_SCHEMES:
-        raise ValueError(f"{url!r} is not a Redis URL: use redis://, rediss:// (TLS), unix:// or {URL_FORM}")
+        raise ValueError(f"{shown!r} is not a Redis URL: use redis://, rediss:// (TLS), unix:// or {URL_FORM}")
     if parts.scheme in SENTINEL_SCHEMES:
         try:
             SentinelUrl.parse(url)
         except ValueError as exc:
-            raise ValueError(f"{SentinelUrl.redacted_text(url)}: {exc}") from None
+            raise ValueError(f"{shown}: {exc}") from None
         return
     if parts.scheme != "unix" and not parts.hostname:
-        raise ValueError(f"{url!r} has no host")
+        raise ValueError(f"{shown!r} has no host")
     try:
         parts.port  # noqa: B018 - property access validates the port
     except ValueError:
-        raise ValueError(f"{url!r} has an invalid port") from None
+        raise ValueError(f"{shown!r} has an invalid port") from None
+    # Kombu and redis-py read the db as a number (redis://host/<db>, unix:///path?db=<db>): anything else starts
+    # producers and then kills every worker at its first connection.
+    db_texts = [value for key, value in parse_qsl(parts.query) if key == "db"]
+    if parts.scheme != "unix":
+        db_texts.append(parts.path.strip("/"))
+    for db_text in db_texts:
+        if db_text and not db_text.isdigit():
+            raise ValueError(f"{shown!r}: the db must be a number, not {db_text!r}")
 
 
 def is_placeholder(secret: str) -> bool:
@@ -601,8 +613,40 @@ def load_settings(**overrides: Any) -> Settings:
     """Build :class:`Settings`, turning any validation failure into a one-line :class:`ConfigurationError`."""
     try:
         return Settings(**overrides)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "settings"
-        env_name = ENV_PREFIX + field.upper()
-        raise ConfigurationError(f"{env_name}: {first['msg']} (got {first.get('input')!r})") from None
+    except (ValidationError, SettingsError) as exc:
+        raise ConfigurationError(settings_error_line(Settings, exc)) from None
+
+
+_SOURCE_FIELD = re.compile(r'field "([^"]+)"')
+
+
+def settings_error_line(model: type[BaseModel], exc: ValidationError | SettingsError) -> str:
+    """The one line of a settings class's refusal: the variable, the reason and what was given, rendered by
+    :func:`shown_value` (a URL's password and a secret setting never appear: the line goes to terminals and
+    logs). A value that is not JSON where JSON is read (pydantic-settings' ``SettingsError``) is said so."""
+    if isinstance(exc, SettingsError):
+        match = _SOURCE_FIELD.search(str(exc))
+        field = match.group(1) if match else "settings"
+        return f"{ENV_PREFIX}{field.upper()}: not valid JSON (this setting is read as JSON, e.g. " \
+               f"{_JSON_EXAMPLES.get(field, '[...] or {...}')})"
+    first = exc.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    field = ".".join(loc) or "settings"
+    line = f"{ENV_PREFIX}{field.upper()}: {redact_text(first['msg'])}"
+    value = first.get("input")
+    shown = shown_value(model, loc[0] if loc else "", value)
+    # A refused URL is named by the reason already (redacted): not printed twice.
+    said = shown is None or shown in line or (isinstance(value, str) and redact_text(value) in line)
+    return line if said else f"{line} (got {shown})"
+
+
+_JSON_EXAMPLES = {"service_redis_urls": '{"ai": "redis://ai-redis:6379/0"}'}
+
+
+def shown_value(model: type[BaseModel], field: str, value: Any) -> str | None:
+    """How the rejected ``value`` of ``field`` may be shown in an error: its repr with the password of every URL
+    in it masked; ``None`` (not shown at all) for a secret setting (a ``SecretStr`` field)."""
+    info = model.model_fields.get(field)
+    if info is not None and "SecretStr" in repr(info.annotation):
+        return None
+    return redact_text(repr(value))

@@ -45,7 +45,8 @@ def test_a_worker_on_a_unix_socket_url_starts_and_runs_a_task(
 
 @pytest.mark.slow
 def test_a_worker_that_cannot_start_exits_non_zero(env: dict[str, str], tmp_path: Path) -> None:
-    # Given a broker URL that the settings let through but kombu refuses (a db that is not a number)
+    # Given a broker URL that kombu refuses (a db that is not a number; the settings now refuse it at load too, so
+    # tests/test_worker_exit_status.py lifts that check to reach Celery's own unrecoverable error)
     worker = WorkerProcess("ai", {**env, "MEETINGTASKS_REDIS_URL": "redis://127.0.0.1:1/abc"},
                            tmp_path / "worker.log", ["--pool", "solo"])
     # When the worker starts, Then it stops (Celery: "Unrecoverable error") with a failure status, so that a

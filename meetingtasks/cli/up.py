@@ -25,6 +25,7 @@ from meetingtasks.connections import new_client
 from meetingtasks.embedded import RedisServer
 from meetingtasks.embedded_sentinel import MASTER_NAME, SentinelGroup
 from meetingtasks.errors import ConfigurationError, MeetingTasksError
+from meetingtasks.redaction import redact_url
 from meetingtasks.registry import REGISTRY, import_modules, services
 from meetingtasks.settings import CONSOLE_AUTH_FILE, REDIS_URL_FILE, Settings, load_settings
 from meetingtasks.supervisor import PartFailed, PartSpec, Supervisor, http_ok, log_contains
@@ -265,7 +266,7 @@ def up(includes: tuple[str, ...], data_dir: Path | None, concurrency: int | None
 def show_plan(settings: Settings, store: Redis, specs: list[PartSpec], flower_users: str,
               console_user: str = "admin") -> None:
     click.echo(f"meetingtasks up: data in {settings.data_dir}, logs in {settings.data_dir / 'logs'}")
-    click.echo(f"  redis             {store.url}  ({store.note})")
+    click.echo(f"  redis             {redact_url(store.url)}  ({store.note})")
     for spec in specs:
         extra = ""
         if spec.name == "flower":

@@ -6,6 +6,8 @@ SERVICE is any service whose task types are registered: the meeting system's, or
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from meetingtasks.cli.main import fail
@@ -34,7 +36,11 @@ def worker(service: str, includes: tuple[str, ...], celery_args: tuple[str, ...]
     if not any(arg in ("-n", "--hostname") or arg.startswith("--hostname=") for arg in celery_args):
         # One node name per service, so Flower and `celery inspect` tell the workers of a host apart.
         argv += ["--hostname", f"{service}@%h"]
-    run_worker(app, argv, prog_name=f"meetingtasks worker {service}")
+    code = run_worker(app, argv, prog_name=f"meetingtasks worker {service}")
+    if code:
+        # Celery's own status (1 after an unrecoverable error or a cold shutdown; 0 after a warm one, SIGTERM):
+        # a supervisor restarting on failure (systemd, compose, `meetingtasks up`) must see a worker that died.
+        sys.exit(code)
 
 
 def register(group: click.Group) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from celery import Celery
 
-from meetingtasks.connections import celery_broker, is_tls, new_client, ssl_options
+from meetingtasks.connections import celery_broker, is_tls, is_unix_socket, new_client, ssl_options
 from meetingtasks.platform import Platform
 from meetingtasks.registry import import_modules
 from meetingtasks.sentinel import is_sentinel
@@ -29,8 +29,9 @@ def create_beat_app(settings: Settings | None = None, *, include: Iterable[str] 
 
     install_celery_logging(settings, component="beat")  # JSON lines with MEETINGTASKS_LOG_JSON
     broker = celery_broker(url, settings)
-    if is_sentinel(url):
-        # redbeat's own Sentinel support wants its options in another shape; our client already follows failovers.
+    if is_sentinel(url) or is_unix_socket(url):
+        # redbeat's own Sentinel support wants its options in another shape (our client already follows failovers),
+        # and it reads a socket URL in kombu's spelling (redis+socket://) as no URL at all: our client instead.
         app.redbeat_redis = new_client(url, settings, decode_responses=True)
     app.conf.update(
         **broker,

@@ -39,13 +39,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import hiredis
+import redis
 from celery.worker import state as worker_state
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import loads as kombu_json_loads
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
-from redis.sentinel import Sentinel
 
 from meetingtasks import connections, kombu_json
 from meetingtasks.connections import WRITES_REFUSED, new_client
@@ -582,6 +582,13 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     # Refusals met inside kombu's scripts and transactions surface as the refusal they are (see connections).
     connection_class = connections.Connection
     connection_class_ssl = connections.SSLConnection
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        params: dict[str, Any] = super()._connparams(asynchronous)
+        cls = params["connection_class"]
+        if issubclass(cls, redis.UnixDomainSocketConnection):  # a unix socket URL: kombu names redis-py's class
+            params["connection_class"] = connections.with_refusals_as_they_are(cls)
+        return params
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._mt_lock = threading.Lock()
@@ -1481,7 +1488,8 @@ class SentinelChannel(Channel, kombu_redis.SentinelChannel):  # type: ignore[mis
         params = {k: v for k, v in self._connparams(asynchronous).items() if k not in ("host", "port")}
         options = self.connection.client.transport_options
         target = SentinelUrl.parse(options["mt_sentinel_url"])
-        manager = Sentinel(list(target.sentinels), sentinel_kwargs=options.get("sentinel_kwargs"), **params)
+        manager = connections.PlatformSentinel(list(target.sentinels), sentinel_kwargs=options.get("sentinel_kwargs"),
+                                               **params)
         # Kept so that kombu closes its connections to the sentinels with the pools (celery/kombu#1108).
         if asynchronous:
             self._async_sentinel_manager = manager
