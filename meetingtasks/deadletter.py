@@ -32,31 +32,12 @@ from meetingtasks.message import dumps, loads, new_id, renew_envelope
 from meetingtasks.priority import parse_queue
 from meetingtasks.registry import SERVICES
 from meetingtasks.secret_fields import mask
-from meetingtasks.wake import WAKE_LUA
+from meetingtasks.status_schema import Status, status_event
 
 _HOST = socket.gethostname()
 
-# KEYS: dlq hash, dlq index, target queue, task status, wake list.
-# ARGV: id, message, now_s, status channel, status event JSON, status ttl_s.
-# The status is reset to QUEUED before the push, so a worker never sees the old terminal status.
-_REPLAY = LuaScript(
-    WAKE_LUA
-    + """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-if redis.call('EXISTS', KEYS[4]) == 1 then
-  local h = redis.call('HGET', KEYS[4], 'history') or ''
-  redis.call('HSET', KEYS[4], 'status', 'QUEUED', 'attempt', '1', 'updated_at', ARGV[3],
-             'history', h .. 'QUEUED ' .. ARGV[3] .. ' 1\\n', 'deliveries', '0')
-  redis.call('HDEL', KEYS[4], 'error', 'error_type', 'result')
-  redis.call('EXPIRE', KEYS[4], ARGV[6])
-  redis.call('PUBLISH', ARGV[4], ARGV[5])
-end
-mt_wake(KEYS[5], 1)
-redis.call('LPUSH', KEYS[3], ARGV[2])
-return 1
-"""
-)
+#: Puts a dead letter's message back on its queue and its record back to QUEUED (lua/replay_dead_letter.lua).
+_REPLAY = LuaScript.load("replay_dead_letter")
 
 
 @dataclass
@@ -183,7 +164,7 @@ class DeadLetterStore:
         message = renew_envelope(loads(letter.message), retries=0)
         task_id = letter.task_id or letter.id
         now = time.time()
-        event = dumps({"op": "status", "id": task_id, "status": "QUEUED", "time": now, "attempt": 1})
+        event = dumps(status_event(task_id, Status.QUEUED, now, 1))
         done = _REPLAY(
             client,
             [self.keys.dlq(held_by), self.keys.dlq_index(held_by), letter.queue,
