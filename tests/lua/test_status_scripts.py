@@ -18,8 +18,8 @@ def _transition(platform: Platform, r: redis.Redis, task_id: str, status: str, n
                 attempt: str = "1", force: str = "0") -> int:
     keys = platform.keys
     event = orjson.dumps({"op": "status", "id": task_id, "status": status, "time": float(now), "attempt": 1})
-    return TRANSITION(r, [keys.status(task_id), keys.deadlines, keys.callbacks],
-                      [status, now, attempt, 600, keys.status_channel, event, force, task_id, keys.batch(""), *fields])
+    return int(TRANSITION(r, [keys.status(task_id), keys.deadlines, keys.callbacks],
+                      [status, now, attempt, 600, keys.status_channel, event, force, task_id, keys.batch(""), *fields]))
 
 
 def test_a_transition_writes_the_record_appends_history_and_publishes(platform: Platform, r: redis.Redis,

@@ -54,7 +54,7 @@ def test_fetch_pops_in_priority_order_records_unacked_and_started(platform: Plat
     rows = _rows(reply)
     assert [(q, started) for q, _, _, _, started in rows] == [(b"ai.critical", 1), (b"ai.low", -2), (b"ai.low", 1)]
     assert rows[0][2:4] == (1, 1)  # first delivery; the cancel flag's copy was in the record
-    crit = r.hgetall(keys.status("t-crit"))
+    crit: dict[bytes, bytes] = r.hgetall(keys.status("t-crit"))  # type: ignore[assignment]
     assert crit[b"status"] == b"STARTED" and crit[b"deliveries"] == b"1" and crit[b"service"] == b"ai"
     assert crit[b"history"].startswith(b"QUEUED 1.0 1\nSTARTED ") and float(crit[b"wait_s"]) >= 1
     assert r.hmget(keys.status("t-low"), "status", "deliveries") == [b"QUEUED", b"1"]  # deferred: counted only
@@ -69,7 +69,7 @@ def test_fetch_refuses_what_it_cannot_record_without_failing(platform: Platform,
     r.lpush("ai.high", b"not json", orjson.dumps({"properties": {}}), b"x" * (platform.settings.max_message_bytes + 1))
     rows = _rows(_fetch(platform, r, 5, 5))
     assert [(row[2], row[4]) for row in rows] == [(-1, 0)] * 3
-    assert rows[0][3].startswith(b"not JSON")
+    assert bytes(rows[0][3]).startswith(b"not JSON")
     assert rows[1][3] == b"properties.delivery_tag must be a non-empty string"
     assert rows[2][3] == b"message exceeds max_message_bytes"
     assert r.hlen(platform.keys.unacked("ai")) == 0 and r.llen("ai.high") == 0
