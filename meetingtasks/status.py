@@ -1,5 +1,8 @@
 """Task status records: one hash per task, every transition kept and published.
 
+The record itself (states, terminal set, fields, history line, event head) is defined once in
+:mod:`meetingtasks.status_schema`, whose Lua side the scripts get in their prelude; this module stores it.
+
 A record holds ``id type service priority queue status attempt created_at updated_at`` and, when known,
 ``result`` (JSON), ``error``, ``error_type``, ``progress``, ``progress_message``, ``worker``, and
 ``history``: one line per transition, ``"<STATUS> <epoch seconds> <attempt>"``; ``deliveries``: the

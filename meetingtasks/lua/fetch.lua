@@ -22,8 +22,8 @@
 -- ARGV[13 ... 12 + n_acks]  delivery tags to ack
 -- ARGV[13 + n_acks ...]  buffered outcomes to the end (see meetingtasks.worker.outcomes), each: task id, status,
 --          time_s, attempt, event JSON, n, then n field/value strings
--- Returns a flat list, five values per message (flat, not a table per message: this is the hottest script, and
--- meetingtasks.worker.transport.fetched_rows decodes it): queue, message, deliveries, cancelled, started.
+-- Returns a flat list, five values per message (flat, not a table per message: this is the hottest script; the
+-- worker's Channel reads it in steps of five): queue, message, deliveries, cancelled, started.
 --   deliveries = -1: not a readable envelope (popped, not recorded: the worker dead-letters it); the reason
 --                    comes in place of cancelled, started is 0
 --   started = 1: STARTED now; 0: the task is terminal already; -1: no task id (a foreign message);
