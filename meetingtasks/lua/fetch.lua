@@ -51,8 +51,7 @@ while j <= #ARGV do
     j, nf = k, tonumber(ARGV[k + 5])
     for i = j + 6, j + 5 + nf do fields[#fields + 1] = ARGV[i] end
   end
-  transition(ctx, {key=status_prefix .. id, id=id, status=ARGV[j + 1], now=ARGV[j + 2], attempt=ARGV[j + 3],
-                   event=ARGV[j + 4], force='0', fields=fields, pre=pre})
+  transition(ctx, status_prefix .. id, id, ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], '0', fields, pre)
   j = j + 6 + nf
 end
 mt_count_batches(ctx.batches, batch_prefix, outbox)

@@ -19,6 +19,5 @@ local status, now, attempt, ttl_s, channel, event, force, id, batch_prefix =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local fields = {unpack(ARGV, 10)}
 
-return transition(
-  {deadlines=deadlines, outbox=outbox, ttl=ttl_s, channel=channel, batch_prefix=batch_prefix},
-  {key=status_key, id=id, status=status, now=now, attempt=attempt, event=event, force=force, fields=fields})
+local ctx = {deadlines=deadlines, outbox=outbox, ttl=ttl_s, channel=channel, batch_prefix=batch_prefix}
+return transition(ctx, status_key, id, status, now, attempt, event, force, fields)

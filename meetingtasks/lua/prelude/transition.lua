@@ -1,5 +1,6 @@
--- transition(ctx, t): records one status transition, shared by the one-task script (transition.lua) and the
--- scripts that record transitions together with their own work (the worker's fetch). Needs: record.
+-- transition(ctx, key, id, status, now, attempt, event, force, fields, pre): records one status transition;
+-- shared by the one-task script (transition.lua) and the scripts that record transitions together with their own
+-- work (the worker's fetch). Needs: record.
 --
 -- ctx, the same for every transition of one script call:
 --   deadlines     the timeout deadlines zset
@@ -10,7 +11,8 @@
 --   batches       optional: a table collecting batch counts; the caller then calls
 --                 mt_count_batches(ctx.batches, ctx.batch_prefix, ctx.outbox) before it returns, so each batch is
 --                 counted with one read and one write for all of its tasks (otherwise counted at once)
--- t, the transition:
+-- the transition (positional: the fetch records up to a batch of them per call, and a table per transition
+-- would be work on the hottest path):
 --   key           the status hash
 --   id            the task id
 --   status, now, attempt   as written to the record (now and attempt as the caller got them)
@@ -47,12 +49,11 @@ local function mt_count_batches(acc, bprefix, outbox)
     end
   end
 end
-local function transition(ctx, t)
-  local status, now, attempt, fields, pre = t.status, t.now, t.attempt, t.fields, t.pre
+local function transition(ctx, key, id, status, now, attempt, event, force, fields, pre)
   -- One read for the guard, the history and what finalising needs; one write for all of it.
-  local cur = redis.call('HMGET', t.key, 'status', 'history', 'finalized', 'on_success', 'on_failure', 'batch',
+  local cur = redis.call('HMGET', key, 'status', 'history', 'finalized', 'on_success', 'on_failure', 'batch',
                         'deadline', 'deliveries')
-  if cur[1] and MT_TERMINAL[cur[1]] and t.force ~= '1' then return 0 end
+  if cur[1] and MT_TERMINAL[cur[1]] and force ~= '1' then return 0 end
   local finalize = MT_TERMINAL[status] and not cur[3]
   local callbacks, batch = cur[4] or cur[5], cur[6]
   for i = 1, #fields, 2 do
@@ -66,15 +67,15 @@ local function transition(ctx, t)
   -- The poison guard's delivery count starts again once a run has ended (retry, terminal, replay, cancel).
   if status ~= 'STARTED' and cur[8] and cur[8] ~= '0' then write[#write + 1] = 'deliveries'; write[#write + 1] = '0' end
   for i = 1, #fields do write[#write + 1] = fields[i] end
-  redis.call('HSET', t.key, unpack(write))
-  redis.call('EXPIRE', t.key, ctx.ttl)
+  redis.call('HSET', key, unpack(write))
+  redis.call('EXPIRE', key, ctx.ttl)
   if pre then redis.call('PUBLISH', ctx.channel, pre[2]) end
-  redis.call('PUBLISH', ctx.channel, t.event)
+  redis.call('PUBLISH', ctx.channel, event)
   if MT_TERMINAL[status] then
     -- Only a task dispatched with a timeout has a deadline entry, and its record says so (or is gone).
-    if cur[7] or not cur[1] then redis.call('ZREM', ctx.deadlines, t.id) end
+    if cur[7] or not cur[1] then redis.call('ZREM', ctx.deadlines, id) end
     if finalize then
-      if callbacks then redis.call('ZADD', ctx.outbox, now, 't:' .. t.id) end
+      if callbacks then redis.call('ZADD', ctx.outbox, now, 't:' .. id) end
       if batch then
         local acc = ctx.batches or {}
         local a = acc[batch]
