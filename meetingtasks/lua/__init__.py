@@ -55,9 +55,9 @@ def prelude_part(name: str) -> str:
     return (generated() if generated else "") + (path.read_text() if path.is_file() else "")
 
 
-def script_source(name: str) -> str:
-    """The full source of script ``name``: its prelude parts, then ``<name>.lua`` itself."""
-    text = (SCRIPTS_DIR / f"{name}.lua").read_text()
+def script_source(name: str, directory: Path = SCRIPTS_DIR) -> str:
+    """The full source of script ``name``: its prelude parts, then ``<directory>/<name>.lua`` itself."""
+    text = (directory / f"{name}.lua").read_text()
     found = _PRELUDE_LINE.search(text)
     parts = [p.strip() for p in found.group(1).split(",") if p.strip()] if found else []
     return "".join(prelude_part(part) for part in parts) + text
@@ -70,9 +70,10 @@ class LuaScript:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
     @classmethod
-    def load(cls, name: str) -> LuaScript:
-        """The script in ``meetingtasks/lua/<name>.lua`` with its prelude parts."""
-        return cls(script_source(name), name)
+    def load(cls, name: str, directory: Path = SCRIPTS_DIR) -> LuaScript:
+        """The script in ``meetingtasks/lua/<name>.lua`` with its prelude parts. An application package keeps its
+        own scripts beside its code and passes their ``directory``; the prelude is the platform's."""
+        return cls(script_source(name, directory), name)
 
     def __call__(self, client: redis.Redis, keys: Sequence[Arg], args: Sequence[Arg] = ()) -> Any:
         try:

@@ -91,3 +91,18 @@ def test_the_generated_event_head_is_the_python_one(r: redis.Redis) -> None:
     event = _lua_eval(r, expression, "t-1", "QUEUED", repr(now), "2")
     assert orjson.loads(event) == status_event("t-1", Status.QUEUED, now, 2)
     assert list(orjson.loads(event)) == list(status_event("t-1", Status.QUEUED, now, 2))  # the same order too
+
+
+def test_an_application_script_loads_from_its_own_directory_with_the_platform_prelude(tmp_path: Path,
+                                                                                       r: redis.Redis) -> None:
+    (tmp_path / "is_final.lua").write_text("-- is_final: whether a status is terminal\n-- KEYS: none\n"
+                                           "-- ARGV[1]  status\n-- Returns 1 or 0.\n-- prelude: record\n"
+                                           "local status = ARGV[1]\n\nreturn MT_TERMINAL[status] and 1 or 0\n")
+    script = LuaScript.load("is_final", tmp_path)
+    assert script.name == "is_final"
+    assert script(r, [], ["FAILED"]) == 1 and script(r, [], ["QUEUED"]) == 0
+
+
+def test_a_missing_script_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nonesuch\.lua"):
+        LuaScript.load("nonesuch", tmp_path)
