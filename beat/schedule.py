@@ -46,6 +46,7 @@ from typing import Any
 from celery.schedules import crontab as celery_crontab
 
 from meetingtasks.priority import Priority
+from meetingtasks.services.settings import MeetingSettings
 from meetingtasks.settings import Settings
 
 
@@ -102,12 +103,13 @@ def periodic(
 
 def entries(settings: Settings) -> list[Periodic]:
     """The built-in entries (maintenance, the meeting system's jobs) followed by those added with :func:`periodic`."""
+    meeting = MeetingSettings.load()
     builtin = [
         Periodic("queue-depths", "maintenance_queue_depths", every_s=settings.queue_depths_interval_s),
         Periodic("trim-streams", "maintenance_trim_streams", every_s=settings.stream_trim_interval_s),
-        Periodic("expire-logins", "user_sessions_expire", every_s=settings.login_sweep_interval_s),
-        Periodic("end-overdue-meetings", "meeting_overdue_end", every_s=settings.meeting_sweep_interval_s),
-        Periodic("close-silent-signaling", "signaling_stale_close", every_s=settings.signaling_sweep_interval_s),
+        Periodic("expire-logins", "user_sessions_expire", every_s=meeting.login_sweep_interval_s),
+        Periodic("end-overdue-meetings", "meeting_overdue_end", every_s=meeting.meeting_sweep_interval_s),
+        Periodic("close-silent-signaling", "signaling_stale_close", every_s=meeting.signaling_sweep_interval_s),
     ]
     return [*(e for e in builtin if e.name not in _added), *_added.values()]
 

@@ -30,7 +30,7 @@ from meetingtasks.metrics import Exporter
 from meetingtasks.metrics.heartbeat import Heartbeat, write_heartbeat
 from meetingtasks.platform import Platform
 from meetingtasks.priority import PRIORITY_ORDER, queue_name
-from meetingtasks.registry import SERVICES
+from meetingtasks.services import SERVICES
 from meetingtasks.settings import Settings
 
 

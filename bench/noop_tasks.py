@@ -51,3 +51,9 @@ def bench_mark(p: MarkPayload) -> None:
 def bench_noop_user(p: NoopPayload) -> int:
     """The same no-op on a second service, for the sharding scenario (services on separate Redis instances)."""
     return p.n
+
+
+@task_type("media", "bench_noop_media", payload=NoopPayload)
+def bench_noop_media(p: NoopPayload) -> int:
+    """A third service's no-op, for the sharding benchmark's three Redis instances."""
+    return p.n

@@ -353,52 +353,107 @@ def _redis_cpu_s(client: redis.Redis) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
+#: The services of the sharding benchmark, their no-op task types, and how 1, 2 and 3 Redis instances split them.
+SHARD_TYPES = {"ai": "bench_noop", "user": "bench_noop_user", "media": "bench_noop_media"}
+SHARD_LAYOUTS = {1: {}, 2: {"user": 1, "media": 1}, 3: {"user": 1, "media": 2}}
+
+
 def sharding(bench: Bench) -> None:
-    """Two services draining at once, on one Redis and then split over two Redis instances
-    (``service_redis_urls``); also the Redis CPU each task costs, for the capacity model."""
+    """Three services draining at once, on one Redis, then split over two and three Redis instances
+    (``service_redis_urls``); on one Redis also what the capacity model needs: Redis CPU, commands and memory per
+    task (docs/high-availability.md, capacity)."""
     from meetingtasks.dispatcher import Dispatcher
     from meetingtasks.embedded import RedisServer
     from meetingtasks.platform import Platform
     from meetingtasks.settings import Settings
 
     n = bench.n(10_000)
-    one = bench.figure("drain ai + user, both on one Redis", "tasks/s")
-    two = bench.figure("drain ai + user, split over two Redis", "tasks/s")
+    figs = {k: bench.figure(f"drain ai + user + media over {k} Redis", "tasks/s") for k in SHARD_LAYOUTS}
     cpu = bench.figure("Redis CPU per task (dispatch + run + ack, one Redis)", "us", higher_is_better=False)
-    second = RedisServer(bench.tmp / "redis-2").start()
+    commands = bench.figure("Redis commands per task (dispatch + run + ack, one Redis)", "commands",
+                            higher_is_better=False)
+    memory = bench.figure("Redis memory per queued task (~200-byte payload)", "bytes", higher_is_better=False)
+    extra = [RedisServer(bench.tmp / f"redis-{i}").start() for i in (2, 3)]
+    urls_of = [bench.url, *(server.url for server in extra)]
     try:
         for _ in range(bench.rounds):
-            for fig, urls in ((one, {}), (two, {"user": second.url})):
-                clients = [bench.client] + ([redis.Redis.from_url(second.url)] if urls else [])
+            for k, layout in SHARD_LAYOUTS.items():
+                fig = figs[k]
+                urls = {svc: urls_of[i] for svc, i in layout.items()}
+                clients = [redis.Redis.from_url(url) for url in urls_of[:k]]
                 for c in clients:
                     c.flushall()
+                    c.config_resetstat()
+                client_of = {svc: clients[layout.get(svc, 0)] for svc in SHARD_TYPES}
                 platform = Platform(Settings(redis_url=bench.url, service_redis_urls=urls))
                 dispatcher = Dispatcher(platform)
                 cpu_before = sum(_redis_cpu_s(c) for c in clients)
+                memory_before = clients[0].info("memory")["used_memory"]
                 for start in range(0, n, 5000):
                     end = min(n, start + 5000)
-                    dispatcher.dispatch_batch([("bench_noop", {"n": i, "blob": BLOB}) for i in range(start, end)])
-                    dispatcher.dispatch_batch([("bench_noop_user", {"n": i, "blob": BLOB}) for i in range(start, end)])
+                    for task in SHARD_TYPES.values():
+                        dispatcher.dispatch_batch([(task, {"n": i, "blob": BLOB}) for i in range(start, end)])
+                if k == 1:
+                    memory.ours.append((clients[0].info("memory")["used_memory"] - memory_before) / (3 * n))
                 env = {**bench.env, "MEETINGTASKS_SERVICE_REDIS_URLS": json.dumps(urls)}
                 procs = [Worker([sys.executable, "-m", "meetingtasks", "worker", svc, "--pool", "threads",
                                  "--concurrency", "8", "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
-                                env, bench.log(f"shard-{svc}")) for svc in ("ai", "user")]
-                queues = [(bench.client if not urls else clients[0], OUR_QUEUES),
-                          (clients[-1], [f"user.{q}" for q in QUEUES])]
+                                env, bench.log(f"shard{k}-{svc}")) for svc in SHARD_TYPES]
+                queues = [(client_of[svc], [f"{svc}.{q}" for q in QUEUES]) for svc in SHARD_TYPES]
                 try:
                     def left(queues: list[tuple[redis.Redis, list[str]]] = queues) -> int:
                         return sum(queued(c, qs) for c, qs in queues)
-                    wait_until(lambda: left() < 2 * n, 60, "the first fetch")
+                    wait_until(lambda: left() < 3 * n, 60, "the first fetch")
                     t0, left0 = time.perf_counter(), left()
-                    wait_until(lambda: left() == 0, 600, "both queues to drain", 0.005)
+                    wait_until(lambda: left() == 0, 600, "the queues to drain", 0.005)
                     fig.ours.append(left0 / (time.perf_counter() - t0))
                 finally:
                     for proc in procs:
                         proc.stop()
-                if not urls:
-                    cpu.ours.append((sum(_redis_cpu_s(c) for c in clients) - cpu_before) / (2 * n) * 1e6)
+                if k == 1:
+                    cpu.ours.append((sum(_redis_cpu_s(c) for c in clients) - cpu_before) / (3 * n) * 1e6)
+                    commands.ours.append(_commands(clients[0]) / (3 * n))
     finally:
-        second.stop()
+        for server in extra:
+            server.stop()
+
+
+def replica_acks(bench: Bench) -> None:
+    """What ``min_replica_acks=1`` costs a producer: the dispatch loop and dispatch_batch against a primary with
+    one replica attached, without and with the WAIT (docs/high-availability.md)."""
+    from meetingtasks.dispatcher import Dispatcher
+    from meetingtasks.embedded_sentinel import SentinelGroup
+    from meetingtasks.platform import Platform
+    from meetingtasks.settings import Settings
+
+    n = bench.n(5000)
+    batch_n = bench.n(10_000)
+    group = SentinelGroup(bench.tmp / "replicated")
+    for node in group.nodes:  # a primary and its replica; no sentinels needed to measure WAIT
+        node.start()
+    group.wait_synced()
+    primary = group.nodes[0].url
+    client = redis.Redis.from_url(primary)
+    loops = {acks: bench.figure(f"dispatch loop, one replica, min_replica_acks={acks}", "tasks/s") for acks in (0, 1)}
+    batches = {acks: bench.figure(f"dispatch_batch of 10,000, one replica, min_replica_acks={acks}", "tasks/s")
+               for acks in (0, 1)}
+    items = [("bench_noop", {"n": i, "blob": BLOB}) for i in range(batch_n)]
+    try:
+        for _ in range(bench.rounds):
+            for acks in (0, 1):  # interleaved: the machine is shared and noisy
+                dispatcher = Dispatcher(Platform(Settings(redis_url=primary, min_replica_acks=acks)))
+                client.flushall()
+                start = time.perf_counter()
+                for i in range(n):
+                    dispatcher.dispatch("bench_noop", {"n": i, "blob": BLOB})
+                loops[acks].ours.append(n / (time.perf_counter() - start))
+                client.flushall()
+                start = time.perf_counter()
+                dispatcher.dispatch_batch(items)
+                batches[acks].ours.append(batch_n / (time.perf_counter() - start))
+    finally:
+        client.close()
+        group.stop()
 
 
 def _commands(client: redis.Redis) -> float:
@@ -446,6 +501,7 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "commands": _costs,
     "startup": _startup,
     "sharding": sharding,
+    "replicas": replica_acks,
 }
 
 OTHERS = ["bench.delayed", "bench.bridge", "bench.local_bus", "bench.dispatch", "bench.gateway"]

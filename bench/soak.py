@@ -36,7 +36,7 @@ from bench.harness import QUEUES, ROOT, Worker, base_env, wait_until
 from bench.hostile import hostile_item
 from meetingtasks.embedded import RedisServer, free_port
 from meetingtasks.errors import BrokerUnavailable
-from meetingtasks.registry import SERVICES
+from meetingtasks.services import SERVICES
 
 
 @dataclass

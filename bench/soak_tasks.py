@@ -13,7 +13,8 @@ from pydantic import BaseModel
 
 from meetingtasks.backoff import RetryPolicy
 from meetingtasks.platform import get_platform
-from meetingtasks.registry import SERVICES, task_type
+from meetingtasks.registry import task_type
+from meetingtasks.services import SERVICES
 
 RUNS_KEY = "soak:runs"
 FAILED_ONCE_KEY = "soak:failed_once"

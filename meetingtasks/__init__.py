@@ -27,13 +27,15 @@ with collections_paused(until_frozen=starting_a_worker(sys.orig_argv)):
         InvalidPayload,
         MeetingTasksError,
         MessageTooLarge,
+        MoveRefused,
         PermanentError,
+        ReplicationTimeout,
         TaskFailed,
         TaskNotFound,
         UnknownTaskType,
         WaitTimeout,
     )
-    from meetingtasks.events import Event, on_event, publish_event, publish_events
+    from meetingtasks.events import Event, channel, on_event, publish_event, publish_events
     from meetingtasks.platform import Platform, configure, get_platform
     from meetingtasks.priority import Priority
     from meetingtasks.registry import task_type
@@ -71,9 +73,11 @@ __all__ = [
     "InvalidPayload",
     "MeetingTasksError",
     "MessageTooLarge",
+    "MoveRefused",
     "PermanentError",
     "Platform",
     "Priority",
+    "ReplicationTimeout",
     "Settings",
     "Status",
     "TaskCancelled",
@@ -84,6 +88,7 @@ __all__ = [
     "UnknownTaskType",
     "WaitTimeout",
     "cancel_task",
+    "channel",
     "configure",
     "current_task_id",
     "dispatch",

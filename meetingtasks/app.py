@@ -2,8 +2,9 @@
 with message signing on, see :mod:`meetingtasks.signing`).
 
 ``create_app("ai")`` builds the app ``meetingtasks.services.ai:app`` is made of; tests build their own
-with their own :class:`Settings`. Every task type registered for the service is bound to the app, also
-when registered later (``--include`` modules, Celery's ``-I``).
+with their own :class:`Settings`. Any service with task types is accepted: the built-in applications' and
+those that ``include`` modules register (``meetingtasks worker billing --include myapp.billing``). Every
+task type registered for the service is bound to the app, also when registered later (Celery's ``-I``).
 """
 
 from __future__ import annotations
@@ -12,14 +13,23 @@ from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_shutdown
 from kombu import Exchange, Queue
 
 from meetingtasks import kombu_json
-from meetingtasks.connections import is_tls, ssl_options
+from meetingtasks.connections import celery_broker
+from meetingtasks.errors import ConfigurationError
 from meetingtasks.platform import Platform
 from meetingtasks.priority import Priority, queue_name, service_queues
-from meetingtasks.registry import REGISTRY, SERVICES, TaskTypeSpec, import_modules, load_service_types
+from meetingtasks.registry import (
+    REGISTRY,
+    TaskTypeSpec,
+    check_service_name,
+    import_modules,
+    load_service_types,
+    services,
+)
+from meetingtasks.sentinel import is_sentinel
 from meetingtasks.settings import Settings, load_settings
 from meetingtasks.signing import install_verifier, signer_for
 from meetingtasks.task import PlatformTask
@@ -71,21 +81,34 @@ def transport_options(platform: Platform, service: str) -> dict[str, Any]:
 
 
 def create_app(service: str, settings: Settings | None = None, *, include: Iterable[str] = ()) -> Celery:
-    if service not in SERVICES:
-        raise ValueError(f"unknown service {service!r}; services: {', '.join(SERVICES)}")
+    check_service_name(service)
     settings = settings or load_settings()
+    # The service's code first: an unknown service is refused before anything is built.
+    load_service_types(service)
+    import_modules([*settings.include, *include])
+    if not REGISTRY.for_service(service):
+        known = [svc for svc in services() if svc != service]
+        raise ConfigurationError(
+            f"unknown service {service!r} (no task types registered for it); services: {', '.join(known)} (a "
+            "service of your own: give the module declaring its task types with --include or MEETINGTASKS_INCLUDE)"
+        )
     platform = Platform(settings)
     url = settings.broker_url(service)
+    broker = celery_broker(url, settings)
+    if is_sentinel(url):
+        # One URL: the workers' transport takes every sentinel from mt_sentinel_url (see SentinelChannel).
+        broker["broker_url"] = broker["broker_url"].split(";")[0]
     kombu_json.install()
     app = Celery(f"meetingtasks.{service}", set_as_current=False)
     app.mt_platform = platform
     app.mt_service = service
     queues = [Queue(q, Exchange(q, type="direct"), routing_key=q) for q in service_queues(service)]
     app.conf.update(
-        broker_url=url,
-        broker_transport="meetingtasks.worker.transport:Transport",
-        broker_transport_options=transport_options(platform, service),
-        broker_use_ssl=ssl_options(settings) if is_tls(url) else None,
+        broker_url=broker["broker_url"],
+        broker_transport="meetingtasks.worker.transport:"
+                         + ("SentinelTransport" if is_sentinel(url) else "Transport"),
+        broker_transport_options={**transport_options(platform, service), **broker["broker_transport_options"]},
+        broker_use_ssl=broker["broker_use_ssl"],
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         result_backend=None,
@@ -135,8 +158,15 @@ def create_app(service: str, settings: Settings | None = None, *, include: Itera
 
         install_child_outcomes(platform, service)
 
+    def settle(**_: Any) -> None:
+        from meetingtasks.worker.transport import settle_at_shutdown
+
+        settle_at_shutdown(app)
+
     # A prefork child's task outcomes ride back to the parent with the result (meetingtasks.worker.outcomes).
     worker_process_init.connect(child_outcomes, weak=False)
+    # Sent once the pool has drained: its last results arrive after the consuming channel closed.
+    worker_shutdown.connect(settle, weak=False)
     install_worker_logging(app)
     install_worker_tracing(app)
 
@@ -145,9 +175,8 @@ def create_app(service: str, settings: Settings | None = None, *, include: Itera
             bind_task(app, spec)
 
     REGISTRY.subscribe(bind_if_ours)
-    # Our own types; the other services' (handlers dispatch to them) load on the registry's first miss.
-    load_service_types(service)
-    import_modules([*settings.include, *include])
+    # Our own types (imported above); the other services' (handlers dispatch to them) load on the registry's
+    # first miss.
     for spec in REGISTRY.for_service(service):
         bind_task(app, spec)
     return app

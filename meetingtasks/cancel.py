@@ -10,6 +10,12 @@ SCHEDULED or RETRYING      taken out of the delayed set, flag set, CANCELLED: it
 QUEUED                     flag set, CANCELLED. The message stays on its queue; the worker that takes it
                            sees the flag and drops it unrun, without a dead letter (also a worker that
                            was down when the cancel was issued: the flag is in Redis, not in memory).
+QUEUED, held by a worker   (its delivery count is above 0: a worker fetched it and has not started it yet,
+                           e.g. behind others in a solo batch or in a prefork reserve) flag set; the
+                           status stays QUEUED. The worker reads the flags of what it holds again before
+                           it starts them (meetingtasks.worker.transport.CANCEL_RECHECK_S) and drops it
+                           unrun as CANCELLED; one that starts within those few milliseconds of the cancel
+                           runs with its flag set, as a STARTED one does.
 STARTED                    flag set and a Celery revoke broadcast. Without ``terminate`` the handler runs
                            on until it calls :func:`raise_if_cancelled` (then CANCELLED) or ends (its own
                            outcome stands); the status stays STARTED meanwhile. With ``terminate`` the
@@ -40,7 +46,6 @@ from meetingtasks.lua import LuaScript
 from meetingtasks.message import loads
 from meetingtasks.platform import Platform, get_platform
 from meetingtasks.priority import parse_queue
-from meetingtasks.registry import SERVICES
 from meetingtasks.status import Status, StatusRecord, parse_record
 
 log = logging.getLogger(__name__)
@@ -61,11 +66,13 @@ class CancelOutcome:
     before: Status
     status: Status
     terminate_refused: str | None = None
+    held: bool = False  # QUEUED, but fetched by a worker that has not started it
 
     @property
     def ok(self) -> bool:
-        """The task will not run (again): it is CANCELLED, or running with its cancel flag set."""
-        return self.status is Status.CANCELLED or (self.status is Status.STARTED and not self.terminate_refused)
+        """The task will not run (again): it is CANCELLED, or running (or about to start) with its cancel flag set."""
+        return (self.status is Status.CANCELLED or self.held
+                or (self.status is Status.STARTED and not self.terminate_refused))
 
     def describe(self) -> str:
         if self.before is Status.CANCELLED:
@@ -74,6 +81,9 @@ class CancelOutcome:
             return f"task {self.task_id} already finished ({self.status.value}); nothing to cancel"
         if self.status is Status.CANCELLED:
             return f"{self.task_id}: CANCELLED (was {self.before.value})"
+        if self.held:
+            return (f"{self.task_id}: cancel requested; a worker has fetched it and drops it before it starts "
+                    "(CANCELLED then)")
         if self.terminate_refused:
             return (f"task {self.task_id} is running and could not be terminated ({self.terminate_refused}); "
                     "its cancel flag is set")
@@ -100,6 +110,11 @@ def cancel(platform: Platform, task_id: str, *, terminate: bool = False) -> Canc
                     pipe.reset()
                     assert record is not None
                     return _cancel_running(platform, service, record, terminate)
+                if record is not None and before is Status.QUEUED and int(record.fields.get("deliveries") or 0) > 0:
+                    # A worker holds it unstarted: only it can tell whether it starts; it reads the flag first.
+                    pipe.reset()
+                    _set_flag(client, platform, task_id)
+                    return CancelOutcome(task_id, before, _current(platform, client, task_id), held=True)
                 pipe.multi()
                 platform.delayed.queue_remove(pipe, service, task_id)
                 platform.status.transition(
@@ -126,7 +141,7 @@ def locate(platform: Platform, task_id: str) -> str:
             return found.decode() if isinstance(found, bytes) else str(found)
         if client.exists(platform.keys.status(task_id)):
             return service  # a record without a service field (written by a foreign producer)
-    for service in SERVICES:
+    for service in platform.services():
         if platform.redis(service).hexists(platform.keys.delayed_messages(service), task_id):
             return service
     raise TaskNotFound(f"no task with id {task_id!r} (unknown, or its status expired)")
@@ -201,15 +216,15 @@ _control_lock = threading.Lock()
 
 def _control_app(platform: Platform, service: str) -> Celery:
     """A bare Celery app on ``service``'s broker, only for remote control (revoke), one per URL."""
-    from meetingtasks.connections import is_tls, ssl_options
+    from meetingtasks.connections import celery_broker
 
     url = platform.settings.broker_url(service)
     with _control_lock:
         app = _control_apps.get(url)
         if app is None:
             app = Celery("meetingtasks.control", set_as_current=False)
-            app.conf.update(broker_url=url, broker_use_ssl=ssl_options(platform.settings) if is_tls(url) else None,
-                            broker_connection_retry_on_startup=False, result_backend=None)
+            app.conf.update(**celery_broker(url, platform.settings), broker_connection_retry_on_startup=False,
+                            result_backend=None)
             _control_apps[url] = app
         return app
 

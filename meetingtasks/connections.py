@@ -11,7 +11,9 @@ from urllib.parse import urlsplit
 
 import redis
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
+from redis.sentinel import DEMOTED_MASTER_UNBLOCKED_ERROR, Sentinel, SentinelManagedConnection
 
+from meetingtasks.sentinel import SentinelUrl, is_sentinel
 from meetingtasks.settings import Settings
 
 _CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
@@ -69,6 +71,38 @@ class UnixDomainSocketConnection(_RefusalsAsTheyAre, redis.UnixDomainSocketConne
     pass
 
 
+class _FollowsFailover:
+    """Mixin of a Sentinel-managed connection: a primary that turned replica (``READONLY``, or the ``UNBLOCKED``
+    it answers blocked commands with when demoted) drops the connection, so that the next one asks the sentinels
+    for the new primary. The refusal itself goes on as it is (callers wait and retry, see
+    :data:`WRITES_REFUSED`), not as redis-py's ``ConnectionError``, which would tell a dispatch that its task
+    may have been queued when nothing was."""
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            response = redis.Connection.read_response(self, *args, **kwargs)  # type: ignore[arg-type]
+        except ResponseError as exc:
+            refusal = as_refusal(exc)
+            if isinstance(refusal, ReadOnlyError) or str(exc).startswith(DEMOTED_MASTER_UNBLOCKED_ERROR):
+                self.disconnect()  # type: ignore[attr-defined]
+            raise refusal from None
+        if type(response) is list:
+            for i, item in enumerate(response):
+                if isinstance(item, ResponseError):
+                    response[i] = refusal = as_refusal(item)
+                    if isinstance(refusal, ReadOnlyError):
+                        self.disconnect()  # type: ignore[attr-defined]
+        return response
+
+
+class SentinelConnection(_FollowsFailover, SentinelManagedConnection):
+    pass
+
+
+class SentinelSSLConnection(_FollowsFailover, SentinelManagedConnection, redis.SSLConnection):
+    pass
+
+
 _CONNECTION_CLASSES: dict[str, type[redis.Connection] | type[redis.UnixDomainSocketConnection]] = {
     "redis": Connection, "rediss": SSLConnection, "unix": UnixDomainSocketConnection}
 
@@ -89,8 +123,28 @@ def is_tls(url: str) -> bool:
     return urlsplit(url).scheme == "rediss"
 
 
+def celery_broker(url: str, settings: Settings) -> dict[str, Any]:
+    """Celery's broker settings for ``url``: the URL, its TLS options and, for a Sentinel URL, kombu's spelling of
+    it with the transport options that name the master and reach the sentinels (merge them into the app's own
+    ``broker_transport_options``)."""
+    if not is_sentinel(url):
+        return {"broker_url": url, "broker_use_ssl": ssl_options(settings) if is_tls(url) else None,
+                "broker_transport_options": {}}
+    target = SentinelUrl.parse(url)
+    return {
+        "broker_url": target.kombu_url(),
+        "broker_use_ssl": ssl_options(settings) if target.tls else None,
+        "broker_transport_options": {"master_name": target.master_name,
+                                     "sentinel_kwargs": sentinel_options(target, settings),
+                                     "mt_sentinel_url": url},
+    }
+
+
 def new_client(url: str, settings: Settings, **kwargs: Any) -> redis.Redis:
-    """A fresh client for ``url`` (password, ACL user and db taken from the URL)."""
+    """A fresh client for ``url`` (password, ACL user and db taken from the URL); for a Sentinel URL, a client of
+    the primary the sentinels name, which follows a failover by itself (see :func:`sentinel_client`)."""
+    if is_sentinel(url):
+        return sentinel_client(SentinelUrl.parse(url), settings, **kwargs)
     options: dict[str, Any] = {
         "socket_timeout": settings.redis_socket_timeout_s,
         "socket_connect_timeout": settings.redis_socket_timeout_s,
@@ -102,6 +156,63 @@ def new_client(url: str, settings: Settings, **kwargs: Any) -> redis.Redis:
     options["connection_class"] = _CONNECTION_CLASSES.get(urlsplit(url).scheme, Connection)
     options.update(kwargs)
     return redis.Redis.from_url(url, **options)
+
+
+def sentinel_options(target: SentinelUrl, settings: Settings) -> dict[str, Any]:
+    """Options of the connections to the sentinels themselves (their password, TLS, timeouts), for redis-py's
+    ``Sentinel`` and kombu's ``sentinel_kwargs`` alike."""
+    options: dict[str, Any] = {"socket_timeout": settings.redis_socket_timeout_s,
+                               "socket_connect_timeout": settings.redis_socket_timeout_s}
+    if settings.redis_sentinel_password is not None:
+        options["password"] = settings.redis_sentinel_password.get_secret_value()
+    if target.tls:
+        options.update(ssl=True, **ssl_options(settings))
+    return options
+
+
+def sentinel_client(target: SentinelUrl, settings: Settings, **kwargs: Any) -> redis.Redis:
+    """A client of the primary of ``target``'s master name. Each new connection asks the sentinels where the
+    primary is; a connection to a primary that was demoted is dropped at its first refusal, and one to a dead
+    primary fails as any lost connection does, so the caller's next try lands on the new primary."""
+    options: dict[str, Any] = {
+        "socket_timeout": settings.redis_socket_timeout_s,
+        "socket_connect_timeout": settings.redis_socket_timeout_s,
+        "health_check_interval": 10,
+        "retry_on_timeout": False,
+        "db": target.db,
+        "username": target.username,
+        "password": target.password,
+        "connection_class": SentinelSSLConnection if target.tls else SentinelConnection,
+    }
+    if target.tls:
+        options.update(ssl_options(settings))
+    options.update(kwargs)
+    manager = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options(target, settings))
+    client: redis.Redis = manager.master_for(target.master_name, redis.Redis, **options)
+    return client
+
+
+def new_async_client(url: str, settings: Settings, **kwargs: Any) -> Any:
+    """An asyncio client for ``url`` (the gateway's live feed), following a Sentinel-managed primary as
+    :func:`sentinel_client` does. Typed ``Any``: redis.asyncio's client is generic in ways the callers ignore."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+    options: dict[str, Any] = {
+        "socket_timeout": settings.redis_socket_timeout_s,
+        "socket_connect_timeout": settings.redis_socket_timeout_s,
+        "health_check_interval": 10,
+    }
+    if not is_sentinel(url):
+        if is_tls(url):
+            options.update(ssl_options(settings))
+        return aioredis.Redis.from_url(url, **options, **kwargs)
+    target = SentinelUrl.parse(url)
+    options.update(db=target.db, username=target.username, password=target.password, **kwargs)
+    if target.tls:
+        options.update(ssl=True, **ssl_options(settings))
+    manager = AsyncSentinel(list(target.sentinels), sentinel_kwargs=sentinel_options(target, settings))
+    return manager.master_for(target.master_name, aioredis.Redis, **options)
 
 
 def shared_client(url: str, settings: Settings) -> redis.Redis:

@@ -30,7 +30,7 @@ from meetingtasks.keys import Keys
 from meetingtasks.lua import LuaScript
 from meetingtasks.message import dumps, loads, new_id, renew_envelope
 from meetingtasks.priority import parse_queue
-from meetingtasks.registry import SERVICES
+from meetingtasks.registry import known_services
 from meetingtasks.secret_fields import mask
 from meetingtasks.status_schema import Status, status_event
 
@@ -38,6 +38,132 @@ _HOST = socket.gethostname()
 
 #: Puts a dead letter's message back on its queue and its record back to QUEUED (lua/replay_dead_letter.lua).
 _REPLAY = LuaScript.load("replay_dead_letter")
+
+# One page of a service's letters, newest first, matching a filter. KEYS: dlq hash, dlq index.
+# ARGV: max score (ms, inclusive), cursor id ('' for none: letters at the max score with an id >= it were shown),
+# min score (ms), limit, most letters to read, then needles: JSON text of a field as the record spells it
+# ('"reason":"x"'), '' for none. Walks the index by rank in chunks of 500 from the max score down (ZCOUNT finds the
+# first rank: O(log N)), so a page costs O(log N + what it reads), and it reads at most the given number. Returns
+# {"<score> <id>" of the last letter read when it stopped at that number, else '', then "<score> <id>", record ...}.
+_PAGE = LuaScript(
+    """
+local hash, index = KEYS[1], KEYS[2]
+local max_score, cursor_id, min_score = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local limit, budget = tonumber(ARGV[4]), tonumber(ARGV[5])
+local needles = {}
+for i = 6, #ARGV do if ARGV[i] ~= '' then needles[#needles + 1] = ARGV[i] end end
+local top = tonumber(max_score)
+local rank = redis.call('ZCOUNT', index, '(' .. max_score, '+inf')
+local out = {''}
+local finished = false
+local read = 0
+while #out < 2 * limit + 1 and not finished do
+  if read >= budget then
+    local last = redis.call('ZREVRANGE', index, rank - 1, rank - 1, 'WITHSCORES')
+    if #last > 0 then out[1] = last[2] .. ' ' .. last[1] end
+    break
+  end
+  local chunk = redis.call('ZREVRANGE', index, rank, rank + 499, 'WITHSCORES')
+  if #chunk == 0 then break end
+  rank = rank + #chunk / 2
+  read = read + #chunk / 2
+  local ids, scores = {}, {}
+  for i = 1, #chunk, 2 do
+    local id, score = chunk[i], tonumber(chunk[i + 1])
+    if score < min_score then finished = true; break end
+    if not (cursor_id ~= '' and score == top and id >= cursor_id) then
+      ids[#ids + 1] = id
+      scores[#scores + 1] = chunk[i + 1]
+    end
+  end
+  if #ids > 0 then
+    local records = redis.call('HMGET', hash, unpack(ids))
+    for i = 1, #ids do
+      local record = records[i]
+      if record and #out < 2 * limit + 1 then
+        local keep = true
+        for _, needle in ipairs(needles) do
+          if not string.find(record, needle, 1, true) then keep = false; break end
+        end
+        if keep then
+          out[#out + 1] = scores[i] .. ' ' .. ids[i]
+          out[#out + 1] = record
+        end
+      end
+    end
+  end
+end
+return out
+"""
+)
+
+# How many of a service's letters match a filter. KEYS as _PAGE. ARGV: max score, min score, most letters to
+# read (0: no limit), needles. Without needles it is ZCOUNT. Returns {matching, read, complete (1/0)}.
+_COUNT = LuaScript(
+    """
+local needles = {}
+for i = 4, #ARGV do if ARGV[i] ~= '' then needles[#needles + 1] = ARGV[i] end end
+if #needles == 0 then return {redis.call('ZCOUNT', KEYS[2], ARGV[2], ARGV[1]), 0, 1} end
+local budget = tonumber(ARGV[3])
+local rank = redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[1], '+inf')
+local last = redis.call('ZCOUNT', KEYS[2], ARGV[2], '+inf') - 1
+local n, read = 0, 0
+while rank <= last do
+  if budget > 0 and read >= budget then return {n, read, 0} end
+  local stop = math.min(rank + 999, last)
+  local ids = redis.call('ZREVRANGE', KEYS[2], rank, stop)
+  if #ids == 0 then break end
+  rank = stop + 1
+  read = read + #ids
+  for _, record in ipairs(redis.call('HMGET', KEYS[1], unpack(ids))) do
+    if record then
+      local keep = true
+      for _, needle in ipairs(needles) do
+        if not string.find(record, needle, 1, true) then keep = false; break end
+      end
+      if keep then n = n + 1 end
+    end
+  end
+end
+return {n, read, 1}
+"""
+)
+
+
+@dataclass(frozen=True)
+class LetterFilter:
+    """Which letters a listing shows: by reason, task type and last failure time (epoch seconds, inclusive)."""
+
+    reason: str | None = None
+    task_type: str | None = None
+    since_s: float | None = None
+    until_s: float | None = None
+
+    def score_range(self) -> tuple[str, str]:
+        """(max, min) index scores in ms, as ZREVRANGEBYSCORE takes them."""
+        high = "+inf" if self.until_s is None else str(int(self.until_s * 1000))
+        low = "-inf" if self.since_s is None else str(int(self.since_s * 1000))
+        return high, low
+
+    def needles(self) -> list[str]:
+        """The record's own JSON spelling of each field filtered on (records are written by :func:`dumps`)."""
+        return [dumps({name: value}).decode()[1:-1] if value else ""
+                for name, value in (("reason", self.reason), ("task_type", self.task_type))]
+
+    def matches(self, letter: DeadLetter) -> bool:
+        """The exact test; the Lua scan only finds candidates (a payload could spell the same text)."""
+        return ((not self.reason or letter.reason == self.reason)
+                and (not self.task_type or letter.task_type == self.task_type))
+
+
+@dataclass(frozen=True)
+class LetterPage:
+    """One page of letters, newest first; ``next_cursor`` continues after its last one (``None``: no more)."""
+
+    letters: list[DeadLetter]
+    next_cursor: str | None
+    #: Set when the page stopped reading before it was full: letters older than this (epoch s) are not searched.
+    searched_to: float | None = None
 
 
 @dataclass
@@ -98,7 +224,7 @@ class DeadLetterStore:
     def list(self, client: redis.Redis, service: str | None = None, limit: int = 1000) -> list[DeadLetter]:
         """Letters newest first, for one service or all."""
         letters: list[DeadLetter] = []
-        for svc in [service] if service else SERVICES:
+        for svc in [service] if service else self.services_on(client):
             ids: list[Any] = list(client.zrevrange(self.keys.dlq_index(svc), 0, limit - 1))
             if not ids:
                 continue
@@ -109,7 +235,11 @@ class DeadLetterStore:
         return letters[:limit]
 
     def get(self, client: redis.Redis, letter_id: str) -> DeadLetter:
-        return self._find(client, letter_id, SERVICES)[1]
+        return self._find(client, letter_id, self.services_on(client))[1]
+
+    def services_on(self, client: redis.Redis) -> tuple[str, ...]:
+        """The registered services and those whose workers recorded themselves on ``client``'s Redis."""
+        return known_services(client.smembers(self.keys.services))
 
     def _find(self, client: redis.Redis, letter_id: str, services: tuple[str, ...]) -> tuple[str, DeadLetter]:
         """The service whose dead-letter queue on ``client`` holds ``letter_id``, and the letter."""
@@ -148,7 +278,7 @@ class DeadLetterStore:
         """Queue the letter's message again (retries reset) on ``client``, the Redis of the service holding it
         (``service``; looked up among all on ``client`` when ``None``). Raises :class:`TaskNotFound` if it is
         gone, :class:`ReplayRefused` if it cannot be replayed as it is; nothing is queued then."""
-        held_by, letter = self._find(client, letter_id, (service,) if service else SERVICES)
+        held_by, letter = self._find(client, letter_id, (service,) if service else self.services_on(client))
         if not letter.replayable or letter.message is None or letter.queue is None:
             raise ReplayRefused(
                 f"dead letter {letter_id!r} cannot be replayed: {letter.reason} (remove it with `dlq purge`)"
@@ -173,15 +303,92 @@ class DeadLetterStore:
         )
         return ReplayResult(id=letter.id, task_id=letter.task_id, queue=letter.queue, replayed=bool(done))
 
+    # --- pages for the console (fast at any size: no full scan without a reason or type filter) ---------------
+    def page(self, clients: Mapping[str, redis.Redis], service: str | None, flt: LetterFilter,
+             cursor: str | None = None, limit: int = 50, read_at_most: int = 1_000_000_000) -> LetterPage:
+        """Letters newest first matching ``flt``, after ``cursor`` (``"<score ms> <id>"`` from the previous page),
+        ``service``'s or every service's (each read from its own Redis, then merged). Reads at most
+        ``read_at_most`` letters per service: a rare match may then leave the page short, with ``searched_to``
+        set and ``next_cursor`` continuing from there."""
+        high, low = flt.score_range()
+        cursor_id = ""
+        if cursor:
+            score, _, cursor_id = cursor.partition(" ")
+            high = score if high == "+inf" or float(score) < float(high) else high
+            if float(score) > float(high):
+                cursor_id = ""
+        rows: builtins.list[tuple[int, str, DeadLetter]] = []
+        stops: builtins.list[tuple[int, str]] = []
+        for svc in [service] if service else builtins.list(clients):
+            stop, *flat = _PAGE(clients[svc], [self.keys.dlq(svc), self.keys.dlq_index(svc)],
+                                [high, cursor_id, low, limit, read_at_most, *flt.needles()])
+            if stop:
+                score, _, letter_id = _text(stop).partition(" ")
+                stops.append((int(float(score)), letter_id))
+            for key, raw in zip(flat[::2], flat[1::2], strict=True):
+                score, _, letter_id = _text(key).partition(" ")
+                rows.append((int(float(score)), letter_id, _readable(svc, letter_id, raw)))
+        rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
+        searched_to = max(stops) if stops else None
+        if searched_to is not None:
+            # Everything down to the newest stop was read on every service; nothing older may be shown yet.
+            rows = [row for row in rows if (row[0], row[1]) >= searched_to]
+        shown = rows[:limit]
+        if len(shown) == limit:
+            next_cursor: str | None = f"{shown[-1][0]} {shown[-1][1]}"
+        elif searched_to is not None:
+            next_cursor = f"{searched_to[0]} {searched_to[1]}"
+        else:
+            next_cursor = None
+        return LetterPage([letter for *_, letter in shown if flt.matches(letter)], next_cursor,
+                          searched_to[0] / 1000 if searched_to is not None and len(shown) < limit else None)
+
+    def count_matching(self, clients: Mapping[str, redis.Redis], service: str | None, flt: LetterFilter,
+                       read_at_most: int = 0) -> tuple[int, bool]:
+        """``(letters matching flt, exact)``: a ZCOUNT without a reason or type; with one, a server-side scan of
+        up to ``read_at_most`` letters per service (0: all), ``exact`` False when it stopped short."""
+        high, low = flt.score_range()
+        total, exact = 0, True
+        for svc in [service] if service else builtins.list(clients):
+            matching, _, complete = _COUNT(clients[svc], [self.keys.dlq(svc), self.keys.dlq_index(svc)],
+                                           [high, low, read_at_most, *flt.needles()])
+            total += int(matching)
+            exact = exact and bool(complete)
+        return total, exact
+
+    def remove(self, client: redis.Redis, service: str, letter_ids: builtins.list[str]) -> int:
+        """Delete the named letters of ``service``; returns how many were there."""
+        if not letter_ids:
+            return 0
+        with client.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.keys.dlq(service), *letter_ids)
+            pipe.zrem(self.keys.dlq_index(service), *letter_ids)
+            removed, _ = pipe.execute()
+        return int(removed)
+
     def purge(self, client: redis.Redis, service: str | None = None) -> int:
         removed = 0
-        for svc in [service] if service else SERVICES:
+        for svc in [service] if service else self.services_on(client):
             with client.pipeline(transaction=True) as pipe:
                 pipe.hlen(self.keys.dlq(svc))
                 pipe.delete(self.keys.dlq(svc), self.keys.dlq_index(svc))
                 count, _ = pipe.execute()
             removed += int(count)
         return removed
+
+
+def _readable(service: str, letter_id: str, raw: bytes | str) -> DeadLetter:
+    """The stored letter, or (a record this version cannot read) a stand-in saying so: one bad record must not
+    hide the others from a listing."""
+    try:
+        return DeadLetter(**loads(raw))
+    except (ValueError, TypeError) as exc:
+        return DeadLetter(id=letter_id, service=service, reason="UnreadableRecord",
+                          error=f"the stored dead letter cannot be read: {exc}", replayable=False)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def format_traceback(exc: BaseException) -> str:

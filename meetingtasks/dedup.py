@@ -26,6 +26,7 @@ from typing import Any
 import redis
 
 from meetingtasks.lua import Arg, LuaScript, script_source
+from meetingtasks.replication import ReplicaAcks
 
 
 def once_script(*scripts: LuaScript) -> LuaScript:
@@ -51,9 +52,19 @@ def flatten(commands: Sequence[Sequence[Any]]) -> list[Arg]:
 
 
 def claim_and_enqueue(script: LuaScript, client: redis.Redis, dedup_key: str, task_id: str, ttl_s: int,
-                      status_prefix: str, commands: Sequence[Sequence[Any]]) -> tuple[str, bool]:
-    """Run ``script`` (from :func:`once_script`): ``(owner id, whether this call queued the task)``."""
-    reply = script(client, [dedup_key], [task_id, ttl_s, status_prefix, *flatten(commands)])
+                      status_prefix: str, commands: Sequence[Sequence[Any]],
+                      acks: ReplicaAcks | None = None) -> tuple[str, bool]:
+    """Run ``script`` (from :func:`once_script`): ``(owner id, whether this call queued the task)``; with
+    ``acks``, confirmed by replicas (see :mod:`meetingtasks.replication`) on the same connection."""
+    args = [task_id, ttl_s, status_prefix, *flatten(commands)]
+    if acks:
+        with client.pipeline(transaction=False) as pipe:
+            script.queue(pipe, [dedup_key], args)
+            acks.queue(pipe)
+            reply, acked = pipe.execute()
+        acks.require(acked, "dispatch")
+    else:
+        reply = script(client, [dedup_key], args)
     fields = {_text(name): value for name, value in zip(reply[::2], reply[1::2], strict=True)}
     return _text(fields["owner"]), bool(int(fields["queued"]))
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -22,6 +24,17 @@ from meetingtasks.priority import PRIORITY_ORDER, Priority, parse_queue
 _PUMP = LuaScript.load("pump_delayed")
 #: Takes one entry out of the delayed set (lua/remove_delayed.lua).
 _REMOVE = LuaScript.load("remove_delayed")
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """One entry of the delayed set: due at ``due_s`` (epoch s) onto ``queue``; ``None`` when its message is
+    gone (moved or cancelled between the two reads)."""
+
+    task_id: str
+    due_s: float
+    queue: str | None
+    message: str | None
 
 
 class DelayedSet:
@@ -100,9 +113,37 @@ class DelayedSet:
     def count(self, client: redis.Redis, service: str) -> int:
         return sum(self.counts(client, service).values())
 
+    def page(self, client: redis.Redis, service: str, priority: Priority, offset: int = 0,
+             limit: int = 50) -> list[Waiting]:
+        """The waiting tasks ranked ``offset`` .. ``offset + limit`` by due time: a rank lookup in the sorted
+        set, O(log N + limit) at any depth."""
+        entries: list[Any] = list(client.zrange(self.keys.delayed(service, priority.value), offset,
+                                                offset + limit - 1, withscores=True))
+        if not entries:
+            return []
+        ids = [_text(e[0]) for e in entries]
+        raws = client.hmget(self.keys.delayed_messages(service), ids)
+        out = []
+        for task_id, (_, score), raw in zip(ids, entries, raws, strict=True):
+            queue, _, message = ("" if raw is None else _text(raw)).partition("\n")
+            out.append(Waiting(task_id, float(score) / 1000, queue or None, message or None))
+        return out
+
+    def make_due(self, client: redis.Redis, service: str, task_id: str, now_s: float | None = None) -> bool:
+        """Bring a waiting task's due time forward to now (the next pump moves it); ``False`` if not waiting."""
+        now_ms = int((time.time() if now_s is None else now_s) * 1000)
+        with client.pipeline(transaction=True) as pipe:
+            for prio in PRIORITY_ORDER:
+                pipe.zadd(self.keys.delayed(service, prio.value), {task_id: now_ms}, xx=True, ch=True)
+            return any(int(n) for n in pipe.execute())
+
     def due_time_s(self, client: redis.Redis, service: str, task_id: str) -> float | None:
         with client.pipeline(transaction=False) as pipe:
             for prio in PRIORITY_ORDER:
                 pipe.zscore(self.keys.delayed(service, prio.value), task_id)
             scores = [s for s in pipe.execute() if s is not None]
         return scores[0] / 1000 if scores else None
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else raw

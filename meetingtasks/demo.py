@@ -27,11 +27,11 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-from meetingtasks.blobs import BlobStore
 from meetingtasks.events.channels import CHANNELS
 from meetingtasks.events.live import LiveMessage, LiveSubscriber
 from meetingtasks.gateway.tokens import mint_token, require_secret
 from meetingtasks.platform import Platform
+from meetingtasks.services.blobs import BlobStore
 from meetingtasks.status_schema import TERMINAL_NAMES
 
 PEOPLE = ("alice", "bob", "carol")

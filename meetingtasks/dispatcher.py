@@ -28,9 +28,10 @@ import hiredis
 import orjson
 import redis
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ReadOnlyError
+from redis.sentinel import MasterNotFoundError
 
-from meetingtasks import tracing
+from meetingtasks import moves, tracing
 from meetingtasks.callbacks import callback_fields
 from meetingtasks.connections import shared_client
 from meetingtasks.dedup import claim_and_enqueue, once_script
@@ -40,16 +41,19 @@ from meetingtasks.errors import (
     DispatchError,
     InvalidPayload,
     MessageTooLarge,
+    ReplicationTimeout,
     TaskFailed,
     TaskNotFound,
     WaitTimeout,
 )
 from meetingtasks.lua import Arg, LuaScript, execute_idempotent
 from meetingtasks.message import MessageTemplate, encode_task_message, new_id, new_ids
+from meetingtasks.moves import MoveOutcome
 from meetingtasks.platform import Platform, get_platform
 from meetingtasks.priority import Priority, queue_name
 from meetingtasks.registry import REGISTRY, TaskTypeSpec
 from meetingtasks.secret_fields import Keyring, keyring, open_result, require_keyring, seal_dumped
+from meetingtasks.sentinel import is_sentinel
 from meetingtasks.settings import Settings
 from meetingtasks.signing import signer_for
 from meetingtasks.status import _TRANSITION as TRANSITION_SCRIPT
@@ -346,14 +350,18 @@ class Dispatcher:
         p = self.platform
         owner, _queued = self._retrying(
             lambda: claim_and_enqueue(_ENQUEUE_ONCE, client, p.keys.dedup(dedup_key), task.task_id,
-                                      p.settings.dedup_ttl_s, p.keys.status(""), commands),
+                                      p.settings.dedup_ttl_s, p.keys.status(""), commands,
+                                      acks=p.replica_acks),
             resend=True,
         )
         return TaskHandle(owner, self, task.spec.name)
 
     def _send(self, client: Any, build: Callable[[Any], object]) -> list[Any]:
-        """Execute one pipeline built by ``build``, as :meth:`_retrying` says."""
-        return self._retrying(lambda: execute_idempotent(client, build))
+        """Execute one pipeline built by ``build``, as :meth:`_retrying` says (and confirmed by replicas when
+        ``min_replica_acks`` asks)."""
+        acks = self.platform.replica_acks
+        replicated = (acks, lambda acked: acks.require(acked, "dispatch")) if acks else None
+        return self._retrying(lambda: execute_idempotent(client, build, replicated))
 
     def _retrying(self, call: Callable[[], _T], *, resend: bool = False) -> _T:
         """Run ``call`` (one request to Redis); while Redis refuses connections, keep trying for
@@ -366,9 +374,13 @@ class Dispatcher:
         while True:
             try:
                 return call()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except (redis.ConnectionError, redis.TimeoutError, ReadOnlyError) as exc:
                 where = _redacted(self.platform.settings.broker_url())
-                if "connecting to" not in str(exc):
+                if isinstance(exc, ReadOnlyError) and not is_sentinel(where):
+                    raise  # a replica where a primary was configured: nothing will change it by itself
+                # Not sent: no connection (no primary named by the sentinels yet, or refused), or a demoted primary's
+                # refusal (its connection now asks the sentinels again).
+                if not isinstance(exc, NOT_SENT) and "connecting to" not in str(exc):
                     sent = True
                     if not resend:
                         raise BrokerUnavailable(
@@ -401,7 +413,10 @@ class Dispatcher:
                 again = ("EVAL", _ENQUEUE_MANY.source, *command[2:])
                 conn.send_packed_command([hiredis.pack_command(again)])  # type: ignore[arg-type]
                 conn.read_response()
-        except redis.ResponseError:
+            acks = self.platform.replica_acks
+            if acks:
+                acks.confirm(conn, "dispatch")
+        except (redis.ResponseError, ReplicationTimeout):
             raise  # a whole reply was read: the connection is fine
         except BaseException:
             conn.disconnect()  # a reply may be left unread: the connection cannot be reused
@@ -426,15 +441,23 @@ class Dispatcher:
                 conn.send_packed_command([_pack(commands)])
                 sent += len(commands)
                 commands = []
+            acks = self.platform.replica_acks
+            if acks:
+                commands.append(acks.command)
             if commands:
                 conn.send_packed_command([_pack(commands)])
                 sent += len(commands)
             errors: list[redis.ResponseError] = []
+            reply: Any = None
             for _ in range(sent):
                 try:
-                    conn.read_response()
+                    reply = conn.read_response()
                 except redis.ResponseError as exc:
                     errors.append(exc)
+            if acks and not errors:
+                acks.require(reply, "dispatch_batch")
+        except ReplicationTimeout:
+            raise  # every reply was read
         except BaseException:
             conn.disconnect()  # replies may be left unread: the connection cannot be reused
             raise
@@ -754,6 +777,15 @@ class TaskHandle:
 
         return cancel_task(self.dispatcher.platform, self.id, terminate=terminate)
 
+    def set_priority(self, priority: Priority | str) -> MoveOutcome:
+        """Move the waiting task to ``priority`` (see :mod:`meetingtasks.moves`); :class:`MoveRefused` once it
+        started or finished, or while a worker holds it fetched."""
+        return moves.set_priority(self.dispatcher.platform, self.id, priority)
+
+    def promote(self) -> MoveOutcome:
+        """Queue the scheduled task now, keeping its priority; :class:`MoveRefused` when it is not scheduled."""
+        return moves.promote(self.dispatcher.platform, self.id)
+
 
 @dataclass
 class Batch(Sequence[TaskHandle]):
@@ -845,6 +877,10 @@ def dispatch(
 def dispatch_batch(items: Iterable[Any], *, on_complete: str | None = None) -> Batch:
     """Queue many tasks in one round trip; see :meth:`Dispatcher.dispatch_batch`."""
     return default_dispatcher().dispatch_batch(items, on_complete=on_complete)
+
+
+#: Errors of a request that never reached Redis, or that Redis refused whole: safe to send again.
+NOT_SENT = (MasterNotFoundError, ReadOnlyError)
 
 
 def _redacted(url: str) -> str:

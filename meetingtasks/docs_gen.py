@@ -95,7 +95,30 @@ def render_settings() -> str:
     missing = sorted(set(fields) - listed)
     if missing:
         raise RuntimeError(f"settings outside any '# --- section ---' of Settings: {', '.join(missing)}")
+    parts += _app_sections()
     return "\n".join(parts).rstrip("\n")
+
+
+def _app_sections() -> list[str]:
+    """One table per settings section of the built-in applications (:mod:`meetingtasks.app_settings`)."""
+    from meetingtasks import applications
+    from meetingtasks.app_settings import AppSettings
+
+    applications.load_builtin()
+    parts: list[str] = []
+    for cls in AppSettings.__subclasses__():
+        if not cls.__module__.startswith("meetingtasks."):
+            continue  # an application of a test or a user that happens to be imported
+        summary = (cls.__doc__ or cls.__name__).strip().splitlines()[0].rstrip(".")
+        parts.append(f"### {summary} (`{cls.__module__}.{cls.__name__}`, YAML section `{cls.yaml_section}`)\n")
+        parts.append("| env var | default | meaning |")
+        parts.append("|---|---|---|")
+        for name, info in cls.model_fields.items():
+            parts.append(
+                f"| `{ENV_PREFIX}{name.upper()}` | {_cell(_default(name, info))} | {_cell(info.description or '')} |"
+            )
+        parts.append("")
+    return parts
 
 
 def render_keys() -> str:

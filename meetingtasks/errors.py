@@ -9,12 +9,16 @@
     │   ├── InvalidPayload          (also a ValueError) the payload fails the type's model
     │   ├── MessageTooLarge         (also a ValueError) the encoded message exceeds max_message_bytes
     │   └── BrokerUnavailable       (also a ConnectionError) Redis could not be reached within dispatch_retry_s
+    ├── ReplicationTimeout          fewer than min_replica_acks replicas confirmed a write in time (it is on the
+    │                               primary, not yet safe from a failover)
     ├── TaskNotFound                no status, dead letter or schedule exists for an id
     ├── ReplayRefused               a dead letter that must not be queued again as it is (nothing queued)
+    ├── MoveRefused                 a task's priority or due time cannot change now (nothing changed)
     ├── TaskFailed                  raised by TaskHandle.wait() when the task ended without success
     ├── WaitTimeout                 (also a TimeoutError) TaskHandle.wait() ran out of time
     ├── PermanentError              raised by a handler: a domain refusal, fails at once, never retried
     ├── InfrastructureError         the worker's own bookkeeping could not reach Redis or Redis refused it
+    ├── InvalidReplay               (also a ValueError) an event replay's channel, subscription or window is wrong
     └── InvalidEvent                (also a ValueError) an event envelope refused at publish
         ├── UnknownChannel          the channel is not one of the event channels
         └── UnknownEventType        the event type is not declared for its channel
@@ -54,12 +58,22 @@ class BrokerUnavailable(DispatchError, ConnectionError):
     """Redis could not be reached; the message says whether the task may have been queued."""
 
 
+class ReplicationTimeout(MeetingTasksError):
+    """Fewer than ``min_replica_acks`` replicas confirmed a write within ``replica_ack_timeout_ms``: it is stored on
+    the primary, but a failover before a replica catches up would lose it."""
+
+
 class TaskNotFound(MeetingTasksError, LookupError):
     """No record exists for the given task or dead-letter id."""
 
 
 class ReplayRefused(MeetingTasksError):
     """A dead letter cannot be replayed as it is (e.g. it names another service's queue); nothing was queued."""
+
+
+class MoveRefused(MeetingTasksError):
+    """A task's priority or due time cannot change now: it started, finished, was fetched by a worker, is not
+    scheduled, or lies deeper in its queue than ``reprioritize_scan_max``. Nothing changed."""
 
 
 class TaskFailed(MeetingTasksError):
@@ -85,6 +99,10 @@ class InfrastructureError(MeetingTasksError):
     happen: Redis was unreachable or refused it (out of memory, read-only replica during a failover, a busy script,
     a lost script cache). Never a task failure and never a reason to ack: the message stays leased and the write is
     retried with backoff, or the message is handed back or redelivered."""
+
+
+class InvalidReplay(MeetingTasksError, ValueError):
+    """An event replay was asked with an unknown channel or subscription or a wrong window; nothing was queued."""
 
 
 class InvalidEvent(MeetingTasksError, ValueError):

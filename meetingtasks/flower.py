@@ -1,6 +1,8 @@
-"""One Flower for all five services: ``celery -A meetingtasks.flower flower [--port=5555]``.
+"""One Flower for all services: ``celery -A meetingtasks.flower flower [--port=5555]``.
 
-Every service's workers send their task events and answer control commands on the shared broker, so a
+The services are those the platform knows (:meth:`~meetingtasks.platform.Platform.services`: the registered
+ones, ``MEETINGTASKS_INCLUDE`` modules', and those whose workers recorded themselves in Redis). Every service's
+workers send their task events and answer control commands on the shared broker, so a
 single Celery app that knows the twenty queues sees the workers and tasks of every service. Basic auth
 comes from ``MEETINGTASKS_FLOWER_BASIC_AUTH`` (``user:password``, several separated by commas) unless
 Flower's own ``--basic-auth`` or ``FLOWER_BASIC_AUTH`` is given. With per-service brokers
@@ -14,23 +16,27 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue
 
-from meetingtasks.connections import is_tls, ssl_options
+from meetingtasks.connections import celery_broker
+from meetingtasks.platform import Platform
 from meetingtasks.priority import service_queues
-from meetingtasks.registry import SERVICES
+from meetingtasks.registry import import_modules
 from meetingtasks.settings import Settings, load_settings
 
 
 def create_flower_app(settings: Settings | None = None) -> Celery:
     """A Celery app for monitoring: the shared broker, all queues, JSON only; it runs no task."""
     settings = settings or load_settings()
-    url = settings.broker_url()
+    broker = celery_broker(settings.broker_url(), settings)
     app = Celery("meetingtasks.flower", set_as_current=False)
-    queues = [Queue(q, Exchange(q, type="direct"), routing_key=q) for svc in SERVICES for q in service_queues(svc)]
+    import_modules(settings.include)
+    services = Platform(settings).services()
+    queues = [Queue(q, Exchange(q, type="direct"), routing_key=q) for svc in services for q in service_queues(svc)]
     app.conf.update(
-        broker_url=url,
-        broker_use_ssl=ssl_options(settings) if is_tls(url) else None,
+        broker_url=broker["broker_url"],
+        broker_use_ssl=broker["broker_use_ssl"],
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s,
+                                  **broker["broker_transport_options"]},
         task_queues=queues,
         accept_content=["json"],
         event_serializer="json",

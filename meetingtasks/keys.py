@@ -72,6 +72,18 @@ KEY_SCHEMA: tuple[KeySpec, ...] = (
             "status_ttl_s"),
     KeySpec("P queue-depths", "string", "maintenance",
             "JSON snapshot of `stats` rows and time; rewritten every queue_depths_interval_s"),
+    KeySpec("P rollup:<minute>", "hash", "metrics.rollup (exporter)",
+            "one minute of task traffic (`<svc>|<priority>|<started, succeeded, failed, depth>`, "
+            "`<svc>|wait|<bucket>`) for the console's charts; <minute> is epoch s // 60; TTL 3,900 s"),
+    KeySpec("P rollup-writer", "string", "metrics.rollup (exporter)",
+            "the one exporter that writes rollups (instance id); TTL 30 s, renewed every flush"),
+    KeySpec("P console-audit", "list", "console",
+            "JSON {who, time, action, what, count} of each console action, newest first; the last 10,000"),
+    KeySpec("P top:<slot start s>", "hash", "status, worker fetch (metrics.rollups)",
+            "task type -> 1: the types counted in one 10 s slot of `top`; TTL 1 h + 20 s"),
+    KeySpec("P top:<slot start s>:<type>", "hash", "status, worker fetch (metrics.rollups)",
+            "`<STATUS>|<duration bucket>` -> transitions of one type in one slot (wait of a start, run time "
+            "of an outcome); TTL 1 h + 20 s"),
     KeySpec("P deadlines", "zset", "dispatcher, watchdog",
             "task id scored by its timeout deadline (ms); removed by the terminal transition"),
     KeySpec("P callbacks", "zset", "status, callbacks",
@@ -86,6 +98,10 @@ KEY_SCHEMA: tuple[KeySpec, ...] = (
     KeySpec("P workers:<svc>", "hash", "metrics.heartbeat",
             "worker name -> JSON heartbeat, written by the consumer's event loop; TTL 1 day, stale fields "
             "pruned by the exporter"),
+    KeySpec("P services", "set", "metrics.heartbeat, platform",
+            "names of the services whose workers ran on this Redis, re-added with every heartbeat: how `stats`, "
+            "`dlq`, the exporter, Flower and beat's pumps know a service whose code they do not import; "
+            "forever (a service retired for good: SREM it)"),
     KeySpec("P bridges", "hash", "metrics.reporter",
             "bridge consumer -> JSON counters and time, every heartbeat_interval_s; TTL 1 day, stale fields "
             "pruned by the exporter"),
@@ -94,13 +110,25 @@ KEY_SCHEMA: tuple[KeySpec, ...] = (
             "exporter drops members whose hash expired"),
     KeySpec("P events:<channel>", "stream", "events.publisher, events.retention",
             "one per event channel; field `event` = the JSON envelope; trimmed only below what every consumer "
-            "group acknowledged (`maintenance_trim_streams`), never capped"),
+            "group acknowledged (`maintenance_trim_streams`) and older than event_replay_retention_s (at most "
+            "stream_maxlen acknowledged entries kept), never capped"),
     KeySpec("<channel>", "pubsub", "events.publisher",
             "live copy of each event, un-prefixed so that outside services PUBLISH on the plain name"),
     KeySpec("P event:<event id>", "string", "events.publisher, bridge",
             "\"this id is in its stream\": appends are idempotent by id; TTL event_id_ttl_s"),
     KeySpec("P event-attempts:<event id>", "hash", "bridge",
             "subscription -> failed handler runs before dead-lettering; TTL 1 day"),
+    KeySpec("P event-replays", "hash", "events.replay",
+            "replay (channel, since, until, subscription) -> JSON {generation, state, started_at, finished_at, "
+            "tasks}: a replay asked again reuses its generation (once-only); one field per distinct replay"),
+    KeySpec("P event-replay-generation", "string", "events.replay",
+            "counter of replay generations (INCR); a replay's task ids derive from its generation"),
+    KeySpec("P profile-requests", "hash", "profiling",
+            "task type -> runs still to profile (`meetingtasks profile TYPE --runs N`); a worker claims one "
+            "atomically per profiled run; workers read the field names every profile_poll_interval_s"),
+    KeySpec("P profiles:<task type>", "list", "profiling",
+            "JSON profiles of that type's profiled runs, newest first (text and pyinstrument session); the "
+            "latest profile_keep, each at most profile_max_bytes; TTL 7 days"),
     KeySpec("P op:<task id>", "hash", "services (operation)",
             "what one handler run decided: once-only values (new ids, tokens) and its result, so a redelivery "
             "repeats nothing; TTL op_ttl_s"),
@@ -216,6 +244,24 @@ class Keys:
     def queue_depths(self) -> str:
         return f"{self.prefix}queue-depths"
 
+    def rollup(self, minute: int) -> str:
+        return f"{self.prefix}rollup:{minute}"
+
+    @property
+    def rollup_writer(self) -> str:
+        return f"{self.prefix}rollup-writer"
+
+    @property
+    def console_audit(self) -> str:
+        return f"{self.prefix}console-audit"
+
+    def top_slot(self, slot_start_s: int) -> str:
+        """Index of one rollup slot of ``top``; the recording scripts derive the name from :attr:`status_channel`."""
+        return f"{self.prefix}top:{slot_start_s}"
+
+    def top_type(self, slot_start_s: int, task_type: str) -> str:
+        return f"{self.top_slot(slot_start_s)}:{task_type}"
+
     @property
     def deadlines(self) -> str:
         return f"{self.prefix}deadlines"
@@ -241,6 +287,10 @@ class Keys:
         return f"{self.prefix}workers:{service}"
 
     @property
+    def services(self) -> str:
+        return f"{self.prefix}services"
+
+    @property
     def bridges(self) -> str:
         return f"{self.prefix}bridges"
 
@@ -260,6 +310,21 @@ class Keys:
 
     def event_attempts(self, event_id: str) -> str:
         return f"{self.prefix}event-attempts:{event_id}"
+
+    @property
+    def event_replays(self) -> str:
+        return f"{self.prefix}event-replays"
+
+    @property
+    def event_replay_generation(self) -> str:
+        return f"{self.prefix}event-replay-generation"
+
+    @property
+    def profile_requests(self) -> str:
+        return f"{self.prefix}profile-requests"
+
+    def profiles(self, task_type: str) -> str:
+        return f"{self.prefix}profiles:{task_type}"
 
     @property
     def bridge_group(self) -> str:
@@ -333,3 +398,5 @@ class Keys:
 
 #: Time a failed-handler counter of an event survives.
 EVENT_ATTEMPTS_TTL_S = 86_400
+#: Lifetime of a task type's kept profiles after the newest one (``P profiles:<task type>``).
+PROFILE_TTL_S = 7 * 86_400

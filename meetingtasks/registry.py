@@ -1,13 +1,21 @@
-"""The routing table: task type -> service, payload model, default priority and policy.
+"""The routing table: the services, and task type -> service, payload model, default priority and policy.
 
-The :func:`task_type` decorator fills it. Celery apps built by :mod:`meetingtasks.app` bind every type
-of their service, including types registered after the app exists (modules loaded with ``--include``).
+Nothing here knows an application. Services and types are registrations: :func:`task_type` registers a type
+(and its service, any safe name, on first use); an application that wants its services known before their
+task modules are imported declares them with :func:`declare_service`, naming the modules to import lazily
+(the meeting system does so in :mod:`meetingtasks.services`). The built-in applications
+(:data:`meetingtasks.applications.BUILTIN`) are loaded on the first read of the table; an application of
+your own is loaded by importing its module (``--include``, ``MEETINGTASKS_INCLUDE``).
+
+Celery apps built by :mod:`meetingtasks.app` bind every type of their service, including types registered
+after the app exists (modules loaded with ``--include``).
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -15,12 +23,16 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from meetingtasks import applications
 from meetingtasks.backoff import RetryPolicy
 from meetingtasks.errors import ConfigurationError, UnknownTaskType
 from meetingtasks.priority import Priority
 from meetingtasks.secret_fields import secret_fields as payload_secret_fields
 
-SERVICES: tuple[str, ...] = ("user", "meeting", "media", "signaling", "ai")
+#: A service name becomes part of queue names (``<svc>.<priority>``) and Redis keys (``P dlq:<svc>``): lowercase
+#: letters, digits, ``_`` and ``-``, starting with a letter; no ``.`` (queue separator), ``:`` (key separator),
+#: braces (cluster hash tags) or spaces.
+SERVICE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 
 Handler = Callable[[Any], Any]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -69,6 +81,85 @@ def check_client_policy(spec: TaskTypeSpec) -> None:
         )
 
 
+def check_service_name(name: object) -> str:
+    """``name`` if it is a safe service name, else a one-line :class:`ConfigurationError`."""
+    if isinstance(name, str) and SERVICE_NAME.fullmatch(name):
+        return name
+    raise ConfigurationError(
+        f"service name {name!r} is not allowed: use 1-40 lowercase letters, digits, '_' or '-', starting with a "
+        "letter (it becomes part of queue names and Redis keys)"
+    )
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A known service, and where its code lives when it is not imported yet (module names, imported on demand)."""
+
+    name: str
+    tasks_module: str | None = None
+    events_module: str | None = None
+
+
+class ServiceTable:
+    """The services: those of the built-in applications first, then the others in the order they became known
+    (declared by an application, or named by a task type or a channel's owner)."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, ServiceSpec] = {}
+        self._builtin: list[str] = []
+        self._lock = threading.Lock()
+
+    def declare(self, spec: ServiceSpec) -> ServiceSpec:
+        check_service_name(spec.name)
+        with self._lock:
+            if applications.loading_builtin() and spec.name not in self._builtin:
+                self._builtin.append(spec.name)
+            known = self._specs.get(spec.name)
+            if known is None or known == ServiceSpec(spec.name):
+                self._specs[spec.name] = spec  # a declaration with modules completes one named by a type
+                return spec
+            if spec == ServiceSpec(spec.name) or spec == known:
+                return known
+            raise ConfigurationError(
+                f"service {spec.name!r} is declared twice with different modules: {known} and {spec}"
+            )
+
+    def get(self, name: str) -> ServiceSpec | None:
+        return self._specs.get(name)
+
+    def names(self) -> tuple[str, ...]:
+        return (*self._builtin, *(name for name in self._specs if name not in self._builtin))
+
+    def specs(self) -> list[ServiceSpec]:
+        return list(self._specs.values())
+
+
+SERVICE_TABLE = ServiceTable()
+
+
+def declare_service(name: str, *, tasks: str | None = None, events: str | None = None) -> ServiceSpec:
+    """Make ``name`` a known service; ``tasks`` / ``events`` name the modules holding its task types and
+    subscriptions, imported only when first needed (a worker imports its own service's alone). A service
+    named only by :func:`task_type` needs no declaration."""
+    return SERVICE_TABLE.declare(ServiceSpec(name, tasks, events))
+
+
+def services() -> tuple[str, ...]:
+    """Every registered service of this process: the built-in applications' and those of imported modules.
+    (Services that only a worker's ``--include`` knows are recorded in Redis: see :meth:`Platform.services`.)"""
+    applications.load_builtin()
+    return SERVICE_TABLE.names()
+
+
+def known_services(recorded: Iterable[object] = ()) -> tuple[str, ...]:
+    """:func:`services`, then the ``recorded`` names (members of ``Keys.services``, as Redis returns them) that
+    are not registered here, sorted. A recorded name that is not a safe service name is ignored, never used."""
+    known = list(services())
+    names = sorted(n.decode(errors="replace") if isinstance(n, bytes) else str(n) for n in recorded)
+    known += [n for n in dict.fromkeys(names) if n not in known and SERVICE_NAME.fullmatch(n)]
+    return tuple(known)
+
+
 class TaskRegistry:
     """The table. Every read completes it first: a worker imports only its own service's task module at start-up
     (the four others cost ~20 ms it mostly never needs), and the rest when a lookup first misses."""
@@ -79,11 +170,13 @@ class TaskRegistry:
         self._lock = threading.RLock()
 
     def register(self, spec: TaskTypeSpec) -> None:
-        if spec.service not in SERVICES:
-            raise ConfigurationError(
-                f"task type {spec.name!r}: unknown service {spec.service!r} (known: {', '.join(SERVICES)})"
-            )
+        try:
+            check_service_name(spec.service)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"task type {spec.name!r}: {exc}") from None
         check_client_policy(spec)
+        if SERVICE_TABLE.get(spec.service) is None:
+            SERVICE_TABLE.declare(ServiceSpec(spec.service))
         with self._lock:
             existing = self._specs.get(spec.name)
             if existing is not None and existing.handler is not spec.handler:
@@ -201,7 +294,8 @@ _builtin_loading = False
 
 
 def load_builtin_types() -> None:
-    """Import the five services' task modules so their types are in the table (idempotent)."""
+    """Import every declared service's task module (the built-in applications' first) so their types are in
+    the table (idempotent)."""
     global _builtin_loaded, _builtin_loading
     if _builtin_loaded:
         return
@@ -210,16 +304,21 @@ def load_builtin_types() -> None:
             return
         _builtin_loading = True
         try:
-            for service in SERVICES:
-                importlib.import_module(f"meetingtasks.services.{service}.tasks")
+            applications.load_builtin()
+            for spec in SERVICE_TABLE.specs():
+                if spec.tasks_module:
+                    importlib.import_module(spec.tasks_module)
         finally:
             _builtin_loading = False
         _builtin_loaded = True
 
 
 def load_service_types(service: str) -> None:
-    """Import ``service``'s task module so its types are in the table (idempotent)."""
-    importlib.import_module(f"meetingtasks.services.{service}.tasks")
+    """Import ``service``'s declared task module, if it has one, so its types are in the table (idempotent)."""
+    applications.load_builtin()
+    spec = SERVICE_TABLE.get(service)
+    if spec is not None and spec.tasks_module:
+        importlib.import_module(spec.tasks_module)
 
 
 def import_modules(modules: Iterable[str]) -> None:

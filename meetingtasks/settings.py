@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from meetingtasks.backoff import RetryPolicy
 from meetingtasks.errors import ConfigurationError
 from meetingtasks.priority import Priority
+from meetingtasks.sentinel import SENTINEL_SCHEMES, URL_FORM, SentinelUrl
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,9 @@ CONFIG_ENV = "MEETINGTASKS_CONFIG"
 REDIS_URL_FILE = "redis.url"
 #: File in the data directory where a generated gateway secret is recorded (``up``, ``gateway --generate-secret``).
 GATEWAY_SECRET_FILE = "gateway.secret"
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+#: The console's ``user:password``, written by ``up`` in the data directory when none is configured.
+CONSOLE_AUTH_FILE = "console.auth"
+REDIS_SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
 #: How to make a real secret, said by every refusal of a placeholder.
 GENERATE_SECRET_HINT = 'generate a real one with `python -c "import secrets; print(secrets.token_urlsafe(32))"`'
 #: What marks a secret as a placeholder (deploy/env.example ships ``change-me-...`` values; its test checks
@@ -86,6 +89,11 @@ YAML_SECTIONS: dict[str, dict[str, str | None]] = {
 }
 
 
+#: Top-level YAML names that an application's own settings section reads (filled by
+#: :class:`meetingtasks.app_settings.AppSettings` subclasses): not "unknown" here.
+APP_SETTINGS_NAMES: set[str] = set()
+
+
 def _flatten_yaml(doc: Any, path: str) -> dict[str, Any]:
     if doc is None:
         return {}
@@ -97,7 +105,7 @@ def _flatten_yaml(doc: Any, path: str) -> dict[str, Any]:
         if mapping is None:
             if section in Settings.model_fields:
                 flat[section] = body
-            else:
+            elif section not in APP_SETTINGS_NAMES:
                 log.warning("%s: unknown section %r ignored (known: %s)", path, section, ", ".join(YAML_SECTIONS))
             continue
         if not isinstance(body, dict):
@@ -123,15 +131,19 @@ class YamlConfigSource(PydanticBaseSettingsSource):
     def __call__(self) -> dict[str, Any]:
         if not self.path:
             return {}
-        try:
-            text = Path(self.path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigurationError(f"{CONFIG_ENV}={self.path}: cannot read the file ({exc.strerror})") from None
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigurationError(f"{CONFIG_ENV}={self.path}: not valid YAML ({exc})".replace("\n", " ")) from None
-        return _flatten_yaml(doc, self.path)
+        return _flatten_yaml(read_config_file(self.path), self.path)
+
+
+def read_config_file(path: str) -> Any:
+    """The parsed YAML file ``path``; unreadable or invalid: a one-line :class:`ConfigurationError`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"{CONFIG_ENV}={path}: cannot read the file ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{CONFIG_ENV}={path}: not valid YAML ({exc})".replace("\n", " ")) from None
 
 
 class Settings(BaseSettings):
@@ -141,8 +153,10 @@ class Settings(BaseSettings):
 
     # --- Redis -------------------------------------------------------------------------------------------
     redis_url: str | None = Field(
-        None, description="Broker URL for every service (redis://, rediss:// for TLS, unix://; user:password@ for "
-        "AUTH/ACL); unset: the URL `up` recorded in data_dir, else redis://localhost:6379/0"
+        None, description="Broker URL for every service (redis://, rediss:// for TLS, unix://, "
+        "sentinel://[user:password@]host:port[,host:port...]/<master name>/<db> for a Sentinel-managed primary, "
+        "sentinels:// for it over TLS; user:password@ for AUTH/ACL); unset: the URL `up` recorded in data_dir, "
+        "else redis://localhost:6379/0"
     )
     service_redis_urls: dict[str, str] = Field(
         default_factory=dict, description="Per-service broker URL overrides, e.g. {'ai': 'redis://ai-redis/0'}"
@@ -155,6 +169,18 @@ class Settings(BaseSettings):
     )
     redis_tls_certfile: str | None = Field(None, description="Client certificate (PEM) for Redis TLS")
     redis_tls_keyfile: str | None = Field(None, description="Private key (PEM) of redis_tls_certfile")
+    redis_sentinel_password: SecretStr | None = Field(
+        None, description="Password of the sentinels themselves (sentinel:// URLs); the URL's user:password is the "
+        "primary's"
+    )
+    min_replica_acks: int = Field(
+        0, ge=0, description="Replicas that must confirm (WAIT) a write that accepts work before it returns or acks: "
+        "dispatch, dispatch_batch, publish_event, task outcomes, dead letters; 0: no wait (fastest)"
+    )
+    replica_ack_timeout_ms: int = Field(
+        1_000, ge=1, description="Longest WAIT for min_replica_acks; fewer confirmations by then: dispatch and "
+        "publish_event raise ReplicationTimeout, workers log a warning and go on"
+    )
     redis_socket_timeout_s: float = Field(
         10.0, gt=0, description="Socket timeout of the platform's own Redis connections"
     )
@@ -244,10 +270,24 @@ class Settings(BaseSettings):
         7 * 86_400, ge=1, description="Lifetime of a status record (after the due time for a delayed task)"
     )
     dedup_ttl_s: int = Field(3_600, ge=1, description="De-duplication window of a dedup_key")
+    reprioritize_scan_max: int = Field(
+        100_000, ge=1, description="Queue entries `reprioritize` reads at most looking for a queued task (newest "
+        "first, 2,000 per script call); a task deeper in its queue is refused, nothing changes"
+    )
     watchdog_interval_s: float = Field(0.5, gt=0, description="How often timeouts and callbacks are checked")
     callback_retry_s: float = Field(10.0, gt=0, description="Wait before a callback whose dispatch failed is retried")
     callback_retry_max_s: float = Field(
         300.0, gt=0, description="Longest wait between retries of a callback's dispatch (doubles from callback_retry_s)"
+    )
+
+    profile_poll_interval_s: float = Field(
+        0.5, gt=0, description="How often a process that runs tasks re-reads which task types are to be profiled "
+        "(`meetingtasks profile`): a requested profile starts within this"
+    )
+    profile_keep: int = Field(10, ge=1, description="Profiles kept per task type (the newest)")
+    profile_max_bytes: int = Field(
+        1_000_000, ge=4096, description="Largest profile kept; past it the pyinstrument session is dropped and the "
+        "text kept"
     )
 
     # --- WebSocket gateway ------------------------------------------------------------------------------------------
@@ -283,6 +323,10 @@ class Settings(BaseSettings):
     )
     stream_groupless_retention_s: int = Field(
         86_400, ge=1, description="How long a stream that no consumer group reads (no bridge yet) keeps its events"
+    )
+    event_replay_retention_s: int = Field(
+        3_600, ge=0, description="Acknowledged events stay in their stream this long (at most stream_maxlen "
+        "of them) so that `meetingtasks events replay` can rewind them; 0: trimmed once acknowledged"
     )
     local_bus_buffer: int = Field(
         10_000, ge=1, description="Events the in-process bus holds before emit() returns False"
@@ -324,6 +368,19 @@ class Settings(BaseSettings):
     exporter_port: int = Field(9808, ge=0, le=65535, description="Port of the metrics exporter")
     flower_host: str = Field("127.0.0.1", description="Address Flower binds to (under `up`)")
     flower_port: int = Field(5555, ge=0, le=65535, description="Port of Flower (under `up`)")
+    console_host: str = Field("127.0.0.1", description="Address the operator console binds to")
+    console_port: int = Field(5556, ge=0, le=65535, description="Port of the operator console")
+    console_basic_auth: SecretStr | None = Field(
+        None, description="The console's HTTP basic auth, user:password; unset: the console.auth file in data_dir "
+        "that `up` writes"
+    )
+    console_allow_no_auth: bool = Field(
+        False, description="Let the console start without basic auth (only on a trusted, local interface)"
+    )
+    console_flower_url: str | None = Field(
+        None, description="Flower's address as the operator's browser reaches it, for the console's link; unset: "
+        "http://flower_host:flower_port/"
+    )
     heartbeat_interval_s: float = Field(
         2.0, gt=0, description="How often workers and bridges write their heartbeat; 3 missed beats mark a worker down"
     )
@@ -339,30 +396,6 @@ class Settings(BaseSettings):
     signing_digest: Literal["sha256", "sha384", "sha512"] = Field(
         "sha256", description="Digest of the signatures; the same on every process"
     )
-
-    # --- the meeting system's services ------------------------------------------------------------------------------
-    op_ttl_s: int = Field(
-        7 * 86_400, ge=60, description="How long a handler run's decisions are kept: the window in which a "
-        "redelivered task repeats nothing"
-    )
-    blob_ttl_s: int = Field(86_400, ge=1, description="Lifetime of a blob (audio, video passed by reference)")
-    blob_max_bytes: int = Field(64 * 1_048_576, ge=1024, description="Largest blob accepted by the blob store")
-    domain_retention_s: int = Field(
-        30 * 86_400, ge=60, description="How long an ended meeting, stopped stream or recording, closed signaling "
-        "session is kept"
-    )
-    login_session_ttl_s: int = Field(12 * 3_600, ge=1, description="Lifetime of a login session")
-    login_sweep_interval_s: float = Field(60.0, gt=0, description="How often beat expires stale login sessions")
-    meeting_max_participants: int = Field(100, ge=1, description="Most participants one meeting admits")
-    meeting_sweep_interval_s: float = Field(60.0, gt=0, description="How often beat ends meetings past their end")
-    signaling_heartbeat_timeout_s: float = Field(
-        60.0, gt=0, description="A signaling session silent this long is closed by beat"
-    )
-    signaling_sweep_interval_s: float = Field(15.0, gt=0, description="How often beat looks for silent sessions")
-    ffmpeg_path: str | None = Field(None, description="ffmpeg binary; default: PATH, then the imageio-ffmpeg wheel")
-    ai_backend: str = Field("local", description="AI backend: local (offline models) or zmq (inference service)")
-    ai_zmq_endpoint: str | None = Field(None, description="The inference service for ai_backend=zmq, tcp://host:port")
-    ai_zmq_timeout_s: float = Field(30.0, gt=0, description="Longest wait for one inference reply")
 
     @field_validator("redis_url")
     @classmethod
@@ -480,7 +513,13 @@ def check_redis_url(url: str) -> None:
     """Raise ``ValueError`` naming the problem when ``url`` is not a usable Redis URL."""
     parts = urlsplit(url)
     if parts.scheme not in REDIS_SCHEMES:
-        raise ValueError(f"{url!r} is not a Redis URL: use redis://, rediss:// (TLS) or unix://")
+        raise ValueError(f"{url!r} is not a Redis URL: use redis://, rediss:// (TLS), unix:// or {URL_FORM}")
+    if parts.scheme in SENTINEL_SCHEMES:
+        try:
+            SentinelUrl.parse(url)
+        except ValueError as exc:
+            raise ValueError(f"{SentinelUrl.redacted_text(url)}: {exc}") from None
+        return
     if parts.scheme != "unix" and not parts.hostname:
         raise ValueError(f"{url!r} has no host")
     try:
@@ -509,6 +548,11 @@ def check_no_placeholder_secrets(settings: Settings) -> None:
 
     refuse_placeholder(f"{ENV_PREFIX}GATEWAY_SECRET", plain(settings.gateway_secret))
     refuse_placeholder(f"{ENV_PREFIX}SIGNING_KEY_PASSWORD", plain(settings.signing_key_password))
+    refuse_placeholder(f"{ENV_PREFIX}REDIS_SENTINEL_PASSWORD", plain(settings.redis_sentinel_password))
+    console_user, sep, console_password = (plain(settings.console_basic_auth) or "").partition(":")
+    if sep:
+        refuse_placeholder(f"{ENV_PREFIX}CONSOLE_BASIC_AUTH", console_password,
+                           f"has a placeholder password for user {console_user!r}")
     for pair in (plain(settings.flower_basic_auth) or "").split(","):
         user, sep, password = pair.strip().partition(":")
         if sep:

@@ -38,6 +38,7 @@ from meetingtasks.lua import execute_idempotent
 from meetingtasks.message import dumps, encode_task_message, payload_from_args, task_body
 from meetingtasks.platform import Platform
 from meetingtasks.priority import Priority, parse_queue
+from meetingtasks.profiling import GATE, profiled
 from meetingtasks.ratelimit import defer_over_rate_limit
 from meetingtasks.registry import TaskTypeSpec
 from meetingtasks.secret_fields import (
@@ -193,8 +194,11 @@ class PlatformTask(Task):  # type: ignore[misc]
             self.dead_letter(exc2, raw_payload, attempt, status=Status.DEAD_LETTERED)
             raise exc2 from None
 
+        handler = self.spec.handler
+        if GATE.wanted(p, self.spec.name):  # the whole cost when no profile is requested: a clock read, a lookup
+            handler = profiled(p, self.spec.name, task_id, handler)
         try:
-            result = self.spec.handler(payload)
+            result = handler(payload)
         except TaskCancelled as cerr:  # the handler saw its cancel flag (meetingtasks.raise_if_cancelled)
             self.finish(Status.CANCELLED, attempt, error=cerr)
             raise Ignore() from None
@@ -334,8 +338,11 @@ class PlatformTask(Task):  # type: ignore[misc]
                 p.dead_letters.add(pipe, letter)
             p.status.transition(pipe, req.id, status, attempt=attempt, fields=fields, by_sha=True)
 
+        acks = p.replica_acks
+        replicated = (acks, lambda acked: acks.note(acked, f"dead letter of {req.id}")) if acks else None
+
         def write() -> None:
-            execute_idempotent(client, build)
+            execute_idempotent(client, build, replicated)
 
         self.durably("filing the dead letter", write)
         log.error("task %s (%s) %s after %d attempt(s): %s", req.id, self.spec.name, status.value, attempt, error)

@@ -8,7 +8,8 @@ import redis
 from meetingtasks import InvalidPayload, MessageTooLarge, Priority, UnknownTaskType, dispatch, dispatch_batch
 from meetingtasks.message import loads
 from meetingtasks.platform import Platform
-from meetingtasks.registry import REGISTRY, SERVICES, load_builtin_types
+from meetingtasks.registry import REGISTRY, load_builtin_types
+from meetingtasks.services import SERVICES
 
 DESIGN_TYPES = {
     "user": {"user_register", "user_login", "user_profile_update", "user_status_change"},

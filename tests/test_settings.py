@@ -156,6 +156,7 @@ SETTINGS_FROM_EXAMPLE = {
                                  "MEETINGTASKS_SERVICE_REDIS_URLS": f'{{"ai": "redis://:{v}@redis-ai:6379/0"}}'},
     "MEETINGTASKS_GATEWAY_SECRET": lambda v: {"MEETINGTASKS_GATEWAY_SECRET": v},
     "FLOWER_BASIC_AUTH": lambda v: {"MEETINGTASKS_FLOWER_BASIC_AUTH": f"ops:{secrets.token_urlsafe(16)},{v}"},
+    "CONSOLE_BASIC_AUTH": lambda v: {"MEETINGTASKS_CONSOLE_BASIC_AUTH": v},
     "GRAFANA_ADMIN_PASSWORD": None,
     "MEETINGTASKS_ENCRYPTION_KEYS": lambda v: {"MEETINGTASKS_ENCRYPTION_KEYS": v},
 }
@@ -174,7 +175,8 @@ def test_every_placeholder_of_env_example_is_refused_at_start_up_with_how_to_gen
     example = example_values()
     assert set(example) == set(SETTINGS_FROM_EXAMPLE), "a new variable in deploy/env.example: map it here"
     for variable, value in example.items():
-        assert is_placeholder(value.partition(":")[2] if variable == "FLOWER_BASIC_AUTH" else value), variable
+        user_password = variable in ("FLOWER_BASIC_AUTH", "CONSOLE_BASIC_AUTH")
+        assert is_placeholder(value.partition(":")[2] if user_password else value), variable
         settings_env = SETTINGS_FROM_EXAMPLE[variable]
         if settings_env is None:
             continue
@@ -193,6 +195,7 @@ def test_every_placeholder_of_env_example_is_refused_at_start_up_with_how_to_gen
 def test_real_secrets_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     real = {variable: secrets.token_urlsafe(32) for variable in example_values()}
     real["FLOWER_BASIC_AUTH"] = f"admin:{real['FLOWER_BASIC_AUTH']}"
+    real["CONSOLE_BASIC_AUTH"] = f"admin:{real['CONSOLE_BASIC_AUTH']}"
     real["MEETINGTASKS_ENCRYPTION_KEYS"] = Fernet.generate_key().decode()
     for variable, value in real.items():
         settings_env = SETTINGS_FROM_EXAMPLE[variable]

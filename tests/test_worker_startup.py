@@ -19,7 +19,7 @@ import pytest
 from meetingtasks import dispatch
 from meetingtasks.app import create_app
 from meetingtasks.platform import Platform
-from meetingtasks.registry import SERVICES
+from meetingtasks.services import SERVICES
 from meetingtasks.worker import gc_tuning
 from meetingtasks.worker.gc_tuning import freeze_long_lived, starting_a_worker
 from meetingtasks.worker.launch import run_worker

@@ -1,4 +1,4 @@
-"""``bridge [--include MODULE]...``: turn the events on the five channels into tasks until stopped."""
+"""``bridge [--include MODULE]...``: turn the events on every declared channel into tasks until stopped."""
 
 from __future__ import annotations
 

@@ -14,10 +14,11 @@ from meetingtasks.cli.main import echo_json, fail, platform_command
 from meetingtasks.deadletter import DeadLetter
 from meetingtasks.errors import ReplayRefused
 from meetingtasks.platform import Platform
-from meetingtasks.registry import SERVICES
 from meetingtasks.secret_fields import mask_text
 
-service_option = click.option("--service", type=click.Choice(SERVICES), help="Only this service.")
+service_option = click.option(
+    "--service", help="Only this service (any service the platform knows; see `meetingtasks stats`)."
+)
 
 
 @click.group()
@@ -36,6 +37,8 @@ def _when(ts: float) -> str:
 @platform_command
 def list_(platform: Platform, service: str | None, as_json: bool, limit: int) -> None:
     """List dead letters, newest first."""
+    if service:
+        platform.check_service(service)
     letters = platform.dead_letters.list_each(platform.service_clients(service), service, limit=limit)
     if as_json:
         echo_json([letter.summary() for letter in letters])
@@ -69,6 +72,8 @@ def replay(platform: Platform, letter_id: str | None, replay_all: bool, service:
     """Queue a dead letter again with its original priority and a fresh retry budget."""
     if bool(letter_id) == replay_all:
         fail("give a dead-letter ID or --all", code=2)
+    if service:
+        platform.check_service(service)
     store = platform.dead_letters
     clients = platform.service_clients(service)
     if letter_id:
@@ -105,6 +110,8 @@ def replay(platform: Platform, letter_id: str | None, replay_all: bool, service:
 @platform_command
 def purge(platform: Platform, service: str | None) -> None:
     """Delete dead letters (all services unless --service)."""
+    if service:
+        platform.check_service(service)
     removed = platform.dead_letters.purge_each(platform.service_clients(service), service)
     click.echo(f"{removed} dead letters purged")
 

@@ -3,15 +3,17 @@
 Redis is the configured ``MEETINGTASKS_REDIS_URL`` or, without one, an embedded redis-server with AOF in
 the data directory on a free port, whose URL is recorded in ``<data_dir>/redis.url`` so that every other
 command run from the same directory finds it. Then one worker per service, beat, the bridge, the gateway,
-Flower and the exporter, each in its own process group with its log in ``<data_dir>/logs/``.
+Flower, the exporter and the console, each in its own process group with its log in ``<data_dir>/logs/``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from types import FrameType
 
@@ -19,10 +21,12 @@ import click
 import redis
 
 from meetingtasks.cli.main import fail
+from meetingtasks.connections import new_client
 from meetingtasks.embedded import RedisServer
-from meetingtasks.errors import MeetingTasksError
-from meetingtasks.registry import SERVICES
-from meetingtasks.settings import REDIS_URL_FILE, Settings, load_settings
+from meetingtasks.embedded_sentinel import MASTER_NAME, SentinelGroup
+from meetingtasks.errors import ConfigurationError, MeetingTasksError
+from meetingtasks.registry import REGISTRY, import_modules, services
+from meetingtasks.settings import CONSOLE_AUTH_FILE, REDIS_URL_FILE, Settings, load_settings
 from meetingtasks.supervisor import PartFailed, PartSpec, Supervisor, http_ok, log_contains
 
 FLOWER_AUTH_FILE = "flower.auth"
@@ -33,17 +37,27 @@ class StopRequested(BaseException):
     """Raised by the signal handler while parts are still starting, to abandon the start cleanly."""
 
 
-def part_specs(settings: Settings, concurrency: int) -> list[PartSpec]:
+def worker_services(modules: Iterable[str]) -> list[str]:
+    """The services with task types once ``modules`` (the includes) are imported: yours get workers too. A module
+    that cannot be imported is skipped here; the parts that import it fail to start, naming it."""
+    for module in modules:
+        with contextlib.suppress(ConfigurationError):
+            import_modules([module])
+    return [svc for svc in services() if REGISTRY.for_service(svc)]
+
+
+def part_specs(settings: Settings, concurrency: int, includes: Iterable[str] = ()) -> list[PartSpec]:
     """Every part ``up`` runs, with how to tell it is ready and where it answers."""
     s = settings
     specs = [
         PartSpec(f"worker-{svc}", ["meetingtasks", "worker", svc, "--concurrency", str(concurrency)],
                  log_contains(" ready."))
-        for svc in SERVICES
+        for svc in worker_services([*s.include, *includes])
     ]
     gateway = f"http://{s.gateway_host}:{s.gateway_port}"
     flower = f"http://{s.flower_host}:{s.flower_port}"
     exporter = f"http://{s.exporter_host}:{s.exporter_port}"
+    console = f"http://{s.console_host}:{s.console_port}"
     specs += [
         PartSpec("beat", ["meetingtasks", "beat"], log_contains("delayed-set pump running")),
         PartSpec("bridge", ["meetingtasks", "bridge"], log_contains("bridge ready")),
@@ -57,6 +71,9 @@ def part_specs(settings: Settings, concurrency: int) -> list[PartSpec]:
         PartSpec("exporter", ["meetingtasks", "exporter", "--host", s.exporter_host, "--port", str(s.exporter_port)],
                  http_ok(f"{exporter}/metrics"), urls=[f"{exporter}/metrics"],
                  ports=[(s.exporter_host, s.exporter_port, "MEETINGTASKS_EXPORTER_PORT")]),
+        PartSpec("console", ["meetingtasks", "console", "--host", s.console_host, "--port", str(s.console_port)],
+                 http_ok(f"{console}/healthz"), urls=[f"{console}/"],
+                 ports=[(s.console_host, s.console_port, "MEETINGTASKS_CONSOLE_PORT")]),
     ]
     return specs
 
@@ -72,7 +89,19 @@ def flower_auth(settings: Settings) -> str:
     """The configured Flower users, else ``admin:<random>`` kept in the data directory across runs."""
     if settings.flower_basic_auth is not None and settings.flower_basic_auth.get_secret_value():
         return settings.flower_basic_auth.get_secret_value()
-    path = settings.data_dir / FLOWER_AUTH_FILE
+    return recorded_auth(settings.data_dir / FLOWER_AUTH_FILE)
+
+
+def console_auth(settings: Settings) -> str:
+    """The configured console user, else ``admin:<random>`` in the data directory's console.auth (which the
+    console reads by itself when no MEETINGTASKS_CONSOLE_BASIC_AUTH is set)."""
+    if settings.console_basic_auth is not None and settings.console_basic_auth.get_secret_value():
+        return settings.console_basic_auth.get_secret_value()
+    return recorded_auth(settings.data_dir / CONSOLE_AUTH_FILE)
+
+
+def recorded_auth(path: Path) -> str:
+    """``user:password`` recorded in ``path``, created (owner-only) with a random password the first time."""
     try:
         recorded = path.read_text(encoding="utf-8").strip()
     except OSError:
@@ -86,15 +115,17 @@ def flower_auth(settings: Settings) -> str:
 class Redis:
     """The configured Redis (checked reachable) or an embedded one recorded in the data directory."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, ha: bool = False) -> None:
         self.settings = settings
+        self.ha = ha
         self.server: RedisServer | None = None
+        self.group: SentinelGroup | None = None
         self.url = settings.redis_url or ""
         self.note = "configured (MEETINGTASKS_REDIS_URL)"
 
     def start(self) -> None:
         if self.settings.redis_url:
-            client = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
+            client = new_client(self.settings.redis_url, self.settings, socket_connect_timeout=3, socket_timeout=3)
             try:
                 client.ping()
             except redis.RedisError as exc:
@@ -103,13 +134,35 @@ class Redis:
                 client.close()
             return
         directory = self.settings.data_dir / "redis"
-        self.server = RedisServer(directory)  # assigned first: a signal during start() still stops it
-        self.server.start()
-        self.url = self.server.url
-        self.note = f"embedded, AOF in {directory}"
+        if self.ha:
+            self.group = SentinelGroup(self.settings.data_dir / "redis-ha")  # assigned first, as below
+            self.group.start()
+            self.url = self.group.url
+            self.note = "embedded Sentinel group: a primary, a replica, three sentinels"
+        else:
+            self.server = RedisServer(directory)  # assigned first: a signal during start() still stops it
+            self.server.start()
+            self.url = self.server.url
+            self.note = f"embedded, AOF in {directory}"
         write_private(self.settings.data_dir / REDIS_URL_FILE, self.url)
 
+    def failover_hint(self) -> str | None:
+        """How to try a failover on the embedded Sentinel group (``up --ha``), or ``None``."""
+        group = self.group
+        if group is None:
+            return None
+        primary = group.primary_port()
+        node = group.node(primary) if primary else None
+        pid = node.process.pid if node is not None and node.process is not None else "?"
+        return (f"try a failover: `kill -9 {pid}` (the primary, port {primary}) or "
+                f"`redis-cli -p {group.sentinels[0].port} SENTINEL FAILOVER {MASTER_NAME}`; every part follows it "
+                "(docs/high-availability.md)")
+
     def stop(self) -> None:
+        if self.group is not None:
+            self.group.stop()
+            self.group = None
+            (self.settings.data_dir / REDIS_URL_FILE).unlink(missing_ok=True)
         if self.server is not None:
             self.server.stop()
             self.server = None
@@ -139,8 +192,12 @@ def part_env(settings: Settings, redis_url: str, gateway_secret: str, flower_use
               help=f"Pool size of each worker [default: MEETINGTASKS_WORKER_CONCURRENCY or {DEFAULT_CONCURRENCY}].")
 @click.option("--ready-timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
               help="Seconds every part has to become ready.")
-def up(includes: tuple[str, ...], data_dir: Path | None, concurrency: int | None, ready_timeout: float) -> None:
-    """Run the whole platform locally: Redis, a worker per service, beat, bridge, gateway, Flower, exporter."""
+@click.option("--ha", is_flag=True, help="Embedded Redis as a Sentinel group (a primary, a replica, three "
+              "sentinels) to try a failover locally; ignored with MEETINGTASKS_REDIS_URL.")
+def up(includes: tuple[str, ...], data_dir: Path | None, concurrency: int | None, ready_timeout: float,
+       ha: bool) -> None:
+    """Run the whole platform locally: Redis, a worker per service, beat, bridge, gateway, Flower, exporter,
+    console."""
     from meetingtasks.cli.gateway import make_secret
     from meetingtasks.logs import configure_logging
     from meetingtasks.secret_fields import generate_keys_file
@@ -154,8 +211,8 @@ def up(includes: tuple[str, ...], data_dir: Path | None, concurrency: int | None
         return
     configure_logging(settings, component="up")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    specs = part_specs(settings, concurrency or settings.worker_concurrency or DEFAULT_CONCURRENCY)
-    store = Redis(settings)
+    specs = part_specs(settings, concurrency or settings.worker_concurrency or DEFAULT_CONCURRENCY, includes)
+    store = Redis(settings, ha=ha)
     stopping = threading.Event()
     starting = True
 
@@ -175,14 +232,18 @@ def up(includes: tuple[str, ...], data_dir: Path | None, concurrency: int | None
         if created is not None:
             click.echo(f"generated an encryption key in {created}", err=True)
         users = flower_auth(settings)
+        console_user = console_auth(settings).split(":", 1)[0]  # the console reads it from the data directory
         env = part_env(settings, store.url, secret, users, includes)
         supervisor = Supervisor(specs, env, settings.data_dir / "logs", echo=click.echo,
                                 ready_timeout_s=ready_timeout)
-        show_plan(settings, store, specs, users)
+        show_plan(settings, store, specs, users, console_user)
         supervisor.start()
         starting = False
         click.echo(f"all {len(specs) + 1} parts ready; `meetingtasks demo` or `meetingtasks dispatch ...` from "
                    f"this directory use them; Ctrl-C stops everything")
+        hint = store.failover_hint()
+        if hint:
+            click.echo(hint)
         while not stopping.wait(0.5):
             supervisor.watch()
     except StopRequested:
@@ -201,7 +262,8 @@ def up(includes: tuple[str, ...], data_dir: Path | None, concurrency: int | None
         click.echo("stopped", err=True)
 
 
-def show_plan(settings: Settings, store: Redis, specs: list[PartSpec], flower_users: str) -> None:
+def show_plan(settings: Settings, store: Redis, specs: list[PartSpec], flower_users: str,
+              console_user: str = "admin") -> None:
     click.echo(f"meetingtasks up: data in {settings.data_dir}, logs in {settings.data_dir / 'logs'}")
     click.echo(f"  redis             {store.url}  ({store.note})")
     for spec in specs:
@@ -212,6 +274,10 @@ def show_plan(settings: Settings, store: Redis, specs: list[PartSpec], flower_us
             where = ("MEETINGTASKS_FLOWER_BASIC_AUTH" if settings.flower_basic_auth is not None
                      else settings.data_dir / FLOWER_AUTH_FILE)
             extra = f"  (basic auth: user {user}, password in {where})"
+        elif spec.name == "console":
+            where = ("MEETINGTASKS_CONSOLE_BASIC_AUTH" if settings.console_basic_auth is not None
+                     else settings.data_dir / CONSOLE_AUTH_FILE)
+            extra = f"  (basic auth: user {console_user}, password in {where})"
         elif spec.name == "gateway":
             extra = "  (tokens: meetingtasks token CLIENT_ID)"
         click.echo(f"  {spec.name:<17} {'  '.join(spec.urls) or 'running'}{extra}")

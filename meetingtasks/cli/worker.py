@@ -1,4 +1,8 @@
-"""``worker SERVICE``: a Celery worker of one service, consuming its four queues in strict order."""
+"""``worker SERVICE``: a Celery worker of one service, consuming its four queues in strict order.
+
+SERVICE is any service whose task types are registered: the meeting system's, or one of your own whose module
+``--include`` (or ``MEETINGTASKS_INCLUDE``) imports; anything else is a one-line error.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,15 @@ import click
 
 from meetingtasks.cli.main import fail
 from meetingtasks.errors import MeetingTasksError
-from meetingtasks.registry import SERVICES
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("service", type=click.Choice(SERVICES))
+@click.argument("service")
 @click.option("--include", "-I", "includes", multiple=True, help="Module with the service's own task types.")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(service: str, includes: tuple[str, ...], celery_args: tuple[str, ...]) -> None:
-    """Run a worker of SERVICE; other options go to `celery worker` (e.g. --concurrency 4 --pool threads)."""
+    """Run a worker of SERVICE (the meeting system's, or yours with --include); other options go to `celery
+    worker` (e.g. --concurrency 4 --pool threads)."""
     from meetingtasks.app import create_app
     from meetingtasks.registry import REGISTRY
     from meetingtasks.secret_fields import check_worker_keys
@@ -28,7 +32,7 @@ def worker(service: str, includes: tuple[str, ...], celery_args: tuple[str, ...]
         fail(str(exc))
     argv = ["--loglevel", app.mt_platform.settings.log_level, *celery_args]
     if not any(arg in ("-n", "--hostname") or arg.startswith("--hostname=") for arg in celery_args):
-        # One node name per service, so Flower and `celery inspect` tell the five workers of a host apart.
+        # One node name per service, so Flower and `celery inspect` tell the workers of a host apart.
         argv += ["--hostname", f"{service}@%h"]
     run_worker(app, argv, prog_name=f"meetingtasks worker {service}")
 

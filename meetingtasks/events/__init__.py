@@ -3,7 +3,7 @@ runs them, live subscribers and the in-process event bus.
 
 - :func:`publish_event` / :func:`publish_events`: append to the channel's stream and announce on its
   pub/sub channel in one round trip (:mod:`.publisher`); the :class:`Event` envelope (:mod:`.envelope`);
-  the channel table (:mod:`.channels`).
+  the channel table, filled by :func:`channel` (:mod:`.channels`).
 - :func:`on_event`: declare a subscription (:mod:`.subscriptions`); :class:`Bridge` runs them (:mod:`.bridge`).
 - :class:`LiveSubscriber` / :class:`AsyncLiveSubscriber`: in-process listeners of any pub/sub channel
   that reconnect and resubscribe by themselves (:mod:`.live`).
@@ -11,7 +11,7 @@ runs them, live subscribers and the in-process event bus.
 """
 
 from meetingtasks.events.bus import LocalBus, emit, off, on
-from meetingtasks.events.channels import CHANNELS, OWNERS, SUBSCRIBERS
+from meetingtasks.events.channels import CHANNELS, OWNERS, channel
 from meetingtasks.events.envelope import Event
 from meetingtasks.events.live import AsyncLiveSubscriber, LiveMessage, LiveSubscriber
 from meetingtasks.events.publisher import EventPublisher, publish_event, publish_events
@@ -20,7 +20,6 @@ from meetingtasks.events.subscriptions import SUBSCRIPTIONS, Subscription, on_ev
 __all__ = [
     "CHANNELS",
     "OWNERS",
-    "SUBSCRIBERS",
     "SUBSCRIPTIONS",
     "AsyncLiveSubscriber",
     "Event",
@@ -29,6 +28,7 @@ __all__ = [
     "LiveSubscriber",
     "LocalBus",
     "Subscription",
+    "channel",
     "emit",
     "off",
     "on",

@@ -53,8 +53,9 @@ class Bridge:
         self.keys = platform.keys
         self.group = self.keys.bridge_group
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.streams = {self.keys.event_stream(channel): channel for channel in CHANNELS}
+        # Subscriptions first: the include modules may declare channels of their own.
         self.subscriptions = load_subscriptions([*self.settings.include, *includes])
+        self.streams = {self.keys.event_stream(channel): channel for channel in CHANNELS}
         self.stats = BridgeStats()
         self.writer = TriggerWriter(platform, self.stats)
         self.intake = PubSubIntake(platform, self.writer, on_ready=self._mark_ready)

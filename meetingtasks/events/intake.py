@@ -1,6 +1,6 @@
 """The pub/sub intake of the bridge: events outside services ``PUBLISH`` become stream events.
 
-It listens on the five channels and appends every event whose id is not in its stream yet (an event
+It listens on every declared channel and appends every event whose id is not in its stream yet (an event
 without an id gets one derived from its bytes, the same in every bridge), so that it takes the durable,
 de-duplicated path of the stream. Most of what it hears are the platform's own events, already in their
 streams: it recognises them by id in one round trip per few milliseconds of messages. Messages published

@@ -1,6 +1,6 @@
 """Live subscribers: in-process listeners of Redis pub/sub channels that survive lost connections.
 
-Generic over channel names: the five event channels, the status channel ``mt:status``
+Generic over channel names: the event channels, the status channel ``mt:status``
 (``platform.keys.status_channel``), or anything else; glob patterns too. Two flavours:
 
 - :class:`LiveSubscriber` runs on a daemon thread and calls ``callback(message)`` for every message::
@@ -38,7 +38,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
-from meetingtasks.connections import is_tls, ssl_options
+from meetingtasks.connections import new_async_client
 from meetingtasks.events.envelope import Event, parse_foreign
 from meetingtasks.events.reconnect import Reconnect, link_client
 from meetingtasks.platform import Platform
@@ -296,16 +296,8 @@ class AsyncLiveSubscriber:
 
     def _client(self) -> aioredis.Redis:
         settings = self.platform.settings
-        url = settings.broker_url()
-        options: dict[str, Any] = {
-            "socket_timeout": settings.redis_socket_timeout_s,
-            "socket_connect_timeout": settings.redis_socket_timeout_s,
-            "health_check_interval": 10,
-            "retry": AsyncRetry(NoBackoff(), 0),
-        }
-        if is_tls(url):
-            options.update(ssl_options(settings))
-        return aioredis.Redis.from_url(url, **options)
+        client: aioredis.Redis = new_async_client(settings.broker_url(), settings, retry=AsyncRetry(NoBackoff(), 0))
+        return client
 
     async def _run(self) -> None:
         while True:

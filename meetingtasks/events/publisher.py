@@ -10,16 +10,21 @@ Appends never trim: an entry leaves its stream once every consumer group has ack
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from time import monotonic, sleep
+from typing import Any, TypeVar
 
 import redis
+from redis.exceptions import ReadOnlyError
 
 from meetingtasks import tracing
 from meetingtasks.errors import InvalidEvent
 from meetingtasks.events.envelope import Event, build_event, encode_payload
 from meetingtasks.lua import LuaScript
 from meetingtasks.platform import Platform, get_platform
+from meetingtasks.sentinel import is_sentinel
+
+_T = TypeVar("_T")
 
 #: Appends an event once per id and announces it (lua/append_event.lua).
 APPEND = LuaScript.load("append_event")
@@ -95,8 +100,36 @@ class EventPublisher:
         trace: Mapping[str, str] | None = None,
     ) -> Event:
         event = self.make(channel, event_type, payload, source=source, event_id=event_id, time=time, trace=trace)
-        self.append(self.platform.redis(), event)
+        acks = self.platform.replica_acks
+        if not acks:
+            self._resending(lambda: self.append(self.platform.redis(), event))
+            return event
+
+        def send() -> Any:
+            with self.platform.redis().pipeline(transaction=False) as pipe:
+                self.queue(pipe, event)
+                acks.queue(pipe)
+                return pipe.execute()[-1]
+
+        acks.require(self._resending(send), f"publish_event {channel}/{event_type}")
         return event
+
+    def _resending(self, send: Callable[[], _T]) -> _T:
+        """Run ``send`` again while the connection fails, for ``dispatch_retry_s``: an outage or a failover (no
+        primary named yet, a demoted one refusing writes). Safe: an event id already in its stream is not appended
+        twice. Then the last error goes to the caller."""
+        deadline = monotonic() + self.platform.settings.dispatch_retry_s
+        sentinel = is_sentinel(self.platform.settings.broker_url())
+        pause = 0.05
+        while True:
+            try:
+                return send()
+            except (redis.ConnectionError, redis.TimeoutError, ReadOnlyError) as exc:
+                # A refusal passes at once where no Sentinel will name another primary.
+                if monotonic() >= deadline or (isinstance(exc, ReadOnlyError) and not sentinel):
+                    raise
+                sleep(pause)
+                pause = min(pause * 2, 1.0)
 
     def publish_many(self, events: Iterable[EventLike]) -> list[Event]:
         """Validate every event first (nothing is sent if one is invalid), then send all in one round trip."""
@@ -107,7 +140,12 @@ class EventPublisher:
         with self.platform.redis().pipeline(transaction=False) as pipe:
             for keys, argv in args:
                 APPEND.queue(pipe, keys, argv)
-            pipe.execute()
+            acks = self.platform.replica_acks
+            if acks:
+                acks.queue(pipe)
+            replies = pipe.execute()
+        if acks:
+            acks.require(replies[-1], f"publish_events ({len(built)} events)")
         return built
 
     def _coerce(self, item: EventLike) -> Event:

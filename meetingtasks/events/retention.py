@@ -13,6 +13,10 @@ atomic script:
   the start of the stream and handles everything still there, so entries are kept
   ``stream_groupless_retention_s`` (by the Redis clock); older ones are removed with a warning that says
   how many.
+- **Kept for replay**: acknowledged entries younger than ``event_replay_retention_s`` (by the time in
+  their id) stay, so that ``meetingtasks events replay`` can rewind them; only the newest
+  ``stream_maxlen`` entries are kept for that, so at a high event rate the replay window is shorter
+  (``stream_maxlen`` / events per second). ``0`` trims acknowledged entries at the next trim.
 - **The hard cap** ``stream_maxlen``: a stream longer than that is reported loudly (a warning at every
   trim, ``meetingtasks_event_stream_over_cap`` in the exporter, a warning from ``meetingtasks stats``) and
   **kept whole**: nothing unacknowledged is removed and publishes are still accepted. That is what a
@@ -63,6 +67,7 @@ class GroupState:
     name: str
     pending: int  # read by a consumer, not acknowledged
     last_delivered_id: str
+    lag: int | None = None  # entries not yet read by the group (Redis >= 7 reports it; None: unknown)
 
 
 @dataclass(frozen=True)
@@ -105,10 +110,11 @@ def trim_streams(platform: Platform) -> list[Trim]:
     settings = platform.settings
     client = platform.redis()
     retention_ms = int(settings.stream_groupless_retention_s * 1000)
+    replay_ms = int(settings.event_replay_retention_s * 1000)
     trims: list[Trim] = []
     for channel in CHANNELS:
         stream = platform.keys.event_stream(channel)
-        reply = _fields(TRIM(client, [stream], [retention_ms]))
+        reply = _fields(TRIM(client, [stream], [retention_ms, replay_ms, settings.stream_maxlen]))
         trim = Trim(channel, stream, int(reply["trimmed"]), int(reply["length"]), int(reply["groups"]),
                     _text(reply["min_id"]), settings.stream_maxlen)
         trims.append(trim)
@@ -143,7 +149,8 @@ def stream_states(platform: Platform, channels: list[str] | None = None) -> list
         states.append(StreamState(
             channel, stream, length if isinstance(length, int) else 0, platform.settings.stream_maxlen,
             _text(last[0][0]) if isinstance(last, list) and last else "",
-            tuple(GroupState(_text(g["name"]), int(g["pending"]), _text(g["last-delivered-id"])) for g in groups),
+            tuple(GroupState(_text(g["name"]), int(g["pending"]), _text(g["last-delivered-id"]),
+                             int(g["lag"]) if isinstance(g.get("lag"), int) else None) for g in groups),
         ))
     return states
 

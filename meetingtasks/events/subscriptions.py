@@ -1,13 +1,14 @@
 """Subscriptions: "on this channel's event type, dispatch that task type with the payload I return".
 
-Declared with :func:`on_event` next to a service's tasks (``meetingtasks/services/<svc>/events.py``) or in
-any module given to ``meetingtasks bridge --include``. The decorated function takes the :class:`Event`
-and returns the payload of the task to dispatch (a mapping or the task's pydantic model), ``None`` to skip
-the event, or a list of payloads to dispatch several tasks of the type (one per participant, say).
+Declared with :func:`on_event` in a service's subscription module (the one its application declared, e.g.
+``meetingtasks/services/<svc>/events.py``) or in any module given to ``meetingtasks bridge --include``. The
+decorated function takes the :class:`Event` and returns the payload of the task to dispatch (a mapping or the
+task's pydantic model), ``None`` to skip the event, or a list of payloads to dispatch several tasks of the
+type (one per participant, say).
 
 Each (event, subscription, index) has a deterministic task id (:meth:`Subscription.task_id`): the bridge
 checks that id's status record to tell whether an event already triggered a subscription, so an event
-delivered twice never triggers twice.
+delivered twice never triggers twice. A replay passes a ``generation`` of its own into that id.
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ from meetingtasks.errors import ConfigurationError, UnknownTaskType
 from meetingtasks.events.channels import check_channel, check_event_type
 from meetingtasks.events.envelope import Event
 from meetingtasks.priority import Priority
-from meetingtasks.registry import REGISTRY, SERVICES, import_modules, load_builtin_types
+from meetingtasks.registry import REGISTRY, SERVICE_TABLE, import_modules, load_builtin_types
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: Namespace of the task ids the bridge gives triggered tasks.
 TRIGGER_NAMESPACE = uuid.UUID("0d6b5f8e-7a44-4e0b-b1c5-2f9f1f4f6a20")
-_SERVICE_MODULE = "meetingtasks.services."
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Subscription:
 
     @property
     def service(self) -> str:
-        """The subscribing service: the one whose ``events.py`` declares it, else the task type's service.
+        """The subscribing service: the one whose declared subscription module holds it, else the task type's service.
         The bridge files this subscription's dead letters under it."""
         return self.declared_service or REGISTRY.get(self.task_type).service
 
@@ -56,9 +56,14 @@ class Subscription:
             return [p for p in result if p is not None]
         return [result]
 
-    def task_id(self, event_id: str, index: int = 0) -> str:
-        """The id of the ``index``-th task ``event_id`` triggers through this subscription."""
-        return str(uuid.uuid5(TRIGGER_NAMESPACE, f"{event_id}\n{self.name}\n{index}"))
+    def task_id(self, event_id: str, index: int = 0, generation: int = 0) -> str:
+        """The id of the ``index``-th task ``event_id`` triggers through this subscription.
+
+        ``generation`` 0 is the bridge's own run; each replay (:mod:`meetingtasks.events.replay`) runs
+        under a generation of its own, so its ids differ from every earlier run's and it is not taken for
+        a duplicate of them."""
+        suffix = f"\n{generation}" if generation else ""  # generation 0 keeps the ids the bridge always gave
+        return str(uuid.uuid5(TRIGGER_NAMESPACE, f"{event_id}\n{self.name}\n{index}{suffix}"))
 
 
 class SubscriptionTable:
@@ -102,10 +107,7 @@ def on_event(
 
     def decorate(func: F) -> F:
         module = func.__module__
-        declared = None
-        if module.startswith(_SERVICE_MODULE):
-            candidate = module[len(_SERVICE_MODULE):].split(".")[0]
-            declared = candidate if candidate in SERVICES else None
+        declared = next((svc.name for svc in SERVICE_TABLE.specs() if svc.events_module == module), None)
         SUBSCRIPTIONS.register(Subscription(
             name=f"{module}:{func.__qualname__}",
             channel=channel,
@@ -121,12 +123,14 @@ def on_event(
 
 
 def load_subscriptions(includes: Iterable[str] = ()) -> list[Subscription]:
-    """Import the five services' ``events`` modules and ``includes``; check that every subscription
+    """Import every declared service's subscription module and ``includes``; check that every subscription
     dispatches a known task type (one :class:`ConfigurationError` listing the ones that do not)."""
     load_builtin_types()
-    for service in SERVICES:
-        importlib.import_module(f"meetingtasks.services.{service}.events")
     import_modules(includes)
+    for service in SERVICE_TABLE.specs():  # also those the includes declared
+        for module in (service.tasks_module, service.events_module):
+            if module:
+                importlib.import_module(module)
     problems = []
     for sub in SUBSCRIPTIONS.all():
         try:

@@ -11,6 +11,9 @@ A subscription that raises leaves its entry unacknowledged, to be re-claimed aft
 ``bridge_claim_idle_s``; after ``event_max_attempts`` failed runs, or at once when its payload is refused
 (:class:`DispatchError`), the would-be task's id gets a DEAD_LETTERED status and a dead letter under the
 subscribing service, with the reason. A malformed entry is dead-lettered under the channel's owner.
+
+A replay (:mod:`meetingtasks.events.replay`) takes the same path: :meth:`TriggerWriter.plan` under its
+generation, then :meth:`TriggerWriter.replay`, which commits the same way and acknowledges nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
@@ -70,11 +74,16 @@ class Trigger:
     sub: Subscription
     tasks: list[PreparedTask] = field(default_factory=list)
     letter: DeadLetter | None = None
+    generation: int = 0  # 0: the bridge's run; a replay's own otherwise
 
     @property
     def marker(self) -> str:
         """The task id whose status record says this trigger already happened."""
-        return self.tasks[0].task_id if self.tasks else self.sub.task_id(self.event.id)
+        return self.tasks[0].task_id if self.tasks else self.sub.task_id(self.event.id, generation=self.generation)
+
+
+#: A subscription run that raised: its entry, the event, the subscription and the exception.
+Failure = tuple["Entry", Event, Subscription, BaseException]
 
 
 @dataclass
@@ -97,9 +106,26 @@ class TriggerWriter:
 
     def handle(self, clients: LinkClients, rows: list[Row]) -> None:
         """Run the subscriptions of ``rows``, queue their tasks, acknowledge the rows that are done."""
+        entries, triggers, failed = self.plan(rows, on_malformed=lambda *bad: self.file_malformed(clients, *bad))
+        if failed:
+            triggers += self._count_failures(clients, failed)
+        self._commit(clients, triggers, [e for e in entries if e.resolved])
+
+    def replay(self, clients: LinkClients, triggers: list[Trigger]) -> list[Trigger]:
+        """Queue planned replay ``triggers`` (a generation > 0) the same way, acknowledging nothing (the
+        entries belong to the bridges' group); returns those queued now (the others had run already)."""
+        return self._commit(clients, triggers, [])
+
+    def plan(
+        self, rows: list[Row], *, generation: int = 0, only: Callable[[Subscription], bool] | None = None,
+        on_malformed: Callable[[str, bytes | None, str, str], None] | None = None,
+    ) -> tuple[list[Entry], list[Trigger], list[Failure]]:
+        """Run the subscriptions (those ``only`` accepts) of each row's event under ``generation``: the
+        triggers to commit and the runs that raised. Nothing is written; a malformed entry goes to
+        ``on_malformed(channel, raw, error, where)`` (or is skipped)."""
         entries: list[Entry] = []
         triggers: list[Trigger] = []
-        failed: list[tuple[Entry, Event, Subscription, BaseException]] = []
+        failed: list[Failure] = []
         for stream, entry_id, fields in rows:
             entry = Entry(stream, entry_id)
             entries.append(entry)
@@ -107,39 +133,42 @@ class TriggerWriter:
             try:
                 event = parse_event(raw if raw is not None else b"null")
             except InvalidEvent as exc:
-                self.file_malformed(clients, self.channel_of[stream], raw, str(exc), f"{stream} entry {entry_id}")
+                if on_malformed is not None:
+                    on_malformed(self.channel_of[stream], raw, str(exc), f"{stream} entry {entry_id}")
                 continue
             for sub in SUBSCRIPTIONS.for_event(event.channel, event.type):
+                if only is not None and not only(sub):
+                    continue
                 try:
-                    trigger = self._plan(event, sub)
+                    trigger = self._plan(event, sub, generation)
                 except DispatchError as exc:  # the payload can never be queued: no point in retrying
-                    trigger = Trigger(event, sub, letter=self._letter(
-                        event, sub, exc, attempts=1,
+                    trigger = Trigger(event, sub, generation=generation, letter=self._letter(
+                        event, sub, exc, attempts=1, generation=generation,
                         reason=f"subscription {sub.name} returned a payload that {sub.task_type} refuses"))
                 except Exception as exc:
                     failed.append((entry, event, sub, exc))
                     continue
                 if trigger.tasks or trigger.letter:
                     triggers.append(trigger)
-        if failed:
-            triggers += self._count_failures(clients, failed)
-        self._commit(clients, triggers, [e for e in entries if e.resolved])
+        return entries, triggers, failed
 
-    def _plan(self, event: Event, sub: Subscription) -> Trigger:
+    def _plan(self, event: Event, sub: Subscription, generation: int = 0) -> Trigger:
         """Run ``sub`` for ``event`` and validate its payloads into tasks (the place a tracing span wraps)."""
         headers = {"mt_event_id": event.id, "mt_event_type": event.type, "mt_subscription": sub.name}
         fields = {"event_id": event.id, "event_type": event.type, "subscription": sub.name}
+        if generation:
+            headers["mt_replay_generation"] = str(generation)
+            fields["replay_generation"] = str(generation)
         with tracing.consume_event(event.type, event.trace, event_id=event.id, subscription=sub.name):
             tasks = [
                 self.dispatcher.prepare(sub.task_type, payload, priority=sub.priority,
-                                        task_id=sub.task_id(event.id, index), headers=headers, fields=fields)
+                                        task_id=sub.task_id(event.id, index, generation), headers=headers,
+                                        fields=fields)
                 for index, payload in enumerate(sub.payloads(event))
             ]
-        return Trigger(event, sub, tasks=tasks)
+        return Trigger(event, sub, tasks=tasks, generation=generation)
 
-    def _count_failures(
-        self, clients: LinkClients, failed: list[tuple[Entry, Event, Subscription, BaseException]]
-    ) -> list[Trigger]:
+    def _count_failures(self, clients: LinkClients, failed: list[Failure]) -> list[Trigger]:
         """Count each failed run; return dead-letter triggers for those out of attempts."""
         client = clients.url(self.settings.broker_url())
         with client.pipeline(transaction=False) as pipe:
@@ -162,10 +191,10 @@ class TriggerWriter:
         return letters
 
     def _letter(self, event: Event, sub: Subscription, exc: BaseException, *, attempts: int,
-                reason: str) -> DeadLetter:
+                reason: str, generation: int = 0) -> DeadLetter:
         spec = REGISTRY.find(sub.task_type)
         priority = sub.priority or (spec.priority if spec else None)
-        task_id = sub.task_id(event.id)
+        task_id = sub.task_id(event.id, generation=generation)
         return DeadLetter(
             id=task_id, service=sub.service, reason=reason, error=f"{type(exc).__name__}: {exc}",
             task_id=task_id, task_type=sub.task_type, priority=priority.value if priority else None,
@@ -173,9 +202,11 @@ class TriggerWriter:
             message=event.to_json().decode(), replayable=False,
         )
 
-    def _commit(self, clients: LinkClients, triggers: list[Trigger], done: list[Entry]) -> None:
+    def _commit(self, clients: LinkClients, triggers: list[Trigger], done: list[Entry]) -> list[Trigger]:
         """Queue ``triggers`` on their services' Redis, then acknowledge ``done``; on the streams' Redis
-        (where everything is in the usual one-Redis set-up) the acknowledgement joins the same transaction."""
+        (where everything is in the usual one-Redis set-up) the acknowledgement joins the same transaction.
+        Returns the triggers queued now (not those that had happened before)."""
+        fresh: list[Trigger] = []
         stream_url = self.settings.broker_url()
         by_url: dict[str, list[Trigger]] = {}
         for trigger in triggers:
@@ -183,11 +214,12 @@ class TriggerWriter:
             by_url.setdefault(self.settings.broker_url(service), []).append(trigger)
         for url, group in by_url.items():
             if url != stream_url:
-                self._commit_once(clients.url(url), group, [])
-        self._commit_once(clients.url(stream_url), by_url.get(stream_url, []), done)
+                fresh += self._commit_once(clients.url(url), group, [])
+        fresh += self._commit_once(clients.url(stream_url), by_url.get(stream_url, []), done)
         self.stats.events += len(done)
+        return fresh
 
-    def _commit_once(self, client: redis.Redis, triggers: list[Trigger], done: list[Entry]) -> None:
+    def _commit_once(self, client: redis.Redis, triggers: list[Trigger], done: list[Entry]) -> list[Trigger]:
         """Queue the triggers whose marker has no status record yet and acknowledge ``done``, atomically
         (WATCH on the markers + MULTI/EXEC)."""
         markers = [self.keys.status(t.marker) for t in triggers]
@@ -219,7 +251,7 @@ class TriggerWriter:
                 if trigger.letter is not None:
                     log.error("bridge: dead-lettered %s under %s: %s (%s)", trigger.letter.id,
                               trigger.letter.service, trigger.letter.reason, trigger.letter.error)
-            return
+            return fresh
         raise redis.RedisError(f"could not queue {len(triggers)} triggers: their markers kept changing")
 
     def _queue_letter(self, pipe: redis.client.Pipeline, letter: DeadLetter) -> None:

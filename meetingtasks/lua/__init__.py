@@ -8,8 +8,10 @@ named local at the top, and names the shared helpers it uses in one line::
 
 The loader prepends those prelude parts, in that order: ``record`` is generated from
 :mod:`meetingtasks.status_schema` (the status record's one definition), ``wake`` is the generated wake-token
-limit followed by ``prelude/wake.lua``, and any other name is the hand-written ``prelude/<name>.lua``. A part may
-use the parts listed before it. ``tests/lua/`` calls every script directly on a real Redis.
+limit followed by ``prelude/wake.lua``, ``rollup`` is the generated constants of ``top``'s rollups
+(:mod:`meetingtasks.metrics.rollups`) followed by ``prelude/rollup.lua``, and any other name is the hand-written
+``prelude/<name>.lua``. A part may use the parts listed before it. ``tests/lua/`` calls every script directly on
+a real Redis.
 
 Calls: ``EVALSHA`` for direct calls, ``EVAL`` inside pipelines by default.
 
@@ -31,6 +33,8 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
+from meetingtasks.metrics import rollups
+from meetingtasks.replication import ReplicaAcks
 from meetingtasks.status_schema import lua_definitions
 from meetingtasks.wake import WAKE_TOKENS_MAX
 
@@ -42,6 +46,7 @@ _PRELUDE_LINE = re.compile(r"^-- prelude: *(.*)$", re.MULTILINE)
 #: Prelude parts generated from Python definitions; a part may also have a hand-written file, which follows.
 _GENERATED: dict[str, Callable[[], str]] = {
     "record": lua_definitions,
+    "rollup": rollups.lua_definitions,
     "wake": lambda: f"local MT_WAKE_TOKENS_MAX = {WAKE_TOKENS_MAX}\n",
 }
 
@@ -95,15 +100,23 @@ class LuaScript:
 _queued_by_sha: dict[int, list[LuaScript]] = {}
 
 
-def execute_idempotent(client: redis.Redis, build: Callable[[redis.client.Pipeline], object]) -> list[Any]:
+def execute_idempotent(client: redis.Redis, build: Callable[[redis.client.Pipeline], object],
+                       replicated: tuple[ReplicaAcks, Callable[[Any], object]] | None = None) -> list[Any]:
     """Build and execute a pipeline of commands that are all safe to run twice; after a ``NOSCRIPT`` (the
-    server lost its script cache) load the scripts and run it once more."""
+    server lost its script cache) load the scripts and run it once more. With ``replicated`` (the platform's
+    :class:`~meetingtasks.replication.ReplicaAcks` and what to do with the count), a ``WAIT`` ends the pipeline."""
     for attempt in (1, 2):
         with client.pipeline(transaction=False) as pipe:
             build(pipe)
             scripts = _queued_by_sha.pop(id(pipe), [])
             try:
-                return list(pipe.execute())
+                if replicated is None:
+                    return list(pipe.execute())
+                acks, check = replicated
+                acks.queue(pipe)
+                *replies, acked = pipe.execute()
+                check(acked)
+                return replies
             except NoScriptError:
                 if attempt == 2:
                     raise

@@ -1,7 +1,8 @@
 -- fetch: the worker's one call per batch. Applies the buffered outcomes (and deferred STARTEDs) and acks of this
 -- worker, then pops up to max_messages from the service's queues in strict priority order and, atomically with the
 -- pop, records each message as unacked (kombu's hash/index format), counts its delivery, reads its cancel flag and
--- records STARTED (see meetingtasks.worker.transport). Outcomes are applied before the acks, both before anything
+-- records STARTED (see meetingtasks.worker.transport); the starts and outcomes are counted for `top`
+-- (meetingtasks.metrics.rollups). Outcomes are applied before the acks, both before anything
 -- is fetched. The script never fails after a pop, whatever a message holds.
 -- KEYS[1]  the unacked hash
 -- KEYS[2]  the unacked index zset
@@ -29,7 +30,7 @@
 --   started = 1: STARTED now; 0: the task is terminal already; -1: no task id (a foreign message);
 --             -2: deferred, recorded unacked but not STARTED (the worker records STARTED when it runs it, see
 --                 DEFERRED_START)
--- prelude: record, started, transition
+-- prelude: record, rollup, transition, started
 local unacked, unacked_index, wake_list = KEYS[1], KEYS[2], KEYS[3]
 local max_messages, now, max_bytes = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local status_prefix, status_ttl, channel, worker = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
@@ -210,4 +211,5 @@ end
 -- All four queues empty: every wake token of the service is stale (a producer pushes its token with its message,
 -- atomically), and an idle worker would otherwise spend one empty fetch on each of them.
 if popped == 0 and #KEYS >= 7 then redis.call('DEL', wake_list) end
+mt_rollup_flush()  -- the starts and outcomes of this call, counted for `top`
 return out

@@ -12,12 +12,15 @@
 -- ARGV[8]  task id
 -- ARGV[9]  batch hash key prefix
 -- ARGV[10...]  field, value, ... written with the transition
--- Returns 1 if accepted, 0 if refused (the record is terminal).
--- prelude: record, transition
+-- Returns 1 if accepted, 0 if refused (the record is terminal). An accepted transition of a run is counted for
+-- `top` (see meetingtasks.metrics.rollups).
+-- prelude: record, rollup, transition
 local status_key, deadlines, outbox = KEYS[1], KEYS[2], KEYS[3]
 local status, now, attempt, ttl_s, channel, event, force, id, batch_prefix =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local fields = {unpack(ARGV, 10)}
 
 local ctx = {deadlines=deadlines, outbox=outbox, ttl=ttl_s, channel=channel, batch_prefix=batch_prefix}
-return transition(ctx, status_key, id, status, now, attempt, event, force, fields)
+local accepted = transition(ctx, status_key, id, status, now, attempt, event, force, fields)
+mt_rollup_flush()  -- counted for `top`
+return accepted

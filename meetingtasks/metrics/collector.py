@@ -18,7 +18,6 @@ from prometheus_client.registry import Collector
 from meetingtasks.metrics.heartbeat import read_heartbeats
 from meetingtasks.metrics.reporter import read_reports
 from meetingtasks.platform import Platform
-from meetingtasks.registry import SERVICES
 from meetingtasks.stats import collect
 
 log = logging.getLogger(__name__)
@@ -110,7 +109,7 @@ class PlatformCollector(Collector):
         alive = GaugeMetricFamily("meetingtasks_workers_alive", "Workers of a service with a fresh heartbeat",
                                   labels=["service"])
         now = time.time()
-        for service in SERVICES:
+        for service in self.platform.services():
             beats = read_heartbeats(self.platform.redis(service), self.platform, service, now)
             for beat in beats:
                 values = [service, beat.worker]
@@ -204,24 +203,11 @@ class PlatformCollector(Collector):
         for name, text in GATEWAY_COUNTERS.items():
             families[name] = CounterMetricFamily(f"meetingtasks_gateway_{name}", text, labels=labels)
         alive = GaugeMetricFamily("meetingtasks_gateways_alive", "Gateways whose counters are fresh")
-        client = self.platform.redis()
-        keys = self.platform.keys
-        instances = [_text(i) for i in client.zrange(keys.gateways, 0, -1)]
-        with client.pipeline(transaction=False) as pipe:
-            for instance in instances:
-                pipe.hgetall(keys.gateway(instance))
-            rows = pipe.execute()
-        gone = []
-        for instance, row in zip(instances, rows, strict=True):
-            if not row:
-                gone.append(instance)  # its counters expired: the gateway stopped reporting
-                continue
-            fields = {_text(k): _text(v) for k, v in row.items()}
+        gateways = read_gateways(self.platform)
+        for instance, fields in gateways.items():
             for name, family in families.items():
                 family.add_metric([instance], float(fields.get(name) or 0))
-        if gone:
-            client.zrem(keys.gateways, *gone)
-        alive.add_metric([], len(instances) - len(gone))
+        alive.add_metric([], len(gateways))
         return [*families.values(), alive]
 
     @staticmethod
@@ -231,6 +217,28 @@ class PlatformCollector(Collector):
             return reported
         last = _text(group.get("last-delivered-id") or "0-0")
         return len(client.xrange(stream, min=f"({last}", max="+", count=LAG_COUNT_CAP) or [])
+
+
+def read_gateways(platform: Platform) -> dict[str, dict[str, str]]:
+    """Each live gateway's counters (``P gateway:<instance>``, found through the ``P gateways`` index); drops
+    index members whose hash expired (the gateway stopped reporting)."""
+    client = platform.redis()
+    keys = platform.keys
+    instances = [_text(i) for i in client.zrange(keys.gateways, 0, -1)]
+    with client.pipeline(transaction=False) as pipe:
+        for instance in instances:
+            pipe.hgetall(keys.gateway(instance))
+        rows = pipe.execute()
+    live: dict[str, dict[str, str]] = {}
+    gone = []
+    for instance, row in zip(instances, rows, strict=True):
+        if row:
+            live[instance] = {_text(k): _text(v) for k, v in row.items()}
+        else:
+            gone.append(instance)
+    if gone:
+        client.zrem(keys.gateways, *gone)
+    return live
 
 
 def _text(value: object) -> str:

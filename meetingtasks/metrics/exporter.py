@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIServer
 
@@ -13,14 +14,19 @@ from meetingtasks.connections import new_client
 from meetingtasks.errors import ConfigurationError
 from meetingtasks.metrics.collector import PlatformCollector
 from meetingtasks.metrics.feed import StatusFeed
+from meetingtasks.metrics.rollup import RollupRecorder
 from meetingtasks.metrics.tasks import TaskMetrics
 from meetingtasks.platform import Platform
+from meetingtasks.sentinel import SentinelUrl, is_sentinel
 
 log = logging.getLogger(__name__)
 
 
 def redis_label(url: str) -> str:
     """``host:port/db`` of a Redis URL, without credentials, to name a feed in logs."""
+    if is_sentinel(url):
+        target = SentinelUrl.parse(url)
+        return f"{target.master_name}@{','.join(f'{h}:{p}' for h, p in target.sentinels)}/{target.db}"
     parts = urlsplit(url)
     if parts.scheme == "unix":
         return parts.path
@@ -37,13 +43,18 @@ class Exporter:
         self.registry = CollectorRegistry()
         self.tasks = TaskMetrics(self.registry)
         self.registry.register(PlatformCollector(platform))
+        self.rollup = RollupRecorder(platform)
         self.feeds = [
             StatusFeed(redis_label(url), new_client(url, platform.settings),
-                       platform.keys.status_channel, self.tasks.observe)
+                       platform.keys.status_channel, self._observe)
             for url in sorted(set(platform.redis_urls().values()))
         ]
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+
+    def _observe(self, event: dict[str, Any]) -> None:
+        self.tasks.observe(event)
+        self.rollup.observe(event)
 
     @property
     def url(self) -> str:
@@ -65,6 +76,7 @@ class Exporter:
                 "choose another with --port or MEETINGTASKS_EXPORTER_PORT"
             ) from None
         self.port = int(self._server.server_port)
+        self.rollup.start()
         return self
 
     def stop(self) -> None:
@@ -74,3 +86,4 @@ class Exporter:
             server.server_close()
         for feed in self.feeds:
             feed.stop()
+        self.rollup.stop()

@@ -60,6 +60,9 @@ def write_heartbeat(client: redis.Redis, platform: Platform, beat: Heartbeat) ->
     with client.pipeline(transaction=False) as pipe:
         pipe.hset(key, beat.worker, dumps(beat.__dict__))
         pipe.expire(key, HASH_TTL_S)
+        # Tools that do not import the service's code learn of it here (Platform.services); re-added every
+        # beat (one SADD) so that a flushed or restored Redis learns it again.
+        pipe.sadd(platform.keys.services, beat.service)
         pipe.execute()
 
 

@@ -4,7 +4,7 @@
 scheduler (:class:`PlatformScheduler`, a redbeat scheduler) keeps the schedule and a lock in Redis: of two
 or more beat processes exactly one fires periodic entries, the others take over within
 ``beat_lock_timeout_s`` when it dies. Every beat process, lock holder or standby, pumps the delayed sets
-of all five services on its own threads (:class:`ServicePumps`), as every worker does.
+of every known service on its own threads (:class:`ServicePumps`), as every worker does.
 """
 
 from meetingtasks.scheduler.app import create_beat_app

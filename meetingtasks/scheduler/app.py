@@ -6,9 +6,10 @@ from collections.abc import Iterable
 
 from celery import Celery
 
-from meetingtasks.connections import is_tls, ssl_options
+from meetingtasks.connections import celery_broker, is_tls, new_client, ssl_options
 from meetingtasks.platform import Platform
 from meetingtasks.registry import import_modules
+from meetingtasks.sentinel import is_sentinel
 from meetingtasks.settings import Settings, load_settings
 
 
@@ -27,9 +28,12 @@ def create_beat_app(settings: Settings | None = None, *, include: Iterable[str] 
     from meetingtasks.logs import install_celery_logging
 
     install_celery_logging(settings, component="beat")  # JSON lines with MEETINGTASKS_LOG_JSON
+    broker = celery_broker(url, settings)
+    if is_sentinel(url):
+        # redbeat's own Sentinel support wants its options in another shape; our client already follows failovers.
+        app.redbeat_redis = new_client(url, settings, decode_responses=True)
     app.conf.update(
-        broker_url=url,
-        broker_use_ssl=tls,
+        **broker,
         result_backend=None,
         result_expires=None,  # else Celery adds a backend-cleanup entry for a backend we do not have
         task_ignore_result=True,
@@ -38,7 +42,7 @@ def create_beat_app(settings: Settings | None = None, *, include: Iterable[str] 
         beat_scheduler="meetingtasks.scheduler.periodic:PlatformScheduler",
         beat_schedule=beat_schedule(settings),
         beat_max_loop_interval=settings.beat_max_interval_s,
-        redbeat_redis_url=url,
+        redbeat_redis_url=broker["broker_url"],  # a Sentinel URL in the spelling kombu can print
         redbeat_redis_use_ssl=tls,
         # No retry_period: redbeat's calls fail fast and the scheduler's tick waits out an outage instead.
         redbeat_redis_options={"socket_timeout": settings.redis_socket_timeout_s,

@@ -6,7 +6,6 @@ import logging
 from collections.abc import Iterable
 
 from meetingtasks.platform import Platform
-from meetingtasks.registry import SERVICES
 from meetingtasks.worker.loops import DelayedPump
 
 log = logging.getLogger(__name__)
@@ -15,9 +14,11 @@ log = logging.getLogger(__name__)
 class ServicePumps:
     """A :class:`DelayedPump` per service, each on its own thread and Redis client. Safe to stop twice."""
 
-    def __init__(self, platform: Platform, services: Iterable[str] = SERVICES) -> None:
+    def __init__(self, platform: Platform, services: Iterable[str] | None = None) -> None:
+        """``services``: default, those the platform knows at construction (:meth:`Platform.services`); a service
+        first seen later is pumped by its own workers, and by beat after its restart."""
         self.platform = platform
-        self.services = tuple(services)
+        self.services = tuple(platform.services() if services is None else services)
         self.pumps: list[DelayedPump] = []
 
     def start(self) -> ServicePumps:

@@ -1,6 +1,6 @@
 """ffmpeg for the media and ai services: find the binary, probe a file, convert and filter.
 
-The binary is ``Settings.ffmpeg_path`` if set, else ``ffmpeg`` on ``PATH``, else the one inside the
+The binary is ``MeetingSettings.ffmpeg_path`` if set, else ``ffmpeg`` on ``PATH``, else the one inside the
 ``imageio-ffmpeg`` wheel (``pip install 'meetingtasks[media]'``), so pip alone brings one. Without any,
 :class:`FfmpegMissing` says so in one line; it is an infrastructure failure (retried, then dead-lettered,
 replayable once ffmpeg is installed), not a domain refusal. Input that ffmpeg cannot decode is a domain
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meetingtasks.errors import MeetingTasksError, PermanentError
-from meetingtasks.settings import Settings
+from meetingtasks.services.settings import MeetingSettings
 
 #: Longest a single ffmpeg run may take before it is killed (the task's own time limit is usually lower).
 RUN_TIMEOUT_S = 900
@@ -51,7 +51,7 @@ def _find(explicit: str | None) -> str | None:
         return None
 
 
-def ffmpeg_binary(settings: Settings) -> str:
+def ffmpeg_binary(settings: MeetingSettings) -> str:
     found = _find(settings.ffmpeg_path)
     if found is None and settings.ffmpeg_path:
         raise FfmpegMissing(f"MEETINGTASKS_FFMPEG_PATH={settings.ffmpeg_path}: no such program; point it at an "
@@ -77,7 +77,7 @@ def _last_line(stderr: bytes) -> str:
 class Ffmpeg:
     """One ffmpeg binary; every call works on temporary files that are removed afterwards."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: MeetingSettings) -> None:
         self.binary = ffmpeg_binary(settings)
 
     def run(self, args: list[str], *, timeout_s: float = RUN_TIMEOUT_S) -> subprocess.CompletedProcess[bytes]:

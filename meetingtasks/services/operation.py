@@ -31,6 +31,7 @@ from meetingtasks.lua import LuaScript
 from meetingtasks.message import new_id
 from meetingtasks.platform import Platform, get_platform
 from meetingtasks.secret_fields import is_sealed, require_keyring, seal_result
+from meetingtasks.services.settings import meeting_settings
 
 #: Namespace of the ids derived from task ids (users, meetings, recordings, event ids).
 DERIVED_NAMESPACE = uuid.UUID("3c0f4b8e-2d55-4f6a-9a0e-6f0d7c1b2a93")
@@ -71,7 +72,7 @@ class Operation:
         self.task_id = task_id or current_task_id() or new_id()
         self.redis: redis.Redis = self.platform.redis(service)
         self.key = self.platform.keys.operation(self.task_id)
-        self.ttl_s = self.platform.settings.op_ttl_s
+        self.ttl_s = meeting_settings(self.platform).op_ttl_s
         self._publisher = EventPublisher(self.platform)
 
     # --- decisions --------------------------------------------------------------------------------------------

@@ -39,11 +39,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import hiredis
+from celery.worker import state as worker_state
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import loads as kombu_json_loads
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
+from redis.sentinel import Sentinel
 
 from meetingtasks import connections, kombu_json
 from meetingtasks.connections import WRITES_REFUSED, new_client
@@ -51,6 +53,7 @@ from meetingtasks.lua import LuaScript
 from meetingtasks.message import MalformedMessage, check_envelope, loads, strip_fetch_headers
 from meetingtasks.platform import Platform
 from meetingtasks.priority import parse_queue
+from meetingtasks.sentinel import SentinelUrl
 from meetingtasks.status import Status
 from meetingtasks.wake import push_wake
 from meetingtasks.worker.loops import Loop, add_held_source, held_delivery_tags
@@ -115,7 +118,14 @@ class _Held:
     payload: dict[str, Any]
     deliveries: int
     since: float  # monotonic time of its fetch
+    flags_read_at: float  # monotonic time its cancel flag was last read (by the fetch, then see CANCEL_RECHECK_S)
 
+
+#: A message fetched without starting (behind others in a solo batch, in a prefetched batch, in a prefork reserve)
+#: has its cancel flag read again before it starts if the last read (the fetch's) is older than this: one MGET for
+#: all such messages at most this often, so that a cancel issued while the worker held the message keeps it from
+#: running (see meetingtasks.cancel). A cancel in the last few milliseconds before the start can miss it.
+CANCEL_RECHECK_S = 0.005
 
 #: How long a deferred STARTED may wait in the buffer before a timer applies it (its task runs long).
 START_FLUSH_S = 0.025
@@ -149,6 +159,15 @@ def _leave_orphans(service: str, acks: list[str], outcomes: list[list[str]]) -> 
     sink = sink_for(service)
     if isinstance(sink, Channel) and sink._mt_waiting:
         sink.flush_acks()  # idle: no fetch is coming soon to carry them
+
+
+# Messages a warm shutdown left with the pool, to settle once it has drained (see QoS.restore_unacked). By service.
+_unsettled: dict[str, list[str]] = {}
+
+
+def _leave_unsettled(service: str, tags: list[str]) -> None:
+    with _orphans_lock:
+        _unsettled.setdefault(service, []).extend(tags)
 
 
 def _orphan_tags() -> list[str]:
@@ -221,7 +240,17 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
         held = set(held_delivery_tags())
         for tag in [t for t in self._delivered if str(t) in held]:
             self._delivered.pop(tag, None)
-        return super().restore_unacked(client)
+        if worker_state.should_stop is not None and self._delivered:
+            # A warm shutdown: Celery has forgotten what it handed to the pool and not seen start (it cleared its
+            # reserved requests), yet the pool may still run it while it drains. Putting such a message back now
+            # would run it twice; it stays leased until the pool has drained (see restore_unsettled).
+            _leave_unsettled(self.channel.service, [str(tag) for tag in self._delivered])
+            self._delivered.clear()
+        self._mt_at_close = True
+        try:
+            return super().restore_unacked(client)
+        finally:
+            self._mt_at_close = False
 
     def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
         """kombu's restore of one unacked entry, except that an entry it cannot restore (its stdlib json cannot
@@ -231,7 +260,10 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
 
         def restore_transaction(pipe: Any) -> None:
             entry = pipe.hget(self.unacked_key, tag)
+            started = self._started_here(pipe, entry) if entry and getattr(self, "_mt_at_close", False) else None
             pipe.multi()
+            if started is not None:
+                self._unstart(pipe, *started)
             self._remove_from_indices(tag, pipe)
             if not entry:
                 return
@@ -247,6 +279,33 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
 
         with self.channel.conn_or_acquire(client) as conn:
             conn.transaction(restore_transaction, self.unacked_key)
+
+    def _started_here(self, pipe: Any, entry: bytes | str) -> tuple[str, int, dict[str, Any]] | None:
+        """``(task id, attempt, identity)`` of a message put back at close whose STARTED this worker recorded: the
+        pool never ran it (Celery's warm shutdown discards what the pool has not taken; running ones are held, not
+        restored), so its record must not go on reading STARTED while it waits on its queue. Watches the record."""
+        platform = self.channel.platform
+        restorable = _restorable(entry)
+        if platform is None or isinstance(restorable, str):
+            return None
+        headers = restorable[0].get("headers") or {}
+        task_id = headers.get("id")
+        if not isinstance(task_id, str):
+            return None
+        status_key = platform.keys.status(task_id)
+        pipe.watch(status_key)
+        status, worker, kind, service, priority = pipe.hmget(status_key, "status", "worker", "type", "service",
+                                                            "priority")
+        if status != Status.STARTED.value.encode() or worker != _worker_name().encode():
+            return None
+        retries = headers.get("retries")
+        identity = {"type": _text(kind or b""), "service": _text(service or b""), "priority": _text(priority or b"")}
+        return task_id, (retries if isinstance(retries, int) else 0) + 1, identity
+
+    def _unstart(self, pipe: Any, task_id: str, attempt: int, identity: dict[str, Any]) -> None:
+        platform = self.channel.platform
+        assert platform is not None
+        platform.status.transition(pipe, task_id, Status.QUEUED, attempt=attempt, fields=identity)
 
 
 def _restorable(entry: bytes | str) -> tuple[dict[str, Any], str, str] | str:
@@ -303,6 +362,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         self._mt_prefetched = False
         self._mt_expect_reply = False
         self._mt_batch_began: float | None = None
+        self._mt_fetch_sent_at = 0.0
         self._mt_prefetch_lock = threading.Lock()
         self._mt_queues: list[str] = []
         self._mt_closed = False
@@ -330,8 +390,19 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             yield client
             return
         if self._mt_sync_client is None:
-            self._mt_sync_client = self._create_client() if self.connection.client else self._detached_client()
+            self._mt_sync_client = self._new_sync_client()
         yield self._mt_sync_client
+
+    def _new_sync_client(self) -> Any:
+        if self.connection.client:
+            try:
+                return self._create_client()
+            except AttributeError:
+                # Detached meanwhile (Celery drops the transport's client on a lost connection, from the consumer's
+                # thread): kombu's pool, gone with the closed pools, cannot be built again without it. Seen in a
+                # Sentinel failover, where the close and a flush from another thread met.
+                pass
+        return self._detached_client()
 
     def _detached_client(self) -> Any:
         """A client for a channel whose transport is detached (kombu's pool needs it), so that its restore
@@ -441,7 +512,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             return True
         try:
             with self.conn_or_acquire() as client:
-                FETCH(client, [self.unacked_key, self.unacked_index_key], self._script_args(0, 0, acks, outcomes))
+                apply_buffers(self.platform, client, [self.unacked_key, self.unacked_index_key],
+                              self._script_args(0, 0, acks, outcomes))
         except (RedisError, *self.connection_errors) as exc:
             # Unreachable, or refusing writes for a while (out of memory, a read-only replica): kept for the next
             # call that gets through. Meanwhile the messages stay unacked and leased (held_delivery_tags): if this
@@ -552,6 +624,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             self._mt_sent_outcomes, self._mt_outcomes = self._mt_outcomes, []
             self._mt_start_pending_at = None
         args = self._script_args(limit, start_now, self._mt_sent_acks, self._mt_sent_outcomes)
+        self._mt_fetch_sent_at = time.monotonic()  # its reply's cancel flags are at least this fresh
         # hiredis packs the call (a hundred short arguments with a full batch of acks and outcomes) about nine
         # times faster than redis-py's packer, which encodes argument by argument in Python.
         platform = self.platform
@@ -573,6 +646,11 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                         raise virtual.Empty()  # the start flusher read the prefetched reply and gave its batch back
                     self._mt_expect_reply = self._mt_prefetched = False
                     reply = self.client.parse_response(self.client.connection, "BRPOP" if waiting else "EVALSHA")
+                    replica_acks = platform.replica_acks
+                    if replica_acks and (self._mt_sent_acks or self._mt_sent_outcomes):
+                        # The fetch applied outcomes and acks: confirmed by replicas before anything else runs.
+                        self.client.connection.send_command(*replica_acks.command)
+                        replica_acks.note(self.client.connection.read_response(), "task outcomes and acks")
             except virtual.Empty:
                 raise
             except NoScriptError:
@@ -678,15 +756,21 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
 
     def _run_batch(self, reply: Any, began: float, batched: bool, budget_s: float, platform: Platform) -> int:
         """The body of :meth:`_after_fetch`: hand the messages over; how many went to Celery."""
+        flags_read_at = self._mt_fetch_sent_at  # FETCH read each message's cancel flag after this (before a prefetch)
         if batched and budget_s > 0 and self._mt_batch >= PREFETCH_MIN_BATCH and len(reply) // 5 >= self._mt_batch:
             self._prefetch()  # a full batch: there is a backlog, so fetch the next batch while this one runs
         ran = 0
+        cancelled_since: set[str] = set()
         for i in range(0, len(reply), 5):
             queue_b, item, deliveries, cancelled, started = reply[i:i + 5]
             queue = queue_b.decode() if isinstance(queue_b, bytes) else queue_b
             if int(deliveries) < 0:
                 self.refuse(queue, item, _text(cancelled), recorded=False)
                 continue
+            if int(started) == DEFERRED_START and time.monotonic() - flags_read_at > CANCEL_RECHECK_S:
+                flags_read_at = time.monotonic()
+                cancelled_since = self._cancelled_among(
+                    [reply[j + 1] for j in range(i, len(reply), 5) if int(reply[j + 2]) >= 0])
             if batched and ran and time.monotonic() - began > budget_s:
                 self._mt_rest = _NO_REST
                 # The prefetched batch first: each give-back goes to the head of its queues, and the rest of this
@@ -705,11 +789,11 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 headers = payload.setdefault("headers", {}) or {}
                 payload["headers"] = headers
                 headers["mt_fetch_deliveries"] = int(deliveries)
-                headers["mt_fetch_cancelled"] = int(cancelled)
+                headers["mt_fetch_cancelled"] = int(cancelled) or int(headers.get("id") in cancelled_since)
                 headers["mt_fetch_started"] = int(started)
             if _reserve_slots and self._in_pool() >= _reserve_slots:
                 self._mt_held.append(_Held(queue, item if isinstance(item, bytes) else item.encode(), payload,
-                                           int(deliveries), began))
+                                           int(deliveries), began, flags_read_at))
                 continue
             self._mt_rest = (reply, i + 5)  # this one is Celery's request now; those behind it are held by us
             if self._hand_to_celery(payload, queue, item):
@@ -720,8 +804,10 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         """Deliver one fetched, checked message to Celery's consumer; False if kombu could not take it (then it has
         been dead-lettered)."""
         headers = payload.get("headers") or {}
-        if headers.get("mt_fetch_started") == DEFERRED_START and _reserve_slots:
-            # Fetched into a prefork worker's reserve: it starts now, and its STARTED rides on the next fetch.
+        starts = headers.get("mt_fetch_started") == DEFERRED_START and not headers.get("mt_fetch_cancelled")
+        if starts and _reserve_slots:
+            # Fetched into a prefork worker's reserve: it starts now, and its STARTED rides on the next fetch. (A
+            # cancelled one records CANCELLED in its task instead, unstarted.)
             self.buffer_outcome(_started_entry(payload, queue, self.service))
             headers["mt_fetch_started"] = 1
         tag = payload["properties"]["delivery_tag"]
@@ -779,13 +865,53 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             self._mt_task_s = run_s if self._mt_task_s is None else 0.8 * self._mt_task_s + 0.2 * run_s
             per_process = int(budget_s / 2 / self._mt_task_s) if self._mt_task_s > 0 else SOLO_BATCH_MAX
             self._mt_reserve = max(1, min(SOLO_BATCH_MAX, per_process))
+        if worker_state.should_stop is not None or worker_state.should_terminate is not None:
+            # Shutting down: the pool would discard a message handed to it now, and the close would put it back
+            # reading STARTED; the close gives the reserve back as never fetched instead.
+            return
         while self._mt_held and self._in_pool() < _reserve_slots:
-            if time.monotonic() - self._mt_held[0].since > budget_s:
+            now = time.monotonic()
+            if now - self._mt_held[0].since > budget_s:
                 held, self._mt_held = self._mt_held, []
                 self._give_back_held(held)
                 return
+            if now - self._mt_held[0].flags_read_at > CANCEL_RECHECK_S:
+                self._recheck_held_flags(now)
             held_one = self._mt_held.pop(0)
             self._hand_to_celery(held_one.payload, held_one.queue, held_one.item)
+
+    def _recheck_held_flags(self, now: float) -> None:
+        """Read the cancel flags of the whole reserve again (see CANCEL_RECHECK_S); a cancelled message is handed
+        over marked so, and its task records CANCELLED without running."""
+        held = self._mt_held
+        cancelled = self._cancelled_among([h.item for h in held])
+        for h in held:
+            h.flags_read_at = now
+            headers = h.payload.get("headers") or {}
+            if headers.get("id") in cancelled:
+                headers["mt_fetch_cancelled"] = 1
+
+    def _cancelled_among(self, items: list[Any]) -> set[str]:
+        """The task ids among the messages ``items`` (raw, as fetched) whose cancel flag is set now: one MGET."""
+        platform = self.platform
+        assert platform is not None
+        ids: list[str] = []
+        for item in items:
+            try:
+                task_id = (loads(item).get("headers") or {}).get("id")
+            except Exception:  # unreadable: the delivery path refuses it
+                continue
+            if isinstance(task_id, str):
+                ids.append(task_id)
+        if not ids:
+            return set()
+        try:
+            with self.conn_or_acquire() as client:
+                flags = client.mget([platform.keys.cancel(task_id) for task_id in ids])
+        except (RedisError, *self.connection_errors) as exc:  # as if read a moment earlier: at the fetch
+            log.warning("could not read cancel flags before starting held tasks (%s)", exc)
+            return set()
+        return {task_id for task_id, flag in zip(ids, flags, strict=True) if flag is not None}
 
     def _give_back_held(self, held: list[_Held]) -> None:
         rest: list[Any] = []
@@ -969,12 +1095,62 @@ def fetch_args(platform: Platform, limit: int, start_now: int, acks: list[str], 
     return args
 
 
-def write_outcomes(platform: Platform, service: str, outcomes: list[list[str]]) -> None:
-    """Apply buffered task outcomes at once (FETCH with no queue to take from), on ``service``'s Redis."""
-    if outcomes:
+def write_outcomes(platform: Platform, service: str, outcomes: list[list[str]], acks: list[str] | None = None) -> None:
+    """Apply buffered task outcomes (then ``acks``) at once (FETCH with no queue to take from), on ``service``'s
+    Redis."""
+    if outcomes or acks:
         keys = platform.keys
-        FETCH(platform.redis(service), [keys.unacked(service), keys.unacked_index(service)],
-              fetch_args(platform, 0, 0, [], outcomes))
+        apply_buffers(platform, platform.redis(service), [keys.unacked(service), keys.unacked_index(service)],
+                      fetch_args(platform, 0, 0, acks or [], outcomes))
+
+
+def settle_at_shutdown(app: Any) -> None:
+    """Once the worker has stopped and its pool has drained: apply what the closed channel left behind, then put
+    back what the pool never ran.
+
+    A warm shutdown closes the consuming channel before the pool's last results come back, so the outcomes and
+    acks they carry (a prefork child hands its outcome over with the result) land in the orphans with no channel
+    left to carry them. Unapplied, a finished task would read STARTED and run again when its lease ran out. The
+    messages the close left leased (``_unsettled``) and that no ack settled never ran: they go back to the head of
+    their queues as the close would have put them, their STARTED undone."""
+    platform: Platform = app.mt_platform
+    with _orphans_lock:
+        left, unsettled = dict(_orphans), dict(_unsettled)
+        _orphans.clear()
+        _unsettled.clear()
+    acked: set[str] = set()
+    for service, (acks, outcomes) in left.items():
+        try:
+            write_outcomes(platform, service, outcomes, acks)
+            acked.update(acks)
+        except RedisError as exc:  # the leases run out and the restore sweep redelivers: at least once still holds
+            log.warning("could not record %d outcomes and %d acks at shutdown (%s); their tasks will run again",
+                        len(outcomes), len(acks), exc)
+    tags = [tag for tags in unsettled.values() for tag in tags if tag not in acked]
+    if not tags:
+        return
+    try:
+        with app.connection_for_write() as connection:
+            qos = connection.default_channel.qos
+            qos._mt_at_close = True
+            for tag in tags:
+                qos.restore_by_tag(tag)
+    except (RedisError, *Transport.connection_errors) as exc:
+        log.warning("could not put back %d messages the pool never ran (%s); the restore sweep will once their "
+                    "leases end", len(tags), exc)
+
+def apply_buffers(platform: Platform, client: Any, keys: list[str], args: list[Any]) -> None:
+    """Run FETCH with nothing to take (only outcomes and acks to apply); confirmed by replicas when
+    ``min_replica_acks`` asks (a shortfall is logged: what was written stands)."""
+    acks = platform.replica_acks
+    if not acks:
+        FETCH(client, keys, args)
+        return
+    with client.pipeline(transaction=False) as pipe:
+        FETCH.queue(pipe, keys, args)
+        acks.queue(pipe)
+        _reply, acked = pipe.execute()
+    acks.note(acked, "task outcomes and acks")
 
 
 def install_child_outcomes(platform: Platform, service: str) -> None:
@@ -1041,3 +1217,38 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
     # reconnects) instead of exiting, wherever the refusal meets it. A worker starting inside such a window died on
     # kombu's queue-binding writes. The fetch and the bookkeeping handle it themselves first (see _brpop_read).
     connection_errors = (*kombu_redis.Transport.connection_errors, *WRITES_REFUSED)
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):  # type: ignore[misc]
+    """Our channel on a Sentinel-managed primary: kombu's Sentinel pool (each new connection asks the sentinels
+    where the primary is) with connections that drop themselves when the primary they reach was demoted (see
+    :class:`meetingtasks.connections.SentinelConnection`). Everything else is :class:`Channel`'s.
+
+    The sentinels come from the ``mt_sentinel_url`` transport option, not from kombu's ``;``-separated alternate
+    URLs: on a lost connection kombu switches to the next alternate and takes the transport its scheme names
+    (kombu's own ``sentinel``), which would put the worker on stock kombu's pop-then-record fetch, and a failover
+    between the two steps loses the message. One broker URL, so nothing to switch to."""
+
+    connection_class = connections.SentinelConnection  # type: ignore[assignment]
+    connection_class_ssl = connections.SentinelSSLConnection  # type: ignore[assignment]
+
+    def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
+        params = {k: v for k, v in self._connparams(asynchronous).items() if k not in ("host", "port")}
+        options = self.connection.client.transport_options
+        target = SentinelUrl.parse(options["mt_sentinel_url"])
+        manager = Sentinel(list(target.sentinels), sentinel_kwargs=options.get("sentinel_kwargs"), **params)
+        # Kept so that kombu closes its connections to the sentinels with the pools (celery/kombu#1108).
+        if asynchronous:
+            self._async_sentinel_manager = manager
+        else:
+            self._sentinel_manager = manager
+        credentials = {k: params[k] for k in ("username", "password") if k in params}
+        return manager.master_for(target.master_name, **credentials).connection_pool
+
+
+class SentinelTransport(Transport):
+    """:class:`Transport` for ``sentinel://`` broker URLs (in kombu's spelling, see
+    :meth:`meetingtasks.sentinel.SentinelUrl.kombu_url`; the master name comes as a transport option)."""
+
+    Channel = SentinelChannel
+    default_port = 26379

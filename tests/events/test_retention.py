@@ -59,6 +59,13 @@ def pending(platform: Platform, r: redis.Redis, group: str | None = None) -> int
 
 
 @pytest.fixture
+def env(env: dict[str, str]) -> dict[str, str]:
+    """Most tests here are about trimming what every group acknowledged: no replay window for them (the
+    window has its own tests at the end)."""
+    return {**env, "MEETINGTASKS_EVENT_REPLAY_RETENTION_S": "0"}
+
+
+@pytest.fixture
 def exporter_with_cap(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     """A ``meetingtasks exporter`` subprocess with ``stream_maxlen=CAP``; yields its metrics URL."""
     port = free_port()
@@ -303,3 +310,39 @@ def test_the_trim_script_compares_ids_as_numbers(platform: Platform, r: redis.Re
     r.xgroup_setid(stream, "slow", id="10-9")
     trim_streams(platform)
     assert stream_ids(platform, r) == ["10-10", "100-0"]
+
+
+def test_acknowledged_events_stay_for_replay_within_the_window_and_the_cap(
+    platform: Platform, r: redis.Redis, make_bridge
+) -> None:
+    # Given a replay window of an hour and 30 events handled and acknowledged by a bridge
+    bridge = make_bridge()
+    ids = publish_logins(platform, 30)
+    wait_for(lambda: bridge.stats.events == 30, 20, message="the bridge to acknowledge all thirty")
+    keep = Platform(platform.settings.model_copy(update={"event_replay_retention_s": 3600}))
+    # When the trim runs: they stay, for `meetingtasks events replay`
+    assert sum(t.trimmed for t in trim_streams(keep)) == 0
+    assert event_ids_in_stream(platform, r) == ids
+    # When the stream is over the cap of 20: the oldest acknowledged ones go, down to the cap
+    entries = stream_ids(platform, r)
+    capped = Platform(keep.settings.model_copy(update={"stream_maxlen": 20}))
+    (user_events,) = [t for t in trim_streams(capped) if t.channel == "user_events"]
+    assert (user_events.trimmed, user_events.length) == (10, 20)
+    assert stream_ids(platform, r) == entries[10:]
+    # When the window is over (a window of 0): every acknowledged one goes
+    gone = Platform(platform.settings.model_copy(update={"event_replay_retention_s": 0}))
+    trim_streams(gone)
+    assert r.xlen(platform.keys.event_stream("user_events")) == 0
+
+
+def test_the_replay_window_never_removes_what_a_group_still_needs(platform: Platform, r: redis.Redis) -> None:
+    # Given 30 entries of which a group has read only the first 5, and a cap of 10 for replay
+    stream = platform.keys.event_stream("user_events")
+    publish_logins(platform, 30)
+    r.xgroup_create(stream, "slow", id="0")
+    r.xreadgroup("slow", "s1", {stream: ">"}, count=5)
+    r.xack(stream, "slow", *stream_ids(platform, r)[:5])
+    capped = Platform(platform.settings.model_copy(update={"event_replay_retention_s": 3600, "stream_maxlen": 10}))
+    # When the trim runs: only acknowledged entries go; the 25 the group still needs stay, over the cap
+    (user_events,) = [t for t in trim_streams(capped) if t.channel == "user_events"]
+    assert (user_events.trimmed, user_events.length) == (5, 25)

@@ -8,10 +8,10 @@ import pytest
 import redis
 
 from meetingtasks import publish_events
-from meetingtasks.events import SUBSCRIBERS
 from meetingtasks.events.subscriptions import SUBSCRIPTIONS, load_subscriptions
 from meetingtasks.platform import Platform
 from meetingtasks.registry import REGISTRY
+from meetingtasks.services import SUBSCRIBERS
 from meetingtasks.status import Status
 from tests.events.conftest import queued
 from tests.support.waiting import wait_for

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from meetingtasks.priority import PRIORITY_ORDER, queue_name
-from meetingtasks.registry import SERVICES
+from meetingtasks.services import SERVICES
 from tests.gateway.conftest import Client, GatewayProcess
 from tests.support.dispatcher_tasks import INCLUDE
 

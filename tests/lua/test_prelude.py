@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from meetingtasks.lua import PRELUDE_DIR, SCRIPTS_DIR, LuaScript, prelude_part, script_source
+from meetingtasks.metrics.rollups import SLOT_S, bucket_of
 from meetingtasks.status_schema import TERMINAL_NAMES, Status, history_line, parse_history, status_event
 
 SCRIPT_NAMES = sorted(path.stem for path in SCRIPTS_DIR.glob("*.lua"))
@@ -106,3 +107,11 @@ def test_an_application_script_loads_from_its_own_directory_with_the_platform_pr
 def test_a_missing_script_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nonesuch\.lua"):
         LuaScript.load("nonesuch", tmp_path)
+
+
+def test_the_generated_rollup_bucket_rule_is_the_python_one(r: redis.Redis) -> None:
+    for seconds in (0.0, 0.0000004, 0.000002, 0.0015, 0.25, 3.0, 7_200.0):
+        in_lua = r.eval(prelude_part("rollup") + "return mt_bucket(ARGV[1])", 0, repr(seconds))
+        assert in_lua == bucket_of(seconds), seconds
+    assert r.eval(prelude_part("rollup") + "return MT_ROLLUP_SLOT_S * 1000 + (MT_ROLLUP_COUNTED[ARGV[1]] and 1 or 0)",
+                  0, "QUEUED") == SLOT_S * 1000

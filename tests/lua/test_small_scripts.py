@@ -91,14 +91,30 @@ def test_trim_stream_keeps_what_a_group_still_needs(r: redis.Redis) -> None:
     r.xgroup_create("s", "g", id="0")
     r.xreadgroup("g", "c", {"s": ">"}, count=3)  # entries 1-3 delivered, none acknowledged
     r.xack("s", "g", ids[0])
-    reply = TRIM_STREAM(r, ["s"], [1000])
+    reply = TRIM_STREAM(r, ["s"], [1000, 0, 1000])
     fields = dict(zip(reply[::2], reply[1::2], strict=True))
     assert fields == {b"trimmed": 1, b"length": 4, b"groups": 1, b"min_id": b"2-0"}  # 2-0 is pending: kept
-    assert TRIM_STREAM(r, ["no-stream"], [1000]) == [b"trimmed", 0, b"length", 0, b"groups", 0, b"min_id", b""]
+    assert TRIM_STREAM(r, ["no-stream"], [1000, 0, 1000]) == [b"trimmed", 0, b"length", 0, b"groups", 0, b"min_id", b""]
 
 
 def test_trim_stream_without_groups_keeps_the_retention_window(r: redis.Redis) -> None:
     r.xadd("old", {"n": 1}, id="1-0")  # 1970: far outside any window
     r.xadd("old", {"n": 2}, id="*")
-    fields = TRIM_STREAM(r, ["old"], [60_000])
+    fields = TRIM_STREAM(r, ["old"], [60_000, 0, 1000])
     assert fields[:6] == [b"trimmed", 1, b"length", 1, b"groups", 0]
+
+
+def test_trim_stream_keeps_acknowledged_entries_for_replay_up_to_the_cap(r: redis.Redis) -> None:
+    for _ in range(6):
+        r.xadd("s", {"n": 1}, id="*")
+    r.xgroup_create("s", "g", id="0")
+    delivered = r.xreadgroup("g", "c", {"s": ">"}, count=6)[0][1]
+    r.xack("s", "g", *[entry_id for entry_id, _ in delivered[:5]])  # the newest one stays pending
+    # A replay window of an hour keeps every acknowledged entry, the cap of 3 only the newest three.
+    reply = TRIM_STREAM(r, ["s"], [1000, 3_600_000, 3])
+    fields = dict(zip(reply[::2], reply[1::2], strict=True))
+    assert fields[b"trimmed"] == 3 and fields[b"length"] == 3
+    assert [entry_id for entry_id, _ in r.xrange("s")] == [entry_id for entry_id, _ in delivered[3:]]
+    # Without a replay window the acknowledged ones go, the pending one stays.
+    reply = TRIM_STREAM(r, ["s"], [1000, 0, 3])
+    assert [entry_id for entry_id, _ in r.xrange("s")] == [delivered[5][0]]

@@ -3,10 +3,13 @@ refuse."""
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import redis
 
 from meetingtasks.lua import LuaScript
+from meetingtasks.metrics.rollups import RETENTION_S, bucket_of, slot_of
 from meetingtasks.platform import Platform
 from tests.lua.conftest import Published
 
@@ -81,3 +84,22 @@ def test_progress_is_recorded_only_for_a_started_task(platform: Platform, r: red
             r, [keys.status(task_id)], ["60.0", "", "3.0", 600, keys.status_channel, event]))
         assert refused == 0 and events == []
     assert r.hget(keys.status("t-5"), "progress") is None and not r.exists(keys.status("t-missing"))
+
+
+def test_a_transition_of_a_run_is_counted_for_top_with_its_duration_bucket(platform: Platform,
+                                                                          r: redis.Redis) -> None:
+    keys = platform.keys
+    now = time.time()
+    slot = slot_of(now)
+    r.hset(keys.status("t-6"), mapping={"status": "QUEUED", "type": "ai.echo"})
+    assert _transition(platform, r, "t-6", "STARTED", repr(now), "wait_s", "0.25") == 1
+    assert _transition(platform, r, "t-6", "SUCCEEDED", repr(now), "run_s", "1.5") == 1
+    assert _transition(platform, r, "t-6", "SUCCEEDED", repr(now), force="1") == 1  # not re-entered: not counted
+    assert r.hgetall(keys.top_type(slot, "ai.echo")) == {f"STARTED|{bucket_of(0.25)}".encode(): b"1",
+                                                          f"SUCCEEDED|{bucket_of(1.5)}".encode(): b"1"}
+    assert r.hget(keys.top_slot(slot), "ai.echo") == b"1"
+    assert 0 < r.ttl(keys.top_type(slot, "ai.echo")) <= RETENTION_S
+    # A status the rollups do not count (QUEUED), and a record with no type, leave nothing.
+    _transition(platform, r, "t-7", "QUEUED", repr(now))
+    _transition(platform, r, "t-7", "STARTED", repr(now))
+    assert r.hlen(keys.top_slot(slot)) == 1

@@ -10,6 +10,7 @@ import orjson
 import redis
 
 from meetingtasks.lua import LuaScript
+from meetingtasks.metrics.rollups import bucket_of, slot_of
 from meetingtasks.platform import Platform
 from meetingtasks.priority import PRIORITY_ORDER, queue_name
 from meetingtasks.status import Status
@@ -130,3 +131,26 @@ def test_unrecord_drops_only_the_entry_holding_this_message(platform: Platform, 
     assert r.hlen(keys.unacked("ai")) == 0 and r.zcard(keys.unacked_index("ai")) == 0
     for garbage in (b"not json", b"[]", orjson.dumps({"properties": {"delivery_tag": 5}})):
         assert UNRECORD(r, both, [garbage]) == b""
+
+
+def test_fetch_counts_its_starts_and_the_outcomes_it_applies_for_top(platform: Platform, r: redis.Redis) -> None:
+    keys = platform.keys
+    now = time.time()
+    slot = slot_of(now)
+    r.lpush("ai.normal", _message("t-new", "tag-new", mt_enqueued_at=now - 0.5))
+    r.hset(keys.status("t-new"), mapping={"status": "QUEUED", "type": "ai.echo"})
+    r.hset(keys.status("t-ran"), mapping={"status": "STARTED", "type": "ai.echo"})
+    # A deferred start and its outcome, applied in one write, count as a start and a success.
+    r.hset(keys.status("t-both"), mapping={"status": "QUEUED", "type": "ai.echo"})
+    outcomes = [outcome_entry("t-ran", Status.FAILED, 1, {"run_s": "0.1"}, now),
+                outcome_entry("t-both", Status.STARTED, 1, {"wait_s": "0.002"}, now),
+                outcome_entry("t-both", Status.SUCCEEDED, 1, {"run_s": "0.003"}, now)]
+    assert len(_rows(_fetch(platform, r, 1, 1, outcomes=outcomes))) == 1
+    counts: dict[bytes, bytes] = r.hgetall(keys.top_type(slot, "ai.echo"))  # type: ignore[assignment]
+    by_status: dict[str, int] = {}
+    for name, n in counts.items():
+        status = name.decode().split("|")[0]
+        by_status[status] = by_status.get(status, 0) + int(n)
+    assert by_status == {"STARTED": 2, "FAILED": 1, "SUCCEEDED": 1}
+    assert counts[f"FAILED|{bucket_of(0.1)}".encode()] == b"1"
+    assert counts[f"SUCCEEDED|{bucket_of(0.003)}".encode()] == b"1"

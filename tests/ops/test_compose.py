@@ -11,13 +11,17 @@ from typing import Any
 
 import click
 import pytest
+import redis
 import yaml
 
 from meetingtasks.cli.main import cli
-from meetingtasks.registry import SERVICES
+from meetingtasks.embedded import RedisServer, find_redis_server, free_port
+from meetingtasks.sentinel import SentinelUrl
+from meetingtasks.services import SERVICES
 from meetingtasks.settings import ENV_PREFIX, Settings
 from tests.support.processes import ROOT
 from tests.support.tools import PROMETHEUS_INSTALL, executable
+from tests.support.waiting import wait_for
 
 COMPOSE = ROOT / "docker-compose.yml"
 INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(:?[-?][^}]*)?\}")
@@ -72,7 +76,9 @@ def test_redis_is_durable_password_protected_and_health_checked() -> None:
     for name, svc in ours().items():
         assert svc["depends_on"]["redis"]["condition"] == "service_healthy", name
         url = svc["environment"]["MEETINGTASKS_REDIS_URL"]
-        assert url.startswith("redis://:${REDIS_PASSWORD") and url.endswith("@redis:6379/0"), name
+        # the `ha` profile's URL when set, else the one Redis
+        assert url.startswith("${MEETINGTASKS_REDIS_URL:-redis://:${REDIS_PASSWORD"), name
+        assert url.endswith("@redis:6379/0}"), name
 
 
 def test_every_command_is_a_real_subcommand_with_real_options() -> None:
@@ -164,3 +170,43 @@ def test_the_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     checked = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus.yml")],
                              capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_ha_profile_has_a_replica_and_three_sentinels_whose_config_a_real_sentinel_takes(tmp_path: Path) -> None:
+    svcs = services()
+    ha = {name for name, svc in svcs.items() if "ha" in svc.get("profiles", [])}
+    assert ha == {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
+    replica = svcs["redis-replica"]["command"]
+    assert option(replica, "--replicaof") == "redis" and replica[replica.index("--replicaof") + 2] == "6379"
+    assert option(replica, "--masterauth") == option(svcs["redis"]["command"], "--masterauth") == "${REDIS_PASSWORD}"
+    # the Sentinel URL deploy/env.example gives names exactly these sentinels and the monitored master
+    example = (ROOT / "deploy/env.example").read_text()
+    url = next(line.split("=", 1)[1] for line in example.splitlines() if "MEETINGTASKS_REDIS_URL=sentinel://" in line)
+    target = SentinelUrl.parse(url)
+    assert {host for host, _ in target.sentinels} == {"sentinel-1", "sentinel-2", "sentinel-3"}
+    script = svcs["sentinel-1"]["command"][2]
+    config = script.split("<<EOF\n", 1)[1].split("\nEOF", 1)[0]
+    assert f"sentinel monitor {target.master_name} redis 6379 2" in config
+    # and the config, pointed at a real password-protected Redis here, is one a real sentinel runs with
+    server = RedisServer(tmp_path / "redis", password="compose-check-password").start()
+    port = free_port()
+    local = (config.replace("redis 6379", f"127.0.0.1 {server.port}").replace("port 26379", f"port {port}")
+             .replace("$$REDIS_PASSWORD", "compose-check-password"))
+    (tmp_path / "sentinel.conf").write_text(local + f"\ndir {tmp_path}\n")
+    sentinel = subprocess.Popen([find_redis_server(), str(tmp_path / "sentinel.conf"), "--sentinel"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(port=port, socket_timeout=1)
+
+        def master() -> Any:
+            try:
+                return client.sentinel_master(target.master_name)
+            except redis.RedisError:
+                return None
+
+        wait_for(lambda: (master() or {}).get("flags") == "master", 15, message="the sentinel to see the master")
+        assert int(master()["port"]) == server.port
+    finally:
+        sentinel.terminate()
+        sentinel.wait(timeout=10)
+        server.stop()

@@ -54,7 +54,8 @@ def up_env(env: dict[str, str]) -> dict[str, str]:
     base = {k: v for k, v in env.items()
             if k not in ("MEETINGTASKS_REDIS_URL", "MEETINGTASKS_DATA_DIR", "MEETINGTASKS_ENCRYPTION_KEYS")}
     return {**base, "MEETINGTASKS_GATEWAY_PORT": str(free_port()), "MEETINGTASKS_FLOWER_PORT": str(free_port()),
-            "MEETINGTASKS_EXPORTER_PORT": str(free_port()), "MEETINGTASKS_HEARTBEAT_INTERVAL_S": "0.5"}
+            "MEETINGTASKS_EXPORTER_PORT": str(free_port()), "MEETINGTASKS_CONSOLE_PORT": str(free_port()),
+            "MEETINGTASKS_HEARTBEAT_INTERVAL_S": "0.5"}
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ def test_up_runs_the_platform_a_dispatch_goes_through_and_sigterm_leaves_nothing
     up = start_up(run_process, up_env, tmp_path).wait_log("parts ready", timeout_s=180)
     recorded = (tmp_path / ".meetingtasks" / "redis.url").read_text().strip()
     assert recorded.startswith("redis://127.0.0.1:") and recorded in up.log()
-    for line in ("worker-ai", "beat", "bridge", "gateway", "flower", "exporter"):
+    for line in ("worker-ai", "beat", "bridge", "gateway", "flower", "exporter", "console"):
         assert f"ready  {line}" in up.log()
     processes = descendants(up.pid)
     assert len(processes) >= 11  # Redis, 5 workers with their pool children, beat, bridge, gateway, ...
@@ -109,6 +110,15 @@ def test_up_runs_the_platform_a_dispatch_goes_through_and_sigterm_leaves_nothing
     request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
     wait_for(lambda: any(t["name"] == "t_echo" for t in json.loads(urllib.request.urlopen(request).read()).values()),
              30, interval_s=0.5, message="flower to show the task")
+    # and the console, behind the password `up` wrote in the data directory, charts the traffic
+    console_file = tmp_path / ".meetingtasks" / "console.auth"
+    assert console_file.stat().st_mode & 0o777 == 0o600
+    console_url = f"http://127.0.0.1:{up_env['MEETINGTASKS_CONSOLE_PORT']}"
+    assert f"console           {console_url}/" in up.log() and "password in" in up.log()
+    series = urllib.request.Request(f"{console_url}/api/series")
+    series.add_header("Authorization", "Basic " + base64.b64encode(console_file.read_text().strip().encode()).decode())
+    wait_for(lambda: any(json.loads(urllib.request.urlopen(series).read())["charts"]["started"]["ai"]), 30,
+             interval_s=0.5, message="the console to chart the task")
 
     # When `up` gets SIGTERM
     assert up.stop(signal.SIGTERM, timeout_s=60) == 0
@@ -179,3 +189,30 @@ def test_a_part_that_cannot_start_is_reported_and_everything_is_stopped(
     assert len(errors) == 1 and "could not start" in errors[0] and "no_such_module_anywhere" in errors[0], errors
     assert pids and alive(pids) == set()
     assert not (tmp_path / ".meetingtasks" / "redis.url").exists()
+
+
+@pytest.mark.slow
+def test_up_ha_runs_on_a_sentinel_group_and_a_killed_primary_is_followed(
+    tmp_path: Path, up_env: dict[str, str], run_process: Callable[..., Process],
+    cli_in: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    # Given `meetingtasks up --ha`: a primary, a replica and three sentinels embedded
+    up = start_up(run_process, up_env, tmp_path, "--ha").wait_log("try a failover", timeout_s=180)
+    recorded = (tmp_path / ".meetingtasks" / "redis.url").read_text().strip()
+    assert recorded.startswith("sentinel://127.0.0.1:") and recorded.endswith("/mymaster/0")
+    processes = descendants(up.pid)
+    assert cli_in("dispatch", "t_echo", "--payload", '{"tag": "before"}', "--wait").returncode == 0
+
+    # When the primary is killed as `up` says
+    hint = next(line for line in up.log().splitlines() if "try a failover" in line)
+    os.kill(int(hint.split("kill -9 ")[1].split("`")[0]), signal.SIGKILL)
+
+    # Then a dispatch from the same directory goes through again once the sentinels promoted the replica
+    def dispatched() -> bool:
+        return cli_in("dispatch", "t_echo", "--payload", '{"tag": "after"}', "--wait").returncode == 0
+
+    wait_for(dispatched, 60, interval_s=0.5, message="a dispatch to go through after the failover")
+    assert cli_in("stats", "--json").returncode == 0
+    # and `up` stops everything on SIGTERM
+    assert up.stop(signal.SIGTERM, timeout_s=60) == 0
+    assert alive(processes) == set()

@@ -11,13 +11,14 @@ import pytest
 import redis
 
 from meetingtasks import PermanentError
-from meetingtasks.blobs import BlobStore
 from meetingtasks.platform import Platform
 from meetingtasks.services.ai.audio import Audio, decode_audio
 from meetingtasks.services.ai.clips import clip, clips, word_error_rate, word_errors
 from meetingtasks.services.ai.emotion import label_for
 from meetingtasks.services.ai.store import AIStore
+from meetingtasks.services.blobs import BlobStore
 from meetingtasks.services.ffmpeg import Ffmpeg
+from meetingtasks.services.settings import meeting_settings
 from tests.services.conftest import Published, Run
 
 #: Measured with pocketsphinx 5.1.1 on the two shipped espeak-ng clips: 4 errors in 19 words (0.21).
@@ -63,7 +64,7 @@ def test_speech_recognition_publishes_and_keeps_the_transcript(run: Run, platfor
 
 
 def test_speech_recognition_reads_compressed_audio_through_ffmpeg(run: Run, platform: Platform) -> None:
-    ogg = Ffmpeg(platform.settings).convert(clip("greeting.wav").read(), ["-c:a", "libvorbis", "-f", "ogg"],
+    ogg = Ffmpeg(meeting_settings(platform)).convert(clip("greeting.wav").read(), ["-c:a", "libvorbis", "-f", "ogg"],
                                             suffix="ogg")
     assert run("speech_recognition", {"audio_ref": put(platform, ogg, "audio/ogg")})["text"].startswith("good morning")
 
@@ -142,8 +143,8 @@ def test_audio_denoising_raises_the_signal_to_noise_ratio(run: Run, platform: Pl
 def luma_frames(platform: Platform, data: bytes, tmp: Path) -> np.ndarray:
     path = tmp / "frames.mp4"
     path.write_bytes(data)
-    proc = Ffmpeg(platform.settings).run(["-loglevel", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "gray",
-                                          "pipe:1"])
+    proc = Ffmpeg(meeting_settings(platform)).run(["-loglevel", "error", "-i", str(path), "-f", "rawvideo",
+                                                   "-pix_fmt", "gray", "pipe:1"])
     return np.frombuffer(proc.stdout, np.uint8).reshape(-1, 120, 160).astype(np.float64)
 
 
@@ -151,7 +152,7 @@ def test_video_enhancement_denoises_and_adds_contrast(run: Run, platform: Platfo
                                                      published: Published, capsys: pytest.CaptureFixture[str]) -> None:
     # given a static test pattern with webcam-like temporal noise
     noisy_path = tmp_path / "noisy.mp4"
-    proc = Ffmpeg(platform.settings).run(["-f", "lavfi", "-i", "smptebars=size=160x120:rate=10:duration=2,"
+    proc = Ffmpeg(meeting_settings(platform)).run(["-f", "lavfi", "-i", "smptebars=size=160x120:rate=10:duration=2,"
                                           "noise=alls=12:allf=t", "-c:v", "libx264", "-crf", "18", "-pix_fmt",
                                           "yuv420p", str(noisy_path)])
     assert proc.returncode == 0
@@ -183,5 +184,6 @@ def test_ai_results_survive_their_status_record(run: Run, platform: Platform, r:
 
 
 def test_ffmpeg_is_a_real_binary(platform: Platform) -> None:
-    out = subprocess.run([Ffmpeg(platform.settings).binary, "-version"], capture_output=True, text=True, check=True)
+    binary = Ffmpeg(meeting_settings(platform)).binary
+    out = subprocess.run([binary, "-version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("ffmpeg version")

@@ -14,7 +14,7 @@ import redis
 
 from meetingtasks.embedded import free_port
 from meetingtasks.platform import Platform
-from meetingtasks.registry import SERVICES
+from meetingtasks.services import SERVICES
 from meetingtasks.services.meeting.store import MeetingStore
 from meetingtasks.services.signaling.store import SignalingStore
 from meetingtasks.services.user.store import UserStore

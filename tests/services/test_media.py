@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 
 from meetingtasks import PermanentError
-from meetingtasks.blobs import BlobStore
 from meetingtasks.platform import Platform
+from meetingtasks.services.blobs import BlobStore
 from meetingtasks.services.ffmpeg import Ffmpeg, FfmpegMissing, ffmpeg_binary
 from meetingtasks.services.media.store import MediaStore
-from meetingtasks.settings import Settings
+from meetingtasks.services.settings import MeetingSettings, meeting_settings
 from tests.services.conftest import Published, Run
 from tests.support.processes import ROOT
 
 
-def make_clip(settings: Settings, path: Path, *, noise: int = 0) -> bytes:
+def make_clip(settings: MeetingSettings, path: Path, *, noise: int = 0) -> bytes:
     """Two seconds of a 440 Hz tone over a moving test pattern (with ``noise`` added), as MP4 (H.264 + AAC)."""
     video = "testsrc=size=160x120:rate=10:duration=2" + (f",noise=alls={noise}:allf=t" if noise else "")
     proc = Ffmpeg(settings).run(["-f", "lavfi", "-i", video, "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
@@ -29,7 +29,7 @@ def make_clip(settings: Settings, path: Path, *, noise: int = 0) -> bytes:
 
 @pytest.fixture
 def clip(platform: Platform, tmp_path: Path) -> bytes:
-    return make_clip(platform.settings, tmp_path / "clip.mp4")
+    return make_clip(meeting_settings(platform), tmp_path / "clip.mp4")
 
 
 def test_stream_process_sets_up_the_stream_once(run: Run, platform: Platform, published: Published) -> None:
@@ -51,7 +51,7 @@ def test_stream_process_extracts_the_sound_of_a_media_chunk(run: Run, platform: 
 
     audio = BlobStore(platform).get(result["audio_ref"])
     assert audio.content_type == "audio/wav" and audio.data[:4] == b"RIFF"
-    probe = Ffmpeg(platform.settings).probe(audio.data)
+    probe = Ffmpeg(meeting_settings(platform)).probe(audio.data)
     assert probe.has_audio and not probe.has_video and abs((probe.duration_s or 0) - 2.0) < 0.2
     processed = published.payloads("media_events", "stream.processed")
     assert len(processed) == 1 and processed[0]["audio_ref"] == result["audio_ref"]
@@ -110,7 +110,7 @@ def test_transcode_runs_ffmpeg_on_the_blob(run: Run, platform: Platform, clip: b
     assert run("media_transcode", {"source_ref": source, "target_format": target}, task_id="t-1") == result
 
     output = BlobStore(platform).get(result["output_ref"])
-    probe = Ffmpeg(platform.settings).probe(output.data)
+    probe = Ffmpeg(meeting_settings(platform)).probe(output.data)
     assert output.content_type == content_type and probe.has_audio
     assert probe.has_video is content_type.startswith("video/")
     assert [p["output_ref"] for p in published.payloads("media_events", "transcode.completed")] == [
@@ -125,15 +125,15 @@ def test_transcode_refuses_what_ffmpeg_cannot_read(run: Run, platform: Platform)
 
 def test_a_wrong_ffmpeg_path_is_named() -> None:
     with pytest.raises(FfmpegMissing, match="MEETINGTASKS_FFMPEG_PATH=/nonexistent/ffmpeg: no such program"):
-        ffmpeg_binary(Settings(ffmpeg_path="/nonexistent/ffmpeg"))
+        ffmpeg_binary(MeetingSettings(ffmpeg_path="/nonexistent/ffmpeg"))
 
 
 def test_without_any_ffmpeg_the_error_says_how_to_get_one(tmp_path: Path) -> None:
     # given a process with no ffmpeg on PATH and no imageio-ffmpeg wheel importable
     script = ("import sys; sys.modules['imageio_ffmpeg'] = None\n"
               "from meetingtasks.services.ffmpeg import ffmpeg_binary\n"
-              "from meetingtasks.settings import Settings\n"
-              "ffmpeg_binary(Settings())\n")
+              "from meetingtasks.services.settings import MeetingSettings\n"
+              "ffmpeg_binary(MeetingSettings())\n")
     env = {"PATH": str(tmp_path), "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0

@@ -10,6 +10,7 @@ import redis
 
 from meetingtasks import PermanentError
 from meetingtasks.platform import Platform
+from meetingtasks.services.settings import meeting_settings
 from meetingtasks.services.signaling.sdp import InvalidSignal, validate_candidate, validate_sdp
 from meetingtasks.services.signaling.store import SignalingStore
 from tests.services.conftest import Published, Run
@@ -138,7 +139,7 @@ def test_silent_sessions_are_closed_by_the_beat_job(run: Run, platform: Platform
     for user in ("bob", "cat"):
         run("signaling_connection_manage", {"session_id": f"m1:{user}", "user_id": user, "meeting_id": "m1",
                                             "action": "open"})
-    silent_since = time.time() - platform.settings.signaling_heartbeat_timeout_s - 5
+    silent_since = time.time() - meeting_settings(platform).signaling_heartbeat_timeout_s - 5
     r.zadd(platform.keys.signals_alive, {"m1:bob": silent_since})
 
     result = run("signaling_stale_close", {}, task_id="sweep-1")

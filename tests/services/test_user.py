@@ -10,6 +10,7 @@ import redis
 
 from meetingtasks import PermanentError
 from meetingtasks.platform import Platform
+from meetingtasks.services.settings import meeting_settings
 from meetingtasks.services.user.store import UserStore, token_digest
 from tests.services.conftest import Published, Run
 
@@ -57,7 +58,7 @@ def test_login_checks_the_password_and_issues_an_expiring_session(run: Run, plat
     store = UserStore(platform)
     session = store.login(result["token"], now=time.time())
     assert session is not None and session["user_id"] == user_id
-    ttl = platform.settings.login_session_ttl_s
+    ttl = meeting_settings(platform).login_session_ttl_s
     assert abs(result["expires_at"] - (time.time() + ttl)) < 30
     assert store.get(user_id).status == "online"  # type: ignore[union-attr]
     assert [e["type"] for e in published("user_events")] == ["user.registered", "user.logged_in",

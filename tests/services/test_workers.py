@@ -12,12 +12,13 @@ import redis
 import zmq
 
 from meetingtasks import PermanentError, dispatch
-from meetingtasks.blobs import BlobStore
 from meetingtasks.embedded import free_port
 from meetingtasks.platform import Platform, configure
 from meetingtasks.services.ai.backends import InferenceUnavailable, LocalBackend, ZmqBackend
 from meetingtasks.services.ai.clips import clip
 from meetingtasks.services.ai.server import InferenceServer
+from meetingtasks.services.blobs import BlobStore
+from meetingtasks.services.settings import meeting_settings
 from meetingtasks.status import Status
 from tests.services.conftest import Published, Run
 from tests.support.waiting import wait_for
@@ -85,7 +86,7 @@ def test_a_worker_killed_mid_recognition_is_redelivered_and_publishes_once(
 @pytest.fixture
 def inference(platform: Platform) -> Iterator[InferenceServer]:
     """The offline models served over ZeroMQ on a free port by this test."""
-    server = InferenceServer(LocalBackend(platform.settings), f"tcp://127.0.0.1:{free_port()}").start()
+    server = InferenceServer(LocalBackend(meeting_settings(platform)), f"tcp://127.0.0.1:{free_port()}").start()
     yield server
     server.stop()
 
@@ -153,13 +154,14 @@ def test_a_silent_inference_service_is_retried_then_dead_lettered(
 
 def test_the_inference_service_refusals_and_timeouts(platform: Platform, inference: InferenceServer, run: Run,
                                                      silent: SilentServer) -> None:
-    settings = platform.settings.model_copy(update={"ai_backend": "zmq", "ai_zmq_endpoint": inference.endpoint})
+    settings = meeting_settings(platform).model_copy(update={"ai_backend": "zmq",
+                                                             "ai_zmq_endpoint": inference.endpoint})
     backend = ZmqBackend(settings)
     # bad input is refused by the service: a domain refusal, not an outage
     with pytest.raises(PermanentError, match=r"inference service refused transcribe: .*could not convert"):
         backend.transcribe(b"not audio at all", "en-US")
     # the handler goes through the configured backend
-    configure(settings)
+    configure(platform.settings).use_section(settings)
     ref = BlobStore(platform).put(clip("results.wav").read())
     assert run("emotion_detection", {"audio_ref": ref})["label"] == "happy"
     # no answer in time: InferenceUnavailable naming the endpoint and the wait

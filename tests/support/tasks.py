@@ -137,8 +137,11 @@ def t_nap(p: Tagged) -> str:
 def t_cancel_other(p: Tagged) -> str:
     """Cancels the task whose id is its tag: a test's way to cancel a task at a known moment (while this one runs, so
     while its worker holds the messages fetched behind it)."""
-    from meetingtasks.cancel import cancel_task
+    from meetingtasks.cancel import cancel
 
-    cancel_task(get_platform(), p.tag)
+    outcome = cancel(get_platform(), p.tag)
     _redis().rpush("test:done", f"cancelled {p.tag}")
+    _redis().rpush("test:cancel-outcomes", outcome.describe())
+    if p.seconds:  # runs on: the worker holds what it fetched behind this task for that long after the cancel
+        time.sleep(p.seconds)
     return p.tag

@@ -12,7 +12,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from meetingtasks.errors import PermanentError
-from meetingtasks.settings import Settings
+from meetingtasks.services.settings import MeetingSettings
 
 SPEECH_RATE_HZ = 16_000
 
@@ -68,7 +68,7 @@ def _read_wav(data: bytes) -> Audio:
     return Audio(samples.astype(np.float32), rate)
 
 
-def decode_audio(data: bytes, settings: Settings | None = None, *, what: str = "audio") -> Audio:
+def decode_audio(data: bytes, settings: MeetingSettings | None = None, *, what: str = "audio") -> Audio:
     """PCM WAV is read directly; anything else goes through ffmpeg (:mod:`meetingtasks.services.ffmpeg`)."""
     if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
         try:

@@ -1,6 +1,6 @@
 """Pluggable AI backends: what the four ai task types call to do the actual inference.
 
-``Settings.ai_backend`` picks one by name (``MEETINGTASKS_AI_BACKEND``):
+``MeetingSettings.ai_backend`` picks one by name (``MEETINGTASKS_AI_BACKEND``):
 
 =======  ============================================================================================
 local    offline models in this process: PocketSphinx (speech, model inside its wheel), VADER (emotion),
@@ -34,7 +34,7 @@ import orjson
 
 from meetingtasks.errors import ConfigurationError, MeetingTasksError, PermanentError
 from meetingtasks.message import new_id
-from meetingtasks.settings import Settings
+from meetingtasks.services.settings import MeetingSettings
 
 OPS = ("transcribe", "detect_emotion", "denoise", "enhance_video")
 
@@ -68,7 +68,7 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: MeetingSettings) -> None:
         from meetingtasks.services.ai.speech import SpeechRecognizer
 
         self.settings = settings
@@ -103,7 +103,7 @@ class ZmqBackend:
 
     name = "zmq"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: MeetingSettings) -> None:
         if not settings.ai_zmq_endpoint:
             raise ConfigurationError("MEETINGTASKS_AI_ZMQ_ENDPOINT: the zmq AI backend needs the inference "
                                      "service's endpoint, e.g. tcp://127.0.0.1:5557")
@@ -167,7 +167,7 @@ _lock = threading.Lock()
 _instances: dict[tuple[str, str | None, float, str | None], AIBackend] = {}
 
 
-def backend_for(settings: Settings) -> AIBackend:
+def backend_for(settings: MeetingSettings) -> AIBackend:
     """The configured backend, built once per process and configuration (models load once)."""
     name = settings.ai_backend
     key = (name, settings.ai_zmq_endpoint, settings.ai_zmq_timeout_s, settings.ffmpeg_path)

@@ -20,7 +20,7 @@ import orjson
 
 from meetingtasks.errors import PermanentError
 from meetingtasks.services.ai.backends import OPS, AIBackend, LocalBackend
-from meetingtasks.settings import load_settings
+from meetingtasks.services.settings import MeetingSettings
 
 log = logging.getLogger(__name__)
 POLL_MS = 100
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--endpoint", default="tcp://127.0.0.1:5557")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    server = InferenceServer(LocalBackend(load_settings()), args.endpoint).start()
+    server = InferenceServer(LocalBackend(MeetingSettings.load()), args.endpoint).start()
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

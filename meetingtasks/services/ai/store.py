@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from meetingtasks.platform import Platform
+from meetingtasks.services.settings import meeting_settings
 
 SERVICE = "ai"
 
@@ -19,7 +20,7 @@ class AIStore:
 
     def save(self, task_id: str, kind: str, result: dict[str, Any]) -> None:
         self.redis.set(self.platform.keys.ai_result(task_id), orjson.dumps({"kind": kind, **result}),
-                       ex=self.platform.settings.op_ttl_s)
+                       ex=meeting_settings(self.platform).op_ttl_s)
 
     def get(self, task_id: str) -> dict[str, Any] | None:
         raw = self.redis.get(self.platform.keys.ai_result(task_id))

@@ -1,6 +1,6 @@
 """Task types of the ai service. The inference runs in a pluggable backend (:mod:`.backends`: offline
 models in the worker, or an external inference service over ZeroMQ); audio and video arrive and leave as
-blob references (:mod:`meetingtasks.blobs`).
+blob references (:mod:`meetingtasks.services.blobs`).
 
 ==================  ========  ===============================================================================
 type                priority  job
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from meetingtasks.blobs import BlobStore
 from meetingtasks.errors import PermanentError
 from meetingtasks.platform import get_platform
 from meetingtasks.priority import Priority
@@ -35,7 +34,9 @@ from meetingtasks.services.ai.schemas import (
     VideoEnhancement,
 )
 from meetingtasks.services.ai.store import SERVICE, AIStore
+from meetingtasks.services.blobs import BlobStore
 from meetingtasks.services.operation import Operation, run_once
+from meetingtasks.services.settings import meeting_settings
 
 CHANNEL = "ai_events"
 #: Longest transcript excerpt carried in an emotion event (the full text is in the task's result).
@@ -54,7 +55,7 @@ def _finish(op: Operation, kind: str, result: dict[str, Any], event: dict[str, A
 def speech_recognition(p: SpeechRecognition) -> dict[str, Any]:
     def body(op: Operation) -> dict[str, Any]:
         audio = BlobStore(op.platform).get(p.audio_ref).data
-        transcript = backend_for(op.platform.settings).transcribe(audio, p.language)
+        transcript = backend_for(meeting_settings(op.platform)).transcribe(audio, p.language)
         result = {**transcript, "audio_ref": p.audio_ref, "meeting_id": p.meeting_id}
         return _finish(op, "speech_recognition", result,
                        {"meeting_id": p.meeting_id, "audio_ref": p.audio_ref, "text": transcript["text"],
@@ -70,7 +71,7 @@ def emotion_detection(p: EmotionDetection) -> dict[str, Any]:
         raise PermanentError("emotion_detection: give the text, or an audio_ref to transcribe")
 
     def body(op: Operation) -> dict[str, Any]:
-        backend = backend_for(op.platform.settings)
+        backend = backend_for(meeting_settings(op.platform))
         text = p.text
         if text is None:
             assert p.audio_ref is not None
@@ -90,7 +91,7 @@ def emotion_detection(p: EmotionDetection) -> dict[str, Any]:
 def audio_denoising(p: AudioDenoising) -> dict[str, Any]:
     def body(op: Operation) -> dict[str, Any]:
         blobs = BlobStore(op.platform)
-        cleaned, figures = backend_for(op.platform.settings).denoise(blobs.get(p.audio_ref).data)
+        cleaned, figures = backend_for(meeting_settings(op.platform)).denoise(blobs.get(p.audio_ref).data)
         output_ref = blobs.put(cleaned, content_type="audio/wav", blob_id=op.derive_id("output").replace("-", ""))
         result = {**figures, "audio_ref": p.audio_ref, "output_ref": output_ref, "meeting_id": p.meeting_id}
         return _finish(op, "audio_denoising", result,
@@ -105,7 +106,7 @@ def audio_denoising(p: AudioDenoising) -> dict[str, Any]:
 def video_enhancement(p: VideoEnhancement) -> dict[str, Any]:
     def body(op: Operation) -> dict[str, Any]:
         blobs = BlobStore(op.platform)
-        enhanced, figures = backend_for(op.platform.settings).enhance_video(blobs.get(p.video_ref).data)
+        enhanced, figures = backend_for(meeting_settings(op.platform)).enhance_video(blobs.get(p.video_ref).data)
         output_ref = blobs.put(enhanced, content_type="video/mp4", blob_id=op.derive_id("output").replace("-", ""))
         result = {**figures, "video_ref": p.video_ref, "output_ref": output_ref, "meeting_id": p.meeting_id,
                   "user_id": p.user_id}

@@ -7,12 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 from meetingtasks.services.ffmpeg import Ffmpeg
-from meetingtasks.settings import Settings
+from meetingtasks.services.settings import MeetingSettings
 
 FILTERS = "hqdn3d=6:4:16:12,eq=contrast=1.15:brightness=0.02:saturation=1.1"
 
 
-def enhance_video(data: bytes, settings: Settings, *, what: str = "video") -> tuple[bytes, dict[str, Any]]:
+def enhance_video(data: bytes, settings: MeetingSettings, *, what: str = "video") -> tuple[bytes, dict[str, Any]]:
     ffmpeg = Ffmpeg(settings)
     probe = ffmpeg.probe(data, what=what)
     if not probe.has_video:

@@ -11,6 +11,7 @@ from typing import Any
 
 from meetingtasks.platform import Platform
 from meetingtasks.services.operation import Operation, once_script
+from meetingtasks.services.settings import meeting_settings
 from meetingtasks.services.user.store import as_list
 
 SERVICE = "media"
@@ -109,7 +110,7 @@ class MediaStore:
                        end_media: bool) -> dict[str, Any]:
         out: dict[str, Any] = op.mutate(
             _RECORDING_STOP, "recording-stop", [self.keys.meeting_media(meeting_id)],
-            [recording_id or "", self.keys.recording(""), repr(now), self.platform.settings.domain_retention_s,
+            [recording_id or "", self.keys.recording(""), repr(now), meeting_settings(self.platform).domain_retention_s,
              "1" if end_media else "0", self.keys.stream(""), meeting_id])
         out["streams"] = as_list(out.get("streams"))
         return out

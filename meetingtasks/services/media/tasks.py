@@ -24,11 +24,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from meetingtasks.blobs import BlobStore
 from meetingtasks.errors import PermanentError
 from meetingtasks.platform import get_platform
 from meetingtasks.priority import Priority
 from meetingtasks.registry import task_type
+from meetingtasks.services.blobs import BlobStore
 from meetingtasks.services.ffmpeg import Ffmpeg
 from meetingtasks.services.media.schemas import (
     MediaRecordingStart,
@@ -38,6 +38,7 @@ from meetingtasks.services.media.schemas import (
 )
 from meetingtasks.services.media.store import SERVICE, MediaStore
 from meetingtasks.services.operation import Operation, run_once
+from meetingtasks.services.settings import meeting_settings
 
 CHANNEL = "media_events"
 
@@ -73,7 +74,7 @@ def media_stream_process(p: MediaStreamProcess) -> dict[str, Any]:
             return result
         blobs = BlobStore(op.platform)
         data = blobs.get(p.media_ref).data
-        ffmpeg = Ffmpeg(op.platform.settings)
+        ffmpeg = Ffmpeg(meeting_settings(op.platform))
         probe = ffmpeg.probe(data, what=f"media chunk {p.media_ref}")
         audio_ref = None
         if probe.has_audio:
@@ -146,7 +147,7 @@ def media_transcode(p: MediaTranscode) -> dict[str, Any]:
     def body(op: Operation) -> dict[str, Any]:
         blobs = BlobStore(op.platform)
         data = blobs.get(p.source_ref).data
-        ffmpeg = Ffmpeg(op.platform.settings)
+        ffmpeg = Ffmpeg(meeting_settings(op.platform))
         probe = ffmpeg.probe(data, what=p.source_ref)
         with_video, audio_only, content_type = FORMATS[p.target_format]
         if not probe.has_video and content_type.startswith("video/"):

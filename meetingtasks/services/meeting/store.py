@@ -16,6 +16,7 @@ import orjson
 
 from meetingtasks.platform import Platform
 from meetingtasks.services.operation import Operation, once_script
+from meetingtasks.services.settings import meeting_settings
 from meetingtasks.services.user.store import as_list
 
 SERVICE = "meeting"
@@ -154,7 +155,7 @@ class MeetingStore:
         keys = self._all(meeting_id)
         out: dict[str, Any] = op.mutate(
             _END, name, [keys[0], keys[1], keys[2], keys[3], keys[4], keys[5]],
-            [repr(now), reason, ended_by or "", meeting_id, self.platform.settings.domain_retention_s])
+            [repr(now), reason, ended_by or "", meeting_id, meeting_settings(self.platform).domain_retention_s])
         out["participants"] = as_list(out.get("participants"))
         return out
 
@@ -183,7 +184,7 @@ class MeetingStore:
         keys = self._all(meeting_id)
         out: dict[str, Any] = op.mutate(_JOIN, "join", [keys[0], keys[2], keys[3]],
                                         [user_id, orjson.dumps(entry),
-                                         self.platform.settings.meeting_max_participants])
+                                         meeting_settings(self.platform).meeting_max_participants])
         return out
 
     def leave(self, op: Operation, meeting_id: str, user_id: str, entry: dict[str, Any]) -> dict[str, Any]:

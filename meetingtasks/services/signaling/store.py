@@ -12,6 +12,7 @@ from typing import Any
 
 from meetingtasks.platform import Platform
 from meetingtasks.services.operation import Operation, once_script
+from meetingtasks.services.settings import meeting_settings
 from meetingtasks.services.user.store import as_list
 
 SERVICE = "signaling"
@@ -161,7 +162,7 @@ class SignalingStore:
     def close(self, op: Operation, session_id: str, user_id: str, reason: str, now: float) -> dict[str, Any]:
         out: dict[str, Any] = op.mutate(_CLOSE, "close", self._keys(session_id),
                                         [session_id, user_id, reason, repr(now),
-                                         self.platform.settings.domain_retention_s])
+                                         meeting_settings(self.platform).domain_retention_s])
         return out
 
     def offer(self, op: Operation, session_id: str, from_user: str, to_user: str, sdp: str,
@@ -185,7 +186,7 @@ class SignalingStore:
     def close_silent(self, op: Operation, *, silent_since: float, limit: int, now: float) -> list[dict[str, Any]]:
         out = op.mutate(_CLOSE_SILENT, "close-silent", [self.keys.signals_alive],
                         [repr(silent_since), limit, self.keys.signal(""), self._ice_suffix(), repr(now),
-                         self.platform.settings.domain_retention_s])
+                         meeting_settings(self.platform).domain_retention_s])
         return as_list(out.get("closed"))
 
     def _ice_suffix(self) -> str:

@@ -36,6 +36,7 @@ from meetingtasks.platform import get_platform
 from meetingtasks.priority import Priority
 from meetingtasks.registry import task_type
 from meetingtasks.services.operation import Operation, run_once
+from meetingtasks.services.settings import meeting_settings
 from meetingtasks.services.signaling.schemas import (
     SignalingConnectionManage,
     SignalingIceCandidate,
@@ -155,7 +156,7 @@ def signaling_connection_manage(p: SignalingConnectionManage) -> dict[str, Any]:
 def signaling_stale_close(p: SignalingStaleClose) -> dict[str, Any]:
     def body(op: Operation) -> dict[str, Any]:
         now = time.time()
-        timeout_s = op.platform.settings.signaling_heartbeat_timeout_s
+        timeout_s = meeting_settings(op.platform).signaling_heartbeat_timeout_s
         closed = store().close_silent(op, silent_since=now - timeout_s, limit=p.limit, now=now)
         for session in closed:
             op.emit(CHANNEL, "webrtc.disconnected",

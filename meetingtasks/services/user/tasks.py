@@ -28,6 +28,7 @@ from meetingtasks.platform import get_platform
 from meetingtasks.priority import Priority
 from meetingtasks.registry import task_type
 from meetingtasks.services.operation import Operation, run_once
+from meetingtasks.services.settings import meeting_settings
 from meetingtasks.services.user.passwords import dummy_hash, hash_password, verify_password
 from meetingtasks.services.user.schemas import (
     LoginResult,
@@ -79,8 +80,8 @@ def user_login(p: UserLogin) -> dict[str, Any]:
             raise PermanentError("wrong username or password")
         now = time.time()
         token = op.once("token", lambda: secrets.token_urlsafe(32), secret=True)
-        settings = get_platform().settings
-        expires_at = users.add_login(token, user, now=now, ttl_s=settings.login_session_ttl_s)
+        ttl_s = meeting_settings(get_platform()).login_session_ttl_s
+        expires_at = users.add_login(token, user, now=now, ttl_s=ttl_s)
         presence = users.set_status(op, user.id, "online", meeting_id=None, now=now, only_from="offline")
         op.emit(CHANNEL, "user.logged_in", {"user_id": user.id, "username": user.username, "expires_at": expires_at})
         if presence.get("changed"):

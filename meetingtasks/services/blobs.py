@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from meetingtasks.errors import PermanentError
 from meetingtasks.message import new_id
 from meetingtasks.platform import Platform, get_platform
+from meetingtasks.services.settings import meeting_settings
 
 PREFIX = "blob:"
 _REF = re.compile(r"^blob:([A-Za-z0-9_-]{1,64})$")
@@ -64,7 +65,7 @@ class BlobStore:
     def put(self, data: bytes, *, content_type: str = "application/octet-stream", ttl_s: int | None = None,
             blob_id: str | None = None) -> str:
         """Store ``data`` and return its reference. ``blob_id`` makes a retried put land on the same blob."""
-        limit = self.platform.settings.blob_max_bytes
+        limit = meeting_settings(self.platform).blob_max_bytes
         if len(data) > limit:
             raise BlobTooLarge(f"blob of {len(data)} bytes is over blob_max_bytes={limit}")
         ref_id = blob_id or new_id().replace("-", "")
@@ -72,7 +73,7 @@ class BlobStore:
         with self.platform.redis().pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={"data": data, "content_type": content_type, "size": len(data),
                                     "created_at": repr(time.time())})
-            pipe.expire(key, ttl_s or self.platform.settings.blob_ttl_s)
+            pipe.expire(key, ttl_s or meeting_settings(self.platform).blob_ttl_s)
             pipe.execute()
         return PREFIX + ref_id
 
@@ -81,7 +82,7 @@ class BlobStore:
         if not raw or b"data" not in raw:
             raise BlobNotFound(
                 f"{ref} not found: it never existed or expired (blobs live blob_ttl_s="
-                f"{self.platform.settings.blob_ttl_s}s)"
+                f"{meeting_settings(self.platform).blob_ttl_s}s)"
             )
         return Blob(ref, raw[b"data"], raw.get(b"content_type", b"").decode(),
                     float(raw.get(b"created_at", b"0")))
