@@ -39,95 +39,10 @@ _HOST = socket.gethostname()
 #: Puts a dead letter's message back on its queue and its record back to QUEUED (lua/replay_dead_letter.lua).
 _REPLAY = LuaScript.load("replay_dead_letter")
 
-# One page of a service's letters, newest first, matching a filter. KEYS: dlq hash, dlq index.
-# ARGV: max score (ms, inclusive), cursor id ('' for none: letters at the max score with an id >= it were shown),
-# min score (ms), limit, most letters to read, then needles: JSON text of a field as the record spells it
-# ('"reason":"x"'), '' for none. Walks the index by rank in chunks of 500 from the max score down (ZCOUNT finds the
-# first rank: O(log N)), so a page costs O(log N + what it reads), and it reads at most the given number. Returns
-# {"<score> <id>" of the last letter read when it stopped at that number, else '', then "<score> <id>", record ...}.
-_PAGE = LuaScript(
-    """
-local hash, index = KEYS[1], KEYS[2]
-local max_score, cursor_id, min_score = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local limit, budget = tonumber(ARGV[4]), tonumber(ARGV[5])
-local needles = {}
-for i = 6, #ARGV do if ARGV[i] ~= '' then needles[#needles + 1] = ARGV[i] end end
-local top = tonumber(max_score)
-local rank = redis.call('ZCOUNT', index, '(' .. max_score, '+inf')
-local out = {''}
-local finished = false
-local read = 0
-while #out < 2 * limit + 1 and not finished do
-  if read >= budget then
-    local last = redis.call('ZREVRANGE', index, rank - 1, rank - 1, 'WITHSCORES')
-    if #last > 0 then out[1] = last[2] .. ' ' .. last[1] end
-    break
-  end
-  local chunk = redis.call('ZREVRANGE', index, rank, rank + 499, 'WITHSCORES')
-  if #chunk == 0 then break end
-  rank = rank + #chunk / 2
-  read = read + #chunk / 2
-  local ids, scores = {}, {}
-  for i = 1, #chunk, 2 do
-    local id, score = chunk[i], tonumber(chunk[i + 1])
-    if score < min_score then finished = true; break end
-    if not (cursor_id ~= '' and score == top and id >= cursor_id) then
-      ids[#ids + 1] = id
-      scores[#scores + 1] = chunk[i + 1]
-    end
-  end
-  if #ids > 0 then
-    local records = redis.call('HMGET', hash, unpack(ids))
-    for i = 1, #ids do
-      local record = records[i]
-      if record and #out < 2 * limit + 1 then
-        local keep = true
-        for _, needle in ipairs(needles) do
-          if not string.find(record, needle, 1, true) then keep = false; break end
-        end
-        if keep then
-          out[#out + 1] = scores[i] .. ' ' .. ids[i]
-          out[#out + 1] = record
-        end
-      end
-    end
-  end
-end
-return out
-"""
-)
-
-# How many of a service's letters match a filter. KEYS as _PAGE. ARGV: max score, min score, most letters to
-# read (0: no limit), needles. Without needles it is ZCOUNT. Returns {matching, read, complete (1/0)}.
-_COUNT = LuaScript(
-    """
-local needles = {}
-for i = 4, #ARGV do if ARGV[i] ~= '' then needles[#needles + 1] = ARGV[i] end end
-if #needles == 0 then return {redis.call('ZCOUNT', KEYS[2], ARGV[2], ARGV[1]), 0, 1} end
-local budget = tonumber(ARGV[3])
-local rank = redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[1], '+inf')
-local last = redis.call('ZCOUNT', KEYS[2], ARGV[2], '+inf') - 1
-local n, read = 0, 0
-while rank <= last do
-  if budget > 0 and read >= budget then return {n, read, 0} end
-  local stop = math.min(rank + 999, last)
-  local ids = redis.call('ZREVRANGE', KEYS[2], rank, stop)
-  if #ids == 0 then break end
-  rank = stop + 1
-  read = read + #ids
-  for _, record in ipairs(redis.call('HMGET', KEYS[1], unpack(ids))) do
-    if record then
-      local keep = true
-      for _, needle in ipairs(needles) do
-        if not string.find(record, needle, 1, true) then keep = false; break end
-      end
-      if keep then n = n + 1 end
-    end
-  end
-end
-return {n, read, 1}
-"""
-)
+#: One page of a service's letters, newest first, matching a filter (lua/dead_letter_page.lua).
+_PAGE = LuaScript.load("dead_letter_page")
+#: How many of a service's letters match a filter (lua/dead_letter_count.lua).
+_COUNT = LuaScript.load("dead_letter_count")
 
 
 @dataclass(frozen=True)
