@@ -104,16 +104,8 @@ def stand_in_spec(task_type: str, queue: str) -> TaskTypeSpec | None:
                         priority=parsed[1])
 
 
-# KEYS: outbox. ARGV: entry, now_s, lease_until_s. Claims an entry only while it is due, so racing pumps
-# never both take it; the lease lets another pump retry it if this one dies.
-_CLAIM = LuaScript(
-    """
-local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not s or tonumber(s) > tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-return 1
-"""
-)
+#: Claims a due outbox entry for one pump (lua/claim_callback.lua).
+_CLAIM = LuaScript.load("claim_callback")
 
 
 class CallbackPump:

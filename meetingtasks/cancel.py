@@ -155,19 +155,8 @@ def _clients(platform: Platform) -> list[tuple[str, redis.Redis]]:
     return list(seen.values())
 
 
-# The cancel flag, and its copy in the status record (field cancel_requested_at), which the worker's fetch reads
-# in the read of the record it does anyway. Only an existing record gets the copy (a record holding nothing but
-# it would have no status); its lifetime is renewed with the flag's, so the copy lasts at least as long.
-# KEYS: cancel flag, status record. ARGV: time_s, ttl_s.
-_SET_FLAG = LuaScript(
-    """
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HSET', KEYS[2], 'cancel_requested_at', ARGV[1])
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
-end
-"""
-)
+#: The cancel flag and its copy in the status record (lua/set_cancel_flag.lua).
+_SET_FLAG = LuaScript.load("set_cancel_flag")
 
 
 def _set_flag(client: redis.Redis | redis.client.Pipeline, platform: Platform, task_id: str) -> None:

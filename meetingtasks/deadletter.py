@@ -32,121 +32,17 @@ from meetingtasks.message import dumps, loads, new_id, renew_envelope
 from meetingtasks.priority import parse_queue
 from meetingtasks.registry import known_services
 from meetingtasks.secret_fields import mask
-from meetingtasks.wake import WAKE_LUA
+from meetingtasks.status_schema import Status, status_event
 
 _HOST = socket.gethostname()
 
-# KEYS: dlq hash, dlq index, target queue, task status, wake list.
-# ARGV: id, message, now_s, status channel, status event JSON, status ttl_s.
-# The status is reset to QUEUED before the push, so a worker never sees the old terminal status.
-_REPLAY = LuaScript(
-    WAKE_LUA
-    + """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-if redis.call('EXISTS', KEYS[4]) == 1 then
-  local h = redis.call('HGET', KEYS[4], 'history') or ''
-  redis.call('HSET', KEYS[4], 'status', 'QUEUED', 'attempt', '1', 'updated_at', ARGV[3],
-             'history', h .. 'QUEUED ' .. ARGV[3] .. ' 1\\n', 'deliveries', '0')
-  redis.call('HDEL', KEYS[4], 'error', 'error_type', 'result')
-  redis.call('EXPIRE', KEYS[4], ARGV[6])
-  redis.call('PUBLISH', ARGV[4], ARGV[5])
-end
-mt_wake(KEYS[5], 1)
-redis.call('LPUSH', KEYS[3], ARGV[2])
-return 1
-"""
-)
+#: Puts a dead letter's message back on its queue and its record back to QUEUED (lua/replay_dead_letter.lua).
+_REPLAY = LuaScript.load("replay_dead_letter")
 
-# One page of a service's letters, newest first, matching a filter. KEYS: dlq hash, dlq index.
-# ARGV: max score (ms, inclusive), cursor id ('' for none: letters at the max score with an id >= it were shown),
-# min score (ms), limit, most letters to read, then needles: JSON text of a field as the record spells it
-# ('"reason":"x"'), '' for none. Walks the index by rank in chunks of 500 from the max score down (ZCOUNT finds the
-# first rank: O(log N)), so a page costs O(log N + what it reads), and it reads at most the given number. Returns
-# {"<score> <id>" of the last letter read when it stopped at that number, else '', then "<score> <id>", record ...}.
-_PAGE = LuaScript(
-    """
-local hash, index = KEYS[1], KEYS[2]
-local max_score, cursor_id, min_score = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local limit, budget = tonumber(ARGV[4]), tonumber(ARGV[5])
-local needles = {}
-for i = 6, #ARGV do if ARGV[i] ~= '' then needles[#needles + 1] = ARGV[i] end end
-local top = tonumber(max_score)
-local rank = redis.call('ZCOUNT', index, '(' .. max_score, '+inf')
-local out = {''}
-local finished = false
-local read = 0
-while #out < 2 * limit + 1 and not finished do
-  if read >= budget then
-    local last = redis.call('ZREVRANGE', index, rank - 1, rank - 1, 'WITHSCORES')
-    if #last > 0 then out[1] = last[2] .. ' ' .. last[1] end
-    break
-  end
-  local chunk = redis.call('ZREVRANGE', index, rank, rank + 499, 'WITHSCORES')
-  if #chunk == 0 then break end
-  rank = rank + #chunk / 2
-  read = read + #chunk / 2
-  local ids, scores = {}, {}
-  for i = 1, #chunk, 2 do
-    local id, score = chunk[i], tonumber(chunk[i + 1])
-    if score < min_score then finished = true; break end
-    if not (cursor_id ~= '' and score == top and id >= cursor_id) then
-      ids[#ids + 1] = id
-      scores[#scores + 1] = chunk[i + 1]
-    end
-  end
-  if #ids > 0 then
-    local records = redis.call('HMGET', hash, unpack(ids))
-    for i = 1, #ids do
-      local record = records[i]
-      if record and #out < 2 * limit + 1 then
-        local keep = true
-        for _, needle in ipairs(needles) do
-          if not string.find(record, needle, 1, true) then keep = false; break end
-        end
-        if keep then
-          out[#out + 1] = scores[i] .. ' ' .. ids[i]
-          out[#out + 1] = record
-        end
-      end
-    end
-  end
-end
-return out
-"""
-)
-
-# How many of a service's letters match a filter. KEYS as _PAGE. ARGV: max score, min score, most letters to
-# read (0: no limit), needles. Without needles it is ZCOUNT. Returns {matching, read, complete (1/0)}.
-_COUNT = LuaScript(
-    """
-local needles = {}
-for i = 4, #ARGV do if ARGV[i] ~= '' then needles[#needles + 1] = ARGV[i] end end
-if #needles == 0 then return {redis.call('ZCOUNT', KEYS[2], ARGV[2], ARGV[1]), 0, 1} end
-local budget = tonumber(ARGV[3])
-local rank = redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[1], '+inf')
-local last = redis.call('ZCOUNT', KEYS[2], ARGV[2], '+inf') - 1
-local n, read = 0, 0
-while rank <= last do
-  if budget > 0 and read >= budget then return {n, read, 0} end
-  local stop = math.min(rank + 999, last)
-  local ids = redis.call('ZREVRANGE', KEYS[2], rank, stop)
-  if #ids == 0 then break end
-  rank = stop + 1
-  read = read + #ids
-  for _, record in ipairs(redis.call('HMGET', KEYS[1], unpack(ids))) do
-    if record then
-      local keep = true
-      for _, needle in ipairs(needles) do
-        if not string.find(record, needle, 1, true) then keep = false; break end
-      end
-      if keep then n = n + 1 end
-    end
-  end
-end
-return {n, read, 1}
-"""
-)
+#: One page of a service's letters, newest first, matching a filter (lua/dead_letter_page.lua).
+_PAGE = LuaScript.load("dead_letter_page")
+#: How many of a service's letters match a filter (lua/dead_letter_count.lua).
+_COUNT = LuaScript.load("dead_letter_count")
 
 
 @dataclass(frozen=True)
@@ -313,7 +209,7 @@ class DeadLetterStore:
         message = renew_envelope(loads(letter.message), retries=0)
         task_id = letter.task_id or letter.id
         now = time.time()
-        event = dumps({"op": "status", "id": task_id, "status": "QUEUED", "time": now, "attempt": 1})
+        event = dumps(status_event(task_id, Status.QUEUED, now, 1))
         done = _REPLAY(
             client,
             [self.keys.dlq(held_by), self.keys.dlq_index(held_by), letter.queue,

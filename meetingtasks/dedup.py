@@ -25,43 +25,8 @@ from typing import Any
 
 import redis
 
-from meetingtasks.lua import Arg, LuaScript
+from meetingtasks.lua import Arg, LuaScript, script_source
 from meetingtasks.replication import ReplicaAcks
-
-# KEYS: the dedup key. ARGV: task id, dedup_ttl_s, status key prefix, then the enqueue's commands, each as its
-# argument count followed by its arguments (a script call as EVALSHA of one of the embedded scripts).
-# Returns {'owner', id of the task owning the key, 'queued', 1 if this call queued it else 0}.
-_ONCE_BODY = """
-local dedup_key, id, ttl, status_prefix = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-local owner = redis.call('GET', dedup_key)
-if owner and redis.call('EXISTS', status_prefix .. owner) == 1 then
-  return {'owner', owner, 'queued', 0}
-end
--- Every command is checked before the first write: a script error after it would leave half an enqueue.
-local i = 4
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  if not n or n < 1 or i + n > #ARGV then return redis.error_reply('ERR dedup enqueue: bad command list') end
-  if string.upper(ARGV[i + 1]) == 'EVALSHA' and not embedded[ARGV[i + 2]] then
-    return redis.error_reply('ERR dedup enqueue: script ' .. ARGV[i + 2] .. ' is not embedded')
-  end
-  i = i + 1 + n
-end
--- The claim is the first write: when Redis refuses writes (OOM) it fails and nothing is written at all.
-redis.call('SET', dedup_key, id, 'EX', ttl)
-i = 4
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  if string.upper(ARGV[i + 1]) == 'EVALSHA' then
-    local nkeys = tonumber(ARGV[i + 3])
-    embedded[ARGV[i + 2]]({unpack(ARGV, i + 4, i + 3 + nkeys)}, {unpack(ARGV, i + 4 + nkeys, i + n)})
-  else
-    redis.call(unpack(ARGV, i + 1, i + n))
-  end
-  i = i + 1 + n
-end
-return {'owner', id, 'queued', 1}
-"""
 
 
 def once_script(*scripts: LuaScript) -> LuaScript:
@@ -70,7 +35,7 @@ def once_script(*scripts: LuaScript) -> LuaScript:
     parts = ["local embedded = {}\n"]
     for script in scripts:
         parts.append(f"embedded['{script.sha}'] = function(KEYS, ARGV)\n{script.source}\nend\n")
-    return LuaScript("".join(parts) + _ONCE_BODY)
+    return LuaScript("".join(parts) + script_source("claim_and_enqueue"), "claim_and_enqueue")
 
 
 def flatten(commands: Sequence[Sequence[Any]]) -> list[Arg]:

@@ -19,85 +19,11 @@ import redis
 from meetingtasks.keys import Keys
 from meetingtasks.lua import LuaScript
 from meetingtasks.priority import PRIORITY_ORDER, Priority, parse_queue
-from meetingtasks.wake import WAKE_LUA
 
-# KEYS: hash, then the zsets in priority order. ARGV: now_ms, limit, status key prefix, status channel, now_s,
-# wake list, service, then the priority names in zset order. Critical entries move first; idle workers get a
-# wake token per moved task. Per zset one batch: ZRANGEBYSCORE returns the lowest scores, ranks 0..n-1, so one
-# ZREMRANGEBYRANK drops it; messages are read, pushed (in due order) and deleted with one call per 1,000
-# (Lua's unpack limit). A SCHEDULED status becomes QUEUED, published with type/service/priority like every
-# transition (the event is concatenated, cjson only for strings that need escaping: it runs 100,000 times a
-# second); no EXPIRE is needed, the record's TTL already runs to status_ttl_s after the due time (schedule).
-_PUMP = LuaScript(
-    WAKE_LUA
-    + """
-local function each_chunk(items, fn)
-  for i = 1, #items, 1000 do fn(unpack(items, i, math.min(i + 999, #items))) end
-end
-local function js(s)  -- a JSON string; cjson only when escaping is needed (ids and names rarely do)
-  if not s then return 'null' end
-  if string.find(s, '[%c"\\\\]') then return cjson.encode(s) end
-  return '"' .. s .. '"'
-end
-local left = tonumber(ARGV[2])
-local moved = 0
-local woken = false
-for k = 2, #KEYS do
-  if left <= 0 then break end
-  local ids = redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', ARGV[1], 'LIMIT', 0, left)
-  local n = #ids
-  if n > 0 then
-    -- service and priority are this call's and this zset's: no need to read them per task
-    local event_tail = ',"service":' .. js(ARGV[7]) .. ',"priority":' .. js(ARGV[6 + k]) .. '}'
-    left = left - n
-    moved = moved + n
-    local entries = {}
-    each_chunk(ids, function(...)
-      for _, e in ipairs(redis.call('HMGET', KEYS[1], ...)) do entries[#entries + 1] = e end
-    end)
-    local queues = {}
-    for i = 1, n do
-      local e = entries[i]
-      if e then
-        local nl = string.find(e, '\\n', 1, true)
-        local q = string.sub(e, 1, nl - 1)
-        queues[q] = queues[q] or {}
-        table.insert(queues[q], string.sub(e, nl + 1))
-        local id = ids[i]
-        local sk = ARGV[3] .. id
-        local st = redis.call('HMGET', sk, 'status', 'attempt', 'history', 'type')
-        if st[1] == 'SCHEDULED' then
-          local attempt = st[2] or '1'
-          redis.call('HSET', sk, 'status', 'QUEUED', 'updated_at', ARGV[5],
-            'history', (st[3] or '') .. 'QUEUED ' .. ARGV[5] .. ' ' .. attempt .. '\\n')
-          redis.call('PUBLISH', ARGV[4], '{"op":"status","id":' .. js(id) .. ',"status":"QUEUED","time":' ..
-            ARGV[5] .. ',"attempt":' .. attempt .. ',"type":' .. js(st[4]) .. event_tail)
-        end
-      end
-    end
-    for q, messages in pairs(queues) do
-      -- The first token goes before the first message: Redis serves waiting workers in the order keys became
-      -- ready, and an idle worker must be woken by the token, not handed a message by its BRPOP.
-      if not woken then mt_wake(ARGV[6], 1); woken = true end
-      each_chunk(messages, function(...) redis.call('LPUSH', q, ...) end)
-    end
-    each_chunk(ids, function(...) redis.call('HDEL', KEYS[1], ...) end)
-    redis.call('ZREMRANGEBYRANK', KEYS[k], 0, n - 1)
-  end
-end
-if moved > 1 then mt_wake(ARGV[6], moved - 1) end
-return moved
-"""
-)
-
-# KEYS: hash, then the zsets. ARGV: id. Returns 1 when the entry was there (and is now gone).
-_REMOVE = LuaScript(
-    """
-local had = redis.call('HDEL', KEYS[1], ARGV[1])
-for k = 2, #KEYS do redis.call('ZREM', KEYS[k], ARGV[1]) end
-return had
-"""
-)
+#: Moves due entries onto their queues and their records from SCHEDULED to QUEUED (lua/pump_delayed.lua).
+_PUMP = LuaScript.load("pump_delayed")
+#: Takes one entry out of the delayed set (lua/remove_delayed.lua).
+_REMOVE = LuaScript.load("remove_delayed")
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,9 @@ from meetingtasks.events.live import LiveMessage, LiveSubscriber
 from meetingtasks.gateway.tokens import mint_token, require_secret
 from meetingtasks.platform import Platform
 from meetingtasks.services.blobs import BlobStore
+from meetingtasks.status_schema import TERMINAL_NAMES
 
 PEOPLE = ("alice", "bob", "carol")
-TERMINAL = frozenset({"SUCCEEDED", "FAILED", "DEAD_LETTERED", "CANCELLED", "TIMED_OUT"})
 DEFAULT_CLIP = "greeting.wav"
 
 
@@ -117,7 +117,7 @@ class Client:
                 future = self.accepted.pop(frame.get("ref"), None)
                 if future is not None and not future.done():
                     future.set_result(frame["id"])
-            elif op == "status" and frame.get("status") in TERMINAL:
+            elif op == "status" and frame.get("status") in TERMINAL_NAMES:
                 done = self._done(frame["id"])
                 if not done.done():
                     done.set_result(frame)

@@ -58,80 +58,15 @@ from meetingtasks.settings import Settings
 from meetingtasks.signing import signer_for
 from meetingtasks.status import _TRANSITION as TRANSITION_SCRIPT
 from meetingtasks.status import Status, StatusRecord
-from meetingtasks.wake import WAKE_LUA, WAKE_TOKENS_MAX, push_wake
+from meetingtasks.status_schema import TERMINAL_NAMES, history_line
+from meetingtasks.wake import push_wake
 
 #: Tasks per batch script call: bounds how long one call holds Redis (about 3 ms) and the ``unpack`` of a chunk's
 #: messages into one LPUSH (Lua's C stack takes 8,000 values).
 BATCH_CHUNK = 500
 
-# The enqueue path: the first transition (QUEUED) of new tasks and their pushes, in one script call. A new
-# record has no history and cannot be terminal, so this is StatusStore.transition without its guards: one
-# HSET (history included) and EXPIRE, or a COPY of the run's record; PUBLISH; an optional deadline; LPUSH.
-# The event is assembled here from identifier-safe parts (see _SAFE). KEYS: deadlines, wake key prefix.
-# ARGV: status key prefix, time_s, ttl_s, channel, history line, c, c common field/value strings, then groups
-# of consecutive tasks of one type and queue: type, queue, n, kind, then for kind "0" (no own fields and no
-# deadline) the n ids followed by the n messages (pushed with one LPUSH), for kind "1" per task: id, deadline
-# ms or empty, k, the message, k field/value strings.
-_ENQUEUE_MANY = LuaScript(
-    WAKE_LUA
-    + f"""
-local prefix, now, ttl, channel, history = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local common_n = tonumber(ARGV[6])
-local woken = {{}}
-local template = prefix .. '~enqueue'  -- no task id has a '~' (see _SAFE)
-local i = 7 + common_n
-while i <= #ARGV do
-  local ty, q, n, kind = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
-  local svc, prio = string.match(q, '^(.*)%.([^.]*)$')
-  local record = {{'status', 'QUEUED', 'updated_at', now, 'attempt', '1', 'history', history, 'type', ty,
-                  'service', svc, 'priority', prio, 'queue', q, 'created_at', now, unpack(ARGV, 7, 6 + common_n)}}
-  local event_tail = '","status":"QUEUED","time":' .. now .. ',"attempt":1,"type":"' .. ty .. '","service":"' ..
-                     svc .. '","priority":"' .. prio .. '"}}'
-  -- A service's tokens go before its first message: Redis serves waiting workers key by key in the order the
-  -- keys became ready, and a worker must be woken by a token, not handed a message by BRPOP.
-  local tokens = woken[svc] or 0
-  if tokens < {WAKE_TOKENS_MAX} then
-    mt_wake(KEYS[2] .. svc, math.min(n, {WAKE_TOKENS_MAX} - tokens))
-    woken[svc] = tokens + n
-  end
-  i = i + 4
-  if kind == '0' then
-    -- Every record of the run is the same: write it once and COPY it (with its TTL) to each task's key, half
-    -- the work of an HSET of ten fields and an EXPIRE per task. The template key lives only inside this call.
-    -- (A run of one task, a single dispatch, writes its record directly.)
-    local copying = n > 1
-    if copying then
-      redis.call('HSET', template, unpack(record))
-      redis.call('EXPIRE', template, ttl)
-    end
-    for j = i, i + n - 1 do
-      local skey = prefix .. ARGV[j]
-      if not copying or redis.call('COPY', template, skey) == 0 then  -- 0: the id has a record: add to it
-        redis.call('HSET', skey, unpack(record))
-        redis.call('EXPIRE', skey, ttl)
-      end
-      redis.call('PUBLISH', channel, '{{"op":"status","id":"' .. ARGV[j] .. event_tail)
-    end
-    if copying then redis.call('DEL', template) end
-    redis.call('LPUSH', q, unpack(ARGV, i + n, i + 2 * n - 1))
-    i = i + 2 * n
-  else
-    for _ = 1, n do
-      local id, dl, k = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-      local skey = prefix .. id
-      redis.call('HSET', skey, unpack(record))
-      if k > 0 then redis.call('HSET', skey, unpack(ARGV, i + 4, i + 3 + k)) end
-      redis.call('EXPIRE', skey, ttl)
-      redis.call('PUBLISH', channel, '{{"op":"status","id":"' .. id .. event_tail)
-      if dl ~= '' then redis.call('ZADD', KEYS[1], dl, id) end
-      redis.call('LPUSH', q, ARGV[i + 3])
-      i = i + 4 + k
-    end
-  end
-end
-return 1
-"""
-)
+#: The enqueue path: the first transition (QUEUED) of new tasks and their pushes, in one call (lua/enqueue_many.lua).
+_ENQUEUE_MANY = LuaScript.load("enqueue_many")
 #: A dispatch with ``dedup_key``: the claim and :meth:`Dispatcher.enqueue`'s commands in one call.
 _ENQUEUE_ONCE = once_script(TRANSITION_SCRIPT)
 #: Strings the enqueue script may put into its event JSON as they are.
@@ -339,7 +274,7 @@ class Dispatcher:
         p = self.platform
         now = time.time()
         head: list[Arg] = [p.keys.status(""), repr(now), p.status.ttl_s, p.keys.status_channel,
-                           f"QUEUED {now!r} 1\n", 2 * len(common)]
+                           history_line(Status.QUEUED, now, 1), 2 * len(common)]
         for name, value in common.items():
             head += [name, value]
         args = list(head)
@@ -888,14 +823,14 @@ class Batch(Sequence[TaskHandle]):
     def done(self) -> bool:
         """True once every member has finished, whatever the outcome."""
         counts = self.status()
-        return all(name in _TERMINAL_NAMES for name in counts)
+        return all(name in TERMINAL_NAMES for name in counts)
 
     def wait(self, timeout: float | None = 60.0, poll_s: float = 0.05) -> dict[str, int]:
         """Block until every member has finished; returns the counts per status (never raises on failures)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             counts = self.status()
-            if all(name in _TERMINAL_NAMES for name in counts):
+            if all(name in TERMINAL_NAMES for name in counts):
                 return counts
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(f"batch {self.id} not finished after {timeout}s ({counts})")
@@ -903,7 +838,6 @@ class Batch(Sequence[TaskHandle]):
             poll_s = min(poll_s * 1.5, 0.5)
 
 
-_TERMINAL_NAMES = frozenset(s.value for s in Status if s.is_terminal)
 
 
 def _count_one_by_one(handles: Sequence[TaskHandle]) -> dict[str, int]:

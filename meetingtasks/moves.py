@@ -42,98 +42,21 @@ from meetingtasks.lua import LuaScript
 from meetingtasks.message import dumps, loads
 from meetingtasks.platform import Platform
 from meetingtasks.priority import Priority, parse_queue, queue_name
-from meetingtasks.status import TRANSITION_FUNCTION, Status, StatusRecord, encode_transition
-from meetingtasks.wake import WAKE_LUA
+from meetingtasks.status import Status, StatusRecord, encode_transition
 
 #: Queue entries one search call reads: bounds how long Redis is held per call (about 2-3 ms, see docs/tools.md).
 SCAN_SLICE = 2_000
 #: Times a move is tried again when the task changed place between the search and the move.
 _ATTEMPTS = 3
 
-# Finds a task's message in a queue, newest first. KEYS: queue. ARGV: task id, first index, how many entries.
-# Returns {'index', i, 'message', m} (field/value) when found, else {'read', n}: how many entries it read.
-_FIND = LuaScript(
-    """
-local id, first, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local items = redis.call('LRANGE', KEYS[1], first, first + count - 1)
-for i, m in ipairs(items) do
-  -- The id appears in the message; only a message holding it is decoded to be sure it is the task's own.
-  if string.find(m, id, 1, true) then
-    local ok, env = pcall(cjson.decode, m)
-    if ok and type(env) == 'table' and type(env.headers) == 'table' and env.headers.id == id then
-      return {'index', first + i - 1, 'message', m}
-    end
-  end
-end
-return {'read', #items}
-"""
-)
-
-# Whether a worker fetched the task and holds it unstarted: its message is in the unacked hash.
-# KEYS: unacked hash. ARGV: task id. Returns 1 when found.
-_LEASED = LuaScript(
-    """
-for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
-  if string.find(v, ARGV[1], 1, true) then
-    local ok, entry = pcall(cjson.decode, v)
-    if ok and type(entry) == 'table' and type(entry[1]) == 'table' and type(entry[1].headers) == 'table'
-        and entry[1].headers.id == ARGV[1] then
-      return 1
-    end
-  end
-end
-return 0
-"""
-)
-
-# The record guard shared by both moves: the task must still be in the status and attempt the caller saw.
-_GUARD = """
-local function mt_guard(skey, status, attempt)
-  local cur = redis.call('HMGET', skey, 'status', 'attempt')
-  if cur[1] ~= status or (cur[2] or '1') ~= attempt then return {'outcome', 'changed', 'status', cur[1] or ''} end
-  return nil
-end
-"""
-
-# Moves a queued message to another queue. KEYS: status hash, old queue, new queue, wake list, deadlines, outbox.
-# ARGV: old message, new message, its index (from the newest end) when found, then transition()'s: status, time_s,
-# attempt, ttl_s, channel, event JSON, task id, batch key prefix, field/value pairs...
-# Returns {'outcome', 'moved' | 'gone' | 'changed', 'status', s}.
-_MOVE_QUEUED = LuaScript(
-    WAKE_LUA + TRANSITION_FUNCTION + _GUARD
-    + """
-local status, now, attempt, ttl, channel, event, id, bprefix = unpack(ARGV, 4, 11)
-local refused = mt_guard(KEYS[1], status, attempt)
-if refused then return refused end
--- LREM compares entries from the end it starts at until the message: start at the end it was found nearer to.
-local from = tonumber(ARGV[3]) * 2 > redis.call('LLEN', KEYS[2]) and -1 or 1
-if redis.call('LREM', KEYS[2], from, ARGV[1]) == 0 then return {'outcome', 'gone', 'status', status} end
-mt_wake(KEYS[4], 1)
-redis.call('LPUSH', KEYS[3], ARGV[2])
-transition(KEYS[1], KEYS[5], KEYS[6], status, now, attempt, ttl, channel, event, '0', id, bprefix, {unpack(ARGV, 12)})
-return {'outcome', 'moved', 'status', status}
-"""
-)
-
-# Moves a delayed entry to another priority's zset with its due time. KEYS: status hash, delayed messages hash,
-# old zset, new zset, deadlines, outbox. ARGV: old entry, new entry, then as _MOVE_QUEUED. The record keeps living
-# until ttl_s after the due time (as DelayedSet.schedule set it). Returns as _MOVE_QUEUED.
-_MOVE_DELAYED = LuaScript(
-    TRANSITION_FUNCTION + _GUARD
-    + """
-local status, now, attempt, ttl, channel, event, id, bprefix = unpack(ARGV, 3, 10)
-local refused = mt_guard(KEYS[1], status, attempt)
-if refused then return refused end
-local due_ms = redis.call('ZSCORE', KEYS[3], id)
-if redis.call('HGET', KEYS[2], id) ~= ARGV[1] or not due_ms then return {'outcome', 'gone', 'status', status} end
-redis.call('ZREM', KEYS[3], id)
-redis.call('ZADD', KEYS[4], due_ms, id)
-redis.call('HSET', KEYS[2], id, ARGV[2])
-ttl = math.max(tonumber(ttl), math.ceil(tonumber(due_ms) / 1000 - tonumber(now)) + tonumber(ttl))
-transition(KEYS[1], KEYS[5], KEYS[6], status, now, attempt, ttl, channel, event, '0', id, bprefix, {unpack(ARGV, 11)})
-return {'outcome', 'moved', 'status', status}
-"""
-)
+#: Finds a task's message in a queue, newest first, a slice per call (lua/find_in_queue.lua).
+_FIND = LuaScript.load("find_in_queue")
+#: Whether a worker holds the task fetched and unstarted (lua/is_leased.lua).
+_LEASED = LuaScript.load("is_leased")
+#: Moves a queued message to another priority's queue with its transition (lua/move_queued.lua).
+_MOVE_QUEUED = LuaScript.load("move_queued")
+#: Moves a delayed entry to another priority's zset with its due time and transition (lua/move_delayed.lua).
+_MOVE_DELAYED = LuaScript.load("move_delayed")
 
 
 @dataclass(frozen=True)

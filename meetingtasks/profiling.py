@@ -38,27 +38,8 @@ log = logging.getLogger(__name__)
 #: pyinstrument's sampling interval: 1 ms, its own default (a run of a few ms still gets samples).
 SAMPLE_INTERVAL_S = 0.001
 
-CLAIM = LuaScript(
-    """
--- Claim one profiled run of a task type.
--- KEYS[1]  profile-requests hash (task type -> runs still to profile)
--- ARGV[1]  task type
--- Returns {'claimed', 0|1, 'left', runs still requested after this claim}.
-local requests = KEYS[1]
-local task_type = ARGV[1]
-local left = tonumber(redis.call('HGET', requests, task_type) or '0') or 0
-if left <= 0 then
-  redis.call('HDEL', requests, task_type)
-  return {'claimed', 0, 'left', 0}
-end
-if left == 1 then
-  redis.call('HDEL', requests, task_type)
-else
-  redis.call('HINCRBY', requests, task_type, -1)
-end
-return {'claimed', 1, 'left', left - 1}
-"""
-)
+#: Claims one profiled run of a task type: an atomic decrement of the runs requested (lua/claim_profile_run.lua).
+CLAIM = LuaScript.load("claim_profile_run")
 
 
 @dataclass(frozen=True)

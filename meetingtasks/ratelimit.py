@@ -28,18 +28,8 @@ log = logging.getLogger(__name__)
 #: Message header of a task that already holds a slot.
 SLOT_HEADER = "mt_rate_slot"
 
-# KEYS: the type's TAT key. ARGV: now_ms, interval_ms. Returns the ms to wait for the reserved slot (0 = now).
-# The key expires once its last reserved slot has passed, so an idle type costs nothing.
-_RESERVE = LuaScript(
-    """
-local now = tonumber(ARGV[1])
-local interval = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(tat + interval - now) + 1000)
-return math.floor(tat - now)
-"""
-)
+#: Reserves the next slot of a type's rate budget; the ms to wait for it (lua/reserve_rate_slot.lua).
+_RESERVE = LuaScript.load("reserve_rate_slot")
 
 
 def interval_ms(rate_per_s: float) -> float:

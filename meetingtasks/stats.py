@@ -9,20 +9,8 @@ from meetingtasks.lua import LuaScript
 from meetingtasks.platform import Platform
 from meetingtasks.priority import PRIORITY_ORDER, queue_name
 
-# Count hash values by the first capture of a Lua pattern, server-side (no values cross the wire).
-# KEYS: hash. ARGV: pattern. Returns a flat [name, count, ...] list.
-_COUNT_BY = LuaScript(
-    """
-local counts = {}
-for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
-  local p = string.match(v, ARGV[1])
-  if p then counts[p] = (counts[p] or 0) + 1 end
-end
-local out = {}
-for k, n in pairs(counts) do table.insert(out, k); table.insert(out, n) end
-return out
-"""
-)
+#: Counts a hash's values by a Lua pattern's capture, server-side (lua/count_by.lua).
+_COUNT_BY = LuaScript.load("count_by")
 _UNACKED_QUEUE = r'%.(%a+)"%]$'
 _DLQ_PRIORITY = r'"priority":"(%a+)"'
 

@@ -12,18 +12,9 @@ from typing import Any
 
 from meetingtasks.keys import Keys
 
-#: Tokens kept at most in a wake list: enough to wake every idle worker of a service at once.
+#: Tokens kept at most in a wake list: enough to wake every idle worker of a service at once. Scripts that queue
+#: work push their tokens with ``mt_wake`` (lua/prelude/wake.lua), which gets this limit as ``MT_WAKE_TOKENS_MAX``.
 WAKE_TOKENS_MAX = 64
-
-#: Lua helper for scripts that queue work: ``mt_wake(key, n)`` pushes up to ``n`` tokens.
-WAKE_LUA = f"""
-local function mt_wake(key, n)
-  n = math.min(n, {WAKE_TOKENS_MAX})
-  for i = 1, n do redis.call('LPUSH', key, 1) end
-  if n > 0 then redis.call('LTRIM', key, 0, {WAKE_TOKENS_MAX - 1}) end
-end
-"""
-
 
 def push_wake(pipe: Any, keys: Keys, service: str, count: int = 1) -> None:
     """Queue ``count`` wake tokens (at most :data:`WAKE_TOKENS_MAX`) for ``service`` on ``pipe``."""

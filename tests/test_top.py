@@ -17,8 +17,8 @@ import redis
 from meetingtasks import dispatch_batch
 from meetingtasks.errors import TaskFailed
 from meetingtasks.keys import Keys
-from meetingtasks.lua import LuaScript
-from meetingtasks.metrics.rollups import ROLLUP_LUA, SLOT_S, bucket_of, bucket_seconds, percentile
+from meetingtasks.lua import LuaScript, prelude_part
+from meetingtasks.metrics.rollups import SLOT_S, bucket_of, bucket_seconds, percentile
 from meetingtasks.platform import Platform
 from meetingtasks.status import Status
 from tests.support.processes import ROOT
@@ -43,7 +43,7 @@ def test_buckets_read_back_within_ten_percent_of_the_value() -> None:
 
 
 # Runs the rollup prelude on its own: one call counted, written where Keys.top_slot says.
-_PROBE = LuaScript(ROLLUP_LUA + """
+_PROBE = LuaScript(prelude_part("rollup") + """
 mt_rollup(ARGV[1], ARGV[2], 'probe', 'STARTED', ARGV[3])
 mt_rollup(ARGV[1], ARGV[2], 'probe', 'SUCCEEDED', ARGV[3])
 mt_rollup(ARGV[1], ARGV[2], 'probe', 'SUCCEEDED', nil)
@@ -69,7 +69,7 @@ def test_the_lua_recorder_uses_the_python_bucket_rule_and_key(r: redis.Redis, pr
 
 
 # Fills slots with the recorder's own Lua: ARGV channel, time, tasks, types, then 200 durations (s).
-_FILL = LuaScript(ROLLUP_LUA + """
+_FILL = LuaScript(prelude_part("rollup") + """
 for i = 1, tonumber(ARGV[3]) do
   local ty = 'type_' .. (i % tonumber(ARGV[4]))
   local seconds = tonumber(ARGV[5 + (i % 200)])

@@ -26,18 +26,8 @@ from meetingtasks.sentinel import is_sentinel
 
 _T = TypeVar("_T")
 
-# KEYS: event id key, stream. ARGV: id ttl_s, event JSON, pub/sub channel ('' = do not publish).
-# Returns the stream entry id, or false when the id was already appended. No MAXLEN: see the module docstring.
-APPEND = LuaScript(
-    """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  local entry = redis.call('XADD', KEYS[2], '*', 'event', ARGV[2])
-  if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[2]) end
-  return entry
-end
-return false
-"""
-)
+#: Appends an event once per id and announces it (lua/append_event.lua).
+APPEND = LuaScript.load("append_event")
 
 EventLike = Event | Mapping[str, Any]
 

@@ -47,13 +47,8 @@ log = logging.getLogger(__name__)
 MALFORMED_NAMESPACE = uuid.UUID("a3c1d7e2-5b8f-4f3a-9e61-7c2d4b9a0f55")
 _WATCH_RETRIES = 8
 
-_EXISTS_EACH = LuaScript(
-    """
-local out = {}
-for i, key in ipairs(KEYS) do out[i] = redis.call('EXISTS', key) end
-return out
-"""
-)
+#: Whether each key exists, one call inside a WATCH (lua/exists_each.lua).
+_EXISTS_EACH = LuaScript.load("exists_each")
 
 #: A stream entry as read: (stream key, entry id, fields or None when the entry is gone).
 Row = tuple[str, str, "dict[bytes, bytes] | None"]

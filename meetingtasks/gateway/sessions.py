@@ -40,11 +40,10 @@ from meetingtasks.gateway.submits import SubmitBatcher
 from meetingtasks.message import new_id
 from meetingtasks.platform import Platform
 from meetingtasks.secret_fields import keyring
-from meetingtasks.status import TERMINAL, Status, StatusRecord
+from meetingtasks.status import TERMINAL_NAMES, Status, StatusRecord
 
 log = logging.getLogger(__name__)
 
-_TERMINAL_NAMES = frozenset(s.value for s in TERMINAL)
 #: ``Session.follows`` value of a task whose pushes go straight out (otherwise: frames held back).
 LIVE = None
 
@@ -389,7 +388,7 @@ class ClientTaskManager:
             for session in followers:
                 session.deliver(task_id, frame)
             self.counters.pushes_total += len(followers)
-        if event.get("status") in _TERMINAL_NAMES:
+        if event.get("status") in TERMINAL_NAMES:
             if followers is not None:
                 for session in followers:
                     if session.follows.get(task_id, "absent") is LIVE:

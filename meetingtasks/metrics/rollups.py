@@ -1,7 +1,7 @@
 """Per-type rollups of task outcomes over the last hour, written where outcomes are recorded; read by ``top``.
 
 Every accepted status transition of a run (STARTED, RETRYING and the terminal ones) is counted in the same Lua
-call that records it (the worker's fetch script and the one-task transition script of :mod:`meetingtasks.status`),
+call that records it (lua/fetch.lua, lua/transition.lua and the moves, through the ``rollup`` prelude part),
 per task type and :data:`SLOT_S`-second slot, kept :data:`RETENTION_S`:
 
 * ``P top:<slot start s>``: hash, task type -> 1, the types counted in the slot (the reader's index);
@@ -14,7 +14,8 @@ A script accumulates its counts in a Lua table and writes them at its end (``mt_
 type is new in the slot. A fetch that starts and finishes a batch of one type's tasks so writes a few commands for
 all of them; a fetch of one task, three. Durations go into log-scale buckets, :data:`BUCKETS_PER_DOUBLING` per
 doubling of microseconds (each ~19 % wide), so a percentile read from them is within ~9 % of the true value; the
-rule lives here once and the Lua is generated from it. A hash per type and slot stays in Redis' compact encoding:
+rule lives here once and the Lua's constants are generated from it (:func:`lua_definitions`; the functions are
+lua/prelude/rollup.lua). A hash per type and slot stays in Redis' compact encoding:
 an hour of 30 types busy all the time, each with waits and runs spread from 1 ms to 2 s, takes about 7 MB
 (docs/tools.md).
 
@@ -68,46 +69,14 @@ def slot_of(time_s: float) -> int:
     return int(time_s // SLOT_S) * SLOT_S
 
 
-# Prelude of every script that records transitions: mt_rollup(channel, now, type, status, seconds) counts one
-# (seconds: the queue wait of a STARTED, the run time of another status, or nil), mt_rollup_flush() writes what the
-# script counted; call it before the script returns.
-ROLLUP_LUA = f"""
-local mt_racc = {{}}
-local mt_counted = {{{", ".join(f"{name}=true" for name in COUNTED)}}}
-local function mt_bucket(seconds)
-  local micros = tonumber(seconds)
-  if not micros then return nil end
-  micros = micros * 1e6
-  if micros < 1 then return 0 end
-  return math.floor(math.log(micros) / math.log(2) * {BUCKETS_PER_DOUBLING}) + 1
-end
-local function mt_rollup(channel, now, ty, status, seconds)
-  if not ty or ty == '' or not mt_counted[status] then return end
-  local slot = string.sub(channel, 1, -7) .. 'top:' .. math.floor(tonumber(now) / {SLOT_S}) * {SLOT_S}
-  local types = mt_racc[slot]
-  if not types then types = {{}}; mt_racc[slot] = types end
-  local acc = types[ty]
-  if not acc then acc = {{}}; types[ty] = acc end
-  local name = status .. '|' .. (mt_bucket(seconds) or '-')
-  acc[name] = (acc[name] or 0) + 1
-end
-local function mt_rollup_flush()
-  for slot, types in pairs(mt_racc) do
-    for ty, acc in pairs(types) do
-      local key = slot .. ':' .. ty
-      -- The type's hash is written in the call that adds it to the index, and only while its slot is recent: both
-      -- get their lifetime then, the index's renewed to outlive the type's hash.
-      local new = redis.call('HSETNX', slot, ty, 1) == 1
-      for name, n in pairs(acc) do redis.call('HINCRBY', key, name, n) end
-      if new then
-        redis.call('EXPIRE', key, {RETENTION_S})
-        redis.call('EXPIRE', slot, {RETENTION_S})
-      end
-    end
-  end
-  mt_racc = {{}}
-end
-"""
+def lua_definitions() -> str:
+    """The generated head of the ``rollup`` Lua prelude part (lua/prelude/rollup.lua has its functions): the slot,
+    retention, bucket rule's constants and the counted statuses, so that the Lua counts what this module reads."""
+    counted = ", ".join(f"{name}=true" for name in COUNTED)
+    return (f"local MT_ROLLUP_SLOT_S = {SLOT_S}\n"
+            f"local MT_ROLLUP_RETENTION_S = {RETENTION_S}\n"
+            f"local MT_ROLLUP_BUCKETS_PER_DOUBLING = {BUCKETS_PER_DOUBLING}\n"
+            f"local MT_ROLLUP_COUNTED = {{{counted}}}\n")
 
 
 @dataclass

@@ -1,4 +1,19 @@
-"""Lua scripts run on Redis: ``EVALSHA`` for direct calls, ``EVAL`` inside pipelines by default.
+"""Lua scripts run on Redis: where they live, how they are assembled, and how they are called.
+
+Every script is a file ``meetingtasks/lua/<name>.lua``, loaded with :meth:`LuaScript.load`. A script starts with
+a header (what it does, ``KEYS[n]`` and ``ARGV[n]`` one per line, what it returns), binds every argument to a
+named local at the top, and names the shared helpers it uses in one line::
+
+    -- prelude: record, wake
+
+The loader prepends those prelude parts, in that order: ``record`` is generated from
+:mod:`meetingtasks.status_schema` (the status record's one definition), ``wake`` is the generated wake-token
+limit followed by ``prelude/wake.lua``, ``rollup`` is the generated constants of ``top``'s rollups
+(:mod:`meetingtasks.metrics.rollups`) followed by ``prelude/rollup.lua``, and any other name is the hand-written
+``prelude/<name>.lua``. A part may use the parts listed before it. ``tests/lua/`` calls every script directly on
+a real Redis.
+
+Calls: ``EVALSHA`` for direct calls, ``EVAL`` inside pipelines by default.
 
 Inside a pipeline an ``EVALSHA`` that meets an empty script cache (Redis restarted) fails after its
 neighbours already ran, and re-running the pipeline would repeat them; ``EVAL`` cannot fail that way, but
@@ -10,21 +25,60 @@ bookkeeping: guarded status transitions, HSET/ZADD/DEL) queue ``EVALSHA`` instea
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import redis
 from redis.exceptions import NoScriptError
 
+from meetingtasks.metrics import rollups
 from meetingtasks.replication import ReplicaAcks
+from meetingtasks.status_schema import lua_definitions
+from meetingtasks.wake import WAKE_TOKENS_MAX
 
 Arg = str | bytes | int | float
 
+SCRIPTS_DIR = Path(__file__).parent
+PRELUDE_DIR = SCRIPTS_DIR / "prelude"
+_PRELUDE_LINE = re.compile(r"^-- prelude: *(.*)$", re.MULTILINE)
+#: Prelude parts generated from Python definitions; a part may also have a hand-written file, which follows.
+_GENERATED: dict[str, Callable[[], str]] = {
+    "record": lua_definitions,
+    "rollup": rollups.lua_definitions,
+    "wake": lambda: f"local MT_WAKE_TOKENS_MAX = {WAKE_TOKENS_MAX}\n",
+}
+
+
+def prelude_part(name: str) -> str:
+    """The Lua text of one prelude part (see the module docstring)."""
+    path = PRELUDE_DIR / f"{name}.lua"
+    generated = _GENERATED.get(name)
+    if generated is None and not path.is_file():
+        raise ValueError(f"unknown Lua prelude part {name!r}: no generator and no {path}")
+    return (generated() if generated else "") + (path.read_text() if path.is_file() else "")
+
+
+def script_source(name: str, directory: Path = SCRIPTS_DIR) -> str:
+    """The full source of script ``name``: its prelude parts, then ``<directory>/<name>.lua`` itself."""
+    text = (directory / f"{name}.lua").read_text()
+    found = _PRELUDE_LINE.search(text)
+    parts = [p.strip() for p in found.group(1).split(",") if p.strip()] if found else []
+    return "".join(prelude_part(part) for part in parts) + text
+
 
 class LuaScript:
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, name: str = "") -> None:
         self.source = source
+        self.name = name
         self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    @classmethod
+    def load(cls, name: str, directory: Path = SCRIPTS_DIR) -> LuaScript:
+        """The script in ``meetingtasks/lua/<name>.lua`` with its prelude parts. An application package keeps its
+        own scripts beside its code and passes their ``directory``; the prelude is the platform's."""
+        return cls(script_source(name, directory), name)
 
     def __call__(self, client: redis.Redis, keys: Sequence[Arg], args: Sequence[Arg] = ()) -> Any:
         try:
@@ -69,4 +123,3 @@ def execute_idempotent(client: redis.Redis, build: Callable[[redis.client.Pipeli
                 for script in scripts:
                     client.script_load(script.source)
     raise AssertionError("unreachable")
-

@@ -1,0 +1,21 @@
+-- unrecord: undoes fetch's unacked entry of a fetched message the worker refuses (see Channel.refuse), in the
+-- transaction that files its dead letter. The tag is read the way fetch read it (cjson), so this works for a
+-- message that only cjson can read; an entry under the same tag that holds another message is left alone.
+-- KEYS[1]  the unacked hash
+-- KEYS[2]  the unacked index zset
+-- ARGV[1]  the message as fetched
+-- Returns the message's task id ('' if it has none, or was not recorded).
+local unacked, unacked_index = KEYS[1], KEYS[2]
+local message = ARGV[1]
+
+local ok, env = pcall(cjson.decode, message)
+if not ok or type(env) ~= 'table' or type(env.properties) ~= 'table' then return '' end
+local tag = env.properties.delivery_tag
+if type(tag) ~= 'string' then return '' end
+local entry = redis.call('HGET', unacked, tag)
+if not entry or string.sub(entry, 2, #message + 1) ~= message then return '' end
+redis.call('HDEL', unacked, tag)
+redis.call('ZREM', unacked_index, tag)
+local headers = env.headers
+if type(headers) == 'table' and type(headers.id) == 'string' then return headers.id end
+return ''
