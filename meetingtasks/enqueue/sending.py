@@ -68,6 +68,8 @@ class Sender:
                     enqueue(p, pipe, replace(task, fields={**common, **task.fields}) if common else task)
 
             head += commands_of(client, build)
+        if not head and not runs.count:
+            return
         keys = script_keys(p)
         if not head and runs.count <= BATCH_CHUNK:
             [args] = script_args(p, runs, common)
