@@ -51,11 +51,25 @@ def flatten(commands: Sequence[Sequence[Any]]) -> list[Arg]:
     return out
 
 
+def claim_command(script: LuaScript, dedup_key: str, task_id: str, ttl_s: int, status_prefix: str,
+                  commands: Sequence[Sequence[Any]]) -> tuple[Arg, ...]:
+    """The call of ``script`` (from :func:`once_script`) that claims ``dedup_key`` for ``task_id`` and runs
+    ``commands``, as ``EVALSHA`` (its reply goes to :func:`claim_outcome`)."""
+    return ("EVALSHA", script.sha, 1, dedup_key, task_id, ttl_s, status_prefix, *flatten(commands))
+
+
+def claim_outcome(reply: Any) -> tuple[str, bool]:
+    """``(owner id, whether this call queued the task)`` from the script's reply."""
+    fields = {_text(name): value for name, value in zip(reply[::2], reply[1::2], strict=True)}
+    return _text(fields["owner"]), bool(int(fields["queued"]))
+
+
 def claim_and_enqueue(script: LuaScript, client: redis.Redis, dedup_key: str, task_id: str, ttl_s: int,
                       status_prefix: str, commands: Sequence[Sequence[Any]],
                       acks: ReplicaAcks | None = None) -> tuple[str, bool]:
-    """Run ``script`` (from :func:`once_script`): ``(owner id, whether this call queued the task)``; with
-    ``acks``, confirmed by replicas (see :mod:`meetingtasks.replication`) on the same connection."""
+    """Run ``script`` (from :func:`once_script`) through redis-py: ``(owner id, whether this call queued the
+    task)``; with ``acks``, confirmed by replicas (see :mod:`meetingtasks.replication`) on the same connection.
+    (The dispatcher sends :func:`claim_command` itself, see :mod:`meetingtasks.enqueue.sending`.)"""
     args = [task_id, ttl_s, status_prefix, *flatten(commands)]
     if acks:
         with client.pipeline(transaction=False) as pipe:
@@ -65,8 +79,7 @@ def claim_and_enqueue(script: LuaScript, client: redis.Redis, dedup_key: str, ta
         acks.require(acked, "dispatch")
     else:
         reply = script(client, [dedup_key], args)
-    fields = {_text(name): value for name, value in zip(reply[::2], reply[1::2], strict=True)}
-    return _text(fields["owner"]), bool(int(fields["queued"]))
+    return claim_outcome(reply)
 
 
 def _text(value: Any) -> str:

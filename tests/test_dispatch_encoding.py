@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meetingtasks import InvalidPayload, MessageTooLarge, Priority, UnknownTaskType, dispatch, dispatch_batch
-from meetingtasks.dispatcher import BATCH_CHUNK, Dispatcher
+from meetingtasks.dispatcher import BATCH_CHUNK, Dispatcher, TaskHandle
 from meetingtasks.message import MessageTemplate, encode_task_message, loads, new_ids
 from meetingtasks.platform import Platform
 from meetingtasks.wake import WAKE_TOKENS_MAX
@@ -238,3 +238,33 @@ def test_concurrent_batches_and_dispatches_from_threads_all_land(platform: Platf
         t.join(60)
     assert not errors
     assert r.llen("ai.normal") == 4 * 320
+
+
+def test_every_way_in_writes_what_the_plain_commands_write(platform: Platform, r: redis.Redis) -> None:
+    # Given one task with own status fields, a timeout and a callback, queued by each public way in, and once by
+    # the plain commands (Dispatcher.enqueue on a pipeline, what a delayed task and the bridge's transaction use)
+    d = Dispatcher(platform)
+    options: dict[str, Any] = {"timeout": 30.0, "on_success": "t_echo"}
+    plain = d.prepare("t_echo", {"tag": "x"}, fields={"client": "c-1"}, **options)
+    with r.pipeline(transaction=False) as pipe:
+        d.enqueue(pipe, plain)
+        pipe.execute()
+    single = d.dispatch("t_echo", {"tag": "x"}, fields={"client": "c-1"}, **options)
+    each = d.dispatch_each([{"task_type": "t_echo", "payload": {"tag": "x"}, "fields": {"client": "c-1"}, **options}
+                            for _ in range(3)])
+    batch = d.dispatch_batch([{"type": "t_echo", "payload": {"tag": "x"}, **options} for _ in range(3)])
+
+    def comparable(task_id: str) -> dict[str, str]:
+        fields = without_times(record(r, platform, task_id))
+        assert float(fields.pop("deadline")) > time.time() and fields.pop("timeout_s") == "30.0"
+        return fields
+
+    # Then every record holds the same fields (a batch's members: all but the gateway's client)
+    expected = comparable(plain.task_id)
+    assert expected["status"] == "QUEUED" and expected["on_success"] == "t_echo"
+    ids = [single.id, *(h.id for h in each if isinstance(h, TaskHandle))]
+    assert len(ids) == 4 and all(comparable(task_id) == expected for task_id in ids)
+    assert all(comparable(h.id) == {k: v for k, v in expected.items() if k != "client"} for h in batch)
+    # and every task has its deadline and its message, each woken for
+    assert r.zcard(platform.keys.deadlines) == 8 and r.llen("ai.normal") == 8
+    assert r.llen(platform.keys.wake("ai")) >= 1
