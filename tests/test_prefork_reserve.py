@@ -88,3 +88,25 @@ def test_a_reserved_message_that_waited_too_long_goes_back_behind_a_critical_tas
         assert r.hget(platform.keys.status(h.id), "deliveries") == b"0"  # the run ended: the count restarts
     assert r.hlen(platform.keys.unacked("ai")) == 0
 
+
+
+def test_a_reserve_that_waited_too_long_with_nothing_of_a_higher_priority_waiting_is_run_not_given_back(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    d = Dispatcher(platform)
+    slow = d.dispatch("t_sleep", {"tag": "slow", "seconds": 0.5}, priority="low")
+    after = [d.dispatch("t_record", {"tag": f"after-{i}"}, priority="low") for i in range(5)]
+    pushed_back = int(r.info("commandstats").get("cmdstat_rpush", {}).get("calls", 0))
+    start_worker("ai", "--pool", "prefork", "--concurrency", "1", env_overrides={"MEETINGTASKS_SOLO_BATCH_MS": "100"})
+
+    wait_for(lambda: all(h.status() == Status.SUCCEEDED for h in [slow, *after]), message="every task to finish")
+    # The reserve waited past the budget behind the slow task, but no queue above "low" held anything: it was run
+    # as fetched instead of going back (a give-back pushes each message back with RPUSH) to be fetched again. The
+    # only RPUSHes are the handlers' own (one per t_record, two for t_sleep's records).
+    handlers_pushes = len(after) + 2
+    assert int(r.info("commandstats").get("cmdstat_rpush", {}).get("calls", 0)) == pushed_back + handlers_pushes
+    starts = [_started_at(h) for h in [slow, *after]]
+    assert starts == sorted(starts), "run in their order"
+    for h in [slow, *after]:
+        assert [s for s, _, _ in h.info().history] == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id
+        assert r.hget(platform.keys.status(h.id), "deliveries") == b"0"  # the run ended: the count restarts
+    wait_for(lambda: r.hlen(platform.keys.unacked("ai")) == 0, message="every ack applied")

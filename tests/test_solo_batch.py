@@ -98,6 +98,29 @@ def test_a_slow_task_in_a_batch_shows_started_and_the_rest_goes_back_behind_a_cr
     assert r.hlen(platform.keys.unacked("ai")) == 0
 
 
+def test_a_batch_that_overruns_with_nothing_of_a_higher_priority_waiting_runs_on_without_giving_back(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    d = Dispatcher(platform)
+    first = d.dispatch("t_record", {"tag": "first"}, priority="low")
+    slow = d.dispatch("t_sleep", {"tag": "slow", "seconds": 0.5}, priority="low")
+    after = [d.dispatch("t_record", {"tag": f"after-{i}"}, priority="low") for i in range(10)]
+    pushed_back = int(r.info("commandstats").get("cmdstat_rpush", {}).get("calls", 0))
+    start_worker("ai", "--pool", "solo", env_overrides={"MEETINGTASKS_SOLO_BATCH_MS": "100"})
+
+    wait_for(lambda: all(h.status() == Status.SUCCEEDED for h in [first, slow, *after]),
+             message="every task to finish")
+    # The slow task overran the budget, but no queue above "low" held anything: the rest ran on from the same
+    # fetch instead of going back (a give-back pushes each message back with RPUSH) to be fetched again: the only
+    # RPUSHes are the handlers' own (one per t_record, two for t_sleep's records).
+    handlers_pushes = 1 + len(after) + 2
+    assert int(r.info("commandstats").get("cmdstat_rpush", {}).get("calls", 0)) == pushed_back + handlers_pushes
+    starts = [_started_at(h) for h in [first, slow, *after]]
+    assert starts == sorted(starts), "run in their order"
+    for h in [first, slow, *after]:
+        assert _history(h) == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id
+    wait_for(lambda: r.hlen(platform.keys.unacked("ai")) == 0, message="every ack applied")
+
+
 def test_giving_back_returns_only_this_workers_own_deliveries(platform: Platform, r: redis.Redis) -> None:
     from meetingtasks.worker.transport import GIVE_BACK
 

@@ -51,7 +51,7 @@ from meetingtasks.connections import WRITES_REFUSED, new_client
 from meetingtasks.lua import LuaScript
 from meetingtasks.message import MalformedMessage, check_envelope, loads, strip_fetch_headers
 from meetingtasks.platform import Platform
-from meetingtasks.priority import parse_queue
+from meetingtasks.priority import PRIORITY_ORDER, parse_queue
 from meetingtasks.resp import pack_command
 from meetingtasks.sentinel import SentinelUrl
 from meetingtasks.status import Status
@@ -732,9 +732,10 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
 
         With an inline (solo) pool each delivery runs its task before returning, so a fetch of several messages
         is a batch the consumer works through. It is sized to take about half of ``solo_batch_ms`` (from how
-        long the last one took per task); once a batch has run for ``solo_batch_ms``, the messages not yet run
-        go back to the head of their queues, where the next fetch takes them in priority order again. A
-        critical task pushed meanwhile so waits at most that long, plus the task running at that moment."""
+        long the last one took per task); once a batch has run for ``solo_batch_ms`` and a message of a higher
+        priority waits (see :meth:`_outranked`), the messages not yet run go back to the head of their queues, where
+        the next fetch takes them in priority order again; with none waiting, the rest runs on for another budget.
+        A critical task pushed meanwhile so waits at most that long, plus the task running at that moment."""
         self._mt_sent_acks = []
         self._mt_sent_outcomes = []
         if not reply:
@@ -779,12 +780,14 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 cancelled_since = self._cancelled_among(
                     [reply[j + 1] for j in range(i, len(reply), 5) if int(reply[j + 2]) >= 0])
             if batched and ran and time.monotonic() - began > budget_s:
-                self._mt_rest = _NO_REST
-                # The prefetched batch first: each give-back goes to the head of its queues, and the rest of this
-                # batch is ahead of it in queue order.
-                self._give_back_prefetched()
-                self._give_back(reply[i:])
-                break
+                if self._outranked([_text(reply[j]) for j in range(i, len(reply), 5)]):
+                    self._mt_rest = _NO_REST
+                    # The prefetched batch first: each give-back goes to the head of its queues, and the rest of
+                    # this batch is ahead of it in queue order.
+                    self._give_back_prefetched()
+                    self._give_back(reply[i:])
+                    break
+                began = time.monotonic()  # nothing of a higher priority waits: the rest runs on a new budget
             try:
                 # The one check of the whole envelope before kombu and Celery touch it (see check_envelope).
                 payload = strip_fetch_headers(check_envelope(item, platform.settings.max_message_bytes))
@@ -806,6 +809,30 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             if self._hand_to_celery(payload, queue, item):
                 ran += 1
         return ran
+
+    def _outranked(self, queues: list[str]) -> bool:
+        """Whether a message of a higher priority than the lowest among fetched messages not run yet (from
+        ``queues``) waits in the queues now: only then does an overrun batch (or a stale prefork reserve) go back,
+        for one EXISTS on the channel's own client instead of a give-back and the fetch that takes the same
+        messages again. Asked again a budget later, so a message pushed meanwhile waits no longer than it did
+        when every overrun gave the messages back."""
+        last = len(PRIORITY_ORDER) - 1
+        lowest = 0
+        for queue in queues:
+            parsed = parse_queue(queue)
+            lowest = max(lowest, PRIORITY_ORDER.index(parsed[1]) if parsed is not None else last)
+        above = []
+        for queue in self._mt_queues:
+            parsed = parse_queue(queue)
+            if parsed is not None and PRIORITY_ORDER.index(parsed[1]) < lowest:
+                above.append(queue)
+        if not above:
+            return False  # the messages are of the highest priority: nothing can be waiting ahead of them
+        try:
+            with self.conn_or_acquire() as client:
+                return bool(client.exists(*above))
+        except (RedisError, *self.connection_errors):
+            return True  # cannot tell: give them back, as every overrun used to
 
     def _hand_to_celery(self, payload: dict[str, Any], queue: str, item: bytes | str) -> bool:
         """Deliver one fetched, checked message to Celery's consumer; False if kombu could not take it (then it has
@@ -840,8 +867,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     # process about half of solo_batch_ms worth of tasks (from how long they run; at least one, at most
     # SOLO_BATCH_MAX), refilled in one fetch when down to half, so that quick tasks share fetches. Strict priority is
     # kept within solo_batch_ms: a reserved message that has waited longer than that when a process frees goes back
-    # to the head of its queue with the rest of the reserve, and the next fetch takes work in priority order again.
-    # A critical task pushed meanwhile so waits at most that much longer than with no reserve.
+    # to the head of its queue with the rest of the reserve if a message of a higher priority waits (see _outranked),
+    # and the next fetch takes work in priority order again. A critical task pushed meanwhile so waits at most that
+    # much longer than with no reserve.
 
     def _in_pool(self) -> int:
         """Messages handed to Celery and not acked yet (kombu keeps acked ones in ``_delivered`` until it flushes)."""
@@ -879,9 +907,12 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         while self._mt_held and self._in_pool() < _reserve_slots:
             now = time.monotonic()
             if now - self._mt_held[0].since > budget_s:
-                held, self._mt_held = self._mt_held, []
-                self._give_back_held(held)
-                return
+                if self._outranked([h.queue for h in self._mt_held]):
+                    held, self._mt_held = self._mt_held, []
+                    self._give_back_held(held)
+                    return
+                for h in self._mt_held:  # nothing of a higher priority waits: the reserve stays for a new budget
+                    h.since = now
             if now - self._mt_held[0].flags_read_at > CANCEL_RECHECK_S:
                 self._recheck_held_flags(now)
             held_one = self._mt_held.pop(0)
