@@ -37,13 +37,18 @@ def test_a_solo_batch_counts_every_delivery_at_fetch_and_a_give_back_takes_it_ba
     # Then each deferred message has its delivery counted already, before it runs (the poison guard needs it)
     assert [h.status() for h in rest] == [Status.QUEUED] * len(rest)
     assert [r.hget(platform.keys.status(h.id), "deliveries") for h in rest] == [b"1"] * len(rest)
-    # and once the batch overran, they went back with their count undone: fetched again, each is delivery 1,
-    # under max_deliveries=1, so every one runs and none is dead-lettered as a poison message
-    wait_for(lambda: all(h.status() == Status.SUCCEEDED for h in [slow, *rest]), message="every task to finish")
+    # and once the batch overran with a critical task waiting (nothing of a higher priority waiting, the batch would
+    # run on), they went back with their count undone: fetched again, each is delivery 1, under max_deliveries=1,
+    # so every one runs and none is dead-lettered as a poison message
+    urgent = d.dispatch("t_record", {"tag": "urgent"}, priority="critical")
+    wait_for(lambda: all(h.status() == Status.SUCCEEDED for h in [slow, urgent, *rest]),
+             message="every task to finish")
     # (RPUSHes: one per t_record run, two by the slow task's started/finished marks, one per message given back)
-    assert _rpush_calls(r) - pushes >= 2 * len(rest) + 2, "the rest of the batch was not given back"
+    assert _rpush_calls(r) - pushes >= 2 * len(rest) + 3, "the rest of the batch was not given back"
+    done = [x.decode() for x in r.lrange("test:done", 0, -1)]
+    assert done.index("urgent") < min(done.index(f"rest-{i}") for i in range(len(rest))), done
     assert platform.dead_letters.count(r, "ai") == 0
-    for h in [slow, *rest]:
+    for h in [slow, urgent, *rest]:
         assert [s for s, _, _ in h.info().history] == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id
         assert r.hget(platform.keys.status(h.id), "deliveries") == b"0"  # the run ended: the count restarts
 
