@@ -5,7 +5,8 @@ runs the type next claims a run (an atomic decrement, :data:`CLAIM`) and runs th
 pyinstrument's sampling profiler (the optional extra ``meetingtasks[profile]``); the profile goes to
 ``P profiles:<type>``, newest first: the ``profile_keep`` latest per type, each at most
 ``profile_max_bytes``, for a week. A profile holds the text rendering and pyinstrument's session JSON
-(``Session.from_json`` reads it back), the form a flame view renders.
+(``Session.from_json`` reads it back), the form a flame view renders, with the samples of one call stack
+merged (:func:`merged_samples`).
 
 The hot path: :meth:`ProfileGate.wanted` is what every task run pays when nothing is requested: a clock
 read and a set lookup. The set of requested types is refreshed from Redis at most every
@@ -210,10 +211,28 @@ def profiled(platform: Platform, task_type: str, task_id: str,
             _save(profiles, Profile(
                 id=uuid.uuid4().hex, task_type=task_type, task_id=task_id, worker=_worker(), started_at=started_at,
                 duration_s=session.duration, error=error,
-                text=profiler.output_text(unicode=True, color=False), session=session.to_json(),
+                text=profiler.output_text(unicode=True, color=False), session=merged_samples(session.to_json()),
             ))
 
     return run
+
+
+def merged_samples(session: dict[str, Any]) -> dict[str, Any]:
+    """``session`` with the samples of one call stack merged into one record, their times summed.
+
+    pyinstrument keeps a record per sample (1 ms): a 200 ms run under a prefork child's deep stack, every
+    identifier a full path, is about a megabyte, past ``profile_max_bytes``, and the flame view would be lost.
+    The call tree (what pyinstrument's text and our flame view draw) sums time per stack and does not depend
+    on sample order, so merging loses nothing they show; only a timeline of the run would, and none is drawn.
+    """
+    records = session.get("frame_records")
+    if not isinstance(records, list):
+        return session
+    merged: dict[tuple[str, ...], float] = {}
+    for stack, time_s in records:
+        key = tuple(stack)
+        merged[key] = merged.get(key, 0.0) + float(time_s)
+    return {**session, "frame_records": [[list(stack), time_s] for stack, time_s in merged.items()]}
 
 
 def _save(profiles: Profiles, profile: Profile) -> None:

@@ -15,7 +15,7 @@ from pyinstrument.session import Session
 
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.platform import Platform
-from meetingtasks.profiling import Profile, ProfileGate, Profiles
+from meetingtasks.profiling import Profile, ProfileGate, Profiles, merged_samples
 from tests.support.processes import ROOT
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
@@ -72,6 +72,34 @@ def test_a_profiled_run_names_the_handlers_own_slow_function(
     show_out, show_err = shown.communicate(timeout=60)
     assert shown.returncode == 0, show_err
     assert show_out.count(SLOW_FUNCTION) >= 2 and not r.exists(platform.keys.profile_requests)
+
+
+def test_samples_of_one_stack_merge_into_one_record_and_the_tree_is_unchanged() -> None:
+    # Given a real pyinstrument session of a busy loop: hundreds of 1 ms samples, most of one stack
+    from pyinstrument import Profiler
+
+    from tests.support.profile_tasks import deliberately_slow_checksum
+
+    profiler = Profiler(interval=0.001, async_mode="disabled")
+    profiler.start()
+    deliberately_slow_checksum(0.1)
+    raw = profiler.stop().to_json()
+    # When its samples are merged
+    merged = merged_samples(raw)
+    # Then there is one record per distinct stack, far fewer than the samples, and no time is lost
+    stacks = [tuple(stack) for stack, _ in raw["frame_records"]]
+    assert len(merged["frame_records"]) == len(set(stacks)) < len(stacks) / 5
+    assert sum(t for _, t in merged["frame_records"]) == pytest.approx(sum(t for _, t in raw["frame_records"]))
+    # And the call tree pyinstrument builds from it is the same, function by function and time by time
+    def times(frame: object, into: dict[str, float]) -> dict[str, float]:
+        name = f"{getattr(frame, 'function', '')}:{getattr(frame, 'line_no', '')}"
+        into[name] = into.get(name, 0.0) + float(getattr(frame, "time", 0.0))
+        for child in getattr(frame, "children", []):
+            times(child, into)
+        return into
+    before, after = times(Session.from_json(raw).root_frame(), {}), times(Session.from_json(merged).root_frame(), {})
+    assert before.keys() == after.keys() and SLOW_FUNCTION.split(":")[0] in {k.split(":")[0] for k in after}
+    assert all(after[k] == pytest.approx(before[k]) for k in before)
 
 
 def make_profile(task_type: str, n: int, text: str = "text") -> Profile:
