@@ -20,6 +20,16 @@ from meetingtasks.settings import Settings
 _CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
 _lock = threading.Lock()
 _clients: dict[tuple[int, str], redis.Redis] = {}
+#: This process's id, kept current across forks (shared_client runs per task; os.getpid() is a system call).
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 #: Redis will not take writes now: a read-only replica (what a client meets during a failover, before it learns the
@@ -296,7 +306,7 @@ def new_async_client(url: str, settings: Settings, **kwargs: Any) -> Any:
 
 def shared_client(url: str, settings: Settings) -> redis.Redis:
     """The client for ``url`` shared within this process; a forked child gets its own pool."""
-    key = (os.getpid(), url)
+    key = (_pid, url)
     client = _clients.get(key)
     if client is None:
         with _lock:

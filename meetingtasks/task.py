@@ -95,8 +95,12 @@ class PlatformTask(Task):  # type: ignore[misc]
         return Priority.parse(getattr(self.request, "mt_priority", None), self.spec.priority)
 
     def _identity(self) -> dict[str, Any]:
-        """Fields every status transition carries, so listeners (gateway, exporter) need no lookup."""
-        return {"type": self.spec.name, "service": self.spec.service, "priority": self._priority().value}
+        """Fields every status transition carries, so listeners (gateway, exporter) need no lookup (a new dict each
+        call: callers add to it; the priority is worked out once per run, on the request)."""
+        priority = getattr(self.request, "mt_identity_priority", None)
+        if priority is None:
+            priority = self.request.mt_identity_priority = self._priority().value
+        return {"type": self.spec.name, "service": self.spec.service, "priority": priority}
 
     def _queue(self) -> str:
         info = self.request.delivery_info or {}
@@ -138,14 +142,13 @@ class PlatformTask(Task):  # type: ignore[misc]
             raw_payload = seal_payload(secret, raw_payload, require_keyring(p.settings))
         if self.spec.rate_limit_per_s and defer_over_rate_limit(self, raw_payload):
             raise Ignore()  # back in the delayed set until its slot (meetingtasks.ratelimit)
-        client = p.redis(self.spec.service)
         # On the request (thread-local), not on the task object that all pool threads share.
         req.mt_started_at = started_at = time.time()
         enqueued_at = getattr(req, "mt_enqueued_at", None)
         wait_s = max(0.0, started_at - float(enqueued_at)) if enqueued_at else None
 
         def begin() -> list[Any]:
-            with client.pipeline(transaction=False) as pipe:
+            with p.redis(self.spec.service).pipeline(transaction=False) as pipe:
                 p.status.transition(
                     pipe, task_id, Status.STARTED, attempt=attempt, now=started_at,
                     fields={**self._identity(), "worker": _WORKER, "wait_s": wait_s},
@@ -165,7 +168,7 @@ class PlatformTask(Task):  # type: ignore[misc]
 
         if cancelled is not None:
             self.durably("recording the cancel", lambda: p.status.transition(
-                client, task_id, Status.CANCELLED, attempt=attempt, fields=self._identity()))
+                p.redis(self.spec.service), task_id, Status.CANCELLED, attempt=attempt, fields=self._identity()))
             log.info("task %s (%s) was cancelled; skipped", task_id, self.spec.name)
             raise Ignore()
         if started == 0:

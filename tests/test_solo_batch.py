@@ -237,3 +237,24 @@ def test_a_batch_prefetched_behind_a_long_task_goes_back_while_it_runs(
     assert starts == sorted(starts), "given back in their order"
     for h in [slow, critical, *after]:
         assert _history(h) == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id
+
+
+def test_a_task_cancelled_while_held_in_a_batch_behind_a_running_one_never_runs(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    from tests.support.dispatcher_tasks import WORKER_ENV
+
+    d = Dispatcher(platform)
+    lead = d.dispatch("t_progress", {"tag": "lead"}, priority="normal")
+    held = d.dispatch("t_record", {"tag": "held"}, priority="low")
+    behind = d.dispatch("t_record", {"tag": "behind"}, priority="low")
+    start_worker("ai", "--pool", "solo", env_overrides={**WORKER_ENV, "MEETINGTASKS_SOLO_BATCH_MS": "100"})
+    wait_for(lambda: lead.info().fields.get("progress") == "50.0", message="the lead task to run")
+    # The three came in one fetch: the other two wait in the worker, leased, with their cancel flags read then.
+    assert r.hlen(platform.keys.unacked("ai")) == 3
+    held.cancel()
+    r.set("test:release:lead", 1)
+    wait_for(lambda: behind.status() == Status.SUCCEEDED, message="the task behind it to run")
+    # Its flag was read again before it would have started: skipped, not run.
+    assert held.status() == Status.CANCELLED
+    assert [x.decode() for x in r.lrange("test:done", 0, -1)] == ["behind"]
+    wait_for(lambda: r.hlen(platform.keys.unacked("ai")) == 0, message="every ack applied")

@@ -39,12 +39,22 @@ class OutcomeSink(Protocol):
 
 _lock = threading.Lock()
 _sinks: dict[str, tuple[int, OutcomeSink]] = {}
+#: This process's id, kept current across forks: read several times per task, and os.getpid() is a system call.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def register_sink(service: str, sink: OutcomeSink) -> None:
     """Make ``sink`` (the consuming channel of ``service``'s worker) take this process's task outcomes."""
     with _lock:
-        _sinks[service] = (os.getpid(), sink)
+        _sinks[service] = (_pid, sink)
 
 
 def unregister_sink(service: str, sink: OutcomeSink) -> None:
@@ -56,7 +66,7 @@ def unregister_sink(service: str, sink: OutcomeSink) -> None:
 
 def sink_for(service: str) -> OutcomeSink | None:
     entry = _sinks.get(service)
-    if entry is None or entry[0] != os.getpid():
+    if entry is None or entry[0] != _pid:
         return None
     return entry[1]
 
@@ -95,12 +105,12 @@ def register_child_sink(service: str, sink: ChildOutcomes) -> None:
     """Make ``sink`` take the task outcomes of ``service`` in this (pool child) process."""
     register_sink(service, sink)
     with _lock:
-        _child_sinks.setdefault(os.getpid(), []).append(sink)
+        _child_sinks.setdefault(_pid, []).append(sink)
 
 
 def take_child_outcomes() -> list[list[str]]:
     """The outcomes this pool child buffered since the last call: those of the task that just ran."""
-    sinks = _child_sinks.get(os.getpid())
+    sinks = _child_sinks.get(_pid)
     if not sinks:
         return []
     return [entry for sink in sinks for entry in sink.take()]

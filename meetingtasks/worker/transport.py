@@ -131,6 +131,44 @@ CANCEL_RECHECK_S = 0.005
 START_FLUSH_S = 0.025
 
 
+class _EarlyFlags:
+    """An ``MGET`` of a solo batch's cancel flags sent as the batch starts and read when a message first needs a
+    fresher flag than its fetch's (see CANCEL_RECHECK_S): by then its reply has arrived, so the recheck costs no wait
+    for a round trip (it used to block the consumer on one per batch). Its flags count as read when it was sent."""
+
+    __slots__ = ("client", "conn", "ids", "sent_at")
+
+    def __init__(self, client: Any, ids: list[str], keys: list[str]) -> None:
+        self.client = client
+        self.ids = ids
+        self.conn: Any = client.connection_pool.get_connection("MGET")
+        self.sent_at = time.monotonic()  # before the send: the flags are at least this fresh
+        try:
+            self.conn.send_command("MGET", *keys)
+        except BaseException:
+            self.release(broken=True)
+            raise
+
+    def read(self) -> set[str]:
+        """The task ids whose flag was set; raises what the connection raises (the caller falls back)."""
+        try:
+            flags = self.client.parse_response(self.conn, "MGET")
+        except BaseException:
+            self.release(broken=True)
+            raise
+        self.release()
+        return {task_id for task_id, flag in zip(self.ids, flags, strict=True) if flag is not None}
+
+    def release(self, broken: bool = False) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        if broken:
+            with suppress(Exception):
+                conn.disconnect()  # a reply may be left unread on it: never reused as it is
+        self.client.connection_pool.release(conn)
+
+
 def stale_start_flusher(service: str) -> Loop:
     """A timer that makes a long task fetched in a solo worker's batch show as STARTED while it runs: the
     consumer is busy running it, so its buffered STARTED would otherwise wait for the task to end."""
@@ -362,6 +400,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         self._mt_held: list[_Held] = []  # a prefork worker's reserve (see _hold)
         self._mt_reserve = 1  # reserved messages per pool process, sized by release_held
         self._mt_task_s: float | None = None  # how long a task runs in the pool (moving average)
+        self._mt_solo_task_s = 0.0  # how long a task of the last solo batch took (see _send_early_flags)
         self._mt_handed: dict[str, float] = {}  # delivery tag -> when it was handed to the pool (reserve mode)
         # A solo worker's next fetch, sent before its batch runs (see _prefetch): whether its reply is still unread,
         # and when the batch that it overlaps began. The lock orders the consumer with the start flusher's thread,
@@ -753,7 +792,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 self._mt_batch_began = None
             self._mt_rest = _NO_REST
         if _inline_pool and ran:
-            per_task_s = (time.monotonic() - began) / ran
+            per_task_s = self._mt_solo_task_s = (time.monotonic() - began) / ran
             # Sized to half the budget: a batch overruns (and pays a give-back) only when a task is really slower
             # than the last ones, not whenever the machine pauses the worker for a moment.
             target_s = budget_s / 2
@@ -767,6 +806,15 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         flags_read_at = self._mt_fetch_sent_at  # FETCH read each message's cancel flag after this (before a prefetch)
         if batched and budget_s > 0 and self._mt_batch >= PREFETCH_MIN_BATCH and len(reply) // 5 >= self._mt_batch:
             self._prefetch()  # a full batch: there is a backlog, so fetch the next batch while this one runs
+        early = self._send_early_flags(reply, flags_read_at, batched)
+        try:
+            return self._hand_over(reply, began, batched, budget_s, platform, flags_read_at, early)
+        finally:
+            if early is not None and early.conn is not None:
+                self._discard_early_flags(early)
+
+    def _hand_over(self, reply: Any, began: float, batched: bool, budget_s: float, platform: Platform,
+                   flags_read_at: float, early: _EarlyFlags | None) -> int:
         ran = 0
         cancelled_since: set[str] = set()
         for i in range(0, len(reply), 5):
@@ -776,9 +824,17 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 self.refuse(queue, item, _text(cancelled), recorded=False)
                 continue
             if int(started) == DEFERRED_START and time.monotonic() - flags_read_at > CANCEL_RECHECK_S:
-                flags_read_at = time.monotonic()
-                cancelled_since = self._cancelled_among(
-                    [reply[j + 1] for j in range(i, len(reply), 5) if int(reply[j + 2]) >= 0])
+                flags = None
+                if early is not None and early.conn is not None and \
+                        time.monotonic() - early.sent_at <= CANCEL_RECHECK_S:
+                    flags = self._read_early_flags(early)
+                if flags is not None:
+                    flags_read_at = early.sent_at  # type: ignore[union-attr]
+                    cancelled_since = flags
+                else:
+                    flags_read_at = time.monotonic()
+                    cancelled_since = self._cancelled_among(
+                        [reply[j + 1] for j in range(i, len(reply), 5) if int(reply[j + 2]) >= 0])
             if batched and ran and time.monotonic() - began > budget_s:
                 if self._outranked([_text(reply[j]) for j in range(i, len(reply), 5)]):
                     self._mt_rest = _NO_REST
@@ -809,6 +865,38 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             if self._hand_to_celery(payload, queue, item):
                 ran += 1
         return ran
+
+    def _send_early_flags(self, reply: Any, flags_read_at: float, batched: bool) -> _EarlyFlags | None:
+        """Send the MGET of :class:`_EarlyFlags` for a solo batch whose messages will outlive their fetch's flags
+        before the last of them starts (a prefetched batch, fetched a batch ago); None when none will."""
+        if not batched or len(reply) < 10 or int(reply[4]) != DEFERRED_START:
+            return None
+        if time.monotonic() - flags_read_at + self._mt_solo_task_s * (len(reply) // 5) <= CANCEL_RECHECK_S:
+            return None
+        platform = self.platform
+        assert platform is not None
+        ids = _task_ids([reply[j + 1] for j in range(0, len(reply), 5) if int(reply[j + 2]) >= 0])
+        if not ids:
+            return None
+        try:
+            with self.conn_or_acquire() as client:
+                return _EarlyFlags(client, ids, [platform.keys.cancel(task_id) for task_id in ids])
+        except (RedisError, *self.connection_errors) as exc:  # the recheck reads them when needed instead
+            log.debug("could not send the early cancel flag read (%s)", exc)
+            return None
+
+    def _read_early_flags(self, early: _EarlyFlags) -> set[str] | None:
+        try:
+            return early.read()
+        except (RedisError, *self.connection_errors) as exc:  # read them now instead
+            log.debug("could not read the early cancel flags (%s)", exc)
+            return None
+
+    def _discard_early_flags(self, early: _EarlyFlags) -> None:
+        """Read the unneeded reply off its connection (it has arrived by now) so that the connection is reusable."""
+        with suppress(RedisError, *self.connection_errors):
+            early.read()
+        early.release(broken=True)  # a no-op after a read; after a failed one, the connection was dropped
 
     def _outranked(self, queues: list[str]) -> bool:
         """Whether a message of a higher priority than the lowest among fetched messages not run yet (from
@@ -933,14 +1021,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         """The task ids among the messages ``items`` (raw, as fetched) whose cancel flag is set now: one MGET."""
         platform = self.platform
         assert platform is not None
-        ids: list[str] = []
-        for item in items:
-            try:
-                task_id = (loads(item).get("headers") or {}).get("id")
-            except Exception:  # unreadable: the delivery path refuses it
-                continue
-            if isinstance(task_id, str):
-                ids.append(task_id)
+        ids = _task_ids(items)
         if not ids:
             return set()
         try:
@@ -1221,6 +1302,19 @@ def _complete_delivery_info(envelope: dict[str, Any], queue: str) -> dict[str, A
     if info.get("routing_key") is None:
         info["routing_key"] = queue
     return envelope
+
+
+def _task_ids(items: list[Any]) -> list[str]:
+    """The task ids of the messages ``items`` (raw, as fetched), leaving out those too broken to read one from."""
+    ids: list[str] = []
+    for item in items:
+        try:
+            task_id = (loads(item).get("headers") or {}).get("id")
+        except Exception:  # unreadable: the delivery path refuses it
+            continue
+        if isinstance(task_id, str):
+            ids.append(task_id)
+    return ids
 
 
 def _text(value: bytes | str | int) -> str:
