@@ -196,8 +196,8 @@ class Settings(BaseSettings):
     solo_batch_ms: float = Field(
         4.0, ge=0, le=100,
         description="How long (ms) a fetched message may wait in a worker before it goes back to its queue if one of "
-                    "a higher priority waits: the rest of a solo batch, a prefork worker's reserve; 0: one message "
-                    "per fetch, no reserve",
+                    "a higher priority waits: the rest of a solo batch, a prefork or threads worker's reserve; 0: one "
+                    "message per fetch, no reserve",
     )
     redis_outage_grace_s: float = Field(
         15.0, ge=0, description="How long a worker retries its own bookkeeping writes before handing the message back"

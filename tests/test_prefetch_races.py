@@ -39,13 +39,14 @@ def test_a_batch_that_ends_as_the_start_flusher_fires_does_not_stall_the_worker(
     assert sorted(done) == sorted(f"s-{i}" for i in range(n)), "each task ran exactly once"
 
 
-@pytest.mark.parametrize("pool", [("--pool", "prefork", "--concurrency", "1"), ("--pool", "solo")])
+@pytest.mark.parametrize("pool", [("--pool", "prefork", "--concurrency", "1"), ("--pool", "solo"),
+                                  ("--pool", "threads", "--concurrency", "1")])
 def test_a_task_cancelled_while_its_worker_holds_it_unstarted_never_runs(
         platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess], pool: tuple[str, ...]) -> None:
     d = Dispatcher(platform)
     victim = d.dispatch("t_record", {"tag": "victim"}, priority="low")
     # Fetched first (normal before low), in the same fetch as the victim: while it runs, the worker holds the victim
-    # unstarted (prefork: in its reserve; solo: behind it in the batch), and its status still says QUEUED.
+    # unstarted (prefork, threads: in its reserve; solo: behind it in the batch), and its status still says QUEUED.
     canceller = d.dispatch("t_cancel_other", {"tag": victim.id, "seconds": 0.05}, priority="normal")
     start_worker("ai", *pool, env_overrides={"MEETINGTASKS_SOLO_BATCH_MS": "100"})
     wait_for(lambda: canceller.status() == Status.SUCCEEDED, message="the canceller to finish")
@@ -84,12 +85,13 @@ def test_a_reserved_message_outliving_its_lease_runs_once_with_a_second_worker(
     assert r.hget(platform.keys.status(held.id), "deliveries") == b"0"  # the run ended: the count restarts
 
 
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
 def test_a_prefork_worker_stopped_with_a_reserve_gives_it_back_unstarted(
-        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess], pool: str) -> None:
     d = Dispatcher(platform)
     slow = d.dispatch("t_sleep", {"tag": "slow", "seconds": 1.5}, priority="low")
     held = [d.dispatch("t_record", {"tag": f"held-{i}"}, priority="low") for i in range(2)]
-    worker = start_worker("ai", "--pool", "prefork", "--concurrency", "2")
+    worker = start_worker("ai", "--pool", pool, "--concurrency", "2")
     # Its handler running, not only its STARTED recorded: a message the pool has not taken yet when the stop comes
     # goes back to its queue instead (Celery's warm shutdown discards it from the pool).
     wait_for(lambda: any(x.startswith(b"slow|") for x in r.lrange("test:started", 0, -1)),

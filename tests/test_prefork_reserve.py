@@ -1,5 +1,6 @@
 """A prefork worker's pool children hand their task outcomes to the parent, which records them with its next fetch,
-and the parent keeps one message per process in reserve (meetingtasks.worker.transport, ``Channel._hold``)."""
+and the parent keeps messages in reserve for its processes, as a threads worker does for its threads
+(meetingtasks.worker.transport, the reserve's section of ``Channel``)."""
 
 from __future__ import annotations
 
@@ -61,12 +62,13 @@ def test_a_prefork_child_records_its_outcome_through_the_parents_fetch(
     assert sorted(x.decode() for x in r.lrange("test:done", 0, -1)) == sorted(f"p-{i}" for i in range(n))
 
 
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
 def test_a_reserved_message_that_waited_too_long_goes_back_behind_a_critical_task(
-        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess], pool: str) -> None:
     d = Dispatcher(platform)
     slow = d.dispatch("t_sleep", {"tag": "slow", "seconds": 1.5}, priority="low")
     after = [d.dispatch("t_record", {"tag": f"after-{i}"}, priority="low") for i in range(5)]
-    start_worker("ai", "--pool", "prefork", "--concurrency", "1", env_overrides={"MEETINGTASKS_SOLO_BATCH_MS": "100"})
+    start_worker("ai", "--pool", pool, "--concurrency", "1", env_overrides={"MEETINGTASKS_SOLO_BATCH_MS": "100"})
 
     wait_for(lambda: slow.status() == Status.STARTED, message="the slow task to start")
     # The next message is fetched into the reserve while the slow one runs: leased, not STARTED.
@@ -90,13 +92,14 @@ def test_a_reserved_message_that_waited_too_long_goes_back_behind_a_critical_tas
 
 
 
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
 def test_a_reserve_that_waited_too_long_with_nothing_of_a_higher_priority_waiting_is_run_not_given_back(
-        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess], pool: str) -> None:
     d = Dispatcher(platform)
     slow = d.dispatch("t_sleep", {"tag": "slow", "seconds": 0.5}, priority="low")
     after = [d.dispatch("t_record", {"tag": f"after-{i}"}, priority="low") for i in range(5)]
     pushed_back = int(r.info("commandstats").get("cmdstat_rpush", {}).get("calls", 0))
-    start_worker("ai", "--pool", "prefork", "--concurrency", "1", env_overrides={"MEETINGTASKS_SOLO_BATCH_MS": "100"})
+    start_worker("ai", "--pool", pool, "--concurrency", "1", env_overrides={"MEETINGTASKS_SOLO_BATCH_MS": "100"})
 
     wait_for(lambda: all(h.status() == Status.SUCCEEDED for h in [slow, *after]), message="every task to finish")
     # The reserve waited past the budget behind the slow task, but no queue above "low" held anything: it was run
@@ -109,4 +112,33 @@ def test_a_reserve_that_waited_too_long_with_nothing_of_a_higher_priority_waitin
     for h in [slow, *after]:
         assert [s for s, _, _ in h.info().history] == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id
         assert r.hget(platform.keys.status(h.id), "deliveries") == b"0"  # the run ended: the count restarts
+    wait_for(lambda: r.hlen(platform.keys.unacked("ai")) == 0, message="every ack applied")
+
+
+def test_a_threads_worker_records_each_reserved_task_once_started_and_once_ended(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    n = 200
+    d = Dispatcher(platform)
+    handles = [d.dispatch("t_record", {"tag": f"q-{i}"}) for i in range(n)]
+    # Behind them, one that runs long: taken from the reserve, it shows STARTED while it runs (its STARTED, held back
+    # to be written with its outcome, goes within START_FLUSH_S once the task runs on).
+    slow = d.dispatch("t_sleep", {"tag": "slow", "seconds": 3}, priority="low")
+    events = r.pubsub()
+    events.subscribe(platform.keys.status_channel)
+    wait_for(lambda: events.get_message(timeout=0.1) is not None)  # the subscribe confirmation
+    start_worker("ai", "--pool", "threads", "--concurrency", "4")
+    wait_for(lambda: r.llen("test:done") == n, message="every quick task to run")
+    wait_for(lambda: r.llen("test:started") == 1, message="the slow task to run")
+    wait_for(lambda: slow.status() == Status.STARTED, timeout_s=1, message="the slow task to show as running")
+    assert r.llen("test:finished") == 0, "shown while it runs"
+    wait_for(lambda: all(h.status() == Status.SUCCEEDED for h in [*handles, slow]), message="every outcome recorded")
+    seen: list[tuple[str, str]] = []
+    while (message := events.get_message(timeout=0.5)) is not None:
+        event = json.loads(message["data"])
+        seen.append((event["id"], event["status"]))
+    events.close()
+    # Watchers (gateway, exporter) get both events of every task, STARTED first, also when they were written as one.
+    for h in [*handles, slow]:
+        assert [status for task_id, status in seen if task_id == h.id] == ["STARTED", "SUCCEEDED"], h.id
+        assert [s for s, _, _ in h.info().history] == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id
     wait_for(lambda: r.hlen(platform.keys.unacked("ai")) == 0, message="every ack applied")

@@ -153,6 +153,7 @@ class PlatformLoops(bootsteps.StartStopStep):  # type: ignore[misc]
             return
         from celery.concurrency.prefork import TaskPool as PreforkPool
         from celery.concurrency.solo import TaskPool as SoloPool
+        from celery.concurrency.thread import TaskPool as ThreadsPool
 
         from meetingtasks.watchdog import worker_watchdog  # imported late: the watchdog builds on Loop
         from meetingtasks.worker import transport  # imported late: the transport asks us for held messages
@@ -162,9 +163,11 @@ class PlatformLoops(bootsteps.StartStopStep):  # type: ignore[misc]
         inline = isinstance(getattr(parent, "pool", None), SoloPool)
         transport.use_inline_pool(inline)
         pool = getattr(parent, "pool", None)
-        reserve = isinstance(pool, PreforkPool) and app.mt_platform.settings.solo_batch_ms > 0
-        transport.use_reserve(int(pool.limit) if reserve and pool is not None else 0)
-        if inline:
+        # A threads pool's reserve waits in the channel, not in the pool's queue, where a message could not go back.
+        reserve = isinstance(pool, (PreforkPool, ThreadsPool)) and app.mt_platform.settings.solo_batch_ms > 0
+        threads = isinstance(pool, ThreadsPool)
+        transport.use_reserve(int(pool.limit) if reserve and pool is not None else 0, in_process=threads)
+        if inline or (reserve and threads):  # tasks that record a deferred STARTED in this process
             self.loops.append(transport.stale_start_flusher(app.mt_service))
         for loop in self.loops:
             loop.start()

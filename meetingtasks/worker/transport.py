@@ -40,6 +40,7 @@ from typing import Any
 
 import redis
 from celery.worker import state as worker_state
+from kombu.asynchronous import get_event_loop
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import loads as kombu_json_loads
@@ -93,6 +94,7 @@ PREFETCH_MIN_BATCH = 4
 
 _inline_pool = False
 _reserve_slots = 0
+_reserve_in_process = False
 
 
 def use_inline_pool(inline: bool) -> None:
@@ -102,11 +104,14 @@ def use_inline_pool(inline: bool) -> None:
     _inline_pool = inline
 
 
-def use_reserve(processes: int) -> None:
-    """Tell this process's consuming channels that a prefork pool of ``processes`` runs the tasks: each channel then
-    keeps one fetched message per process in reserve (see ``Channel._hold``); 0 turns the reserve off."""
-    global _reserve_slots
+def use_reserve(processes: int, *, in_process: bool = False) -> None:
+    """Tell this process's consuming channels that a prefork or threads pool of ``processes`` processes (threads) runs
+    the tasks: each channel then keeps fetched messages in reserve for them (see the reserve's section in ``Channel``);
+    0 turns the reserve off. ``in_process``: the pool runs the tasks in this process (threads), so a reserved task
+    records its own STARTED through the channel's buffer when it runs, as a solo batch's does."""
+    global _reserve_slots, _reserve_in_process
     _reserve_slots = max(0, processes)
+    _reserve_in_process = in_process
 
 
 @dataclass(slots=True)
@@ -241,7 +246,7 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
     def ack(self, delivery_tag: Any) -> None:
         self.channel.buffer_ack(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
-        self.channel.release_held(delivery_tag)
+        self.channel.release_held_soon(delivery_tag)
 
     def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
         """A hand-back (Celery's ``Reject``, e.g. a bookkeeping write that Redis kept refusing past the grace) that
@@ -255,7 +260,7 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
             log.warning("could not hand message %s back (%s); the restore sweep will once its lease ends",
                         delivery_tag, exc)
             virtual.QoS.ack(self, delivery_tag)  # forgotten here only: not held, not renewed
-        self.channel.release_held(delivery_tag)
+        self.channel.release_held_soon(delivery_tag)
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
         """kombu's restore sweep (a timer), which logs a traceback per tick when Redis refuses its writes: one line
@@ -401,6 +406,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         self._mt_reserve = 1  # reserved messages per pool process, sized by release_held
         self._mt_task_s: float | None = None  # how long a task runs in the pool (moving average)
         self._mt_solo_task_s = 0.0  # how long a task of the last solo batch took (see _send_early_flags)
+        self._mt_loop_thread: int | None = None  # the consumer's thread (see release_held_soon)
         self._mt_handed: dict[str, float] = {}  # delivery tag -> when it was handed to the pool (reserve mode)
         # A solo worker's next fetch, sent before its batch runs (see _prefetch): whether its reply is still unread,
         # and when the batch that it overlaps began. The lock orders the consumer with the start flusher's thread,
@@ -628,6 +634,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             self._mt_sink = True
             _channels[id(self)] = self
         self._in_poll = self.client.connection
+        self._mt_loop_thread = threading.get_ident()  # kombu's hub calls this on the consumer's thread
         self._brpop_sent_at = time.monotonic()
         if self._mt_prefetched:
             return  # the fetch sent while the last batch ran is in flight: its reply is the one to read
@@ -669,6 +676,11 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             self._mt_sent_acks, self._mt_acks = self._mt_acks, []
             self._mt_sent_outcomes, self._mt_outcomes = self._mt_outcomes, []
             self._mt_start_pending_at = None
+            if _reserve_in_process:
+                self._mt_sent_outcomes, self._mt_outcomes = _hold_back_starts(self._mt_sent_outcomes)
+                if self._mt_outcomes:
+                    oldest = min(float(entry[2]) for entry in self._mt_outcomes)
+                    self._mt_start_pending_at = time.monotonic() - max(0.0, time.time() - oldest)
         args = self._script_args(limit, start_now, self._mt_sent_acks, self._mt_sent_outcomes)
         self._mt_fetch_sent_at = time.monotonic()  # its reply's cancel flags are at least this fresh
         # The platform's one encoder (hiredis) packs the call (a hundred short arguments with a full batch of acks
@@ -927,9 +939,10 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         been dead-lettered)."""
         headers = payload.get("headers") or {}
         starts = headers.get("mt_fetch_started") == DEFERRED_START and not headers.get("mt_fetch_cancelled")
-        if starts and _reserve_slots:
+        if starts and _reserve_slots and not _reserve_in_process:
             # Fetched into a prefork worker's reserve: it starts now, and its STARTED rides on the next fetch. (A
-            # cancelled one records CANCELLED in its task instead, unstarted.)
+            # cancelled one records CANCELLED in its task instead, unstarted.) A threads pool's task records its own,
+            # as a solo batch's does: with its outcome in one write when it ends before the next fetch.
             self.buffer_outcome(_started_entry(payload, queue, self.service))
             headers["mt_fetch_started"] = 1
         tag = payload["properties"]["delivery_tag"]
@@ -973,6 +986,19 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         if self.reserve_room() <= 0:
             return False
         return self._in_pool() < _reserve_slots or len(self._mt_held) <= (_reserve_slots * self._mt_reserve) // 2
+
+    def release_held_soon(self, delivery_tag: Any = None) -> None:
+        """:meth:`release_held`, on the consumer's thread: a threads pool acks from the thread that ran the task,
+        and only the consumer's thread may hand messages to Celery (kombu's hub runs it at its next turn)."""
+        if not _reserve_slots:
+            return
+        if threading.get_ident() == self._mt_loop_thread:
+            self.release_held(delivery_tag)
+            return
+        hub = get_event_loop()
+        if hub is None:  # no event loop to hand over on: the next fetch's turn finds the reserve as it is
+            return
+        hub.call_soon(self.release_held, delivery_tag)
 
     def release_held(self, delivery_tag: Any = None) -> None:
         """A pool process is free (a task was acked or handed back): give it the oldest reserved message, or, if that
@@ -1302,6 +1328,39 @@ def _complete_delivery_info(envelope: dict[str, Any], queue: str) -> dict[str, A
     if info.get("routing_key") is None:
         info["routing_key"] = queue
     return envelope
+
+
+def _hold_back_starts(outcomes: list[list[str]]) -> tuple[list[list[str]], list[list[str]]]:
+    """Split a threads worker's buffered outcomes into those a fetch sends now and the STARTEDs it keeps back: of a
+    task still running for less than START_FLUSH_S, so that its STARTED and its outcome reach Redis in one call, where
+    FETCH writes them as one (as a solo batch's are). The start flusher sends a kept one once it is older; a status
+    write that bypasses the buffer sends it first (``PlatformTask.apply_buffered_start``). Each STARTED that is sent
+    goes right before its task's outcome, as FETCH folds them only when adjacent (other tasks' entries, which touch
+    other records, are not reordered among themselves)."""
+    ended = {entry[0] for entry in outcomes if entry[1] != "STARTED"}
+    now = time.time()
+    send: list[list[str]] = []
+    kept: list[list[str]] = []
+    starts: dict[str, list[str]] = {}  # task id -> its STARTED, put right before its outcome
+    for entry in outcomes:
+        task_id = entry[0]
+        if entry[1] == "STARTED":
+            if task_id in ended:
+                previous = starts.pop(task_id, None)
+                if previous is not None:
+                    send.append(previous)
+                starts[task_id] = entry
+            elif now - float(entry[2]) < START_FLUSH_S:
+                kept.append(entry)
+            else:
+                send.append(entry)
+            continue
+        previous = starts.pop(task_id, None)
+        if previous is not None:
+            send.append(previous)
+        send.append(entry)
+    send.extend(starts.values())  # none left: every one in ``ended`` had an outcome after it
+    return send, kept
 
 
 def _task_ids(items: list[Any]) -> list[str]:
