@@ -142,3 +142,20 @@ def test_a_threads_worker_records_each_reserved_task_once_started_and_once_ended
         assert [status for task_id, status in seen if task_id == h.id] == ["STARTED", "SUCCEEDED"], h.id
         assert [s for s, _, _ in h.info().history] == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id
     wait_for(lambda: r.hlen(platform.keys.unacked("ai")) == 0, message="every ack applied")
+
+
+def test_a_long_task_from_a_prefork_reserve_shows_started_while_it_runs(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    d = Dispatcher(platform)
+    leads = [d.dispatch("t_record", {"tag": f"lead-{i}"}, priority="low") for i in range(3)]
+    slow = d.dispatch("t_sleep", {"tag": "slow", "seconds": 3}, priority="low")
+    start_worker("ai", "--pool", "prefork", "--concurrency", "1", env_overrides={"MEETINGTASKS_SOLO_BATCH_MS": "100"})
+    wait_for(lambda: r.llen("test:started") == 1, message="the slow task's handler to start")
+    # Handed over from the reserve, it records its STARTED in the pool child, which writes it itself once the task
+    # has run for START_FLUSH_S (a quick task's goes to the parent with its outcome, written as one).
+    wait_for(lambda: slow.status() == Status.STARTED, timeout_s=2, message="the slow task to show as running")
+    assert r.llen("test:finished") == 0, "shown while it runs"
+    wait_for(lambda: all(h.status() == Status.SUCCEEDED for h in [*leads, slow]), message="every task to finish")
+    for h in [*leads, slow]:
+        assert [s for s, _, _ in h.info().history] == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id
+    wait_for(lambda: r.hlen(platform.keys.unacked("ai")) == 0, message="every ack applied")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -73,29 +74,50 @@ def sink_for(service: str) -> OutcomeSink | None:
 
 class ChildOutcomes:
     """The outcome sink of a prefork pool child (see the module docstring). ``write`` applies entries to Redis at
-    once, for :meth:`flush_acks`: a status write of the task's that bypasses the buffer must not overtake them."""
+    once, for :meth:`flush_acks`: a status write of the task's that bypasses the buffer must not overtake them.
+
+    A task handed over from the parent's reserve records its STARTED here when it runs, so that it travels with its
+    outcome and the two are written as one; :meth:`flush_stale_start` (the child's start flusher thread) writes it
+    sooner when the task runs on. One lock orders the two threads: the result never leaves with an outcome whose
+    STARTED is still on its way to Redis."""
 
     def __init__(self, write: Callable[[list[list[str]]], None]) -> None:
         self._write = write
         self._entries: list[list[str]] = []
+        self._lock = threading.RLock()
+        self._start_buffered_at: float | None = None  # monotonic time of the oldest buffered STARTED
 
     def buffer_outcome(self, entry: list[str]) -> None:
-        self._entries.append(entry)
+        with self._lock:
+            self._entries.append(entry)
+            if entry[1] == "STARTED" and self._start_buffered_at is None:
+                self._start_buffered_at = time.monotonic()
 
     def take(self) -> list[list[str]]:
-        entries, self._entries = self._entries, []
-        return entries
+        with self._lock:
+            entries, self._entries = self._entries, []
+            self._start_buffered_at = None
+            return entries
 
     def flush_acks(self) -> bool:
-        entries = self.take()
-        if not entries:
+        with self._lock:
+            entries = self.take()
+            if not entries:
+                return True
+            try:
+                self._write(entries)
+            except Exception:
+                self._entries[:0] = entries  # kept: they go back with the result, or with the next flush
+                if any(entry[1] == "STARTED" for entry in entries):
+                    self._start_buffered_at = time.monotonic()
+                return False
             return True
-        try:
-            self._write(entries)
-        except Exception:
-            self._entries[:0] = entries  # kept: they go back with the result, or with the next flush
-            return False
-        return True
+
+    def flush_stale_start(self, age_s: float) -> None:
+        """Write the buffer now if a STARTED has waited in it longer than ``age_s`` (its task runs on)."""
+        since = self._start_buffered_at
+        if since is not None and time.monotonic() - since > age_s:
+            self.flush_acks()
 
 
 _child_sinks: dict[int, list[ChildOutcomes]] = {}

@@ -61,7 +61,6 @@ from meetingtasks.worker.loops import Loop, add_held_source, held_delivery_tags
 from meetingtasks.worker.outcomes import (
     DEFERRED_START,
     ChildOutcomes,
-    outcome_entry,
     register_child_sink,
     register_sink,
     sink_for,
@@ -937,14 +936,10 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     def _hand_to_celery(self, payload: dict[str, Any], queue: str, item: bytes | str) -> bool:
         """Deliver one fetched, checked message to Celery's consumer; False if kombu could not take it (then it has
         been dead-lettered)."""
-        headers = payload.get("headers") or {}
-        starts = headers.get("mt_fetch_started") == DEFERRED_START and not headers.get("mt_fetch_cancelled")
-        if starts and _reserve_slots and not _reserve_in_process:
-            # Fetched into a prefork worker's reserve: it starts now, and its STARTED rides on the next fetch. (A
-            # cancelled one records CANCELLED in its task instead, unstarted.) A threads pool's task records its own,
-            # as a solo batch's does: with its outcome in one write when it ends before the next fetch.
-            self.buffer_outcome(_started_entry(payload, queue, self.service))
-            headers["mt_fetch_started"] = 1
+        # A message from a prefork or threads worker's reserve keeps its deferred start: its task records STARTED
+        # when it runs, as a solo batch's does, so that STARTED and the outcome are written as one (a prefork child
+        # hands both to the parent with the result; a threads worker's fetch keeps the STARTED back until then; see
+        # _hold_back_starts), or within START_FLUSH_S while it runs on.
         tag = payload["properties"]["delivery_tag"]
         self._mt_recorded.add(tag)
         if _reserve_slots:
@@ -1299,21 +1294,11 @@ def apply_buffers(platform: Platform, client: Any, keys: list[str], args: list[A
 
 
 def install_child_outcomes(platform: Platform, service: str) -> None:
-    """In a prefork pool child: buffer ``service``'s task outcomes for the parent (see worker.outcomes)."""
-    register_child_sink(service, ChildOutcomes(lambda entries: write_outcomes(platform, service, entries)))
-
-
-def _started_entry(payload: dict[str, Any], queue: str, service: str) -> list[str]:
-    """The STARTED outcome of a reserved message that starts now, with the fields FETCH writes at a start."""
-    headers = payload.get("headers") or {}
-    now = time.time()
-    parsed = parse_queue(queue)
-    enqueued_at = headers.get("mt_enqueued_at")
-    fields: dict[str, object] = {
-        "type": headers.get("task") or "", "service": service, "priority": parsed[1].value if parsed else "",
-        "worker": _worker_name(), "wait_s": max(0.0, now - float(enqueued_at)) if enqueued_at is not None else None,
-    }
-    return outcome_entry(str(headers["id"]), Status.STARTED, int(headers.get("retries") or 0) + 1, fields, now)
+    """In a prefork pool child: buffer ``service``'s task outcomes for the parent (see worker.outcomes), and write a
+    buffered STARTED of a task that runs longer than START_FLUSH_S while it runs."""
+    sink = ChildOutcomes(lambda entries: write_outcomes(platform, service, entries))
+    register_child_sink(service, sink)
+    Loop(f"start-flusher-{service}", START_FLUSH_S, lambda: sink.flush_stale_start(START_FLUSH_S)).start()
 
 
 def _complete_delivery_info(envelope: dict[str, Any], queue: str) -> dict[str, Any]:
