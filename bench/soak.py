@@ -34,8 +34,8 @@ import redis
 
 from bench.harness import QUEUES, ROOT, Worker, base_env, wait_until
 from bench.hostile import hostile_item
-from meetingtasks.embedded import RedisServer, free_port
-from meetingtasks.errors import BrokerUnavailable
+from meetingtasks.core.errors import BrokerUnavailable
+from meetingtasks.operations.embedded import RedisServer, free_port
 from meetingtasks.services import SERVICES
 
 
@@ -154,7 +154,7 @@ class Soak:
         self.server.stop()  # SIGTERM: Redis flushes its append-only file before exiting
         time.sleep(0.5)
         self.server.start()
-        from meetingtasks.connections import reset_shared_clients
+        from meetingtasks.store.connections import reset_shared_clients
 
         reset_shared_clients()
         self.ledger.redis_restarts += 1
@@ -286,7 +286,7 @@ class Soak:
 
     def settle(self) -> None:
         """Keep killing workers for a while, then let the platform finish everything."""
-        from meetingtasks.platform import get_platform
+        from meetingtasks.store.platform import get_platform
 
         p = get_platform()
         client = p.redis()
@@ -334,7 +334,7 @@ class Soak:
         return int(group["pending"]) + behind
 
     def count(self) -> None:
-        from meetingtasks.platform import get_platform
+        from meetingtasks.store.platform import get_platform
 
         p = get_platform()
         client = p.redis()
@@ -358,7 +358,7 @@ class Soak:
 
     def run(self) -> Ledger:
         import bench.soak_tasks  # noqa: F401 - registers the soak task types
-        from meetingtasks.platform import configure
+        from meetingtasks.store.platform import configure
 
         configure()
         started = time.monotonic()

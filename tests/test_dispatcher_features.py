@@ -14,10 +14,10 @@ import pytest
 import redis
 
 from meetingtasks import Priority, Status, dispatch, dispatch_batch
-from meetingtasks.dedup import claim_and_enqueue, once_script
-from meetingtasks.message import loads
-from meetingtasks.platform import Platform
-from meetingtasks.ratelimit import interval_ms, reserve_slot
+from meetingtasks.core.message import loads
+from meetingtasks.store.dedup import claim_and_enqueue, once_script
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.ratelimit import interval_ms, reserve_slot
 from tests.support.dispatcher_tasks import WORKER_ENV
 from tests.support.processes import ROOT
 from tests.support.script_hooks import ProducerCrashed, before_script_call, open_oom_window
@@ -238,7 +238,7 @@ def test_progress_reaches_the_status_record_and_the_status_channel(platform: Pla
 
 
 def test_report_progress_outside_a_task_is_a_clear_error() -> None:
-    from meetingtasks.progress import report_progress
+    from meetingtasks.worker.progress import report_progress
 
     with pytest.raises(RuntimeError, match="only inside a running task handler"):
         report_progress(10, "nope")

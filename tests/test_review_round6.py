@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from meetingtasks.embedded import free_port
-from meetingtasks.errors import ConfigurationError
-from meetingtasks.settings import load_settings
+from meetingtasks.core.errors import ConfigurationError
+from meetingtasks.core.settings import load_settings
+from meetingtasks.operations.embedded import free_port
 from tests.support.processes import ROOT
 
 PASSWORD = "hunter2-not-for-logs"
@@ -66,9 +66,9 @@ def test_the_cli_error_of_a_refused_sentinel_url_masks_its_password(tmp_path: ob
 HIJACK = """
 from pydantic import BaseModel
 from meetingtasks import task_type
-from meetingtasks.embedded import free_port
-from meetingtasks.errors import ConfigurationError
-from meetingtasks.registry import REGISTRY
+from meetingtasks.operations.embedded import free_port
+from meetingtasks.core.errors import ConfigurationError
+from meetingtasks.core.registry import REGISTRY
 
 class Invoice(BaseModel):
     invoice_id: str = "i-1"
@@ -117,8 +117,8 @@ def test_a_channel_declared_unlike_the_built_in_one_is_refused_at_the_call_not_a
     # Given an application that declares the meeting system's channel with other event types and owner
     code = """
 from meetingtasks import channel
-from meetingtasks.embedded import free_port
-from meetingtasks.errors import ConfigurationError
+from meetingtasks.operations.embedded import free_port
+from meetingtasks.core.errors import ConfigurationError
 try:
     channel("meeting_events", ["meeting.created"], owner="billing")
 except ConfigurationError as exc:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 import tests.support.tasks  # noqa: F401 - registers t_echo in this process
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.embedded import RedisServer
-from meetingtasks.platform import Platform
-from meetingtasks.settings import Settings
+from meetingtasks.core.settings import Settings
+from meetingtasks.enqueue.dispatcher import Dispatcher
+from meetingtasks.operations.embedded import RedisServer
+from meetingtasks.store.platform import Platform
 from tests.support.workers import WorkerProcess
 
 

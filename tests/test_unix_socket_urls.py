@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from redbeat.schedulers import get_redis
 
-from meetingtasks.app import create_app
-from meetingtasks.connections import celery_broker, kombu_socket_url
-from meetingtasks.embedded import RedisServer
-from meetingtasks.flower import create_flower_app
+from meetingtasks.core.settings import Settings
+from meetingtasks.operations.embedded import RedisServer
+from meetingtasks.operations.flower import create_flower_app
 from meetingtasks.scheduler.app import create_beat_app
-from meetingtasks.settings import Settings
+from meetingtasks.store.connections import celery_broker, kombu_socket_url
+from meetingtasks.worker.app import create_app
 from meetingtasks.worker.transport import Transport
 
 

@@ -19,8 +19,8 @@ from meetingtasks.console.context import Console
 from meetingtasks.console.headers import SecurityHeadersMiddleware
 from meetingtasks.console.live import Live
 from meetingtasks.console.pages import Pages
-from meetingtasks.errors import BrokerUnavailable, InfrastructureError, MeetingTasksError, TaskNotFound
-from meetingtasks.platform import Platform
+from meetingtasks.core.errors import BrokerUnavailable, InfrastructureError, MeetingTasksError, TaskNotFound
+from meetingtasks.store.platform import Platform
 
 STATIC = Path(__file__).parent / "static"
 

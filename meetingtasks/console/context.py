@@ -16,7 +16,7 @@ from starlette.responses import HTMLResponse
 
 from meetingtasks.console.audit import AuditLog
 from meetingtasks.console.auth import ANONYMOUS, CSRF_FIELD, Guard
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 
 TEMPLATES = Path(__file__).parent / "templates"
 #: Rows per page of every list.

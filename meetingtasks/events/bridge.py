@@ -34,7 +34,7 @@ from meetingtasks.events.intake import PubSubIntake
 from meetingtasks.events.reconnect import LinkClients, Reconnect
 from meetingtasks.events.subscriptions import load_subscriptions
 from meetingtasks.events.triggers import BridgeStats, Row, TriggerWriter
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 
 log = logging.getLogger(__name__)
 

@@ -280,7 +280,7 @@ def default_bus() -> LocalBus:
     if _default is None:
         with _default_lock:
             if _default is None:
-                from meetingtasks.platform import get_platform
+                from meetingtasks.store.platform import get_platform
 
                 _default = LocalBus(get_platform().settings.local_bus_buffer)
     return _default

@@ -19,13 +19,13 @@ from typing import Any
 import orjson
 import redis
 
-from meetingtasks.errors import InvalidEvent
+from meetingtasks.core.errors import InvalidEvent
 from meetingtasks.events.channels import CHANNELS
 from meetingtasks.events.envelope import Event, parse_foreign
 from meetingtasks.events.publisher import EventPublisher
 from meetingtasks.events.reconnect import LinkClients, Reconnect
 from meetingtasks.events.triggers import TriggerWriter
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 
 log = logging.getLogger(__name__)
 

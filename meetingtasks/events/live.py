@@ -38,10 +38,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
-from meetingtasks.connections import new_async_client
 from meetingtasks.events.envelope import Event, parse_foreign
 from meetingtasks.events.reconnect import Reconnect, link_client
-from meetingtasks.platform import Platform
+from meetingtasks.store.connections import new_async_client
+from meetingtasks.store.platform import Platform
 
 log = logging.getLogger(__name__)
 

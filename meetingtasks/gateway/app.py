@@ -31,7 +31,7 @@ from starlette.websockets import WebSocket
 from meetingtasks.gateway.feed import StatusFeed
 from meetingtasks.gateway.sessions import ClientTaskManager, TooManyConnections
 from meetingtasks.gateway.tokens import TokenError, verify_token
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ named local at the top, and names the shared helpers it uses in one line::
     -- prelude: record, wake
 
 The loader prepends those prelude parts, in that order: ``record`` is generated from
-:mod:`meetingtasks.status_schema` (the status record's one definition), ``wake`` is the generated wake-token
+:mod:`meetingtasks.store.status_schema` (the status record's one definition), ``wake`` is the generated wake-token
 limit followed by ``prelude/wake.lua``, ``rollup`` is the generated constants of ``top``'s rollups
-(:mod:`meetingtasks.metrics.rollups`) followed by ``prelude/rollup.lua``, and any other name is the hand-written
+(:mod:`meetingtasks.store.rollups`) followed by ``prelude/rollup.lua``, and any other name is the hand-written
 ``prelude/<name>.lua``. A part may use the parts listed before it. ``tests/lua/`` calls every script directly on
 a real Redis.
 
@@ -33,10 +33,10 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
-from meetingtasks.metrics import rollups
-from meetingtasks.replication import ReplicaAcks
-from meetingtasks.status_schema import lua_definitions
-from meetingtasks.wake import WAKE_TOKENS_MAX
+from meetingtasks.store import rollups
+from meetingtasks.store.replication import ReplicaAcks
+from meetingtasks.store.status_schema import lua_definitions
+from meetingtasks.store.wake import WAKE_TOKENS_MAX
 
 Arg = str | bytes | int | float
 
@@ -104,7 +104,8 @@ def execute_idempotent(client: redis.Redis, build: Callable[[redis.client.Pipeli
                        replicated: tuple[ReplicaAcks, Callable[[Any], object]] | None = None) -> list[Any]:
     """Build and execute a pipeline of commands that are all safe to run twice; after a ``NOSCRIPT`` (the
     server lost its script cache) load the scripts and run it once more. With ``replicated`` (the platform's
-    :class:`~meetingtasks.replication.ReplicaAcks` and what to do with the count), a ``WAIT`` ends the pipeline."""
+    :class:`~meetingtasks.store.replication.ReplicaAcks` and what to do with the count), a ``WAIT`` ends the
+    pipeline."""
     for attempt in (1, 2):
         with client.pipeline(transaction=False) as pipe:
             build(pipe)

@@ -1,7 +1,7 @@
 """Metrics read from Redis at scrape time: queues, dead letters, worker liveness, bridge and gateway.
 
 Each scrape costs one pipeline of ``LLEN`` plus two server-side counting scripts per service
-(:func:`meetingtasks.stats.collect`) and one ``HGETALL`` of each service's heartbeats. When Redis does not
+(:func:`meetingtasks.store.stats.collect`) and one ``HGETALL`` of each service's heartbeats. When Redis does not
 answer, the scrape still succeeds with ``meetingtasks_redis_up 0`` and without the Redis-derived families.
 """
 
@@ -17,8 +17,8 @@ from prometheus_client.registry import Collector
 
 from meetingtasks.metrics.heartbeat import read_heartbeats
 from meetingtasks.metrics.reporter import read_reports
-from meetingtasks.platform import Platform
-from meetingtasks.stats import collect
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.stats import collect
 
 log = logging.getLogger(__name__)
 

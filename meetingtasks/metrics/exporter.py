@@ -10,14 +10,14 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from meetingtasks.connections import new_client
-from meetingtasks.errors import ConfigurationError
+from meetingtasks.core.errors import ConfigurationError
+from meetingtasks.core.sentinel import SentinelUrl, is_sentinel
 from meetingtasks.metrics.collector import PlatformCollector
 from meetingtasks.metrics.feed import StatusFeed
 from meetingtasks.metrics.rollup import RollupRecorder
 from meetingtasks.metrics.tasks import TaskMetrics
-from meetingtasks.platform import Platform
-from meetingtasks.sentinel import SentinelUrl, is_sentinel
+from meetingtasks.store.connections import new_client
+from meetingtasks.store.platform import Platform
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from meetingtasks.message import loads
+from meetingtasks.core.message import loads
 
 log = logging.getLogger(__name__)
 

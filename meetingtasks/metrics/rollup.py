@@ -31,8 +31,8 @@ from typing import Any
 
 import redis
 
-from meetingtasks.platform import Platform
-from meetingtasks.priority import PRIORITY_ORDER, queue_name
+from meetingtasks.core.priority import PRIORITY_ORDER, queue_name
+from meetingtasks.store.platform import Platform
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """One run of a meeting-system handler, made idempotent: a task delivered twice (its worker died, a retry
 after a partial run) changes nothing twice and publishes nothing twice.
 
-Three rules, all keyed by the running task's id (:func:`meetingtasks.current.current_task_id`):
+Three rules, all keyed by the running task's id (:func:`meetingtasks.worker.current.current_task_id`):
 
 1. **Mutations record their outcome atomically.** Every store change is a Lua script built with
    :func:`once_script`: it first looks for its outcome in the task's operation hash (``Keys.operation``);
@@ -24,14 +24,14 @@ from typing import Any
 import orjson
 import redis
 
-from meetingtasks.current import current_task_id
+from meetingtasks.core.message import new_id
+from meetingtasks.core.secret_fields import is_sealed, require_keyring, seal_result
 from meetingtasks.events.envelope import Event
 from meetingtasks.events.publisher import EventPublisher
 from meetingtasks.lua import LuaScript
-from meetingtasks.message import new_id
-from meetingtasks.platform import Platform, get_platform
-from meetingtasks.secret_fields import is_sealed, require_keyring, seal_result
 from meetingtasks.services.settings import meeting_settings
+from meetingtasks.store.platform import Platform, get_platform
+from meetingtasks.worker.current import current_task_id
 
 #: Namespace of the ids derived from task ids (users, meetings, recordings, event ids).
 DERIVED_NAMESPACE = uuid.UUID("3c0f4b8e-2d55-4f6a-9a0e-6f0d7c1b2a93")
@@ -82,7 +82,7 @@ class Operation:
 
     def once(self, name: str, make: Callable[[], str], *, secret: bool = False) -> str:
         """A value drawn once per task (a login token): the first run's value on every later run. A ``secret``
-        value is kept sealed (see :mod:`meetingtasks.secret_fields`) and opened here."""
+        value is kept sealed (see :mod:`meetingtasks.core.secret_fields`) and opened here."""
         field = f"once:{name}"
         ring = require_keyring(self.platform.settings, f"op record {name!r} is secret") if secret else None
         drawn = make() if ring is None else ring.seal(make())

@@ -15,8 +15,8 @@ from typing import Any
 from celery import bootsteps
 from celery.worker import state
 
-from meetingtasks.connections import new_client
-from meetingtasks.platform import Platform
+from meetingtasks.store.connections import new_client
+from meetingtasks.store.platform import Platform
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +154,8 @@ class PlatformLoops(bootsteps.StartStopStep):  # type: ignore[misc]
         from celery.concurrency.prefork import TaskPool as PreforkPool
         from celery.concurrency.solo import TaskPool as SoloPool
 
-        from meetingtasks.watchdog import worker_watchdog  # imported late: the watchdog builds on Loop
         from meetingtasks.worker import transport  # imported late: the transport asks us for held messages
+        from meetingtasks.worker.watchdog import worker_watchdog  # imported late: the watchdog builds on Loop
 
         self.loops = [LeaseRenewer(app.mt_platform, app.mt_service), DelayedPump(app.mt_platform, app.mt_service),
                       worker_watchdog(app)]

@@ -13,9 +13,9 @@ from celery.utils.functional import maybe
 from celery.utils.saferepr import saferepr
 from celery.worker.request import Request
 
-from meetingtasks.message import call_problem, payload_from_args
-from meetingtasks.secret_fields import mask_payload
-from meetingtasks.status import Status
+from meetingtasks.core.message import call_problem, payload_from_args
+from meetingtasks.core.secret_fields import mask_payload
+from meetingtasks.store.status import Status
 from meetingtasks.worker.outcomes import sink_for, take_child_outcomes
 from meetingtasks.worker.quarantine import quarantine_envelope
 

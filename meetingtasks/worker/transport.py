@@ -20,7 +20,7 @@ a pipeline on a freshly built client. Our channel instead:
   with kombu's two-step pop-then-record. A message pushed without a token (a foreign producer) is taken by the
   next fetch instead, at most :data:`IDLE_POLL_S` later. Every message is so taken by the atomic fetch;
 * **dead-letters garbage** (not JSON, not an envelope, over the size limit, a field of the wrong type: see
-  :func:`meetingtasks.message.check_envelope`, run on every message before kombu and Celery see it) with its
+  :func:`meetingtasks.core.message.check_envelope`, run on every message before kombu and Celery see it) with its
   raw bytes and the reason instead of crashing the worker as stock kombu does, and keeps consuming. The fetch
   script never fails after its pop, whatever a message holds; what it recorded and the worker then refuses
   loses its lease in the transaction that files the dead letter (:data:`UNRECORD`). The restore sweep
@@ -46,16 +46,17 @@ from kombu.utils.json import loads as kombu_json_loads
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
-from meetingtasks import connections, kombu_json
-from meetingtasks.connections import WRITES_REFUSED, new_client
+from meetingtasks.core import kombu_json
+from meetingtasks.core.message import MalformedMessage, check_envelope, loads, strip_fetch_headers
+from meetingtasks.core.priority import PRIORITY_ORDER, parse_queue
+from meetingtasks.core.sentinel import SentinelUrl
 from meetingtasks.lua import LuaScript
-from meetingtasks.message import MalformedMessage, check_envelope, loads, strip_fetch_headers
-from meetingtasks.platform import Platform
-from meetingtasks.priority import PRIORITY_ORDER, parse_queue
-from meetingtasks.resp import pack_command
-from meetingtasks.sentinel import SentinelUrl
-from meetingtasks.status import Status
-from meetingtasks.wake import push_wake
+from meetingtasks.store import connections
+from meetingtasks.store.connections import WRITES_REFUSED, new_client
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.resp import pack_command
+from meetingtasks.store.status import Status
+from meetingtasks.store.wake import push_wake
 from meetingtasks.worker.loops import Loop, add_held_source, held_delivery_tags
 from meetingtasks.worker.outcomes import (
     DEFERRED_START,
@@ -124,7 +125,7 @@ class _Held:
 #: A message fetched without starting (behind others in a solo batch, in a prefetched batch, in a prefork reserve)
 #: has its cancel flag read again before it starts if the last read (the fetch's) is older than this: one MGET for
 #: all such messages at most this often, so that a cancel issued while the worker held the message keeps it from
-#: running (see meetingtasks.cancel). A cancel in the last few milliseconds before the start can miss it.
+#: running (see meetingtasks.store.cancel). A cancel in the last few milliseconds before the start can miss it.
 CANCEL_RECHECK_S = 0.005
 
 #: How long a deferred STARTED may wait in the buffer before a timer applies it (its task runs long).
@@ -1087,14 +1088,14 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
 
     # --- producers inside the worker (Celery's own publishes, restores) wake idle consumers too -----------
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
-        self._wake(queue)  # before the message: see meetingtasks.wake
+        self._wake(queue)  # before the message: see meetingtasks.store.wake
         super()._put(queue, message, **kwargs)
 
     def _do_restore_message(self, payload: Any, exchange: Any, routing_key: Any, pipe: Any,
                             leftmost: bool = False) -> None:
         platform = self.platform
         if platform is not None:
-            push_wake(pipe, platform.keys, self.service)  # before the message: see meetingtasks.wake
+            push_wake(pipe, platform.keys, self.service)  # before the message: see meetingtasks.store.wake
         super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
 
     def _put_fanout(self, exchange: Any, message: Any, routing_key: Any, **kwargs: Any) -> None:
@@ -1260,7 +1261,7 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
 class SentinelChannel(Channel, kombu_redis.SentinelChannel):  # type: ignore[misc]
     """Our channel on a Sentinel-managed primary: kombu's Sentinel pool (each new connection asks the sentinels
     where the primary is) with connections that drop themselves when the primary they reach was demoted (see
-    :class:`meetingtasks.connections.SentinelConnection`). Everything else is :class:`Channel`'s.
+    :class:`meetingtasks.store.connections.SentinelConnection`). Everything else is :class:`Channel`'s.
 
     The sentinels come from the ``mt_sentinel_url`` transport option, not from kombu's ``;``-separated alternate
     URLs: on a lost connection kombu switches to the next alternate and takes the transport its scheme names
@@ -1287,7 +1288,7 @@ class SentinelChannel(Channel, kombu_redis.SentinelChannel):  # type: ignore[mis
 
 class SentinelTransport(Transport):
     """:class:`Transport` for ``sentinel://`` broker URLs (in kombu's spelling, see
-    :meth:`meetingtasks.sentinel.SentinelUrl.kombu_url`; the master name comes as a transport option)."""
+    :meth:`meetingtasks.core.sentinel.SentinelUrl.kombu_url`; the master name comes as a transport option)."""
 
     Channel = SentinelChannel
     default_port = 26379

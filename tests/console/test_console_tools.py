@@ -16,9 +16,9 @@ import redis
 from meetingtasks import dispatch
 from meetingtasks.console.flame import flame_of
 from meetingtasks.events import publish_events
-from meetingtasks.platform import Platform
-from meetingtasks.profiling import Profiles
-from meetingtasks.status import Status
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.status import Status
+from meetingtasks.worker.profiling import Profiles
 from tests.console.conftest import PASSWORD, USER, ConsoleProcess
 from tests.console.test_console_http import confirm_and_post
 from tests.support.dispatcher_tasks import WORKER_ENV

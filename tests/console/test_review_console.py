@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 import redis
 
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 from tests.console.conftest import PASSWORD, USER, ConsoleProcess, console_env
 from tests.console.test_console_http import add_letter
 from tests.support.processes import ROOT

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from meetingtasks.events.envelope import Event
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 from tests.events.conftest import EVENT_TASKS
 from tests.events.test_replay import PROBE_A, cli, logins
 

@@ -26,13 +26,13 @@ import pytest
 import redis
 
 from meetingtasks import dispatch, publish_event
-from meetingtasks.connections import reset_shared_clients
-from meetingtasks.embedded import free_port
-from meetingtasks.embedded_sentinel import SentinelGroup
-from meetingtasks.errors import MeetingTasksError
-from meetingtasks.platform import Platform, configure
-from meetingtasks.priority import service_queues
-from meetingtasks.settings import Settings
+from meetingtasks.core.errors import MeetingTasksError
+from meetingtasks.core.priority import service_queues
+from meetingtasks.core.settings import Settings
+from meetingtasks.operations.embedded import free_port
+from meetingtasks.operations.embedded_sentinel import SentinelGroup
+from meetingtasks.store.connections import reset_shared_clients
+from meetingtasks.store.platform import Platform, configure
 from tests.events.conftest import FAST, BridgeProcess
 from tests.gateway.conftest import SECRET, GatewayProcess
 from tests.support.beat_process import PUMP_READY, BeatProcess

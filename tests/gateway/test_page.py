@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 from tests.gateway.cdp import Browser
 from tests.gateway.conftest import GatewayProcess, token_for
 from tests.support.dispatcher_tasks import WORKER_ENV

@@ -10,7 +10,7 @@ import orjson
 import pytest
 import redis
 
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 from tests.support.waiting import wait_for
 
 

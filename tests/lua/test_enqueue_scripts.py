@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import redis
 
-from meetingtasks.dedup import claim_and_enqueue, once_script
 from meetingtasks.lua import Arg, LuaScript
-from meetingtasks.platform import Platform
+from meetingtasks.store.dedup import claim_and_enqueue, once_script
+from meetingtasks.store.platform import Platform
 from tests.lua.conftest import Published
 
 ENQUEUE_MANY = LuaScript.load("enqueue_many")

@@ -1,5 +1,5 @@
 """The scripts' conventions and their prelude: every script file has its header, loads, compiles on a real Redis
-and has a direct test here; the generated part of the prelude says what :mod:`meetingtasks.status_schema` says."""
+and has a direct test here; the generated part of the prelude says what :mod:`meetingtasks.store.status_schema` says."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from meetingtasks.lua import PRELUDE_DIR, SCRIPTS_DIR, LuaScript, prelude_part, script_source
-from meetingtasks.metrics.rollups import SLOT_S, bucket_of
-from meetingtasks.status_schema import TERMINAL_NAMES, Status, history_line, parse_history, status_event
+from meetingtasks.store.rollups import SLOT_S, bucket_of
+from meetingtasks.store.status_schema import TERMINAL_NAMES, Status, history_line, parse_history, status_event
 
 SCRIPT_NAMES = sorted(path.stem for path in SCRIPTS_DIR.glob("*.lua"))
 TESTS = Path(__file__).parent

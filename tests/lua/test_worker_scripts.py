@@ -9,11 +9,11 @@ from typing import Any
 import orjson
 import redis
 
+from meetingtasks.core.priority import PRIORITY_ORDER, queue_name
 from meetingtasks.lua import LuaScript
-from meetingtasks.metrics.rollups import bucket_of, slot_of
-from meetingtasks.platform import Platform
-from meetingtasks.priority import PRIORITY_ORDER, queue_name
-from meetingtasks.status import Status
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.rollups import bucket_of, slot_of
+from meetingtasks.store.status import Status
 from meetingtasks.worker.outcomes import outcome_entry
 from meetingtasks.worker.transport import fetch_args
 from tests.lua.conftest import Published

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from meetingtasks.core.registry import task_type
 from meetingtasks.events import Event, on_event
-from meetingtasks.registry import task_type
 
 INCLUDE = "tests.support.ha_tasks"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import redis
 
-from meetingtasks.embedded import free_port
+from meetingtasks.operations.embedded import free_port
 from tests.support.processes import ROOT
 from tests.support.tools import existing
 

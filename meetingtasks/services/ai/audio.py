@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import resample_poly
 
-from meetingtasks.errors import PermanentError
+from meetingtasks.core.errors import PermanentError
 from meetingtasks.services.settings import MeetingSettings
 
 SPEECH_RATE_HZ = 16_000

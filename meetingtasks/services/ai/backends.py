@@ -32,8 +32,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from meetingtasks.errors import ConfigurationError, MeetingTasksError, PermanentError
-from meetingtasks.message import new_id
+from meetingtasks.core.errors import ConfigurationError, MeetingTasksError, PermanentError
+from meetingtasks.core.message import new_id
 from meetingtasks.services.settings import MeetingSettings
 
 OPS = ("transcribe", "detect_emotion", "denoise", "enhance_video")

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from meetingtasks.errors import PermanentError
+from meetingtasks.core.errors import PermanentError
 from meetingtasks.services.ai.backends import OPS, AIBackend, LocalBackend
 from meetingtasks.services.settings import MeetingSettings
 

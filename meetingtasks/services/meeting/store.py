@@ -1,7 +1,7 @@
 """The meeting service's state: meetings and their lifecycle (``scheduled`` -> ``live`` -> ``ended``),
 participants, the AI results kept on a meeting, and the participants' pending notices.
 
-Keys (see :mod:`meetingtasks.keys`): ``meeting:<id>`` (hash), ``:participants`` and ``:left`` (user id ->
+Keys (see :mod:`meetingtasks.store.keys`): ``meeting:<id>`` (hash), ``:participants`` and ``:left`` (user id ->
 JSON), ``:ai`` (kind -> JSON), ``:notices`` (``<user>|<kind>`` -> task id), and ``meetings:live``, the live
 meetings scored by their automatic end, which the beat job sweeps. Every change is a once-script
 (:mod:`meetingtasks.services.operation`). An ended meeting's keys expire after ``domain_retention_s``.
@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 
-from meetingtasks.platform import Platform
 from meetingtasks.services.operation import Operation, once_script
 from meetingtasks.services.settings import meeting_settings
 from meetingtasks.services.user.store import as_list
+from meetingtasks.store.platform import Platform
 
 SERVICE = "meeting"
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from meetingtasks.platform import Platform
 from meetingtasks.services.operation import Operation, once_script
 from meetingtasks.services.settings import meeting_settings
 from meetingtasks.services.user.store import as_list
+from meetingtasks.store.platform import Platform
 
 SERVICE = "signaling"
 

@@ -12,8 +12,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from meetingtasks.platform import Platform
 from meetingtasks.services.operation import Operation, once_script
+from meetingtasks.store.platform import Platform
 
 SERVICE = "user"
 STATUSES = ("online", "away", "busy", "offline")
