@@ -17,7 +17,7 @@ from meetingtasks import Priority, Status, dispatch, dispatch_batch
 from meetingtasks.core.message import loads
 from meetingtasks.store.dedup import claim_and_enqueue, once_script
 from meetingtasks.store.platform import Platform
-from meetingtasks.store.ratelimit import interval_ms, reserve_slot
+from meetingtasks.worker.ratelimit import interval_ms, reserve_slot
 from tests.support.dispatcher_tasks import WORKER_ENV
 from tests.support.processes import ROOT
 from tests.support.script_hooks import ProducerCrashed, before_script_call, open_oom_window

@@ -48,10 +48,10 @@ from meetingtasks.lua import execute_idempotent
 from meetingtasks.store.cancel import TaskCancelled
 from meetingtasks.store.deadletter import DeadLetter, format_traceback
 from meetingtasks.store.platform import Platform
-from meetingtasks.store.ratelimit import defer_over_rate_limit
 from meetingtasks.store.status import Status
 from meetingtasks.worker.outcomes import DEFERRED_START, outcome_entry, sink_for
 from meetingtasks.worker.profiling import GATE, profiled
+from meetingtasks.worker.ratelimit import defer_over_rate_limit
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -137,7 +137,7 @@ class PlatformTask(Task):  # type: ignore[misc]
             # sent in plain text; only the handler gets it opened.
             raw_payload = seal_payload(secret, raw_payload, require_keyring(p.settings))
         if self.spec.rate_limit_per_s and defer_over_rate_limit(self, raw_payload):
-            raise Ignore()  # back in the delayed set until its slot (meetingtasks.store.ratelimit)
+            raise Ignore()  # back in the delayed set until its slot (meetingtasks.worker.ratelimit)
         client = p.redis(self.spec.service)
         # On the request (thread-local), not on the task object that all pool threads share.
         req.mt_started_at = started_at = time.time()
