@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from meetingtasks.core.settings import Settings
+from meetingtasks.core.tracing import current_trace_id
 
 #: Record attributes added by :class:`TaskContextFilter`, in the order JSON lines show them.
 CONTEXT_FIELDS = ("component", "service", "task_id", "task_type", "priority", "attempt", "trace_id")
@@ -57,8 +58,6 @@ class TaskContextFilter(logging.Filter):
         self.service = service
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from meetingtasks.core.tracing import current_trace_id
-
         context: dict[str, Any] = {"component": self.component, "service": self.service}
         # A log line must never fail because the task context could not be read.
         with contextlib.suppress(Exception):

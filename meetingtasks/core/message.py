@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 import re
 import socket
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from meetingtasks.core.secret_fields import Keyring, mask_payload, seal_payload
 from meetingtasks.core.signing import SIGNED_CONTENT_TYPE, SIGNED_FOR, signed_for, unverified_body
 
 if TYPE_CHECKING:
@@ -507,3 +509,26 @@ def renew_envelope(envelope: Mapping[str, Any], *, retries: int) -> bytes:
     props["delivery_tag"] = new_id()
     props.setdefault("delivery_info", {}).pop("redelivered", None)
     return orjson.dumps(copy)
+
+
+def seal_envelope(envelope: dict[str, Any], fields: tuple[str, ...], ring: Keyring | None) -> dict[str, Any]:
+    """A copy of a queue item whose JSON body carries a payload with plain secret fields (a foreign producer's),
+    with them sealed (masked when there is no key) and its argsrepr masked; a signed body is left as it is."""
+    if envelope.get("content-type") != "application/json":
+        return envelope
+    body = decode_body(envelope)
+    if not (isinstance(body, list) and len(body) == 3 and isinstance(body[0], list) and len(body[0]) == 1):
+        return envelope
+    payload = body[0][0]
+    sealed = mask_payload(fields, payload) if ring is None else seal_payload(fields, payload, ring)
+    if sealed is payload:
+        return envelope
+    out = dict(envelope)
+    out["body"] = json.dumps([[sealed], body[1], body[2]], separators=(",", ":"))
+    out["properties"] = {k: v for k, v in (envelope.get("properties") or {}).items() if k != "body_encoding"}
+    headers = dict(envelope.get("headers") or {})
+    if "argsrepr" in headers:
+        headers["argsrepr"] = repr([mask_payload(fields, payload)])
+    headers.pop("kwargsrepr", None)
+    out["headers"] = headers
+    return out

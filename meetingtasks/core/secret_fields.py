@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import logging
 import re
 import threading
@@ -409,28 +408,3 @@ def check_worker_keys(settings: Settings, service: str, payload_models: Mapping[
     needing = sorted(name for name, model in payload_models.items() if secret_fields(model))
     if ring is None and needing:
         require_keyring(settings, f"worker {service}: {', '.join(needing)} have secret fields")
-
-
-def seal_envelope(envelope: dict[str, Any], fields: tuple[str, ...], ring: Keyring | None) -> dict[str, Any]:
-    """A copy of a queue item whose JSON body carries a payload with plain secret fields (a foreign producer's),
-    with them sealed (masked when there is no key) and its argsrepr masked; a signed body is left as it is."""
-    from meetingtasks.core.message import decode_body
-
-    if envelope.get("content-type") != "application/json":
-        return envelope
-    body = decode_body(envelope)
-    if not (isinstance(body, list) and len(body) == 3 and isinstance(body[0], list) and len(body[0]) == 1):
-        return envelope
-    payload = body[0][0]
-    sealed = mask_payload(fields, payload) if ring is None else seal_payload(fields, payload, ring)
-    if sealed is payload:
-        return envelope
-    out = dict(envelope)
-    out["body"] = json.dumps([[sealed], body[1], body[2]], separators=(",", ":"))
-    out["properties"] = {k: v for k, v in (envelope.get("properties") or {}).items() if k != "body_encoding"}
-    headers = dict(envelope.get("headers") or {})
-    if "argsrepr" in headers:
-        headers["argsrepr"] = repr([mask_payload(fields, payload)])
-    headers.pop("kwargsrepr", None)
-    out["headers"] = headers
-    return out

@@ -27,6 +27,7 @@ from meetingtasks.core.backoff import RetryPolicy
 from meetingtasks.core.errors import ConfigurationError
 from meetingtasks.core.priority import Priority
 from meetingtasks.core.redaction import redact_text, redact_url
+from meetingtasks.core.secret_fields import parse_keys
 from meetingtasks.core.sentinel import SENTINEL_SCHEMES, URL_FORM, SentinelUrl
 
 log = logging.getLogger(__name__)
@@ -426,8 +427,6 @@ class Settings(BaseSettings):
     def _check_encryption_keys(cls, value: SecretStr | None) -> SecretStr | None:
         # A ConfigurationError (not a ValueError) leaves pydantic as it is: one line, at start-up.
         if value is not None and value.get_secret_value().strip():
-            from meetingtasks.core.secret_fields import parse_keys
-
             parse_keys(value.get_secret_value())
         return value
 

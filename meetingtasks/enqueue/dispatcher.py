@@ -270,6 +270,7 @@ class TaskHandle:
 
     def cancel(self, *, terminate: bool = False) -> Status:
         """Cancel the task (see :mod:`meetingtasks.store.cancel`); returns its status afterwards."""
+        # Imported here: the cancel module imports Celery, which a process that only dispatches never needs.
         from meetingtasks.store.cancel import cancel_task
 
         return cancel_task(self.dispatcher.platform, self.id, terminate=terminate)

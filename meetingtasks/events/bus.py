@@ -35,6 +35,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from meetingtasks.store.platform import get_platform
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Any]
@@ -280,8 +282,6 @@ def default_bus() -> LocalBus:
     if _default is None:
         with _default_lock:
             if _default is None:
-                from meetingtasks.store.platform import get_platform
-
                 _default = LocalBus(get_platform().settings.local_bus_buffer)
     return _default
 

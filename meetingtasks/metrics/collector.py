@@ -15,6 +15,7 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from meetingtasks.events.channels import CHANNELS
 from meetingtasks.metrics.heartbeat import read_heartbeats
 from meetingtasks.metrics.reporter import read_reports
 from meetingtasks.store.platform import Platform
@@ -123,8 +124,6 @@ class PlatformCollector(Collector):
     def _bridge(self) -> list[GaugeMetricFamily]:
         """Per event stream: length, cap and over-cap flag, and of the bridge's consumer group: lag, pending,
         consumers."""
-        from meetingtasks.events.channels import CHANNELS
-
         labels = ["channel"]
         length = GaugeMetricFamily("meetingtasks_event_stream_length", "Events held in a channel's stream",
                                    labels=labels)

@@ -30,6 +30,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from meetingtasks.events.channels import CHANNELS
 from meetingtasks.events.live import LiveMessage, LiveSubscriber
 from meetingtasks.gateway.tokens import mint_token, require_secret
+from meetingtasks.services.ai.clips import clip
 from meetingtasks.services.blobs import BlobStore
 from meetingtasks.store.platform import Platform
 from meetingtasks.store.status_schema import TERMINAL_NAMES
@@ -209,8 +210,6 @@ class EventWatch:
 
 async def scenario(platform: Platform, gateway_url: str, timeline: Timeline, *, timeout_s: float,
                    clip_name: str) -> dict[str, Any]:
-    from meetingtasks.services.ai.clips import clip
-
     secret = require_secret(platform.settings)
     run_id = secrets.token_hex(3)
     watch = EventWatch(platform, timeline)

@@ -22,6 +22,9 @@ from pathlib import Path
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+import meetingtasks.core.settings as settings_module
+from meetingtasks.core import applications
+from meetingtasks.core.app_settings import AppSettings
 from meetingtasks.core.settings import ENV_PREFIX, Settings
 from meetingtasks.store.keys import KEY_SCHEMA
 
@@ -58,9 +61,7 @@ def _default(name: str, info: FieldInfo) -> str:
 
 def _sections() -> list[tuple[str, list[str]]]:
     """(section title, field names) in the order ``settings.py`` declares them."""
-    import meetingtasks.core.settings as module
-
-    source = Path(module.__file__ or "").read_text(encoding="utf-8")
+    source = Path(settings_module.__file__ or "").read_text(encoding="utf-8")
     body = source[source.index("class Settings(BaseSettings):"):]
     sections: list[tuple[str, list[str]]] = []
     for line in body.splitlines():
@@ -101,9 +102,6 @@ def render_settings() -> str:
 
 def _app_sections() -> list[str]:
     """One table per settings section of the built-in applications (:mod:`meetingtasks.core.app_settings`)."""
-    from meetingtasks.core import applications
-    from meetingtasks.core.app_settings import AppSettings
-
     applications.load_builtin()
     parts: list[str] = []
     for cls in AppSettings.__subclasses__():

@@ -16,6 +16,7 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue
 
+from meetingtasks.core.errors import ConfigurationError
 from meetingtasks.core.priority import service_queues
 from meetingtasks.core.registry import import_modules
 from meetingtasks.core.settings import Settings, load_settings
@@ -55,8 +56,6 @@ def basic_auth_users(settings: Settings) -> list[str]:
     users = [u.strip() for u in settings.flower_basic_auth.get_secret_value().split(",") if u.strip()]
     for user in users:
         if ":" not in user:
-            from meetingtasks.core.errors import ConfigurationError
-
             raise ConfigurationError("MEETINGTASKS_FLOWER_BASIC_AUTH: use user:password (several separated by ',')")
     return users
 
@@ -67,8 +66,6 @@ def apply_basic_auth(settings: Settings) -> None:
     users = basic_auth_users(settings)
     if not users:
         if not settings.flower_allow_no_auth and not _flower_has_own_auth():
-            from meetingtasks.core.errors import ConfigurationError
-
             raise ConfigurationError(
                 "Flower would open without authentication: set MEETINGTASKS_FLOWER_BASIC_AUTH=user:password "
                 "(or Flower's --basic-auth / --auth), or MEETINGTASKS_FLOWER_ALLOW_NO_AUTH=1 to allow it"

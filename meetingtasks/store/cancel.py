@@ -45,6 +45,7 @@ from meetingtasks.core.errors import MeetingTasksError, TaskNotFound
 from meetingtasks.core.message import loads
 from meetingtasks.core.priority import parse_queue
 from meetingtasks.lua import LuaScript
+from meetingtasks.store.connections import celery_broker
 from meetingtasks.store.platform import Platform, get_platform
 from meetingtasks.store.status import Status, StatusRecord, parse_record
 
@@ -214,10 +215,8 @@ _control_apps: dict[str, Celery] = {}
 _control_lock = threading.Lock()
 
 
-def _control_app(platform: Platform, service: str) -> Celery:
+def control_app(platform: Platform, service: str) -> Celery:
     """A bare Celery app on ``service``'s broker, only for remote control (revoke), one per URL."""
-    from meetingtasks.store.connections import celery_broker
-
     url = platform.settings.broker_url(service)
     with _control_lock:
         app = _control_apps.get(url)
@@ -230,7 +229,7 @@ def _control_app(platform: Platform, service: str) -> Celery:
 
 
 def _revoke(platform: Platform, service: str, task_id: str, terminate: bool) -> list[dict[str, Any]]:
-    control = _control_app(platform, service).control
+    control = control_app(platform, service).control
     if not terminate:
         control.revoke(task_id)
         return []

@@ -14,7 +14,7 @@ import redis
 
 from meetingtasks.core.app_settings import AppSettings
 from meetingtasks.core.errors import ConfigurationError
-from meetingtasks.core.registry import known_services, services
+from meetingtasks.core.registry import import_modules, known_services, services
 from meetingtasks.core.settings import Settings, load_settings
 from meetingtasks.store.connections import shared_client
 from meetingtasks.store.deadletter import DeadLetterStore
@@ -101,8 +101,6 @@ _lock = threading.Lock()
 def configure(settings: Settings | None = None) -> Platform:
     """Make a platform built from ``settings`` (or the environment) the process default."""
     global _default
-    from meetingtasks.core.registry import import_modules
-
     settings = settings or load_settings()
     # MEETINGTASKS_INCLUDE: every process knows the service code's own task types and subscriptions.
     import_modules(settings.include)

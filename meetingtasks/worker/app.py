@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.signals import worker_process_init, worker_shutdown
 from kombu import Exchange, Queue
 from kombu import transport as kombu_transports
 
 from meetingtasks.core import kombu_json
 from meetingtasks.core.errors import ConfigurationError
+from meetingtasks.core.logs import install_worker_logging
 from meetingtasks.core.priority import Priority, queue_name, service_queues
 from meetingtasks.core.registry import (
     REGISTRY,
@@ -31,9 +32,16 @@ from meetingtasks.core.registry import (
 from meetingtasks.core.sentinel import is_sentinel
 from meetingtasks.core.settings import Settings, load_settings
 from meetingtasks.core.signing import install_verifier, signer_for
+from meetingtasks.core.tracing import install_worker_tracing
+from meetingtasks.metrics.heartbeat import WorkerHeartbeat
 from meetingtasks.store.connections import celery_broker
 from meetingtasks.store.platform import Platform
+from meetingtasks.worker import gc_tuning, transport
+from meetingtasks.worker.consumer import EVENT_BUFFER_LIMIT
+from meetingtasks.worker.loops import DelayedPump, LeaseRenewer
 from meetingtasks.worker.task import PlatformTask
+from meetingtasks.worker.transport import install_child_outcomes, settle_at_shutdown
+from meetingtasks.worker.watchdog import worker_watchdog
 
 
 def _run(self: PlatformTask, *args: Any, **kwargs: Any) -> Any:
@@ -150,27 +158,15 @@ def create_app(service: str, settings: Settings | None = None, *, include: Itera
     signer = signer_for(settings)
     if signer is not None:  # message signing: accept only bodies signed by a trusted certificate
         install_verifier(app, signer)
-    from meetingtasks.worker.loops import PlatformLoops
-
     app.steps["consumer"].add(PlatformLoops)
     # Operations: liveness heartbeat, JSON logs, trace spans around task runs.
-    from meetingtasks.core.logs import install_worker_logging
-    from meetingtasks.core.tracing import install_worker_tracing
-    from meetingtasks.metrics.heartbeat import WorkerHeartbeat
-
     app.steps["consumer"].add(WorkerHeartbeat)
-    from meetingtasks.worker import gc_tuning
-
     gc_tuning.install()
 
     def child_outcomes(**_: Any) -> None:
-        from meetingtasks.worker.transport import install_child_outcomes  # the transport, in a pool child only
-
-        install_child_outcomes(platform, service)
+        install_child_outcomes(platform, service)  # in a pool child only
 
     def settle(**_: Any) -> None:
-        from meetingtasks.worker.transport import settle_at_shutdown
-
         settle_at_shutdown(app)
 
     # A prefork child's task outcomes ride back to the parent with the result (meetingtasks.worker.outcomes).
@@ -190,3 +186,43 @@ def create_app(service: str, settings: Settings | None = None, *, include: Itera
     for spec in REGISTRY.for_service(service):
         bind_task(app, spec)
     return app
+
+
+class PlatformLoops(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Consumer step that runs the lease renewer, the delayed pump and the watchdog while the worker consumes."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.loops: list[Any] = []  # each has start() and stop()
+
+    def start(self, parent: Any) -> None:
+        app = parent.app
+        dispatcher = getattr(parent, "event_dispatcher", None)
+        if dispatcher is not None:
+            dispatcher.buffer_limit = EVENT_BUFFER_LIMIT  # flushed on a timer instead (see PlatformConsumer)
+        if self.loops:
+            return
+        # Celery's pool classes, imported only in a worker that runs one (billiard is no import of a producer's).
+        from celery.concurrency.prefork import TaskPool as PreforkPool
+        from celery.concurrency.solo import TaskPool as SoloPool
+
+        self.loops = [LeaseRenewer(app.mt_platform, app.mt_service), DelayedPump(app.mt_platform, app.mt_service),
+                      worker_watchdog(app)]
+        inline = isinstance(getattr(parent, "pool", None), SoloPool)
+        transport.use_inline_pool(inline)
+        pool = getattr(parent, "pool", None)
+        reserve = isinstance(pool, PreforkPool) and app.mt_platform.settings.solo_batch_ms > 0
+        transport.use_reserve(int(pool.limit) if reserve and pool is not None else 0)
+        if inline:
+            self.loops.append(transport.stale_start_flusher(app.mt_service))
+        for loop in self.loops:
+            loop.start()
+
+    def stop(self, parent: Any) -> None:
+        for loop in self.loops:
+            loop.stop()
+        self.loops = []
+
+    shutdown = stop

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from meetingtasks.core.message import dumps
+from meetingtasks.core.message import dumps, loads
 from meetingtasks.core.priority import Priority
 from meetingtasks.core.registry import task_type
 from meetingtasks.events.retention import trim_streams
@@ -51,8 +51,6 @@ def refresh_queue_depths(platform: Platform) -> dict[str, Any]:
 
 def read_queue_depths(platform: Platform) -> dict[str, Any] | None:
     """The last snapshot ``maintenance_queue_depths`` wrote, or ``None``."""
-    from meetingtasks.core.message import loads
-
     raw = platform.redis().get(platform.keys.queue_depths)
     return None if raw is None else dict(loads(raw))
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from celery import current_task
 
+from meetingtasks.worker.task import PlatformTask
+
 
 def report_progress(percent: float, message: str = "") -> bool:
     """Report that the running task is ``percent`` (0-100) done. Returns False if the task is no longer
     running (it timed out or was cancelled meanwhile). Raises ``RuntimeError`` outside a task handler."""
-    from meetingtasks.worker.task import PlatformTask
-
     task = current_task._get_current_object() if current_task else None
     if not isinstance(task, PlatformTask) or not getattr(task.request, "id", None):
         raise RuntimeError("report_progress() works only inside a running task handler")

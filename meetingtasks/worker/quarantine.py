@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from meetingtasks.core.message import describe, dumps, strip_fetch_headers
+from meetingtasks.core.message import describe, dumps, seal_envelope, strip_fetch_headers
 from meetingtasks.core.priority import parse_queue
 from meetingtasks.core.registry import REGISTRY
-from meetingtasks.core.secret_fields import keyring, seal_envelope
+from meetingtasks.core.secret_fields import keyring
 from meetingtasks.lua import LuaScript
 from meetingtasks.store.deadletter import DeadLetter, letter_id_for
 from meetingtasks.store.platform import Platform

@@ -47,6 +47,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from meetingtasks.core import kombu_json
+from meetingtasks.core.loop import Loop
 from meetingtasks.core.message import MalformedMessage, check_envelope, loads, strip_fetch_headers
 from meetingtasks.core.priority import PRIORITY_ORDER, parse_queue
 from meetingtasks.core.sentinel import SentinelUrl
@@ -57,7 +58,7 @@ from meetingtasks.store.platform import Platform
 from meetingtasks.store.resp import pack_command
 from meetingtasks.store.status import Status
 from meetingtasks.store.wake import push_wake
-from meetingtasks.worker.loops import Loop, add_held_source, held_delivery_tags
+from meetingtasks.worker.loops import add_held_source, held_delivery_tags
 from meetingtasks.worker.outcomes import (
     DEFERRED_START,
     ChildOutcomes,

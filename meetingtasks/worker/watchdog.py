@@ -21,12 +21,13 @@ from typing import Any
 
 import redis
 
+from meetingtasks.core.loop import Loop
 from meetingtasks.enqueue.dispatcher import Dispatcher
 from meetingtasks.store.callbacks import CallbackPump
+from meetingtasks.store.cancel import control_app
 from meetingtasks.store.connections import new_client
 from meetingtasks.store.platform import Platform
 from meetingtasks.store.status import Status
-from meetingtasks.worker.loops import Loop
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,8 @@ class Watchdog:
 
 
 class CeleryRevoker:
-    """Revokes through Celery's remote control (the worker holding the task stops it), one app per service."""
+    """Revokes through Celery's remote control (the worker holding the task stops it): with the worker's own app
+    for its service, with the bare control app of :mod:`meetingtasks.store.cancel` for any other."""
 
     def __init__(self, platform: Platform, app: Any = None) -> None:
         self.platform = platform
@@ -107,11 +109,7 @@ class CeleryRevoker:
             self.apps[app.mt_service] = app
 
     def __call__(self, service: str, task_id: str) -> None:
-        app = self.apps.get(service)
-        if app is None:
-            from meetingtasks.worker.app import create_app
-
-            app = self.apps[service] = create_app(service, self.platform.settings)
+        app = self.apps.get(service) or control_app(self.platform, service)
         app.control.revoke(task_id, terminate=True)
 
 

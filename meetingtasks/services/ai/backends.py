@@ -64,7 +64,9 @@ class AIBackend(Protocol):
 
 
 class LocalBackend:
-    """The offline models, in this process."""
+    """The offline models, in this process. Each method imports its model's module (numpy, scipy, the model
+    weights) when first called: a worker using the zmq backend, and every process that only dispatches, never
+    loads them."""
 
     name = "local"
 

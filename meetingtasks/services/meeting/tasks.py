@@ -55,6 +55,7 @@ from meetingtasks.services.meeting.schemas import (
 )
 from meetingtasks.services.meeting.store import SERVICE, MeetingStore
 from meetingtasks.services.operation import Operation, run_once
+from meetingtasks.store.cancel import cancel_task
 from meetingtasks.store.platform import get_platform
 from meetingtasks.store.status import Status
 from meetingtasks.worker.current import current_task_id
@@ -125,8 +126,6 @@ def end_meeting(op: Operation, meeting_id: str, *, reason: str, ended_by: str | 
 
 def _cancel_pending(op: Operation, *task_ids: str | None) -> None:
     """Cancel tasks that have not started (never the running one: cancelling it would revoke itself)."""
-    from meetingtasks.store.cancel import cancel_task
-
     client = op.redis
     for task_id in task_ids:
         if not task_id or task_id == current_task_id() or task_id == op.task_id:
