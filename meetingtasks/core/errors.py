@@ -29,6 +29,11 @@ logged as a failure.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class MeetingTasksError(Exception):
     """Root of every error meetingtasks raises on purpose."""
@@ -48,6 +53,16 @@ class UnknownTaskType(DispatchError, ValueError):
 
 class InvalidPayload(DispatchError, ValueError):
     """The payload does not validate against the task type's model."""
+
+
+def validation_message(task_type: str, exc: ValidationError) -> str:
+    """The message of an :class:`InvalidPayload`, one line naming every failing field (worker and dispatcher
+    alike): ``user_register: payload.email: value is not a valid email``."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"payload.{where}: {err['msg']}")
+    return f"{task_type}: " + "; ".join(parts)
 
 
 class MessageTooLarge(DispatchError, ValueError):

@@ -41,7 +41,6 @@ from meetingtasks.enqueue.prepare import (
     batch_item,
     prepare_plain,
     validate_payload,
-    validation_message,
 )
 from meetingtasks.enqueue.prepare import prepare as prepare_task
 from meetingtasks.enqueue.sending import NOT_SENT, Sender
@@ -56,7 +55,7 @@ from meetingtasks.store.status import Status, StatusRecord
 from meetingtasks.store.status_schema import TERMINAL_NAMES
 
 __all__ = ["BATCH_CHUNK", "NOT_SENT", "Batch", "Dispatcher", "PreparedTask", "TaskHandle", "default_dispatcher",
-           "dispatch", "dispatch_batch", "validate_payload", "validation_message"]
+           "dispatch", "dispatch_batch", "validate_payload"]
 
 
 class Dispatcher:

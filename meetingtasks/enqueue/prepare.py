@@ -20,7 +20,13 @@ import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from meetingtasks.core import tracing
-from meetingtasks.core.errors import ConfigurationError, DispatchError, InvalidPayload, MessageTooLarge
+from meetingtasks.core.errors import (
+    ConfigurationError,
+    DispatchError,
+    InvalidPayload,
+    MessageTooLarge,
+    validation_message,
+)
 from meetingtasks.core.message import MessageTemplate, encode_task_message, new_ids
 from meetingtasks.core.priority import Priority, queue_name
 from meetingtasks.core.registry import REGISTRY, TaskTypeSpec
@@ -42,15 +48,6 @@ def _template(task_name: str, queue: str, priority: str) -> MessageTemplate:
 @functools.lru_cache(maxsize=256)
 def _list_adapter(model: type[BaseModel]) -> TypeAdapter[list[BaseModel]]:
     return TypeAdapter(list[model])  # type: ignore[valid-type]
-
-
-def validation_message(task_type: str, exc: ValidationError) -> str:
-    """One line naming every failing field: ``user_register: payload.email: value is not a valid email``."""
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(root)"
-        parts.append(f"payload.{where}: {err['msg']}")
-    return f"{task_type}: " + "; ".join(parts)
 
 
 def _unencodable(task_type: str, exc: Exception) -> InvalidPayload:

@@ -30,7 +30,7 @@ from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from pydantic import ValidationError
 
 from meetingtasks.core.backoff import RetryPolicy, backoff_delay_s, retries_left
-from meetingtasks.core.errors import InfrastructureError, InvalidPayload, PermanentError
+from meetingtasks.core.errors import InfrastructureError, InvalidPayload, PermanentError, validation_message
 from meetingtasks.core.message import dumps, encode_task_message, payload_from_args, task_body
 from meetingtasks.core.priority import Priority, parse_queue
 from meetingtasks.core.registry import TaskTypeSpec
@@ -43,7 +43,6 @@ from meetingtasks.core.secret_fields import (
     seal_payload,
 )
 from meetingtasks.core.signing import signer_for
-from meetingtasks.enqueue.dispatcher import validation_message
 from meetingtasks.lua import execute_idempotent
 from meetingtasks.store.cancel import TaskCancelled
 from meetingtasks.store.deadletter import DeadLetter, format_traceback
