@@ -31,6 +31,7 @@ from typing import Any
 
 import redis
 
+from meetingtasks.core.loop import BackgroundThread
 from meetingtasks.core.priority import PRIORITY_ORDER, queue_name
 from meetingtasks.store.platform import Platform
 
@@ -84,8 +85,8 @@ class RollupRecorder:
         self.instance = uuid.uuid4().hex
         self._counts: defaultdict[tuple[int, str], int] = defaultdict(int)
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._runner = BackgroundThread("rollup-recorder", self._run, join_timeout_s=10)
+        self._stop = self._runner.stopping
         self._failing = False
 
     def observe(self, event: dict[str, Any]) -> None:
@@ -102,17 +103,11 @@ class RollupRecorder:
                 self._counts[(minute, f"{service}|wait|{wait_bucket(max(0.0, float(wait_s)))}")] += 1
 
     def start(self) -> RollupRecorder:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="rollup-recorder", daemon=True)
-            self._thread.start()
+        self._runner.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout=10)
+        if self._runner.stop():
             self._flush_quietly()
 
     def _run(self) -> None:
