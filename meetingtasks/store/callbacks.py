@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
 from pydantic import BaseModel, ConfigDict
@@ -39,7 +39,7 @@ from meetingtasks.store.deadletter import DeadLetter, letter_id_for
 from meetingtasks.store.status import Status
 
 if TYPE_CHECKING:
-    from meetingtasks.enqueue.dispatcher import Dispatcher
+    from meetingtasks.store.platform import Platform
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,21 @@ def stand_in_spec(task_type: str, queue: str) -> TaskTypeSpec | None:
                         priority=parsed[1])
 
 
+class _Dispatched(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+class CallbackDispatcher(Protocol):
+    """What the pump fires callbacks through: the dispatcher (:class:`meetingtasks.enqueue.dispatcher.Dispatcher`),
+    named here by its shape because the dispatch path is a layer above the store."""
+
+    @property
+    def platform(self) -> Platform: ...
+
+    def dispatch(self, task_type: TaskTypeSpec, payload: Any, *, dedup_key: str | None = None) -> _Dispatched: ...
+
+
 #: Claims a due outbox entry for one pump (lua/claim_callback.lua).
 _CLAIM = LuaScript.load("claim_callback")
 
@@ -111,7 +126,7 @@ _CLAIM = LuaScript.load("claim_callback")
 class CallbackPump:
     """Drains the callback outbox of one Redis server."""
 
-    def __init__(self, dispatcher: Dispatcher, client: redis.Redis) -> None:
+    def __init__(self, dispatcher: CallbackDispatcher, client: redis.Redis) -> None:
         self.dispatcher = dispatcher
         self.platform = dispatcher.platform
         self.client = client
