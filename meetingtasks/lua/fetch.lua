@@ -2,7 +2,7 @@
 -- worker, then pops up to max_messages from the service's queues in strict priority order and, atomically with the
 -- pop, records each message as unacked (kombu's hash/index format), counts its delivery, reads its cancel flag and
 -- records STARTED (see meetingtasks.worker.transport); the starts and outcomes are counted for `top`
--- (meetingtasks.metrics.rollups). Outcomes are applied before the acks, both before anything
+-- (meetingtasks.store.rollups). Outcomes are applied before the acks, both before anything
 -- is fetched. The script never fails after a pop, whatever a message holds.
 -- KEYS[1]  the unacked hash
 -- KEYS[2]  the unacked index zset
@@ -69,7 +69,7 @@ local null = cjson.null
 -- True if v is present (not nil, not JSON null) and not a string.
 local function nostr(v) return v ~= nil and v ~= null and type(v) ~= 'string' end
 -- Why a decoded message cannot be recorded, or nil. Only the fields this script reads: the worker checks the
--- whole envelope (meetingtasks.message.check_envelope) and refuses (UNRECORD) what gets past this one.
+-- whole envelope (meetingtasks.core.message.check_envelope) and refuses (UNRECORD) what gets past this one.
 local function refusal(env)
   if type(env) ~= 'table' then return 'not a message envelope' end
   local props = env.properties
@@ -100,7 +100,7 @@ end
 -- The unacked entries and lease index members of this fetch, written with one HSET and one ZADD at the end.
 local entries, leases = {}, {}
 -- Keeps the books of a message that passed refusal() (its delivery count and cancel flag ride in its status
--- record, see meetingtasks.status); returns deliveries, cancelled, started.
+-- record, see meetingtasks.store.status); returns deliveries, cancelled, started.
 local function record(q, m, env, service, priority)
   -- started = -1: no task id to keep books on (a foreign message); the worker does its own.
   local deliveries, cancelled, started = 0, 0, -1

@@ -1,6 +1,6 @@
 -- mt_rollup(channel, now, type, status, seconds): counts one transition of a run for `top` (seconds: the queue wait
 -- of a STARTED, the run time of another status, or nil); mt_rollup_flush() writes what the script counted: call it
--- before the script returns. The constants come generated from meetingtasks.metrics.rollups, which reads the counts.
+-- before the script returns. The constants come generated from meetingtasks.store.rollups, which reads the counts.
 local mt_racc = {}
 local function mt_bucket(seconds)
   local micros = tonumber(seconds)
