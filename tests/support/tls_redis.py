@@ -178,8 +178,9 @@ class TlsSentinelGroup:
     def _sees_the_group(self, sentinel: TlsNode) -> bool:
         client = sentinel.client()
         try:
-            return (len(client.sentinel_slaves("mymaster")) >= 1
-                    and len(client.sentinel_sentinels("mymaster")) >= len(self.sentinels) - 1)
+            replicas, others = client.sentinel_slaves("mymaster"), client.sentinel_sentinels("mymaster")
+            return (isinstance(replicas, list) and len(replicas) >= 1
+                    and isinstance(others, list) and len(others) >= len(self.sentinels) - 1)
         except redis.RedisError:
             return False
         finally:
