@@ -63,7 +63,8 @@ def prelude_part(name: str, directory: Path = SCRIPTS_DIR) -> str:
             raise ValueError(f"Lua prelude part {name!r} is the platform's: {own_file} may not define it again")
         return own_file.read_text()
     if generated is None and not platform_file.is_file():
-        raise ValueError(f"unknown Lua prelude part {name!r}: no generator and no {platform_file}")
+        places = platform_file if own_file == platform_file else f"{platform_file} or {own_file}"
+        raise ValueError(f"unknown Lua prelude part {name!r}: no generator and no {places}")
     return (generated() if generated else "") + (platform_file.read_text() if platform_file.is_file() else "")
 
 

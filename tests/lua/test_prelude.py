@@ -137,6 +137,8 @@ def test_an_application_prelude_part_serves_its_own_scripts_only(tmp_path: Path,
     assert LuaScript.load("twice", tmp_path)(r, [], [21]) == 42
     with pytest.raises(ValueError, match="unknown Lua prelude part 'double'"):
         prelude_part("double")  # not the platform's
+    with pytest.raises(ValueError, match=r"unknown Lua prelude part 'triple': .* or .*prelude/triple\.lua"):
+        prelude_part("triple", tmp_path)
 
 
 @pytest.mark.parametrize("part", ["record", "wake", "transition"])
