@@ -73,6 +73,12 @@ def test_every_meeting_service_script_is_a_once_script(name: str) -> None:
     operation.once_script(name)
 
 
+@pytest.mark.parametrize("name", [name for name, directory in SCRIPTS if directory == operation.SCRIPTS_DIR])
+def test_every_meeting_service_script_is_used_by_a_store(name: str) -> None:
+    stores = "".join(path.read_text() for path in operation.SCRIPTS_DIR.parent.glob("*/store.py"))
+    assert f'once_script("{name}")' in stores, f"{name}.lua is loaded by no meetingtasks/services/*/store.py"
+
+
 def test_a_script_without_the_once_rule_is_not_a_once_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "plain.lua").write_text("-- plain: no once rule\n-- KEYS: none\n-- ARGV: none\n-- Returns 1.\n"
                                         "return 1\n")
