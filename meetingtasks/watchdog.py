@@ -22,6 +22,7 @@ from typing import Any
 import redis
 
 from meetingtasks.callbacks import CallbackPump
+from meetingtasks.cancel import revoke
 from meetingtasks.connections import new_client
 from meetingtasks.dispatcher import Dispatcher
 from meetingtasks.platform import Platform
@@ -112,7 +113,7 @@ class CeleryRevoker:
             from meetingtasks.app import create_app
 
             app = self.apps[service] = create_app(service, self.platform.settings)
-        app.control.revoke(task_id, terminate=True)
+        revoke(app, task_id, terminate=True)
 
 
 def worker_watchdog(app: Any) -> Watchdog:

@@ -9,6 +9,9 @@ failover, back to the first node, runs the producer with ``min_replica_acks=0``:
 printed (the figure docs/high-availability.md states). Both times the tasks must flow again within 15 s and no
 process may exit, and Flower (the same process) must show a task that ran on the new primary and get its workers'
 answers over it.
+
+A second, smaller test: a long-lived process that cancelled a running task on the old primary cancels again after
+the failover, with and without terminate, and both go through the first time.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import pytest
 import redis
 
 from meetingtasks import dispatch, publish_event
+from meetingtasks.cancel import cancel
 from meetingtasks.connections import reset_shared_clients
 from meetingtasks.embedded import free_port
 from meetingtasks.embedded_sentinel import SentinelGroup
@@ -36,6 +40,7 @@ from meetingtasks.errors import MeetingTasksError
 from meetingtasks.platform import Platform, configure
 from meetingtasks.priority import service_queues
 from meetingtasks.settings import Settings
+from meetingtasks.status import Status
 from tests.events.conftest import FAST, BridgeProcess
 from tests.gateway.conftest import SECRET, GatewayProcess
 from tests.support.beat_process import PUMP_READY, BeatProcess
@@ -255,6 +260,50 @@ def test_two_failovers_under_load_lose_nothing_acknowledged_and_no_process_exits
         load.stop()
         for part in reversed(parts):
             part.stop()
+
+
+def test_a_cancel_after_a_failover_reaches_the_worker_the_first_time(
+    group: SentinelGroup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = worker_env(group.url, MEETINGTASKS_INCLUDE=INCLUDE, MEETINGTASKS_REDIS_SOCKET_TIMEOUT_S="3",
+                     MEETINGTASKS_DISPATCH_RETRY_S="30")
+    for key, value in env.items():
+        if key.startswith("MEETINGTASKS_"):
+            monkeypatch.setenv(key, value)
+    reset_shared_clients()
+    platform = configure(Settings())
+    ledger = tmp_path / "ledger"
+    worker = WorkerProcess("ai", env, tmp_path / "worker.log", ["--pool", "prefork", "--concurrency", "2"])
+
+    def running(tag: str, seconds: float = 60.0) -> str:
+        handle = dispatch("t_ha_hold", {"tag": tag, "ledger": str(ledger), "seconds": seconds})
+        wait_for(lambda: tag in ledger_runs(ledger)[0], timeout_s=60, message=f"task {tag} to start")
+        return handle.id
+
+    try:
+        worker.wait_ready(60)
+        # Given this process terminated a running task through the first primary (its control app keeps a
+        # connection there)
+        before = running("before")
+        assert cancel(platform, before, terminate=True).status is Status.CANCELLED
+        worker.wait_log(f"Terminating {before}", 10)
+        # When the primary is SIGKILLed and the sentinels promote the replica
+        group.wait_synced()
+        old = group.primary_port()
+        assert old is not None
+        group.node(old).stop(kill=True)
+        wait_for(lambda: group.primary_port() not in (None, old), timeout_s=30, message="the sentinels to promote")
+        # Then its next cancels go through the first time: a revoke broadcast without replies (the handler runs on
+        # with its flag set) and a terminate, which waits for the worker's answer: the worker killed the task
+        flagged = cancel(platform, running("flagged", seconds=2))
+        assert (flagged.before, flagged.status, flagged.ok) == (Status.STARTED, Status.STARTED, True)
+        doomed = running("doomed")
+        terminated = cancel(platform, doomed, terminate=True)
+        assert terminated.status is Status.CANCELLED and terminated.terminate_refused is None, terminated.describe()
+        worker.wait_log(f"Terminating {doomed}", 10)
+        assert worker.proc.poll() is None, worker.log()[-3000:]
+    finally:
+        worker.stop()
 
 
 def fail_over(group: SentinelGroup, load: Load, ledger: Path, parts: list[PartProcess]) -> float:
