@@ -37,6 +37,10 @@ from bench.hostile import hostile_item
 from meetingtasks.core.errors import BrokerUnavailable
 from meetingtasks.operations.embedded import RedisServer, free_port
 from meetingtasks.services import SERVICES
+from meetingtasks.store.status_schema import Status
+
+#: The states a task ends in: every dispatched task must be in one when the soak ends.
+FINAL_STATES = tuple(s.value for s in Status if s.is_terminal)
 
 
 @dataclass
@@ -62,7 +66,7 @@ class Ledger:
 
     @property
     def accounted(self) -> int:
-        return sum(self.outcomes[s] for s in ("SUCCEEDED", "FAILED", "DEAD_LETTERED", "CANCELLED"))
+        return sum(self.outcomes[s] for s in FINAL_STATES)
 
     @property
     def balanced(self) -> bool:
@@ -74,8 +78,7 @@ class Ledger:
     def report(self) -> str:
         lines = [
             f"dispatched        {self.dispatched:>8}",
-            *(f"  {name:<16}{self.outcomes[name]:>8}" for name in ("SUCCEEDED", "FAILED", "DEAD_LETTERED",
-                                                                   "CANCELLED")),
+            *(f"  {name:<16}{self.outcomes[name]:>8}" for name in FINAL_STATES),
             f"  (other)         {self.dispatched - self.accounted:>8}   {dict(self.outcomes)}",
             f"dead letters expected {self.expected_dead}",
             f"ran more often than their failures explain (idempotent handlers) {self.ran_twice}; "

@@ -21,7 +21,7 @@ import redis
 from meetingtasks.core.message import MessageTemplate
 from meetingtasks.enqueue.prepare import PreparedTask
 from meetingtasks.lua import Arg, LuaScript
-from meetingtasks.store.dedup import once_script
+from meetingtasks.store.dedup import claim_and_enqueue_script
 from meetingtasks.store.platform import Platform
 from meetingtasks.store.resp import Command
 from meetingtasks.store.status import _TRANSITION as TRANSITION_SCRIPT
@@ -36,7 +36,7 @@ BATCH_CHUNK = 500
 #: The enqueue path: the first transition (QUEUED) of new tasks and their pushes, in one call (lua/enqueue_many.lua).
 ENQUEUE_MANY = LuaScript.load("enqueue_many")
 #: A dispatch with ``dedup_key``: the claim and :func:`enqueue`'s commands in one call.
-ENQUEUE_ONCE = once_script(TRANSITION_SCRIPT)
+ENQUEUE_ONCE = claim_and_enqueue_script(TRANSITION_SCRIPT)
 #: Strings the enqueue script may put into its event JSON as they are.
 SAFE = re.compile(r"^[A-Za-z0-9_.:-]+$")
 

@@ -10,8 +10,10 @@ The loader prepends those prelude parts, in that order: ``record`` is generated 
 :mod:`meetingtasks.store.status_schema` (the status record's one definition), ``wake`` is the generated wake-token
 limit followed by ``prelude/wake.lua``, ``rollup`` is the generated constants of ``top``'s rollups
 (:mod:`meetingtasks.store.rollups`) followed by ``prelude/rollup.lua``, and any other name is the hand-written
-``prelude/<name>.lua``. A part may use the parts listed before it. ``tests/lua/`` calls every script directly on
-a real Redis.
+``prelude/<name>.lua``. A part may use the parts listed before it. An application keeps its own scripts in a folder
+of its package (``LuaScript.load(name, directory)``) and its own prelude parts in ``<directory>/prelude/``; a part
+name is the platform's or the application's, never both. ``tests/lua/`` calls every script directly on a real
+Redis.
 
 Calls: ``EVALSHA`` for direct calls, ``EVAL`` inside pipelines by default.
 
@@ -51,21 +53,31 @@ _GENERATED: dict[str, Callable[[], str]] = {
 }
 
 
-def prelude_part(name: str) -> str:
-    """The Lua text of one prelude part (see the module docstring)."""
-    path = PRELUDE_DIR / f"{name}.lua"
+def prelude_part(name: str, directory: Path = SCRIPTS_DIR) -> str:
+    """The Lua text of one prelude part (see the module docstring) for a script of ``directory``."""
+    platform_file = PRELUDE_DIR / f"{name}.lua"
     generated = _GENERATED.get(name)
-    if generated is None and not path.is_file():
-        raise ValueError(f"unknown Lua prelude part {name!r}: no generator and no {path}")
-    return (generated() if generated else "") + (path.read_text() if path.is_file() else "")
+    own_file = directory / "prelude" / f"{name}.lua"
+    if own_file != platform_file and own_file.is_file():
+        if generated is not None or platform_file.is_file():
+            raise ValueError(f"Lua prelude part {name!r} is the platform's: {own_file} may not define it again")
+        return own_file.read_text()
+    if generated is None and not platform_file.is_file():
+        places = platform_file if own_file == platform_file else f"{platform_file} or {own_file}"
+        raise ValueError(f"unknown Lua prelude part {name!r}: no generator and no {places}")
+    return (generated() if generated else "") + (platform_file.read_text() if platform_file.is_file() else "")
+
+
+def prelude_names(text: str) -> list[str]:
+    """The prelude parts a script's text names in its ``-- prelude:`` line, in order."""
+    found = _PRELUDE_LINE.search(text)
+    return [p.strip() for p in found.group(1).split(",") if p.strip()] if found else []
 
 
 def script_source(name: str, directory: Path = SCRIPTS_DIR) -> str:
     """The full source of script ``name``: its prelude parts, then ``<directory>/<name>.lua`` itself."""
     text = (directory / f"{name}.lua").read_text()
-    found = _PRELUDE_LINE.search(text)
-    parts = [p.strip() for p in found.group(1).split(",") if p.strip()] if found else []
-    return "".join(prelude_part(part) for part in parts) + text
+    return "".join(prelude_part(part, directory) for part in prelude_names(text)) + text
 
 
 class LuaScript:
@@ -77,7 +89,8 @@ class LuaScript:
     @classmethod
     def load(cls, name: str, directory: Path = SCRIPTS_DIR) -> LuaScript:
         """The script in ``meetingtasks/lua/<name>.lua`` with its prelude parts. An application package keeps its
-        own scripts beside its code and passes their ``directory``; the prelude is the platform's."""
+        own scripts beside its code and passes their ``directory``; its scripts may name the platform's prelude
+        parts and its own (``<directory>/prelude/``)."""
         return cls(script_source(name, directory), name)
 
     def __call__(self, client: redis.Redis, keys: Sequence[Arg], args: Sequence[Arg] = ()) -> Any:

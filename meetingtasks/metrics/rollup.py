@@ -7,8 +7,8 @@ per event) and its flush loop writes the counts every :data:`FLUSH_INTERVAL_S` i
 hash per minute, epoch seconds // 60), with a sample of each queue's depth (``LLEN``). Each hash expires after
 :data:`KEEP_S` (an hour plus a margin): the history is bounded by time, ~61 hashes whatever the traffic.
 
-Fields (``<svc>|<priority>|<name>``): ``started``, ``succeeded``, ``failed`` (FAILED, DEAD_LETTERED and
-TIMED_OUT: the runs that ended without a result), ``depth`` (queued, the last sample of the minute); and
+Fields (``<svc>|<priority>|<name>``): ``started``, ``succeeded``, ``failed`` (the states of the failed phase,
+``status_schema.PHASES``: the runs that ended without a result), ``depth`` (queued, the last sample of the minute); and
 ``<svc>|wait|<i>``: STARTED events whose dispatch -> start wait (``wait_s``) fell in bucket ``i`` of
 :data:`WAIT_BUCKETS_S`, from which :func:`read_series` derives p50 and p99.
 
@@ -34,6 +34,7 @@ import redis
 from meetingtasks.core.loop import BackgroundThread
 from meetingtasks.core.priority import PRIORITY_ORDER, queue_name
 from meetingtasks.store.platform import Platform
+from meetingtasks.store.status_schema import PHASES, Phase, Status
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,9 @@ WAIT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
                   300.0, 1800.0)
 #: Chart series: the counter fields, per second in the charts.
 RATES = ("started", "succeeded", "failed")
-_ENDED_BADLY = {"FAILED": "failed", "DEAD_LETTERED": "failed", "TIMED_OUT": "failed",
-                "SUCCEEDED": "succeeded", "STARTED": "started"}
+#: The counter field a status event adds to: a start, or how a run ended by the status's phase (status_schema).
+_COUNTER_OF = {Status.STARTED.value: "started",
+               **{s.value: PHASES[s].value for s in Status if PHASES[s] in (Phase.SUCCEEDED, Phase.FAILED)}}
 
 
 def minute_of(time_s: float) -> int:
@@ -90,7 +92,7 @@ class RollupRecorder:
         self._failing = False
 
     def observe(self, event: dict[str, Any]) -> None:
-        name = _ENDED_BADLY.get(str(event.get("status")))
+        name = _COUNTER_OF.get(str(event.get("status")))
         service, priority = event.get("service"), event.get("priority")
         if name is None or not isinstance(service, str) or not isinstance(priority, str):
             return

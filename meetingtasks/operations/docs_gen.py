@@ -1,8 +1,9 @@
-"""Generated parts of the docs: the settings reference and the Redis key table.
+"""Generated parts of the docs: the settings reference, the Redis key table and the task states.
 
-Both come from the code (the ``Settings`` fields with their descriptions, ``keys.KEY_SCHEMA``), so the docs
-cannot say something the code does not. Each table sits in its page between ``<!-- generated: NAME -->`` and
-``<!-- end generated -->``; everything outside the markers is hand-written and left alone.
+They come from the code (the ``Settings`` fields with their descriptions, ``keys.KEY_SCHEMA``,
+``status_schema``), so the docs cannot say something the code does not. Each table sits in its page between
+``<!-- generated: NAME -->`` and ``<!-- end generated -->``; everything outside the markers is hand-written and
+left alone.
 
     python -m meetingtasks.operations.docs_gen          # rewrite the tables in docs/
     python -m meetingtasks.operations.docs_gen --check  # exit 1 naming each page whose table is out of date
@@ -27,6 +28,7 @@ from meetingtasks.core import applications
 from meetingtasks.core.app_settings import AppSettings
 from meetingtasks.core.settings import ENV_PREFIX, Settings
 from meetingtasks.store.keys import KEY_SCHEMA
+from meetingtasks.store.status_schema import PHASES, Status
 
 #: The repository's docs directory (the package sits next to it in a source checkout).
 DOCS_DIR = Path(__file__).resolve().parents[2] / "docs"
@@ -126,10 +128,18 @@ def render_keys() -> str:
     return "\n".join(rows)
 
 
+def render_statuses() -> str:
+    """The task states, in order, with their phase and whether they are final, from ``status_schema``."""
+    rows = ["| state | phase | final |", "|---|---|---|"]
+    rows += [f"| `{s.value}` | {PHASES[s].value} | {'yes' if s.is_terminal else 'no'} |" for s in Status]
+    return "\n".join(rows)
+
+
 #: (page in docs/, marker name, renderer)
 GENERATED: tuple[tuple[str, str, Callable[[], str]], ...] = (
     ("configuration.md", "settings", render_settings),
     ("redis-keys.md", "redis-keys", render_keys),
+    ("architecture.md", "statuses", render_statuses),
 )
 
 

@@ -229,11 +229,33 @@ def control_app(platform: Platform, service: str) -> Celery:
 
 
 def _revoke(platform: Platform, service: str, task_id: str, terminate: bool) -> list[dict[str, Any]]:
-    control = control_app(platform, service).control
+    app = control_app(platform, service)
     if not terminate:
-        control.revoke(task_id)
-        return []
-    replies = control.revoke(task_id, terminate=True, signal="SIGTERM", reply=True, timeout=REVOKE_REPLY_TIMEOUT_S)
+        return revoke(app, task_id)
+    return revoke(app, task_id, terminate=True, reply_timeout_s=REVOKE_REPLY_TIMEOUT_S)
+
+
+def revoke(app: Celery, task_id: str, *, terminate: bool = False,
+           reply_timeout_s: float | None = None) -> list[dict[str, Any]]:
+    """Celery's revoke broadcast for ``task_id`` through ``app`` (SIGTERM with ``terminate``); with
+    ``reply_timeout_s``, the workers' replies. Every revoke the platform sends goes through here.
+
+    After a failover, the connection ``app`` pooled still reaches the dead primary: kombu's publish retries on a
+    new one by itself, but the read of the replies does not, and fails once with a ``ConnectionError``. So a lost
+    connection sends the broadcast once more, on a new connection, which asks the sentinels where the primary is.
+    Sending it twice is safe: a worker revokes an id once, and a terminate that finds its task already killed
+    answers "tasks unknown". (The pooled connection, dropped by that failure, reconnects at its next use.)
+    """
+    options: dict[str, Any] = {"terminate": True, "signal": "SIGTERM"} if terminate else {}
+    if reply_timeout_s is not None:
+        options.update(reply=True, timeout=reply_timeout_s)
+    with app.connection_for_write() as fresh:  # not connected unless the pooled one fails
+        try:
+            replies = app.control.revoke(task_id, **options)
+        except fresh.connection_errors as exc:
+            log.info("revoke of %s met a lost connection (%s: %s); sending it again on a new connection",
+                     task_id, type(exc).__name__, exc)
+            replies = app.control.revoke(task_id, connection=fresh, **options)
     return list(replies or [])
 
 

@@ -29,7 +29,7 @@ from meetingtasks.lua import Arg, LuaScript, script_source
 from meetingtasks.store.replication import ReplicaAcks
 
 
-def once_script(*scripts: LuaScript) -> LuaScript:
+def claim_and_enqueue_script(*scripts: LuaScript) -> LuaScript:
     """The claim-and-enqueue script, able to run ``scripts`` among the enqueue's commands. Each is embedded
     as a function whose parameters ``KEYS`` and ``ARGV`` shadow the globals, so its source runs unchanged."""
     parts = ["local embedded = {}\n"]
@@ -53,7 +53,7 @@ def flatten(commands: Sequence[Sequence[Any]]) -> list[Arg]:
 
 def claim_command(script: LuaScript, dedup_key: str, task_id: str, ttl_s: int, status_prefix: str,
                   commands: Sequence[Sequence[Any]]) -> tuple[Arg, ...]:
-    """The call of ``script`` (from :func:`once_script`) that claims ``dedup_key`` for ``task_id`` and runs
+    """The call of ``script`` (from :func:`claim_and_enqueue_script`) that claims ``dedup_key`` for ``task_id`` and runs
     ``commands``, as ``EVALSHA`` (its reply goes to :func:`claim_outcome`)."""
     return ("EVALSHA", script.sha, 1, dedup_key, task_id, ttl_s, status_prefix, *flatten(commands))
 
@@ -67,8 +67,9 @@ def claim_outcome(reply: Any) -> tuple[str, bool]:
 def claim_and_enqueue(script: LuaScript, client: redis.Redis, dedup_key: str, task_id: str, ttl_s: int,
                       status_prefix: str, commands: Sequence[Sequence[Any]],
                       acks: ReplicaAcks | None = None) -> tuple[str, bool]:
-    """Run ``script`` (from :func:`once_script`) through redis-py: ``(owner id, whether this call queued the
-    task)``; with ``acks``, confirmed by replicas (see :mod:`meetingtasks.store.replication`) on the same connection.
+    """Run ``script`` (from :func:`claim_and_enqueue_script`) through redis-py: ``(owner id, whether this call
+    queued the task)``; with ``acks``, confirmed by replicas (see :mod:`meetingtasks.store.replication`) on the same
+    connection.
     (The dispatcher sends :func:`claim_command` itself, see :mod:`meetingtasks.enqueue.sending`.)"""
     args = [task_id, ttl_s, status_prefix, *flatten(commands)]
     if acks:

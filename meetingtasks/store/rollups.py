@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from meetingtasks.store.keys import Keys
+from meetingtasks.store.status_schema import PHASES, Phase, Status
 
 if TYPE_CHECKING:
     from meetingtasks.store.platform import Platform
@@ -45,8 +46,8 @@ RETENTION_S = 3_600 + 2 * SLOT_S
 #: Log-scale histogram resolution: buckets per doubling of a duration in microseconds. Four keep a type's slot
 #: under Redis' compact-hash limit (128 fields) for waits and runs spread over a thousandfold range.
 BUCKETS_PER_DOUBLING = 4
-#: Statuses counted per type.
-COUNTED = ("STARTED", "SUCCEEDED", "FAILED", "RETRYING", "DEAD_LETTERED", "TIMED_OUT", "CANCELLED")
+#: Statuses counted per type: every state of a run (status_schema's phases past waiting).
+COUNTED = tuple(s.value for s in Status if PHASES[s] is not Phase.WAITING)
 
 
 def bucket_of(seconds: float) -> int:

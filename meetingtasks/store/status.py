@@ -12,7 +12,7 @@ other than STARTED resets it); ``cancel_requested_at``: set with the cancel flag
 ``status_ttl_s`` after their last change. Every accepted transition is published as JSON on the status
 channel (``Keys.status_channel``), which the WebSocket gateway forwards.
 
-A terminal status (SUCCEEDED, FAILED, DEAD_LETTERED, CANCELLED, TIMED_OUT) is final: later transitions
+A terminal status (:data:`~meetingtasks.store.status_schema.TERMINAL`) is final: later transitions
 are refused (a late duplicate cannot turn SUCCEEDED back into STARTED) unless ``force`` is set, which only
 dead-letter replay does.
 

@@ -29,10 +29,48 @@ class Status(StrEnum):
         return self in TERMINAL
 
 
-#: Final states: a record in one refuses every later transition unless forced (dead-letter replay).
-TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.DEAD_LETTERED, Status.CANCELLED, Status.TIMED_OUT})
+class Phase(StrEnum):
+    """Where a task is, in the coarse sense a person reads first (a page colours a status by it, the per-minute
+    rollup counts outcomes by it): waiting its turn, running, or ended well, badly or by a cancel."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+#: The phase of every state (a new state gets one here); whether a state is final follows from it.
+PHASES: dict[Status, Phase] = {
+    Status.SCHEDULED: Phase.WAITING, Status.QUEUED: Phase.WAITING,
+    Status.STARTED: Phase.RUNNING, Status.RETRYING: Phase.RUNNING,
+    Status.SUCCEEDED: Phase.SUCCEEDED,
+    Status.FAILED: Phase.FAILED, Status.DEAD_LETTERED: Phase.FAILED, Status.TIMED_OUT: Phase.FAILED,
+    Status.CANCELLED: Phase.CANCELLED,
+}
+#: The phases a task ends in.
+ENDED = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
+#: Final states (those in an :data:`ENDED` phase): a record in one refuses every later transition unless forced
+#: (dead-letter replay).
+TERMINAL = frozenset(status for status, phase in PHASES.items() if phase in ENDED)
 #: :data:`TERMINAL` as plain strings, for code comparing raw event or hash values.
 TERMINAL_NAMES = frozenset(s.value for s in TERMINAL)
+
+
+def phase_of(status: str) -> str:
+    """The phase of a state given by name; ``""`` for a name that is no state (a page shows it unstyled)."""
+    try:
+        return PHASES[Status(status)].value
+    except ValueError:
+        return ""
+
+
+def page_definitions() -> dict[str, Any]:
+    """What a web page needs of the record, as JSON: the states in order, the terminal ones, and each state's
+    phase (the gateway injects it into its page, see :mod:`meetingtasks.gateway.page`)."""
+    return {"statuses": [s.value for s in Status], "terminal": sorted(TERMINAL_NAMES),
+            "phases": {s.value: PHASES[s].value for s in Status}}
+
 
 #: Fields every record has once written (``id`` is the key's suffix, not a field).
 RECORD_FIELDS = ("type", "service", "priority", "queue", "status", "attempt", "created_at", "updated_at", "history")

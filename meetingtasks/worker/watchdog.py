@@ -24,7 +24,7 @@ import redis
 from meetingtasks.core.loop import Loop
 from meetingtasks.enqueue.dispatcher import Dispatcher
 from meetingtasks.store.callbacks import CallbackPump
-from meetingtasks.store.cancel import control_app
+from meetingtasks.store.cancel import control_app, revoke
 from meetingtasks.store.connections import new_client
 from meetingtasks.store.platform import Platform
 from meetingtasks.store.status import Status
@@ -110,7 +110,7 @@ class CeleryRevoker:
 
     def __call__(self, service: str, task_id: str) -> None:
         app = self.apps.get(service) or control_app(self.platform, service)
-        app.control.revoke(task_id, terminate=True)
+        revoke(app, task_id, terminate=True)
 
 
 def worker_watchdog(app: Any) -> Watchdog:

@@ -42,6 +42,18 @@ def t_ha_media(p: Entry) -> str:
     return _record(p)
 
 
+class Hold(Entry):
+    seconds: float = 60.0
+
+
+@task_type("ai", "t_ha_hold", payload=Hold, timeout=120)
+def t_ha_hold(p: Hold) -> str:
+    """Records its start, then sleeps without checking its cancel flag: only a terminate stops it early."""
+    _record(p)
+    time.sleep(p.seconds)
+    return p.tag
+
+
 @on_event("user_events", "user.logged_in", dispatch="t_ha_ai")
 def ledger_entry_of(event: Event) -> dict[str, Any] | None:
     payload = event.payload
