@@ -69,6 +69,50 @@ def slot_of(time_s: float) -> int:
     return int(time_s // SLOT_S) * SLOT_S
 
 
+#: A busy worker writes the counts of its fetches at most this long after they happened (s): until then they ride
+#: back and forth with the fetches it sends anyway (see :class:`PendingCounts`).
+WRITE_INTERVAL_S = 1.0
+
+
+class PendingCounts:
+    """The ``top`` counts a worker's fetches handed back and no call has written yet (lua/fetch.lua): field
+    ``(slot index key, task type, field)`` -> n, as the script returned them (bytes; written back unread).
+
+    A fetch of a busy worker records its starts and outcomes but writes no count: it returns them, the worker adds
+    them up here, and the first fetch sent :data:`WRITE_INTERVAL_S` after the last write carries them all and
+    writes them with its own (per type, one ``HINCRBY`` per field in the interval rather than three commands per
+    fetch). An idle worker's call (nothing popped, or the flush of an idle channel) writes at once, so ``top`` shows
+    a finished load as soon as the worker waits for work. What a worker holds here when it is killed is lost (at
+    most an interval of its counts); a warm shutdown writes it."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[Any, Any, Any], int] = {}
+        self.written_at = time.monotonic()
+
+    def __bool__(self) -> bool:
+        return bool(self._counts)
+
+    def add(self, flat: list[Any]) -> None:
+        """Add a fetch's handed-back counts: ``[slot, type, field, n, ...]``."""
+        counts = self._counts
+        for i in range(0, len(flat) - 3, 4):
+            key = (flat[i], flat[i + 1], flat[i + 2])
+            counts[key] = counts.get(key, 0) + int(flat[i + 3])
+
+    def due(self) -> bool:
+        return bool(self._counts) and time.monotonic() - self.written_at >= WRITE_INTERVAL_S
+
+    def take(self) -> list[Any]:
+        """All the counts as FETCH's carried ARGV (slot, type, field, n, ...), forgotten here; see :meth:`put_back`."""
+        counts, self._counts = self._counts, {}
+        self.written_at = time.monotonic()
+        return [v for (slot, task_type, name), n in counts.items() for v in (slot, task_type, name, n)]
+
+    def put_back(self, flat: list[Any]) -> None:
+        """Counts taken for a call that Redis refused before running it: kept for the next."""
+        self.add(flat)
+
+
 def lua_definitions() -> str:
     """The generated head of the ``rollup`` Lua prelude part (lua/prelude/rollup.lua has its functions): the slot,
     retention, bucket rule's constants and the counted statuses, so that the Lua counts what this module reads."""

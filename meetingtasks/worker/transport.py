@@ -50,6 +50,7 @@ from meetingtasks import connections, kombu_json
 from meetingtasks.connections import WRITES_REFUSED, new_client
 from meetingtasks.lua import LuaScript
 from meetingtasks.message import MalformedMessage, check_envelope, loads, strip_fetch_headers
+from meetingtasks.metrics.rollups import PendingCounts
 from meetingtasks.platform import Platform
 from meetingtasks.priority import PRIORITY_ORDER, parse_queue
 from meetingtasks.resp import pack_command
@@ -355,6 +356,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         self._mt_idle = False
         self._mt_waiting = False
         self._mt_sent_acks: list[str] = []
+        # The `top` counts the fetches handed back (see PendingCounts), and those carried by the fetch in flight.
+        self._mt_counts = PendingCounts()
+        self._mt_sent_counts: list[Any] = []
         self._mt_sync_client: Any = None
         self._mt_start_pending_at: float | None = None  # monotonic time of the oldest buffered deferred STARTED
         self._mt_batch = SOLO_BATCH_MAX  # the next fetch's size when tasks run inline (see _after_fetch)
@@ -514,18 +518,20 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 self._adopt_orphans()
             acks, self._mt_acks = self._mt_acks, []
             outcomes, self._mt_outcomes = self._mt_outcomes, []
+            counts = self._mt_counts.take() if self._mt_counts else []
             self._mt_start_pending_at = None
-        if not acks and not outcomes:
+        if not acks and not outcomes and not counts:
             return True
         try:
             with self.conn_or_acquire() as client:
                 apply_buffers(self.platform, client, [self.unacked_key, self.unacked_index_key],
-                              self._script_args(0, 0, acks, outcomes))
+                              self._script_args(0, 0, acks, outcomes, counts=counts))
         except (RedisError, *self.connection_errors) as exc:
             # Unreachable, or refusing writes for a while (out of memory, a read-only replica): kept for the next
             # call that gets through. Meanwhile the messages stay unacked and leased (held_delivery_tags): if this
             # worker dies first, the restore sweep redelivers them and they run again.
             self._keep_unsent(acks, outcomes)
+            self._keep_unsent_counts(counts, exc)
             if not self._mt_flush_failing:
                 log.warning("could not record %d outcomes and %d acks yet (%s); kept for the next try",
                             len(outcomes), len(acks), exc)
@@ -570,10 +576,27 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             if self._mt_start_pending_at is None and any(entry[1] == "STARTED" for entry in outcomes):
                 self._mt_start_pending_at = time.monotonic()
 
-    def _script_args(self, limit: int, start_now: int, acks: list[str], outcomes: list[list[str]]) -> list[Any]:
+    def _keep_unsent_counts(self, counts: list[Any], exc: BaseException) -> None:
+        """Counts a call carried and Redis did not take: kept for the next call, unless the connection failed, when
+        the call may have written them (a count is lost then rather than written twice)."""
+        if counts and not isinstance(exc, self.connection_errors):
+            with self._mt_lock:
+                self._mt_counts.put_back(counts)
+
+    def _take_counts(self, reply: Any) -> Any:
+        """The fetch ``reply`` without the `top` counts it handed back (one element past its messages, see
+        lua/fetch.lua), which join the pending ones."""
+        if len(reply) % 5:
+            with self._mt_lock:
+                self._mt_counts.add(reply[-1])
+            return reply[:-1]
+        return reply
+
+    def _script_args(self, limit: int, start_now: int, acks: list[str], outcomes: list[list[str]], *,
+                     write_counts: bool = True, counts: list[Any] | None = None) -> list[Any]:
         platform = self.platform
         assert platform is not None
-        return fetch_args(platform, limit, start_now, acks, outcomes)
+        return fetch_args(platform, limit, start_now, acks, outcomes, write_counts=write_counts, counts=counts)
 
     # --- fetching ----------------------------------------------------------------------------------------------
     def _brpop_start(self, timeout: float | None = None) -> None:
@@ -630,7 +653,11 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             self._mt_sent_acks, self._mt_acks = self._mt_acks, []
             self._mt_sent_outcomes, self._mt_outcomes = self._mt_outcomes, []
             self._mt_start_pending_at = None
-        args = self._script_args(limit, start_now, self._mt_sent_acks, self._mt_sent_outcomes)
+            # The counts are written once an interval, by the fetch that carries them; the others hand theirs back.
+            write_counts = self._mt_counts.due()
+            self._mt_sent_counts = self._mt_counts.take() if write_counts else []
+        args = self._script_args(limit, start_now, self._mt_sent_acks, self._mt_sent_outcomes,
+                                 write_counts=write_counts, counts=self._mt_sent_counts)
         self._mt_fetch_sent_at = time.monotonic()  # its reply's cancel flags are at least this fresh
         # The platform's one encoder (hiredis) packs the call (a hundred short arguments with a full batch of acks
         # and outcomes) about nine times faster than Python code encoding argument by argument.
@@ -669,6 +696,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 self._refused(exc)
                 raise virtual.Empty() from None
             except self.connection_errors:
+                self._mt_sent_counts = []  # perhaps written: lost rather than counted twice
                 self._requeue_sent_acks()
                 self.client.connection.disconnect()
                 raise
@@ -699,10 +727,14 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         time.sleep(min(0.05 * 2 ** min(self._mt_refusals, 5), 1.0))
 
     def _requeue_sent_acks(self) -> None:
-        acks, outcomes = self._mt_sent_acks, self._mt_sent_outcomes
+        acks, outcomes, counts = self._mt_sent_acks, self._mt_sent_outcomes, self._mt_sent_counts
         self._mt_sent_acks = []
         self._mt_sent_outcomes = []
+        self._mt_sent_counts = []
         self._keep_unsent(acks, outcomes)
+        if counts:  # the call did not run (a refusal, a missing script): nothing of it was written
+            with self._mt_lock:
+                self._mt_counts.put_back(counts)
 
     def _after_wait(self, reply: Any) -> bool:
         self._mt_waiting = False
@@ -738,9 +770,11 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         A critical task pushed meanwhile so waits at most that long, plus the task running at that moment."""
         self._mt_sent_acks = []
         self._mt_sent_outcomes = []
+        self._mt_sent_counts = []
         if not reply:
             self._mt_idle = True
             raise virtual.Empty()
+        reply = self._take_counts(reply)
         platform = self.platform
         assert platform is not None  # only platform channels fetch with FETCH
         batched = _inline_pool
@@ -996,6 +1030,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 return
             self._mt_sent_acks = []
             self._mt_sent_outcomes = []
+            self._mt_sent_counts = []
+        if reply:
+            reply = self._take_counts(reply)
         if reply:
             self._give_back(list(reply))
 
@@ -1119,14 +1156,18 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             pipe.execute()
 
 
-def fetch_args(platform: Platform, limit: int, start_now: int, acks: list[str], outcomes: list[list[str]]) -> list[Any]:
+def fetch_args(platform: Platform, limit: int, start_now: int, acks: list[str], outcomes: list[list[str]], *,
+               write_counts: bool = True, counts: list[Any] | None = None) -> list[Any]:
     """FETCH's ARGV: take up to ``limit`` messages (``start_now`` of them STARTED at once) after applying ``outcomes``
-    and ``acks``."""
+    and ``acks``. ``write_counts``: write this call's ``top`` counts and the carried ``counts`` (flat, see
+    :class:`~meetingtasks.metrics.rollups.PendingCounts`) now, else hand them back in the reply."""
     s = platform.settings
     keys = platform.keys
+    counts = counts or []
     args: list[Any] = [
         limit, repr(time.time()), s.max_message_bytes, keys.status(""), s.status_ttl_s, keys.status_channel,
-        _worker_name(), keys.deadlines, keys.callbacks, keys.batch(""), start_now, len(acks), *acks,
+        _worker_name(), keys.deadlines, keys.callbacks, keys.batch(""), start_now, len(acks),
+        "1" if write_counts else "0", len(counts) // 4, *counts, *acks,
     ]
     for entry in outcomes:
         args += entry
