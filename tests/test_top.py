@@ -18,7 +18,7 @@ from meetingtasks import dispatch_batch
 from meetingtasks.errors import TaskFailed
 from meetingtasks.keys import Keys
 from meetingtasks.lua import LuaScript, prelude_part
-from meetingtasks.metrics.rollups import SLOT_S, bucket_of, bucket_seconds, percentile
+from meetingtasks.metrics.rollup import SLOT_S, bucket_of, bucket_seconds, percentile
 from meetingtasks.platform import Platform
 from meetingtasks.status import Status
 from tests.support.processes import ROOT

@@ -5,7 +5,7 @@ Each page reads what the tool's own module owns and each action is the tool's Py
 
 - ``POST /task/priority``: :func:`meetingtasks.moves.set_priority` (a task's "promote" is the Scheduled page's
   run now, ``POST /scheduled/run-now``, which is :func:`meetingtasks.moves.promote`);
-- ``GET /top`` (live by ``/live/top``): :func:`meetingtasks.metrics.rollups.top_report`;
+- ``GET /top`` (live by ``/live/top``): :func:`meetingtasks.metrics.rollup.top_report`;
 - ``GET /profiles``, ``GET /profiles/{type}/{id}`` (a flame view, :mod:`.flame`), ``POST /profiles/request``:
   :class:`meetingtasks.profiling.Profiles`;
 - ``GET /events/replay``, ``POST /events/replay``: :class:`meetingtasks.events.replay.EventReplay`, whose dry run
@@ -31,7 +31,7 @@ from meetingtasks.console.live import Live
 from meetingtasks.errors import InvalidReplay, MoveRefused
 from meetingtasks.events.channels import CHANNELS
 from meetingtasks.events.replay import EventReplay, ReplayReport, stream_position
-from meetingtasks.metrics.rollups import WINDOWS, RollupReader, reader_for, top_report
+from meetingtasks.metrics.rollup import WINDOWS, RollupReader, reader_for, top_report
 from meetingtasks.priority import PRIORITY_ORDER, Priority
 from meetingtasks.profiling import Profile, Profiles
 from meetingtasks.registry import REGISTRY

@@ -9,7 +9,7 @@ named local at the top, and names the shared helpers it uses in one line::
 The loader prepends those prelude parts, in that order: ``record`` is generated from
 :mod:`meetingtasks.status_schema` (the status record's one definition), ``wake`` is the generated wake-token
 limit followed by ``prelude/wake.lua``, ``rollup`` is the generated constants of ``top``'s rollups
-(:mod:`meetingtasks.metrics.rollups`) followed by ``prelude/rollup.lua``, and any other name is the hand-written
+(:mod:`meetingtasks.metrics.rollup`) followed by ``prelude/rollup.lua``, and any other name is the hand-written
 ``prelude/<name>.lua``. A part may use the parts listed before it. ``tests/lua/`` calls every script directly on
 a real Redis.
 
@@ -33,7 +33,7 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
-from meetingtasks.metrics import rollups
+from meetingtasks.metrics import rollup
 from meetingtasks.replication import ReplicaAcks
 from meetingtasks.status_schema import lua_definitions
 from meetingtasks.wake import WAKE_TOKENS_MAX
@@ -46,7 +46,7 @@ _PRELUDE_LINE = re.compile(r"^-- prelude: *(.*)$", re.MULTILINE)
 #: Prelude parts generated from Python definitions; a part may also have a hand-written file, which follows.
 _GENERATED: dict[str, Callable[[], str]] = {
     "record": lua_definitions,
-    "rollup": rollups.lua_definitions,
+    "rollup": rollup.lua_definitions,
     "wake": lambda: f"local MT_WAKE_TOKENS_MAX = {WAKE_TOKENS_MAX}\n",
 }
 

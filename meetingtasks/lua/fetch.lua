@@ -2,7 +2,7 @@
 -- worker, then pops up to max_messages from the service's queues in strict priority order and, atomically with the
 -- pop, records each message as unacked (kombu's hash/index format), counts its delivery, reads its cancel flag and
 -- records STARTED (see meetingtasks.worker.transport); the starts and outcomes are counted for `top`
--- (meetingtasks.metrics.rollups): written by this call when ARGV[13] says so or nothing was popped, else handed back
+-- (meetingtasks.metrics.rollup): written by this call when ARGV[13] says so or nothing was popped, else handed back
 -- to the worker, which adds them up and has a later call write them (no Redis command per task for the counts).
 -- Outcomes are applied before the acks, both before anything is fetched. The script never fails after a pop,
 -- whatever a message holds.

@@ -50,7 +50,7 @@ from meetingtasks import connections, kombu_json
 from meetingtasks.connections import WRITES_REFUSED, new_client
 from meetingtasks.lua import LuaScript
 from meetingtasks.message import MalformedMessage, check_envelope, loads, strip_fetch_headers
-from meetingtasks.metrics.rollups import PendingCounts
+from meetingtasks.metrics.rollup import PendingCounts
 from meetingtasks.platform import Platform
 from meetingtasks.priority import PRIORITY_ORDER, parse_queue
 from meetingtasks.resp import pack_command
@@ -1160,7 +1160,7 @@ def fetch_args(platform: Platform, limit: int, start_now: int, acks: list[str], 
                write_counts: bool = True, counts: list[Any] | None = None) -> list[Any]:
     """FETCH's ARGV: take up to ``limit`` messages (``start_now`` of them STARTED at once) after applying ``outcomes``
     and ``acks``. ``write_counts``: write this call's ``top`` counts and the carried ``counts`` (flat, see
-    :class:`~meetingtasks.metrics.rollups.PendingCounts`) now, else hand them back in the reply."""
+    :class:`~meetingtasks.metrics.rollup.PendingCounts`) now, else hand them back in the reply."""
     s = platform.settings
     keys = platform.keys
     counts = counts or []

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from meetingtasks.lua import PRELUDE_DIR, SCRIPTS_DIR, LuaScript, prelude_part, script_source
-from meetingtasks.metrics.rollups import SLOT_S, bucket_of
+from meetingtasks.metrics.rollup import SLOT_S, bucket_of
 from meetingtasks.status_schema import TERMINAL_NAMES, Status, history_line, parse_history, status_event
 
 SCRIPT_NAMES = sorted(path.stem for path in SCRIPTS_DIR.glob("*.lua"))

@@ -9,7 +9,7 @@ import orjson
 import redis
 
 from meetingtasks.lua import LuaScript
-from meetingtasks.metrics.rollups import RETENTION_S, bucket_of, slot_of
+from meetingtasks.metrics.rollup import RETENTION_S, bucket_of, slot_of
 from meetingtasks.platform import Platform
 from tests.lua.conftest import Published
 

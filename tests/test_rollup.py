@@ -1,0 +1,56 @@
+"""The one record of task traffic (meetingtasks.metrics.rollup): a real worker's load fills both views, `top`'s per
+type and the console's per service and priority, with no exporter running and no Redis command per task."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from meetingtasks import dispatch_batch
+from meetingtasks.metrics.rollup import read_series, top_report
+from meetingtasks.platform import Platform
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
+
+N = 300
+
+
+def _chart_counts(platform: Platform, r: redis.Redis, field: str) -> int:
+    return sum(int(r.hget(key, field) or 0) for key in r.scan_iter(f"{platform.keys.prefix}rollup:*"))
+
+
+def _calls(r: redis.Redis, *commands: str) -> int:
+    stats = r.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in commands)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pool", [("--pool", "prefork", "--concurrency", "1"), ("--pool", "solo")],
+                         ids=["prefork", "solo"])
+def test_a_workers_load_fills_top_and_the_charts_without_an_exporter_and_no_command_per_task(
+    platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess], pool: tuple[str, ...],
+) -> None:
+    # Given N tasks queued at two priorities before a worker starts, and no exporter anywhere
+    handles = dispatch_batch([{"type": "t_echo", "payload": {"tag": f"r{i}"}, "priority": "high" if i % 3 else "low"}
+                              for i in range(N)])
+    counted_before = _calls(r, "hincrby", "hsetnx")
+    # When the worker drains them
+    start_worker("ai", *pool)
+    for handle in handles:
+        handle.wait(timeout=120)
+    # Then `top` and the charts count every run once, per type and per service and priority
+    def recorded() -> bool:
+        minute = top_report(platform)["minute"]["types"].get("t_echo", {})
+        return minute.get("succeeded") == N and _chart_counts(platform, r, "ai|high|succeeded") == N * 2 // 3
+    wait_for(recorded, 30, message="the load in both views")
+    minute = top_report(platform)["minute"]["types"]["t_echo"]
+    assert (minute["started"], minute["succeeded"], minute["failed"]) == (N, N, 0), minute
+    assert _chart_counts(platform, r, "ai|high|started") == N * 2 // 3
+    assert _chart_counts(platform, r, "ai|low|started") == _chart_counts(platform, r, "ai|low|succeeded") == N // 3
+    series = read_series(platform)
+    assert series.recorded and any(series.charts["started"]["ai"]) and not r.exists(platform.keys.rollup_writer)
+    # And the counts cost far less than a command per task: a busy worker's fetches hand them back and one call a
+    # second writes them
+    assert _calls(r, "hincrby", "hsetnx") - counted_before < N / 3
