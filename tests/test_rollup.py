@@ -11,6 +11,7 @@ import redis
 from meetingtasks import dispatch_batch
 from meetingtasks.metrics.rollup import read_series, top_report
 from meetingtasks.platform import Platform
+from meetingtasks.status import Status
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
 
@@ -54,3 +55,17 @@ def test_a_workers_load_fills_top_and_the_charts_without_an_exporter_and_no_comm
     # And the counts cost far less than a command per task: a busy worker's fetches hand them back and one call a
     # second writes them
     assert _calls(r, "hincrby", "hsetnx") - counted_before < N / 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pool", [("--pool", "solo"), ("--pool", "prefork", "--concurrency", "1")],
+                         ids=["solo", "prefork"])
+def test_a_long_tasks_start_shows_while_it_runs(platform: Platform, start_worker: Callable[..., WorkerProcess],
+                                                pool: tuple[str, ...]) -> None:
+    # Given a worker busy with one long task (a solo worker fetches nothing until it ends)
+    start_worker("ai", *pool)
+    handle = dispatch_batch([{"type": "t_sleep", "payload": {"tag": "long", "seconds": 20}}])[0]
+    # Then `top` shows its start while it runs (the counts writer's timer writes what no fetch carried)
+    wait_for(lambda: top_report(platform)["minute"]["types"].get("t_sleep", {}).get("started") == 1, 15,
+             message="the long task's start in top")
+    assert handle.status() is Status.STARTED

@@ -50,7 +50,7 @@ from meetingtasks import connections, kombu_json
 from meetingtasks.connections import WRITES_REFUSED, new_client
 from meetingtasks.lua import LuaScript
 from meetingtasks.message import MalformedMessage, check_envelope, loads, strip_fetch_headers
-from meetingtasks.metrics.rollup import PendingCounts
+from meetingtasks.metrics.rollup import WRITE_INTERVAL_S, PendingCounts
 from meetingtasks.platform import Platform
 from meetingtasks.priority import PRIORITY_ORDER, parse_queue
 from meetingtasks.resp import pack_command
@@ -142,6 +142,18 @@ def stale_start_flusher(service: str) -> Loop:
             sink.flush_stale_starts(START_FLUSH_S)
 
     return Loop(f"start-flusher-{service}", START_FLUSH_S, flush)
+
+
+def counts_writer(service: str) -> Loop:
+    """A timer that writes the traffic counts no fetch carried for :data:`WRITE_INTERVAL_S`: a pool busy with long
+    tasks fetches nothing meanwhile, and their starts would otherwise reach ``top`` and the charts when one ends."""
+
+    def write() -> None:
+        sink = sink_for(service)
+        if isinstance(sink, Channel):
+            sink.write_due_counts()
+
+    return Loop(f"counts-writer-{service}", WRITE_INTERVAL_S, write)
 
 
 # Outcomes and acks that a channel could not apply before it closed (its connection failed): the next channel of
@@ -491,6 +503,13 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             _leave_orphans(self.service, [], [entry])
             return
         if idle:
+            self.flush_acks()
+
+    def write_due_counts(self) -> None:
+        """Write the pending traffic counts if no fetch has carried them for an interval (see counts_writer)."""
+        with self._mt_lock:
+            due = self._mt_counts.due() and not self._mt_closed
+        if due:
             self.flush_acks()
 
     def flush_stale_starts(self, age_s: float) -> None:
