@@ -54,7 +54,9 @@ def test_a_workers_load_fills_top_and_the_charts_without_an_exporter_and_no_comm
     assert series.recorded and any(series.charts["started"]["ai"]) and not r.exists(platform.keys.rollup_writer)
     # And the counts cost far less than a command per task: a busy worker's fetches hand them back and one call a
     # second writes them
-    assert _calls(r, "hincrby", "hsetnx") - counted_before < N / 3
+    per_task = (_calls(r, "hincrby", "hsetnx") - counted_before) / N
+    print(f"\ncounting commands (HINCRBY + HSETNX) per task, {pool[1]}: {per_task:.3f}")  # the figure in docs/tools.md
+    assert per_task < 1 / 3
 
 
 @pytest.mark.slow
