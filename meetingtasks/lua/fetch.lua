@@ -1,11 +1,11 @@
 -- fetch: the worker's one call per batch. Applies the buffered outcomes (and deferred STARTEDs) and acks of this
 -- worker, then pops up to max_messages from the service's queues in strict priority order and, atomically with the
 -- pop, records each message as unacked (kombu's hash/index format), counts its delivery, reads its cancel flag and
--- records STARTED (see meetingtasks.worker.transport); the starts and outcomes are counted for `top`
--- (meetingtasks.metrics.rollup): written by this call when ARGV[13] says so or nothing was popped, else handed back
--- to the worker, which adds them up and has a later call write them (no Redis command per task for the counts).
--- Outcomes are applied before the acks, both before anything is fetched. The script never fails after a pop,
--- whatever a message holds.
+-- records STARTED (see meetingtasks.worker.transport); the starts and outcomes are counted for `top` and the
+-- charts (meetingtasks.metrics.rollup): written by this call when ARGV[13] says so or nothing was popped, else
+-- handed back to the worker, which adds them up and has a later call write them (no Redis command per task for the
+-- counts). Outcomes are applied before the acks, both before anything is fetched. The script never fails after a
+-- pop, whatever a message holds.
 -- KEYS[1]  the unacked hash
 -- KEYS[2]  the unacked index zset
 -- KEYS[3]  the service's wake list (absent: only apply the outcomes and acks)
@@ -22,7 +22,7 @@
 -- ARGV[10] batch hash key prefix
 -- ARGV[11] start_now: how many of the messages are STARTED now
 -- ARGV[12] n_acks
--- ARGV[13] write_counts: '1' writes the `top` counts of this call and the carried ones now; '0' hands this call's
+-- ARGV[13] write_counts: '1' writes the traffic counts of this call and the carried ones now; '0' hands this call's
 --          counts back (when it popped something) for the worker to carry to a later call
 -- ARGV[14] n_counts: how many carried counts follow
 -- ARGV[15 ... 14 + 4 * n_counts]  carried counts, each: slot index key, task type, field, n (see mt_rollup_take)
@@ -220,8 +220,9 @@ end
 -- All four queues empty: every wake token of the service is stale (a producer pushes its token with its message,
 -- atomically), and an idle worker would otherwise spend one empty fetch on each of them.
 if popped == 0 and #KEYS >= 7 then redis.call('DEL', wake_list) end
--- The starts and outcomes of this call, counted for `top`: written now by an idle worker's call (nothing popped)
--- or when the worker says it is time; else handed back, to be written with the counts of the calls that follow.
+-- The starts and outcomes of this call, counted for `top` and the charts: written now by an idle worker's call
+-- (nothing popped) or when the worker says it is time; else handed back, to be written with the counts of the calls
+-- that follow.
 if write_counts or popped == 0 then
   mt_rollup_flush()
 else

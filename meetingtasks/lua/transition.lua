@@ -22,5 +22,5 @@ local fields = {unpack(ARGV, 10)}
 
 local ctx = {deadlines=deadlines, outbox=outbox, ttl=ttl_s, channel=channel, batch_prefix=batch_prefix}
 local accepted = transition(ctx, status_key, id, status, now, attempt, event, force, fields)
-mt_rollup_flush()  -- counted for `top`
+mt_rollup_flush()  -- counted for `top` and the charts
 return accepted

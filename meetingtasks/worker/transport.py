@@ -368,7 +368,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         self._mt_idle = False
         self._mt_waiting = False
         self._mt_sent_acks: list[str] = []
-        # The `top` counts the fetches handed back (see PendingCounts), and those carried by the fetch in flight.
+        # The traffic counts the fetches handed back (see PendingCounts), and those the fetch in flight carries.
         self._mt_counts = PendingCounts()
         self._mt_sent_counts: list[Any] = []
         self._mt_sync_client: Any = None
@@ -603,7 +603,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 self._mt_counts.put_back(counts)
 
     def _take_counts(self, reply: Any) -> Any:
-        """The fetch ``reply`` without the `top` counts it handed back (one element past its messages, see
+        """The fetch ``reply`` without the traffic counts it handed back (one element past its messages, see
         lua/fetch.lua), which join the pending ones."""
         if len(reply) % 5:
             with self._mt_lock:
@@ -1178,7 +1178,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
 def fetch_args(platform: Platform, limit: int, start_now: int, acks: list[str], outcomes: list[list[str]], *,
                write_counts: bool = True, counts: list[Any] | None = None) -> list[Any]:
     """FETCH's ARGV: take up to ``limit`` messages (``start_now`` of them STARTED at once) after applying ``outcomes``
-    and ``acks``. ``write_counts``: write this call's ``top`` counts and the carried ``counts`` (flat, see
+    and ``acks``. ``write_counts``: write this call's traffic counts and the carried ``counts`` (flat, see
     :class:`~meetingtasks.metrics.rollup.PendingCounts`) now, else hand them back in the reply."""
     s = platform.settings
     keys = platform.keys
