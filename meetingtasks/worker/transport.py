@@ -1042,6 +1042,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 reply = self.client.parse_response(self.client.connection, "EVALSHA")
             except (RedisError, *self.connection_errors) as exc:
                 # Whatever it took stays leased, and nobody renews the leases: the restore sweep brings it back.
+                if isinstance(exc, self.connection_errors):
+                    self._mt_sent_counts = []  # perhaps written: lost rather than counted twice
                 self._requeue_sent_acks()
                 log.warning("could not read the prefetched batch to give it back (%s)", exc)
                 with suppress(Exception):
