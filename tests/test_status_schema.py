@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from meetingtasks.metrics import tasks
-from meetingtasks.store import rollups
+from meetingtasks.store import rollup
 from meetingtasks.store.status_schema import ENDED, PHASES, TERMINAL_NAMES, Phase, Status, phase_of
 
 
@@ -20,5 +20,5 @@ def test_phase_of_names_a_states_phase_and_nothing_for_another_name() -> None:
 
 def test_every_state_of_a_run_is_counted_by_the_metrics() -> None:
     of_a_run = {s.value for s in Status if PHASES[s] is not Phase.WAITING}
-    assert set(rollups.COUNTED) == of_a_run  # top's per-type counts
+    assert set(rollup.COUNTED) == of_a_run  # top's per-type counts
     assert set(tasks.STATUS_COUNTERS) == of_a_run  # the Prometheus counters

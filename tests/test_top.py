@@ -19,7 +19,7 @@ from meetingtasks.core.errors import TaskFailed
 from meetingtasks.lua import LuaScript, prelude_part
 from meetingtasks.store.keys import Keys
 from meetingtasks.store.platform import Platform
-from meetingtasks.store.rollups import SLOT_S, bucket_of, bucket_seconds, percentile
+from meetingtasks.store.rollup import SLOT_S, bucket_of, bucket_seconds, percentile
 from meetingtasks.store.status import Status
 from tests.support.processes import ROOT
 from tests.support.workers import WorkerProcess

@@ -24,9 +24,9 @@ from meetingtasks.events.retention import stream_states
 from meetingtasks.metrics.collector import read_gateways
 from meetingtasks.metrics.heartbeat import read_heartbeats
 from meetingtasks.metrics.reporter import read_reports
-from meetingtasks.metrics.rollup import read_series
 from meetingtasks.store.cancel import locate
 from meetingtasks.store.deadletter import LetterFilter
+from meetingtasks.store.rollup import read_series
 from meetingtasks.store.stats import collect
 
 #: A service with more dead letters shows them on one row, not split by priority: splitting reads every letter,

@@ -5,7 +5,7 @@ Each page reads what the tool's own module owns and each action is the tool's Py
 
 - ``POST /task/priority``: :func:`meetingtasks.store.moves.set_priority` (a task's "promote" is the Scheduled page's
   run now, ``POST /scheduled/run-now``, which is :func:`meetingtasks.store.moves.promote`);
-- ``GET /top`` (live by ``/live/top``): :func:`meetingtasks.store.rollups.top_report`;
+- ``GET /top`` (live by ``/live/top``): :func:`meetingtasks.store.rollup.top_report`;
 - ``GET /profiles``, ``GET /profiles/{type}/{id}`` (a flame view, :mod:`.flame`), ``POST /profiles/request``:
   :class:`meetingtasks.worker.profiling.Profiles`;
 - ``GET /events/replay``, ``POST /events/replay``: :class:`meetingtasks.events.replay.EventReplay`, whose dry run
@@ -33,7 +33,7 @@ from meetingtasks.core.registry import REGISTRY
 from meetingtasks.events.channels import CHANNELS
 from meetingtasks.events.replay import EventReplay, ReplayReport, stream_position
 from meetingtasks.store import moves
-from meetingtasks.store.rollups import WINDOWS, RollupReader, reader_for, top_report
+from meetingtasks.store.rollup import WINDOWS, RollupReader, reader_for, top_report
 from meetingtasks.worker.profiling import Profile, Profiles
 
 #: Runs one request from the console may ask to profile.

@@ -8,8 +8,8 @@ named local at the top, and names the shared helpers it uses in one line::
 
 The loader prepends those prelude parts, in that order: ``record`` is generated from
 :mod:`meetingtasks.store.status_schema` (the status record's one definition), ``wake`` is the generated wake-token
-limit followed by ``prelude/wake.lua``, ``rollup`` is the generated constants of ``top``'s rollups
-(:mod:`meetingtasks.store.rollups`) followed by ``prelude/rollup.lua``, and any other name is the hand-written
+limit followed by ``prelude/wake.lua``, ``rollup`` is the generated constants of the traffic record
+(:mod:`meetingtasks.store.rollup`) followed by ``prelude/rollup.lua``, and any other name is the hand-written
 ``prelude/<name>.lua``. A part may use the parts listed before it. An application keeps its own scripts in a folder
 of its package (``LuaScript.load(name, directory)``) and its own prelude parts in ``<directory>/prelude/``; a part
 name is the platform's or the application's, never both. ``tests/lua/`` calls every script directly on a real
@@ -35,7 +35,7 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
-from meetingtasks.store import rollups
+from meetingtasks.store import rollup
 from meetingtasks.store.replication import ReplicaAcks
 from meetingtasks.store.status_schema import lua_definitions
 from meetingtasks.store.wake import WAKE_TOKENS_MAX
@@ -48,7 +48,7 @@ _PRELUDE_LINE = re.compile(r"^-- prelude: *(.*)$", re.MULTILINE)
 #: Prelude parts generated from Python definitions; a part may also have a hand-written file, which follows.
 _GENERATED: dict[str, Callable[[], str]] = {
     "record": lua_definitions,
-    "rollup": rollups.lua_definitions,
+    "rollup": rollup.lua_definitions,
     "wake": lambda: f"local MT_WAKE_TOKENS_MAX = {WAKE_TOKENS_MAX}\n",
 }
 

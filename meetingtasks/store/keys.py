@@ -72,16 +72,18 @@ KEY_SCHEMA: tuple[KeySpec, ...] = (
             "status_ttl_s"),
     KeySpec("P queue-depths", "string", "maintenance",
             "JSON snapshot of `stats` rows and time; rewritten every queue_depths_interval_s"),
-    KeySpec("P rollup:<minute>", "hash", "metrics.rollup (exporter)",
-            "one minute of task traffic (`<svc>|<priority>|<started, succeeded, failed, depth>`, "
-            "`<svc>|wait|<bucket>`) for the console's charts; <minute> is epoch s // 60; TTL 3,900 s"),
+    KeySpec("P rollup:<minute>", "hash", "status, worker fetch; exporter: depth (store.rollup)",
+            "one minute of task traffic per service and priority (`<svc>|<priority>|<started, succeeded, "
+            "failed, depth>`, `<svc>|wait|<bucket>`) for the console's charts; <minute> is epoch s // 60; "
+            "TTL 3,900 s"),
     KeySpec("P rollup-writer", "string", "metrics.rollup (exporter)",
-            "the one exporter that writes rollups (instance id); TTL 30 s, renewed every flush"),
+            "the one exporter that samples queue depths into the rollup (instance id); TTL 30 s, renewed every "
+            "flush"),
     KeySpec("P console-audit", "list", "console",
             "JSON {who, time, action, what, count} of each console action, newest first; the last 10,000"),
-    KeySpec("P top:<slot start s>", "hash", "status, worker fetch (metrics.rollups)",
+    KeySpec("P top:<slot start s>", "hash", "status, worker fetch (store.rollup)",
             "task type -> 1: the types counted in one 10 s slot of `top`; TTL 1 h + 20 s"),
-    KeySpec("P top:<slot start s>:<type>", "hash", "status, worker fetch (metrics.rollups)",
+    KeySpec("P top:<slot start s>:<type>", "hash", "status, worker fetch (store.rollup)",
             "`<STATUS>|<duration bucket>` -> transitions of one type in one slot (wait of a start, run time "
             "of an outcome); TTL 1 h + 20 s"),
     KeySpec("P deadlines", "zset", "dispatcher, watchdog",
@@ -246,6 +248,7 @@ class Keys:
         return f"{self.prefix}queue-depths"
 
     def rollup(self, minute: int) -> str:
+        """One minute of the charts; the recording scripts derive the name from :attr:`status_channel`."""
         return f"{self.prefix}rollup:{minute}"
 
     @property

@@ -217,6 +217,7 @@ class PlatformLoops(bootsteps.StartStopStep):  # type: ignore[misc]
         transport.use_reserve(int(pool.limit) if reserve and pool is not None else 0)
         if inline:
             self.loops.append(transport.stale_start_flusher(app.mt_service))
+        self.loops.append(transport.counts_writer(app.mt_service))
         for loop in self.loops:
             loop.start()
 

@@ -14,9 +14,9 @@ import redis
 
 from meetingtasks import dispatch
 from meetingtasks.core.message import encode_task_message, new_id
-from meetingtasks.metrics.rollup import RollupRecorder, quantile_s, wait_bucket
 from meetingtasks.store.deadletter import DeadLetter, LetterFilter
 from meetingtasks.store.platform import Platform
+from meetingtasks.store.rollup import RollupRecorder, quantile_s, wait_bucket
 from meetingtasks.store.status import Status
 from tests.console.conftest import PASSWORD, USER, ConsoleProcess, console_env
 from tests.support.processes import PartProcess

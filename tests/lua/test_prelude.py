@@ -14,7 +14,7 @@ import redis
 
 from meetingtasks.lua import SCRIPTS_DIR, LuaScript, prelude_names, prelude_part, script_source
 from meetingtasks.services import operation
-from meetingtasks.store.rollups import SLOT_S, bucket_of
+from meetingtasks.store.rollup import SLOT_S, bucket_of
 from meetingtasks.store.status_schema import TERMINAL_NAMES, Status, history_line, parse_history, status_event
 
 #: Where scripts live: the platform's, and the meeting services' (an application's own folder).

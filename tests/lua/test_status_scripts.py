@@ -10,7 +10,7 @@ import redis
 
 from meetingtasks.lua import LuaScript
 from meetingtasks.store.platform import Platform
-from meetingtasks.store.rollups import RETENTION_S, bucket_of, slot_of
+from meetingtasks.store.rollup import RETENTION_S, bucket_of, slot_of
 from tests.lua.conftest import Published
 
 TRANSITION = LuaScript.load("transition")
