@@ -30,8 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
      ("meetingtasks.scheduler", "meetingtasks.gateway", "meetingtasks.console")),
     ("the public API: meetingtasks/__init__.py", ("meetingtasks.__init__",)),
     ("applications: the meeting system", ("meetingtasks.services",)),
-    ("operations: up's embedded Redis, the supervisor, the demo, Flower (also at its former path)",
-     ("meetingtasks.operations", "meetingtasks.flower")),
+    ("operations: up's embedded Redis, the supervisor, the demo, Flower", ("meetingtasks.operations",)),
     ("entry points: the CLI", ("meetingtasks.cli", "meetingtasks.__main__")),
 ]
 
