@@ -3,6 +3,7 @@
 import sys
 from typing import TYPE_CHECKING, Any
 
+from meetingtasks.core import former_paths
 from meetingtasks.core.optional_imports import skipped
 from meetingtasks.worker.gc_tuning import collections_paused, starting_a_worker
 
@@ -41,6 +42,9 @@ with collections_paused(until_frozen=starting_a_worker(sys.orig_argv)):
     from meetingtasks.store.status import Status
     from meetingtasks.worker import maintenance as maintenance
     from meetingtasks.worker.current import current_task_id, running_as
+
+# The module paths of earlier releases (meetingtasks.dispatcher, meetingtasks.flower, ...) still import.
+former_paths.install()
 
 if TYPE_CHECKING:
     from meetingtasks.store.cancel import TaskCancelled, cancel_task, is_cancelled, raise_if_cancelled

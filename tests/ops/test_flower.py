@@ -89,3 +89,16 @@ def test_flower_refuses_to_open_without_authentication_unless_told(env: dict[str
     from meetingtasks.operations.flower import apply_basic_auth
 
     apply_basic_auth(Settings(redis_url=env["MEETINGTASKS_REDIS_URL"], flower_allow_no_auth=True))  # no error
+
+
+def test_the_flower_command_of_earlier_releases_still_loads_the_app(env: dict[str, str]) -> None:
+    import subprocess
+    import sys
+
+    # Given a deployment that starts Flower as earlier releases documented it (before the package was grouped by
+    # layer), with no authentication configured so that the app's own check answers before any port opens
+    bare = {k: v for k, v in env.items() if "FLOWER" not in k}
+    started = subprocess.run([sys.executable, "-m", "celery", "-A", "meetingtasks.flower", "flower", "--port=1"],
+                             env=bare, capture_output=True, text=True, timeout=60)
+    # Then Celery found our Flower app there: its refusal, not "Unable to load celery application"
+    assert "Flower would open without authentication" in started.stderr, started.stderr[-2000:]
