@@ -28,7 +28,8 @@ FORMER_PATHS: dict[str, str] = {
     **{f"meetingtasks.{name}": f"meetingtasks.store.{name}" for name in (
         "callbacks", "cancel", "connections", "deadletter", "dedup", "delayed", "keys", "moves", "platform",
         "replication", "reply_wait", "resp", "stats", "status", "status_schema", "wake")},
-    "meetingtasks.metrics.rollups": "meetingtasks.store.rollups",
+    "meetingtasks.metrics.rollups": "meetingtasks.store.rollup",
+    "meetingtasks.metrics.rollup": "meetingtasks.store.rollup",
     **{f"meetingtasks.{name}": f"meetingtasks.worker.{name}" for name in (
         "app", "current", "maintenance", "profiling", "progress", "ratelimit", "task", "watchdog")},
     **{f"meetingtasks.{name}": f"meetingtasks.operations.{name}" for name in (
