@@ -1,4 +1,4 @@
-"""Hostile review of this round's additions (design.md section 6): each test is a promise the docs make that the
+"""Hostile review of this round's additions: each test is a promise the docs make that the
 code broke when it was written. Real redis-server, real processes."""
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ else:
 
 
 def test_celery_report_of_a_worker_on_a_sentinel_url_masks_the_primarys_password(tmp_path: object) -> None:
-    # Given the service apps configured with a Sentinel URL whose primary needs a password (design.md section 6)
+    # Given the service apps configured with a Sentinel URL whose primary needs a password
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MEETINGTASKS_DATA_DIR": str(tmp_path),
            "MEETINGTASKS_REDIS_URL": f"sentinel://worker:{PASSWORD}@127.0.0.1:26379,127.0.0.1:26380/mymaster/0"}
     # When an operator runs Celery's bug-report command (its output is meant to be pasted into an issue)

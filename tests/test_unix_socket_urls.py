@@ -1,4 +1,4 @@
-"""``unix://`` Redis URLs (design.md section 6): every part that speaks to Redis through Celery or kombu takes the
+"""``unix://`` Redis URLs: every part that speaks to Redis through Celery or kombu takes the
 same translation (connections.celery_broker): the workers, beat and Flower."""
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def create_console_app(platform: Platform, credentials: tuple[str, str] | None) 
         Route("/live/task", live.task),
         Route("/live/events", live.events),
         Route("/live/workers", live.workers),
-        *tools.Tools(console, actions, live).routes(),  # the tools' pages (issue 20): tools.py
+        *tools.Tools(console, actions, live).routes(),  # the tools' pages: tools.py
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

@@ -1,4 +1,4 @@
-"""The console's place for the tools of issue 20: a task's priority, ``top``, profiles, event replay.
+"""The console's place for the operators' tools: a task's priority, ``top``, profiles, event replay.
 
 Each page reads what the tool's own module owns and each action is the tool's Python API run through
 :meth:`Actions._handle` (CSRF, confirmation, audit log, a notice back), like every other console action:

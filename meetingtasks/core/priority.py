@@ -1,6 +1,6 @@
 """Priorities and the queue names they map to.
 
-This module and :mod:`meetingtasks.routing` are the only places that know how queue names are spelled.
+This module is the only place that knows how queue names are spelled.
 Priority lives in four separate Redis lists per service, consumed in strict order by kombu's
 ``queue_order_strategy="priority"``; per-message priority numbers are never used.
 """

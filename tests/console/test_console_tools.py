@@ -1,4 +1,4 @@
-"""The console's place for the tools (issue 20): a task's priority and promote, Top, Profiles with a flame view,
+"""The console's place for the tools: a task's priority and promote, Top, Profiles with a flame view,
 and event replay with a dry-run preview, against a real `meetingtasks console` process, real Redis and, where a
 task must run, real workers."""
 

@@ -1,4 +1,4 @@
-"""Hostile review of the operator console (design.md section 6): promises of docs/console.md the console broke
+"""Hostile review of the operator console: promises of docs/console.md the console broke
 when it was written. A real `meetingtasks console` process on a real Redis."""
 
 from __future__ import annotations

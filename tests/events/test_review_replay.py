@@ -1,4 +1,4 @@
-"""Hostile review of `meetingtasks events replay` (design.md section 6: "T: epoch seconds, ISO 8601 or a stream
+"""Hostile review of `meetingtasks events replay` (the documented form: "T: epoch seconds, ISO 8601 or a stream
 id"): times that are read as something else and replay another window without a word."""
 
 from __future__ import annotations
