@@ -7,7 +7,7 @@ not beat is up, and never takes a hop through a queue itself.
 
 **Periodic entries** are task types, dispatched through the platform (routing, priority, status) by the
 one beat process holding the lock. The built-in ones are the platform's maintenance
-(:mod:`meetingtasks.maintenance`, run by ``user`` workers):
+(:mod:`meetingtasks.worker.maintenance`, run by ``user`` workers):
 
 ================  ============================  =====================================================
 entry             task type                     every
@@ -45,9 +45,9 @@ from typing import Any
 
 from celery.schedules import crontab as celery_crontab
 
-from meetingtasks.priority import Priority
+from meetingtasks.core.priority import Priority
+from meetingtasks.core.settings import Settings
 from meetingtasks.services.settings import MeetingSettings
-from meetingtasks.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import orjson
 
-from meetingtasks.embedded import RedisServer
+from meetingtasks.core.settings import Settings
 from meetingtasks.events import LiveMessage, LiveSubscriber
 from meetingtasks.events.publisher import EventPublisher
 from meetingtasks.events.subscriptions import SUBSCRIPTIONS, load_subscriptions
-from meetingtasks.platform import Platform
-from meetingtasks.settings import Settings
+from meetingtasks.operations.embedded import RedisServer
+from meetingtasks.store.platform import Platform
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_P99_MS = 20.0

@@ -27,13 +27,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.embedded import RedisServer
-from meetingtasks.platform import Platform
-from meetingtasks.priority import Priority
-from meetingtasks.registry import task_type
-from meetingtasks.settings import Settings
-from meetingtasks.status import Status
+from meetingtasks.core.priority import Priority
+from meetingtasks.core.registry import task_type
+from meetingtasks.core.settings import Settings
+from meetingtasks.enqueue.dispatcher import Dispatcher
+from meetingtasks.operations.embedded import RedisServer
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.status import Status
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "delayed.json"

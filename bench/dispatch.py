@@ -13,10 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.embedded import RedisServer
-from meetingtasks.platform import Platform
-from meetingtasks.settings import Settings
+from meetingtasks.core.settings import Settings
+from meetingtasks.enqueue.dispatcher import Dispatcher
+from meetingtasks.operations.embedded import RedisServer
+from meetingtasks.store.platform import Platform
 
 TASK_TYPE = "speech_recognition"
 

@@ -25,13 +25,13 @@ from pathlib import Path
 import orjson
 
 from bench.harness import redis_server
-from meetingtasks.deadletter import DeadLetter
+from meetingtasks.core.priority import PRIORITY_ORDER, queue_name
+from meetingtasks.core.settings import Settings
 from meetingtasks.metrics import Exporter
 from meetingtasks.metrics.heartbeat import Heartbeat, write_heartbeat
-from meetingtasks.platform import Platform
-from meetingtasks.priority import PRIORITY_ORDER, queue_name
 from meetingtasks.services import SERVICES
-from meetingtasks.settings import Settings
+from meetingtasks.store.deadletter import DeadLetter
+from meetingtasks.store.platform import Platform
 
 
 def spread(values: list[float], unit: str, scale: float = 1.0) -> str:
@@ -113,7 +113,7 @@ def main() -> None:
             print(f"scrape: {spread(times, 'ms', 1000)} with 50,000 queued, 2,000 dead letters; {size:,} bytes")
         finally:
             exporter.stop()
-    from meetingtasks import tracing
+    from meetingtasks.core import tracing
 
     per_call = [timeit.timeit(lambda: tracing.dispatch_headers("t", "id", "ai.normal"), number=100_000) / 100_000
                 for _ in range(args.rounds)]

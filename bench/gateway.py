@@ -38,12 +38,12 @@ import orjson
 import psutil
 import websockets
 
-from meetingtasks.embedded import RedisServer, free_port
+from meetingtasks.core.message import loads
+from meetingtasks.core.settings import Settings
 from meetingtasks.gateway.tokens import mint_token
-from meetingtasks.message import loads
-from meetingtasks.platform import Platform
-from meetingtasks.settings import Settings
-from meetingtasks.status import Status
+from meetingtasks.operations.embedded import RedisServer, free_port
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.status import Status
 
 SECRET = "bench-gateway-secret-0123456789abcdef"
 TASK_TYPE = "speech_recognition"

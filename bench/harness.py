@@ -16,7 +16,7 @@ from pathlib import Path
 import redis
 from cryptography.fernet import Fernet
 
-from meetingtasks.embedded import RedisServer
+from meetingtasks.operations.embedded import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUES = ("critical", "high", "normal", "low")

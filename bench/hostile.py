@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import orjson
 
-from meetingtasks.message import encode_task_message, new_id
+from meetingtasks.core.message import encode_task_message, new_id
 
 _RAW = "__raw_json_literal__"
 

@@ -23,8 +23,8 @@ import statistics
 import sys
 import time
 
+from meetingtasks.core.settings import Settings
 from meetingtasks.events.bus import LocalBus
-from meetingtasks.settings import Settings
 
 TARGET_PER_S = 500_000
 

@@ -8,8 +8,8 @@ from celery.signals import worker_ready
 from pydantic import BaseModel
 
 from bench.harness import DONE_KEY, announce_ready
-from meetingtasks.platform import get_platform
-from meetingtasks.registry import task_type
+from meetingtasks.core.registry import task_type
+from meetingtasks.store.platform import get_platform
 
 worker_ready.connect(announce_ready, weak=False)
 

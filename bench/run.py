@@ -57,7 +57,7 @@ class Bench:
         os.environ.update({k: v for k, v in self.env.items() if k.startswith(("MEETINGTASKS_", "STOCK_"))})
         import bench.noop_tasks
         import bench.stock_app
-        from meetingtasks.platform import configure
+        from meetingtasks.store.platform import configure
 
         self.platform = configure()
         self.client = redis.Redis.from_url(url)
@@ -362,10 +362,10 @@ def sharding(bench: Bench) -> None:
     """Three services draining at once, on one Redis, then split over two and three Redis instances
     (``service_redis_urls``); on one Redis also what the capacity model needs: Redis CPU, commands and memory per
     task (docs/high-availability.md, capacity)."""
-    from meetingtasks.dispatcher import Dispatcher
-    from meetingtasks.embedded import RedisServer
-    from meetingtasks.platform import Platform
-    from meetingtasks.settings import Settings
+    from meetingtasks.core.settings import Settings
+    from meetingtasks.enqueue.dispatcher import Dispatcher
+    from meetingtasks.operations.embedded import RedisServer
+    from meetingtasks.store.platform import Platform
 
     n = bench.n(10_000)
     figs = {k: bench.figure(f"drain ai + user + media over {k} Redis", "tasks/s") for k in SHARD_LAYOUTS}
@@ -421,10 +421,10 @@ def sharding(bench: Bench) -> None:
 def replica_acks(bench: Bench) -> None:
     """What ``min_replica_acks=1`` costs a producer: the dispatch loop and dispatch_batch against a primary with
     one replica attached, without and with the WAIT (docs/high-availability.md)."""
-    from meetingtasks.dispatcher import Dispatcher
-    from meetingtasks.embedded_sentinel import SentinelGroup
-    from meetingtasks.platform import Platform
-    from meetingtasks.settings import Settings
+    from meetingtasks.core.settings import Settings
+    from meetingtasks.enqueue.dispatcher import Dispatcher
+    from meetingtasks.operations.embedded_sentinel import SentinelGroup
+    from meetingtasks.store.platform import Platform
 
     n = bench.n(5000)
     batch_n = bench.n(10_000)

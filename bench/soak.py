@@ -34,9 +34,13 @@ import redis
 
 from bench.harness import QUEUES, ROOT, Worker, base_env, wait_until
 from bench.hostile import hostile_item
-from meetingtasks.embedded import RedisServer, free_port
-from meetingtasks.errors import BrokerUnavailable
+from meetingtasks.core.errors import BrokerUnavailable
+from meetingtasks.operations.embedded import RedisServer, free_port
 from meetingtasks.services import SERVICES
+from meetingtasks.store.status_schema import Status
+
+#: The states a task ends in: every dispatched task must be in one when the soak ends.
+FINAL_STATES = tuple(s.value for s in Status if s.is_terminal)
 
 
 @dataclass
@@ -62,7 +66,7 @@ class Ledger:
 
     @property
     def accounted(self) -> int:
-        return sum(self.outcomes[s] for s in ("SUCCEEDED", "FAILED", "DEAD_LETTERED", "CANCELLED"))
+        return sum(self.outcomes[s] for s in FINAL_STATES)
 
     @property
     def balanced(self) -> bool:
@@ -74,8 +78,7 @@ class Ledger:
     def report(self) -> str:
         lines = [
             f"dispatched        {self.dispatched:>8}",
-            *(f"  {name:<16}{self.outcomes[name]:>8}" for name in ("SUCCEEDED", "FAILED", "DEAD_LETTERED",
-                                                                   "CANCELLED")),
+            *(f"  {name:<16}{self.outcomes[name]:>8}" for name in FINAL_STATES),
             f"  (other)         {self.dispatched - self.accounted:>8}   {dict(self.outcomes)}",
             f"dead letters expected {self.expected_dead}",
             f"ran more often than their failures explain (idempotent handlers) {self.ran_twice}; "
@@ -154,7 +157,7 @@ class Soak:
         self.server.stop()  # SIGTERM: Redis flushes its append-only file before exiting
         time.sleep(0.5)
         self.server.start()
-        from meetingtasks.connections import reset_shared_clients
+        from meetingtasks.store.connections import reset_shared_clients
 
         reset_shared_clients()
         self.ledger.redis_restarts += 1
@@ -286,7 +289,7 @@ class Soak:
 
     def settle(self) -> None:
         """Keep killing workers for a while, then let the platform finish everything."""
-        from meetingtasks.platform import get_platform
+        from meetingtasks.store.platform import get_platform
 
         p = get_platform()
         client = p.redis()
@@ -334,7 +337,7 @@ class Soak:
         return int(group["pending"]) + behind
 
     def count(self) -> None:
-        from meetingtasks.platform import get_platform
+        from meetingtasks.store.platform import get_platform
 
         p = get_platform()
         client = p.redis()
@@ -358,7 +361,7 @@ class Soak:
 
     def run(self) -> Ledger:
         import bench.soak_tasks  # noqa: F401 - registers the soak task types
-        from meetingtasks.platform import configure
+        from meetingtasks.store.platform import configure
 
         configure()
         started = time.monotonic()

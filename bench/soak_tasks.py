@@ -11,10 +11,10 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from meetingtasks.backoff import RetryPolicy
-from meetingtasks.platform import get_platform
-from meetingtasks.registry import task_type
+from meetingtasks.core.backoff import RetryPolicy
+from meetingtasks.core.registry import task_type
 from meetingtasks.services import SERVICES
+from meetingtasks.store.platform import get_platform
 
 RUNS_KEY = "soak:runs"
 FAILED_ONCE_KEY = "soak:failed_once"

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from meetingtasks.connections import reset_shared_clients
-from meetingtasks.embedded import RedisServer
-from meetingtasks.platform import Platform, configure
-from meetingtasks.settings import Settings
+from meetingtasks.core.settings import Settings
+from meetingtasks.operations.embedded import RedisServer
+from meetingtasks.store.connections import reset_shared_clients
+from meetingtasks.store.platform import Platform, configure
 
 # Re-exported for test files that still import them from here; new code imports from tests.support.
 from tests.support.processes import ROOT

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from meetingtasks.backoff import RetryPolicy, backoff_ceiling_s, backoff_delay_s, retries_left
+from meetingtasks.core.backoff import RetryPolicy, backoff_ceiling_s, backoff_delay_s, retries_left
 
 
 def test_ceiling_doubles_until_the_cap() -> None:

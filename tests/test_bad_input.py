@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from meetingtasks import dispatch
-from meetingtasks.message import encode_task_message, loads, new_id
-from meetingtasks.platform import Platform
+from meetingtasks.core.message import encode_task_message, loads, new_id
+from meetingtasks.store.platform import Platform
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
 

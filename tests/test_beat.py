@@ -15,11 +15,11 @@ from celery.schedules import crontab
 
 from beat.schedule import Periodic, _added, beat_schedule, periodic
 from meetingtasks import dispatch
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.embedded import RedisServer, free_port
-from meetingtasks.maintenance import read_queue_depths
-from meetingtasks.platform import Platform
-from meetingtasks.settings import Settings
+from meetingtasks.core.settings import Settings
+from meetingtasks.enqueue.dispatcher import Dispatcher
+from meetingtasks.operations.embedded import RedisServer, free_port
+from meetingtasks.store.platform import Platform
+from meetingtasks.worker.maintenance import read_queue_depths
 from tests.support.beat_process import BeatProcess, beat_factory
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess

@@ -13,10 +13,10 @@ import redis
 
 import tests.support.scheduling_tasks  # noqa: F401 - registers t_cooperative here too
 from meetingtasks import TaskFailed, TaskNotFound, dispatch, is_cancelled
-from meetingtasks.cancel import cancel
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.platform import Platform
-from meetingtasks.status import Status
+from meetingtasks.enqueue.dispatcher import Dispatcher
+from meetingtasks.store.cancel import cancel
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.status import Status
 from tests.support.processes import ROOT
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess

@@ -7,11 +7,11 @@ from typing import ClassVar
 import pytest
 from pydantic import Field, SecretStr
 
-from meetingtasks.app_settings import AppSettings
 from meetingtasks.cli.up import Redis, show_plan
-from meetingtasks.errors import ConfigurationError
-from meetingtasks.redaction import redact_text, redact_url
-from meetingtasks.settings import Settings, load_settings
+from meetingtasks.core.app_settings import AppSettings
+from meetingtasks.core.errors import ConfigurationError
+from meetingtasks.core.redaction import redact_text, redact_url
+from meetingtasks.core.settings import Settings, load_settings
 
 PASSWORD = "s3cret-Value-9"
 

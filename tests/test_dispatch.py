@@ -6,10 +6,10 @@ import pytest
 import redis
 
 from meetingtasks import InvalidPayload, MessageTooLarge, Priority, UnknownTaskType, dispatch, dispatch_batch
-from meetingtasks.message import loads
-from meetingtasks.platform import Platform
-from meetingtasks.registry import REGISTRY, load_builtin_types
+from meetingtasks.core.message import loads
+from meetingtasks.core.registry import REGISTRY, load_builtin_types
 from meetingtasks.services import SERVICES
+from meetingtasks.store.platform import Platform
 
 DESIGN_TYPES = {
     "user": {"user_register", "user_login", "user_profile_update", "user_status_change"},

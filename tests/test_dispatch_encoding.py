@@ -17,10 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meetingtasks import InvalidPayload, MessageTooLarge, Priority, UnknownTaskType, dispatch, dispatch_batch
-from meetingtasks.dispatcher import BATCH_CHUNK, Dispatcher, TaskHandle
-from meetingtasks.message import MessageTemplate, encode_task_message, loads, new_ids
-from meetingtasks.platform import Platform
-from meetingtasks.wake import WAKE_TOKENS_MAX
+from meetingtasks.core.message import MessageTemplate, encode_task_message, loads, new_ids
+from meetingtasks.enqueue.dispatcher import BATCH_CHUNK, Dispatcher, TaskHandle
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.wake import WAKE_TOKENS_MAX
 
 JSON_SCALARS = (st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63 - 1)
                 | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=300))
@@ -43,11 +43,11 @@ def test_the_template_writes_the_bytes_encode_task_message_writes(
     payloads = payloads[:len(task_ids)]
     tags = [str(uuid.uuid4()) for _ in task_ids]
     template = MessageTemplate(task_name, queue, {"mt_priority": priority}, TIMESTAMPS)
-    with mock.patch("meetingtasks.message.new_ids", lambda n: tags[:n]):
+    with mock.patch("meetingtasks.core.message.new_ids", lambda n: tags[:n]):
         fast = template.encode_many(task_ids, payloads, times)
     headers = {"mt_priority": priority, **dict(zip(TIMESTAMPS, times, strict=True))}
     for task_id, payload, tag, message in zip(task_ids, payloads, tags, fast, strict=True):
-        with mock.patch("meetingtasks.message.new_id", lambda tag=tag: tag):
+        with mock.patch("meetingtasks.core.message.new_id", lambda tag=tag: tag):
             expected = encode_task_message(task_id=task_id, task_name=task_name, payload=payload, queue=queue,
                                            headers=headers)
         assert message == expected
@@ -111,7 +111,7 @@ def test_a_plain_batch_records_publishes_and_queues_as_single_dispatches_do(
 ) -> None:
     # Without a tracer (an earlier test may have installed one): trace headers differ per task and send a
     # batch by the general path.
-    monkeypatch.setattr("meetingtasks.tracing.active", lambda: False)
+    monkeypatch.setattr("meetingtasks.core.tracing.active", lambda: False)
     single = dispatch("t_echo", {"tag": "single"})
     expected_record = without_times(record(r, platform, single.id))
     [expected_message] = r.lrange("ai.normal", 0, -1)

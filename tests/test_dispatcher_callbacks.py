@@ -12,10 +12,10 @@ import pytest
 import redis
 
 from meetingtasks import Status, TaskFailed, dispatch
-from meetingtasks.embedded import RedisServer, free_port
-from meetingtasks.platform import Platform
-from meetingtasks.settings import Settings
-from meetingtasks.watchdog import Watchdog
+from meetingtasks.core.settings import Settings
+from meetingtasks.operations.embedded import RedisServer, free_port
+from meetingtasks.store.platform import Platform
+from meetingtasks.worker.watchdog import Watchdog
 from tests.support.dispatcher_tasks import WORKER_ENV, callbacks_seen
 from tests.support.script_hooks import before_script_call, open_oom_window
 from tests.support.waiting import wait_for

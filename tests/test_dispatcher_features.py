@@ -14,10 +14,10 @@ import pytest
 import redis
 
 from meetingtasks import Priority, Status, dispatch, dispatch_batch
-from meetingtasks.dedup import claim_and_enqueue, once_script
-from meetingtasks.message import loads
-from meetingtasks.platform import Platform
-from meetingtasks.ratelimit import interval_ms, reserve_slot
+from meetingtasks.core.message import loads
+from meetingtasks.store.dedup import claim_and_enqueue, claim_and_enqueue_script
+from meetingtasks.store.platform import Platform
+from meetingtasks.worker.ratelimit import interval_ms, reserve_slot
 from tests.support.dispatcher_tasks import WORKER_ENV
 from tests.support.processes import ROOT
 from tests.support.script_hooks import ProducerCrashed, before_script_call, open_oom_window
@@ -136,7 +136,7 @@ def test_dedup_key_of_a_task_whose_record_is_gone_queues_a_new_task(platform: Pl
 
 
 def test_claim_script_refuses_a_command_list_it_cannot_run_before_writing(platform: Platform, r: redis.Redis) -> None:
-    once = once_script()  # no script embedded: a command list may hold plain commands only
+    once = claim_and_enqueue_script()  # no script embedded: a command list may hold plain commands only
     key = platform.keys.dedup("direct")
     unknown = [("EVALSHA", "0" * 40, 0), ("LPUSH", "ai.normal", "m")]
     with pytest.raises(redis.ResponseError, match="not embedded"):
@@ -238,7 +238,7 @@ def test_progress_reaches_the_status_record_and_the_status_channel(platform: Pla
 
 
 def test_report_progress_outside_a_task_is_a_clear_error() -> None:
-    from meetingtasks.progress import report_progress
+    from meetingtasks.worker.progress import report_progress
 
     with pytest.raises(RuntimeError, match="only inside a running task handler"):
         report_progress(10, "nope")

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from meetingtasks.deadletter import DeadLetter
-from meetingtasks.embedded import RedisServer
-from meetingtasks.platform import Platform
-from meetingtasks.settings import Settings
+from meetingtasks.core.settings import Settings
+from meetingtasks.operations.embedded import RedisServer
+from meetingtasks.store.deadletter import DeadLetter
+from meetingtasks.store.platform import Platform
 from tests.support.processes import ROOT
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
@@ -60,7 +60,7 @@ def queued(client: redis.Redis) -> dict[str, int]:
 def test_dlq_and_stats_see_each_service_on_its_own_redis(
     split_env: dict[str, str], split: Platform, ai_server: RedisServer, start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    from meetingtasks.dispatcher import Dispatcher
+    from meetingtasks.enqueue.dispatcher import Dispatcher
 
     default, ai = split.redis(), split.redis("ai")
     assert default.connection_pool.connection_kwargs["port"] != ai.connection_pool.connection_kwargs["port"]

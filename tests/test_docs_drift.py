@@ -1,7 +1,7 @@
 """The docs say what the code says: the generated tables match the code, and the README's links resolve.
 
 The settings reference (docs/configuration.md) and the Redis key table (docs/redis-keys.md) are rendered from
-``Settings`` and ``keys.KEY_SCHEMA`` by ``python -m meetingtasks.docs_gen``; a field or key added without
+``Settings`` and ``keys.KEY_SCHEMA`` by ``python -m meetingtasks.operations.docs_gen``; a field or key added without
 regenerating fails here, naming the page and the command that fixes it.
 """
 
@@ -12,9 +12,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from meetingtasks import keys
-from meetingtasks.docs_gen import DOCS_DIR, GENERATED, render_keys, render_settings, replace_block, stale_pages
-from meetingtasks.settings import ENV_PREFIX, Settings
+from meetingtasks.core.settings import ENV_PREFIX, Settings
+from meetingtasks.operations.docs_gen import (
+    DOCS_DIR,
+    GENERATED,
+    render_keys,
+    render_settings,
+    replace_block,
+    stale_pages,
+)
+from meetingtasks.store import keys
 
 ROOT = DOCS_DIR.parent
 LINK = re.compile(r"\]\(((?:\./)?docs/[^)#\s]+)(?:#[^)]*)?\)")
@@ -22,20 +29,21 @@ LINK = re.compile(r"\]\(((?:\./)?docs/[^)#\s]+)(?:#[^)]*)?\)")
 
 def test_generated_tables_match_the_code() -> None:
     stale = stale_pages()
-    assert stale == [], f"out of date: {stale}; run python -m meetingtasks.docs_gen"
+    assert stale == [], f"out of date: {stale}; run python -m meetingtasks.operations.docs_gen"
 
 
 def test_the_check_command_reports_a_stale_page(tmp_path: Path) -> None:
     for page, _name, _render in GENERATED:
         (tmp_path / page).write_text((DOCS_DIR / page).read_text(encoding="utf-8"), encoding="utf-8")
-    check = [sys.executable, "-m", "meetingtasks.docs_gen", "--check", "--docs-dir", str(tmp_path)]
+    check = [sys.executable, "-m", "meetingtasks.operations.docs_gen", "--check", "--docs-dir", str(tmp_path)]
     assert subprocess.run(check, capture_output=True, text=True, cwd=ROOT).returncode == 0
 
     page = tmp_path / "configuration.md"
     page.write_text(page.read_text(encoding="utf-8").replace("MEETINGTASKS_VISIBILITY_TIMEOUT_S", "X"), "utf-8")
     stale = subprocess.run(check, capture_output=True, text=True, cwd=ROOT)
     assert stale.returncode == 1
-    assert stale.stderr.strip() == "docs/configuration.md is out of date: run python -m meetingtasks.docs_gen"
+    expected = "docs/configuration.md is out of date: run python -m meetingtasks.operations.docs_gen"
+    assert stale.stderr.strip() == expected
 
 
 def test_every_setting_has_a_description_and_a_row() -> None:
@@ -98,7 +106,7 @@ def _concrete(spec: keys.KeySpec) -> str:
 
 
 def test_the_key_schema_and_the_keys_class_agree() -> None:
-    # Spelled elsewhere: the queue names (meetingtasks.priority) and redbeat's keys under Keys.beat_prefix.
+    # Spelled elsewhere: the queue names (meetingtasks.core.priority) and redbeat's keys under Keys.beat_prefix.
     listed = {_concrete(spec) for spec in keys.KEY_SCHEMA
               if spec.pattern != "<svc>.<priority>" and not spec.pattern.startswith("P beat:")}
     spelled = _key_methods()

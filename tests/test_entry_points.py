@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from meetingtasks import dispatch
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 from tests.support.processes import ROOT
 from tests.support.waiting import wait_for
 

@@ -6,7 +6,7 @@ import gc
 
 from celery.signals import worker_ready
 
-from meetingtasks.app import create_app
+from meetingtasks.worker.app import create_app
 
 
 def test_a_ready_worker_has_frozen_its_long_lived_objects() -> None:

@@ -11,10 +11,10 @@ import pytest
 import redis
 from kombu.transport import virtual
 
-from meetingtasks.app import create_app
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.platform import Platform
-from meetingtasks.priority import PRIORITY_ORDER, queue_name
+from meetingtasks.core.priority import PRIORITY_ORDER, queue_name
+from meetingtasks.enqueue.dispatcher import Dispatcher
+from meetingtasks.store.platform import Platform
+from meetingtasks.worker.app import create_app
 from meetingtasks.worker.transport import FETCH
 from tests.support.waiting import wait_for
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from kombu.utils import json as kombu_json
 
-from meetingtasks import kombu_json as fast
+from meetingtasks.core import kombu_json as fast
 
 
 @pytest.mark.parametrize("value", [

@@ -12,13 +12,13 @@ import pytest
 import redis
 
 from meetingtasks import dispatch, dispatch_batch
-from meetingtasks.errors import MoveRefused, TaskNotFound
-from meetingtasks.message import loads
-from meetingtasks.moves import _FIND, SCAN_SLICE, set_priority
-from meetingtasks.platform import Platform, configure
-from meetingtasks.priority import PRIORITY_ORDER, queue_name
-from meetingtasks.settings import Settings
-from meetingtasks.status import Status
+from meetingtasks.core.errors import MoveRefused, TaskNotFound
+from meetingtasks.core.message import loads
+from meetingtasks.core.priority import PRIORITY_ORDER, queue_name
+from meetingtasks.core.settings import Settings
+from meetingtasks.store.moves import _FIND, SCAN_SLICE, set_priority
+from meetingtasks.store.platform import Platform, configure
+from meetingtasks.store.status import Status
 from meetingtasks.worker.transport import FETCH, fetch_args
 from tests.support.processes import ROOT
 from tests.support.waiting import wait_for

@@ -23,11 +23,11 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
 from meetingtasks import InvalidPayload, dispatch
-from meetingtasks.message import MalformedMessage, check_envelope, describe, encode_task_message
-from meetingtasks.platform import Platform
-from meetingtasks.priority import queue_name
-from meetingtasks.registry import REGISTRY, load_builtin_types
-from meetingtasks.secret_fields import PREFIX, keyring, open_payload, secret_fields
+from meetingtasks.core.message import MalformedMessage, check_envelope, describe, encode_task_message
+from meetingtasks.core.priority import queue_name
+from meetingtasks.core.registry import REGISTRY, load_builtin_types
+from meetingtasks.core.secret_fields import PREFIX, keyring, open_payload, secret_fields
+from meetingtasks.store.platform import Platform
 from tests.test_dispatch import DESIGN_TYPES
 
 BUILTIN_TYPES = sorted(name for names in DESIGN_TYPES.values() for name in names)

@@ -12,11 +12,11 @@ import pytest
 import redis
 
 from meetingtasks import dispatch
-from meetingtasks.message import encode_task_message, loads, new_id
-from meetingtasks.platform import Platform
-from meetingtasks.stats import collect
-from meetingtasks.status import Status
-from meetingtasks.wake import push_wake
+from meetingtasks.core.message import encode_task_message, loads, new_id
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.stats import collect
+from meetingtasks.store.status import Status
+from meetingtasks.store.wake import push_wake
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
 

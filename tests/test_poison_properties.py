@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from meetingtasks import dispatch
-from meetingtasks.message import encode_task_message, loads, new_id
-from meetingtasks.platform import Platform
-from meetingtasks.wake import push_wake
+from meetingtasks.core.message import encode_task_message, loads, new_id
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.wake import push_wake
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
 

@@ -13,9 +13,9 @@ import pytest
 import redis
 from pyinstrument.session import Session
 
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.platform import Platform
-from meetingtasks.profiling import Profile, ProfileGate, Profiles, merged_samples
+from meetingtasks.enqueue.dispatcher import Dispatcher
+from meetingtasks.store.platform import Platform
+from meetingtasks.worker.profiling import Profile, ProfileGate, Profiles, merged_samples
 from tests.support.processes import ROOT
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess

@@ -13,18 +13,18 @@ import redis
 from pydantic import BaseModel
 
 from meetingtasks import ConfigurationError, channel, task_type
-from meetingtasks.errors import UnknownChannel
+from meetingtasks.core.errors import UnknownChannel
+from meetingtasks.core.registry import REGISTRY, SERVICE_TABLE, declare_service, known_services, services
+from meetingtasks.core.settings import Settings, load_settings
 from meetingtasks.events import CHANNELS, OWNERS
 from meetingtasks.events.channels import CHANNEL_TABLE, ChannelSpec, check_event_type
-from meetingtasks.flower import create_flower_app
 from meetingtasks.metrics.collector import PlatformCollector
-from meetingtasks.platform import Platform
-from meetingtasks.registry import REGISTRY, SERVICE_TABLE, declare_service, known_services, services
+from meetingtasks.operations.flower import create_flower_app
 from meetingtasks.services import SERVICES as MEETING_SERVICES
 from meetingtasks.services import TASK_TYPES as MEETING_TASK_TYPES
 from meetingtasks.services.settings import MeetingSettings, meeting_settings
-from meetingtasks.settings import Settings, load_settings
-from meetingtasks.stats import collect
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.stats import collect
 from tests.support.processes import ROOT
 
 
@@ -105,8 +105,8 @@ def test_a_type_of_a_task_module_missing_from_its_services_declared_types_is_ref
 TAKEOVER = """
 from pydantic import BaseModel
 from meetingtasks import task_type
-from meetingtasks.errors import ConfigurationError
-from meetingtasks.registry import declare_service
+from meetingtasks.core.errors import ConfigurationError
+from meetingtasks.core.registry import declare_service
 declare_service("t-reg-lazy", tasks="t_reg_lazy_tasks")  # no types declared: its module is imported to check
 
 class Invoice(BaseModel):

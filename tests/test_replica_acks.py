@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.embedded import RedisServer
-from meetingtasks.errors import ReplicationTimeout
+from meetingtasks.core.errors import ReplicationTimeout
+from meetingtasks.core.settings import Settings
+from meetingtasks.enqueue.dispatcher import Dispatcher
 from meetingtasks.events.publisher import EventPublisher
-from meetingtasks.platform import Platform
-from meetingtasks.settings import Settings
+from meetingtasks.operations.embedded import RedisServer
+from meetingtasks.store.platform import Platform
 
 
 def test_without_a_replica_a_dispatch_says_it_is_not_replicated_and_stays_queued(platform: Platform) -> None:

@@ -6,7 +6,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from meetingtasks.reply_wait import _MISSES_BEFORE_PAUSE, _PAUSE_REPLIES, ReplyWait
+from meetingtasks.store.reply_wait import _MISSES_BEFORE_PAUSE, _PAUSE_REPLIES, ReplyWait
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The one encoder and exchange (meetingtasks.resp) against a real redis-server: what it packs, Redis stores and
+"""The one encoder and exchange (meetingtasks.store.resp) against a real redis-server: what it packs, Redis stores and
 runs as meant, for the odd values (bytes, unicode, big ints, floats, empty strings); redis-py's pipelines (the
 bridge's transaction) pack the same bytes; error replies, NOSCRIPT and refused values leave the connection usable."""
 
@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import redis
 
-from meetingtasks.embedded import RedisServer
 from meetingtasks.lua import Arg, LuaScript
-from meetingtasks.replication import ReplicaAcks
-from meetingtasks.resp import Command, exchange, pack, pack_command
+from meetingtasks.operations.embedded import RedisServer
+from meetingtasks.store.replication import ReplicaAcks
+from meetingtasks.store.resp import Command, exchange, pack, pack_command
 
 ODD: list[Arg] = [
     b"", "", b"\x00\xff\r\n$3\r\n", "é€😀", "line\r\nbreak", " spaced ",

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from meetingtasks import TaskFailed, dispatch
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 from tests.support.workers import WorkerProcess
 
 # Slow tier: every test runs worker subprocesses through kills, redeliveries or timeouts.

@@ -11,9 +11,9 @@ import pytest
 import redis
 
 from meetingtasks import dispatch
-from meetingtasks.message import new_id
-from meetingtasks.platform import Platform
-from meetingtasks.status import Status
+from meetingtasks.core.message import new_id
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.status import Status
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
 from tests.test_poison_messages import QUEUE, SERVICE, assert_nothing_left, push, valid_envelope

@@ -1,4 +1,4 @@
-"""Hostile review of this round's additions (design.md section 6): each test is a promise the docs make that the
+"""Hostile review of this round's additions: each test is a promise the docs make that the
 code broke when it was written. Real redis-server, real processes."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from meetingtasks.embedded import free_port
-from meetingtasks.errors import ConfigurationError
-from meetingtasks.settings import load_settings
+from meetingtasks.core.errors import ConfigurationError
+from meetingtasks.core.settings import load_settings
+from meetingtasks.operations.embedded import free_port
 from tests.support.processes import ROOT
 
 PASSWORD = "hunter2-not-for-logs"
@@ -66,9 +66,9 @@ def test_the_cli_error_of_a_refused_sentinel_url_masks_its_password(tmp_path: ob
 HIJACK = """
 from pydantic import BaseModel
 from meetingtasks import task_type
-from meetingtasks.embedded import free_port
-from meetingtasks.errors import ConfigurationError
-from meetingtasks.registry import REGISTRY
+from meetingtasks.operations.embedded import free_port
+from meetingtasks.core.errors import ConfigurationError
+from meetingtasks.core.registry import REGISTRY
 
 class Invoice(BaseModel):
     invoice_id: str = "i-1"
@@ -117,8 +117,8 @@ def test_a_channel_declared_unlike_the_built_in_one_is_refused_at_the_call_not_a
     # Given an application that declares the meeting system's channel with other event types and owner
     code = """
 from meetingtasks import channel
-from meetingtasks.embedded import free_port
-from meetingtasks.errors import ConfigurationError
+from meetingtasks.operations.embedded import free_port
+from meetingtasks.core.errors import ConfigurationError
 try:
     channel("meeting_events", ["meeting.created"], owner="billing")
 except ConfigurationError as exc:
@@ -134,7 +134,7 @@ else:
 
 
 def test_celery_report_of_a_worker_on_a_sentinel_url_masks_the_primarys_password(tmp_path: object) -> None:
-    # Given the service apps configured with a Sentinel URL whose primary needs a password (design.md section 6)
+    # Given the service apps configured with a Sentinel URL whose primary needs a password
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MEETINGTASKS_DATA_DIR": str(tmp_path),
            "MEETINGTASKS_REDIS_URL": f"sentinel://worker:{PASSWORD}@127.0.0.1:26379,127.0.0.1:26380/mymaster/0"}
     # When an operator runs Celery's bug-report command (its output is meant to be pasted into an issue)

@@ -1,4 +1,4 @@
-"""Hostile review: design.md section 6 lists ``unix://`` among the Redis URLs of the platform. A worker on one."""
+"""Hostile review: the public interface lists ``unix://`` among the Redis URLs of the platform. A worker on one."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 import tests.support.tasks  # noqa: F401 - registers t_echo in this process
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.embedded import RedisServer
-from meetingtasks.platform import Platform
-from meetingtasks.settings import Settings
+from meetingtasks.core.settings import Settings
+from meetingtasks.enqueue.dispatcher import Dispatcher
+from meetingtasks.operations.embedded import RedisServer
+from meetingtasks.store.platform import Platform
 from tests.support.workers import WorkerProcess
 
 
@@ -33,7 +33,7 @@ def unix_redis() -> Iterator[str]:
 @pytest.mark.slow
 def test_a_worker_on_a_unix_socket_url_starts_and_runs_a_task(
         unix_redis: str, start_worker: Callable[..., WorkerProcess]) -> None:
-    # Given a Redis reached over its unix socket, the URL form design.md section 6 lists with redis:// and rediss://
+    # Given a Redis reached over its unix socket, the URL form documented with redis:// and rediss://
     settings = Settings(redis_url=unix_redis)
     # When a worker of a service starts on it (it stopped at once with kombu's "Database is int between 0 and
     # limit - 1, not tmp/.../redis.sock": the path read as a virtual host, and exited 0)

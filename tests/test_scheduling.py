@@ -13,10 +13,10 @@ import pytest
 import redis
 
 from meetingtasks import dispatch
-from meetingtasks.connections import new_client
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.platform import Platform
-from meetingtasks.status import Status
+from meetingtasks.enqueue.dispatcher import Dispatcher
+from meetingtasks.store.connections import new_client
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.status import Status
 from tests.support.processes import ROOT
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess

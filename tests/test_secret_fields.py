@@ -22,13 +22,9 @@ import redis
 from cryptography.fernet import Fernet
 from pydantic import BaseModel, SecretStr
 
-from meetingtasks.dispatcher import Dispatcher, TaskHandle
-from meetingtasks.errors import ConfigurationError, DispatchError, TaskFailed
-from meetingtasks.flower import create_flower_app
-from meetingtasks.gateway import protocol
-from meetingtasks.message import encode_task_message
-from meetingtasks.platform import Platform
-from meetingtasks.secret_fields import (
+from meetingtasks.core.errors import ConfigurationError, DispatchError, TaskFailed
+from meetingtasks.core.message import encode_task_message
+from meetingtasks.core.secret_fields import (
     MASK,
     PREFIX,
     Keyring,
@@ -44,9 +40,13 @@ from meetingtasks.secret_fields import (
     seal_payload,
     secret_fields,
 )
+from meetingtasks.core.settings import Settings
+from meetingtasks.enqueue.dispatcher import Dispatcher, TaskHandle
+from meetingtasks.gateway import protocol
+from meetingtasks.operations.flower import create_flower_app
 from meetingtasks.services.user.store import UserStore
-from meetingtasks.settings import Settings
-from meetingtasks.status import Status, encode_transition
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.status import Status, encode_transition
 from meetingtasks.worker.quarantine import quarantine_envelope
 from tests.polyglot.test_foreign_producers import send_with_celery_node
 from tests.support import secret_tasks
@@ -356,7 +356,7 @@ def test_without_a_key_one_is_created_in_the_data_directory_and_used(platform: P
     path = keyless.settings.data_dir / "encryption.keys"
     assert not path.exists()
     # When a secret is dispatched, then a key is created where `up` puts it (owner-readable only), with a warning
-    with caplog.at_level(logging.WARNING, logger="meetingtasks.secret_fields"):
+    with caplog.at_level(logging.WARNING, logger="meetingtasks.core.secret_fields"):
         Dispatcher(keyless).dispatch("user_login", {"username": "ann", "password": PASSWORD})
     assert path.stat().st_mode & 0o777 == 0o600
     assert any("created " + str(path) in m for m in caplog.messages), caplog.messages

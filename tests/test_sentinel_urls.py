@@ -10,14 +10,14 @@ import pytest
 import redis
 
 import tests.support.tasks  # noqa: F401 - registers t_echo
-from meetingtasks.app import create_app
-from meetingtasks.connections import SentinelSSLConnection, celery_broker, new_client
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.embedded_sentinel import MASTER_NAME, SentinelGroup
-from meetingtasks.errors import ConfigurationError
-from meetingtasks.platform import Platform
-from meetingtasks.sentinel import SentinelUrl
-from meetingtasks.settings import Settings, load_settings
+from meetingtasks.core.errors import ConfigurationError
+from meetingtasks.core.sentinel import SentinelUrl
+from meetingtasks.core.settings import Settings, load_settings
+from meetingtasks.enqueue.dispatcher import Dispatcher
+from meetingtasks.operations.embedded_sentinel import MASTER_NAME, SentinelGroup
+from meetingtasks.store.connections import SentinelSSLConnection, celery_broker, new_client
+from meetingtasks.store.platform import Platform
+from meetingtasks.worker.app import create_app
 from tests.support.waiting import wait_for
 
 

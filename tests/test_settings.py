@@ -11,11 +11,11 @@ import pytest
 import redis
 from cryptography.fernet import Fernet
 
-from meetingtasks.connections import new_client
-from meetingtasks.embedded import RedisServer
-from meetingtasks.errors import ConfigurationError
-from meetingtasks.secret_fields import GENERATE_HINT as FERNET_HINT
-from meetingtasks.settings import load_settings
+from meetingtasks.core.errors import ConfigurationError
+from meetingtasks.core.secret_fields import GENERATE_HINT as FERNET_HINT
+from meetingtasks.core.settings import load_settings
+from meetingtasks.operations.embedded import RedisServer
+from meetingtasks.store.connections import new_client
 
 CONFIG_YAML = """
 message_queue:
@@ -137,10 +137,10 @@ def test_tls_urls_verify_certificates_by_default() -> None:
     settings = load_settings(redis_url="rediss://:pw@example.internal:6380/0")
     import ssl
 
-    from meetingtasks.connections import ssl_options
+    from meetingtasks.store.connections import ssl_options
 
     assert ssl_options(settings)["ssl_cert_reqs"] == ssl.CERT_REQUIRED
-    from meetingtasks.app import create_app
+    from meetingtasks.worker.app import create_app
 
     app = create_app("user", settings)
     assert app.conf.broker_use_ssl["ssl_cert_reqs"] == ssl.CERT_REQUIRED
@@ -170,7 +170,7 @@ def example_values() -> dict[str, str]:
 def test_every_placeholder_of_env_example_is_refused_at_start_up_with_how_to_generate_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from meetingtasks.settings import GENERATE_SECRET_HINT, is_placeholder
+    from meetingtasks.core.settings import GENERATE_SECRET_HINT, is_placeholder
 
     example = example_values()
     assert set(example) == set(SETTINGS_FROM_EXAMPLE), "a new variable in deploy/env.example: map it here"
@@ -209,7 +209,7 @@ def test_real_secrets_pass(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_placeholder_gateway_secret_stops_the_gateway_in_one_line(tmp_path: Path) -> None:
     import os
 
-    from meetingtasks.settings import GENERATE_SECRET_HINT
+    from meetingtasks.core.settings import GENERATE_SECRET_HINT
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEETINGTASKS_")}
     env.update(MEETINGTASKS_GATEWAY_SECRET=example_values()["MEETINGTASKS_GATEWAY_SECRET"],

@@ -15,12 +15,12 @@ import pytest
 import redis
 
 from meetingtasks import dispatch_batch
-from meetingtasks.errors import TaskFailed
-from meetingtasks.keys import Keys
+from meetingtasks.core.errors import TaskFailed
 from meetingtasks.lua import LuaScript, prelude_part
-from meetingtasks.metrics.rollups import SLOT_S, bucket_of, bucket_seconds, percentile
-from meetingtasks.platform import Platform
-from meetingtasks.status import Status
+from meetingtasks.store.keys import Keys
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.rollup import SLOT_S, bucket_of, bucket_seconds, percentile
+from meetingtasks.store.status import Status
 from tests.support.processes import ROOT
 from tests.support.workers import WorkerProcess
 

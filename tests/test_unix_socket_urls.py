@@ -1,4 +1,4 @@
-"""``unix://`` Redis URLs (design.md section 6): every part that speaks to Redis through Celery or kombu takes the
+"""``unix://`` Redis URLs: every part that speaks to Redis through Celery or kombu takes the
 same translation (connections.celery_broker): the workers, beat and Flower."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from redbeat.schedulers import get_redis
 
-from meetingtasks.app import create_app
-from meetingtasks.connections import celery_broker, kombu_socket_url
-from meetingtasks.embedded import RedisServer
-from meetingtasks.flower import create_flower_app
+from meetingtasks.core.settings import Settings
+from meetingtasks.operations.embedded import RedisServer
+from meetingtasks.operations.flower import create_flower_app
 from meetingtasks.scheduler.app import create_beat_app
-from meetingtasks.settings import Settings
+from meetingtasks.store.connections import celery_broker, kombu_socket_url
+from meetingtasks.worker.app import create_app
 from meetingtasks.worker.transport import Transport
 
 

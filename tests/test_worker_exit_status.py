@@ -17,7 +17,7 @@ from tests.support.workers import WorkerProcess
 # A broker URL that kombu refuses when the worker connects. The settings refuse this one at load now, so the check
 # is lifted here to reach Celery's own "Unrecoverable error" (any such refusal kombu makes at start-up).
 UNRECOVERABLE = """
-import meetingtasks.settings as settings
+import meetingtasks.core.settings as settings
 settings.check_redis_url = lambda url: None
 from meetingtasks.cli.main import main
 main(["worker", "ai", "--pool", "solo"])

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import redis
 
-from meetingtasks.app import create_app
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.embedded import RedisServer
-from meetingtasks.platform import Platform
-from meetingtasks.settings import Settings
-from meetingtasks.status import Status
+from meetingtasks.core.settings import Settings
+from meetingtasks.enqueue.dispatcher import Dispatcher
+from meetingtasks.operations.embedded import RedisServer
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.status import Status
+from meetingtasks.worker.app import create_app
 from meetingtasks.worker.outcomes import outcome_entry, register_sink, sink_for, unregister_sink
 from tests.support.waiting import wait_for
 

@@ -1,4 +1,4 @@
-"""A worker's start-up imports only what a worker uses (see meetingtasks.optional_imports and
+"""A worker's start-up imports only what a worker uses (see meetingtasks.core.optional_imports and
 meetingtasks.worker.launch); what it leaves out still imports normally when something does use it.
 
 Start-up time itself is measured by ``python -m bench`` (bench/startup.py), not here: timings on a shared machine
@@ -17,10 +17,10 @@ import click
 import pytest
 
 from meetingtasks import dispatch
-from meetingtasks.app import create_app
-from meetingtasks.platform import Platform
 from meetingtasks.services import SERVICES
+from meetingtasks.store.platform import Platform
 from meetingtasks.worker import gc_tuning
+from meetingtasks.worker.app import create_app
 from meetingtasks.worker.gc_tuning import freeze_long_lived, starting_a_worker
 from meetingtasks.worker.launch import run_worker
 from tests.support.processes import ROOT
@@ -94,7 +94,7 @@ def test_what_start_up_skips_still_imports_when_it_is_used() -> None:
 def test_a_skipped_module_is_absent_inside_the_block_only() -> None:
     done = _python(
         "import sys\n"
-        "from meetingtasks.optional_imports import skipped\n"
+        "from meetingtasks.core.optional_imports import skipped\n"
         "assert 'colorsys' not in sys.modules\n"
         "with skipped('colorsys', 'json'):\n"
         "    import json\n"  # imported already: the block changes nothing for it
@@ -156,12 +156,12 @@ def test_importing_the_package_leaves_the_collector_as_it_was() -> None:
     done = _python(
         "import gc\n"
         "gc.disable()\n"
-        "import meetingtasks.app\n"
+        "import meetingtasks.worker.app\n"
         "print(gc.isenabled())\n"
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False"]
-    done = _python("import gc, meetingtasks.app; print(gc.isenabled())")
+    done = _python("import gc, meetingtasks.worker.app; print(gc.isenabled())")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True"]
 
@@ -177,8 +177,8 @@ def test_a_worker_that_stops_before_its_first_freeze_gives_the_collector_back() 
 def test_a_worker_finds_the_other_services_types_when_it_first_looks_them_up() -> None:
     done = _python(
         "import sys\n"
-        "from meetingtasks.app import create_app\n"
-        "from meetingtasks.registry import REGISTRY\n"
+        "from meetingtasks.worker.app import create_app\n"
+        "from meetingtasks.core.registry import REGISTRY\n"
         "create_app('ai')\n"
         "print('meetingtasks.services.media.tasks' in sys.modules)\n"
         "print(REGISTRY.find('media_stream_process').service)\n"
@@ -192,8 +192,8 @@ def test_a_worker_finds_the_other_services_types_when_it_first_looks_them_up() -
 def test_threads_that_first_miss_at_once_all_find_the_type() -> None:
     done = _python(
         "import threading\n"
-        "from meetingtasks.app import create_app\n"
-        "from meetingtasks.registry import REGISTRY\n"
+        "from meetingtasks.worker.app import create_app\n"
+        "from meetingtasks.core.registry import REGISTRY\n"
         "create_app('ai')\n"
         "barrier, found = threading.Barrier(8), []\n"
         "def look():\n"

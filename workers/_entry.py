@@ -6,7 +6,7 @@ import sys
 
 from celery import Celery
 
-from meetingtasks.app import create_app
+from meetingtasks.worker.app import create_app
 from meetingtasks.worker.launch import run_worker
 
 

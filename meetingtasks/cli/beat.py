@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from meetingtasks.cli.main import fail
-from meetingtasks.errors import MeetingTasksError
+from meetingtasks.core.errors import MeetingTasksError
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

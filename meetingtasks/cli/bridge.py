@@ -8,7 +8,7 @@ import threading
 import click
 
 from meetingtasks.cli.main import fail
-from meetingtasks.errors import MeetingTasksError
+from meetingtasks.core.errors import MeetingTasksError
 
 
 @click.command()
@@ -18,9 +18,9 @@ from meetingtasks.errors import MeetingTasksError
 def bridge(includes: tuple[str, ...], consumer: str | None) -> None:
     """Run the event bridge: the services' subscriptions, plus those of --include modules and
     MEETINGTASKS_INCLUDE. Several bridges share the work. Stops cleanly on SIGTERM or Ctrl-C."""
+    from meetingtasks.core.logs import configure_logging
     from meetingtasks.events.bridge import Bridge
-    from meetingtasks.logs import configure_logging
-    from meetingtasks.platform import configure
+    from meetingtasks.store.platform import configure
 
     try:
         platform = configure()

@@ -8,8 +8,8 @@ import socket
 import click
 
 from meetingtasks.cli.main import fail
-from meetingtasks.errors import ConfigurationError, MeetingTasksError
-from meetingtasks.settings import load_settings
+from meetingtasks.core.errors import ConfigurationError, MeetingTasksError
+from meetingtasks.core.settings import load_settings
 
 
 def is_loopback(host: str) -> bool:
@@ -52,9 +52,9 @@ def console(host: str | None, port: int | None, includes: tuple[str, ...]) -> No
     import uvicorn
 
     from meetingtasks.console import console_credentials, create_console_app
-    from meetingtasks.logs import configure_logging
-    from meetingtasks.platform import configure
-    from meetingtasks.registry import import_modules, load_builtin_types
+    from meetingtasks.core.logs import configure_logging
+    from meetingtasks.core.registry import import_modules, load_builtin_types
+    from meetingtasks.store.platform import configure
 
     try:
         settings = load_settings()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from meetingtasks.cli.main import fail, platform_command
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 
 
 @click.command()
@@ -21,7 +21,7 @@ def demo(platform: Platform, gateway_url: str | None, timeout_s: float, clip_nam
     """Three users register, log in, meet over the WebSocket gateway; a spoken clip is transcribed and its
     transcript and emotion pushed to every client; the meeting ends and its recording stops. Prints a
     timeline with latencies; exits 0 only if every step happened."""
-    from meetingtasks.demo import DemoFailed, run_demo
+    from meetingtasks.operations.demo import DemoFailed, run_demo
     from meetingtasks.services.ai.clips import clips
 
     if clip_name not in {c.name for c in clips()}:

@@ -11,10 +11,10 @@ import time
 import click
 
 from meetingtasks.cli.main import echo_json, fail, platform_command
-from meetingtasks.deadletter import DeadLetter
-from meetingtasks.errors import ReplayRefused
-from meetingtasks.platform import Platform
-from meetingtasks.secret_fields import mask_text
+from meetingtasks.core.errors import ReplayRefused
+from meetingtasks.core.secret_fields import mask_text
+from meetingtasks.store.deadletter import DeadLetter
+from meetingtasks.store.platform import Platform
 
 service_option = click.option(
     "--service", help="Only this service (any service the platform knows; see `meetingtasks stats`)."

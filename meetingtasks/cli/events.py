@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from meetingtasks.cli.main import echo_json, fail, platform_command
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 
 include_option = click.option("--include", "-I", "includes", multiple=True,
                               help="Module with subscriptions of its own (as given to the bridge); repeatable.")

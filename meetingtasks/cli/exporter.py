@@ -9,7 +9,7 @@ from types import FrameType
 import click
 
 from meetingtasks.cli.main import platform_command
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 
 
 @click.command()
@@ -19,7 +19,7 @@ from meetingtasks.platform import Platform
 @platform_command
 def exporter(platform: Platform, host: str | None, port: int | None) -> None:
     """Serve Prometheus metrics: task counters, run/wait times, queues, dead letters, workers."""
-    from meetingtasks.logs import configure_logging
+    from meetingtasks.core.logs import configure_logging
     from meetingtasks.metrics import Exporter
 
     configure_logging(platform.settings, component="exporter")

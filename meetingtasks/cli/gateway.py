@@ -10,8 +10,8 @@ import secrets
 import click
 
 from meetingtasks.cli.main import fail
-from meetingtasks.errors import MeetingTasksError
-from meetingtasks.settings import GATEWAY_SECRET_FILE, Settings, load_settings
+from meetingtasks.core.errors import MeetingTasksError
+from meetingtasks.core.settings import GATEWAY_SECRET_FILE, Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,10 @@ def gateway(host: str | None, port: int | None, includes: tuple[str, ...], gener
     """Run the WebSocket gateway: clients submit tasks and watch their status live on /ws."""
     import uvicorn
 
+    from meetingtasks.core.logs import configure_logging
+    from meetingtasks.core.registry import import_modules, load_builtin_types
     from meetingtasks.gateway import create_gateway_app, require_secret
-    from meetingtasks.logs import configure_logging
-    from meetingtasks.platform import configure
-    from meetingtasks.registry import import_modules, load_builtin_types
+    from meetingtasks.store.platform import configure
 
     try:
         settings = load_settings()

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 import click
 import redis
 
-from meetingtasks.errors import MeetingTasksError
-from meetingtasks.platform import Platform, configure
+from meetingtasks.core.errors import MeetingTasksError
+from meetingtasks.store.platform import Platform, configure
 
 F = TypeVar("F", bound=Callable[..., Any])
 

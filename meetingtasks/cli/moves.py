@@ -1,13 +1,13 @@
-"""``reprioritize`` and ``promote``: move a waiting task (see :mod:`meetingtasks.moves`)."""
+"""``reprioritize`` and ``promote``: move a waiting task (see :mod:`meetingtasks.store.moves`)."""
 
 from __future__ import annotations
 
 import click
 
-from meetingtasks import moves
 from meetingtasks.cli.main import fail, platform_command
-from meetingtasks.platform import Platform
-from meetingtasks.priority import Priority
+from meetingtasks.core.priority import Priority
+from meetingtasks.store import moves
+from meetingtasks.store.platform import Platform
 
 
 @click.command()

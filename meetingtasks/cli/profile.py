@@ -1,5 +1,5 @@
 """``profile TYPE [--runs N]``: profile the next N runs of a task type on any worker and print the profiles
-(:mod:`meetingtasks.profiling`); ``--show`` prints the kept ones without asking for more."""
+(:mod:`meetingtasks.worker.profiling`); ``--show`` prints the kept ones without asking for more."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 import click
 
 from meetingtasks.cli.main import echo_json, fail, platform_command
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 
 if TYPE_CHECKING:
-    from meetingtasks.profiling import Profile
+    from meetingtasks.worker.profiling import Profile
 
 
 @click.command()
@@ -30,8 +30,8 @@ def profile(platform: Platform, task_type: str, runs: int, show: bool, no_wait: 
             includes: tuple[str, ...], as_json: bool) -> None:
     """Profile the next --runs runs of TASK_TYPE on any worker with a sampling profiler (pyinstrument, the
     extra meetingtasks[profile] where the workers run) and print each profile as text when it comes."""
-    from meetingtasks.profiling import Profiles
-    from meetingtasks.registry import REGISTRY, import_modules
+    from meetingtasks.core.registry import REGISTRY, import_modules
+    from meetingtasks.worker.profiling import Profiles
 
     import_modules([*platform.settings.include, *includes])
     REGISTRY.get(task_type)  # an unknown type: one line naming the known ones

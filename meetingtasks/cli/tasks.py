@@ -8,12 +8,12 @@ import time
 import click
 
 from meetingtasks.cli.main import echo_json, fail, platform_command
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.errors import TaskFailed, WaitTimeout
+from meetingtasks.core.errors import TaskFailed, WaitTimeout
+from meetingtasks.core.priority import Priority
+from meetingtasks.enqueue.dispatcher import Dispatcher
 from meetingtasks.events.retention import stream_states
-from meetingtasks.platform import Platform
-from meetingtasks.priority import Priority
-from meetingtasks.stats import collect
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.stats import collect
 
 
 @click.command()
@@ -74,7 +74,7 @@ def cancel(platform: Platform, task_id: str, terminate: bool) -> None:
     next cancel check). Exit 1 when it had already finished otherwise (nothing changes), could not be
     terminated, or the id is unknown.
     """
-    from meetingtasks.cancel import cancel as cancel_one
+    from meetingtasks.store.cancel import cancel as cancel_one
 
     outcome = cancel_one(platform, task_id, terminate=terminate)
     if not outcome.ok:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from meetingtasks.cli.main import fail
-from meetingtasks.errors import MeetingTasksError
-from meetingtasks.settings import load_settings
+from meetingtasks.core.errors import MeetingTasksError
+from meetingtasks.core.settings import load_settings
 
 
 @click.command()

@@ -1,5 +1,5 @@
 """``top``: per task type over the last minute and hour, from the rollups the recording scripts keep
-(:mod:`meetingtasks.metrics.rollups`)."""
+(:mod:`meetingtasks.store.rollup`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import click
 
 from meetingtasks.cli.main import echo_json, platform_command
-from meetingtasks.metrics.rollups import WINDOWS, reader_for, top_report
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.rollup import WINDOWS, reader_for, top_report
 
 _CLEAR = "\x1b[H\x1b[2J"
 _COLUMNS = (("started/s", "started_per_s"), ("ok", "succeeded"), ("failed", "failed"), ("dead", "dead_lettered"),
@@ -38,7 +38,7 @@ def _cell(key: str, value: Any) -> str:
 
 
 def render(data: dict[str, Any]) -> str:
-    """``data`` (from :func:`~meetingtasks.metrics.rollups.top_report`) as the terminal table: one block per
+    """``data`` (from :func:`~meetingtasks.store.rollup.top_report`) as the terminal table: one block per
     window, one row per type."""
     stamp = time.strftime("%H:%M:%S", time.localtime(data["time"]))
     lines = [f"meetingtasks top  {stamp}  (slots of {data['slot_s']} s)"]

@@ -21,14 +21,14 @@ import click
 import redis
 
 from meetingtasks.cli.main import fail
-from meetingtasks.connections import new_client
-from meetingtasks.embedded import RedisServer
-from meetingtasks.embedded_sentinel import MASTER_NAME, SentinelGroup
-from meetingtasks.errors import ConfigurationError, MeetingTasksError
-from meetingtasks.redaction import redact_url
-from meetingtasks.registry import REGISTRY, import_modules, services
-from meetingtasks.settings import CONSOLE_AUTH_FILE, REDIS_URL_FILE, Settings, load_settings
-from meetingtasks.supervisor import PartFailed, PartSpec, Supervisor, http_ok, log_contains
+from meetingtasks.core.errors import ConfigurationError, MeetingTasksError
+from meetingtasks.core.redaction import redact_url
+from meetingtasks.core.registry import REGISTRY, import_modules, services
+from meetingtasks.core.settings import CONSOLE_AUTH_FILE, REDIS_URL_FILE, Settings, load_settings
+from meetingtasks.operations.embedded import RedisServer
+from meetingtasks.operations.embedded_sentinel import MASTER_NAME, SentinelGroup
+from meetingtasks.operations.supervisor import PartFailed, PartSpec, Supervisor, http_ok, log_contains
+from meetingtasks.store.connections import new_client
 
 FLOWER_AUTH_FILE = "flower.auth"
 DEFAULT_CONCURRENCY = 2
@@ -65,7 +65,7 @@ def part_specs(settings: Settings, concurrency: int, includes: Iterable[str] = (
         PartSpec("gateway", ["meetingtasks", "gateway", "--host", s.gateway_host, "--port", str(s.gateway_port)],
                  http_ok(f"{gateway}/healthz"), urls=[f"{gateway}/", f"ws://{s.gateway_host}:{s.gateway_port}/ws"],
                  ports=[(s.gateway_host, s.gateway_port, "MEETINGTASKS_GATEWAY_PORT")]),
-        PartSpec("flower", ["celery", "-A", "meetingtasks.flower", "flower", f"--address={s.flower_host}",
+        PartSpec("flower", ["celery", "-A", "meetingtasks.operations.flower", "flower", f"--address={s.flower_host}",
                             f"--port={s.flower_port}"],
                  http_ok(f"{flower}/healthcheck"), urls=[f"{flower}/"],
                  ports=[(s.flower_host, s.flower_port, "MEETINGTASKS_FLOWER_PORT")]),
@@ -200,8 +200,8 @@ def up(includes: tuple[str, ...], data_dir: Path | None, concurrency: int | None
     """Run the whole platform locally: Redis, a worker per service, beat, bridge, gateway, Flower, exporter,
     console."""
     from meetingtasks.cli.gateway import make_secret
-    from meetingtasks.logs import configure_logging
-    from meetingtasks.secret_fields import generate_keys_file
+    from meetingtasks.core.logs import configure_logging
+    from meetingtasks.core.secret_fields import generate_keys_file
 
     try:
         overrides = {"data_dir": data_dir} if data_dir is not None else {}

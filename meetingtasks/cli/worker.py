@@ -11,7 +11,7 @@ import sys
 import click
 
 from meetingtasks.cli.main import fail
-from meetingtasks.errors import MeetingTasksError
+from meetingtasks.core.errors import MeetingTasksError
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -21,9 +21,9 @@ from meetingtasks.errors import MeetingTasksError
 def worker(service: str, includes: tuple[str, ...], celery_args: tuple[str, ...]) -> None:
     """Run a worker of SERVICE (the meeting system's, or yours with --include); other options go to `celery
     worker` (e.g. --concurrency 4 --pool threads)."""
-    from meetingtasks.app import create_app
-    from meetingtasks.registry import REGISTRY
-    from meetingtasks.secret_fields import check_worker_keys
+    from meetingtasks.core.registry import REGISTRY
+    from meetingtasks.core.secret_fields import check_worker_keys
+    from meetingtasks.worker.app import create_app
     from meetingtasks.worker.launch import run_worker
 
     try:

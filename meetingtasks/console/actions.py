@@ -4,7 +4,7 @@ Each action checks the CSRF token first (403 without it), then asks for a confir
 ``confirmed=1`` renders a page saying what will happen to how many, whose button repeats the POST with
 ``confirmed=1``. Done, the action is written to the audit log (who, when, what, how many) and the browser is sent
 back where it came from with a one-line notice. The work itself is the owning module's: replay and purge are
-:class:`~meetingtasks.deadletter.DeadLetterStore`'s, cancel is :func:`meetingtasks.cancel.cancel`'s.
+:class:`~meetingtasks.store.deadletter.DeadLetterStore`'s, cancel is :func:`meetingtasks.store.cancel.cancel`'s.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
-from meetingtasks.cancel import cancel
 from meetingtasks.console.auth import CSRF_FIELD
 from meetingtasks.console.context import Console, parse_time
-from meetingtasks.deadletter import DeadLetter, LetterFilter
-from meetingtasks.errors import MeetingTasksError, MoveRefused, ReplayRefused, TaskNotFound
-from meetingtasks.moves import promote
+from meetingtasks.core.errors import MeetingTasksError, MoveRefused, ReplayRefused, TaskNotFound
+from meetingtasks.store.cancel import cancel
+from meetingtasks.store.deadletter import DeadLetter, LetterFilter
+from meetingtasks.store.moves import promote
 
 #: Largest form accepted (a page's selection is 50 ids).
 MAX_FORM_BYTES = 1_000_000
@@ -239,7 +239,7 @@ class Actions:
         self.c.check_service(str(form.get("service") or ""))  # the form names it: a wrong one is refused
 
         def run() -> tuple[int, str]:
-            # One owner of "run a scheduled task now": meetingtasks.moves.promote (also the task page's promote).
+            # One owner of "run a scheduled task now": meetingtasks.store.moves.promote (also the task page's promote).
             try:
                 promote(self.p, task_id)
             except (MoveRefused, TaskNotFound) as exc:

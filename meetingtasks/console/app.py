@@ -19,8 +19,8 @@ from meetingtasks.console.context import Console
 from meetingtasks.console.headers import SecurityHeadersMiddleware
 from meetingtasks.console.live import Live
 from meetingtasks.console.pages import Pages
-from meetingtasks.errors import BrokerUnavailable, InfrastructureError, MeetingTasksError, TaskNotFound
-from meetingtasks.platform import Platform
+from meetingtasks.core.errors import BrokerUnavailable, InfrastructureError, MeetingTasksError, TaskNotFound
+from meetingtasks.store.platform import Platform
 
 STATIC = Path(__file__).parent / "static"
 
@@ -70,7 +70,7 @@ def create_console_app(platform: Platform, credentials: tuple[str, str] | None) 
         Route("/live/task", live.task),
         Route("/live/events", live.events),
         Route("/live/workers", live.workers),
-        *tools.Tools(console, actions, live).routes(),  # the tools' pages (issue 20): tools.py
+        *tools.Tools(console, actions, live).routes(),  # the tools' pages: tools.py
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

@@ -10,8 +10,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from meetingtasks.message import dumps, loads
-from meetingtasks.platform import Platform
+from meetingtasks.core.message import dumps, loads
+from meetingtasks.store.platform import Platform
 
 #: Entries kept.
 KEEP = 10_000

@@ -22,8 +22,8 @@ from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from meetingtasks.errors import ConfigurationError
-from meetingtasks.settings import CONSOLE_AUTH_FILE, Settings
+from meetingtasks.core.errors import ConfigurationError
+from meetingtasks.core.settings import CONSOLE_AUTH_FILE, Settings
 
 #: The name every action form gives its token.
 CSRF_FIELD = "csrf_token"

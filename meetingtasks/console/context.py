@@ -16,7 +16,8 @@ from starlette.responses import HTMLResponse
 
 from meetingtasks.console.audit import AuditLog
 from meetingtasks.console.auth import ANONYMOUS, CSRF_FIELD, Guard
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.status_schema import phase_of
 
 TEMPLATES = Path(__file__).parent / "templates"
 #: Rows per page of every list.
@@ -104,7 +105,8 @@ class Console:
 
     def __post_init__(self) -> None:
         self.env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
-        self.env.filters.update(utc=utc, pretty=pretty)
+        # phase: a status's class, which the styles colour (meetingtasks.store.status_schema.PHASES).
+        self.env.filters.update(utc=utc, pretty=pretty, phase=phase_of)
         self.env.globals.update(relative=relative, urlencode=urlencode)
 
     def services(self) -> tuple[str, ...]:

@@ -1,6 +1,6 @@
 """A flame view of a kept profile, drawn on the server from pyinstrument's session JSON.
 
-The session (:class:`meetingtasks.profiling.Profile`'s ``session``) holds ``frame_records``: each sample's call
+The session (:class:`meetingtasks.worker.profiling.Profile`'s ``session``) holds ``frame_records``: each sample's call
 stack, outermost first, as identifiers ``function\\0file\\0line`` (pyinstrument may append ``\\x01`` and
 attributes), with the time it stood for. Stacks are merged into a tree (the same frame under the same parent is
 one node) and laid out top-down: a bar per node, as wide as its share of the whole time, under its caller.

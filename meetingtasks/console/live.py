@@ -21,7 +21,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from meetingtasks.console.context import Console
 from meetingtasks.console.pages import Pages
-from meetingtasks.errors import MeetingTasksError, TaskNotFound
+from meetingtasks.core.errors import MeetingTasksError, TaskNotFound
 
 #: Seconds between two reads of a live part.
 INTERVAL_S = 1.0

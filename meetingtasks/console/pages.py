@@ -13,21 +13,21 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from meetingtasks.cancel import locate
 from meetingtasks.console.context import PAGE_SIZE, Console, parse_cursor, parse_page, parse_time
-from meetingtasks.deadletter import LetterFilter
-from meetingtasks.errors import TaskNotFound
+from meetingtasks.core.errors import TaskNotFound
+from meetingtasks.core.message import decode_body, describe, loads
+from meetingtasks.core.priority import PRIORITY_ORDER, Priority
+from meetingtasks.core.registry import REGISTRY
+from meetingtasks.core.secret_fields import MASK, mask, mask_payload, mask_text
 from meetingtasks.events.channels import CHANNELS
 from meetingtasks.events.retention import stream_states
-from meetingtasks.message import decode_body, describe, loads
 from meetingtasks.metrics.collector import read_gateways
 from meetingtasks.metrics.heartbeat import read_heartbeats
 from meetingtasks.metrics.reporter import read_reports
-from meetingtasks.metrics.rollup import read_series
-from meetingtasks.priority import PRIORITY_ORDER, Priority
-from meetingtasks.registry import REGISTRY
-from meetingtasks.secret_fields import MASK, mask, mask_payload, mask_text
-from meetingtasks.stats import collect
+from meetingtasks.store.cancel import locate
+from meetingtasks.store.deadletter import LetterFilter
+from meetingtasks.store.rollup import read_series
+from meetingtasks.store.stats import collect
 
 #: A service with more dead letters shows them on one row, not split by priority: splitting reads every letter,
 #: and the overview refreshes every second for each open page.

@@ -1,13 +1,13 @@
-"""The console's place for the tools of issue 20: a task's priority, ``top``, profiles, event replay.
+"""The console's place for the operators' tools: a task's priority, ``top``, profiles, event replay.
 
 Each page reads what the tool's own module owns and each action is the tool's Python API run through
 :meth:`Actions._handle` (CSRF, confirmation, audit log, a notice back), like every other console action:
 
-- ``POST /task/priority``: :func:`meetingtasks.moves.set_priority` (a task's "promote" is the Scheduled page's
-  run now, ``POST /scheduled/run-now``, which is :func:`meetingtasks.moves.promote`);
-- ``GET /top`` (live by ``/live/top``): :func:`meetingtasks.metrics.rollups.top_report`;
+- ``POST /task/priority``: :func:`meetingtasks.store.moves.set_priority` (a task's "promote" is the Scheduled page's
+  run now, ``POST /scheduled/run-now``, which is :func:`meetingtasks.store.moves.promote`);
+- ``GET /top`` (live by ``/live/top``): :func:`meetingtasks.store.rollup.top_report`;
 - ``GET /profiles``, ``GET /profiles/{type}/{id}`` (a flame view, :mod:`.flame`), ``POST /profiles/request``:
-  :class:`meetingtasks.profiling.Profiles`;
+  :class:`meetingtasks.worker.profiling.Profiles`;
 - ``GET /events/replay``, ``POST /events/replay``: :class:`meetingtasks.events.replay.EventReplay`, whose dry run
   is the confirmation page's preview.
 """
@@ -23,24 +23,24 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from meetingtasks import moves
 from meetingtasks.console.actions import Actions, Plan
 from meetingtasks.console.context import Console
 from meetingtasks.console.flame import MIN_SHARE, flame_of
 from meetingtasks.console.live import Live
-from meetingtasks.errors import InvalidReplay, MoveRefused
+from meetingtasks.core.errors import InvalidReplay, MoveRefused
+from meetingtasks.core.priority import PRIORITY_ORDER, Priority
+from meetingtasks.core.registry import REGISTRY
 from meetingtasks.events.channels import CHANNELS
 from meetingtasks.events.replay import EventReplay, ReplayReport, stream_position
-from meetingtasks.metrics.rollups import WINDOWS, RollupReader, reader_for, top_report
-from meetingtasks.priority import PRIORITY_ORDER, Priority
-from meetingtasks.profiling import Profile, Profiles
-from meetingtasks.registry import REGISTRY
+from meetingtasks.store import moves
+from meetingtasks.store.rollup import WINDOWS, RollupReader, reader_for, top_report
+from meetingtasks.worker.profiling import Profile, Profiles
 
 #: Runs one request from the console may ask to profile.
 MAX_PROFILE_RUNS = 1_000
 #: What a task type's name may be (a profile request names one; also bounds the Redis key it makes).
 TYPE_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
-#: Statuses whose priority can change (see :mod:`meetingtasks.moves`).
+#: Statuses whose priority can change (see :mod:`meetingtasks.store.moves`).
 MOVABLE = ("QUEUED", "SCHEDULED", "RETRYING")
 
 

@@ -18,16 +18,16 @@ from typing import Any
 
 import redis
 
-from meetingtasks.dedup import once_script
+from meetingtasks.core.message import MessageTemplate
 from meetingtasks.enqueue.prepare import PreparedTask
 from meetingtasks.lua import Arg, LuaScript
-from meetingtasks.message import MessageTemplate
-from meetingtasks.platform import Platform
-from meetingtasks.resp import Command
-from meetingtasks.status import _TRANSITION as TRANSITION_SCRIPT
-from meetingtasks.status import Status
-from meetingtasks.status_schema import history_line
-from meetingtasks.wake import push_wake
+from meetingtasks.store.dedup import claim_and_enqueue_script
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.resp import Command
+from meetingtasks.store.status import _TRANSITION as TRANSITION_SCRIPT
+from meetingtasks.store.status import Status
+from meetingtasks.store.status_schema import history_line
+from meetingtasks.store.wake import push_wake
 
 #: Tasks per batch script call: bounds how long one call holds Redis (about 3 ms) and the ``unpack`` of a chunk's
 #: messages into one LPUSH (Lua's C stack takes 8,000 values).
@@ -36,7 +36,7 @@ BATCH_CHUNK = 500
 #: The enqueue path: the first transition (QUEUED) of new tasks and their pushes, in one call (lua/enqueue_many.lua).
 ENQUEUE_MANY = LuaScript.load("enqueue_many")
 #: A dispatch with ``dedup_key``: the claim and :func:`enqueue`'s commands in one call.
-ENQUEUE_ONCE = once_script(TRANSITION_SCRIPT)
+ENQUEUE_ONCE = claim_and_enqueue_script(TRANSITION_SCRIPT)
 #: Strings the enqueue script may put into its event JSON as they are.
 SAFE = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
@@ -110,7 +110,7 @@ def enqueue(platform: Platform, pipe: Any, task: PreparedTask) -> None:
     if task.deadline_s is not None:
         pipe.zadd(p.keys.deadlines, {task.task_id: int(task.deadline_s * 1000)})
     if task.due_s is None:
-        push_wake(pipe, p.keys, task.spec.service)  # before the message: see meetingtasks.wake
+        push_wake(pipe, p.keys, task.spec.service)  # before the message: see meetingtasks.store.wake
         pipe.lpush(task.queue, task.message)
     else:
         p.delayed.schedule(pipe, task.spec.service, task.task_id, task.queue, task.message, task.due_s)

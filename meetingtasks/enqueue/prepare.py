@@ -2,7 +2,7 @@
 
 :func:`prepare` validates the payload against the type's model (sealing its secret fields), routes the type to
 its service's queue for the priority, works out the due time and the deadline, and encodes the message (refused
-over ``max_message_bytes``); a refusal is a :class:`~meetingtasks.errors.DispatchError` naming the problem.
+over ``max_message_bytes``); a refusal is a :class:`~meetingtasks.core.errors.DispatchError` naming the problem.
 :func:`prepare_plain` does the same for a batch's plain items with one pydantic call per task type, leaving
 each message to be made from its type's template as it is sent (:mod:`meetingtasks.enqueue.commands`).
 """
@@ -19,16 +19,22 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from meetingtasks import tracing
-from meetingtasks.callbacks import callback_fields
-from meetingtasks.errors import ConfigurationError, DispatchError, InvalidPayload, MessageTooLarge
-from meetingtasks.message import MessageTemplate, encode_task_message, new_ids
-from meetingtasks.platform import get_platform
-from meetingtasks.priority import Priority, queue_name
-from meetingtasks.registry import REGISTRY, TaskTypeSpec
-from meetingtasks.secret_fields import Keyring, require_keyring, seal_dumped
-from meetingtasks.settings import Settings
-from meetingtasks.signing import signer_for
+from meetingtasks.core import tracing
+from meetingtasks.core.errors import (
+    ConfigurationError,
+    DispatchError,
+    InvalidPayload,
+    MessageTooLarge,
+    validation_message,
+)
+from meetingtasks.core.message import MessageTemplate, encode_task_message, new_ids
+from meetingtasks.core.priority import Priority, queue_name
+from meetingtasks.core.registry import REGISTRY, TaskTypeSpec
+from meetingtasks.core.secret_fields import Keyring, require_keyring, seal_dumped
+from meetingtasks.core.settings import Settings
+from meetingtasks.core.signing import signer_for
+from meetingtasks.store.callbacks import callback_fields
+from meetingtasks.store.platform import get_platform
 
 #: The per-call headers of a message, after ``mt_priority`` (see :func:`prepare`).
 _TIMESTAMPS = ("mt_dispatched_at", "mt_enqueued_at")
@@ -44,15 +50,6 @@ def _list_adapter(model: type[BaseModel]) -> TypeAdapter[list[BaseModel]]:
     return TypeAdapter(list[model])  # type: ignore[valid-type]
 
 
-def validation_message(task_type: str, exc: ValidationError) -> str:
-    """One line naming every failing field: ``user_register: payload.email: value is not a valid email``."""
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(root)"
-        parts.append(f"payload.{where}: {err['msg']}")
-    return f"{task_type}: " + "; ".join(parts)
-
-
 def _unencodable(task_type: str, exc: Exception) -> InvalidPayload:
     return InvalidPayload(f"{task_type}: the payload cannot be sent as JSON ({exc}); send integers beyond 64 bits "
                           "as strings")
@@ -60,7 +57,7 @@ def _unencodable(task_type: str, exc: Exception) -> InvalidPayload:
 
 def validate_payload(spec: TaskTypeSpec, payload: Any, settings: Settings | None = None) -> dict[str, Any]:
     """The payload as the JSON the handler will get (its secret fields sealed, see
-    :mod:`meetingtasks.secret_fields`), or :class:`InvalidPayload` naming the field."""
+    :mod:`meetingtasks.core.secret_fields`), or :class:`InvalidPayload` naming the field."""
     model = spec.payload_model
     if spec.secret_fields:
         return _validate_sealed(spec, payload, settings)

@@ -3,12 +3,12 @@
 ``dispatch``, ``dispatch_each`` and ``dispatch_batch`` hand :meth:`Sender.send` the same two things per Redis
 server: runs of tasks due now (for the enqueue script) and the tasks that go by the plain commands (delayed
 ones, odd names), plus any commands that must go first (a batch's record). It sends them through
-:func:`meetingtasks.resp.exchange` on one connection: packed by the one encoder, read in one go, confirmed by
+:func:`meetingtasks.store.resp.exchange` on one connection: packed by the one encoder, read in one go, confirmed by
 ``WAIT`` with ``min_replica_acks``, and retried by :meth:`Sender.retrying` while Redis refuses connections.
 A dispatch with ``dedup_key`` goes the same way as one claim-and-enqueue script call (:meth:`Sender.once`).
 
 The fast path, labelled: a lone script call (a single dispatch, a gateway submit of one task) goes as
-``EVALSHA`` and polls for its reply (:mod:`meetingtasks.reply_wait`); the dispatch loop of ``python -m bench``
+``EVALSHA`` and polls for its reply (:mod:`meetingtasks.store.reply_wait`); the dispatch loop of ``python -m bench``
 measures it. Anything larger streams ``EVAL`` calls, one per :data:`~meetingtasks.enqueue.commands.BATCH_CHUNK`
 tasks, each sent as soon as it is built while Redis runs the previous one; ``EVAL`` because, among several
 calls, a ``NOSCRIPT`` could not be answered by sending one again (the calls after it ran already).
@@ -26,7 +26,8 @@ import redis
 from redis.exceptions import ReadOnlyError
 from redis.sentinel import MasterNotFoundError
 
-from meetingtasks.dedup import claim_command, claim_outcome
+from meetingtasks.core.errors import BrokerUnavailable
+from meetingtasks.core.sentinel import is_sentinel
 from meetingtasks.enqueue.commands import (
     BATCH_CHUNK,
     ENQUEUE_MANY,
@@ -38,11 +39,10 @@ from meetingtasks.enqueue.commands import (
     script_keys,
 )
 from meetingtasks.enqueue.prepare import PreparedTask
-from meetingtasks.errors import BrokerUnavailable
 from meetingtasks.lua import Arg
-from meetingtasks.platform import Platform
-from meetingtasks.resp import Command, exchange
-from meetingtasks.sentinel import is_sentinel
+from meetingtasks.store.dedup import claim_command, claim_outcome
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.resp import Command, exchange
 
 #: Errors of a request that never reached Redis, or that Redis refused whole: safe to send again.
 NOT_SENT = (MasterNotFoundError, ReadOnlyError)
@@ -82,7 +82,7 @@ class Sender:
                                            acks=p.replica_acks, what=what))
 
     def once(self, client: redis.Redis, task: PreparedTask, dedup_key: str) -> str:
-        """Claim ``dedup_key`` and queue ``task`` in one script call (:mod:`meetingtasks.dedup`); the id of the
+        """Claim ``dedup_key`` and queue ``task`` in one script call (:mod:`meetingtasks.store.dedup`); the id of the
         task holding the key. The call is safe to send again, so a connection lost mid-call is retried like a
         refused one."""
         p = self.platform

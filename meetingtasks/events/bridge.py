@@ -29,12 +29,13 @@ from typing import Any
 
 import redis
 
+from meetingtasks.core.loop import BackgroundThread
 from meetingtasks.events.channels import CHANNELS
 from meetingtasks.events.intake import PubSubIntake
 from meetingtasks.events.reconnect import LinkClients, Reconnect
 from meetingtasks.events.subscriptions import load_subscriptions
 from meetingtasks.events.triggers import BridgeStats, Row, TriggerWriter
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +64,12 @@ class Bridge:
         self.ready = threading.Event()
         self._streams_ready = threading.Event()
         self._ready_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._runner = BackgroundThread("bridge-streams", self._consume_forever, join_timeout_s=10)
+        self._stop = self._runner.stopping
 
     # --- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> Bridge:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._consume_forever, name="bridge-streams", daemon=True)
-            self._thread.start()
+        if self._runner.start():
             self.intake.start()
         return self
 
@@ -91,10 +89,7 @@ class Bridge:
         return self.link.reconnects + self.intake.link.reconnects
 
     def stop(self) -> None:
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=10)
+        self._runner.stop()
         self.intake.stop()
         self.ready.clear()
         self._streams_ready.clear()

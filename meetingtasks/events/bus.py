@@ -35,6 +35,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from meetingtasks.core.loop import BackgroundThread
+from meetingtasks.store.platform import get_platform
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Any]
@@ -66,8 +69,8 @@ class LocalBus:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._idle = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._runner = BackgroundThread(name, self._run)
+        self._stop = self._runner.stopping
         self._own_loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_failure_log: dict[Handler, float] = {}
@@ -135,22 +138,16 @@ class LocalBus:
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
     def start(self) -> LocalBus:
-        with self._lock:
-            if self._thread is None:
-                self._stop.clear()
-                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-                self._thread.start()
+        self._runner.start()
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop the dispatcher thread (events still buffered stay counted as ``pending``)."""
         self._stop.set()
-        self._wake.set()
+        self._wake.set()  # the dispatcher may be waiting for an event
         with self._lock:
-            thread, self._thread = self._thread, None
             loop, self._own_loop = self._own_loop, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout_s)
+        self._runner.stop(timeout_s)
         if loop is not None:
             loop.call_soon_threadsafe(loop.stop)
 
@@ -280,8 +277,6 @@ def default_bus() -> LocalBus:
     if _default is None:
         with _default_lock:
             if _default is None:
-                from meetingtasks.platform import get_platform
-
                 _default = LocalBus(get_platform().settings.local_bus_buffer)
     return _default
 

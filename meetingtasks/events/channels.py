@@ -15,9 +15,9 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from meetingtasks import applications
-from meetingtasks.errors import ConfigurationError, UnknownChannel, UnknownEventType
-from meetingtasks.registry import check_service_name, declare_service
+from meetingtasks.core import applications
+from meetingtasks.core.errors import ConfigurationError, UnknownChannel, UnknownEventType
+from meetingtasks.core.registry import check_service_name, declare_service
 
 #: A channel name is the pub/sub channel outside publishers use and part of its stream's key (``P events:<name>``).
 CHANNEL_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")

@@ -27,9 +27,9 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from meetingtasks.errors import InvalidEvent
+from meetingtasks.core.errors import InvalidEvent
+from meetingtasks.core.message import new_id
 from meetingtasks.events.channels import CHANNELS, check_channel, check_event_type
-from meetingtasks.message import new_id
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 #: Namespace of ids derived for events that arrive without one (uuid5 of channel and message bytes).

@@ -19,13 +19,14 @@ from typing import Any
 import orjson
 import redis
 
-from meetingtasks.errors import InvalidEvent
+from meetingtasks.core.errors import InvalidEvent
+from meetingtasks.core.loop import BackgroundThread
 from meetingtasks.events.channels import CHANNELS
 from meetingtasks.events.envelope import Event, parse_foreign
 from meetingtasks.events.publisher import EventPublisher
 from meetingtasks.events.reconnect import LinkClients, Reconnect
 from meetingtasks.events.triggers import TriggerWriter
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +47,14 @@ class PubSubIntake:
         self.channels = {self.keys.event_channel(c): c for c in CHANNELS}
         self.link = Reconnect("bridge pub/sub", self.settings.reconnect_backoff_max_s)
         self.ready = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._runner = BackgroundThread("bridge-pubsub", self._run, join_timeout_s=10)
+        self._stop = self._runner.stopping
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="bridge-pubsub", daemon=True)
-            self._thread.start()
+        self._runner.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=10)
+        self._runner.stop()
         self.ready.clear()
 
     def _run(self) -> None:

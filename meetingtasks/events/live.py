@@ -38,10 +38,11 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
-from meetingtasks.connections import new_async_client
+from meetingtasks.core.loop import BackgroundThread
 from meetingtasks.events.envelope import Event, parse_foreign
 from meetingtasks.events.reconnect import Reconnect, link_client
-from meetingtasks.platform import Platform
+from meetingtasks.store.connections import new_async_client
+from meetingtasks.store.platform import Platform
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,9 @@ class LiveSubscriber:
         self._patterns = set(patterns)
         self._changed = threading.Event()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._runner = BackgroundThread(name, self._run, join_timeout_s=10)
+        self._stop = self._runner.stopping
         self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
         self._link = Reconnect(name, platform.settings.reconnect_backoff_max_s)
 
     @property
@@ -117,10 +118,7 @@ class LiveSubscriber:
         return self._link.reconnects
 
     def start(self) -> LiveSubscriber:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-            self._thread.start()
+        self._runner.start()
         return self
 
     def wait_ready(self, timeout_s: float = 10.0) -> bool:
@@ -128,10 +126,7 @@ class LiveSubscriber:
         return self._ready.wait(timeout_s)
 
     def stop(self) -> None:
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=10)
+        self._runner.stop()
         self._ready.clear()
 
     def subscribe(self, *channels: str) -> None:

@@ -17,12 +17,12 @@ from typing import Any, TypeVar
 import redis
 from redis.exceptions import ReadOnlyError
 
-from meetingtasks import tracing
-from meetingtasks.errors import InvalidEvent
+from meetingtasks.core import tracing
+from meetingtasks.core.errors import InvalidEvent
+from meetingtasks.core.sentinel import is_sentinel
 from meetingtasks.events.envelope import Event, build_event, encode_payload
 from meetingtasks.lua import LuaScript
-from meetingtasks.platform import Platform, get_platform
-from meetingtasks.sentinel import is_sentinel
+from meetingtasks.store.platform import Platform, get_platform
 
 _T = TypeVar("_T")
 

@@ -11,8 +11,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from meetingtasks.connections import new_client
-from meetingtasks.settings import Settings
+from meetingtasks.core.settings import Settings
+from meetingtasks.store.connections import new_client
 
 log = logging.getLogger(__name__)
 

@@ -30,12 +30,12 @@ from typing import Any
 
 import orjson
 
-from meetingtasks.errors import InvalidReplay
+from meetingtasks.core.errors import InvalidReplay
 from meetingtasks.events.channels import CHANNELS
 from meetingtasks.events.reconnect import LinkClients
 from meetingtasks.events.subscriptions import Subscription, load_subscriptions
 from meetingtasks.events.triggers import BridgeStats, Row, Trigger, TriggerWriter
-from meetingtasks.platform import Platform, get_platform
+from meetingtasks.store.platform import Platform, get_platform
 
 _STREAM_ID = re.compile(r"^(\d+)-(\d+)$")
 _MAX_SEQ = 18446744073709551615  # the largest sequence of a stream id: "<ms>-<this>" ends a millisecond

@@ -37,7 +37,7 @@ import redis
 
 from meetingtasks.events.channels import CHANNELS
 from meetingtasks.lua import LuaScript
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from meetingtasks.errors import ConfigurationError, UnknownTaskType
+from meetingtasks.core.errors import ConfigurationError, UnknownTaskType
+from meetingtasks.core.priority import Priority
+from meetingtasks.core.registry import REGISTRY, SERVICE_TABLE, import_modules, load_builtin_types
 from meetingtasks.events.channels import check_channel, check_event_type
 from meetingtasks.events.envelope import Event
-from meetingtasks.priority import Priority
-from meetingtasks.registry import REGISTRY, SERVICE_TABLE, import_modules, load_builtin_types
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: Namespace of the task ids the bridge gives triggered tasks.

@@ -27,19 +27,19 @@ from dataclasses import dataclass, field
 
 import redis
 
-from meetingtasks import tracing
-from meetingtasks.deadletter import DeadLetter, format_traceback
-from meetingtasks.dispatcher import Dispatcher, PreparedTask
-from meetingtasks.errors import DispatchError, InvalidEvent
+from meetingtasks.core import tracing
+from meetingtasks.core.errors import DispatchError, InvalidEvent
+from meetingtasks.core.registry import REGISTRY
+from meetingtasks.enqueue.dispatcher import Dispatcher, PreparedTask
 from meetingtasks.events.channels import CHANNELS, OWNERS
 from meetingtasks.events.envelope import Event, parse_event
 from meetingtasks.events.reconnect import LinkClients
 from meetingtasks.events.subscriptions import SUBSCRIPTIONS, Subscription
-from meetingtasks.keys import EVENT_ATTEMPTS_TTL_S
 from meetingtasks.lua import LuaScript
-from meetingtasks.platform import Platform
-from meetingtasks.registry import REGISTRY
-from meetingtasks.status import Status
+from meetingtasks.store.deadletter import DeadLetter, format_traceback
+from meetingtasks.store.keys import EVENT_ATTEMPTS_TTL_S
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.status import Status
 
 log = logging.getLogger(__name__)
 

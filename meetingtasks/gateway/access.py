@@ -20,8 +20,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from meetingtasks.errors import MeetingTasksError
-from meetingtasks.registry import REGISTRY, TaskTypeSpec, load_builtin_types
+from meetingtasks.core.errors import MeetingTasksError
+from meetingtasks.core.registry import REGISTRY, TaskTypeSpec, load_builtin_types
 
 log = logging.getLogger(__name__)
 

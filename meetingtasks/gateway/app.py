@@ -18,7 +18,6 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator
-from importlib import resources
 from typing import Any
 
 import redis
@@ -28,10 +27,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from meetingtasks.gateway import page
 from meetingtasks.gateway.feed import StatusFeed
 from meetingtasks.gateway.sessions import ClientTaskManager, TooManyConnections
 from meetingtasks.gateway.tokens import TokenError, verify_token
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Gateway:
         self.manager = ClientTaskManager(platform)
         self.feed = StatusFeed(platform, self.manager)
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
-        self.page = resources.files("meetingtasks.gateway").joinpath("static/index.html").read_text("utf-8")
+        self.page = page.render()
 
     def app(self) -> Starlette:
         routes = [

@@ -16,7 +16,7 @@ import orjson
 
 from meetingtasks.events.live import AsyncLiveSubscriber
 from meetingtasks.gateway.sessions import ClientTaskManager
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import orjson
 
-from meetingtasks.secret_fields import Keyring, mask_result, reveal
-from meetingtasks.status import SEALED_RESULT, Status, StatusRecord
+from meetingtasks.core.secret_fields import Keyring, mask_result, reveal
+from meetingtasks.store.status import SEALED_RESULT, Status, StatusRecord
 
 Ref = str | int | float | None
 
@@ -136,7 +136,7 @@ def snapshot_event(record: StatusRecord) -> dict[str, Any]:
     if record.status is Status.SUCCEEDED and "result" in fields:
         result = record.result
         event["result"] = mask_result(result)
-        if event["result"] is not result:  # as the live event carries it (see meetingtasks.status)
+        if event["result"] is not result:  # as the live event carries it (see meetingtasks.store.status)
             event[SEALED_RESULT] = result
     if record.error is not None and record.status is not Status.SUCCEEDED:
         event["error"] = record.error

@@ -30,17 +30,17 @@ from typing import Any
 
 import redis
 
-from meetingtasks.cancel import cancel_task
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.errors import MeetingTasksError, TaskNotFound
+from meetingtasks.core.errors import MeetingTasksError, TaskNotFound
+from meetingtasks.core.message import new_id
+from meetingtasks.core.secret_fields import keyring
+from meetingtasks.enqueue.dispatcher import Dispatcher
 from meetingtasks.gateway import protocol
 from meetingtasks.gateway.access import AccessDenied, ClientAccess
 from meetingtasks.gateway.limits import GatewayCounters, TokenBucket
 from meetingtasks.gateway.submits import SubmitBatcher
-from meetingtasks.message import new_id
-from meetingtasks.platform import Platform
-from meetingtasks.secret_fields import keyring
-from meetingtasks.status import TERMINAL_NAMES, Status, StatusRecord
+from meetingtasks.store.cancel import cancel_task
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.status import TERMINAL_NAMES, Status, StatusRecord
 
 log = logging.getLogger(__name__)
 

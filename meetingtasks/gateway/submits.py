@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from typing import Any
 
-from meetingtasks.dispatcher import Dispatcher, TaskHandle
+from meetingtasks.enqueue.dispatcher import Dispatcher, TaskHandle
 
 #: Most submits sent in one round trip.
 MAX_BATCH = 500

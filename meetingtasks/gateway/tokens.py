@@ -19,8 +19,8 @@ import time
 
 import orjson
 
-from meetingtasks.errors import ConfigurationError, MeetingTasksError
-from meetingtasks.settings import GATEWAY_SECRET_FILE, Settings, refuse_placeholder
+from meetingtasks.core.errors import ConfigurationError, MeetingTasksError
+from meetingtasks.core.settings import GATEWAY_SECRET_FILE, Settings, refuse_placeholder
 
 #: Shortest secret accepted: a guessable secret lets anyone mint tokens.
 MIN_SECRET_CHARS = 16

@@ -1,5 +1,5 @@
 -- claim_and_enqueue: a dispatch with dedup_key: claims the key and runs the enqueue's commands in one call (see
--- meetingtasks.dedup). The loader's caller (dedup.once_script) puts before this file a table `embedded`: sha ->
+-- meetingtasks.store.dedup). The loader's caller (dedup.claim_and_enqueue_script) puts before this file a table `embedded`: sha ->
 -- function(KEYS, ARGV) for each script the commands may call (a Lua script cannot call EVAL).
 -- KEYS[1]  the dedup key
 -- ARGV[1]  task id

@@ -1,4 +1,4 @@
--- claim_profile_run: claims one profiled run of a task type (see meetingtasks.profiling): an atomic decrement of the
+-- claim_profile_run: claims one profiled run of a task type (see meetingtasks.worker.profiling): an atomic decrement of the
 -- runs still requested, so that N requested runs profile N runs whatever the number of workers.
 -- KEYS[1]  the profile-requests hash (task type -> runs still to profile)
 -- ARGV[1]  task type

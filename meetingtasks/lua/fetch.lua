@@ -1,9 +1,11 @@
 -- fetch: the worker's one call per batch. Applies the buffered outcomes (and deferred STARTEDs) and acks of this
 -- worker, then pops up to max_messages from the service's queues in strict priority order and, atomically with the
 -- pop, records each message as unacked (kombu's hash/index format), counts its delivery, reads its cancel flag and
--- records STARTED (see meetingtasks.worker.transport); the starts and outcomes are counted for `top`
--- (meetingtasks.metrics.rollups). Outcomes are applied before the acks, both before anything
--- is fetched. The script never fails after a pop, whatever a message holds.
+-- records STARTED (see meetingtasks.worker.transport); the starts and outcomes are counted for `top` and the
+-- charts (meetingtasks.store.rollup): written by this call when ARGV[13] says so or nothing was popped, else
+-- handed back to the worker, which adds them up and has a later call write them (no Redis command per task for the
+-- counts). Outcomes are applied before the acks, both before anything is fetched. The script never fails after a
+-- pop, whatever a message holds.
 -- KEYS[1]  the unacked hash
 -- KEYS[2]  the unacked index zset
 -- KEYS[3]  the service's wake list (absent: only apply the outcomes and acks)
@@ -20,11 +22,16 @@
 -- ARGV[10] batch hash key prefix
 -- ARGV[11] start_now: how many of the messages are STARTED now
 -- ARGV[12] n_acks
--- ARGV[13 ... 12 + n_acks]  delivery tags to ack
--- ARGV[13 + n_acks ...]  buffered outcomes to the end (see meetingtasks.worker.outcomes), each: task id, status,
---          time_s, attempt, event JSON, n, then n field/value strings
+-- ARGV[13] write_counts: '1' writes the traffic counts of this call and the carried ones now; '0' hands this call's
+--          counts back (when it popped something) for the worker to carry to a later call
+-- ARGV[14] n_counts: how many carried counts follow
+-- ARGV[15 ... 14 + 4 * n_counts]  carried counts, each: slot index key, task type, field, n (see mt_rollup_take)
+-- then n_acks delivery tags to ack
+-- then buffered outcomes to the end (see meetingtasks.worker.outcomes), each: task id, status, time_s, attempt,
+--          event JSON, n, then n field/value strings
 -- Returns a flat list, five values per message (flat, not a table per message: this is the hottest script; the
--- worker's Channel reads it in steps of five): queue, message, deliveries, cancelled, started.
+-- worker's Channel reads it in steps of five): queue, message, deliveries, cancelled, started; with write_counts
+-- '0' and counts to hand back, one more element at the end: the counts {slot, type, field, n, ...}.
 --   deliveries = -1: not a readable envelope (popped, not recorded: the worker dead-letters it); the reason
 --                    comes in place of cancelled, started is 0
 --   started = 1: STARTED now; 0: the task is terminal already; -1: no task id (a foreign message);
@@ -36,7 +43,9 @@ local max_messages, now, max_bytes = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3
 local status_prefix, status_ttl, channel, worker = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local deadlines, outbox, batch_prefix = ARGV[8], ARGV[9], ARGV[10]
 local nstart, nacks = tonumber(ARGV[11]), tonumber(ARGV[12])
-local FIRST_ACK = 13
+local write_counts, ncounts = ARGV[13] == '1', tonumber(ARGV[14])
+for i = 15, 14 + 4 * ncounts, 4 do mt_rollup_add(ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])) end
+local FIRST_ACK = 15 + 4 * ncounts
 
 local j = FIRST_ACK + nacks
 -- The batch counts of the outcomes below are written once per batch (see mt_count_batches).
@@ -69,7 +78,7 @@ local null = cjson.null
 -- True if v is present (not nil, not JSON null) and not a string.
 local function nostr(v) return v ~= nil and v ~= null and type(v) ~= 'string' end
 -- Why a decoded message cannot be recorded, or nil. Only the fields this script reads: the worker checks the
--- whole envelope (meetingtasks.message.check_envelope) and refuses (UNRECORD) what gets past this one.
+-- whole envelope (meetingtasks.core.message.check_envelope) and refuses (UNRECORD) what gets past this one.
 local function refusal(env)
   if type(env) ~= 'table' then return 'not a message envelope' end
   local props = env.properties
@@ -100,7 +109,7 @@ end
 -- The unacked entries and lease index members of this fetch, written with one HSET and one ZADD at the end.
 local entries, leases = {}, {}
 -- Keeps the books of a message that passed refusal() (its delivery count and cancel flag ride in its status
--- record, see meetingtasks.status); returns deliveries, cancelled, started.
+-- record, see meetingtasks.store.status); returns deliveries, cancelled, started.
 local function record(q, m, env, service, priority)
   -- started = -1: no task id to keep books on (a foreign message); the worker does its own.
   local deliveries, cancelled, started = 0, 0, -1
@@ -211,5 +220,13 @@ end
 -- All four queues empty: every wake token of the service is stale (a producer pushes its token with its message,
 -- atomically), and an idle worker would otherwise spend one empty fetch on each of them.
 if popped == 0 and #KEYS >= 7 then redis.call('DEL', wake_list) end
-mt_rollup_flush()  -- the starts and outcomes of this call, counted for `top`
+-- The starts and outcomes of this call, counted for `top` and the charts: written now by an idle worker's call
+-- (nothing popped) or when the worker says it is time; else handed back, to be written with the counts of the calls
+-- that follow.
+if write_counts or popped == 0 then
+  mt_rollup_flush()
+else
+  local counts = mt_rollup_take()
+  if #counts > 0 then out[#out + 1] = counts end
+end
 return out

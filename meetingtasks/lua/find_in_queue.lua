@@ -1,5 +1,5 @@
 -- find_in_queue: finds a task's message in a queue, newest first, one slice of entries per call (see
--- meetingtasks.moves: a slice bounds how long Redis is held).
+-- meetingtasks.store.moves: a slice bounds how long Redis is held).
 -- KEYS[1]  the queue
 -- ARGV[1]  task id
 -- ARGV[2]  first index to read (0: the newest entry)

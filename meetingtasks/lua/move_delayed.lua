@@ -1,5 +1,5 @@
 -- move_delayed: moves a delayed task's entry to another priority's delayed zset with its due time, and records the
--- transition that re-enters its status (see meetingtasks.moves), if the record still reads what the caller saw.
+-- transition that re-enters its status (see meetingtasks.store.moves), if the record still reads what the caller saw.
 -- The record keeps living until ttl_s after the due time (as DelayedSet.schedule set it).
 -- KEYS[1]  the task's status hash
 -- KEYS[2]  the service's delayed messages hash

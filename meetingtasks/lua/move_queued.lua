@@ -1,5 +1,5 @@
 -- move_queued: moves a queued task's message to another priority's queue (the back of its line) with a wake token
--- and the transition that re-enters its status (see meetingtasks.moves), if the record still reads what the caller
+-- and the transition that re-enters its status (see meetingtasks.store.moves), if the record still reads what the caller
 -- saw.
 -- KEYS[1]  the task's status hash
 -- KEYS[2]  the old queue

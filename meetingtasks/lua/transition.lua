@@ -13,7 +13,7 @@
 -- ARGV[9]  batch hash key prefix
 -- ARGV[10...]  field, value, ... written with the transition
 -- Returns 1 if accepted, 0 if refused (the record is terminal). An accepted transition of a run is counted for
--- `top` (see meetingtasks.metrics.rollups).
+-- `top` (see meetingtasks.store.rollup).
 -- prelude: record, rollup, transition
 local status_key, deadlines, outbox = KEYS[1], KEYS[2], KEYS[3]
 local status, now, attempt, ttl_s, channel, event, force, id, batch_prefix =
@@ -22,5 +22,5 @@ local fields = {unpack(ARGV, 10)}
 
 local ctx = {deadlines=deadlines, outbox=outbox, ttl=ttl_s, channel=channel, batch_prefix=batch_prefix}
 local accepted = transition(ctx, status_key, id, status, now, attempt, event, force, fields)
-mt_rollup_flush()  -- counted for `top`
+mt_rollup_flush()  -- counted for `top` and the charts
 return accepted

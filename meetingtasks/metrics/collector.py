@@ -1,7 +1,7 @@
 """Metrics read from Redis at scrape time: queues, dead letters, worker liveness, bridge and gateway.
 
 Each scrape costs one pipeline of ``LLEN`` plus two server-side counting scripts per service
-(:func:`meetingtasks.stats.collect`) and one ``HGETALL`` of each service's heartbeats. When Redis does not
+(:func:`meetingtasks.store.stats.collect`) and one ``HGETALL`` of each service's heartbeats. When Redis does not
 answer, the scrape still succeeds with ``meetingtasks_redis_up 0`` and without the Redis-derived families.
 """
 
@@ -15,10 +15,11 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from meetingtasks.events.channels import CHANNELS
 from meetingtasks.metrics.heartbeat import read_heartbeats
 from meetingtasks.metrics.reporter import read_reports
-from meetingtasks.platform import Platform
-from meetingtasks.stats import collect
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.stats import collect
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,6 @@ class PlatformCollector(Collector):
     def _bridge(self) -> list[GaugeMetricFamily]:
         """Per event stream: length, cap and over-cap flag, and of the bridge's consumer group: lag, pending,
         consumers."""
-        from meetingtasks.events.channels import CHANNELS
-
         labels = ["channel"]
         length = GaugeMetricFamily("meetingtasks_event_stream_length", "Events held in a channel's stream",
                                    labels=labels)

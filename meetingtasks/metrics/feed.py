@@ -10,7 +10,8 @@ from typing import Any
 
 import redis
 
-from meetingtasks.message import loads
+from meetingtasks.core.loop import BackgroundThread
+from meetingtasks.core.message import loads
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +40,14 @@ class StatusFeed:
         self.connected = False
         self._subscribed = threading.Event()
         self._tried = threading.Event()  # set after the first attempt, whatever its outcome
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._runner = BackgroundThread(f"status-feed-{self.name}", self._run)
+        self._stop = self._runner.stopping
 
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"status-feed-{self.name}", daemon=True)
-        self._thread.start()
+        self._runner.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout=5)
+        self._runner.stop()
 
     def wait_subscribed(self, timeout_s: float) -> bool:
         """Wait for the first subscription attempt; True if the feed is subscribed."""

@@ -24,8 +24,8 @@ import redis
 from celery import bootsteps
 from celery.worker import state
 
-from meetingtasks.message import dumps, loads
-from meetingtasks.platform import Platform
+from meetingtasks.core.message import dumps, loads
+from meetingtasks.store.platform import Platform
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import redis
 
-from meetingtasks.connections import new_client
-from meetingtasks.message import dumps, loads
+from meetingtasks.core.loop import Loop
+from meetingtasks.core.message import dumps, loads
 from meetingtasks.metrics.heartbeat import FORGET_AFTER_S, HASH_TTL_S, STALE_AFTER_INTERVALS
-from meetingtasks.platform import Platform
-from meetingtasks.worker.loops import Loop
+from meetingtasks.store.connections import new_client
+from meetingtasks.store.platform import Platform
 
 
 class StatsReporter:

@@ -6,16 +6,18 @@ from collections.abc import Iterable
 
 from celery import Celery
 
-from meetingtasks.connections import celery_broker, is_tls, is_unix_socket, new_client, ssl_options
-from meetingtasks.platform import Platform
-from meetingtasks.registry import import_modules
-from meetingtasks.sentinel import is_sentinel
-from meetingtasks.settings import Settings, load_settings
+import meetingtasks.worker.maintenance  # noqa: F401 - registers the maintenance task types the schedule names
+from meetingtasks.core.logs import install_celery_logging
+from meetingtasks.core.registry import import_modules
+from meetingtasks.core.sentinel import is_sentinel
+from meetingtasks.core.settings import Settings, load_settings
+from meetingtasks.store.connections import celery_broker, is_tls, is_unix_socket, new_client, ssl_options
+from meetingtasks.store.platform import Platform
 
 
 def create_beat_app(settings: Settings | None = None, *, include: Iterable[str] = ()) -> Celery:
     """The app ``celery -A beat beat`` runs. ``include`` modules may add entries with ``beat.schedule.periodic``."""
-    import meetingtasks.maintenance  # noqa: F401 - registers the maintenance task types the schedule names
+    # The deployment's schedule lives outside the package (beat/schedule.py) and imports it: read when beat starts.
     from beat.schedule import beat_schedule
 
     settings = settings or load_settings()
@@ -25,8 +27,6 @@ def create_beat_app(settings: Settings | None = None, *, include: Iterable[str] 
     tls = ssl_options(settings) if is_tls(url) else None
     app = Celery("meetingtasks.beat", set_as_current=False)
     app.mt_platform = platform
-    from meetingtasks.logs import install_celery_logging
-
     install_celery_logging(settings, component="beat")  # JSON lines with MEETINGTASKS_LOG_JSON
     broker = celery_broker(url, settings)
     if is_sentinel(url) or is_unix_socket(url):

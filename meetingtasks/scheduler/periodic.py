@@ -24,11 +24,11 @@ from celery.signals import beat_init
 from redbeat.schedulers import RedBeatScheduler, acquire_distributed_beat_lock
 from redis.exceptions import LockError
 
-from meetingtasks.dispatcher import Dispatcher, TaskHandle
-from meetingtasks.errors import TaskNotFound
-from meetingtasks.platform import Platform
+from meetingtasks.core.errors import TaskNotFound
+from meetingtasks.enqueue.dispatcher import Dispatcher, TaskHandle
 from meetingtasks.scheduler.pumps import ServicePumps
-from meetingtasks.status import Status
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.status import Status
 
 log = logging.getLogger(__name__)
 

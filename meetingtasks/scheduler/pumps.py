@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 from meetingtasks.worker.loops import DelayedPump
 
 log = logging.getLogger(__name__)

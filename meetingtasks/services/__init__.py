@@ -3,11 +3,11 @@
 Importing this package declares its five services (their task and subscription modules are imported only when
 needed: a worker imports its own service's alone) and its five event channels, and defines its own settings
 section (:mod:`meetingtasks.services.settings`). ``meetingtasks.services.<svc>:app`` is each service's Celery
-app. The platform loads it as a built-in application (:data:`meetingtasks.applications.BUILTIN`).
+app. The platform loads it as a built-in application (:data:`meetingtasks.core.applications.BUILTIN`).
 """
 
+from meetingtasks.core.registry import declare_service
 from meetingtasks.events.channels import channel
-from meetingtasks.registry import declare_service
 from meetingtasks.services.settings import MeetingSettings, meeting_settings
 
 #: The meeting system's services, in the order tools list them.

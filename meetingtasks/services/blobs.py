@@ -21,10 +21,10 @@ import re
 import time
 from dataclasses import dataclass
 
-from meetingtasks.errors import PermanentError
-from meetingtasks.message import new_id
-from meetingtasks.platform import Platform, get_platform
+from meetingtasks.core.errors import PermanentError
+from meetingtasks.core.message import new_id
 from meetingtasks.services.settings import meeting_settings
+from meetingtasks.store.platform import Platform, get_platform
 
 PREFIX = "blob:"
 _REF = re.compile(r"^blob:([A-Za-z0-9_-]{1,64})$")

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from meetingtasks.errors import MeetingTasksError, PermanentError
+from meetingtasks.core.errors import MeetingTasksError, PermanentError
 from meetingtasks.services.settings import MeetingSettings
 
 #: Longest a single ffmpeg run may take before it is killed (the task's own time limit is usually lower).

@@ -1,12 +1,13 @@
 """One run of a meeting-system handler, made idempotent: a task delivered twice (its worker died, a retry
 after a partial run) changes nothing twice and publishes nothing twice.
 
-Three rules, all keyed by the running task's id (:func:`meetingtasks.current.current_task_id`):
+Three rules, all keyed by the running task's id (:func:`meetingtasks.worker.current.current_task_id`):
 
-1. **Mutations record their outcome atomically.** Every store change is a Lua script built with
-   :func:`once_script`: it first looks for its outcome in the task's operation hash (``Keys.operation``);
-   if the outcome is there it returns it untouched, else it changes the domain keys *and* writes the
-   outcome in the same call. A second run therefore gets the first run's outcome, never a second change.
+1. **Mutations record their outcome atomically.** Every store change is a Lua script file loaded with
+   :func:`once_script` (``meetingtasks/services/lua/``): it first looks for its outcome in the task's operation
+   hash (``Keys.operation``); if the outcome is there it returns it untouched, else it changes the domain keys
+   *and* writes the outcome in the same call. A second run therefore gets the first run's outcome, never a
+   second change.
 2. **New ids come from the task id** (:meth:`Operation.derive_id`), and secrets are drawn once and kept in
    the operation hash (:meth:`Operation.once`), so a second run names the same user, meeting or token.
 3. **Events get deterministic ids** (:meth:`Operation.emit`); the publisher appends an id once
@@ -19,47 +20,38 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import orjson
 import redis
 
-from meetingtasks.current import current_task_id
+from meetingtasks.core.message import new_id
+from meetingtasks.core.secret_fields import is_sealed, require_keyring, seal_result
 from meetingtasks.events.envelope import Event
 from meetingtasks.events.publisher import EventPublisher
-from meetingtasks.lua import LuaScript
-from meetingtasks.message import new_id
-from meetingtasks.platform import Platform, get_platform
-from meetingtasks.secret_fields import is_sealed, require_keyring, seal_result
+from meetingtasks.lua import LuaScript, prelude_names
 from meetingtasks.services.settings import meeting_settings
+from meetingtasks.store.platform import Platform, get_platform
+from meetingtasks.worker.current import current_task_id
 
 #: Namespace of the ids derived from task ids (users, meetings, recordings, event ids).
 DERIVED_NAMESPACE = uuid.UUID("3c0f4b8e-2d55-4f6a-9a0e-6f0d7c1b2a93")
 _RESULT_FIELD = "result"
 
-# Prepended to every once-script. KEYS[1]: the operation hash. ARGV[1]: the outcome's field, ARGV[2]: TTL (s).
-_ONCE_HEAD = """
-local mt_op, mt_field, mt_ttl = KEYS[1], ARGV[1], ARGV[2]
-local mt_done = redis.call('HGET', mt_op, mt_field)
-if mt_done then return mt_done end
-local function mt_body()
-"""
-_ONCE_TAIL = """
-end
-local mt_out = mt_body()
-redis.call('HSET', mt_op, mt_field, mt_out)
-redis.call('EXPIRE', mt_op, mt_ttl)
-return mt_out
-"""
+#: The meeting services' scripts: one file per store change, and their own prelude parts (``prelude/once.lua``).
+SCRIPTS_DIR = Path(__file__).parent / "lua"
+_ONCE_PART = "once"
 
 
-def once_script(body: str) -> LuaScript:
-    """A store mutation that runs at most once per (task, outcome name).
-
-    ``body`` is the inside of a Lua function that changes keys ``KEYS[2..]`` using ``ARGV[3..]`` and returns
-    its outcome as a string (usually ``cjson.encode{...}``). Call it with :meth:`Operation.mutate`.
-    """
-    return LuaScript(_ONCE_HEAD + body + _ONCE_TAIL)
+def once_script(name: str) -> LuaScript:
+    """The store change ``meetingtasks/services/lua/<name>.lua``, which runs at most once per (task, outcome name):
+    its change is a function passed to ``mt_once`` (``prelude/once.lua``), which returns the outcome recorded by a
+    first run or runs the change and records its outcome in the same call. Call it with :meth:`Operation.mutate`."""
+    script = LuaScript.load(name, SCRIPTS_DIR)
+    if _ONCE_PART not in prelude_names((SCRIPTS_DIR / f"{name}.lua").read_text()):
+        raise ValueError(f"{name}.lua is not a once-script: its '-- prelude:' line must name '{_ONCE_PART}'")
+    return script
 
 
 class Operation:
@@ -82,7 +74,7 @@ class Operation:
 
     def once(self, name: str, make: Callable[[], str], *, secret: bool = False) -> str:
         """A value drawn once per task (a login token): the first run's value on every later run. A ``secret``
-        value is kept sealed (see :mod:`meetingtasks.secret_fields`) and opened here."""
+        value is kept sealed (see :mod:`meetingtasks.core.secret_fields`) and opened here."""
         field = f"once:{name}"
         ring = require_keyring(self.platform.settings, f"op record {name!r} is secret") if secret else None
         drawn = make() if ring is None else ring.seal(make())

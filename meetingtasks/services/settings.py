@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from meetingtasks.app_settings import AppSettings
+from meetingtasks.core.app_settings import AppSettings
 
 if TYPE_CHECKING:
-    from meetingtasks.platform import Platform
+    from meetingtasks.store.platform import Platform
 
 
 class MeetingSettings(AppSettings):

@@ -11,9 +11,9 @@ from celery.worker.consumer import Consumer
 from kombu.exceptions import ContentDisallowed, DecodeError
 from kombu.serialization import prepare_accept_content
 
-from meetingtasks.deadletter import format_traceback
-from meetingtasks.message import dumps
-from meetingtasks.signing import SIGNED_CONTENT_TYPE, binding_refusal, content_refusal
+from meetingtasks.core.message import dumps
+from meetingtasks.core.signing import SIGNED_CONTENT_TYPE, binding_refusal, content_refusal
+from meetingtasks.store.deadletter import format_traceback
 from meetingtasks.worker.quarantine import quarantine_envelope, quarantine_raw
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class PlatformConsumer(Consumer):  # type: ignore[misc]
             except _INFRASTRUCTURE_ERRORS:
                 raise  # not the message's fault: Celery reconnects, the message stays unacked and comes back
             except Exception as exc:
-                # Last resort: whatever got past the envelope check (meetingtasks.message.check_envelope) and
+                # Last resort: whatever got past the envelope check (meetingtasks.core.message.check_envelope) and
                 # breaks Celery's strategy or request must not escape, or Celery stops the worker
                 # ("Unrecoverable error") and the restored message stops the next one too.
                 self._last_resort(message, exc)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from celery import Celery
 
-from meetingtasks.optional_imports import skipped
+from meetingtasks.core.optional_imports import skipped
 from meetingtasks.worker.gc_tuning import pause_until_frozen, resume
 
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
@@ -36,7 +36,7 @@ def run_worker(app: Celery, args: Sequence[str], prog_name: str = "celery worker
 
 
 def _run(app: Celery, args: Sequence[str], prog_name: str) -> int | None:
-    # The lexer colours `celery inspect` output; a worker never prints any (see meetingtasks.optional_imports).
+    # The lexer colours `celery inspect` output; a worker never prints any (see meetingtasks.core.optional_imports).
     with skipped("pygments"):
         from celery.bin.base import CLIContext
         from celery.bin.worker import worker

@@ -1,62 +1,23 @@
-"""Background loops of a worker's main process: lease renewal and the delayed-set pump.
+"""Background loops of a worker's main process: lease renewal and the delayed-set pump (beat runs the pump too).
 
-Both run on their own daemon threads rather than on the worker's event loop, so they keep going while a
-solo or threads pool is busy; each owns its Redis client (never shared with forked children).
+Both run on their own daemon threads (:class:`~meetingtasks.core.loop.Loop`) rather than on the worker's event
+loop, so they keep going while a solo or threads pool is busy; each owns its Redis client (never shared with
+forked children). The consumer step that starts them is :class:`meetingtasks.worker.app.PlatformLoops`.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-from celery import bootsteps
 from celery.worker import state
 
-from meetingtasks.connections import new_client
-from meetingtasks.platform import Platform
+from meetingtasks.core.loop import Loop
+from meetingtasks.store.connections import new_client
+from meetingtasks.store.platform import Platform
 
 log = logging.getLogger(__name__)
-
-
-class Loop:
-    """Run ``step`` every ``interval_s`` on a daemon thread; survives Redis outages, logs each one once."""
-
-    def __init__(self, name: str, interval_s: float, step: Callable[[], object]) -> None:
-        self.name = name
-        self.interval_s = interval_s
-        self.step = step
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._failing = False
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.step()
-            except Exception as exc:
-                if not self._failing:
-                    log.warning("%s: %s; retrying every %.1fs", self.name, exc, self.interval_s)
-                self._failing = True
-            else:
-                if self._failing:
-                    log.info("%s: recovered", self.name)
-                self._failing = False
 
 
 #: More holders of messages than Celery's request sets: the consuming channel adds the rest of a solo batch (fetched,
@@ -131,50 +92,3 @@ class DelayedPump:
 
     def stop(self) -> None:
         self.loop.stop()
-
-
-class PlatformLoops(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Consumer step that runs the lease renewer, the delayed pump and the watchdog while the worker consumes."""
-
-    requires = ("celery.worker.consumer.tasks:Tasks",)
-
-    def __init__(self, parent: Any, **kwargs: Any) -> None:
-        super().__init__(parent, **kwargs)
-        self.loops: list[Any] = []  # each has start() and stop()
-
-    def start(self, parent: Any) -> None:
-        app = parent.app
-        dispatcher = getattr(parent, "event_dispatcher", None)
-        if dispatcher is not None:
-            from meetingtasks.worker.consumer import EVENT_BUFFER_LIMIT
-
-            dispatcher.buffer_limit = EVENT_BUFFER_LIMIT  # flushed on a timer instead (see PlatformConsumer)
-        if self.loops:
-            return
-        from celery.concurrency.prefork import TaskPool as PreforkPool
-        from celery.concurrency.solo import TaskPool as SoloPool
-        from celery.concurrency.thread import TaskPool as ThreadsPool
-
-        from meetingtasks.watchdog import worker_watchdog  # imported late: the watchdog builds on Loop
-        from meetingtasks.worker import transport  # imported late: the transport asks us for held messages
-
-        self.loops = [LeaseRenewer(app.mt_platform, app.mt_service), DelayedPump(app.mt_platform, app.mt_service),
-                      worker_watchdog(app)]
-        inline = isinstance(getattr(parent, "pool", None), SoloPool)
-        transport.use_inline_pool(inline)
-        pool = getattr(parent, "pool", None)
-        # A threads pool's reserve waits in the channel, not in the pool's queue, where a message could not go back.
-        reserve = isinstance(pool, (PreforkPool, ThreadsPool)) and app.mt_platform.settings.solo_batch_ms > 0
-        threads = isinstance(pool, ThreadsPool)
-        transport.use_reserve(int(pool.limit) if reserve and pool is not None else 0, in_process=threads)
-        if inline or (reserve and threads):  # tasks that record a deferred STARTED in this process
-            self.loops.append(transport.stale_start_flusher(app.mt_service))
-        for loop in self.loops:
-            loop.start()
-
-    def stop(self, parent: Any) -> None:
-        for loop in self.loops:
-            loop.stop()
-        self.loops = []
-
-    shutdown = stop

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from meetingtasks.status import Status, encode_transition
+from meetingtasks.store.status import Status, encode_transition
 
 #: ``started`` of a message fetched behind others in a solo worker's batch (see the worker's FETCH script): the
 #: task records its own STARTED, through this buffer, when it actually runs.

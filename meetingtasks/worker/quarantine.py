@@ -6,14 +6,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from meetingtasks.deadletter import DeadLetter, letter_id_for
+from meetingtasks.core.message import describe, dumps, seal_envelope, strip_fetch_headers
+from meetingtasks.core.priority import parse_queue
+from meetingtasks.core.registry import REGISTRY
+from meetingtasks.core.secret_fields import keyring
 from meetingtasks.lua import LuaScript
-from meetingtasks.message import describe, dumps, strip_fetch_headers
-from meetingtasks.platform import Platform
-from meetingtasks.priority import parse_queue
-from meetingtasks.registry import REGISTRY
-from meetingtasks.secret_fields import keyring, seal_envelope
-from meetingtasks.status import Status
+from meetingtasks.store.deadletter import DeadLetter, letter_id_for
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.status import Status
 
 log = logging.getLogger(__name__)
 

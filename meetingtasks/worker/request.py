@@ -13,11 +13,12 @@ from celery.utils.functional import maybe
 from celery.utils.saferepr import saferepr
 from celery.worker.request import Request
 
-from meetingtasks.message import call_problem, payload_from_args
-from meetingtasks.secret_fields import mask_payload
-from meetingtasks.status import Status
+from meetingtasks.core.message import call_problem, payload_from_args
+from meetingtasks.core.secret_fields import mask_payload
+from meetingtasks.store.status import Status
 from meetingtasks.worker.outcomes import sink_for, take_child_outcomes
 from meetingtasks.worker.quarantine import quarantine_envelope
+from meetingtasks.worker.transport import write_outcomes
 
 
 def run_and_collect(trace: Callable[..., tuple[Any, ...]], *args: Any, **kwargs: Any) -> tuple[Any, ...]:
@@ -80,8 +81,6 @@ class PlatformRequest(Request):  # type: ignore[misc]
             for entry in outcomes:
                 sink.buffer_outcome(entry)
         else:  # no consuming channel in this process (never the case in a worker): write them now
-            from meetingtasks.worker.transport import write_outcomes
-
             write_outcomes(self._task.platform, service, outcomes)
         return result[:3]
 

@@ -20,7 +20,7 @@ a pipeline on a freshly built client. Our channel instead:
   with kombu's two-step pop-then-record. A message pushed without a token (a foreign producer) is taken by the
   next fetch instead, at most :data:`IDLE_POLL_S` later. Every message is so taken by the atomic fetch;
 * **dead-letters garbage** (not JSON, not an envelope, over the size limit, a field of the wrong type: see
-  :func:`meetingtasks.message.check_envelope`, run on every message before kombu and Celery see it) with its
+  :func:`meetingtasks.core.message.check_envelope`, run on every message before kombu and Celery see it) with its
   raw bytes and the reason instead of crashing the worker as stock kombu does, and keeps consuming. The fetch
   script never fails after its pop, whatever a message holds; what it recorded and the worker then refuses
   loses its lease in the transaction that files the dead letter (:data:`UNRECORD`). The restore sweep
@@ -47,17 +47,20 @@ from kombu.utils.json import loads as kombu_json_loads
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
-from meetingtasks import connections, kombu_json
-from meetingtasks.connections import WRITES_REFUSED, new_client
+from meetingtasks.core import kombu_json
+from meetingtasks.core.loop import Loop
+from meetingtasks.core.message import MalformedMessage, check_envelope, loads, strip_fetch_headers
+from meetingtasks.core.priority import PRIORITY_ORDER, parse_queue
+from meetingtasks.core.sentinel import SentinelUrl
 from meetingtasks.lua import LuaScript
-from meetingtasks.message import MalformedMessage, check_envelope, loads, strip_fetch_headers
-from meetingtasks.platform import Platform
-from meetingtasks.priority import PRIORITY_ORDER, parse_queue
-from meetingtasks.resp import pack_command
-from meetingtasks.sentinel import SentinelUrl
-from meetingtasks.status import Status
-from meetingtasks.wake import push_wake
-from meetingtasks.worker.loops import Loop, add_held_source, held_delivery_tags
+from meetingtasks.store import connections
+from meetingtasks.store.connections import WRITES_REFUSED, new_client
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.resp import pack_command
+from meetingtasks.store.rollup import WRITE_INTERVAL_S, PendingCounts
+from meetingtasks.store.status import Status
+from meetingtasks.store.wake import push_wake
+from meetingtasks.worker.loops import add_held_source, held_delivery_tags
 from meetingtasks.worker.outcomes import (
     DEFERRED_START,
     ChildOutcomes,
@@ -128,7 +131,7 @@ class _Held:
 #: A message fetched without starting (behind others in a solo batch, in a prefetched batch, in a prefork reserve)
 #: has its cancel flag read again before it starts if the last read (the fetch's) is older than this: one MGET for
 #: all such messages at most this often, so that a cancel issued while the worker held the message keeps it from
-#: running (see meetingtasks.cancel). A cancel in the last few milliseconds before the start can miss it.
+#: running (see meetingtasks.store.cancel). A cancel in the last few milliseconds before the start can miss it.
 CANCEL_RECHECK_S = 0.005
 
 #: How long a deferred STARTED may wait in the buffer before a timer applies it (its task runs long).
@@ -183,6 +186,18 @@ def stale_start_flusher(service: str) -> Loop:
             sink.flush_stale_starts(START_FLUSH_S)
 
     return Loop(f"start-flusher-{service}", START_FLUSH_S, flush)
+
+
+def counts_writer(service: str) -> Loop:
+    """A timer that writes the traffic counts no fetch carried for :data:`WRITE_INTERVAL_S`: a pool busy with long
+    tasks fetches nothing meanwhile, and their starts would otherwise reach ``top`` and the charts when one ends."""
+
+    def write() -> None:
+        sink = sink_for(service)
+        if isinstance(sink, Channel):
+            sink.write_due_counts()
+
+    return Loop(f"counts-writer-{service}", WRITE_INTERVAL_S, write)
 
 
 # Outcomes and acks that a channel could not apply before it closed (its connection failed): the next channel of
@@ -397,6 +412,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         self._mt_idle = False
         self._mt_waiting = False
         self._mt_sent_acks: list[str] = []
+        # The traffic counts the fetches handed back (see PendingCounts), and those the fetch in flight carries.
+        self._mt_counts = PendingCounts()
+        self._mt_sent_counts: list[Any] = []
         self._mt_sync_client: Any = None
         self._mt_start_pending_at: float | None = None  # monotonic time of the oldest buffered deferred STARTED
         self._mt_batch = SOLO_BATCH_MAX  # the next fetch's size when tasks run inline (see _after_fetch)
@@ -533,6 +551,13 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         if idle:
             self.flush_acks()
 
+    def write_due_counts(self) -> None:
+        """Write the pending traffic counts if no fetch has carried them for an interval (see counts_writer)."""
+        with self._mt_lock:
+            due = self._mt_counts.due() and not self._mt_closed
+        if due:
+            self.flush_acks()
+
     def flush_stale_starts(self, age_s: float) -> None:
         """Apply the buffer now if a deferred STARTED has waited in it longer than ``age_s``: its task is
         running longer than a batch should take, and watchers should see it running (called from a timer
@@ -558,18 +583,20 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 self._adopt_orphans()
             acks, self._mt_acks = self._mt_acks, []
             outcomes, self._mt_outcomes = self._mt_outcomes, []
+            counts = self._mt_counts.take() if self._mt_counts else []
             self._mt_start_pending_at = None
-        if not acks and not outcomes:
+        if not acks and not outcomes and not counts:
             return True
         try:
             with self.conn_or_acquire() as client:
                 apply_buffers(self.platform, client, [self.unacked_key, self.unacked_index_key],
-                              self._script_args(0, 0, acks, outcomes))
+                              self._script_args(0, 0, acks, outcomes, counts=counts))
         except (RedisError, *self.connection_errors) as exc:
             # Unreachable, or refusing writes for a while (out of memory, a read-only replica): kept for the next
             # call that gets through. Meanwhile the messages stay unacked and leased (held_delivery_tags): if this
             # worker dies first, the restore sweep redelivers them and they run again.
             self._keep_unsent(acks, outcomes)
+            self._keep_unsent_counts(counts, exc)
             if not self._mt_flush_failing:
                 log.warning("could not record %d outcomes and %d acks yet (%s); kept for the next try",
                             len(outcomes), len(acks), exc)
@@ -614,10 +641,27 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             if self._mt_start_pending_at is None and any(entry[1] == "STARTED" for entry in outcomes):
                 self._mt_start_pending_at = time.monotonic()
 
-    def _script_args(self, limit: int, start_now: int, acks: list[str], outcomes: list[list[str]]) -> list[Any]:
+    def _keep_unsent_counts(self, counts: list[Any], exc: BaseException) -> None:
+        """Counts a call carried and Redis did not take: kept for the next call, unless the connection failed, when
+        the call may have written them (a count is lost then rather than written twice)."""
+        if counts and not isinstance(exc, self.connection_errors):
+            with self._mt_lock:
+                self._mt_counts.put_back(counts)
+
+    def _take_counts(self, reply: Any) -> Any:
+        """The fetch ``reply`` without the traffic counts it handed back (one element past its messages, see
+        lua/fetch.lua), which join the pending ones."""
+        if len(reply) % 5:
+            with self._mt_lock:
+                self._mt_counts.add(reply[-1])
+            return reply[:-1]
+        return reply
+
+    def _script_args(self, limit: int, start_now: int, acks: list[str], outcomes: list[list[str]], *,
+                     write_counts: bool = True, counts: list[Any] | None = None) -> list[Any]:
         platform = self.platform
         assert platform is not None
-        return fetch_args(platform, limit, start_now, acks, outcomes)
+        return fetch_args(platform, limit, start_now, acks, outcomes, write_counts=write_counts, counts=counts)
 
     # --- fetching ----------------------------------------------------------------------------------------------
     def _brpop_start(self, timeout: float | None = None) -> None:
@@ -680,7 +724,11 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 if self._mt_outcomes:
                     oldest = min(float(entry[2]) for entry in self._mt_outcomes)
                     self._mt_start_pending_at = time.monotonic() - max(0.0, time.time() - oldest)
-        args = self._script_args(limit, start_now, self._mt_sent_acks, self._mt_sent_outcomes)
+            # The counts are written once an interval, by the fetch that carries them; the others hand theirs back.
+            write_counts = self._mt_counts.due()
+            self._mt_sent_counts = self._mt_counts.take() if write_counts else []
+        args = self._script_args(limit, start_now, self._mt_sent_acks, self._mt_sent_outcomes,
+                                 write_counts=write_counts, counts=self._mt_sent_counts)
         self._mt_fetch_sent_at = time.monotonic()  # its reply's cancel flags are at least this fresh
         # The platform's one encoder (hiredis) packs the call (a hundred short arguments with a full batch of acks
         # and outcomes) about nine times faster than Python code encoding argument by argument.
@@ -719,6 +767,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 self._refused(exc)
                 raise virtual.Empty() from None
             except self.connection_errors:
+                self._mt_sent_counts = []  # perhaps written: lost rather than counted twice
                 self._requeue_sent_acks()
                 self.client.connection.disconnect()
                 raise
@@ -749,10 +798,14 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         time.sleep(min(0.05 * 2 ** min(self._mt_refusals, 5), 1.0))
 
     def _requeue_sent_acks(self) -> None:
-        acks, outcomes = self._mt_sent_acks, self._mt_sent_outcomes
+        acks, outcomes, counts = self._mt_sent_acks, self._mt_sent_outcomes, self._mt_sent_counts
         self._mt_sent_acks = []
         self._mt_sent_outcomes = []
+        self._mt_sent_counts = []
         self._keep_unsent(acks, outcomes)
+        if counts:  # the call did not run (a refusal, a missing script): nothing of it was written
+            with self._mt_lock:
+                self._mt_counts.put_back(counts)
 
     def _after_wait(self, reply: Any) -> bool:
         self._mt_waiting = False
@@ -788,9 +841,11 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         A critical task pushed meanwhile so waits at most that long, plus the task running at that moment."""
         self._mt_sent_acks = []
         self._mt_sent_outcomes = []
+        self._mt_sent_counts = []
         if not reply:
             self._mt_idle = True
             raise virtual.Empty()
+        reply = self._take_counts(reply)
         platform = self.platform
         assert platform is not None  # only platform channels fetch with FETCH
         batched = _inline_pool
@@ -1091,6 +1146,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 reply = self.client.parse_response(self.client.connection, "EVALSHA")
             except (RedisError, *self.connection_errors) as exc:
                 # Whatever it took stays leased, and nobody renews the leases: the restore sweep brings it back.
+                if isinstance(exc, self.connection_errors):
+                    self._mt_sent_counts = []  # perhaps written: lost rather than counted twice
                 self._requeue_sent_acks()
                 log.warning("could not read the prefetched batch to give it back (%s)", exc)
                 with suppress(Exception):
@@ -1098,6 +1155,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 return
             self._mt_sent_acks = []
             self._mt_sent_outcomes = []
+            self._mt_sent_counts = []
+        if reply:
+            reply = self._take_counts(reply)
         if reply:
             self._give_back(list(reply))
 
@@ -1189,14 +1249,14 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
 
     # --- producers inside the worker (Celery's own publishes, restores) wake idle consumers too -----------
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
-        self._wake(queue)  # before the message: see meetingtasks.wake
+        self._wake(queue)  # before the message: see meetingtasks.store.wake
         super()._put(queue, message, **kwargs)
 
     def _do_restore_message(self, payload: Any, exchange: Any, routing_key: Any, pipe: Any,
                             leftmost: bool = False) -> None:
         platform = self.platform
         if platform is not None:
-            push_wake(pipe, platform.keys, self.service)  # before the message: see meetingtasks.wake
+            push_wake(pipe, platform.keys, self.service)  # before the message: see meetingtasks.store.wake
         super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
 
     def _put_fanout(self, exchange: Any, message: Any, routing_key: Any, **kwargs: Any) -> None:
@@ -1221,14 +1281,18 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             pipe.execute()
 
 
-def fetch_args(platform: Platform, limit: int, start_now: int, acks: list[str], outcomes: list[list[str]]) -> list[Any]:
+def fetch_args(platform: Platform, limit: int, start_now: int, acks: list[str], outcomes: list[list[str]], *,
+               write_counts: bool = True, counts: list[Any] | None = None) -> list[Any]:
     """FETCH's ARGV: take up to ``limit`` messages (``start_now`` of them STARTED at once) after applying ``outcomes``
-    and ``acks``."""
+    and ``acks``. ``write_counts``: write this call's traffic counts and the carried ``counts`` (flat, see
+    :class:`~meetingtasks.store.rollup.PendingCounts`) now, else hand them back in the reply."""
     s = platform.settings
     keys = platform.keys
+    counts = counts or []
     args: list[Any] = [
         limit, repr(time.time()), s.max_message_bytes, keys.status(""), s.status_ttl_s, keys.status_channel,
-        _worker_name(), keys.deadlines, keys.callbacks, keys.batch(""), start_now, len(acks), *acks,
+        _worker_name(), keys.deadlines, keys.callbacks, keys.batch(""), start_now, len(acks),
+        "1" if write_counts else "0", len(counts) // 4, *counts, *acks,
     ]
     for entry in outcomes:
         args += entry
@@ -1398,7 +1462,7 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
 class SentinelChannel(Channel, kombu_redis.SentinelChannel):  # type: ignore[misc]
     """Our channel on a Sentinel-managed primary: kombu's Sentinel pool (each new connection asks the sentinels
     where the primary is) with connections that drop themselves when the primary they reach was demoted (see
-    :class:`meetingtasks.connections.SentinelConnection`). Everything else is :class:`Channel`'s.
+    :class:`meetingtasks.store.connections.SentinelConnection`). Everything else is :class:`Channel`'s.
 
     The sentinels come from the ``mt_sentinel_url`` transport option, not from kombu's ``;``-separated alternate
     URLs: on a lost connection kombu switches to the next alternate and takes the transport its scheme names
@@ -1425,7 +1489,7 @@ class SentinelChannel(Channel, kombu_redis.SentinelChannel):  # type: ignore[mis
 
 class SentinelTransport(Transport):
     """:class:`Transport` for ``sentinel://`` broker URLs (in kombu's spelling, see
-    :meth:`meetingtasks.sentinel.SentinelUrl.kombu_url`; the master name comes as a transport option)."""
+    :meth:`meetingtasks.core.sentinel.SentinelUrl.kombu_url`; the master name comes as a transport option)."""
 
     Channel = SentinelChannel
     default_port = 26379

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from meetingtasks.embedded import RedisServer, free_port
+from meetingtasks.operations.embedded import RedisServer, free_port
 from tests.support.dispatcher_tasks import WORKER_ENV
 from tests.support.processes import PartProcess
 from tests.support.workers import worker_env

@@ -21,8 +21,8 @@ import pytest
 from pyinstrument import Profiler
 
 from meetingtasks.console.flame import flame_of
-from meetingtasks.platform import Platform
-from meetingtasks.profiling import Profile, Profiles
+from meetingtasks.store.platform import Platform
+from meetingtasks.worker.profiling import Profile, Profiles
 from tests.console.conftest import ConsoleProcess
 from tests.console.test_console_page import open_page, sign_in
 from tests.gateway.cdp import Browser

@@ -13,11 +13,11 @@ import pytest
 import redis
 
 from meetingtasks import dispatch
-from meetingtasks.deadletter import DeadLetter, LetterFilter
-from meetingtasks.message import encode_task_message, new_id
-from meetingtasks.metrics.rollup import RollupRecorder, quantile_s, wait_bucket
-from meetingtasks.platform import Platform
-from meetingtasks.status import Status
+from meetingtasks.core.message import encode_task_message, new_id
+from meetingtasks.store.deadletter import DeadLetter, LetterFilter
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.rollup import RollupRecorder, quantile_s, wait_bucket
+from meetingtasks.store.status import Status
 from tests.console.conftest import PASSWORD, USER, ConsoleProcess, console_env
 from tests.support.processes import PartProcess
 
@@ -295,7 +295,7 @@ def test_the_overview_stream_sends_the_rows_as_server_sent_events(
 
 
 def test_the_task_stream_sends_each_change_of_the_task(console: ConsoleProcess, platform: Platform) -> None:
-    from meetingtasks.cancel import cancel
+    from meetingtasks.store.cancel import cancel
 
     handle = dispatch("t_echo", {"tag": "streamed"}, delay=3600)
     request = urllib.request.Request(f"{console.url}/live/task?id={handle.id}")

@@ -21,8 +21,8 @@ import redis
 
 from meetingtasks import dispatch
 from meetingtasks.metrics import Exporter
-from meetingtasks.platform import Platform
-from meetingtasks.status import Status
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.status import Status
 from tests.console.conftest import PASSWORD, USER, ConsoleProcess
 from tests.gateway.cdp import Browser
 from tests.support.dispatcher_tasks import WORKER_ENV

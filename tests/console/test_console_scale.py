@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from meetingtasks.embedded import RedisServer
-from meetingtasks.keys import Keys
+from meetingtasks.operations.embedded import RedisServer
+from meetingtasks.store.keys import Keys
 from tests.console.conftest import ConsoleProcess, console_env
 
 pytestmark = pytest.mark.slow

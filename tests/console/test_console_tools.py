@@ -1,4 +1,4 @@
-"""The console's place for the tools (issue 20): a task's priority and promote, Top, Profiles with a flame view,
+"""The console's place for the tools: a task's priority and promote, Top, Profiles with a flame view,
 and event replay with a dry-run preview, against a real `meetingtasks console` process, real Redis and, where a
 task must run, real workers."""
 
@@ -16,9 +16,9 @@ import redis
 from meetingtasks import dispatch
 from meetingtasks.console.flame import flame_of
 from meetingtasks.events import publish_events
-from meetingtasks.platform import Platform
-from meetingtasks.profiling import Profiles
-from meetingtasks.status import Status
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.status import Status
+from meetingtasks.worker.profiling import Profiles
 from tests.console.conftest import PASSWORD, USER, ConsoleProcess
 from tests.console.test_console_http import confirm_and_post
 from tests.support.dispatcher_tasks import WORKER_ENV

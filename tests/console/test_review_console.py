@@ -1,4 +1,4 @@
-"""Hostile review of the operator console (design.md section 6): promises of docs/console.md the console broke
+"""Hostile review of the operator console: promises of docs/console.md the console broke
 when it was written. A real `meetingtasks console` process on a real Redis."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 import redis
 
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 from tests.console.conftest import PASSWORD, USER, ConsoleProcess, console_env
 from tests.console.test_console_http import add_letter
 from tests.support.processes import ROOT

@@ -12,9 +12,9 @@ import pytest
 import redis
 
 import tests.support.event_tasks  # noqa: F401 - the test subscriptions and task types, in this process too
+from meetingtasks.core.message import loads
 from meetingtasks.events.bridge import Bridge
-from meetingtasks.message import loads
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 from tests.support.processes import PartProcess
 
 EVENT_TASKS = "tests.support.event_tasks"

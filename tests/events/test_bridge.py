@@ -7,7 +7,7 @@ import redis
 
 from meetingtasks import publish_event, publish_events
 from meetingtasks.events.bridge import Bridge
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 from tests.events.conftest import queued, triggers_per_event
 from tests.support.waiting import wait_for
 
@@ -161,9 +161,9 @@ def test_a_malformed_stream_entry_is_dead_lettered_under_the_channel_owner(platf
 
 def test_a_bridge_waits_out_a_redis_restart(tmp_path, settings) -> None:
     """Redis is killed and restarted under a running bridge: it reconnects by itself."""
-    from meetingtasks.connections import reset_shared_clients
-    from meetingtasks.embedded import RedisServer
-    from meetingtasks.platform import configure
+    from meetingtasks.operations.embedded import RedisServer
+    from meetingtasks.store.connections import reset_shared_clients
+    from meetingtasks.store.platform import configure
     from tests.events.conftest import EVENT_TASKS, FAST
 
     # Given a bridge on a Redis of its own

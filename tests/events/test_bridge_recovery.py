@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from meetingtasks import publish_event, publish_events
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 from tests.events.conftest import queued, triggers_per_event
 from tests.support.waiting import wait_for
 

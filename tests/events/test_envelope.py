@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meetingtasks.errors import InvalidEvent, UnknownChannel, UnknownEventType
+from meetingtasks.core.errors import InvalidEvent, UnknownChannel, UnknownEventType
 from meetingtasks.events import CHANNELS
 from meetingtasks.events.envelope import EXTERNAL_SOURCE, Event, build_event, parse_event, parse_foreign
 

@@ -10,7 +10,7 @@ import redis
 
 from meetingtasks import publish_event
 from meetingtasks.events import AsyncLiveSubscriber, LiveMessage, LiveSubscriber
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 from tests.support.waiting import wait_for
 
 
@@ -128,7 +128,7 @@ def test_the_async_subscriber_iterates_and_resumes_after_a_kill(platform: Platfo
 
 
 def test_a_live_subscriber_waits_out_a_redis_restart(tmp_path, settings) -> None:
-    from meetingtasks.embedded import RedisServer
+    from meetingtasks.operations.embedded import RedisServer
 
     # Given a subscriber on a Redis of its own
     server = RedisServer(tmp_path / "redis").start()

@@ -8,9 +8,9 @@ import redis
 from pydantic import BaseModel
 
 from meetingtasks import InvalidEvent, publish_event, publish_events
-from meetingtasks.errors import UnknownChannel, UnknownEventType
+from meetingtasks.core.errors import UnknownChannel, UnknownEventType
 from meetingtasks.events import Event
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 
 
 def stream_events(r: redis.Redis, platform: Platform, channel: str) -> list[dict[str, object]]:

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 import redis
 
-from meetingtasks.errors import InvalidReplay
+from meetingtasks.core.errors import InvalidReplay
 from meetingtasks.events import publish_events
 from meetingtasks.events.replay import replay_events, stream_position
 from meetingtasks.events.subscriptions import SUBSCRIPTIONS
-from meetingtasks.platform import Platform
-from meetingtasks.status import Status
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.status import Status
 from tests.events.conftest import EVENT_TASKS, queued
 from tests.support.processes import ROOT
 from tests.support.waiting import wait_for

@@ -19,12 +19,12 @@ import orjson
 import pytest
 import redis
 
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.embedded import free_port
+from meetingtasks.enqueue.dispatcher import Dispatcher
 from meetingtasks.events.publisher import EventPublisher
 from meetingtasks.events.retention import trim_streams
-from meetingtasks.maintenance import NoPayload, maintenance_trim_streams
-from meetingtasks.platform import Platform
+from meetingtasks.operations.embedded import free_port
+from meetingtasks.store.platform import Platform
+from meetingtasks.worker.maintenance import NoPayload, maintenance_trim_streams
 from tests.events.conftest import triggers_per_event
 from tests.ops.conftest import scrape, value
 from tests.support.processes import ROOT, PartProcess

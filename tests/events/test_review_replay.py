@@ -1,4 +1,4 @@
-"""Hostile review of `meetingtasks events replay` (design.md section 6: "T: epoch seconds, ISO 8601 or a stream
+"""Hostile review of `meetingtasks events replay` (the documented form: "T: epoch seconds, ISO 8601 or a stream
 id"): times that are read as something else and replay another window without a word."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from meetingtasks.events.envelope import Event
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 from tests.events.conftest import EVENT_TASKS
 from tests.events.test_replay import PROBE_A, cli, logins
 

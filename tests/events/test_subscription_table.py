@@ -8,11 +8,11 @@ import pytest
 import redis
 
 from meetingtasks import publish_events
+from meetingtasks.core.registry import REGISTRY
 from meetingtasks.events.subscriptions import SUBSCRIPTIONS, load_subscriptions
-from meetingtasks.platform import Platform
-from meetingtasks.registry import REGISTRY
 from meetingtasks.services import SUBSCRIBERS
-from meetingtasks.status import Status
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.status import Status
 from tests.events.conftest import queued
 from tests.support.waiting import wait_for
 

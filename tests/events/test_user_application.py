@@ -17,10 +17,10 @@ from collections.abc import Callable
 import pytest
 import redis
 
+from meetingtasks.core.priority import PRIORITY_ORDER, queue_name
 from meetingtasks.events.subscriptions import Subscription
-from meetingtasks.platform import Platform
-from meetingtasks.priority import PRIORITY_ORDER, queue_name
-from meetingtasks.status import Status, StatusRecord
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.status import Status, StatusRecord
 from tests.support.processes import ROOT
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from meetingtasks import dispatch, dispatch_batch
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
 

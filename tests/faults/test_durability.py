@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from meetingtasks import dispatch_batch
-from meetingtasks.connections import reset_shared_clients
-from meetingtasks.embedded import RedisServer
-from meetingtasks.platform import Platform, configure
-from meetingtasks.settings import Settings
+from meetingtasks.core.settings import Settings
+from meetingtasks.operations.embedded import RedisServer
+from meetingtasks.store.connections import reset_shared_clients
+from meetingtasks.store.platform import Platform, configure
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess, worker_env
 

@@ -1,17 +1,22 @@
 """Sentinel failover on real processes: the primary is SIGKILLed under load, twice, and the platform goes on.
 
 One primary, one replica, three sentinels (``down-after-milliseconds`` 2000); workers of two services (ai,
-media), beat, the bridge and the gateway run on the ``sentinel://`` URL while this process dispatches tasks,
-delayed tasks and events (the bridge turns each into a task) at a steady rate. Every task run appends its tag
-to a ledger file, outside Redis. The first failover runs with ``min_replica_acks=1`` on every side: every
-dispatch and publish that returned must have run (duplicates only under the at-least-once rule). The second
+media), beat, the bridge, the gateway, the exporter and Flower run on the ``sentinel://`` URL while this process
+dispatches tasks, delayed tasks and events (the bridge turns each into a task) at a steady rate. Every task run
+appends its tag to a ledger file, outside Redis. The first failover runs with ``min_replica_acks=1`` on every
+side: every dispatch and publish that returned must have run (duplicates only under the at-least-once rule). The second
 failover, back to the first node, runs the producer with ``min_replica_acks=0``: what was lost is counted and
 printed (the figure docs/high-availability.md states). Both times the tasks must flow again within 15 s and no
-process may exit.
+process may exit, and Flower (the same process) must show a task that ran on the new primary and get its workers'
+answers over it.
+
+A second, smaller test: a long-lived process that cancelled a running task on the old primary cancels again after
+the failover, with and without terminate, and both go through the first time.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -21,18 +26,21 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from meetingtasks import dispatch, publish_event
-from meetingtasks.connections import reset_shared_clients
-from meetingtasks.embedded import free_port
-from meetingtasks.embedded_sentinel import SentinelGroup
-from meetingtasks.errors import MeetingTasksError
-from meetingtasks.platform import Platform, configure
-from meetingtasks.priority import service_queues
-from meetingtasks.settings import Settings
+from meetingtasks.core.errors import MeetingTasksError
+from meetingtasks.core.priority import service_queues
+from meetingtasks.core.settings import Settings
+from meetingtasks.operations.embedded import free_port
+from meetingtasks.operations.embedded_sentinel import SentinelGroup
+from meetingtasks.store.cancel import cancel
+from meetingtasks.store.connections import reset_shared_clients
+from meetingtasks.store.platform import Platform, configure
+from meetingtasks.store.status import Status
 from tests.events.conftest import FAST, BridgeProcess
 from tests.gateway.conftest import SECRET, GatewayProcess
 from tests.support.beat_process import PUMP_READY, BeatProcess
@@ -46,6 +54,40 @@ pytestmark = pytest.mark.slow
 #: The issue's target: from the kill until tasks flow again, with down-after-milliseconds 2000.
 RECOVERY_LIMIT_S = 15.0
 SERVICES = ("ai", "media")
+FLOWER_AUTH = "ops:failover-flower"
+
+
+class FlowerProcess(PartProcess):
+    """``celery -A meetingtasks.operations.flower flower`` (as ``meetingtasks up`` starts it), behind basic auth."""
+
+    name = "flower"
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.url = f"http://127.0.0.1:{free_port()}"
+        port = self.url.rsplit(":", 1)[1]
+        super().__init__([sys.executable, "-m", "celery", "-A", "meetingtasks.operations.flower", "flower",
+                          f"--port={port}", "--address=127.0.0.1"],
+                         {**env, "MEETINGTASKS_FLOWER_BASIC_AUTH": FLOWER_AUTH}, log_path)
+
+    def get(self, path: str) -> Any:
+        """The JSON Flower answers at ``path``; ``None`` while it does not (not up yet, or a 404 for a task it has
+        not seen)."""
+        request = urllib.request.Request(self.url + path)
+        request.add_header("Authorization", "Basic " + base64.b64encode(FLOWER_AUTH.encode()).decode())
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read())
+        except (OSError, ValueError):
+            return None
+
+    def workers(self) -> set[str]:
+        """The workers that answer Flower's inspect broadcast now (a control round trip over the broker)."""
+        return set(self.get("/api/workers?refresh=1") or {})
+
+    def task_state(self, task_id: str) -> str | None:
+        """The state Flower's event stream gave ``task_id``."""
+        info = self.get(f"/api/task/info/{task_id}")
+        return info.get("state") if isinstance(info, dict) else None
 
 
 class Load:
@@ -151,7 +193,10 @@ def test_two_failovers_under_load_lose_nothing_acknowledged_and_no_process_exits
         BridgeProcess(env, tmp_path / "bridge.log", ["--include", INCLUDE]),
         GatewayProcess(env, tmp_path / "gateway.log"),
         PartProcess(PartProcess.cli("exporter", "--port", str(exporter_port)), env, tmp_path / "exporter.log"),
+        FlowerProcess(env, tmp_path / "flower.log"),
     ]
+    flower = parts[-1]
+    assert isinstance(flower, FlowerProcess)
     load = Load(ledger)
     try:
         for part in parts:
@@ -159,6 +204,8 @@ def test_two_failovers_under_load_lose_nothing_acknowledged_and_no_process_exits
                 part.wait_ready(60)
             elif isinstance(part, BeatProcess):
                 part.wait_log(PUMP_READY, 60)
+            elif isinstance(part, FlowerProcess):
+                part.wait_until(lambda: len(flower.workers()) == len(SERVICES), 60, "both workers in Flower")
             else:
                 part.wait_log("exporter ready", 60)
         # Given the platform under a steady load of dispatches, delayed tasks and events
@@ -198,8 +245,8 @@ def test_two_failovers_under_load_lose_nothing_acknowledged_and_no_process_exits
 
         # and no process exited; the gateway answers, the CLI counts, on the first node again
         assert all(part.proc.poll() is None for part in parts), [p.log()[-2000:] for p in parts if p.proc.poll()]
-        gateway = parts[-2]
-        assert isinstance(gateway, GatewayProcess) and gateway.get("/healthz")[0] == 200
+        gateway = next(part for part in parts if isinstance(part, GatewayProcess))
+        assert gateway.get("/healthz")[0] == 200
         with urllib.request.urlopen(f"http://127.0.0.1:{exporter_port}/metrics", timeout=30) as scrape:
             assert scrape.status == 200 and b"meetingtasks_" in scrape.read()
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -214,6 +261,50 @@ def test_two_failovers_under_load_lose_nothing_acknowledged_and_no_process_exits
         load.stop()
         for part in reversed(parts):
             part.stop()
+
+
+def test_a_cancel_after_a_failover_reaches_the_worker_the_first_time(
+    group: SentinelGroup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = worker_env(group.url, MEETINGTASKS_INCLUDE=INCLUDE, MEETINGTASKS_REDIS_SOCKET_TIMEOUT_S="3",
+                     MEETINGTASKS_DISPATCH_RETRY_S="30")
+    for key, value in env.items():
+        if key.startswith("MEETINGTASKS_"):
+            monkeypatch.setenv(key, value)
+    reset_shared_clients()
+    platform = configure(Settings())
+    ledger = tmp_path / "ledger"
+    worker = WorkerProcess("ai", env, tmp_path / "worker.log", ["--pool", "prefork", "--concurrency", "2"])
+
+    def running(tag: str, seconds: float = 60.0) -> str:
+        handle = dispatch("t_ha_hold", {"tag": tag, "ledger": str(ledger), "seconds": seconds})
+        wait_for(lambda: tag in ledger_runs(ledger)[0], timeout_s=60, message=f"task {tag} to start")
+        return handle.id
+
+    try:
+        worker.wait_ready(60)
+        # Given this process terminated a running task through the first primary (its control app keeps a
+        # connection there)
+        before = running("before")
+        assert cancel(platform, before, terminate=True).status is Status.CANCELLED
+        worker.wait_log(f"Terminating {before}", 10)
+        # When the primary is SIGKILLed and the sentinels promote the replica
+        group.wait_synced()
+        old = group.primary_port()
+        assert old is not None
+        group.node(old).stop(kill=True)
+        wait_for(lambda: group.primary_port() not in (None, old), timeout_s=30, message="the sentinels to promote")
+        # Then its next cancels go through the first time: a revoke broadcast without replies (the handler runs on
+        # with its flag set) and a terminate, which waits for the worker's answer: the worker killed the task
+        flagged = cancel(platform, running("flagged", seconds=2))
+        assert (flagged.before, flagged.status, flagged.ok) == (Status.STARTED, Status.STARTED, True)
+        doomed = running("doomed")
+        terminated = cancel(platform, doomed, terminate=True)
+        assert terminated.status is Status.CANCELLED and terminated.terminate_refused is None, terminated.describe()
+        worker.wait_log(f"Terminating {doomed}", 10)
+        assert worker.proc.poll() is None, worker.log()[-3000:]
+    finally:
+        worker.stop()
 
 
 def fail_over(group: SentinelGroup, load: Load, ledger: Path, parts: list[PartProcess]) -> float:
@@ -239,7 +330,30 @@ def fail_over(group: SentinelGroup, load: Load, ledger: Path, parts: list[PartPr
     group.wait_synced(timeout_s=30)
     recovered = flowing_since()
     assert recovered is not None
+    flower_follows(next(part for part in parts if isinstance(part, FlowerProcess)), load, ledger, kill_n, parts,
+                   group)
     return recovered
+
+
+def flower_follows(flower: FlowerProcess, load: Load, ledger: Path, kill_n: int, parts: list[PartProcess],
+                   group: SentinelGroup) -> None:
+    """Flower, the process that watched the old primary, reads the new one: a task dispatched after the kill and
+    run there shows as succeeded in its event-fed task list, and both workers answer its inspect broadcast."""
+
+    def shows_a_task_run_since() -> bool:
+        # The latest runs: events sent while Flower was still reconnecting are gone (pub/sub), later ones are not.
+        runs, _ = ledger_runs(ledger)
+        recent = [load.ids[tag] for tag in list(runs)[-10:] if int(tag) > kill_n and load.ids.get(tag)]
+        return any(flower.task_state(task_id) == "SUCCESS" for task_id in recent)
+
+    try:
+        assert flower.proc.poll() is None, "Flower exited"
+        wait_for(shows_a_task_run_since, timeout_s=30, interval_s=0.5,
+                 message="Flower to show a task that ran on the new primary")
+        wait_for(lambda: {name.split("@")[0] for name in flower.workers()} == set(SERVICES), timeout_s=30,
+                 interval_s=0.5, message="both workers to answer Flower over the new primary")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{logs(group, parts)}") from None
 
 
 def pending_report(platform: Platform) -> dict[str, object]:

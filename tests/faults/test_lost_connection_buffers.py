@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from meetingtasks.connections import reset_shared_clients
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.embedded import RedisServer
-from meetingtasks.platform import configure
-from meetingtasks.settings import Settings
-from meetingtasks.status import Status
+from meetingtasks.core.settings import Settings
+from meetingtasks.enqueue.dispatcher import Dispatcher
+from meetingtasks.operations.embedded import RedisServer
+from meetingtasks.store.connections import reset_shared_clients
+from meetingtasks.store.platform import configure
+from meetingtasks.store.status import Status
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess, worker_env
 

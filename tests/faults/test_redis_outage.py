@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from meetingtasks import BrokerUnavailable, configure, dispatch
-from meetingtasks.connections import reset_shared_clients
-from meetingtasks.embedded import RedisServer
+from meetingtasks.core.settings import Settings
 from meetingtasks.metrics.heartbeat import read_heartbeats
-from meetingtasks.platform import Platform
-from meetingtasks.settings import Settings
+from meetingtasks.operations.embedded import RedisServer
+from meetingtasks.store.connections import reset_shared_clients
+from meetingtasks.store.platform import Platform
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess, worker_env
 

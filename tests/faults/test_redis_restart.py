@@ -23,11 +23,11 @@ import redis
 from websockets.sync.client import connect
 
 from meetingtasks import dispatch, dispatch_batch, publish_event
-from meetingtasks.connections import reset_shared_clients
-from meetingtasks.embedded import RedisServer
+from meetingtasks.core.settings import Settings
 from meetingtasks.gateway.tokens import mint_token
-from meetingtasks.platform import Platform, configure
-from meetingtasks.settings import Settings
+from meetingtasks.operations.embedded import RedisServer
+from meetingtasks.store.connections import reset_shared_clients
+from meetingtasks.store.platform import Platform, configure
 from tests.events.conftest import FAST, BridgeProcess, queued
 from tests.gateway.conftest import SECRET, Client, GatewayProcess
 from tests.support.processes import ROOT

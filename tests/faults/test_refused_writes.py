@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from meetingtasks.dispatcher import Dispatcher, TaskHandle
-from meetingtasks.platform import Platform
-from meetingtasks.status import Status
+from meetingtasks.enqueue.dispatcher import Dispatcher, TaskHandle
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.status import Status
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
 

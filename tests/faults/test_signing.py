@@ -18,19 +18,19 @@ from celery import Celery
 
 import tests.support.tasks  # noqa: F401 - registers t_echo for the tests without a platform fixture
 from meetingtasks import dispatch
-from meetingtasks.deadletter import DeadLetter
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.errors import ConfigurationError
-from meetingtasks.message import encode_task_message, loads, new_id
-from meetingtasks.platform import Platform
-from meetingtasks.settings import Settings
-from meetingtasks.signing import (
+from meetingtasks.core.errors import ConfigurationError
+from meetingtasks.core.message import encode_task_message, loads, new_id
+from meetingtasks.core.settings import Settings
+from meetingtasks.core.signing import (
     MessageSigner,
     install_verifier,
     signer_for,
     signer_of,
     unverified_body,
 )
+from meetingtasks.enqueue.dispatcher import Dispatcher
+from meetingtasks.store.deadletter import DeadLetter
+from meetingtasks.store.platform import Platform
 from tests.support.processes import ROOT
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess, worker_env

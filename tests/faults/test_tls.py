@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from meetingtasks import configure, dispatch
-from meetingtasks.connections import new_client, reset_shared_clients
-from meetingtasks.settings import Settings
+from meetingtasks.core.settings import Settings
+from meetingtasks.store.connections import new_client, reset_shared_clients
 from tests.support.tls_redis import TlsRedisServer
 from tests.support.workers import WorkerProcess
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from meetingtasks.embedded import free_port
 from meetingtasks.gateway.tokens import mint_token
+from meetingtasks.operations.embedded import free_port
 from tests.support.dispatcher_tasks import WORKER_ENV
 from tests.support.processes import PartProcess
 

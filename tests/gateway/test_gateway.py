@@ -10,7 +10,7 @@ import redis
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 from tests.gateway.conftest import Client, GatewayProcess, token_for
 from tests.support.dispatcher_tasks import WORKER_ENV
 from tests.support.waiting import wait_for

@@ -11,7 +11,7 @@ import redis
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from meetingtasks.priority import PRIORITY_ORDER, queue_name
+from meetingtasks.core.priority import PRIORITY_ORDER, queue_name
 from meetingtasks.services import SERVICES
 from tests.gateway.conftest import Client, GatewayProcess, token_for
 from tests.support.dispatcher_tasks import WORKER_ENV

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import redis
 
-from meetingtasks.platform import Platform
-from meetingtasks.secret_fields import MASK
+from meetingtasks.core.secret_fields import MASK
 from meetingtasks.services.user.store import UserStore
+from meetingtasks.store.platform import Platform
 from tests.gateway.conftest import Client, GatewayProcess
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess

@@ -16,12 +16,12 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from meetingtasks.errors import ConfigurationError
+from meetingtasks.core.errors import ConfigurationError
+from meetingtasks.core.registry import REGISTRY, load_builtin_types, task_type
+from meetingtasks.core.settings import Settings
 from meetingtasks.gateway import protocol
 from meetingtasks.gateway.limits import TokenBucket
 from meetingtasks.gateway.tokens import TokenError, mint_token, require_secret, verify_token
-from meetingtasks.registry import REGISTRY, load_builtin_types, task_type
-from meetingtasks.settings import Settings
 from tests.support.processes import ROOT
 
 SECRET = "unit-test-secret-0123456789abcdef"
@@ -208,7 +208,7 @@ BUILTIN_CLIENT_TYPES = {
 
 def test_the_builtin_client_types_are_exactly_the_documented_set() -> None:
     load_builtin_types()
-    import meetingtasks.maintenance  # noqa: F401 - registers the maintenance types
+    import meetingtasks.worker.maintenance  # noqa: F401 - registers the maintenance types
 
     builtin = [s for s in REGISTRY.all() if s.handler.__module__.startswith("meetingtasks.")]
     assert {s.name: s.subject_field for s in builtin if s.client} == BUILTIN_CLIENT_TYPES

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 from tests.gateway.cdp import Browser
 from tests.gateway.conftest import GatewayProcess, token_for
 from tests.support.dispatcher_tasks import WORKER_ENV
@@ -53,6 +53,10 @@ def test_page_submits_a_task_and_shows_its_status_live(
     task_id = browser.wait_for(f"{ROW} && {ROW}.dataset.id")
     assert browser.wait_for(f"{ROW}.dataset.status === 'SUCCEEDED'")
     assert browser.evaluate(f"{ROW}.dataset.history") == "QUEUED STARTED SUCCEEDED"
+    # Coloured by its phase, and final, so without its Cancel button: the page read both from the definitions the
+    # gateway put into it (meetingtasks.store.status_schema)
+    assert browser.evaluate(f"{ROW}.querySelector('[data-col=status]').className") == "succeeded"
+    assert browser.evaluate(f"{ROW}.querySelector('[data-col=action]').children.length") == 0
     outcome = browser.evaluate(f"{ROW}.querySelector('[data-col=outcome]').textContent")
     assert json.loads(outcome) == {"tag": "from the browser"}
     record = platform.status.get(r, task_id)

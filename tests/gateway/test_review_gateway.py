@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from meetingtasks.priority import PRIORITY_ORDER, queue_name
+from meetingtasks.core.priority import PRIORITY_ORDER, queue_name
 from meetingtasks.services import SERVICES
 from tests.gateway.conftest import Client, GatewayProcess
 from tests.support.dispatcher_tasks import INCLUDE

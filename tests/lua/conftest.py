@@ -1,4 +1,5 @@
-"""Fixtures for calling the Lua scripts directly on the suite's real redis-server."""
+"""Fixtures for calling the Lua scripts directly on the suite's real redis-server: the platform's, and the meeting
+services' once-scripts (``meetingtasks/services/lua/``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import orjson
 import pytest
 import redis
 
-from meetingtasks.platform import Platform
+from meetingtasks.core.message import new_id
+from meetingtasks.lua import LuaScript
+from meetingtasks.services.operation import Operation
+from meetingtasks.store.platform import Platform
 from tests.support.waiting import wait_for
 
 
@@ -48,3 +52,19 @@ def published(platform: Platform, r: redis.Redis) -> Iterator[Published]:
 
     yield run
     pubsub.close()
+
+
+#: Runs a meeting-service once-script as one store change of a task: ``change(script, keys, args)`` -> its decoded
+#: outcome. ``keys`` and ``args`` are the script's own (from KEYS[2] and ARGV[3]); each call is a new task unless
+#: ``task=`` names one (a redelivery), ``name=`` tells apart changes of one task.
+Change = Callable[..., Any]
+
+
+@pytest.fixture
+def change(platform: Platform) -> Change:
+    def call(script: LuaScript, keys: list[str], args: list[Any], *, task: str | None = None,
+             name: str = "change") -> Any:
+        # The service only picks its Redis, which is the suite's one for every service.
+        return Operation("meeting", platform, task_id=task or new_id()).mutate(script, name, keys, args)
+
+    return call

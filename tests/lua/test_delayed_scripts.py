@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import redis
 
+from meetingtasks.core.priority import PRIORITY_ORDER
 from meetingtasks.lua import LuaScript
-from meetingtasks.platform import Platform
-from meetingtasks.priority import PRIORITY_ORDER
+from meetingtasks.store.platform import Platform
 from tests.lua.conftest import Published
 
 PUMP = LuaScript.load("pump_delayed")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import redis
 
-from meetingtasks.dedup import claim_and_enqueue, once_script
 from meetingtasks.lua import Arg, LuaScript
-from meetingtasks.platform import Platform
+from meetingtasks.store.dedup import claim_and_enqueue, claim_and_enqueue_script
+from meetingtasks.store.platform import Platform
 from tests.lua.conftest import Published
 
 ENQUEUE_MANY = LuaScript.load("enqueue_many")
@@ -57,7 +57,7 @@ def _commands(platform: Platform, task_id: str) -> list[tuple[object, ...]]:
 
 
 def test_claim_and_enqueue_claims_once_and_runs_the_commands(platform: Platform, r: redis.Redis) -> None:
-    script = once_script(TRANSITION)
+    script = claim_and_enqueue_script(TRANSITION)
     keys = platform.keys
     first = claim_and_enqueue(script, r, keys.dedup("k"), "t-1", 60, keys.status(""), _commands(platform, "t-1"))
     assert first == ("t-1", True)
@@ -72,7 +72,7 @@ def test_claim_and_enqueue_claims_once_and_runs_the_commands(platform: Platform,
 
 def test_claim_and_enqueue_refuses_a_bad_command_list_before_writing(platform: Platform, r: redis.Redis) -> None:
     keys = platform.keys
-    script = once_script()  # nothing embedded
+    script = claim_and_enqueue_script()  # nothing embedded
     with pytest.raises(redis.ResponseError, match="is not embedded"):
         claim_and_enqueue(script, r, keys.dedup("k"), "t-1", 60, keys.status(""), _commands(platform, "t-1"))
     with pytest.raises(redis.ResponseError, match="bad command list"):

@@ -1,4 +1,5 @@
-"""find_in_queue.lua, is_leased.lua, move_queued.lua and move_delayed.lua (meetingtasks.moves), called directly."""
+"""find_in_queue.lua, is_leased.lua, move_queued.lua and move_delayed.lua (meetingtasks.store.moves), called
+directly."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import orjson
 import redis
 
 from meetingtasks.lua import LuaScript
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 from tests.lua.conftest import Published
 
 FIND = LuaScript.load("find_in_queue")

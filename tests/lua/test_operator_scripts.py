@@ -1,5 +1,5 @@
 """dead_letter_page.lua, dead_letter_count.lua (the operator console's dead-letter listing) and
-claim_profile_run.lua (meetingtasks.profiling), called directly."""
+claim_profile_run.lua (meetingtasks.worker.profiling), called directly."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import time
 import redis
 
 from meetingtasks.lua import LuaScript
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
 
 CLAIM_CALLBACK = LuaScript.load("claim_callback")
 SET_CANCEL_FLAG = LuaScript.load("set_cancel_flag")

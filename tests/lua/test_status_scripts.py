@@ -9,8 +9,8 @@ import orjson
 import redis
 
 from meetingtasks.lua import LuaScript
-from meetingtasks.metrics.rollups import RETENTION_S, bucket_of, slot_of
-from meetingtasks.platform import Platform
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.rollup import RETENTION_S, bucket_of, slot_of
 from tests.lua.conftest import Published
 
 TRANSITION = LuaScript.load("transition")

@@ -9,11 +9,11 @@ from typing import Any
 import orjson
 import redis
 
+from meetingtasks.core.priority import PRIORITY_ORDER, queue_name
 from meetingtasks.lua import LuaScript
-from meetingtasks.metrics.rollups import bucket_of, slot_of
-from meetingtasks.platform import Platform
-from meetingtasks.priority import PRIORITY_ORDER, queue_name
-from meetingtasks.status import Status
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.rollup import KEEP_S, bucket_of, slot_of, wait_bucket
+from meetingtasks.store.status import Status
 from meetingtasks.worker.outcomes import outcome_entry
 from meetingtasks.worker.transport import fetch_args
 from tests.lua.conftest import Published
@@ -154,3 +154,41 @@ def test_fetch_counts_its_starts_and_the_outcomes_it_applies_for_top(platform: P
     assert by_status == {"STARTED": 2, "FAILED": 1, "SUCCEEDED": 1}
     assert counts[f"FAILED|{bucket_of(0.1)}".encode()] == b"1"
     assert counts[f"SUCCEEDED|{bucket_of(0.003)}".encode()] == b"1"
+
+
+def test_a_busy_workers_fetch_hands_its_counts_back_and_a_later_one_writes_them(platform: Platform,
+                                                                               r: redis.Redis) -> None:
+    keys = platform.keys
+    now = time.time()
+    slot = slot_of(now)
+    r.lpush("ai.normal", _message("t-a", "tag-a", mt_enqueued_at=now - 0.3), _message("t-b", "tag-b"))
+    r.hset(keys.status("t-ran"), mapping={"status": "STARTED", "type": "ai.echo"})
+    queues = [keys.unacked("ai"), keys.unacked_index("ai"), keys.wake("ai"), *QUEUES]
+    outcome = outcome_entry("t-ran", Status.SUCCEEDED, 1, {"run_s": "0.1"}, now)
+    # Given a fetch that takes a message and applies an outcome, told not to write its counts
+    before = r.info("commandstats")
+    reply = FETCH(r, queues, fetch_args(platform, 1, 1, [], [outcome], write_counts=False))
+    # Then it writes none (no HINCRBY or HSETNX) and hands them back after its one message
+    after = r.info("commandstats")
+    for command in ("cmdstat_hincrby", "cmdstat_hsetnx"):
+        assert after.get(command, {}).get("calls", 0) == before.get(command, {}).get("calls", 0), command
+    assert len(reply) == 6 and not r.exists(keys.top_type(slot, "ai.echo"))
+    carried = reply[5]
+    top_fields = sorted(carried[i + 2] for i in range(0, len(carried), 4) if carried[i + 1] == b"ai.echo")
+    assert top_fields == [f"STARTED|{bucket_of(0.3)}".encode(), f"SUCCEEDED|{bucket_of(0.1)}".encode()]
+    # When the next fetch carries them, told to write: they are written with its own start, each once
+    reply = FETCH(r, queues, fetch_args(platform, 1, 1, ["tag-a"], [], counts=carried))
+    assert len(reply) == 5
+    counts: dict[bytes, bytes] = r.hgetall(keys.top_type(slot, "ai.echo"))  # type: ignore[assignment]
+    assert counts == {f"STARTED|{bucket_of(0.3)}".encode(): b"1", f"SUCCEEDED|{bucket_of(0.1)}".encode(): b"1",
+                      b"STARTED|-": b"1"}
+    assert r.hget(keys.top_slot(slot), "ai.echo") == b"1" and r.ttl(keys.top_type(slot, "ai.echo")) > 0
+    # The charts' minute counts the two starts of ai.normal (the outcome's record names no service)
+    minute: dict[bytes, bytes] = r.hgetall(keys.rollup(int(now // 60)))  # type: ignore[assignment]
+    assert minute == {b"ai|normal|started": b"2", f"ai|wait|{wait_bucket(0.3)}".encode(): b"1"}
+    assert 3_800 < r.ttl(keys.rollup(int(now // 60))) <= KEEP_S
+    # And a fetch that takes nothing (the worker is idle) writes its counts whatever it is told
+    r.hset(keys.status("t-b"), mapping={"type": "ai.echo"})
+    late = outcome_entry("t-b", Status.SUCCEEDED, 1, {"run_s": "0.1"}, now)
+    assert FETCH(r, queues, fetch_args(platform, 1, 1, ["tag-b"], [late], write_counts=False)) == []
+    assert r.hget(keys.top_type(slot, "ai.echo"), f"SUCCEEDED|{bucket_of(0.1)}") == b"2"

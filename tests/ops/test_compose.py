@@ -15,10 +15,10 @@ import redis
 import yaml
 
 from meetingtasks.cli.main import cli
-from meetingtasks.embedded import RedisServer, find_redis_server, free_port
-from meetingtasks.sentinel import SentinelUrl
+from meetingtasks.core.sentinel import SentinelUrl
+from meetingtasks.core.settings import ENV_PREFIX, Settings
+from meetingtasks.operations.embedded import RedisServer, find_redis_server, free_port
 from meetingtasks.services import SERVICES
-from meetingtasks.settings import ENV_PREFIX, Settings
 from tests.support.processes import ROOT
 from tests.support.tools import PROMETHEUS_INSTALL, executable
 from tests.support.waiting import wait_for

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from meetingtasks.embedded import free_port
+from meetingtasks.operations.embedded import free_port
 from tests.ops.conftest import Process
 from tests.support.processes import ROOT
 from tests.support.tools import PROMETHEUS_INSTALL, executable

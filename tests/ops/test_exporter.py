@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.embedded import free_port
-from meetingtasks.platform import Platform
+from meetingtasks.enqueue.dispatcher import Dispatcher
+from meetingtasks.operations.embedded import free_port
+from meetingtasks.store.platform import Platform
 from tests.ops.conftest import Process, scrape, value
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess

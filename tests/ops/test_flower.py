@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.embedded import free_port
-from meetingtasks.platform import Platform
+from meetingtasks.enqueue.dispatcher import Dispatcher
+from meetingtasks.operations.embedded import free_port
+from meetingtasks.store.platform import Platform
 from tests.ops.conftest import Process
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
@@ -38,7 +38,7 @@ def test_flower_shows_workers_and_tasks_of_every_service_with_basic_auth(
     start_worker("ai")
     start_worker("user")
     port = free_port()
-    run_process(["celery", "-A", "meetingtasks.flower", "flower", f"--port={port}", "--address=127.0.0.1"],
+    run_process(["celery", "-A", "meetingtasks.operations.flower", "flower", f"--port={port}", "--address=127.0.0.1"],
                 {**env, "MEETINGTASKS_FLOWER_BASIC_AUTH": AUTH}, name="flower")
     base = f"http://127.0.0.1:{port}"
 
@@ -81,11 +81,24 @@ def test_flower_refuses_to_open_without_authentication_unless_told(env: dict[str
     import sys
 
     bare = {k: v for k, v in env.items() if "FLOWER" not in k}
-    refused = subprocess.run([sys.executable, "-m", "celery", "-A", "meetingtasks.flower", "flower", "--port=1"],
-                             env=bare, capture_output=True, text=True, timeout=60)
+    refused = subprocess.run([sys.executable, "-m", "celery", "-A", "meetingtasks.operations.flower", "flower",
+                              "--port=1"], env=bare, capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0
     assert "Flower would open without authentication" in refused.stderr
-    from meetingtasks.flower import apply_basic_auth
-    from meetingtasks.settings import Settings
+    from meetingtasks.core.settings import Settings
+    from meetingtasks.operations.flower import apply_basic_auth
 
     apply_basic_auth(Settings(redis_url=env["MEETINGTASKS_REDIS_URL"], flower_allow_no_auth=True))  # no error
+
+
+def test_the_flower_command_of_earlier_releases_still_loads_the_app(env: dict[str, str]) -> None:
+    import subprocess
+    import sys
+
+    # Given a deployment that starts Flower as earlier releases documented it (before the package was grouped by
+    # layer), with no authentication configured so that the app's own check answers before any port opens
+    bare = {k: v for k, v in env.items() if "FLOWER" not in k}
+    started = subprocess.run([sys.executable, "-m", "celery", "-A", "meetingtasks.flower", "flower", "--port=1"],
+                             env=bare, capture_output=True, text=True, timeout=60)
+    # Then Celery found our Flower app there: its refusal, not "Unable to load celery application"
+    assert "Flower would open without authentication" in started.stderr, started.stderr[-2000:]

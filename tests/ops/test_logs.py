@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.platform import Platform
+from meetingtasks.enqueue.dispatcher import Dispatcher
+from meetingtasks.store.platform import Platform
 from tests.ops.conftest import OPS_INCLUDE
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess

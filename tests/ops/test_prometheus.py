@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.embedded import free_port
-from meetingtasks.platform import Platform
+from meetingtasks.enqueue.dispatcher import Dispatcher
+from meetingtasks.operations.embedded import free_port
+from meetingtasks.store.platform import Platform
 from tests.ops.conftest import Process
 from tests.support.tools import PROMETHEUS_INSTALL, executable
 from tests.support.waiting import wait_for

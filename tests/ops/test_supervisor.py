@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from meetingtasks.supervisor import PartFailed, PartSpec, Supervisor, log_contains
+from meetingtasks.operations.supervisor import PartFailed, PartSpec, Supervisor, log_contains
 
 ECHO = print
 

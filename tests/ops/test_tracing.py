@@ -10,8 +10,8 @@ import pytest
 import redis
 from opentelemetry import trace
 
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.platform import Platform
+from meetingtasks.enqueue.dispatcher import Dispatcher
+from meetingtasks.store.platform import Platform
 from tests.ops.conftest import Process
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess

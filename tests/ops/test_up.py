@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from meetingtasks.embedded import free_port
+from meetingtasks.operations.embedded import free_port
 from tests.ops.conftest import Process, scrape, value
 from tests.support.waiting import wait_for
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.platform import Platform
+from meetingtasks.enqueue.dispatcher import Dispatcher
+from meetingtasks.store.platform import Platform
 from tests.support.tools import executable, existing
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess

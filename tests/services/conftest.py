@@ -10,11 +10,11 @@ import orjson
 import pytest
 import redis
 
-from meetingtasks.current import running_as
-from meetingtasks.message import new_id
-from meetingtasks.platform import Platform
-from meetingtasks.registry import REGISTRY, load_builtin_types
-from meetingtasks.secret_fields import keyring, require_keyring, reveal, seal_result
+from meetingtasks.core.message import new_id
+from meetingtasks.core.registry import REGISTRY, load_builtin_types
+from meetingtasks.core.secret_fields import keyring, require_keyring, reveal, seal_result
+from meetingtasks.store.platform import Platform
+from meetingtasks.worker.current import running_as
 
 Run = Callable[..., Any]
 

@@ -11,7 +11,6 @@ import pytest
 import redis
 
 from meetingtasks import PermanentError
-from meetingtasks.platform import Platform
 from meetingtasks.services.ai.audio import Audio, decode_audio
 from meetingtasks.services.ai.clips import clip, clips, word_error_rate, word_errors
 from meetingtasks.services.ai.emotion import label_for
@@ -19,6 +18,7 @@ from meetingtasks.services.ai.store import AIStore
 from meetingtasks.services.blobs import BlobStore
 from meetingtasks.services.ffmpeg import Ffmpeg
 from meetingtasks.services.settings import meeting_settings
+from meetingtasks.store.platform import Platform
 from tests.services.conftest import Published, Run
 
 #: Measured with pocketsphinx 5.1.1 on the two shipped espeak-ng clips: 4 errors in 19 words (0.21).

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from meetingtasks.embedded import free_port
-from meetingtasks.platform import Platform
+from meetingtasks.operations.embedded import free_port
 from meetingtasks.services import SERVICES
 from meetingtasks.services.meeting.store import MeetingStore
 from meetingtasks.services.signaling.store import SignalingStore
 from meetingtasks.services.user.store import UserStore
+from meetingtasks.store.platform import Platform
 from tests.events.conftest import FAST, BridgeProcess
 from tests.gateway.conftest import SECRET, GatewayProcess
 from tests.support.processes import ROOT

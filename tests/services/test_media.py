@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from meetingtasks import PermanentError
-from meetingtasks.platform import Platform
 from meetingtasks.services.blobs import BlobStore
 from meetingtasks.services.ffmpeg import Ffmpeg, FfmpegMissing, ffmpeg_binary
 from meetingtasks.services.media.store import MediaStore
 from meetingtasks.services.settings import MeetingSettings, meeting_settings
+from meetingtasks.store.platform import Platform
 from tests.services.conftest import Published, Run
 from tests.support.processes import ROOT
 

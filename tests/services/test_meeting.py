@@ -10,9 +10,9 @@ import pytest
 import redis
 
 from meetingtasks import PermanentError
-from meetingtasks.platform import Platform
 from meetingtasks.services.meeting.store import MeetingStore
-from meetingtasks.status import Status
+from meetingtasks.store.platform import Platform
+from meetingtasks.store.status import Status
 from tests.services.conftest import Published, Run
 
 MEETING = {"host_id": "ann", "title": "Planning", "meeting_id": "m1"}
@@ -161,7 +161,7 @@ def test_ai_results_are_kept_on_the_meeting_and_wake_the_notices(run: Run, platf
     run("meeting_create", MEETING)
     store = MeetingStore(platform)
     ends_at = store.get("m1").ends_at  # type: ignore[union-attr]
-    from meetingtasks.dispatcher import Dispatcher
+    from meetingtasks.enqueue.dispatcher import Dispatcher
 
     Dispatcher(platform).dispatch("meeting_notify", {"meeting_id": "m1", "user_id": "bob",
                                                      "kind": "speech_recognition"},
@@ -185,7 +185,7 @@ def test_a_notice_delivers_the_latest_result_and_arms_the_next(run: Run, platfor
                                                                r: redis.Redis) -> None:
     run("meeting_create", MEETING)
     run("meeting_ai_result", {"meeting_id": "m1", "kind": "emotion_detection", "result": {"label": "happy"}})
-    from meetingtasks.dispatcher import Dispatcher
+    from meetingtasks.enqueue.dispatcher import Dispatcher
 
     Dispatcher(platform).dispatch("meeting_notify", {"meeting_id": "m1", "user_id": "bob",
                                                      "kind": "emotion_detection"},

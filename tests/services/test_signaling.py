@@ -9,10 +9,10 @@ import pytest
 import redis
 
 from meetingtasks import PermanentError
-from meetingtasks.platform import Platform
 from meetingtasks.services.settings import meeting_settings
 from meetingtasks.services.signaling.sdp import InvalidSignal, validate_candidate, validate_sdp
 from meetingtasks.services.signaling.store import SignalingStore
+from meetingtasks.store.platform import Platform
 from tests.services.conftest import Published, Run
 
 

@@ -9,9 +9,9 @@ import pytest
 import redis
 
 from meetingtasks import PermanentError
-from meetingtasks.platform import Platform
 from meetingtasks.services.settings import meeting_settings
 from meetingtasks.services.user.store import UserStore, token_digest
+from meetingtasks.store.platform import Platform
 from tests.services.conftest import Published, Run
 
 ANN = {"username": "ann", "email": "ann@example.org", "password": "correct horse"}

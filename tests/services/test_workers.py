@@ -12,14 +12,14 @@ import redis
 import zmq
 
 from meetingtasks import PermanentError, dispatch
-from meetingtasks.embedded import free_port
-from meetingtasks.platform import Platform, configure
+from meetingtasks.operations.embedded import free_port
 from meetingtasks.services.ai.backends import InferenceUnavailable, LocalBackend, ZmqBackend
 from meetingtasks.services.ai.clips import clip
 from meetingtasks.services.ai.server import InferenceServer
 from meetingtasks.services.blobs import BlobStore
 from meetingtasks.services.settings import meeting_settings
-from meetingtasks.status import Status
+from meetingtasks.store.platform import Platform, configure
+from meetingtasks.store.status import Status
 from tests.services.conftest import Published, Run
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess

@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from meetingtasks.callbacks import BatchOutcome, TaskOutcome
-from meetingtasks.platform import get_platform
-from meetingtasks.progress import report_progress
-from meetingtasks.registry import task_type
+from meetingtasks.core.registry import task_type
+from meetingtasks.store.callbacks import BatchOutcome, TaskOutcome
+from meetingtasks.store.platform import get_platform
+from meetingtasks.worker.progress import report_progress
 from tests.support.tasks import Tagged
 
 INCLUDE = "tests.support.tasks,tests.support.dispatcher_tasks"

@@ -12,10 +12,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from meetingtasks.core.priority import Priority
+from meetingtasks.core.registry import task_type
 from meetingtasks.events import Event, on_event
-from meetingtasks.platform import get_platform
-from meetingtasks.priority import Priority
-from meetingtasks.registry import task_type
+from meetingtasks.store.platform import get_platform
 
 
 class Probe(BaseModel):

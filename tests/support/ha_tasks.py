@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from meetingtasks.core.registry import task_type
 from meetingtasks.events import Event, on_event
-from meetingtasks.registry import task_type
 
 INCLUDE = "tests.support.ha_tasks"
 
@@ -40,6 +40,18 @@ def t_ha_ai(p: Entry) -> str:
 @task_type("media", "t_ha_media", payload=Entry)
 def t_ha_media(p: Entry) -> str:
     return _record(p)
+
+
+class Hold(Entry):
+    seconds: float = 60.0
+
+
+@task_type("ai", "t_ha_hold", payload=Hold, timeout=120)
+def t_ha_hold(p: Hold) -> str:
+    """Records its start, then sleeps without checking its cancel flag: only a terminate stops it early."""
+    _record(p)
+    time.sleep(p.seconds)
+    return p.tag
 
 
 @on_event("user_events", "user.logged_in", dispatch="t_ha_ai")

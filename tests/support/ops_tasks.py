@@ -10,10 +10,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from meetingtasks.core.registry import task_type
+from meetingtasks.core.tracing import current_trace_id
 from meetingtasks.events import Event, on_event, publish_event
-from meetingtasks.platform import get_platform
-from meetingtasks.registry import task_type
-from meetingtasks.tracing import current_trace_id
+from meetingtasks.store.platform import get_platform
 
 log = logging.getLogger("tests.ops")
 

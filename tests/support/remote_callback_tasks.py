@@ -4,9 +4,9 @@ queue recorded at dispatch. Each run is recorded in ``test:remote-callbacks`` on
 
 from __future__ import annotations
 
-from meetingtasks.callbacks import TaskOutcome
-from meetingtasks.platform import get_platform
-from meetingtasks.registry import task_type
+from meetingtasks.core.registry import task_type
+from meetingtasks.store.callbacks import TaskOutcome
+from meetingtasks.store.platform import get_platform
 
 
 @task_type("media", "t_media_outcome", payload=TaskOutcome)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from meetingtasks.platform import get_platform
-from meetingtasks.registry import task_type
+from meetingtasks.core.registry import task_type
+from meetingtasks.store.platform import get_platform
 
 INCLUDE = "tests.support.tasks,tests.support.event_tasks,tests.support.restart_tasks"
 #: The longest ``t_hold`` waits for its release file before it gives up and fails.

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from meetingtasks.registry import task_type
+from meetingtasks.core.registry import task_type
 
 
 class AliasedOwner(BaseModel):

@@ -10,9 +10,9 @@ import time
 
 from pydantic import BaseModel
 
-from meetingtasks.cancel import raise_if_cancelled
-from meetingtasks.platform import get_platform
-from meetingtasks.registry import task_type
+from meetingtasks.core.registry import task_type
+from meetingtasks.store.cancel import raise_if_cancelled
+from meetingtasks.store.platform import get_platform
 
 
 class Work(BaseModel):

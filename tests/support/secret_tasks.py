@@ -9,9 +9,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, SecretStr
 
-from meetingtasks.platform import get_platform
-from meetingtasks.registry import task_type
-from meetingtasks.secret_fields import Secret
+from meetingtasks.core.registry import task_type
+from meetingtasks.core.secret_fields import Secret
+from meetingtasks.store.platform import get_platform
 
 INCLUDE = "tests.support.tasks,tests.support.secret_tasks"
 

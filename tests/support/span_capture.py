@@ -15,7 +15,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
-from meetingtasks.platform import get_platform
+from meetingtasks.store.platform import get_platform
 
 SPANS_KEY = "test:spans"
 

@@ -11,11 +11,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from meetingtasks.backoff import RetryPolicy
-from meetingtasks.errors import PermanentError
-from meetingtasks.platform import get_platform
-from meetingtasks.priority import Priority
-from meetingtasks.registry import task_type
+from meetingtasks.core.backoff import RetryPolicy
+from meetingtasks.core.errors import PermanentError
+from meetingtasks.core.priority import Priority
+from meetingtasks.core.registry import task_type
+from meetingtasks.store.platform import get_platform
 
 
 class Tagged(BaseModel):
@@ -137,7 +137,7 @@ def t_nap(p: Tagged) -> str:
 def t_cancel_other(p: Tagged) -> str:
     """Cancels the task whose id is its tag: a test's way to cancel a task at a known moment (while this one runs, so
     while its worker holds the messages fetched behind it)."""
-    from meetingtasks.cancel import cancel
+    from meetingtasks.store.cancel import cancel
 
     outcome = cancel(get_platform(), p.tag)
     _redis().rpush("test:done", f"cancelled {p.tag}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import redis
 
-from meetingtasks.embedded import free_port
+from meetingtasks.operations.embedded import free_port
 from tests.support.processes import ROOT
 from tests.support.tools import existing
 
@@ -78,3 +78,145 @@ class TlsRedisServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=10)
+
+
+def _tls_args(ca: Path, cert: Path, key: Path) -> list[str]:
+    """TLS only (``port 0``), replication over TLS too, no client certificates asked for."""
+    return ["--port", "0", "--tls-replication", "yes", "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+            "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"]
+
+
+class TlsNode:
+    """One TLS redis-server (data node or, with ``sentinel_of``, a sentinel monitoring that primary port as
+    ``mymaster``): start()/stop(kill=)."""
+
+    def __init__(self, directory: Path, certs: tuple[Path, Path, Path], *, replica_of: int | None = None,
+                 sentinel_of: int | None = None, down_after_ms: int = 2000) -> None:
+        self.directory = directory
+        self.ca, self.cert, self.key = certs
+        self.port = free_port()
+        self.replica_of = replica_of
+        self.sentinel_of = sentinel_of
+        self.down_after_ms = down_after_ms
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def argv(self) -> list[str]:
+        common = [*_tls_args(self.ca, self.cert, self.key), "--tls-port", str(self.port), "--bind", "127.0.0.1",
+                  "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")]
+        if self.sentinel_of is not None:
+            # A sentinel rewrites its config file: it gets its own, the rest goes on the command line.
+            config = self.directory / "sentinel.conf"
+            if not config.exists():
+                config.write_text(f"sentinel monitor mymaster 127.0.0.1 {self.sentinel_of} 2\n"
+                                  f"sentinel down-after-milliseconds mymaster {self.down_after_ms}\n"
+                                  "sentinel failover-timeout mymaster 6000\n")
+            return [str(BINARY), str(config), "--sentinel", *common]
+        replica = ["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []
+        return [str(BINARY), *common, "--save", "", "--appendonly", "no", *replica]
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, ssl=True, ssl_ca_certs=str(self.ca), socket_timeout=1,
+                           socket_connect_timeout=1)
+
+    def start(self, timeout_s: float = 10.0) -> TlsNode:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, LD_LIBRARY_PATH=str(TLS_DIR / "root/usr/lib/x86_64-linux-gnu"))
+        self.proc = subprocess.Popen(self.argv(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = self.client()
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                try:
+                    if client.ping():
+                        return self
+                except redis.RedisError:
+                    if self.proc.poll() is not None or time.monotonic() > deadline:
+                        log = self.directory / "redis.log"
+                        raise AssertionError(f"TLS redis on {self.port} did not start: "
+                                             f"{log.read_text()[-2000:] if log.exists() else 'no log'}") from None
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self, *, kill: bool = False) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill() if kill else proc.terminate()
+            proc.wait(timeout=10)
+
+
+class TlsSentinelGroup:
+    """A TLS primary, a TLS replica of it and three TLS sentinels (``mymaster``, quorum 2), everything TLS-only:
+    ``url`` is the group's ``sentinels://`` URL, ``ca`` the CA its certificates are signed by."""
+
+    def __init__(self, directory: Path, *, down_after_ms: int = 2000) -> None:
+        existing(BINARY, f"a TLS-enabled redis-server at {BINARY}", "sudo bash .ci/test-tools")
+        certs = make_certificates(directory / "certs")
+        self.ca = certs[0]
+        primary = TlsNode(directory / "node0", certs)
+        self.nodes = [primary, TlsNode(directory / "node1", certs, replica_of=primary.port)]
+        self.sentinels = [TlsNode(directory / f"sentinel{i}", certs, sentinel_of=primary.port,
+                                  down_after_ms=down_after_ms) for i in range(3)]
+
+    @property
+    def url(self) -> str:
+        return "sentinels://" + ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels) + "/mymaster/0"
+
+    def start(self, timeout_s: float = 30.0) -> TlsSentinelGroup:
+        for node in self.nodes:
+            node.start()
+        self.wait_synced(timeout_s)
+        for sentinel in self.sentinels:
+            sentinel.start()
+        deadline = time.monotonic() + timeout_s
+        while not all(self._sees_the_group(s) for s in self.sentinels):
+            if time.monotonic() > deadline:
+                raise AssertionError("the TLS sentinels did not discover the replica and each other in time")
+            time.sleep(0.1)
+        return self
+
+    def _sees_the_group(self, sentinel: TlsNode) -> bool:
+        client = sentinel.client()
+        try:
+            replicas, others = client.sentinel_slaves("mymaster"), client.sentinel_sentinels("mymaster")
+            return (isinstance(replicas, list) and len(replicas) >= 1
+                    and isinstance(others, list) and len(others) >= len(self.sentinels) - 1)
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def primary_port(self) -> int | None:
+        for sentinel in self.sentinels:
+            client = sentinel.client()
+            try:
+                addr = client.sentinel_get_master_addr_by_name("mymaster")
+                return int(addr[1]) if isinstance(addr, tuple | list) else None
+            except redis.RedisError:
+                continue
+            finally:
+                client.close()
+        return None
+
+    def wait_synced(self, timeout_s: float = 30.0) -> None:
+        """Until the running replica streams from the primary over TLS."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for node in self.nodes:
+                if node.proc is None:
+                    continue
+                client = node.client()
+                try:
+                    info = client.info("replication")
+                except redis.RedisError:
+                    continue
+                finally:
+                    client.close()
+                if info.get("role") == "slave" and info.get("master_link_status") == "up":
+                    return
+            time.sleep(0.05)
+        raise AssertionError("the TLS replica did not sync with the primary in time")
+
+    def stop(self) -> None:
+        for part in [*self.sentinels, *self.nodes]:
+            part.stop()

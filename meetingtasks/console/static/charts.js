@@ -7,7 +7,7 @@
   function width(el) { return Math.max(300, el.clientWidth - 10); }
   function draw(data) {
     const note = document.getElementById("chart-note");
-    note.textContent = data.recorded ? "" : "no history recorded yet: the exporter writes it (is it running?)";
+    note.textContent = data.recorded ? "" : "no history recorded yet: the workers record it as tasks run";
     document.querySelectorAll(".chart[data-chart]").forEach((el) => {
       const name = el.dataset.chart;
       const byService = data.charts[name];

@@ -1,4 +1,4 @@
--- The dead-letter listing's filter (meetingtasks.deadletter.LetterFilter): needles are the JSON text of a field as
+-- The dead-letter listing's filter (meetingtasks.store.deadletter.LetterFilter): needles are the JSON text of a field as
 -- the record spells it ('"reason":"x"'); a letter is a candidate when its record holds every one (the caller then
 -- applies the exact test). mt_needles(args, first): the non-empty needles among args[first...];
 -- mt_holds_all(record, needles): whether the record holds every needle.

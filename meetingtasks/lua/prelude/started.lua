@@ -2,7 +2,7 @@
 -- The same rule as transition() for a non-terminal status: refused (started = 0) once the task is terminal.
 -- Returns started (1, or 0 when the task is terminal already), deliveries, cancelled (1/0). Counts the delivery
 -- (field 'deliveries', the poison guard's count) in the same write, also for a terminal task (whose run is skipped).
--- Counts the start for `top` (the script calls mt_rollup_flush() before it returns). Needs: record, rollup.
+-- Counts the start for `top` and the charts (the script calls mt_rollup_flush() before it returns). Needs: record, rollup.
 local function mt_started(key, id, now, attempt, ttl, channel, task, service, priority, worker, wait)
   local cur = redis.call('HMGET', key, 'status', 'history', 'deliveries', 'cancel_requested_at')
   local deliveries = (tonumber(cur[3]) or 0) + 1
@@ -25,6 +25,6 @@ local function mt_started(key, id, now, attempt, ttl, channel, task, service, pr
   -- A record the dispatcher wrote has its lifetime already; one a foreign producer's task starts gets one.
   if not cur[1] then redis.call('EXPIRE', key, ttl) end
   redis.call('PUBLISH', channel, cjson.encode(event))
-  mt_rollup(channel, now, task, 'STARTED', wait)
+  mt_rollup(channel, now, task, 'STARTED', wait, service, priority)
   return 1, deliveries, cancelled
 end

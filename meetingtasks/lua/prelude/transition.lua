@@ -26,8 +26,8 @@
 -- The first terminal transition of a task (guarded by the field 'finalized', which replay leaves in place) drops
 -- its deadline, files its callbacks in the outbox and counts it in its batch, all in one atomic call: so callbacks
 -- fire exactly once whoever ends the task (worker, dead-lettering, watchdog, cancel).
--- Every accepted transition of a run is counted for `top` (prelude/rollup.lua; its type from the record or the
--- fields, its duration from the fields wait_s/run_s): the calling script calls mt_rollup_flush() before it returns.
+-- Every accepted transition of a run is counted for `top` and the charts (prelude/rollup.lua; its type, service and
+-- priority from the record or the fields, its duration from the fields wait_s/run_s): the calling script calls mt_rollup_flush() before it returns.
 
 -- Counts finalised tasks in their batches: acc maps a batch id to {count=, by={status=count}, now=}. A batch
 -- whose hash expired (no total) is left alone; its on_complete is filed once, when done reaches total.
@@ -54,16 +54,18 @@ end
 local function transition(ctx, key, id, status, now, attempt, event, force, fields, pre)
   -- One read for the guard, the history and what finalising needs; one write for all of it.
   local cur = redis.call('HMGET', key, 'status', 'history', 'finalized', 'on_success', 'on_failure', 'batch',
-                        'deadline', 'deliveries', 'type')
+                        'deadline', 'deliveries', 'type', 'service', 'priority')
   if cur[1] and MT_TERMINAL[cur[1]] and force ~= '1' then return 0 end
   local finalize = MT_TERMINAL[status] and not cur[3]
   local callbacks, batch = cur[4] or cur[5], cur[6]
-  local ty, wait_s, run_s = cur[9], nil, nil
+  local ty, service, priority, wait_s, run_s = cur[9], cur[10], cur[11], nil, nil
   for i = 1, #fields, 2 do
     local name = fields[i]
     if name == 'on_success' or name == 'on_failure' then callbacks = true
     elseif name == 'batch' then batch = fields[i + 1]
     elseif name == 'type' then ty = fields[i + 1]
+    elseif name == 'service' then service = fields[i + 1]
+    elseif name == 'priority' then priority = fields[i + 1]
     elseif name == 'wait_s' then wait_s = fields[i + 1]
     elseif name == 'run_s' then run_s = fields[i + 1] end
   end
@@ -77,10 +79,10 @@ local function transition(ctx, key, id, status, now, attempt, event, force, fiel
   redis.call('EXPIRE', key, ctx.ttl)
   if pre then redis.call('PUBLISH', ctx.channel, pre[2]) end
   redis.call('PUBLISH', ctx.channel, event)
-  if pre then mt_rollup(ctx.channel, now, ty, 'STARTED', wait_s) end
+  if pre then mt_rollup(ctx.channel, now, ty, 'STARTED', wait_s, service, priority) end
   -- Each start is a run; another status counts when the task enters it (a priority move re-enters its status).
-  if status == 'STARTED' then mt_rollup(ctx.channel, now, ty, status, wait_s)
-  elseif cur[1] ~= status then mt_rollup(ctx.channel, now, ty, status, run_s) end
+  if status == 'STARTED' then mt_rollup(ctx.channel, now, ty, status, wait_s, service, priority)
+  elseif cur[1] ~= status then mt_rollup(ctx.channel, now, ty, status, run_s, service, priority) end
   if MT_TERMINAL[status] then
     -- Only a task dispatched with a timeout has a deadline entry, and its record says so (or is gone).
     if cur[7] or not cur[1] then redis.call('ZREM', ctx.deadlines, id) end

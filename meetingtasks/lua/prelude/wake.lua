@@ -1,5 +1,5 @@
 -- mt_wake(key, n): pushes up to n wake tokens (at most MT_WAKE_TOKENS_MAX) onto a service's wake list, for
--- scripts that queue work (see meetingtasks.wake).
+-- scripts that queue work (see meetingtasks.store.wake).
 local function mt_wake(key, n)
   n = math.min(n, MT_WAKE_TOKENS_MAX)
   for i = 1, n do redis.call('LPUSH', key, 1) end

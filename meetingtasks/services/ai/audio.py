@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import resample_poly
 
-from meetingtasks.errors import PermanentError
+from meetingtasks.core.errors import PermanentError
+from meetingtasks.services.ffmpeg import Ffmpeg, UndecodableMedia
 from meetingtasks.services.settings import MeetingSettings
 
 SPEECH_RATE_HZ = 16_000
@@ -77,8 +78,6 @@ def decode_audio(data: bytes, settings: MeetingSettings | None = None, *, what: 
             pass  # e.g. a float or compressed WAV: let ffmpeg read it
     if settings is None:
         raise UndecodableAudio(f"{what} is not a PCM WAV file")
-    from meetingtasks.services.ffmpeg import Ffmpeg, UndecodableMedia
-
     try:
         wav = Ffmpeg(settings).to_wav(data, rate_hz=SPEECH_RATE_HZ, what=what)
     except UndecodableMedia as exc:

@@ -32,8 +32,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from meetingtasks.errors import ConfigurationError, MeetingTasksError, PermanentError
-from meetingtasks.message import new_id
+from meetingtasks.core.errors import ConfigurationError, MeetingTasksError, PermanentError
+from meetingtasks.core.message import new_id
 from meetingtasks.services.settings import MeetingSettings
 
 OPS = ("transcribe", "detect_emotion", "denoise", "enhance_video")
@@ -64,7 +64,9 @@ class AIBackend(Protocol):
 
 
 class LocalBackend:
-    """The offline models, in this process."""
+    """The offline models, in this process. Each method imports its model's module (numpy, scipy, the model
+    weights) when first called: a worker using the zmq backend, and every process that only dispatches, never
+    loads them."""
 
     name = "local"
 

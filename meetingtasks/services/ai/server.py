@@ -18,7 +18,8 @@ from typing import Any
 
 import orjson
 
-from meetingtasks.errors import PermanentError
+from meetingtasks.core.errors import PermanentError
+from meetingtasks.core.loop import BackgroundThread
 from meetingtasks.services.ai.backends import OPS, AIBackend, LocalBackend
 from meetingtasks.services.settings import MeetingSettings
 
@@ -31,28 +32,21 @@ class InferenceServer:
         self.backend = backend
         self.endpoint = endpoint
         self.requests = 0
-        self._stop = threading.Event()
+        self._runner = BackgroundThread("inference-server", self._serve, join_timeout_s=10)
+        self._stop = self._runner.stopping
         self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
     def start(self) -> InferenceServer:
-        if self._thread is not None:
+        if not self._runner.start():
             return self
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._serve, name="inference-server", daemon=True)
-        self._thread.start()
         self._ready.wait(10)
         if self._error is not None:
             raise self._error
         return self
 
     def stop(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._stop.set()
-        thread.join(10)
+        self._runner.stop()
 
     def handle(self, header: dict[str, Any], payload: bytes) -> tuple[dict[str, Any], bytes]:
         """One request; the reply header and payload."""

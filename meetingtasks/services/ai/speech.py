@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from meetingtasks.errors import PermanentError
+from meetingtasks.core.errors import PermanentError
 from meetingtasks.services.ai.audio import SPEECH_RATE_HZ, Audio
 
 #: Languages the bundled model understands.

@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
-from meetingtasks.platform import Platform
 from meetingtasks.services.settings import meeting_settings
+from meetingtasks.store.platform import Platform
 
 SERVICE = "ai"
 

@@ -22,10 +22,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from meetingtasks.errors import PermanentError
-from meetingtasks.platform import get_platform
-from meetingtasks.priority import Priority
-from meetingtasks.registry import task_type
+from meetingtasks.core.errors import PermanentError
+from meetingtasks.core.priority import Priority
+from meetingtasks.core.registry import task_type
 from meetingtasks.services.ai.backends import backend_for
 from meetingtasks.services.ai.schemas import (
     AudioDenoising,
@@ -37,6 +36,7 @@ from meetingtasks.services.ai.store import SERVICE, AIStore
 from meetingtasks.services.blobs import BlobStore
 from meetingtasks.services.operation import Operation, run_once
 from meetingtasks.services.settings import meeting_settings
+from meetingtasks.store.platform import get_platform
 
 CHANNEL = "ai_events"
 #: Longest transcript excerpt carried in an emotion event (the full text is in the task's result).

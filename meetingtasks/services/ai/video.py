@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from meetingtasks.services.ffmpeg import Ffmpeg
+from meetingtasks.services.ffmpeg import Ffmpeg, UndecodableMedia
 from meetingtasks.services.settings import MeetingSettings
 
 FILTERS = "hqdn3d=6:4:16:12,eq=contrast=1.15:brightness=0.02:saturation=1.1"
@@ -16,8 +16,6 @@ def enhance_video(data: bytes, settings: MeetingSettings, *, what: str = "video"
     ffmpeg = Ffmpeg(settings)
     probe = ffmpeg.probe(data, what=what)
     if not probe.has_video:
-        from meetingtasks.services.ffmpeg import UndecodableMedia
-
         raise UndecodableMedia(f"{what} has no video stream to enhance")
     out = ffmpeg.convert(data, ["-vf", FILTERS, "-c:v", "libx264", "-preset", "veryfast", "-crf", "20",
                                 "-pix_fmt", "yuv420p", "-c:a", "aac", "-movflags", "+faststart", "-f", "mp4"],

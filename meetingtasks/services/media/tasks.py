@@ -24,10 +24,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from meetingtasks.errors import PermanentError
-from meetingtasks.platform import get_platform
-from meetingtasks.priority import Priority
-from meetingtasks.registry import task_type
+from meetingtasks.core.errors import PermanentError
+from meetingtasks.core.priority import Priority
+from meetingtasks.core.registry import task_type
 from meetingtasks.services.blobs import BlobStore
 from meetingtasks.services.ffmpeg import Ffmpeg
 from meetingtasks.services.media.schemas import (
@@ -39,6 +38,7 @@ from meetingtasks.services.media.schemas import (
 from meetingtasks.services.media.store import SERVICE, MediaStore
 from meetingtasks.services.operation import Operation, run_once
 from meetingtasks.services.settings import meeting_settings
+from meetingtasks.store.platform import get_platform
 
 CHANNEL = "media_events"
 

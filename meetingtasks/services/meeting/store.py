@@ -1,7 +1,7 @@
 """The meeting service's state: meetings and their lifecycle (``scheduled`` -> ``live`` -> ``ended``),
 participants, the AI results kept on a meeting, and the participants' pending notices.
 
-Keys (see :mod:`meetingtasks.keys`): ``meeting:<id>`` (hash), ``:participants`` and ``:left`` (user id ->
+Keys (see :mod:`meetingtasks.store.keys`): ``meeting:<id>`` (hash), ``:participants`` and ``:left`` (user id ->
 JSON), ``:ai`` (kind -> JSON), ``:notices`` (``<user>|<kind>`` -> task id), and ``meetings:live``, the live
 meetings scored by their automatic end, which the beat job sweeps. Every change is a once-script
 (:mod:`meetingtasks.services.operation`). An ended meeting's keys expire after ``domain_retention_s``.
@@ -14,84 +14,19 @@ from typing import Any
 
 import orjson
 
-from meetingtasks.platform import Platform
 from meetingtasks.services.operation import Operation, once_script
 from meetingtasks.services.settings import meeting_settings
 from meetingtasks.services.user.store import as_list
+from meetingtasks.store.platform import Platform
 
 SERVICE = "meeting"
 
-# KEYS[2] meeting. ARGV[3..] field/value pairs.
-_CREATE = once_script("""
-if redis.call('EXISTS', KEYS[2]) == 1 then return cjson.encode({taken = true}) end
-redis.call('HSET', KEYS[2], unpack(ARGV, 3))
-return cjson.encode({created = true})
-""")
-
-# KEYS[2] meeting, KEYS[3] live zset. ARGV[3] now, ARGV[4] meeting id.
-_START = once_script("""
-local state = redis.call('HGET', KEYS[2], 'state')
-if not state then return cjson.encode({refused = 'unknown'}) end
-if state ~= 'scheduled' then return cjson.encode({state = state}) end
-local ends = tonumber(ARGV[3]) + tonumber(redis.call('HGET', KEYS[2], 'max_duration_s'))
-redis.call('HSET', KEYS[2], 'state', 'live', 'started_at', ARGV[3], 'ends_at', string.format('%.3f', ends))
-redis.call('ZADD', KEYS[3], ends, ARGV[4])
-return cjson.encode({started = true, ends_at = ends})
-""")
-
-# KEYS[2] meeting, [3] live zset, [4] participants, [5] left, [6] ai, [7] notices. ARGV[3] now, [4] reason,
-# [5] ended_by, [6] meeting id, [7] retention s. Everyone still in the meeting leaves with it.
-_END = once_script("""
-local state = redis.call('HGET', KEYS[2], 'state')
-if not state then return cjson.encode({refused = 'unknown'}) end
-if state == 'ended' then
-  return cjson.encode({already = true, reason = redis.call('HGET', KEYS[2], 'reason')})
-end
-local participants = redis.call('HKEYS', KEYS[4])
-for _, user in ipairs(participants) do
-  redis.call('HSET', KEYS[5], user, cjson.encode({left_at = tonumber(ARGV[3]), reason = 'meeting ended'}))
-end
-redis.call('DEL', KEYS[4])
-redis.call('HSET', KEYS[2], 'state', 'ended', 'ended_at', ARGV[3], 'reason', ARGV[4], 'ended_by', ARGV[5],
-           'previous_state', state)
-redis.call('ZREM', KEYS[3], ARGV[6])
-for _, k in ipairs({KEYS[2], KEYS[5], KEYS[6], KEYS[7]}) do redis.call('EXPIRE', k, ARGV[7]) end
-return cjson.encode({ended = true, previous = state, participants = participants,
-                     started_at = redis.call('HGET', KEYS[2], 'started_at')})
-""")
-
-# KEYS[2] meeting, [3] participants, [4] left. ARGV[3] user id, [4] entry JSON, [5] max participants.
-_JOIN = once_script("""
-local state = redis.call('HGET', KEYS[2], 'state')
-if not state then return cjson.encode({refused = 'unknown'}) end
-if state ~= 'live' then return cjson.encode({refused = state}) end
-if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then
-  return cjson.encode({already = true, count = redis.call('HLEN', KEYS[3])})
-end
-if redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[5]) then return cjson.encode({refused = 'full'}) end
-redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
-redis.call('HDEL', KEYS[4], ARGV[3])
-return cjson.encode({joined = true, count = redis.call('HLEN', KEYS[3])})
-""")
-
-# KEYS[2] meeting, [3] participants, [4] left. ARGV[3] user id, [4] entry JSON.
-_LEAVE = once_script("""
-local state = redis.call('HGET', KEYS[2], 'state')
-if not state then return cjson.encode({refused = 'unknown'}) end
-if state == 'ended' then return cjson.encode({refused = 'ended'}) end
-if redis.call('HDEL', KEYS[3], ARGV[3]) == 0 then return cjson.encode({refused = 'not_in'}) end
-redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
-return cjson.encode({left = true, count = redis.call('HLEN', KEYS[3])})
-""")
-
-# KEYS[2] meeting, [3] ai hash. ARGV[3] kind, [4] result JSON. Kept as long as the meeting is.
-_STORE_AI = once_script("""
-if redis.call('EXISTS', KEYS[2]) == 0 then return cjson.encode({refused = 'unknown'}) end
-redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
-local ttl = redis.call('TTL', KEYS[2])
-if ttl > 0 then redis.call('EXPIRE', KEYS[3], ttl) end
-return cjson.encode({stored = true})
-""")
+_CREATE = once_script("meeting_create")
+_START = once_script("meeting_start")
+_END = once_script("meeting_end")
+_JOIN = once_script("meeting_join")
+_LEAVE = once_script("meeting_leave")
+_STORE_AI = once_script("meeting_store_ai")
 
 
 def _text(value: Any) -> str:

@@ -38,12 +38,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any, get_args
 
-from meetingtasks.current import current_task_id
-from meetingtasks.dispatcher import Dispatcher
-from meetingtasks.errors import PermanentError, TaskNotFound
-from meetingtasks.platform import get_platform
-from meetingtasks.priority import Priority
-from meetingtasks.registry import REGISTRY, task_type
+from meetingtasks.core.errors import PermanentError, TaskNotFound
+from meetingtasks.core.priority import Priority
+from meetingtasks.core.registry import REGISTRY, task_type
+from meetingtasks.enqueue.dispatcher import Dispatcher
 from meetingtasks.services.meeting.schemas import (
     AIKind,
     MeetingAIResult,
@@ -57,7 +55,10 @@ from meetingtasks.services.meeting.schemas import (
 )
 from meetingtasks.services.meeting.store import SERVICE, MeetingStore
 from meetingtasks.services.operation import Operation, run_once
-from meetingtasks.status import Status
+from meetingtasks.store.cancel import cancel_task
+from meetingtasks.store.platform import get_platform
+from meetingtasks.store.status import Status
+from meetingtasks.worker.current import current_task_id
 
 CHANNEL = "meeting_events"
 #: The AI results a participant is notified of.
@@ -125,8 +126,6 @@ def end_meeting(op: Operation, meeting_id: str, *, reason: str, ended_by: str | 
 
 def _cancel_pending(op: Operation, *task_ids: str | None) -> None:
     """Cancel tasks that have not started (never the running one: cancelling it would revoke itself)."""
-    from meetingtasks.cancel import cancel_task
-
     client = op.redis
     for task_id in task_ids:
         if not task_id or task_id == current_task_id() or task_id == op.task_id:

@@ -10,7 +10,7 @@ from meetingtasks.services.signaling import tasks as tasks  # registers the serv
 def __getattr__(name: str) -> Any:
     # Built lazily so that importing the routing table never opens a broker connection.
     if name == "app":
-        from meetingtasks.app import create_app
+        from meetingtasks.worker.app import create_app
 
         app = create_app("signaling")
         globals()["app"] = app

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from meetingtasks.errors import PermanentError
+from meetingtasks.core.errors import PermanentError
 
 _LINE = re.compile(r"^([a-z])=(.*)$")
 _MEDIA = re.compile(r"^(audio|video|application|text|message) (\d{1,5})(/\d+)? ([A-Za-z0-9/_.-]+)( \S+)+$")

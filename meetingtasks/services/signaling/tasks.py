@@ -31,10 +31,9 @@ from typing import Any
 
 import orjson
 
-from meetingtasks.errors import PermanentError
-from meetingtasks.platform import get_platform
-from meetingtasks.priority import Priority
-from meetingtasks.registry import task_type
+from meetingtasks.core.errors import PermanentError
+from meetingtasks.core.priority import Priority
+from meetingtasks.core.registry import task_type
 from meetingtasks.services.operation import Operation, run_once
 from meetingtasks.services.settings import meeting_settings
 from meetingtasks.services.signaling.schemas import (
@@ -46,6 +45,7 @@ from meetingtasks.services.signaling.schemas import (
 )
 from meetingtasks.services.signaling.sdp import validate_candidate, validate_sdp
 from meetingtasks.services.signaling.store import SERVICE, SignalingStore
+from meetingtasks.store.platform import get_platform
 
 CHANNEL = "signaling_events"
 _REFUSALS = {

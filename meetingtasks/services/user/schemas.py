@@ -14,7 +14,8 @@ class Payload(BaseModel):
 class UserRegister(Payload):
     username: str = Field(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
     email: str = Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-    #: Secret: sealed before it leaves the dispatching process, opened only by the worker (meetingtasks.secret_fields).
+    #: Secret: sealed before it leaves the dispatching process, opened only by the worker
+    #: (meetingtasks.core.secret_fields).
     password: SecretStr = Field(min_length=8, max_length=128)
     display_name: str | None = Field(None, max_length=64)
 

@@ -12,77 +12,18 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from meetingtasks.platform import Platform
 from meetingtasks.services.operation import Operation, once_script
+from meetingtasks.store.platform import Platform
 
 SERVICE = "user"
 STATUSES = ("online", "away", "busy", "offline")
 #: A login hash outlives its expiry by this much, so the beat sweep still finds it and sets the user offline.
 LOGIN_GRACE_S = 3_600
 
-# KEYS[2] username key, KEYS[3] user key. ARGV[3] user id, ARGV[4..] field/value pairs.
-_REGISTER = once_script("""
-local owner = redis.call('GET', KEYS[2])
-if owner then return cjson.encode({taken = owner}) end
-redis.call('SET', KEYS[2], ARGV[3])
-redis.call('HSET', KEYS[3], unpack(ARGV, 4))
-return cjson.encode({created = ARGV[3]})
-""")
-
-# KEYS[2] user key. ARGV[3] now, ARGV[4..] field/value pairs to set. Returns the fields that changed.
-_PROFILE = once_script("""
-if redis.call('EXISTS', KEYS[2]) == 0 then return cjson.encode({unknown = true}) end
-local changed = {}
-for i = 4, #ARGV, 2 do
-  if redis.call('HGET', KEYS[2], ARGV[i]) ~= ARGV[i + 1] then
-    changed[#changed + 1] = ARGV[i]
-    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-  end
-end
-if #changed > 0 then redis.call('HSET', KEYS[2], 'updated_at', ARGV[3]) end
-return cjson.encode({changed = changed, n = #changed})
-""")
-
-# KEYS[2] user key. ARGV[3] status, ARGV[4] meeting id or '', ARGV[5] now, ARGV[6] required previous status or ''.
-# busy + meeting: in that meeting. online + meeting: back from that meeting (only if busy in it). offline: out
-# of any meeting; the outcome names the meeting left so that the meeting service can act on it.
-_STATUS = once_script("""
-if redis.call('EXISTS', KEYS[2]) == 0 then return cjson.encode({unknown = true}) end
-local prev = redis.call('HGET', KEYS[2], 'status') or 'offline'
-local prev_meeting = redis.call('HGET', KEYS[2], 'meeting_id') or ''
-local status, meeting = ARGV[3], ARGV[4]
-local skip = (ARGV[6] ~= '' and prev ~= ARGV[6]) or
-             (status == 'online' and meeting ~= '' and prev_meeting ~= meeting)
-if skip or prev == status and (status ~= 'busy' or prev_meeting == meeting) then
-  return cjson.encode({changed = false, previous = prev, status = prev, meeting_id = prev_meeting})
-end
-local now_meeting = prev_meeting
-if status == 'busy' and meeting ~= '' then now_meeting = meeting
-elseif status == 'online' or status == 'offline' then now_meeting = '' end
-redis.call('HSET', KEYS[2], 'status', status, 'meeting_id', now_meeting, 'updated_at', ARGV[5])
-local told = meeting
-if told == '' then told = prev_meeting end
-return cjson.encode({changed = true, previous = prev, status = status, meeting_id = told})
-""")
-
-# KEYS[2] logins zset. ARGV[3] now, ARGV[4] limit, ARGV[5] login key prefix, ARGV[6] user-logins key prefix.
-# Removes expired logins; returns the users left with none.
-_EXPIRE_LOGINS = once_script("""
-local digests = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
-local users = {}
-for _, d in ipairs(digests) do
-  local lk = ARGV[5] .. d
-  local uid = redis.call('HGET', lk, 'user_id')
-  redis.call('DEL', lk)
-  redis.call('ZREM', KEYS[2], d)
-  if uid then
-    local ul = ARGV[6] .. uid
-    redis.call('SREM', ul, d)
-    if redis.call('SCARD', ul) == 0 then users[#users + 1] = uid end
-  end
-end
-return cjson.encode({expired = #digests, users = users, n = #users})
-""")
+_REGISTER = once_script("user_register")
+_PROFILE = once_script("user_profile")
+_STATUS = once_script("user_status")
+_EXPIRE_LOGINS = once_script("user_expire_logins")
 
 
 def token_digest(token: str) -> str:

