@@ -28,8 +28,8 @@ def _calls(r: redis.Redis, *commands: str) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pool", [("--pool", "prefork", "--concurrency", "1"), ("--pool", "solo")],
-                         ids=["prefork", "solo"])
+@pytest.mark.parametrize("pool", [("--pool", "prefork", "--concurrency", "1"), ("--pool", "solo"),
+                                  ("--pool", "threads", "--concurrency", "4")], ids=["prefork", "solo", "threads"])
 def test_a_workers_load_fills_top_and_the_charts_without_an_exporter_and_no_command_per_task(
     platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess], pool: tuple[str, ...],
 ) -> None:
@@ -41,7 +41,8 @@ def test_a_workers_load_fills_top_and_the_charts_without_an_exporter_and_no_comm
     start_worker("ai", *pool)
     for handle in handles:
         handle.wait(timeout=120)
-    # Then `top` and the charts count every run once, per type and per service and priority
+    # Then `top` and the charts count every run once, per type and per service and priority (also a STARTED that a
+    # reserve's task recorded itself and that went to Redis with its outcome, written as one)
     def recorded() -> bool:
         minute = top_report(platform)["minute"]["types"].get("t_echo", {})
         return minute.get("succeeded") == N and _chart_counts(platform, r, "ai|high|succeeded") == N * 2 // 3
@@ -60,8 +61,8 @@ def test_a_workers_load_fills_top_and_the_charts_without_an_exporter_and_no_comm
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pool", [("--pool", "solo"), ("--pool", "prefork", "--concurrency", "1")],
-                         ids=["solo", "prefork"])
+@pytest.mark.parametrize("pool", [("--pool", "solo"), ("--pool", "prefork", "--concurrency", "1"),
+                                  ("--pool", "threads", "--concurrency", "2")], ids=["solo", "prefork", "threads"])
 def test_a_long_tasks_start_shows_while_it_runs(platform: Platform, start_worker: Callable[..., WorkerProcess],
                                                 pool: tuple[str, ...]) -> None:
     # Given a worker busy with one long task (a solo worker fetches nothing until it ends)
