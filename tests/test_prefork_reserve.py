@@ -159,3 +159,25 @@ def test_a_long_task_from_a_prefork_reserve_shows_started_while_it_runs(
     for h in [*leads, slow]:
         assert [s for s, _, _ in h.info().history] == [Status.QUEUED, Status.STARTED, Status.SUCCEEDED], h.id
     wait_for(lambda: r.hlen(platform.keys.unacked("ai")) == 0, message="every ack applied")
+
+
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
+def test_an_idle_reserve_workers_task_never_shows_ended_with_its_message_still_unacked(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess], pool: str) -> None:
+    # A reserve worker's consumer waits idle while its one task runs (nothing left to reserve): the task's outcome
+    # and its ack must reach Redis in one write, or a reader sees the task ended with its message still leased.
+    start_worker("ai", "--pool", pool, "--concurrency", "1")
+    d = Dispatcher(platform)
+    unacked = platform.keys.unacked("ai")
+    for i in range(15):
+        h = d.dispatch("t_sleep", {"tag": f"one-{i}", "seconds": 0.05})
+
+        def ended_snapshot(task_id: str = h.id) -> tuple[bytes | None, int] | None:
+            with r.pipeline(transaction=True) as pipe:  # both read at one instant
+                pipe.hget(platform.keys.status(task_id), "status")
+                pipe.hlen(unacked)
+                status, leased = pipe.execute()
+            return (status, leased) if status == b"SUCCEEDED" else None
+
+        snapshot = wait_for(ended_snapshot, interval_s=0.0005, message=f"task {i} to end")
+        assert snapshot == (b"SUCCEEDED", 0), f"task {i} showed SUCCEEDED with its message still unacked"

@@ -218,7 +218,9 @@ class PlatformLoops(bootsteps.StartStopStep):  # type: ignore[misc]
         reserve = isinstance(pool, (PreforkPool, ThreadsPool)) and app.mt_platform.settings.solo_batch_ms > 0
         threads = isinstance(pool, ThreadsPool)
         transport.use_reserve(int(pool.limit) if reserve and pool is not None else 0, in_process=threads)
-        if inline or (reserve and threads):  # tasks that record a deferred STARTED in this process
+        # Outcomes that wait in this process for their ack or their end (see Channel.buffer_outcome): written by a
+        # timer when they wait past START_FLUSH_S.
+        if inline or reserve:
             self.loops.append(transport.stale_start_flusher(app.mt_service))
         self.loops.append(transport.counts_writer(app.mt_service))
         for loop in self.loops:

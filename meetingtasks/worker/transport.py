@@ -178,7 +178,8 @@ class _EarlyFlags:
 
 def stale_start_flusher(service: str) -> Loop:
     """A timer that makes a long task fetched in a solo worker's batch show as STARTED while it runs: the
-    consumer is busy running it, so its buffered STARTED would otherwise wait for the task to end."""
+    consumer is busy running it, so its buffered STARTED would otherwise wait for the task to end. In a prefork or
+    threads worker it writes what an idle consumer kept for an ack that did not follow (see buffer_outcome)."""
 
     def flush() -> None:
         sink = sink_for(service)
@@ -416,7 +417,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         self._mt_counts = PendingCounts()
         self._mt_sent_counts: list[Any] = []
         self._mt_sync_client: Any = None
-        self._mt_start_pending_at: float | None = None  # monotonic time of the oldest buffered deferred STARTED
+        # Monotonic time of the oldest buffered deferred STARTED (or an outcome waiting for its ack, see buffer_outcome)
+        self._mt_start_pending_at: float | None = None
         self._mt_batch = SOLO_BATCH_MAX  # the next fetch's size when tasks run inline (see _after_fetch)
         self._mt_rest = _NO_REST  # the batch messages not handed to Celery yet: held, their leases renewed
         self._mt_held: list[_Held] = []  # a prefork worker's reserve (see _hold)
@@ -545,10 +547,18 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 if entry[1] == "STARTED" and self._mt_start_pending_at is None:
                     self._mt_start_pending_at = time.monotonic()
             idle = self._mt_waiting
+            # A reserve worker's consumer waits idle while its pool runs the last tasks, and the ack of a task comes
+            # right after its outcomes (from the thread that ran it; in a prefork parent, from the same result
+            # callback): that ack's flush carries them too, so that no reader sees the task ended with its message
+            # still unacked (and a short task's STARTED goes in the same write). Should no ack come, the start
+            # flusher writes them (the time set below).
+            with_ack = idle and _reserve_slots > 0
+            if with_ack and self._mt_start_pending_at is None:
+                self._mt_start_pending_at = time.monotonic()
         if closed:
             _leave_orphans(self.service, [], [entry])
             return
-        if idle:
+        if idle and not with_ack:
             self.flush_acks()
 
     def write_due_counts(self) -> None:
