@@ -27,8 +27,11 @@ def test_a_second_bridge_reclaims_what_a_killed_bridge_left(platform: Platform, 
         for n in range(1000))}
     first = start_bridge(env_overrides={"MEETINGTASKS_BRIDGE_BATCH": "50"})
 
-    # When it is killed with SIGKILL in the middle of a batch
-    wait_for(lambda: r.llen("ai.normal") >= 150, 60, message="the first bridge to be under way")
+    # When it is killed with SIGKILL in the middle of a batch: a batch's tasks land with its acknowledgement, so
+    # the moment the queue grows is the one moment nothing is pending; wait until the next batch has been read
+    # (its 50 events take 150 ms or more, far longer than from this check to the kill)
+    wait_for(lambda: r.llen("ai.normal") >= 150 and pending(platform, r) > 0, 60,
+             message="the first bridge to be under way, a batch read")
     first.kill()
     done_by_first = r.llen("ai.normal")
     assert done_by_first < 1000
