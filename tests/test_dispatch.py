@@ -93,3 +93,21 @@ def test_dispatch_leaves_a_wake_token_for_idle_workers_of_the_service(platform: 
     dispatch("user_login", {"username": "ann", "password": "pw"})
     dispatch("t_echo", {"tag": "x"}, delay=60)  # a delayed task wakes nobody until it is due
     assert (r.llen(platform.keys.wake("user")), r.llen(platform.keys.wake("ai"))) == (1, 0)
+
+
+def test_a_batch_whose_connection_falls_due_for_its_health_check_mid_batch_is_queued_whole(
+        platform: Platform, r: redis.Redis) -> None:
+    # Given the dispatcher's connection, whose health check (a PING redis-py sends before a command once 10 s have
+    # passed since it last read a reply) falls due between the sends of one batch: one enqueue script call per
+    # 500 tasks, replies read after the last
+    pool = platform.redis().connection_pool
+    conn = pool.get_connection()
+    conn.connect()
+    conn.health_check_interval = 1e-9  # due before every send, as 10 s are at one moment of a batch
+    conn.next_health_check = 0.0
+    pool.release(conn)
+    # When a batch of 1,200 tasks is dispatched
+    handles = dispatch_batch([("t_echo", {"tag": str(i)}) for i in range(1200)])
+    # Then every task is queued, once
+    assert len({h.id for h in handles}) == 1200
+    assert sum(r.llen(q) for q in ("ai.critical", "ai.high", "ai.normal", "ai.low")) == 1200

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 
+from meetingtasks.core.errors import ReplicationTimeout
 from meetingtasks.lua import Arg, LuaScript
 from meetingtasks.operations.embedded import RedisServer
 from meetingtasks.store.replication import ReplicaAcks
@@ -144,3 +145,41 @@ def test_a_replica_refusing_writes_is_raised_at_once_and_the_connection_dropped(
         client.close()
         replica.stop(kill=True)  # (a replica's orderly shutdown waits ~10 s for its primary)
         primary.stop()
+
+
+@pytest.fixture
+def checked_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client whose connections' health check (a PING redis-py sends before a command, once
+    ``health_check_interval`` has passed since the connection last read a reply) falls due before every send: what
+    a 10 s interval does at one moment of a long request on a connection idle for about 10 s."""
+    client = redis.Redis.from_url(redis_url, health_check_interval=10)
+    conn = client.connection_pool.get_connection()
+    conn.connect()  # (with the interval that short, redis-py's own handshake would trip over the check)
+    conn.health_check_interval = 1e-9
+    conn.next_health_check = 0.0
+    client.connection_pool.release(conn)
+    yield client
+    client.close()
+
+
+def test_a_health_check_falling_due_between_the_sends_of_one_request_reads_no_earlier_reply(
+        checked_client: redis.Redis) -> None:
+    # Given a request sent in groups (dispatch_batch streams one enqueue script call per 500 tasks), whose replies
+    # are read only after the last group is sent
+    def groups() -> Iterator[list[Command]]:
+        for n in range(3):
+            yield [("RPUSH", "resp:checked", n)]
+
+    # When the health check falls due between its sends, Then the replies are the request's own, in order
+    assert exchange(checked_client, groups()) == [1, 2, 3]
+    # and the connection, released, reads its own replies after
+    assert exchange(checked_client, [[("LRANGE", "resp:checked", 0, -1)]]) == [[b"0", b"1", b"2"]]
+
+
+def test_a_health_check_falling_due_before_the_wait_reads_no_earlier_reply(checked_client: redis.Redis) -> None:
+    # Given a write confirmed by WAIT, on a Redis with no replica to confirm it
+    # When the health check falls due between the write and the WAIT
+    # Then the WAIT's own count is what is judged: the write is stored, and not confirmed
+    with pytest.raises(ReplicationTimeout, match="0 of min_replica_acks=1"):
+        exchange(checked_client, [[("SET", "resp:waited", 1)]], acks=ReplicaAcks(1, 10))
+    assert exchange(checked_client, [[("GET", "resp:waited")]]) == [b"1"]

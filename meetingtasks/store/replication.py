@@ -47,11 +47,6 @@ class ReplicaAcks:
         """Add the ``WAIT`` to ``pipe`` (last, after the writes it confirms); its reply is the pipeline's last."""
         pipe.execute_command(*self.command)
 
-    def confirm(self, conn: Any, what: str) -> None:
-        """Send ``WAIT`` on ``conn`` (a redis-py connection that just wrote) and :meth:`require` its answer."""
-        conn.send_command(*self.command)
-        self.require(conn.read_response(), what)
-
     def require(self, acked: Any, what: str) -> None:
         """Raise :class:`ReplicationTimeout` unless ``acked`` (WAIT's reply) reaches ``replicas``."""
         if int(acked) < self.replicas:

@@ -61,7 +61,9 @@ def exchange(client: redis.Redis, calls: Iterable[Sequence[Command]], *, acks: R
     try:
         sent: list[Command] = []
         for group in calls:
-            conn.send_packed_command([pack(group)])
+            # Only the first send may run redis-py's health check: its PING, sent with replies outstanding, would
+            # read the reply of an earlier group as its PONG.
+            conn.send_packed_command([pack(group)], check_health=not sent)
             sent += group
         replies = _read(conn, sent, acks, what, reply_wait)
         if scripts:
@@ -89,7 +91,7 @@ def _read(conn: Any, sent: Sequence[Command], acks: ReplicaAcks | None, what: st
           reply_wait: ReplyWait | None) -> list[Any]:
     """The replies to ``sent`` (an error reply as its exception), then, with ``acks``, WAIT's count required."""
     if acks:
-        conn.send_packed_command([pack_command(acks.command)])
+        conn.send_packed_command([pack_command(acks.command)], check_health=False)  # replies are outstanding
     if reply_wait is not None:
         reply_wait.before_read(conn)
     replies: list[Any] = []
