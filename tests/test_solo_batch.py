@@ -258,3 +258,26 @@ def test_a_task_cancelled_while_held_in_a_batch_behind_a_running_one_never_runs(
     assert held.status() == Status.CANCELLED
     assert [x.decode() for x in r.lrange("test:done", 0, -1)] == ["behind"]
     wait_for(lambda: r.hlen(platform.keys.unacked("ai")) == 0, message="every ack applied")
+
+
+def test_a_quick_task_between_slow_ones_does_not_size_the_next_fetch_for_many_slow_ones(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    # Given a solo worker draining low tasks of 30 ms under a 40 ms budget: each batch is sized to half the budget
+    # by how long its tasks took, so it fetches them one at a time
+    d = Dispatcher(platform)
+    slow = [d.dispatch("t_sleep", {"tag": f"slow-{i}", "seconds": 0.03}, priority="low") for i in range(30)]
+    start_worker("ai", "--pool", "solo", env_overrides={"MEETINGTASKS_SOLO_BATCH_MS": "40"})
+    wait_for(lambda: r.llen("test:finished") >= 4, message="the first slow tasks to run")
+    # When a quick critical task runs between them (well under a millisecond)
+    critical = d.dispatch("t_echo", {"tag": "quick"}, priority="critical")
+    wait_for(lambda: critical.status() == Status.SUCCEEDED, message="the critical task to run")
+    # Then the fetches after it still take the slow tasks one at a time: a batch sized by the quick task alone
+    # would hold dozens of them leased (out of reach of any other worker, and ahead of the next critical task)
+    unacked = platform.keys.unacked("ai")
+    held = [r.hlen(unacked)]
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:
+        held.append(r.hlen(unacked))
+        time.sleep(0.002)
+    assert max(held) <= 2, f"up to {max(held)} slow tasks held at once after a quick one"
+    wait_for(lambda: all(h.status() == Status.SUCCEEDED for h in slow), message="every slow task to run")

@@ -424,7 +424,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         self._mt_held: list[_Held] = []  # a prefork worker's reserve (see _hold)
         self._mt_reserve = 1  # reserved messages per pool process, sized by release_held
         self._mt_task_s: float | None = None  # how long a task runs in the pool (moving average)
-        self._mt_solo_task_s = 0.0  # how long a task of the last solo batch took (see _send_early_flags)
+        self._mt_solo_task_s = 0.0  # how long a solo task takes, as _after_fetch estimates it (see _send_early_flags)
         self._mt_loop_thread: int | None = None  # the consumer's thread (see release_held_soon)
         self._mt_handed: dict[str, float] = {}  # delivery tag -> when it was handed to the pool (reserve mode)
         # A solo worker's next fetch, sent before its batch runs (see _prefetch): whether its reply is still unread,
@@ -868,7 +868,10 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 self._mt_batch_began = None
             self._mt_rest = _NO_REST
         if _inline_pool and ran:
-            per_task_s = self._mt_solo_task_s = (time.monotonic() - began) / ran
+            # The estimate follows a slower batch at once and a quicker one by halves: one quick batch (a critical
+            # task between slow low ones) would otherwise size the next fetch for several budgets of slow tasks,
+            # held leased out of other workers' reach and run ahead of the next critical task.
+            per_task_s = self._mt_solo_task_s = max((time.monotonic() - began) / ran, self._mt_solo_task_s / 2)
             # Sized to half the budget: a batch overruns (and pays a give-back) only when a task is really slower
             # than the last ones, not whenever the machine pauses the worker for a moment.
             target_s = budget_s / 2
