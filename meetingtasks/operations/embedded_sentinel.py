@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from typing import Any, Self
 
 import redis
 
@@ -67,7 +68,12 @@ class SentinelServer:
 
 
 class SentinelGroup:
-    """A primary, ``replicas`` replicas of it and three sentinels watching them, on free loopback ports."""
+    """A primary, ``replicas`` replicas of it and three sentinels watching them, on free loopback ports. A
+    subclass with other processes (the TLS tests') sets ``nodes`` and ``sentinels`` and overrides
+    :meth:`client_of` and :attr:`url`."""
+
+    nodes: list[Any]
+    sentinels: list[Any]
 
     def __init__(self, data_dir: Path, *, replicas: int = 1, down_after_ms: int = 2000,
                  failover_timeout_ms: int = 6000) -> None:
@@ -85,23 +91,30 @@ class SentinelGroup:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
         return f"sentinel://{hosts}/{MASTER_NAME}/0"
 
-    def start(self, timeout_s: float = 30.0) -> SentinelGroup:
+    def client_of(self, part: Any) -> redis.Redis:
+        """A client of one of the group's processes (a data node or a sentinel): ``part.port`` on loopback."""
+        return redis.Redis(port=part.port, socket_timeout=1)
+
+    def start(self, timeout_s: float = 30.0) -> Self:
         for node in self.nodes:
             node.start()
         self.wait_synced(timeout_s)
         for sentinel in self.sentinels:
             sentinel.start()
         deadline = time.monotonic() + timeout_s
-        while not all(self._sees_replicas(s) for s in self.sentinels):
+        while not all(self._sees_the_group(s) for s in self.sentinels):
             if time.monotonic() > deadline:
-                raise ConfigurationError("the sentinels did not discover the replicas in time")
+                raise ConfigurationError("the sentinels did not discover the replicas and each other in time")
             time.sleep(0.1)
         return self
 
-    def _sees_replicas(self, sentinel: SentinelServer) -> bool:
-        client = redis.Redis(port=sentinel.port, socket_timeout=1)
+    def _sees_the_group(self, sentinel: Any) -> bool:
+        """Whether ``sentinel`` knows every replica and the other sentinels (a failover needs their quorum)."""
+        client = self.client_of(sentinel)
         try:
-            return len(client.sentinel_slaves(MASTER_NAME)) >= len(self.nodes) - 1
+            replicas, others = client.sentinel_slaves(MASTER_NAME), client.sentinel_sentinels(MASTER_NAME)
+            return (isinstance(replicas, list) and len(replicas) >= len(self.nodes) - 1
+                    and isinstance(others, list) and len(others) >= len(self.sentinels) - 1)
         except redis.RedisError:
             return False
         finally:
@@ -110,7 +123,7 @@ class SentinelGroup:
     def primary_port(self) -> int | None:
         """The primary's port as the first sentinel that answers says."""
         for sentinel in self.sentinels:
-            client = redis.Redis(port=sentinel.port, socket_timeout=1)
+            client = self.client_of(sentinel)
             try:
                 addr = client.sentinel_get_master_addr_by_name(MASTER_NAME)
                 return int(addr[1]) if isinstance(addr, tuple | list) else None
@@ -121,7 +134,8 @@ class SentinelGroup:
         return None
 
     def node(self, port: int) -> RedisServer:
-        return next(n for n in self.nodes if n.port == port)
+        found: RedisServer = next(n for n in self.nodes if n.port == port)
+        return found
 
     def rejoin(self, port: int) -> None:
         """Start the stopped node on ``port`` again as a replica of the current primary (as an orchestrator
@@ -144,7 +158,7 @@ class SentinelGroup:
         for node in self.nodes:
             if node.process is None:
                 continue
-            client = redis.Redis(port=node.port, socket_timeout=1)
+            client = self.client_of(node)
             try:
                 info = client.info("replication")
             except redis.RedisError:

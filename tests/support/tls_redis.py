@@ -11,10 +11,12 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from meetingtasks.operations.embedded import free_port
+from meetingtasks.operations.embedded_sentinel import MASTER_NAME, SentinelGroup
 from tests.support.processes import ROOT
 from tests.support.tools import existing
 
@@ -98,7 +100,7 @@ class TlsNode:
         self.replica_of = replica_of
         self.sentinel_of = sentinel_of
         self.down_after_ms = down_after_ms
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     def argv(self) -> list[str]:
         common = [*_tls_args(self.ca, self.cert, self.key), "--tls-port", str(self.port), "--bind", "127.0.0.1",
@@ -107,9 +109,9 @@ class TlsNode:
             # A sentinel rewrites its config file: it gets its own, the rest goes on the command line.
             config = self.directory / "sentinel.conf"
             if not config.exists():
-                config.write_text(f"sentinel monitor mymaster 127.0.0.1 {self.sentinel_of} 2\n"
-                                  f"sentinel down-after-milliseconds mymaster {self.down_after_ms}\n"
-                                  "sentinel failover-timeout mymaster 6000\n")
+                config.write_text(f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.sentinel_of} 2\n"
+                                  f"sentinel down-after-milliseconds {MASTER_NAME} {self.down_after_ms}\n"
+                                  f"sentinel failover-timeout {MASTER_NAME} 6000\n")
             return [str(BINARY), str(config), "--sentinel", *common]
         replica = ["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []
         return [str(BINARY), *common, "--save", "", "--appendonly", "no", *replica]
@@ -121,7 +123,7 @@ class TlsNode:
     def start(self, timeout_s: float = 10.0) -> TlsNode:
         self.directory.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, LD_LIBRARY_PATH=str(TLS_DIR / "root/usr/lib/x86_64-linux-gnu"))
-        self.proc = subprocess.Popen(self.argv(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(self.argv(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = self.client()
         deadline = time.monotonic() + timeout_s
         try:
@@ -130,7 +132,7 @@ class TlsNode:
                     if client.ping():
                         return self
                 except redis.RedisError:
-                    if self.proc.poll() is not None or time.monotonic() > deadline:
+                    if self.process.poll() is not None or time.monotonic() > deadline:
                         log = self.directory / "redis.log"
                         raise AssertionError(f"TLS redis on {self.port} did not start: "
                                              f"{log.read_text()[-2000:] if log.exists() else 'no log'}") from None
@@ -139,15 +141,16 @@ class TlsNode:
             client.close()
 
     def stop(self, *, kill: bool = False) -> None:
-        proc, self.proc = self.proc, None
+        proc, self.process = self.process, None
         if proc is not None and proc.poll() is None:
             proc.kill() if kill else proc.terminate()
             proc.wait(timeout=10)
 
 
-class TlsSentinelGroup:
+class TlsSentinelGroup(SentinelGroup):
     """A TLS primary, a TLS replica of it and three TLS sentinels (``mymaster``, quorum 2), everything TLS-only:
-    ``url`` is the group's ``sentinels://`` URL, ``ca`` the CA its certificates are signed by."""
+    ``url`` is the group's ``sentinels://`` URL, ``ca`` the CA its certificates are signed by. Started, watched and
+    stopped as the plain group is (:class:`~meetingtasks.operations.embedded_sentinel.SentinelGroup`)."""
 
     def __init__(self, directory: Path, *, down_after_ms: int = 2000) -> None:
         existing(BINARY, f"a TLS-enabled redis-server at {BINARY}", "sudo bash .ci/test-tools")
@@ -160,63 +163,7 @@ class TlsSentinelGroup:
 
     @property
     def url(self) -> str:
-        return "sentinels://" + ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels) + "/mymaster/0"
+        return "sentinels://" + ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels) + f"/{MASTER_NAME}/0"
 
-    def start(self, timeout_s: float = 30.0) -> TlsSentinelGroup:
-        for node in self.nodes:
-            node.start()
-        self.wait_synced(timeout_s)
-        for sentinel in self.sentinels:
-            sentinel.start()
-        deadline = time.monotonic() + timeout_s
-        while not all(self._sees_the_group(s) for s in self.sentinels):
-            if time.monotonic() > deadline:
-                raise AssertionError("the TLS sentinels did not discover the replica and each other in time")
-            time.sleep(0.1)
-        return self
-
-    def _sees_the_group(self, sentinel: TlsNode) -> bool:
-        client = sentinel.client()
-        try:
-            replicas, others = client.sentinel_slaves("mymaster"), client.sentinel_sentinels("mymaster")
-            return (isinstance(replicas, list) and len(replicas) >= 1
-                    and isinstance(others, list) and len(others) >= len(self.sentinels) - 1)
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
-
-    def primary_port(self) -> int | None:
-        for sentinel in self.sentinels:
-            client = sentinel.client()
-            try:
-                addr = client.sentinel_get_master_addr_by_name("mymaster")
-                return int(addr[1]) if isinstance(addr, tuple | list) else None
-            except redis.RedisError:
-                continue
-            finally:
-                client.close()
-        return None
-
-    def wait_synced(self, timeout_s: float = 30.0) -> None:
-        """Until the running replica streams from the primary over TLS."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for node in self.nodes:
-                if node.proc is None:
-                    continue
-                client = node.client()
-                try:
-                    info = client.info("replication")
-                except redis.RedisError:
-                    continue
-                finally:
-                    client.close()
-                if info.get("role") == "slave" and info.get("master_link_status") == "up":
-                    return
-            time.sleep(0.05)
-        raise AssertionError("the TLS replica did not sync with the primary in time")
-
-    def stop(self) -> None:
-        for part in [*self.sentinels, *self.nodes]:
-            part.stop()
+    def client_of(self, part: Any) -> redis.Redis:
+        return part.client()  # type: ignore[no-any-return]
