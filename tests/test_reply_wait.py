@@ -1,12 +1,21 @@
-"""ReplyWait: a single dispatch polls for its reply for a bounded time, and stops polling for a slow Redis."""
+"""ReplyWait: a single dispatch, and a solo worker's Redis calls, poll for the reply for a bounded time, and stop
+polling for a slow Redis."""
 
 from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import pytest
+
+from meetingtasks.enqueue.dispatcher import Dispatcher
+from meetingtasks.store.platform import Platform
 from meetingtasks.store.reply_wait import _MISSES_BEFORE_PAUSE, _PAUSE_REPLIES, ReplyWait
+from meetingtasks.store.status import Status
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess
 
 
 @dataclass
@@ -62,3 +71,14 @@ def test_zero_budget_and_tls_sockets_never_poll() -> None:
     never = ReplyWait(budget_us=0)
     never.before_read(_Connection(_NotPlain()))  # type: ignore[arg-type]
     assert wait._misses == 0 and never._misses == 0
+
+
+@pytest.mark.parametrize(("pool", "polls"), [("solo", True), ("prefork", False), ("threads", False)])
+def test_only_a_solo_workers_redis_calls_poll_for_their_replies(
+        platform: Platform, start_worker: Callable[..., WorkerProcess], pool: str, polls: bool) -> None:
+    # A solo worker's one thread has nothing else to run while a task's Redis call waits; a prefork or threads
+    # worker's other processes and threads need the CPU that polling would take.
+    start_worker("ai", "--pool", pool, "--concurrency", "1")
+    handle = Dispatcher(platform).dispatch("t_reply_polling", {"tag": pool})
+    wait_for(lambda: handle.status() == Status.SUCCEEDED, message="the task to run")
+    assert handle.info().result == {"polls": polls}

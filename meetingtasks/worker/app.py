@@ -34,7 +34,7 @@ from meetingtasks.core.settings import Settings, load_settings
 from meetingtasks.core.signing import install_verifier, signer_for
 from meetingtasks.core.tracing import install_worker_tracing
 from meetingtasks.metrics.heartbeat import WorkerHeartbeat
-from meetingtasks.store.connections import celery_broker
+from meetingtasks.store.connections import celery_broker, poll_replies
 from meetingtasks.store.platform import Platform
 from meetingtasks.worker import gc_tuning, transport
 from meetingtasks.worker.consumer import EVENT_BUFFER_LIMIT
@@ -213,6 +213,8 @@ class PlatformLoops(bootsteps.StartStopStep):  # type: ignore[misc]
                       worker_watchdog(app)]
         inline = isinstance(getattr(parent, "pool", None), SoloPool)
         transport.use_inline_pool(inline)
+        # A solo worker's one thread has nothing else to do while a task's Redis call waits: it polls for the reply.
+        poll_replies(app.mt_platform.reply_wait if inline else None)
         pool = getattr(parent, "pool", None)
         # A threads pool's reserve waits in the channel, not in the pool's queue, where a message could not go back.
         reserve = isinstance(pool, (PreforkPool, ThreadsPool)) and app.mt_platform.settings.solo_batch_ms > 0

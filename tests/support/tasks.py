@@ -145,3 +145,12 @@ def t_cancel_other(p: Tagged) -> str:
     if p.seconds:  # runs on: the worker holds what it fetched behind this task for that long after the cancel
         time.sleep(p.seconds)
     return p.tag
+
+
+@task_type("ai", "t_reply_polling", payload=Tagged)
+def t_reply_polling(p: Tagged) -> dict[str, Any]:
+    """Whether this worker's Redis calls poll for their replies, and a call that does (or blocks)."""
+    from meetingtasks.store.connections import reply_polling
+
+    _record("runs", p.tag)
+    return {"polls": reply_polling() is not None}
