@@ -192,7 +192,8 @@ class Settings(BaseSettings):
     )
     dispatch_spin_us: int = Field(
         200, ge=0, le=10_000,
-        description="How long a single dispatch polls for Redis's reply before blocking (0: always blocks)",
+        description="How long a single dispatch, and a solo worker's Redis calls, poll for Redis's reply before "
+                    "blocking (0: always blocks)",
     )
     solo_batch_ms: float = Field(
         4.0, ge=0, le=100,

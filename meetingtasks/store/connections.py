@@ -67,8 +67,7 @@ def poll_replies(wait: ReplyWait | None) -> None:
     A solo worker sets it: its one thread has nothing else to run while a task's Redis call waits, and a blocked
     thread takes 50-70 us to be woken for a reply Redis sends in about 20 us (see
     :mod:`meetingtasks.store.reply_wait`). Prefork and threads workers do not: their other processes and threads
-    need the CPU the polling would take (their drains of counting tasks were 13-17% slower with it, against 18%
-    faster for solo, in an A/B of ``python -m bench``'s drain)."""
+    need the CPU the polling would take (their drains of counting tasks were slower with it, solo's faster)."""
     global _reply_wait
     _reply_wait = wait
 
