@@ -108,8 +108,8 @@ class EventPublisher:
         def send() -> Any:
             with self.platform.redis().pipeline(transaction=False) as pipe:
                 self.queue(pipe, event)
-                acks.queue(pipe)
-                return pipe.execute()[-1]
+                _replies, acked = acks.execute(pipe)
+                return acked
 
         acks.require(self._resending(send), f"publish_event {channel}/{event_type}")
         return event
@@ -137,15 +137,15 @@ class EventPublisher:
         if not built:
             return []
         args = [self._args(event, announce=True) for event in built]
+        acks = self.platform.replica_acks
         with self.platform.redis().pipeline(transaction=False) as pipe:
             for keys, argv in args:
                 APPEND.queue(pipe, keys, argv)
-            acks = self.platform.replica_acks
-            if acks:
-                acks.queue(pipe)
-            replies = pipe.execute()
-        if acks:
-            acks.require(replies[-1], f"publish_events ({len(built)} events)")
+            if not acks:
+                pipe.execute()
+                return built
+            _replies, acked = acks.execute(pipe)
+        acks.require(acked, f"publish_events ({len(built)} events)")
         return built
 
     def _coerce(self, item: EventLike) -> Event:

@@ -127,8 +127,7 @@ def execute_idempotent(client: redis.Redis, build: Callable[[redis.client.Pipeli
                 if replicated is None:
                     return list(pipe.execute())
                 acks, check = replicated
-                acks.queue(pipe)
-                *replies, acked = pipe.execute()
+                replies, acked = acks.execute(pipe)
                 check(acked)
                 return replies
             except NoScriptError:

@@ -75,8 +75,7 @@ def claim_and_enqueue(script: LuaScript, client: redis.Redis, dedup_key: str, ta
     if acks:
         with client.pipeline(transaction=False) as pipe:
             script.queue(pipe, [dedup_key], args)
-            acks.queue(pipe)
-            reply, acked = pipe.execute()
+            [reply], acked = acks.execute(pipe)
         acks.require(acked, "dispatch")
     else:
         reply = script(client, [dedup_key], args)

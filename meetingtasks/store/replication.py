@@ -9,7 +9,10 @@ those replicas (docs/high-availability.md).
 
 Fewer confirmations within the timeout: producers raise :class:`~meetingtasks.core.errors.ReplicationTimeout` (the
 work *is* queued on the primary; it may be lost only if the primary dies before a replica catches up), workers
-log one warning and go on (the outcome stands; a lost one means a rerun under the at-least-once rule).
+log one warning and go on (the outcome stands; a lost one means a rerun under the at-least-once rule). A ``WAIT``
+that Redis refuses (an ACL without it, a primary demoted since the write) is read the same way, as no
+confirmation: the writes before it ran, so it never counts as their failure. Callers hand its reply, refusal
+included, to :meth:`ReplicaAcks.require` or :meth:`ReplicaAcks.note` without raising it themselves.
 
 With 0 (the default) nothing here runs:
 :attr:`Platform.replica_acks <meetingtasks.store.platform.Platform>` is ``None``,
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+
+from redis.exceptions import ResponseError
 
 from meetingtasks.core.errors import ReplicationTimeout
 from meetingtasks.core.settings import Settings
@@ -43,12 +48,24 @@ class ReplicaAcks:
     def __bool__(self) -> bool:
         return self.replicas > 0
 
-    def queue(self, pipe: Any) -> None:
-        """Add the ``WAIT`` to ``pipe`` (last, after the writes it confirms); its reply is the pipeline's last."""
+    def execute(self, pipe: Any) -> tuple[list[Any], Any]:
+        """Add the ``WAIT`` to ``pipe`` (a redis-py pipeline holding the writes it confirms) and execute it: the
+        writes' replies, the first error among them raised as ``pipe.execute()`` would, and WAIT's reply as it is
+        (a refusal included) for :meth:`require` or :meth:`note`."""
         pipe.execute_command(*self.command)
+        *replies, acked = pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies, acked
 
     def require(self, acked: Any, what: str) -> None:
         """Raise :class:`ReplicationTimeout` unless ``acked`` (WAIT's reply) reaches ``replicas``."""
+        if isinstance(acked, ResponseError):
+            raise ReplicationTimeout(
+                f"{what}: Redis refused the WAIT for min_replica_acks={self.replicas} ({acked}); it is stored on the "
+                "primary but no replica confirmed it (check the Redis user's ACL and `INFO replication`)"
+            )
         if int(acked) < self.replicas:
             raise ReplicationTimeout(
                 f"{what}: {int(acked)} of min_replica_acks={self.replicas} replicas confirmed within "
@@ -57,7 +74,14 @@ class ReplicaAcks:
             )
 
     def note(self, acked: Any, what: str) -> bool:
-        """For workers, which cannot undo what they wrote: log (once per streak) when ``acked`` falls short."""
+        """For workers, which cannot undo what they wrote: log (once per streak) when ``acked`` (WAIT's reply)
+        falls short or is a refusal."""
+        if isinstance(acked, ResponseError):
+            if not self._warned:
+                log.warning("%s: Redis refused the WAIT for min_replica_acks=%d (%s); going on unconfirmed", what,
+                            self.replicas, acked)
+            self._warned = True
+            return False
         if int(acked) >= self.replicas:
             if self._warned:
                 log.info("replicas confirm the writes again")

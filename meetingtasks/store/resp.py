@@ -106,7 +106,10 @@ def _read(conn: Any, sent: Sequence[Command], acks: ReplicaAcks | None, what: st
         except redis.ResponseError as exc:
             replies.append(exc)
     if acks:
-        acked = conn.read_response()
+        try:
+            acked = conn.read_response()
+        except redis.ResponseError as exc:  # a refused WAIT: no confirmation, not a failure of the writes
+            acked = exc
         if not any(isinstance(reply, redis.ResponseError) for reply in replies):
             acks.require(acked, what)
     return replies
