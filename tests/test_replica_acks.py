@@ -93,6 +93,7 @@ def test_a_refused_wait_tells_a_producer_its_work_is_stored_but_unconfirmed(
     assert r.xlen(platform.keys.event_stream("user_events")) == 2
 
 
+@pytest.mark.slow
 def test_a_worker_whose_wait_is_refused_runs_what_it_fetched(
         platform: Platform, no_wait_url: str, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
     # Given a worker asked for one replica's confirmation of what it writes, as a user Redis refuses WAIT

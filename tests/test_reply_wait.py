@@ -73,6 +73,7 @@ def test_zero_budget_and_tls_sockets_never_poll() -> None:
     assert wait._misses == 0 and never._misses == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("pool", "polls"), [("solo", True), ("prefork", False), ("threads", False)])
 def test_only_a_solo_workers_redis_calls_poll_for_their_replies(
         platform: Platform, start_worker: Callable[..., WorkerProcess], pool: str, polls: bool) -> None:
