@@ -72,6 +72,13 @@ def poll_replies(wait: ReplyWait | None) -> None:
     _reply_wait = wait
 
 
+def _before_read(connection: Any) -> None:
+    """What every platform connection does before it reads a reply (see :func:`poll_replies`)."""
+    wait = _reply_wait
+    if wait is not None:
+        wait.before_read(connection)
+
+
 def reply_polling() -> ReplyWait | None:
     """How this process's platform connections wait for a reply (see :func:`poll_replies`)."""
     return _reply_wait
@@ -83,9 +90,7 @@ class _RefusalsAsTheyAre:
     reply as :func:`poll_replies` says."""
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
-        wait = _reply_wait
-        if wait is not None:
-            wait.before_read(self)
+        _before_read(self)
         try:
             response = super().read_response(*args, **kwargs)  # type: ignore[misc]
         except ResponseError as exc:
@@ -125,9 +130,7 @@ class _FollowsFailover:
     may have been queued when nothing was. Waits for the reply as :func:`poll_replies` says."""
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
-        wait = _reply_wait
-        if wait is not None:
-            wait.before_read(self)
+        _before_read(self)
         try:
             response = redis.Connection.read_response(self, *args, **kwargs)  # type: ignore[arg-type]
         except ResponseError as exc:

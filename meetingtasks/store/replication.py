@@ -59,6 +59,14 @@ class ReplicaAcks:
                 raise reply
         return replies, acked
 
+    def reply_on(self, conn: Any) -> Any:
+        """WAIT's reply read off ``conn`` (the redis-py connection it was sent on): the count, or a refusal as its
+        exception, for :meth:`require` or :meth:`note`. A lost connection raises as any read does."""
+        try:
+            return conn.read_response()
+        except ResponseError as exc:
+            return exc
+
     def require(self, acked: Any, what: str) -> None:
         """Raise :class:`ReplicationTimeout` unless ``acked`` (WAIT's reply) reaches ``replicas``."""
         if isinstance(acked, ResponseError):

@@ -106,10 +106,7 @@ def _read(conn: Any, sent: Sequence[Command], acks: ReplicaAcks | None, what: st
         except redis.ResponseError as exc:
             replies.append(exc)
     if acks:
-        try:
-            acked = conn.read_response()
-        except redis.ResponseError as exc:  # a refused WAIT: no confirmation, not a failure of the writes
-            acked = exc
+        acked = acks.reply_on(conn)
         if not any(isinstance(reply, redis.ResponseError) for reply in replies):
             acks.require(acked, what)
     return replies

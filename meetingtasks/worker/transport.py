@@ -45,7 +45,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import loads as kombu_json_loads
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError
 
 from meetingtasks.core import kombu_json
 from meetingtasks.core.loop import Loop
@@ -765,14 +765,10 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                     if replica_acks and (self._mt_sent_acks or self._mt_sent_outcomes):
                         # The fetch applied outcomes and acks: confirmed by replicas before anything else runs.
                         self.client.connection.send_command(*replica_acks.command)
-                        try:
-                            acked = self.client.connection.read_response()
-                        except ResponseError as exc:
-                            # A refused WAIT only tells (the fetch ran): the batch it took runs all the same.
-                            # Dropped, it would wait leased for the restore sweep, and with its applied acks sent
-                            # again the next fetch's WAIT would be refused too.
-                            acked = exc
-                        replica_acks.note(acked, "task outcomes and acks")
+                        # A refused WAIT only tells (the fetch ran): the batch it took runs all the same. Dropped,
+                        # it would wait leased for the restore sweep, and with its applied acks sent again the next
+                        # fetch's WAIT would be refused too.
+                        replica_acks.note(replica_acks.reply_on(self.client.connection), "task outcomes and acks")
             except virtual.Empty:
                 raise
             except NoScriptError:
