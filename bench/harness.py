@@ -64,6 +64,19 @@ class Worker:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self._log.close()
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) of the worker and its pool children so far."""
+        import psutil
+
+        total = 0.0
+        with suppress(psutil.Error):
+            parent = psutil.Process(self.proc.pid)
+            for proc in [parent, *parent.children(recursive=True)]:
+                with suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+        return total
+
     def rss_bytes(self) -> int:
         """Resident memory of the worker and its pool children."""
         pids = [self.proc.pid]

@@ -117,17 +117,24 @@ class Bench:
             fig.stock.append(n / (time.perf_counter() - start))
 
     # --- drain ------------------------------------------------------------------------------------------------
-    def _drain(self, start_worker: Callable[[], Worker], n: int, workers: int) -> float:
+    def _drain(self, start_worker: Callable[[], Worker], n: int, workers: int,
+               cpu: list[float] | None = None) -> float:
         """Tasks/s of ``workers`` worker processes draining ``n`` queued counting tasks, timed from the moment every
-        worker consumes and the first task has run to the last task's run (the counter reaching ``n``)."""
+        worker consumes and the first task has run to the last task's run (the counter reaching ``n``). With
+        ``cpu``, appends the workers' CPU per task and Redis's, in microseconds, over the same span."""
         self.client.delete(DONE_KEY, READY_KEY)
         procs = [start_worker() for _ in range(workers)]
         try:
             wait_until(lambda: int(self.client.get(READY_KEY) or 0) >= workers and done(self.client) > 0, 120,
                        "every worker to be ready and the first task to run")
             t0, c0 = time.perf_counter(), done(self.client)
+            cpu0 = sum(p.cpu_seconds() for p in procs), _redis_cpu_s(self.client)
             wait_until(lambda: done(self.client) >= n, 600, "the last task to run", 0.002)
-            return (n - c0) / (time.perf_counter() - t0)
+            rate = (n - c0) / (time.perf_counter() - t0)
+            if cpu is not None:
+                cpu1 = sum(p.cpu_seconds() for p in procs), _redis_cpu_s(self.client)
+                cpu += [(cpu1[0] - cpu0[0]) * 1e6 / (n - c0), (cpu1[1] - cpu0[1]) * 1e6 / (n - c0)]
+            return rate
         finally:
             for p in procs:
                 p.stop()
@@ -170,23 +177,35 @@ class Bench:
                 finally:
                     worker.stop()
 
-    def drain(self, pool: str, concurrency: int = 1, workers: int = 1) -> None:
-        """Both platforms' same pool, interleaved round by round."""
+    def drain(self, pool: str, concurrency: int = 1, workers: int = 1, *, cpu: bool = False) -> None:
+        """Both platforms' same pool, interleaved round by round; with ``cpu``, also the CPU per task that the
+        worker processes (the pool's included) and Redis spent during the drain."""
         n = self.n(20_000)
         where = f"{workers} worker processes" if workers > 1 else "1 worker process"
         name = f"drain {n:,}: {pool}" + (f" ({concurrency})" if pool != "solo" else "") + f", {where}"
         target = {"solo": ">= 4x stock (>= 5,000/s per process)", "threads": ">= 2.5x stock",
                   "prefork": ">= 2x stock"}[pool]
         fig = self.figure(name, "tasks/s", target=target)
+        worker_cpu = redis_cpu = None
+        if cpu:
+            worker_cpu = self.figure(f"{name}: worker CPU per task", "us", higher_is_better=False)
+            redis_cpu = self.figure(f"{name}: Redis CPU per task", "us", higher_is_better=False)
         for _ in range(self.rounds):
-            self.reset()
-            self._queue_ours(n)
-            fig.ours.append(self._drain(lambda: our_worker(self.env, self.log(f"drain-{pool}-ours"), pool=pool,
-                                                           concurrency=concurrency), n, workers))
-            self.reset()
-            self._queue_stock(n)
-            fig.stock.append(self._drain(lambda: stock_worker(self.stock_env, self.log(f"drain-{pool}-stock"),
-                                                              pool=pool, concurrency=concurrency), n, workers))
+            for ours in (True, False):
+                self.reset()
+                spent: list[float] | None = [] if cpu else None
+                if ours:
+                    self._queue_ours(n)
+                    rate = self._drain(lambda: our_worker(self.env, self.log(f"drain-{pool}-ours"), pool=pool,
+                                                          concurrency=concurrency), n, workers, spent)
+                else:
+                    self._queue_stock(n)
+                    rate = self._drain(lambda: stock_worker(self.stock_env, self.log(f"drain-{pool}-stock"),
+                                                            pool=pool, concurrency=concurrency), n, workers, spent)
+                (fig.ours if ours else fig.stock).append(rate)
+                if spent and worker_cpu is not None and redis_cpu is not None:
+                    (worker_cpu.ours if ours else worker_cpu.stock).append(spent[0])
+                    (redis_cpu.ours if ours else redis_cpu.stock).append(spent[1])
 
     # --- latency ----------------------------------------------------------------------------------------------
     def _paced(self, rate: float, n: int, send: Callable[[float], None]) -> None:
@@ -481,11 +500,11 @@ def _dispatch(b: Bench) -> None:
 
 def _drain(b: Bench) -> None:
     b.drain_overhead()
-    b.drain("solo")
+    b.drain("solo", cpu=True)
     b.drain("solo", workers=2)
-    b.drain("prefork", 1)
+    b.drain("prefork", 1, cpu=True)
     b.drain("prefork", os.cpu_count() or 1)
-    b.drain("threads", 8)
+    b.drain("threads", 8, cpu=True)
 
 
 def _costs(b: Bench) -> None:

@@ -92,6 +92,9 @@ def transport_options(platform: Platform, service: str) -> dict[str, Any]:
 #: The workers' transport as kombu knows it in a URL prefix (``meetingtasks+socket:///path``: a unix socket).
 KOMBU_TRANSPORT_ALIAS = "meetingtasks"
 
+#: Pools by the names the settings and ``--pool`` take, where ours replaces Celery's (imported by the worker only).
+POOLS = {"prefork": "meetingtasks.worker.pool:PreforkPool"}
+
 
 def create_app(service: str, settings: Settings | None = None, *, include: Iterable[str] = ()) -> Celery:
     check_service_name(service)
@@ -141,7 +144,8 @@ def create_app(service: str, settings: Settings | None = None, *, include: Itera
         task_acks_on_failure_or_timeout=True,
         worker_prefetch_multiplier=1,
         worker_concurrency=settings.worker_concurrency,
-        worker_pool=settings.worker_pool,
+        # Our prefork pool (see meetingtasks.worker.pool); Celery's own `--pool prefork` resolves to it as well.
+        worker_pool=POOLS.get(settings.worker_pool, settings.worker_pool),
         worker_consumer="meetingtasks.worker.consumer:PlatformConsumer",
         worker_send_task_events=True,
         task_send_sent_event=True,
@@ -209,6 +213,9 @@ class PlatformLoops(bootsteps.StartStopStep):  # type: ignore[misc]
         from celery.concurrency.solo import TaskPool as SoloPool
         from celery.concurrency.thread import TaskPool as ThreadsPool
 
+        from meetingtasks.worker.pool import PIPELINE_DEPTH
+        from meetingtasks.worker.pool import PreforkPool as PipelinedPreforkPool
+
         self.loops = [LeaseRenewer(app.mt_platform, app.mt_service), DelayedPump(app.mt_platform, app.mt_service),
                       worker_watchdog(app)]
         inline = isinstance(getattr(parent, "pool", None), SoloPool)
@@ -219,7 +226,9 @@ class PlatformLoops(bootsteps.StartStopStep):  # type: ignore[misc]
         # A threads pool's reserve waits in the channel, not in the pool's queue, where a message could not go back.
         reserve = isinstance(pool, (PreforkPool, ThreadsPool)) and app.mt_platform.settings.solo_batch_ms > 0
         threads = isinstance(pool, ThreadsPool)
-        transport.use_reserve(int(pool.limit) if reserve and pool is not None else 0, in_process=threads)
+        pipeline = PIPELINE_DEPTH if isinstance(pool, PipelinedPreforkPool) else 1
+        transport.use_reserve(int(pool.limit) if reserve and pool is not None else 0, in_process=threads,
+                              pipeline=pipeline)
         # Outcomes that wait in this process for their ack or their end (see Channel.buffer_outcome): written by a
         # timer when they wait past START_FLUSH_S.
         if inline or reserve:

@@ -69,6 +69,7 @@ from meetingtasks.worker.outcomes import (
     sink_for,
     unregister_sink,
 )
+from meetingtasks.worker.pacing import PoolPacing
 from meetingtasks.worker.quarantine import file_unrestorable, quarantine_raw
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ PREFETCH_MIN_BATCH = 4
 _inline_pool = False
 _reserve_slots = 0
 _reserve_in_process = False
+_pipeline_max = 1
 
 
 def use_inline_pool(inline: bool) -> None:
@@ -106,14 +108,16 @@ def use_inline_pool(inline: bool) -> None:
     _inline_pool = inline
 
 
-def use_reserve(processes: int, *, in_process: bool = False) -> None:
+def use_reserve(processes: int, *, in_process: bool = False, pipeline: int = 1) -> None:
     """Tell this process's consuming channels that a prefork or threads pool of ``processes`` processes (threads) runs
     the tasks: each channel then keeps fetched messages in reserve for them (see the reserve's section in ``Channel``);
     0 turns the reserve off. ``in_process``: the pool runs the tasks in this process (threads), so a reserved task
-    records its own STARTED through the channel's buffer when it runs, as a solo batch's does."""
-    global _reserve_slots, _reserve_in_process
+    records its own STARTED through the channel's buffer when it runs, as a solo batch's does. ``pipeline``: how many
+    jobs a pool process can hold at most, the one it runs included (see meetingtasks.worker.pool)."""
+    global _reserve_slots, _reserve_in_process, _pipeline_max
     _reserve_slots = max(0, processes)
     _reserve_in_process = in_process
+    _pipeline_max = max(1, pipeline)
 
 
 @dataclass(slots=True)
@@ -422,11 +426,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         self._mt_batch = SOLO_BATCH_MAX  # the next fetch's size when tasks run inline (see _after_fetch)
         self._mt_rest = _NO_REST  # the batch messages not handed to Celery yet: held, their leases renewed
         self._mt_held: list[_Held] = []  # a prefork worker's reserve (see _hold)
-        self._mt_reserve = 1  # reserved messages per pool process, sized by release_held
-        self._mt_task_s: float | None = None  # how long a task runs in the pool (moving average)
         self._mt_solo_task_s = 0.0  # how long a solo task takes, as _after_fetch estimates it (see _send_early_flags)
         self._mt_loop_thread: int | None = None  # the consumer's thread (see release_held_soon)
-        self._mt_handed: dict[str, float] = {}  # delivery tag -> when it was handed to the pool (reserve mode)
+        self._mt_pacing_now: PoolPacing | None = None  # reserve mode: see _mt_pacing
         # A solo worker's next fetch, sent before its batch runs (see _prefetch): whether its reply is still unread,
         # and when the batch that it overlaps began. The lock orders the consumer with the start flusher's thread,
         # which gives a prefetched batch back when the running one overruns.
@@ -844,6 +846,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         return True
 
     def _after_fetch(self, reply: Any) -> bool:
+
         """Hand the fetched messages to Celery.
 
         With an inline (solo) pool each delivery runs its task before returning, so a fetch of several messages
@@ -890,10 +893,13 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             self._prefetch()  # a full batch: there is a backlog, so fetch the next batch while this one runs
         early = self._send_early_flags(reply, flags_read_at, batched)
         try:
-            return self._hand_over(reply, began, batched, budget_s, platform, flags_read_at, early)
+            ran = self._hand_over(reply, began, batched, budget_s, platform, flags_read_at, early)
         finally:
             if early is not None and early.conn is not None:
                 self._discard_early_flags(early)
+        if self._mt_held and self._mt_pacing.pool_limit() > _reserve_slots:
+            self.release_held()  # each process's next job goes into its pipe now (see meetingtasks.worker.pool)
+        return ran
 
     def _hand_over(self, reply: Any, began: float, batched: bool, budget_s: float, platform: Platform,
                    flags_read_at: float, early: _EarlyFlags | None) -> int:
@@ -1014,7 +1020,10 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         tag = payload["properties"]["delivery_tag"]
         self._mt_recorded.add(tag)
         if _reserve_slots:
-            self._mt_handed[str(tag)] = time.monotonic()
+            platform = self.platform
+            budget_s = platform.settings.solo_batch_ms / 1000 if platform is not None else 0.0
+            headers = payload.get("headers") or {}
+            self._mt_pacing.handed(str(tag), str(headers.get("task")), self._in_pool(), budget_s)
         try:
             self.connection._deliver(payload, queue)
         except (RedisError, OSError):
@@ -1038,20 +1047,30 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     # and the next fetch takes work in priority order again. A critical task pushed meanwhile so waits at most that
     # much longer than with no reserve.
 
+    @property
+    def _mt_pacing(self) -> PoolPacing:
+        """The reserve's and the pipeline's sizes (the pool is known only once the consumer starts, after the
+        channel exists)."""
+        pacing = self._mt_pacing_now
+        if pacing is None or pacing.processes != _reserve_slots or pacing.pipeline != _pipeline_max:
+            pacing = self._mt_pacing_now = PoolPacing(_reserve_slots, _pipeline_max, SOLO_BATCH_MAX)
+        return pacing
+
     def _in_pool(self) -> int:
         """Messages handed to Celery and not acked yet (kombu keeps acked ones in ``_delivered`` until it flushes)."""
         return len(self.qos._delivered) - len(self.qos._dirty)
 
     def reserve_room(self) -> int:
         """How many more messages this channel may fetch: one per free pool process, and the reserve's room."""
-        return max(0, _reserve_slots * (1 + self._mt_reserve) - self._in_pool() - len(self._mt_held))
+        pacing = self._mt_pacing
+        return max(0, pacing.pool_limit() + _reserve_slots * pacing.reserve - self._in_pool() - len(self._mt_held))
 
     def reserve_wants_more(self) -> bool:
         """Fetch when a pool process is free, or when the reserve is down to half: refilled in batches, so that one
         fetch (one round trip, one script call) serves several tasks."""
         if self.reserve_room() <= 0:
             return False
-        return self._in_pool() < _reserve_slots or len(self._mt_held) <= (_reserve_slots * self._mt_reserve) // 2
+        return self._in_pool() < _reserve_slots or len(self._mt_held) <= (_reserve_slots * self._mt_pacing.reserve) // 2
 
     def release_held_soon(self, delivery_tag: Any = None) -> None:
         """:meth:`release_held`, on the consumer's thread: a threads pool acks from the thread that ran the task,
@@ -1073,18 +1092,13 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         if platform is None or not _reserve_slots:
             return
         budget_s = platform.settings.solo_batch_ms / 1000
-        handed = self._mt_handed.pop(str(delivery_tag), None) if delivery_tag is not None else None
-        if handed is not None:
-            # The reserve per process holds about half the budget's worth of tasks, from how long they run.
-            run_s = time.monotonic() - handed
-            self._mt_task_s = run_s if self._mt_task_s is None else 0.8 * self._mt_task_s + 0.2 * run_s
-            per_process = int(budget_s / 2 / self._mt_task_s) if self._mt_task_s > 0 else SOLO_BATCH_MAX
-            self._mt_reserve = max(1, min(SOLO_BATCH_MAX, per_process))
+        if delivery_tag is not None:
+            self._mt_pacing.ended(str(delivery_tag), budget_s)
         if worker_state.should_stop is not None or worker_state.should_terminate is not None:
             # Shutting down: the pool would discard a message handed to it now, and the close would put it back
             # reading STARTED; the close gives the reserve back as never fetched instead.
             return
-        while self._mt_held and self._in_pool() < _reserve_slots:
+        while self._mt_held and self._in_pool() < self._mt_pacing.pool_limit():
             now = time.monotonic()
             if now - self._mt_held[0].since > budget_s:
                 if self._outranked([h.queue for h in self._mt_held]):
