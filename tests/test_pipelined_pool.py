@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -94,3 +95,27 @@ def test_a_quick_task_never_waits_in_a_pipe_behind_a_slow_one_while_a_process_fr
     assert _started_at(quick) - _started_at(short) < 2.5, (_started_at(quick), _started_at(short), _started_at(long))
     assert long.status() == Status.STARTED
     assert _pool_stats(platform)["most-jobs-per-process"] <= PIPELINE_DEPTH
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_a_critical_task_a_refill_fetches_goes_ahead_of_the_low_ones_already_in_reserve(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess], pool: str) -> None:
+    d = Dispatcher(platform)
+    # 8 ms low tasks under a 100 ms budget: the reserve holds about a dozen, refilled when down to half.
+    lows = [d.dispatch("t_record", {"tag": f"low-{i}", "seconds": 0.008}, priority="low") for i in range(200)]
+    start_worker("ai", "--pool", pool, "--concurrency", "1", env_overrides={"MEETINGTASKS_SOLO_BATCH_MS": "100"})
+    wait_for(lambda: r.llen("test:done") >= 40, 30, message="the reserve to be sized from a few runs")
+    critical = d.dispatch("t_record", {"tag": "critical"}, priority="critical")
+    unacked = platform.keys.unacked("ai")
+    wait_for(lambda: any(critical.id.encode() in raw for raw in r.hvals(unacked)), 10, interval_s=0.002,
+             message="a refill fetch to take the critical task")
+    fetched_at = time.time()
+    wait_for(lambda: critical.status() == Status.SUCCEEDED, 10, message="the critical task")
+    critical_started = _started_at(critical)
+    wait_for(lambda: all(h.status() == Status.SUCCEEDED for h in lows), 60, message="every low task")
+    # Once fetched it runs after the task running then and the jobs already in that process's pipe (prefork: two at
+    # most), not after the low tasks still in reserve.
+    overtaken = [h for h in lows if fetched_at < _started_at(h) < critical_started]
+    assert len(overtaken) <= 3, len(overtaken)
+    assert r.hlen(unacked) == 0 or wait_for(lambda: r.hlen(unacked) == 0, message="every ack applied")

@@ -3,11 +3,12 @@ process may have waiting in its pipe (see ``meetingtasks.worker.pool``).
 
 Both come from how long tasks run, learnt from each task handed to the pool and acked:
 
-* the reserve holds, per pool process, about half of ``solo_batch_ms`` worth of tasks (at least one, at most
-  ``SOLO_BATCH_MAX``): a reserved message waits no longer than that before it runs or is reconsidered for priority;
+* the reserve holds, per pool process, about ``solo_batch_ms`` worth of tasks (at least one, at most
+  ``SOLO_BATCH_MAX``), refilled when down to half: a reserved message waits about that long at most before it runs
+  or is reconsidered for priority (a refill's messages of a higher priority go ahead of it);
 * a busy process may be sent jobs ahead (up to the pool's own limit) only while every task in the pool is of a type
-  whose runs averaged under half the budget per job sent ahead, so that a job waits in a pipe, behind tasks of such
-  types, about as long as a reserved message may wait. A task of a type not seen yet, or of a slower one, stops
+  whose runs averaged under half the budget per job sent ahead (a quarter with two), so that a job waits in a pipe
+  about half a budget at most. A task of a type not seen yet, or of a slower one, stops
   jobs from being sent ahead until it has ended: a quick task never waits behind it in a pipe while another process
   is free. A task much slower than its type's average still holds up the (at most ``PIPELINE_DEPTH - 1``) jobs
   already behind it: the one delay the pipeline adds.
@@ -65,9 +66,9 @@ class PoolPacing:
         self.task_s = run_s if self.task_s is None else (1 - _NEWEST) * self.task_s + _NEWEST * run_s
         known = self._type_s.get(handed.task_type)
         self._type_s[handed.task_type] = run_s if known is None else (1 - _NEWEST) * known + _NEWEST * run_s
-        per_process = int(budget_s / 2 / self.task_s) if self.task_s > 0 else self.batch_max
+        per_process = int(budget_s / self.task_s) if self.task_s > 0 else 2 * self.batch_max
         self.reserve = max(1, min(self.batch_max, per_process))
-        self.depth = max(1, min(self.pipeline, 1 + per_process))
+        self.depth = max(1, min(self.pipeline, 1 + per_process // 2))
 
     def pool_limit(self) -> int:
         """How many messages the pool may hold now."""

@@ -946,8 +946,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 headers["mt_fetch_cancelled"] = int(cancelled) or int(headers.get("id") in cancelled_since)
                 headers["mt_fetch_started"] = int(started)
             if _reserve_slots and self._in_pool() >= _reserve_slots:
-                self._mt_held.append(_Held(queue, item if isinstance(item, bytes) else item.encode(), payload,
-                                           int(deliveries), began, flags_read_at))
+                self._hold(_Held(queue, item if isinstance(item, bytes) else item.encode(), payload,
+                                 int(deliveries), began, flags_read_at))
                 continue
             self._mt_rest = (reply, i + 5)  # this one is Celery's request now; those behind it are held by us
             if self._hand_to_celery(payload, queue, item):
@@ -1040,8 +1040,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     # With prefetch 1 a prefork worker fetched only when a task had ended and its process sat idle for the round trip
     # and the hand-over: the fetch never overlapped a run. So each channel keeps fetched messages in reserve, fetched
     # while the tasks run and handed to the pool the moment a process frees (on the ack of its last task): per pool
-    # process about half of solo_batch_ms worth of tasks (from how long they run; at least one, at most
-    # SOLO_BATCH_MAX), refilled in one fetch when down to half, so that quick tasks share fetches. Strict priority is
+    # process about solo_batch_ms worth of tasks (from how long they run; at least one, at most SOLO_BATCH_MAX; see
+    # meetingtasks.worker.pacing), refilled in one fetch when down to half, so that quick tasks share fetches; a
+    # refill's messages go ahead of reserved ones of a lower priority (see _hold). Strict priority is
     # kept within solo_batch_ms: a reserved message that has waited longer than that when a process frees goes back
     # to the head of its queue with the rest of the reserve if a message of a higher priority waits (see _outranked),
     # and the next fetch takes work in priority order again. A critical task pushed meanwhile so waits at most that
@@ -1111,6 +1112,17 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 self._recheck_held_flags(now)
             held_one = self._mt_held.pop(0)
             self._hand_to_celery(held_one.payload, held_one.queue, held_one.item)
+
+    def _hold(self, held: _Held) -> None:
+        """Reserve a fetched message ahead of those of a lower priority already reserved: a refill fetch takes the
+        queues in priority order, and a critical message it brings goes to the next free process, not behind the
+        low ones fetched before it."""
+        rank = _queue_rank(held.queue)
+        reserve = self._mt_held
+        at = len(reserve)
+        while at > 0 and _queue_rank(reserve[at - 1].queue) > rank:
+            at -= 1
+        reserve.insert(at, held)
 
     def _recheck_held_flags(self, now: float) -> None:
         """Read the cancel flags of the whole reserve again (see CANCEL_RECHECK_S); a cancelled message is handed
@@ -1439,6 +1451,12 @@ def _hold_back_starts(outcomes: list[list[str]]) -> tuple[list[list[str]], list[
         send.append(entry)
     send.extend(starts.values())  # none left: every one in ``ended`` had an outcome after it
     return send, kept
+
+
+def _queue_rank(queue: str) -> int:
+    """A queue's place in the strict priority order (0: critical); a queue not of ours comes last."""
+    parsed = parse_queue(queue)
+    return PRIORITY_ORDER.index(parsed[1]) if parsed is not None else len(PRIORITY_ORDER)
 
 
 def _task_ids(items: list[Any]) -> list[str]:
