@@ -489,7 +489,7 @@ def describe(envelope: Mapping[str, Any]) -> DecodedMessage:
 
 #: Headers the worker's fetch adds to a message it delivers (see meetingtasks.worker.transport); they describe
 #: one delivery and are never stored or sent again.
-FETCH_HEADERS = ("mt_fetch_deliveries", "mt_fetch_cancelled", "mt_fetch_started")
+FETCH_HEADERS = ("mt_fetch_deliveries", "mt_fetch_cancelled", "mt_fetch_started", "mt_fetch_flags_at")
 
 
 def strip_fetch_headers(envelope: Any) -> Any:

@@ -13,7 +13,7 @@ QUEUED                     flag set, CANCELLED. The message stays on its queue; 
 QUEUED, held by a worker   (its delivery count is above 0: a worker fetched it and has not started it yet,
                            e.g. behind others in a solo batch or in a prefork reserve) flag set; the
                            status stays QUEUED. The worker reads the flags of what it holds again before
-                           it starts them (meetingtasks.worker.transport.CANCEL_RECHECK_S) and drops it
+                           it starts them (CANCEL_RECHECK_S) and drops it
                            unrun as CANCELLED; one that starts within those few milliseconds of the cancel
                            runs with its flag set, as a STARTED one does.
 STARTED                    flag set and a Celery revoke broadcast. Without ``terminate`` the handler runs
@@ -53,6 +53,13 @@ log = logging.getLogger(__name__)
 
 #: Seconds a ``terminate`` waits for the workers' replies (a busy worker answers its control queue late).
 REVOKE_REPLY_TIMEOUT_S = 1.5
+
+#: A message fetched without starting (behind others in a solo batch, in a prefetched batch, in a prefork or threads
+#: reserve, sent ahead to a busy prefork process) has its cancel flag read again before it starts if the last read
+#: (the fetch's) is older than this: by the worker, one MGET for all such messages at most this often, and by a
+#: prefork process for a job that waited in its pipe, so that a cancel issued while the worker held the message keeps
+#: it from running. A cancel in the last few milliseconds before the start can miss it.
+CANCEL_RECHECK_S = 0.005
 
 
 class TaskCancelled(MeetingTasksError):

@@ -5,12 +5,13 @@ parent and the child take turns: the child sends its result and waits; the paren
 us on a busy 2-core VM), records the result, acks, and writes the next job; the child wakes in turn. Neither runs
 while the other works, and with one child the pool ran about one task per 800 us for a no-op task.
 
-Here a child may hold ``PIPELINE_DEPTH`` jobs: the one it runs and the next one, written while it runs. A child that
-ends a task reads the next one at once from its pipe, while the parent records the result. The consuming channel
+Here a child may hold up to ``PIPELINE_DEPTH`` jobs: the one it runs and the next ones, written while it runs. A child
+that ends a task reads the next one at once from its pipe, while the parent records the result. The consuming channel
 decides what reaches the pool (see the reserve in ``meetingtasks.worker.transport``): it hands over at most
-``PIPELINE_DEPTH`` messages per process, so a message waits in a child's pipe for at most the task ahead of it.
-Each waiting job is leased like any other handed message, records STARTED only when the child starts it, and has
-its cancel flag read again then if it waited (see ``meetingtasks.worker.task``).
+``PIPELINE_DEPTH`` messages per process, and more than one only while the tasks are quick (see
+``meetingtasks.worker.pacing``). Each waiting job is leased like any other handed message, records STARTED only when
+the child starts it, and has its cancel flag read again then if it waited (see ``meetingtasks.worker.task``). A job
+already in a pipe when the consumer closes is run and settled, not dropped (see ``PipelinedAsynPool.flush``).
 
 A job goes to the process with the fewest jobs: among the children a write can go to, the least loaded comes first,
 so an idle child never watches the next task wait behind a busy one's.
@@ -79,6 +80,21 @@ class PipelinedAsynPool(AsynPool):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._busy_workers = _JobsPerProcess(PIPELINE_DEPTH)
         self._mark_worker_as_available = self._busy_workers.job_done
+
+    def flush(self) -> None:
+        """Celery's flush (the consumer closing: a warm shutdown, a lost connection) drops every job not started
+        yet, as the broker would redeliver it. A job already written to a live child's pipe is not taken back,
+        though: the child runs it anyway, and with the job dropped its result, outcome and ack would be thrown away
+        and the message run again elsewhere. Those stay, and the pool's drain settles them as it settles the
+        running ones; only jobs still waiting in the parent are dropped (and put back by the worker)."""
+        written = {key: job for key, job in self._cache.items()
+                   if not job._accepted and job._write_to is not None and job._write_to._is_alive()}
+        for key in written:
+            del self._cache[key]
+        try:
+            super().flush()
+        finally:
+            self._cache.update(written)
 
     def _create_write_handlers(self, hub: Any, *args: Any, **kwargs: Any) -> Any:
         created = super()._create_write_handlers(hub, *args, **kwargs)

@@ -44,7 +44,7 @@ from meetingtasks.core.secret_fields import (
 )
 from meetingtasks.core.signing import signer_for
 from meetingtasks.lua import execute_idempotent
-from meetingtasks.store.cancel import TaskCancelled
+from meetingtasks.store.cancel import CANCEL_RECHECK_S, TaskCancelled
 from meetingtasks.store.deadletter import DeadLetter, format_traceback
 from meetingtasks.store.platform import Platform
 from meetingtasks.store.status import Status
@@ -162,6 +162,14 @@ class PlatformTask(Task):  # type: ignore[misc]
             # The worker's atomic fetch already counted the delivery, read the flag and recorded STARTED.
             deliveries, started = req.mt_fetch_deliveries, fetched
             cancelled = "1" if req.mt_fetch_cancelled else None
+            flags_at = getattr(req, "mt_fetch_flags_at", None)
+            if cancelled is None and started == DEFERRED_START and flags_at is not None \
+                    and started_at - float(flags_at) > CANCEL_RECHECK_S:
+                # Fetched unstarted and held since its flag was read (a job sent ahead waited in its prefork
+                # process's pipe behind a task that ran on): read it again, as the worker does for what it holds.
+                flag = self.durably("reading the cancel flag",
+                                    lambda: p.redis(self.spec.service).get(p.keys.cancel(task_id)))
+                cancelled = None if flag is None else "1"
         else:  # a message taken without the fetch script (foreign producer, idle wake-up)
             started, deliveries, cancelled = self.durably("recording the start", begin)
 

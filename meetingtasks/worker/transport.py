@@ -54,6 +54,7 @@ from meetingtasks.core.priority import PRIORITY_ORDER, parse_queue
 from meetingtasks.core.sentinel import SentinelUrl
 from meetingtasks.lua import LuaScript
 from meetingtasks.store import connections
+from meetingtasks.store.cancel import CANCEL_RECHECK_S
 from meetingtasks.store.connections import WRITES_REFUSED, new_client
 from meetingtasks.store.platform import Platform
 from meetingtasks.store.resp import pack_command
@@ -131,12 +132,6 @@ class _Held:
     since: float  # monotonic time of its fetch
     flags_read_at: float  # monotonic time its cancel flag was last read (by the fetch, then see CANCEL_RECHECK_S)
 
-
-#: A message fetched without starting (behind others in a solo batch, in a prefetched batch, in a prefork reserve)
-#: has its cancel flag read again before it starts if the last read (the fetch's) is older than this: one MGET for
-#: all such messages at most this often, so that a cancel issued while the worker held the message keeps it from
-#: running (see meetingtasks.store.cancel). A cancel in the last few milliseconds before the start can miss it.
-CANCEL_RECHECK_S = 0.005
 
 #: How long a deferred STARTED may wait in the buffer before a timer applies it (its task runs long).
 START_FLUSH_S = 0.025
@@ -945,6 +940,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 headers["mt_fetch_deliveries"] = int(deliveries)
                 headers["mt_fetch_cancelled"] = int(cancelled) or int(headers.get("id") in cancelled_since)
                 headers["mt_fetch_started"] = int(started)
+                headers["mt_fetch_flags_at"] = _wall_time(flags_read_at)
             if _reserve_slots and self._in_pool() >= _reserve_slots:
                 self._hold(_Held(queue, item if isinstance(item, bytes) else item.encode(), payload,
                                  int(deliveries), began, flags_read_at))
@@ -1111,6 +1107,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             if now - self._mt_held[0].flags_read_at > CANCEL_RECHECK_S:
                 self._recheck_held_flags(now)
             held_one = self._mt_held.pop(0)
+            headers = held_one.payload.get("headers")
+            if isinstance(headers, dict) and "mt_fetch_flags_at" in headers:
+                headers["mt_fetch_flags_at"] = _wall_time(held_one.flags_read_at)
             self._hand_to_celery(held_one.payload, held_one.queue, held_one.item)
 
     def _hold(self, held: _Held) -> None:
@@ -1451,6 +1450,12 @@ def _hold_back_starts(outcomes: list[list[str]]) -> tuple[list[list[str]], list[
         send.append(entry)
     send.extend(starts.values())  # none left: every one in ``ended`` had an outcome after it
     return send, kept
+
+
+def _wall_time(monotonic_at: float) -> float:
+    """``time.time()`` at the moment ``time.monotonic()`` read ``monotonic_at``: what a pool child, which has its
+    own clocks, compares with its own ``time.time()``."""
+    return time.time() - (time.monotonic() - monotonic_at)
 
 
 def _queue_rank(queue: str) -> int:
