@@ -6,30 +6,28 @@ from __future__ import annotations
 import signal
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import redis
-from pydantic import SecretStr
 
 import tests.support.pipeline_tasks  # noqa: F401  (registers t_piped)
 from meetingtasks.enqueue.dispatcher import Dispatcher, TaskHandle
-from meetingtasks.operations.flower import create_flower_app
+from meetingtasks.store.cancel import cancel
 from meetingtasks.store.platform import Platform
 from meetingtasks.store.status import TERMINAL, Status
 from tests.support.waiting import wait_for
-from tests.support.workers import WorkerProcess
+from tests.support.workers import WorkerProcess, pool_stats
 
 INCLUDE = {"MEETINGTASKS_INCLUDE": "tests.support.tasks,tests.support.pipeline_tasks",
            "MEETINGTASKS_SOLO_BATCH_MS": "20"}
 
 
-def _pool_stats(platform: Platform) -> dict[str, Any]:
-    app = create_flower_app(platform.settings.model_copy(update={"flower_basic_auth": SecretStr("ops:pw")}))
-    replies = wait_for(lambda: app.control.inspect(timeout=2).stats(), 20, message="the worker's stats")
-    (stats,) = replies.values()
-    pool: dict[str, Any] = stats["pool"]
-    return pool
+def _warmed_worker(platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> Dispatcher:
+    """A prefork worker of one process that has learnt t_piped is quick."""
+    d = Dispatcher(platform)
+    start_worker("ai", "--pool", "prefork", "--concurrency", "1", env_overrides=INCLUDE)
+    _warm(d, r)
+    return d
 
 
 def _warm(d: Dispatcher, r: redis.Redis, n: int = 150) -> None:
@@ -59,10 +57,8 @@ def _settled(platform: Platform, r: redis.Redis, handles: list[TaskHandle], quic
 @pytest.mark.parametrize("mode", ["exit", "hang"])
 def test_a_pool_child_that_dies_with_jobs_in_its_pipe_loses_none_and_runs_none_twice(
         platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess], mode: str) -> None:
-    d = Dispatcher(platform)
-    start_worker("ai", "--pool", "prefork", "--concurrency", "1", env_overrides=INCLUDE)
-    _warm(d, r)
-    before = _pool_stats(platform)["jobs-sent-ahead"]
+    d = _warmed_worker(platform, r, start_worker)
+    before = pool_stats(platform)["jobs-sent-ahead"]
     assert before > 0, "pipelining is on"
     tags = [f"a-{i}" for i in range(40)]
     handles = [d.dispatch("t_piped", {"tag": t}) for t in tags[:20]]
@@ -70,7 +66,7 @@ def test_a_pool_child_that_dies_with_jobs_in_its_pipe_loses_none_and_runs_none_t
     handles += [d.dispatch("t_piped", {"tag": t}) for t in tags[20:]]
     _settled(platform, r, [*handles, bad], tags)
     assert all(h.status() == Status.SUCCEEDED for h in handles)
-    assert _pool_stats(platform)["jobs-sent-ahead"] > before
+    assert pool_stats(platform)["jobs-sent-ahead"] > before
 
 
 @pytest.mark.slow
@@ -83,17 +79,13 @@ def test_a_child_recycled_after_max_tasks_per_child_hands_its_unread_jobs_on(
     handles = [d.dispatch("t_piped", {"tag": t}) for t in tags]
     _settled(platform, r, handles, tags, timeout_s=90)
     assert all(h.status() == Status.SUCCEEDED for h in handles)
-    print("pool stats:", _pool_stats(platform))
+    print("pool stats:", pool_stats(platform))
 
 
 @pytest.mark.slow
 def test_terminate_cancel_of_a_task_with_jobs_behind_it_in_its_pipe(
         platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
-    from meetingtasks.store.cancel import cancel
-
-    d = Dispatcher(platform)
-    start_worker("ai", "--pool", "prefork", "--concurrency", "1", env_overrides=INCLUDE)
-    _warm(d, r)
+    d = _warmed_worker(platform, r, start_worker)
     long = d.dispatch("t_piped", {"tag": "long", "mode": "sleep", "seconds": 30})
     tags = [f"c-{i}" for i in range(10)]
     handles = [d.dispatch("t_piped", {"tag": t}) for t in tags]
@@ -147,7 +139,7 @@ def test_without_the_reserve_the_pool_holds_no_more_than_one_job_per_process(
         return r.llen("test:done") >= len(tags)
     wait_for(drained, 60, interval_s=0.002, message="the drain")
     _settled(platform, r, handles, tags)
-    stats = _pool_stats(platform)
+    stats = pool_stats(platform)
     print("most leased at once:", most, "pool:", stats)
     assert most <= 2, most
     assert stats["most-jobs-per-process"] == 1, stats
@@ -156,11 +148,7 @@ def test_without_the_reserve_the_pool_holds_no_more_than_one_job_per_process(
 @pytest.mark.slow
 def test_a_task_cancelled_while_it_waits_in_a_pipe_never_runs(
         platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
-    from meetingtasks.store.cancel import cancel
-
-    d = Dispatcher(platform)
-    start_worker("ai", "--pool", "prefork", "--concurrency", "1", env_overrides=INCLUDE)
-    _warm(d, r)
+    d = _warmed_worker(platform, r, start_worker)
     slow = d.dispatch("t_piped", {"tag": "slow", "mode": "sleep", "seconds": 0.8})
     target = d.dispatch("t_piped", {"tag": "target"})
     wait_for(lambda: slow.status() == Status.STARTED, message="the slow task to start")
@@ -189,5 +177,5 @@ def test_critical_tasks_overtake_a_pipelined_backlog_of_low_tasks(
     first = min(i for i, tag in enumerate(done) if tag.startswith("crit"))
     last = max(i for i, tag in enumerate(done) if tag.startswith("crit"))
     lows = sum(1 for tag in done[first:last] if tag.startswith("low"))
-    print("low tasks between the first and last critical:", lows, "stats:", _pool_stats(platform))
+    print("low tasks between the first and last critical:", lows, "stats:", pool_stats(platform))
     assert lows < 50, lows

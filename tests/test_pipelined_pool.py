@@ -5,28 +5,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import redis
-from pydantic import SecretStr
 
 from meetingtasks.enqueue.dispatcher import Dispatcher, TaskHandle
-from meetingtasks.operations.flower import create_flower_app
 from meetingtasks.store.platform import Platform
 from meetingtasks.store.status import Status
 from meetingtasks.worker.pacing import PoolPacing
 from meetingtasks.worker.pool import PIPELINE_DEPTH, _JobsPerProcess
 from tests.support.waiting import wait_for
-from tests.support.workers import WorkerProcess
-
-
-def _pool_stats(platform: Platform) -> dict[str, Any]:
-    app = create_flower_app(platform.settings.model_copy(update={"flower_basic_auth": SecretStr("ops:pw")}))
-    replies = wait_for(lambda: app.control.inspect(timeout=2).stats(), 20, message="the worker's stats")
-    (stats,) = replies.values()
-    pool: dict[str, Any] = stats["pool"]
-    return pool
+from tests.support.workers import WorkerProcess, pool_stats
 
 
 def _started_at(handle: TaskHandle) -> float:
@@ -71,7 +60,7 @@ def test_a_prefork_process_gets_its_next_quick_task_while_it_runs_one(
     start_worker("ai", "--pool", "prefork", "--concurrency", "1")
     wait_for(lambda: r.llen("test:done") == n, 60, message="every task to run")
     wait_for(lambda: all(h.status() == Status.SUCCEEDED for h in handles), message="every outcome recorded")
-    pool = _pool_stats(platform)
+    pool = pool_stats(platform)
     assert pool["jobs-sent-ahead"] > n // 4, pool
     assert 1 < pool["most-jobs-per-process"] <= PIPELINE_DEPTH, pool
     assert sorted(x.decode() for x in r.lrange("test:done", 0, -1)) == sorted(f"q-{i}" for i in range(n))
@@ -94,7 +83,7 @@ def test_a_quick_task_never_waits_in_a_pipe_behind_a_slow_one_while_a_process_fr
     # It waited for the first process to free (the short task), not in the long task's pipe.
     assert _started_at(quick) - _started_at(short) < 2.5, (_started_at(quick), _started_at(short), _started_at(long))
     assert long.status() == Status.STARTED
-    assert _pool_stats(platform)["most-jobs-per-process"] <= PIPELINE_DEPTH
+    assert pool_stats(platform)["most-jobs-per-process"] <= PIPELINE_DEPTH
 
 
 @pytest.mark.slow

@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
+from pydantic import SecretStr
+
+from meetingtasks.store.platform import Platform
 from tests.support.processes import ROOT, PartProcess
+from tests.support.waiting import wait_for
 
 #: The key that seals secret task fields in tests (a fixed Fernet key: tests may read what was sealed with it).
 TEST_ENCRYPTION_KEY = "L-UJ1fAmp3wECPflZBospTKk5cc7jKJZZycHIYim5TQ="
@@ -45,3 +50,15 @@ class WorkerProcess(PartProcess):
     def children(self) -> list[int]:
         out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True)
         return [int(p) for p in out.stdout.split()]
+
+
+def pool_stats(platform: Platform) -> dict[str, Any]:
+    """The pool's part of ``celery inspect stats`` of the one worker running (as Flower asks for it)."""
+    from meetingtasks.operations.flower import create_flower_app
+
+    app = create_flower_app(platform.settings.model_copy(update={"flower_basic_auth": SecretStr("ops:pw")}))
+    replies = wait_for(lambda: app.control.inspect(timeout=2).stats(), 20, message="the worker's stats")
+    assert isinstance(replies, dict)
+    (stats,) = replies.values()
+    pool: dict[str, Any] = stats["pool"]
+    return pool
