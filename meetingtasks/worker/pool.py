@@ -26,9 +26,8 @@ from typing import Any
 from celery.concurrency.asynpool import AsynPool
 from celery.concurrency.prefork import TaskPool
 
-#: Jobs a pool process may hold: the running one and the next, already in its pipe.
+#: Jobs a pool process may hold: the running one and up to two more, already in its pipe.
 PIPELINE_DEPTH = 3
-
 
 
 class _JobsPerProcess:
@@ -76,6 +75,8 @@ class _JobsPerProcess:
 
 
 class PipelinedAsynPool(AsynPool):  # type: ignore[misc]
+    """Celery's AsynPool with jobs written ahead to busy children, least loaded first (see the module docstring)."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._busy_workers = _JobsPerProcess(PIPELINE_DEPTH)
