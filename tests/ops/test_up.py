@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from meetingtasks.operations.embedded import free_port
 from tests.ops.conftest import Process, scrape, value
+from tests.support.ports import unclaimed_port
 from tests.support.waiting import wait_for
 
 
@@ -53,8 +53,11 @@ def up_env(env: dict[str, str]) -> dict[str, str]:
     """No Redis URL and no data dir: `up` embeds Redis and uses ./.meetingtasks of its directory."""
     base = {k: v for k, v in env.items()
             if k not in ("MEETINGTASKS_REDIS_URL", "MEETINGTASKS_DATA_DIR", "MEETINGTASKS_ENCRYPTION_KEYS")}
-    return {**base, "MEETINGTASKS_GATEWAY_PORT": str(free_port()), "MEETINGTASKS_FLOWER_PORT": str(free_port()),
-            "MEETINGTASKS_EXPORTER_PORT": str(free_port()), "MEETINGTASKS_CONSOLE_PORT": str(free_port()),
+    # Outside the ephemeral range: up's own Redis servers and Sentinels connect to each other before the last parts
+    # bind, and an outgoing connection once took the console's port.
+    return {**base, "MEETINGTASKS_GATEWAY_PORT": str(unclaimed_port()),
+            "MEETINGTASKS_FLOWER_PORT": str(unclaimed_port()),
+            "MEETINGTASKS_EXPORTER_PORT": str(unclaimed_port()), "MEETINGTASKS_CONSOLE_PORT": str(unclaimed_port()),
             "MEETINGTASKS_HEARTBEAT_INTERVAL_S": "0.5"}
 
 
