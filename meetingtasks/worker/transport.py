@@ -841,7 +841,6 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         return True
 
     def _after_fetch(self, reply: Any) -> bool:
-
         """Hand the fetched messages to Celery.
 
         With an inline (solo) pool each delivery runs its task before returning, so a fetch of several messages
