@@ -37,7 +37,7 @@ from bench.harness import (
     stock_worker,
     wait_until,
 )
-from meetingtasks.operations.embedded import data_memory
+from meetingtasks.operations.embedded import compact_aof, data_memory
 
 BLOB = "x" * 150  # with the envelope, a ~200-byte JSON payload like the issue's measurements
 OUR_QUEUES = [f"ai.{q}" for q in QUEUES]
@@ -74,7 +74,10 @@ class Bench:
         return self.tmp / f"{self.log_n:03d}-{name}.log"
 
     def reset(self) -> None:
+        """An empty Redis with a compacted append-only file, before every round of every scenario (see
+        :func:`compact_aof`)."""
         self.client.flushall()
+        compact_aof(self.client)
 
     def figure(self, *args: object, **kwargs: object) -> Figure:
         fig = Figure(*args, **kwargs)  # type: ignore[arg-type]

