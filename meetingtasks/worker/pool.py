@@ -26,6 +26,8 @@ from typing import Any
 from celery.concurrency.asynpool import AsynPool
 from celery.concurrency.prefork import TaskPool
 
+from meetingtasks.worker.hub import quiet
+
 #: Jobs a pool process may hold: the running one and up to two more, already in its pipe.
 PIPELINE_DEPTH = 3
 
@@ -96,6 +98,10 @@ class PipelinedAsynPool(AsynPool):  # type: ignore[misc]
             super().flush()
         finally:
             self._cache.update(written)
+
+    def register_with_event_loop(self, hub: Any) -> None:
+        quiet(hub)  # before Celery's handlers take the hub's methods (see meetingtasks.worker.hub)
+        super().register_with_event_loop(hub)
 
     def _create_write_handlers(self, hub: Any, *args: Any, **kwargs: Any) -> Any:
         created = super()._create_write_handlers(hub, *args, **kwargs)

@@ -61,6 +61,7 @@ from meetingtasks.store.resp import pack_command
 from meetingtasks.store.rollup import WRITE_INTERVAL_S, PendingCounts
 from meetingtasks.store.status import Status
 from meetingtasks.store.wake import push_wake
+from meetingtasks.worker.hub import quiet
 from meetingtasks.worker.loops import add_held_source, held_delivery_tags
 from meetingtasks.worker.outcomes import (
     DEFERRED_START,
@@ -1508,6 +1509,10 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
     # reconnects) instead of exiting, wherever the refusal meets it. A worker starting inside such a window died on
     # kombu's queue-binding writes. The fetch and the bookkeeping handle it themselves first (see _brpop_read).
     connection_errors = (*kombu_redis.Transport.connection_errors, *WRITES_REFUSED)
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        quiet(loop)  # kombu adds this transport's readers again on every pass (see meetingtasks.worker.hub)
+        super().register_with_event_loop(connection, loop)
 
 
 class SentinelChannel(Channel, kombu_redis.SentinelChannel):  # type: ignore[misc]
