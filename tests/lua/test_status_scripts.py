@@ -103,3 +103,23 @@ def test_a_transition_of_a_run_is_counted_for_top_with_its_duration_bucket(platf
     _transition(platform, r, "t-7", "QUEUED", repr(now))
     _transition(platform, r, "t-7", "STARTED", repr(now))
     assert r.hlen(keys.top_slot(slot)) == 1
+
+
+def test_identity_fields_are_written_where_the_record_lacks_them_or_holds_another_value(
+        platform: Platform, r: redis.Redis, published: Published) -> None:
+    # Given a record that has its type and service from the dispatch, a priority that a move changed, no worker
+    skey = platform.keys.status("t-id")
+    r.hset(skey, mapping={"status": "QUEUED", "type": "transcribe", "service": "ai", "priority": "normal"})
+    # When a transition carries the task's identity (as every transition does, for its event) with a new priority
+    _, events = published(lambda: _transition(platform, r, "t-id", "STARTED", "5.0", "type", "transcribe",
+                                              "service", "ai", "priority", "high", "worker", "w:1"))
+    # Then the record holds the event's identity and the new fields
+    record = r.hgetall(skey)
+    assert (record[b"type"], record[b"service"], record[b"priority"], record[b"worker"]) == (
+        b"transcribe", b"ai", b"high", b"w:1")
+    assert [e["status"] for e in events] == ["STARTED"]
+    # And a record without them (a foreign producer's task) gets them
+    bare = platform.keys.status("t-bare")
+    r.hset(bare, mapping={"status": "QUEUED"})
+    _transition(platform, r, "t-bare", "STARTED", "6.0", "type", "transcribe", "service", "ai", "priority", "low")
+    assert r.hmget(bare, "type", "service", "priority") == [b"transcribe", b"ai", b"low"]

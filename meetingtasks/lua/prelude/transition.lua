@@ -74,7 +74,16 @@ local function transition(ctx, key, id, status, now, attempt, event, force, fiel
   if finalize then write[#write + 1] = 'finalized'; write[#write + 1] = now end
   -- The poison guard's delivery count starts again once a run has ended (retry, terminal, replay, cancel).
   if status ~= 'STARTED' and cur[8] and cur[8] ~= '0' then write[#write + 1] = 'deliveries'; write[#write + 1] = '0' end
-  for i = 1, #fields do write[#write + 1] = fields[i] end
+  -- Every transition carries the task's type, service and priority (its event needs them); the record keeps them
+  -- from the dispatch, and setting a hash field to the value it has still costs Redis a search of the hash.
+  for i = 1, #fields, 2 do
+    local name, value = fields[i], fields[i + 1]
+    if not ((name == 'type' and value == cur[9]) or (name == 'service' and value == cur[10])
+            or (name == 'priority' and value == cur[11])) then
+      write[#write + 1] = name
+      write[#write + 1] = value
+    end
+  end
   redis.call('HSET', key, unpack(write))
   redis.call('EXPIRE', key, ctx.ttl)
   if pre then redis.call('PUBLISH', ctx.channel, pre[2]) end
