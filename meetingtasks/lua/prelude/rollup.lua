@@ -43,7 +43,7 @@ local function mt_wait_bucket(seconds)
 end
 -- Names built once per script call and reused: a fetch counts up to a batch of transitions, most of them in the same
 -- second, of the same few statuses, buckets and series, and building a name (numbers formatted, strings joined and
--- interned) cost more than finding it again (4% of the fetch script's time in a replay of a solo drain's calls).
+-- interned) costs more than finding it again (measured with python -m bench.fetch_replay).
 local mt_rkeys = {}    -- channel -> whole second -> {top slot key, chart minute key}
 local mt_rfields = {}  -- status -> run-time bucket (or '-') -> field name in a type's hash
 local mt_rseries = {}  -- service -> priority -> series -> field name in a minute's hash
