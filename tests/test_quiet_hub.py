@@ -48,6 +48,15 @@ def hub() -> Iterator[Hub]:
     loop.close()
 
 
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """Two connected sockets: the hub polls the first, the test writes to the second."""
+    a, b = socket.socketpair()
+    yield a, b
+    a.close()
+    b.close()
+
+
 def readable(loop: Hub, timeout_s: float = 0.2) -> set[int]:
     return {fd for fd, event in loop.poller.poll(timeout_s) or () if event & READ}
 
@@ -66,40 +75,33 @@ def test_quiet_turns_celerys_hub_into_a_quiet_hub_once() -> None:
         loop.close()
 
 
-def test_repeated_adds_and_removals_reach_epoll_once(hub: Hub) -> None:
-    a, b = socket.socketpair()
-    try:
-        # Given a reader added on every pass of the loop, as kombu's transport does, and an idle job pipe whose
-        # writer Celery's pool removes on every pass
-        for _ in range(100):
-            hub.add_reader(a.fileno(), on_readable, a.fileno())
-            hub.remove_writer(b.fileno())
-        # Then epoll saw one registration and one removal
-        assert (hub.poller.registers, hub.poller.unregisters) == (1, 1)
-        # And the reader is polled
-        b.send(b"x")
-        assert a.fileno() in readable(hub)
-    finally:
-        a.close()
-        b.close()
+def test_repeated_adds_and_removals_reach_epoll_once(hub: Hub, pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    # Given a reader added on every pass of the loop, as kombu's transport does, and an idle job pipe whose writer
+    # Celery's pool removes on every pass
+    for _ in range(100):
+        hub.add_reader(a.fileno(), on_readable, a.fileno())
+        hub.remove_writer(b.fileno())
+    # Then epoll saw one registration and one removal
+    assert (hub.poller.registers, hub.poller.unregisters) == (1, 1)
+    # And the reader is polled
+    b.send(b"x")
+    assert a.fileno() in readable(hub)
 
 
-def test_a_changed_callback_and_a_removed_reader_go_to_epoll(hub: Hub) -> None:
-    a, b = socket.socketpair()
-    try:
-        hub.add_reader(a.fileno(), on_readable, a.fileno())
-        hub.add_reader(a.fileno(), on_readable, a.fileno(), "other args")  # not a repeat: the hub's table changes
-        assert hub.readers[a.fileno()] == (on_readable, (a.fileno(), "other args"))
-        hub.remove_reader(a.fileno())
-        assert a.fileno() not in hub.readers
-        b.send(b"x")
-        assert a.fileno() not in readable(hub, 0.05)
-        # A reader added again after its removal is polled again
-        hub.add_reader(a.fileno(), on_readable, a.fileno())
-        assert a.fileno() in readable(hub)
-    finally:
-        a.close()
-        b.close()
+def test_a_changed_callback_and_a_removed_reader_go_to_epoll(hub: Hub,
+                                                            pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    hub.add_reader(a.fileno(), on_readable, a.fileno())
+    hub.add_reader(a.fileno(), on_readable, a.fileno(), "other args")  # not a repeat: the hub's table changes
+    assert hub.readers[a.fileno()] == (on_readable, (a.fileno(), "other args"))
+    hub.remove_reader(a.fileno())
+    assert a.fileno() not in hub.readers
+    b.send(b"x")
+    assert a.fileno() not in readable(hub, 0.05)
+    # A reader added again after its removal is polled again
+    hub.add_reader(a.fileno(), on_readable, a.fileno())
+    assert a.fileno() in readable(hub)
 
 
 def test_a_reused_descriptor_number_closed_behind_the_hubs_back_is_polled_within_the_trust_period(
@@ -132,17 +134,14 @@ def test_a_reused_descriptor_number_closed_behind_the_hubs_back_is_polled_within
         d.close()
 
 
-def test_a_reset_hub_registers_every_descriptor_with_its_new_poller(hub: Hub) -> None:
-    a, b = socket.socketpair()
-    try:
-        hub.add_reader(a.fileno(), on_readable, a.fileno())
-        # Given the hub reset (Celery does so after a lost connection): a new epoll instance
-        hub.reset()
-        # When the reader is added again with the same callback
-        hub.add_reader(a.fileno(), on_readable, a.fileno())
-        # Then the new poller polls it
-        b.send(b"x")
-        assert a.fileno() in readable(hub)
-    finally:
-        a.close()
-        b.close()
+def test_a_reset_hub_registers_every_descriptor_with_its_new_poller(hub: Hub,
+                                                                  pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    hub.add_reader(a.fileno(), on_readable, a.fileno())
+    # Given the hub reset (Celery does so after a lost connection): a new epoll instance
+    hub.reset()
+    # When the reader is added again with the same callback
+    hub.add_reader(a.fileno(), on_readable, a.fileno())
+    # Then the new poller polls it
+    b.send(b"x")
+    assert a.fileno() in readable(hub)
