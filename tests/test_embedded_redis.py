@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import redis
 
-from meetingtasks.operations.embedded import RedisServer, compact_aof
+from meetingtasks.core.errors import ConfigurationError
+from meetingtasks.operations.embedded import RedisServer, compact_aof, free_port
 
 
 def test_compact_aof_leaves_a_rewritten_file_and_no_rewrite_running(own_redis: RedisServer) -> None:
@@ -25,3 +29,20 @@ def test_compact_aof_leaves_a_rewritten_file_and_no_rewrite_running(own_redis: R
     assert int(after["aof_current_size"]) < int(grown["aof_current_size"])
     assert not int(after["aof_rewrite_in_progress"]) and not int(after["aof_rewrite_scheduled"])
     assert after["aof_last_bgrewrite_status"] == "ok"
+
+
+def test_free_port_never_hands_out_a_port_twice() -> None:
+    # A Sentinel group takes its ports before any of its processes binds one: two sentinels once got the same one
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+
+
+def test_a_server_whose_port_another_server_holds_fails_to_start(own_redis: RedisServer, tmp_path: Path) -> None:
+    # Given a second server told to use the port of a running one
+    second = RedisServer(tmp_path / "second", port=own_redis.port)
+    # When it starts, the running one answers on that port, but it is not the second server
+    with pytest.raises(ConfigurationError, match="exited at start"):
+        second.start()
+    # Then the second server is not left running and the first still serves
+    assert second.process is None or second.process.poll() is not None
+    assert redis.Redis.from_url(own_redis.url).ping()

@@ -70,10 +70,30 @@ def data_memory(client: Any) -> int:
     return int(info["used_memory"]) - int(info.get("mem_aof_buffer", 0))
 
 
+#: Ports :func:`free_port` handed out in this process. A port from ``bind(0)`` is free again as soon as the probe's
+#: socket closes, so two calls before either port is taken may return the same one: a Sentinel group's three
+#: sentinels, given their ports before any starts, once got one port for two of them.
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A free port on ``host``, not one this process was given before (see :data:`_handed_out`)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            break
+    if len(_handed_out) >= 20_000:  # a long-lived process: forget the oldest run of them rather than run out
+        _handed_out.clear()
+    _handed_out.add(port)
+    return port
+
+
+def answers_for(client: Any, process: subprocess.Popen[bytes]) -> bool:
+    """Whether the server ``client`` reaches is ``process``: another server that holds the port (the process then
+    fails to bind it and exits) must not pass for it."""
+    return int(client.info("server")["process_id"]) == process.pid
 
 
 class RedisServer:
@@ -134,7 +154,7 @@ class RedisServer:
                         f"redis-server exited at start on port {self.port}: {' '.join(tail) or 'no log'}"
                     )
                 try:
-                    if client.ping():
+                    if client.ping() and answers_for(client, self.process):
                         return self
                 except redis.RedisError:
                     pass

@@ -12,7 +12,7 @@ from typing import Any, Self
 import redis
 
 from meetingtasks.core.errors import ConfigurationError
-from meetingtasks.operations.embedded import RedisServer, find_redis_server, free_port
+from meetingtasks.operations.embedded import RedisServer, answers_for, find_redis_server, free_port
 
 MASTER_NAME = "mymaster"
 
@@ -45,13 +45,16 @@ class SentinelServer:
         try:
             while True:
                 try:
-                    if client.ping():
+                    if client.ping() and answers_for(client, self.process):
                         return self
                 except redis.RedisError:
                     pass
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise ConfigurationError(f"sentinel on port {self.port} did not start")
+                    log = self.data_dir / "sentinel.log"
+                    tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+                    why = " ".join(tail) or "no log"
+                    raise ConfigurationError(f"sentinel on port {self.port} did not start: {why}")
                 time.sleep(0.02)
         finally:
             client.close()

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from meetingtasks.operations.embedded import free_port
+from meetingtasks.operations.embedded import answers_for, free_port
 from meetingtasks.operations.embedded_sentinel import MASTER_NAME, SentinelGroup
 from tests.support.processes import ROOT
 from tests.support.tools import existing
@@ -69,11 +69,13 @@ class TlsRedisServer:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                if client.ping():
+                if client.ping() and answers_for(client, self.proc):
                     return self
             except redis.RedisError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"TLS redis on {self.port} did not start (another server holds the port?)")
             time.sleep(0.05)
 
     def stop(self) -> None:
@@ -129,13 +131,14 @@ class TlsNode:
         try:
             while True:
                 try:
-                    if client.ping():
+                    if client.ping() and answers_for(client, self.process):
                         return self
                 except redis.RedisError:
-                    if self.process.poll() is not None or time.monotonic() > deadline:
-                        log = self.directory / "redis.log"
-                        raise AssertionError(f"TLS redis on {self.port} did not start: "
-                                             f"{log.read_text()[-2000:] if log.exists() else 'no log'}") from None
+                    pass
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    log = self.directory / "redis.log"
+                    raise AssertionError(f"TLS redis on {self.port} did not start: "
+                                         f"{log.read_text()[-2000:] if log.exists() else 'no log'}") from None
                 time.sleep(0.05)
         finally:
             client.close()
