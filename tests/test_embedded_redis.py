@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import redis
 
 from meetingtasks.core.errors import ConfigurationError
 from meetingtasks.operations.embedded import RedisServer, compact_aof, free_port
+from meetingtasks.operations.embedded_sentinel import SentinelGroup
 
 
 def test_compact_aof_leaves_a_rewritten_file_and_no_rewrite_running(own_redis: RedisServer) -> None:
@@ -46,3 +48,15 @@ def test_a_server_whose_port_another_server_holds_fails_to_start(own_redis: Redi
     # Then the second server is not left running and the first still serves
     assert second.process is None or second.process.poll() is not None
     assert redis.Redis.from_url(own_redis.url).ping()
+
+
+def test_a_sentinel_group_that_fails_to_start_stops_what_it_started(tmp_path: Path) -> None:
+    group = SentinelGroup(tmp_path / "ha")
+    # Given no time for the replica to sync: the group fails after its data nodes started
+    with pytest.raises(ConfigurationError, match="did not catch up"):
+        group.start(timeout_s=0)
+    # Then none of its processes is left answering
+    for part in [*group.nodes, *group.sentinels]:
+        assert part.process is None
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", part.port), timeout=0.5).close()

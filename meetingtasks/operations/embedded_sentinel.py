@@ -99,16 +99,22 @@ class SentinelGroup:
         return redis.Redis(port=part.port, socket_timeout=1)
 
     def start(self, timeout_s: float = 30.0) -> Self:
-        for node in self.nodes:
-            node.start()
-        self.wait_synced(timeout_s)
-        for sentinel in self.sentinels:
-            sentinel.start()
-        deadline = time.monotonic() + timeout_s
-        while not all(self._sees_the_group(s) for s in self.sentinels):
-            if time.monotonic() > deadline:
-                raise ConfigurationError("the sentinels did not discover the replicas and each other in time")
-            time.sleep(0.1)
+        """Start the data nodes, wait for the replicas' sync, start the sentinels and wait until each knows the whole
+        group. A group that fails to start stops what it started: no process outlives the error."""
+        try:
+            for node in self.nodes:
+                node.start()
+            self.wait_synced(timeout_s)
+            for sentinel in self.sentinels:
+                sentinel.start()
+            deadline = time.monotonic() + timeout_s
+            while not all(self._sees_the_group(s) for s in self.sentinels):
+                if time.monotonic() > deadline:
+                    raise ConfigurationError("the sentinels did not discover the replicas and each other in time")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _sees_the_group(self, sentinel: Any) -> bool:
