@@ -90,6 +90,12 @@ def free_port(host: str = "127.0.0.1") -> int:
     return port
 
 
+def last_log_line(log: Path) -> str:
+    """The last line of a server's log file (why it exited at start), or ``"no log"``."""
+    lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+    return lines[-1] if lines else "no log"
+
+
 def answers_for(client: Any, process: subprocess.Popen[bytes]) -> bool:
     """Whether the server ``client`` reaches is ``process``: another server that holds the port (the process then
     fails to bind it and exits) must not pass for it."""
@@ -148,11 +154,8 @@ class RedisServer:
         try:
             while True:
                 if self.process.poll() is not None:
-                    log = self.data_dir / "redis.log"
-                    tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
-                    raise ConfigurationError(
-                        f"redis-server exited at start on port {self.port}: {' '.join(tail) or 'no log'}"
-                    )
+                    raise ConfigurationError(f"redis-server exited at start on port {self.port}: "
+                                             f"{last_log_line(self.data_dir / 'redis.log')}")
                 try:
                     if client.ping() and answers_for(client, self.process):
                         return self

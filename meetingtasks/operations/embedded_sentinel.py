@@ -12,7 +12,13 @@ from typing import Any, Self
 import redis
 
 from meetingtasks.core.errors import ConfigurationError
-from meetingtasks.operations.embedded import RedisServer, answers_for, find_redis_server, free_port
+from meetingtasks.operations.embedded import (
+    RedisServer,
+    answers_for,
+    find_redis_server,
+    free_port,
+    last_log_line,
+)
 
 MASTER_NAME = "mymaster"
 
@@ -51,10 +57,8 @@ class SentinelServer:
                     pass
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    log = self.data_dir / "sentinel.log"
-                    tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
-                    why = " ".join(tail) or "no log"
-                    raise ConfigurationError(f"sentinel on port {self.port} did not start: {why}")
+                    raise ConfigurationError(f"sentinel on port {self.port} did not start: "
+                                             f"{last_log_line(self.data_dir / 'sentinel.log')}")
                 time.sleep(0.02)
         finally:
             client.close()
