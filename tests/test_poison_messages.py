@@ -234,3 +234,39 @@ def test_an_item_the_fetch_recorded_and_the_worker_refused_leaves_no_lease_and_n
     assert "not JSON" in record.error  # type: ignore[attr-defined]
     assert_nothing_left(platform, r)
     assert worker.proc.poll() is None
+
+
+def test_a_worker_that_dies_between_the_fetch_and_the_dead_letter_loses_no_refused_item(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    from meetingtasks.core.priority import PRIORITY_ORDER, queue_name
+    from meetingtasks.lua import LuaScript
+    from meetingtasks.worker.transport import fetch_args
+
+    keys = platform.keys
+    items = [b"not json", b"\xff\xfe garbage", orjson.dumps({"properties": {}}),
+             b"x" * (platform.settings.max_message_bytes + 1)]
+    for raw in items:
+        push(platform, r, raw)
+    # Given a worker whose fetch popped the items and refused them all, and which died before filing a dead letter
+    # (its fetch call, made as the worker makes it; then nothing more from that worker)
+    reply = LuaScript.load("fetch")(
+        r, [keys.unacked(SERVICE), keys.unacked_index(SERVICE), keys.wake(SERVICE),
+            *[queue_name(SERVICE, p) for p in PRIORITY_ORDER]],
+        fetch_args(platform, 10, 10, [], []))
+    assert [reply[i + 2] for i in range(0, len(reply), 5)] == [-1] * len(items)
+    assert r.llen(QUEUE) == 0
+    # When another worker's restore sweep finds their leases expired
+    worker = start_worker(SERVICE)
+    # Then every item ends in the dead-letter queue with a reason, and nothing is left behind
+    letters = wait_for(lambda: len(ls := platform.dead_letters.list(r, SERVICE)) == len(items) and ls,
+                       timeout_s=30, message="a dead letter per refused item")
+    # (the sweep files what its json cannot read as it is, with the raw bytes inside; what it can read goes back
+    # on its queue, re-serialized, and the fetch that takes it again refuses it for good)
+    by_reason = {letter.message: letter.reason for letter in letters}  # type: ignore[attr-defined]
+    for raw in items[:2] + items[3:]:
+        text = raw.decode("latin-1") if b"\xff" in raw else raw.decode()
+        assert [reason for message, reason in by_reason.items() if text in message] == ["UnrestorableEntry"], raw[:40]
+    assert [reason for message, reason in by_reason.items()
+            if message.startswith("{") and orjson.loads(message) == {"properties": {}}] == ["MalformedMessage"]
+    assert_nothing_left(platform, r)
+    assert worker.proc.poll() is None

@@ -33,7 +33,8 @@
 -- worker's Channel reads it in steps of five): queue, message, deliveries, cancelled, started; with write_counts
 -- '0' and counts to hand back, one more element at the end: the counts {slot, type, field, n, ...}.
 --   deliveries = -1: not a readable envelope (popped, not recorded: the worker dead-letters it); the reason
---                    comes in place of cancelled, started is 0
+--                    comes in place of cancelled, and in place of started the tag it is leased under (see
+--                    unrecord), '' if the lease could not be written
 --   started = 1: STARTED now; 0: the task is terminal already; -1: no task id (a foreign message);
 --             -2: deferred, recorded unacked but not STARTED (the worker records STARTED when it runs it, see
 --                 DEFERRED_START)
@@ -205,7 +206,15 @@ for k = 4, #KEYS do
       end
     end
     if why then
-      table.insert(out, q); table.insert(out, m); table.insert(out, -1); table.insert(out, why); table.insert(out, 0)
+      -- Leased like any other message (under a tag of its own: it may have none), so that a worker dying before
+      -- it files the dead letter leaves it to the restore sweep rather than losing it. The entry is kombu's
+      -- format around the raw bytes: the sweep restores it if its json reads that, else dead-letters it.
+      local tag = 'mt-refused:' .. worker .. ':' .. now .. ':' .. popped
+      entries[#entries + 1] = tag
+      entries[#entries + 1] = '[' .. m .. ',"",' .. cjson.encode(q) .. ']'
+      leases[#leases + 1] = now
+      leases[#leases + 1] = tag
+      table.insert(out, q); table.insert(out, m); table.insert(out, -1); table.insert(out, why); table.insert(out, tag)
     end
   end
 end
@@ -216,13 +225,14 @@ if #entries > 0 then
   end)
   if not ok then
     -- The lease could not be written (the unacked keys hold something else): nothing is leased, so every message
-    -- goes back to the worker to dead-letter rather than be lost.
+    -- goes back to the worker to dead-letter (with no lease tag) rather than be lost.
     local why = 'cannot record: ' .. tostring(type(err) == 'table' and err.err or err)
     local tags = {}
     for i = 1, #entries, 2 do tags[#tags + 1] = entries[i] end
     pcall(redis.call, 'HDEL', unacked, unpack(tags))
     for i = 1, #out, 5 do
-      if out[i + 2] ~= -1 then out[i + 2] = -1; out[i + 3] = why; out[i + 4] = 0 end
+      if out[i + 2] ~= -1 then out[i + 2] = -1; out[i + 3] = why end
+      out[i + 4] = ''
     end
   end
 end

@@ -19,11 +19,11 @@ log = logging.getLogger(__name__)
 
 
 def quarantine_raw(platform: Platform, service: str, queue: str, raw: bytes, reason: str, error: str, *,
-                   unrecord: tuple[LuaScript, list[str]] | None = None) -> str:
+                   unrecord: tuple[LuaScript, list[str], list[Any]] | None = None) -> str:
     """Dead-letter bytes that are not a message we can run (kept verbatim, not replayable). With ``unrecord``
-    (a script and its keys, run with the raw bytes as its one argument) the script runs in the same transaction:
-    the worker uses it to drop the item's unacked entry, so it is filed exactly once. Returns what the script
-    returned (a task id, or ''), '' without one."""
+    (a script, its keys and its arguments) the script runs in the same transaction: the worker uses it to drop
+    the item's unacked entry, so it is filed exactly once. Returns what the script returned (a task id, or ''),
+    '' without one."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -35,8 +35,8 @@ def quarantine_raw(platform: Platform, service: str, queue: str, raw: bytes, rea
     with platform.redis(service).pipeline(transaction=True) as pipe:
         platform.dead_letters.add(pipe, letter)
         if unrecord is not None:
-            script, keys = unrecord
-            script.queue(pipe, keys, [raw])
+            script, keys, argv = unrecord
+            script.queue(pipe, keys, argv)
         replies = pipe.execute()
     log.error("dead-lettered an unreadable item from %s as %s: %s", queue, letter.id, error)
     if unrecord is None:

@@ -904,7 +904,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             queue_b, item, deliveries, cancelled, started = reply[i:i + 5]
             queue = queue_b.decode() if isinstance(queue_b, bytes) else queue_b
             if int(deliveries) < 0:
-                self.refuse(queue, item, _text(cancelled), recorded=False)
+                self.refuse(queue, item, _text(cancelled), recorded=False, lease_tag=_text(started))
                 continue
             if int(started) == DEFERRED_START and time.monotonic() - flags_read_at > CANCEL_RECHECK_S:
                 flags = None
@@ -953,7 +953,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     def _send_early_flags(self, reply: Any, flags_read_at: float, batched: bool) -> _EarlyFlags | None:
         """Send the MGET of :class:`_EarlyFlags` for a solo batch whose messages will outlive their fetch's flags
         before the last of them starts (a prefetched batch, fetched a batch ago); None when none will."""
-        if not batched or len(reply) < 10 or int(reply[4]) != DEFERRED_START:
+        if not batched or len(reply) < 10 or int(reply[2]) < 0 or int(reply[4]) != DEFERRED_START:
             return None
         if time.monotonic() - flags_read_at + self._mt_solo_task_s * (len(reply) // 5) <= CANCEL_RECHECK_S:
             return None
@@ -1208,10 +1208,10 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         assert platform is not None
         args: list[Any] = [platform.keys.status("")]
         for i in range(0, len(rest), 5):
-            queue_b, item, deliveries, cancelled, _ = rest[i:i + 5]
+            queue_b, item, deliveries, cancelled, started = rest[i:i + 5]
             queue = queue_b.decode() if isinstance(queue_b, bytes) else queue_b
             if int(deliveries) < 0:
-                self.refuse(queue, item, _text(cancelled), recorded=False)
+                self.refuse(queue, item, _text(cancelled), recorded=False, lease_tag=_text(started))
                 continue
             try:
                 envelope = check_envelope(item, platform.settings.max_message_bytes)
@@ -1254,12 +1254,13 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             return False
         return True
 
-    def refuse(self, queue: str, item: bytes | str, reason: str, *, recorded: bool) -> None:
+    def refuse(self, queue: str, item: bytes | str, reason: str, *, recorded: bool, lease_tag: str = "") -> None:
         """Dead-letter a popped item that will not go to Celery, saying why (``reason`` is the fetch script's
         when the item was not recorded; the worker's own check, if it refuses too, names the problem better).
-        A ``recorded`` item's unacked entry goes in the same transaction, and its task (if it names one) is
-        marked DEAD_LETTERED. Never raises: an item that cannot be filed stays unacked for the restore sweep,
-        or, if it was not recorded, is pushed back."""
+        A leased item's unacked entry goes in the same transaction: a ``recorded`` one's under its own delivery
+        tag, and its task (if it names one) is marked DEAD_LETTERED; one the fetch refused under ``lease_tag``
+        (see FETCH). Never raises: an item that cannot be filed stays unacked for the restore sweep, or, if it was
+        not leased at all, is pushed back."""
         platform = self.platform
         assert platform is not None
         raw = item if isinstance(item, bytes) else item.encode()
@@ -1268,19 +1269,21 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 check_envelope(raw, platform.settings.max_message_bytes)
             except MalformedMessage as exc:
                 reason = str(exc)
+        leased = recorded or bool(lease_tag)
+        unrecord_args = [raw, lease_tag] if lease_tag else [raw]
         try:
             task_id = quarantine_raw(
                 platform, self.service, queue, raw, "MalformedMessage", reason,
-                unrecord=(UNRECORD, [self.unacked_key, self.unacked_index_key]) if recorded else None)
+                unrecord=(UNRECORD, [self.unacked_key, self.unacked_index_key], unrecord_args) if leased else None)
             if task_id:
                 platform.status.transition(platform.redis(self.service), task_id, Status.DEAD_LETTERED, attempt=1,
                                            fields={"error": reason, "error_type": "MalformedMessage",
                                                    "service": self.service})
         except Exception:
-            if recorded:
+            if leased:
                 log.exception("could not dead-letter an item from %s; it stays unacked for the restore sweep", queue)
                 return
-            # The item is already popped: if it cannot be filed, push it back rather than lose it.
+            # The item is already popped and holds no lease: if it cannot be filed, push it back rather than lose it.
             log.exception("could not dead-letter an item from %s; pushing it back", queue)
             try:
                 with self.conn_or_acquire() as client:

@@ -69,11 +69,31 @@ def test_fetch_pops_in_priority_order_records_unacked_and_started(platform: Plat
 def test_fetch_refuses_what_it_cannot_record_without_failing(platform: Platform, r: redis.Redis) -> None:
     r.lpush("ai.high", b"not json", orjson.dumps({"properties": {}}), b"x" * (platform.settings.max_message_bytes + 1))
     rows = _rows(_fetch(platform, r, 5, 5))
-    assert [(row[2], row[4]) for row in rows] == [(-1, 0)] * 3
+    assert [row[2] for row in rows] == [-1] * 3
     assert bytes(rows[0][3]).startswith(b"not JSON")
     assert rows[1][3] == b"properties.delivery_tag must be a non-empty string"
     assert rows[2][3] == b"message exceeds max_message_bytes"
-    assert r.hlen(platform.keys.unacked("ai")) == 0 and r.llen("ai.high") == 0
+    assert r.llen("ai.high") == 0
+    # Each stays leased under the tag its row names until the worker files its dead letter: a worker that dies
+    # before that leaves it to the restore sweep, not lost.
+    keys = platform.keys
+    tags = [row[4] for row in rows]
+    assert len(set(tags)) == 3 and all(isinstance(tag, bytes) and tag for tag in tags)
+    for (_, message, *_), tag in zip(rows, tags, strict=True):
+        entry = r.hget(keys.unacked("ai"), tag)
+        assert entry is not None and entry.startswith(b"[" + message + b",")
+    assert r.zcard(keys.unacked_index("ai")) == 3
+
+
+def test_unrecord_by_tag_drops_a_refused_items_lease(platform: Platform, r: redis.Redis) -> None:
+    keys = platform.keys
+    r.lpush("ai.high", b"not json")
+    ((_, message, _, _, tag),) = _rows(_fetch(platform, r, 5, 5))
+    both = [keys.unacked("ai"), keys.unacked_index("ai")]
+    assert UNRECORD(r, both, [b"other bytes", tag]) == b""  # the tag holds another item: left alone
+    assert r.hexists(keys.unacked("ai"), tag)
+    assert UNRECORD(r, both, [message, tag]) == b""
+    assert r.hlen(keys.unacked("ai")) == 0 and r.zcard(keys.unacked_index("ai")) == 0
 
 
 def test_fetch_applies_outcomes_and_acks_before_it_fetches(platform: Platform, r: redis.Redis,
