@@ -159,6 +159,10 @@ UNRESTORABLE_ENTRIES: list[tuple[str, bytes]] = [
     ("not-a-triple", b"[1, 2]"),
     ("message-is-a-list", b'[[1, 2], "", "ai.normal"]'),
     ("message-has-no-properties", b'[{"body": "x"}, "", "ai.normal"]'),
+    # kombu's json hooks raise errors of their own (not ValueErrors), and deep nesting a RecursionError
+    ("decimal-hook-error", b'[{"__type__": "decimal", "__value__": "x"}, "", "ai.normal"]'),
+    ("bytes-hook-error", b'[{"__type__": "bytes", "__value__": 1}, "", "ai.normal"]'),
+    ("nested-5000-deep", b"[" * 5000),
 ]
 
 
@@ -236,6 +240,12 @@ def test_an_item_the_fetch_recorded_and_the_worker_refused_leaves_no_lease_and_n
     assert worker.proc.poll() is None
 
 
+def _padded_past_the_limit(platform: Platform) -> bytes:
+    """A valid message made too big by whitespace alone: a json that re-serializes it would bring it under."""
+    raw = orjson.dumps(valid_envelope("too-big"))
+    return raw[:-1] + b" " * (platform.settings.max_message_bytes + 1 - len(raw)) + b"}"
+
+
 def test_a_worker_that_dies_between_the_fetch_and_the_dead_letter_loses_no_refused_item(
         platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
     from meetingtasks.core.priority import PRIORITY_ORDER, queue_name
@@ -243,7 +253,7 @@ def test_a_worker_that_dies_between_the_fetch_and_the_dead_letter_loses_no_refus
     from meetingtasks.worker.transport import fetch_args
 
     keys = platform.keys
-    items = [b"not json", b"\xff\xfe garbage", orjson.dumps({"properties": {}}),
+    items = [b"not json", b"\xff\xfe garbage", orjson.dumps({"properties": {}}), _padded_past_the_limit(platform),
              b"x" * (platform.settings.max_message_bytes + 1)]
     for raw in items:
         push(platform, r, raw)
@@ -253,20 +263,36 @@ def test_a_worker_that_dies_between_the_fetch_and_the_dead_letter_loses_no_refus
         r, [keys.unacked(SERVICE), keys.unacked_index(SERVICE), keys.wake(SERVICE),
             *[queue_name(SERVICE, p) for p in PRIORITY_ORDER]],
         fetch_args(platform, 10, 10, [], []))
-    assert [reply[i + 2] for i in range(0, len(reply), 5)] == [-1] * len(items)
-    assert r.llen(QUEUE) == 0
+    reasons = {reply[i + 1]: reply[i + 3].decode() for i in range(0, len(reply), 5)}
+    assert [reply[i + 2] for i in range(0, len(reply), 5)] == [-1] * len(items) and r.llen(QUEUE) == 0
     # When another worker's restore sweep finds their leases expired
     worker = start_worker(SERVICE)
-    # Then every item ends in the dead-letter queue with a reason, and nothing is left behind
+    # Then each is dead-lettered as it was, with the fetch's reason; none goes back on a queue, none runs
     letters = wait_for(lambda: len(ls := platform.dead_letters.list(r, SERVICE)) == len(items) and ls,
                        timeout_s=30, message="a dead letter per refused item")
-    # (the sweep files what its json cannot read as it is, with the raw bytes inside; what it can read goes back
-    # on its queue, re-serialized, and the fetch that takes it again refuses it for good)
-    by_reason = {letter.message: letter.reason for letter in letters}  # type: ignore[attr-defined]
-    for raw in items[:2] + items[3:]:
-        text = raw.decode("latin-1") if b"\xff" in raw else raw.decode()
-        assert [reason for message, reason in by_reason.items() if text in message] == ["UnrestorableEntry"], raw[:40]
-    assert [reason for message, reason in by_reason.items()
-            if message.startswith("{") and orjson.loads(message) == {"properties": {}}] == ["MalformedMessage"]
+    filed = {letter.message: letter for letter in letters}  # type: ignore[attr-defined]
+    for raw in items:
+        letter = filed[raw.decode("latin-1") if b"\xff" in raw else raw.decode()]
+        assert (letter.reason, letter.error, letter.queue, letter.replayable) == (
+            "MalformedMessage", reasons[raw], QUEUE, False)
     assert_nothing_left(platform, r)
-    assert worker.proc.poll() is None
+    assert r.llen("test:runs") == 0 and worker.proc.poll() is None
+
+
+def test_a_solo_batch_files_its_refused_items_before_it_runs_its_tasks(
+        platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    # Given one batch holding a slow task and, behind it, an item the fetch refuses
+    raw = b"not json"
+    slow = loads(encode_task_message(task_id=new_id(), task_name="t_sleep", payload={"tag": "slow", "seconds": 3},
+                                     queue=QUEUE))
+    with r.pipeline(transaction=True) as pipe:
+        push_wake(pipe, platform.keys, SERVICE)
+        pipe.lpush(QUEUE, orjson.dumps(slow), raw)
+        pipe.execute()
+    # When a solo worker takes them in one fetch
+    start_worker(SERVICE, "--pool", "solo")
+    # Then the item is dead-lettered while the slow task still runs (its lease is not renewed meanwhile)
+    wait_for(lambda: r.lrange("test:started", 0, -1), 30, message="the slow task to start")
+    wait_for(lambda: platform.dead_letters.count(r, SERVICE) == 1, 10, message="the dead letter")
+    assert not r.lrange("test:finished", 0, -1)
+    assert_nothing_left(platform, r)

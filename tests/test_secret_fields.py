@@ -12,7 +12,6 @@ import json
 import logging
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
@@ -52,6 +51,7 @@ from tests.polyglot.test_foreign_producers import send_with_celery_node
 from tests.support import secret_tasks
 from tests.support.processes import ROOT
 from tests.support.waiting import wait_for
+from tests.support.watching import Monitor, TaskEventReceiver
 from tests.support.workers import TEST_ENCRYPTION_KEY, WorkerProcess
 
 PASSWORD = "Hunter2-Very-Secret-Pw"
@@ -73,56 +73,11 @@ def register(d: Dispatcher, name: str, password: str = PASSWORD) -> TaskHandle:
     return d.dispatch("user_register", {"username": name, "email": f"{name}@example.org", "password": password})
 
 
-class Monitor:
-    """Every command Redis receives while it runs (``MONITOR`` on its own connection, in a thread)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.client = redis.Redis.from_url(url)
-        self.commands: list[str] = []
-        self._stopping = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with self.client.monitor() as monitor:
-            self._ready.set()
-            for command in monitor.listen():
-                self.commands.append(command["command"])
-                if self._stopping.is_set():
-                    return
-
-    def __enter__(self) -> Monitor:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stopping.set()
-        poke = redis.Redis.from_url(self.url)
-        poke.ping()  # the listener sees one more command and ends
-        poke.close()
-        self._thread.join(10)
-
-    def containing(self, text: str) -> list[str]:
-        return [c for c in self.commands if text in c]
-
-
 @pytest.fixture
 def events(platform: Platform, r: redis.Redis) -> Iterator[list[dict[str, Any]]]:
     """Celery's task events as Flower receives them (a real event receiver on the broker)."""
-    app = create_flower_app(platform.settings.model_copy(update={"flower_basic_auth": SecretStr("ops:pw")}))
-    captured: list[dict[str, Any]] = []
-    connection = app.connection_for_read()
-    receiver = app.events.Receiver(connection, handlers={"*": captured.append})
-    thread = threading.Thread(target=lambda: receiver.capture(limit=None, timeout=None, wakeup=False), daemon=True)
-    thread.start()
-    wait_for(lambda: any(b"celeryev" in c for c in r.pubsub_channels()) or r.pubsub_numpat() > 0, 20,
-             message="the event receiver to subscribe")
-    yield captured
-    receiver.should_stop = True
-    thread.join(10)
-    connection.release()
+    with TaskEventReceiver(platform, r) as captured:
+        yield captured
 
 
 # --- the acceptance test ----------------------------------------------------------------------------------------

@@ -24,29 +24,33 @@
 -- ARGV[12] n_acks
 -- ARGV[13] write_counts: '1' writes the traffic counts of this call and the carried ones now; '0' hands this call's
 --          counts back (when it popped something) for the worker to carry to a later call
--- ARGV[14] n_counts: how many carried counts follow
--- ARGV[15 ... 14 + 4 * n_counts]  carried counts, each: slot index key, task type, field, n (see mt_rollup_take)
+-- ARGV[14] probe topic: '' for none; else a pub/sub topic to publish ARGV[15] on, handing back how many received it
+--          (the worker's task events probe, see meetingtasks.worker.task_events)
+-- ARGV[15] probe message
+-- ARGV[16] n_counts: how many carried counts follow
+-- ARGV[17 ... 16 + 4 * n_counts]  carried counts, each: slot index key, task type, field, n (see mt_rollup_take)
 -- then n_acks delivery tags to ack
 -- then buffered outcomes to the end (see meetingtasks.worker.outcomes), each: task id, status, time_s, attempt,
 --          event JSON, n, then n field/value strings
 -- Returns a flat list, five values per message (flat, not a table per message: this is the hottest script; the
--- worker's Channel reads it in steps of five): queue, message, deliveries, cancelled, started; with write_counts
--- '0' and counts to hand back, one more element at the end: the counts {slot, type, field, n, ...}.
+-- worker's Channel reads it in steps of five): queue, message, deliveries, cancelled, started; then, when there is
+-- a probe or (with write_counts '0') counts to hand back, one more element at the end: {receivers, slot, type,
+-- field, n, ...}, receivers = -1 without a probe.
 --   deliveries = -1: not a readable envelope (popped, not recorded: the worker dead-letters it); the reason
 --                    comes in place of cancelled, and in place of started the tag it is leased under (see
---                    unrecord), '' if the lease could not be written
+--                    mt_refused_entry and unrecord), '' if the lease could not be written
 --   started = 1: STARTED now; 0: the task is terminal already; -1: no task id (a foreign message);
 --             -2: deferred, recorded unacked but not STARTED (the worker records STARTED when it runs it, see
 --                 DEFERRED_START)
--- prelude: record, rollup, transition, started
+-- prelude: record, rollup, transition, started, refused
 local unacked, unacked_index, wake_list = KEYS[1], KEYS[2], KEYS[3]
 local max_messages, now, max_bytes = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local status_prefix, status_ttl, channel, worker = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local deadlines, outbox, batch_prefix = ARGV[8], ARGV[9], ARGV[10]
 local nstart, nacks = tonumber(ARGV[11]), tonumber(ARGV[12])
-local write_counts, ncounts = ARGV[13] == '1', tonumber(ARGV[14])
-for i = 15, 14 + 4 * ncounts, 4 do mt_rollup_add(ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])) end
-local FIRST_ACK = 15 + 4 * ncounts
+local write_counts, probe_topic, ncounts = ARGV[13] == '1', ARGV[14], tonumber(ARGV[16])
+for i = 17, 16 + 4 * ncounts, 4 do mt_rollup_add(ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])) end
+local FIRST_ACK = 17 + 4 * ncounts
 
 local j = FIRST_ACK + nacks
 -- The batch counts of the outcomes below are written once per batch (see mt_count_batches).
@@ -206,12 +210,10 @@ for k = 4, #KEYS do
       end
     end
     if why then
-      -- Leased like any other message (under a tag of its own: it may have none), so that a worker dying before
-      -- it files the dead letter leaves it to the restore sweep rather than losing it. The entry is kombu's
-      -- format around the raw bytes: the sweep restores it if its json reads that, else dead-letters it.
-      local tag = 'mt-refused:' .. worker .. ':' .. now .. ':' .. popped
+      -- Leased like any other message, under a tag of its own (it may have none; see mt_refused_entry).
+      local tag = mt_refused_tag(unacked, worker, now, popped)
       entries[#entries + 1] = tag
-      entries[#entries + 1] = '[' .. m .. ',"",' .. cjson.encode(q) .. ']'
+      entries[#entries + 1] = mt_refused_entry(q, m, why)
       leases[#leases + 1] = now
       leases[#leases + 1] = tag
       table.insert(out, q); table.insert(out, m); table.insert(out, -1); table.insert(out, why); table.insert(out, tag)
@@ -242,10 +244,16 @@ if popped == 0 and #KEYS >= 7 then redis.call('DEL', wake_list) end
 -- The starts and outcomes of this call, counted for `top` and the charts: written now by an idle worker's call
 -- (nothing popped) or when the worker says it is time; else handed back, to be written with the counts of the calls
 -- that follow.
+local tail = {}
 if write_counts or popped == 0 then
   mt_rollup_flush()
 else
-  local counts = mt_rollup_take()
-  if #counts > 0 then out[#out + 1] = counts end
+  tail = mt_rollup_take()
 end
+if probe_topic ~= '' then
+  table.insert(tail, 1, redis.call('PUBLISH', probe_topic, ARGV[15]))
+elseif #tail > 0 then
+  table.insert(tail, 1, -1)
+end
+if #tail > 0 then out[#out + 1] = tail end
 return out

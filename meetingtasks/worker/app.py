@@ -120,7 +120,8 @@ def create_app(service: str, settings: Settings | None = None, *, include: Itera
         kombu_transports.TRANSPORT_ALIASES.setdefault(KOMBU_TRANSPORT_ALIAS, "meetingtasks.worker.transport:Transport")
         broker["broker_url"] = f"{KOMBU_TRANSPORT_ALIAS}+{broker['broker_url'].removeprefix('redis+')}"
     kombu_json.install()
-    app = Celery(f"meetingtasks.{service}", set_as_current=False)
+    # Task events only while a monitor receives them (see meetingtasks.worker.task_events).
+    app = Celery(f"meetingtasks.{service}", set_as_current=False, events="meetingtasks.worker.task_events:TaskEvents")
     app.mt_platform = platform
     app.mt_service = service
     queues = [Queue(q, Exchange(q, type="direct"), routing_key=q) for q in service_queues(service)]

@@ -3,6 +3,7 @@ undecodable bodies, hard time limits. Runs in the worker's main process."""
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -24,13 +25,9 @@ def quarantine_raw(platform: Platform, service: str, queue: str, raw: bytes, rea
     (a script, its keys and its arguments) the script runs in the same transaction: the worker uses it to drop
     the item's unacked entry, so it is filed exactly once. Returns what the script returned (a task id, or ''),
     '' without one."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
     letter = DeadLetter(
         id=letter_id_for(None), service=service, reason=reason, error=error, queue=queue,
-        message=text, replayable=False, attempts=0,
+        message=_text(raw), replayable=False, attempts=0,
     )
     with platform.redis(service).pipeline(transaction=True) as pipe:
         platform.dead_letters.add(pipe, letter)
@@ -45,17 +42,59 @@ def quarantine_raw(platform: Platform, service: str, queue: str, raw: bytes, rea
     return found.decode() if isinstance(found, bytes) else str(found or "")
 
 
+#: The tags of the leases the fetch script gives the messages it refuses (see lua/prelude/refused.lua).
+REFUSED_TAG_PREFIX = "mt-refused:"
+
+
+def refused_entry_parts(entry: bytes) -> tuple[str, str, bytes] | None:
+    """``(queue, reason, raw message)`` of the unacked entry of a message the fetch refused (the format of
+    lua/prelude/refused.lua: a JSON object, a newline, the bytes as they were), None if it is not one."""
+    head, newline, raw = entry.partition(b"\n")
+    if not newline:
+        return None
+    try:
+        parts = json.loads(head)
+    except ValueError:
+        return None
+    if not isinstance(parts, dict) or not isinstance(parts.get("queue"), str) or not isinstance(parts.get("why"), str):
+        return None
+    return parts["queue"], parts["why"], raw
+
+
+def file_refused(platform: Platform, pipe: Any, service: str, tag: str, entry: bytes | str) -> None:
+    """Queue, on ``pipe`` (the restore sweep's transaction), the dead letter of a message the fetch refused whose
+    worker stopped before filing it (its lease ran out): the bytes as they were, the fetch's reason, not
+    replayable. Never restored: see lua/prelude/refused.lua."""
+    raw = entry if isinstance(entry, bytes) else entry.encode()
+    parts = refused_entry_parts(raw)
+    if parts is None:
+        file_unrestorable(platform, pipe, service, tag, raw, "not a refused message's entry")
+        return
+    queue, why, message = parts
+    letter = DeadLetter(
+        id=letter_id_for(None), service=service, reason="MalformedMessage", error=why, queue=queue,
+        message=_text(message), replayable=False, attempts=0,
+    )
+    platform.dead_letters.add(pipe, letter)
+    log.error("dead-lettered an unreadable item from %s as %s (its worker stopped before filing it): %s", queue,
+              letter.id, why)
+
+
+def _text(raw: bytes) -> str:
+    """Bytes as a dead letter keeps them: UTF-8 where they are, else one character per byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def file_unrestorable(platform: Platform, pipe: Any, service: str, tag: str, entry: bytes | str, problem: str) -> None:
     """Queue, on ``pipe`` (the restore sweep's transaction), the dead letter of an unacked entry that cannot be
     restored: its raw bytes and why, not replayable."""
     raw = entry if isinstance(entry, bytes) else entry.encode()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
     letter = DeadLetter(
         id=letter_id_for(None), service=service, reason="UnrestorableEntry",
-        error=f"cannot restore unacked entry {tag!r}: {problem}", message=text, replayable=False, attempts=0,
+        error=f"cannot restore unacked entry {tag!r}: {problem}", message=_text(raw), replayable=False, attempts=0,
     )
     platform.dead_letters.add(pipe, letter)
     log.error("dead-lettered unacked entry %s of %s as %s: %s", tag, service, letter.id, problem)

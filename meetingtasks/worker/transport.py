@@ -72,7 +72,8 @@ from meetingtasks.worker.outcomes import (
     unregister_sink,
 )
 from meetingtasks.worker.pacing import PoolPacing
-from meetingtasks.worker.quarantine import file_unrestorable, quarantine_raw
+from meetingtasks.worker.quarantine import REFUSED_TAG_PREFIX, file_refused, file_unrestorable, quarantine_raw
+from meetingtasks.worker.task_events import BATCH_ROUTING_KEY, LISTENERS
 
 log = logging.getLogger(__name__)
 
@@ -325,9 +326,12 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
             self._remove_from_indices(tag, pipe)
             if not entry:
                 return
+            platform = self.channel.platform
+            if platform is not None and _text(tag).startswith(REFUSED_TAG_PREFIX):
+                file_refused(platform, pipe, self.channel.service, _text(tag), entry)
+                return
             restorable = _restorable(entry)
             if isinstance(restorable, str):
-                platform = self.channel.platform
                 if platform is None:
                     raise MalformedMessage(f"cannot restore unacked entry {tag!r}: {restorable}")
                 file_unrestorable(platform, pipe, self.channel.service, _text(tag), entry, restorable)
@@ -371,8 +375,10 @@ def _restorable(entry: bytes | str) -> tuple[dict[str, Any], str, str] | str:
     why it cannot be restored: what kombu's ``_do_restore_message`` needs of it, checked before it runs."""
     try:
         parsed = kombu_json_loads(entry.decode() if isinstance(entry, bytes) else entry)
-    except (ValueError, TypeError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        return f"not JSON: {exc}"
+    except Exception as exc:
+        # Whatever kombu's json and its object hooks raise (the decimal and bytes hooks' own errors, RecursionError
+        # on deep nesting), the entry is refused: raising here would stop the sweep at this entry, every time.
+        return f"not JSON: {type(exc).__name__}: {exc}"
     if not isinstance(parsed, list) or len(parsed) != 3:
         return "not a [message, exchange, routing key] triple"
     message, exchange, routing_key = parsed
@@ -657,11 +663,16 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 self._mt_counts.put_back(counts)
 
     def _take_counts(self, reply: Any) -> Any:
-        """The fetch ``reply`` without the traffic counts it handed back (one element past its messages, see
-        lua/fetch.lua), which join the pending ones."""
+        """The fetch ``reply`` without its tail (one element past its messages, see lua/fetch.lua): the receivers
+        of its task events probe (see meetingtasks.worker.task_events) and the traffic counts it handed back,
+        which join the pending ones."""
         if len(reply) % 5:
-            with self._mt_lock:
-                self._mt_counts.add(reply[-1])
+            receivers, *counts = reply[-1]
+            if int(receivers) >= 0:
+                LISTENERS.heard(int(receivers))
+            if counts:
+                with self._mt_lock:
+                    self._mt_counts.add(counts)
             return reply[:-1]
         return reply
 
@@ -669,7 +680,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                      write_counts: bool = True, counts: list[Any] | None = None) -> list[Any]:
         platform = self.platform
         assert platform is not None
-        return fetch_args(platform, limit, start_now, acks, outcomes, write_counts=write_counts, counts=counts)
+        return fetch_args(platform, limit, start_now, acks, outcomes, write_counts=write_counts, counts=counts,
+                          probe=LISTENERS.probe() if limit else None)
 
     # --- fetching ----------------------------------------------------------------------------------------------
     def _brpop_start(self, timeout: float | None = None) -> None:
@@ -853,10 +865,13 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         self._mt_sent_acks = []
         self._mt_sent_outcomes = []
         self._mt_sent_counts = []
-        if not reply:
-            self._mt_idle = True
-            raise virtual.Empty()
         reply = self._take_counts(reply)
+        if not reply:
+            self._mt_idle = True  # nothing popped: wait for a wake token
+            raise virtual.Empty()
+        reply = self._file_refused(reply)
+        if not reply:
+            raise virtual.Empty()  # all refused: more may wait, fetch again
         platform = self.platform
         assert platform is not None  # only platform channels fetch with FETCH
         batched = _inline_pool
@@ -881,6 +896,21 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             raise virtual.Empty()
         return True
 
+    def _file_refused(self, reply: Any) -> Any:
+        """Dead-letter the messages the fetch refused (see FETCH) before any of the batch runs: their leases are
+        not renewed (nothing of theirs runs), so one filed after a long task could meanwhile be filed by another
+        worker's restore sweep too. Returns the rest of the reply."""
+        if not any(int(reply[i + 2]) < 0 for i in range(0, len(reply), 5)):
+            return reply
+        rest: list[Any] = []
+        for i in range(0, len(reply), 5):
+            queue_b, item, deliveries, why, tag = reply[i:i + 5]
+            if int(deliveries) < 0:
+                self.refuse(_text(queue_b), item, _text(why), recorded=False, lease_tag=_text(tag))
+            else:
+                rest += reply[i:i + 5]
+        return rest
+
     def _run_batch(self, reply: Any, began: float, batched: bool, budget_s: float, platform: Platform) -> int:
         """The body of :meth:`_after_fetch`: hand the messages over; how many went to Celery."""
         flags_read_at = self._mt_fetch_sent_at  # FETCH read each message's cancel flag after this (before a prefetch)
@@ -903,9 +933,6 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         for i in range(0, len(reply), 5):
             queue_b, item, deliveries, cancelled, started = reply[i:i + 5]
             queue = queue_b.decode() if isinstance(queue_b, bytes) else queue_b
-            if int(deliveries) < 0:
-                self.refuse(queue, item, _text(cancelled), recorded=False, lease_tag=_text(started))
-                continue
             if int(started) == DEFERRED_START and time.monotonic() - flags_read_at > CANCEL_RECHECK_S:
                 flags = None
                 if early is not None and early.conn is not None and \
@@ -953,7 +980,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     def _send_early_flags(self, reply: Any, flags_read_at: float, batched: bool) -> _EarlyFlags | None:
         """Send the MGET of :class:`_EarlyFlags` for a solo batch whose messages will outlive their fetch's flags
         before the last of them starts (a prefetched batch, fetched a batch ago); None when none will."""
-        if not batched or len(reply) < 10 or int(reply[2]) < 0 or int(reply[4]) != DEFERRED_START:
+        if not batched or len(reply) < 10 or int(reply[4]) != DEFERRED_START:
             return None
         if time.monotonic() - flags_read_at + self._mt_solo_task_s * (len(reply) // 5) <= CANCEL_RECHECK_S:
             return None
@@ -1304,7 +1331,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
 
     def _put_fanout(self, exchange: Any, message: Any, routing_key: Any, **kwargs: Any) -> None:
-        """kombu's fanout publish (Celery's Flower events) with its envelope encoded by orjson."""
+        """kombu's fanout publish (Celery's Flower events) with its envelope encoded by orjson; on the events
+        exchange, how many received it decides whether task events go on (see meetingtasks.worker.task_events)."""
         publish_batch = kwargs.pop("_publish_batch", None)
         topics = self._get_publish_topics(exchange, routing_key)
         payload = kombu_json.dumps(message)
@@ -1312,9 +1340,14 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             for topic in topics:
                 publish_batch.add("publish", topic, payload)
             return
+        receivers = 0
         with self.conn_or_acquire() as client:
             for topic in topics:
-                client.publish(topic, payload)
+                receivers += int(client.publish(topic, payload))
+        if exchange == LISTENERS.exchange:
+            LISTENERS.heard(receivers)
+            LISTENERS.learn(exchange, message, self._get_publish_topic(exchange, BATCH_ROUTING_KEY),
+                            self.encode_body)
 
     def _wake(self, queue: str) -> None:
         platform = self.platform
@@ -1326,17 +1359,20 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
 
 
 def fetch_args(platform: Platform, limit: int, start_now: int, acks: list[str], outcomes: list[list[str]], *,
-               write_counts: bool = True, counts: list[Any] | None = None) -> list[Any]:
+               write_counts: bool = True, counts: list[Any] | None = None,
+               probe: tuple[str, bytes] | None = None) -> list[Any]:
     """FETCH's ARGV: take up to ``limit`` messages (``start_now`` of them STARTED at once) after applying ``outcomes``
     and ``acks``. ``write_counts``: write this call's traffic counts and the carried ``counts`` (flat, see
-    :class:`~meetingtasks.store.rollup.PendingCounts`) now, else hand them back in the reply."""
+    :class:`~meetingtasks.store.rollup.PendingCounts`) now, else hand them back in the reply. ``probe``: the
+    (topic, message) to publish and count the receivers of (see meetingtasks.worker.task_events)."""
     s = platform.settings
     keys = platform.keys
     counts = counts or []
+    topic, message = probe or ("", "")
     args: list[Any] = [
         limit, repr(time.time()), s.max_message_bytes, keys.status(""), s.status_ttl_s, keys.status_channel,
         _worker_name(), keys.deadlines, keys.callbacks, keys.batch(""), start_now, len(acks),
-        "1" if write_counts else "0", len(counts) // 4, *counts, *acks,
+        "1" if write_counts else "0", topic, message, len(counts) // 4, *counts, *acks,
     ]
     for entry in outcomes:
         args += entry

@@ -15,8 +15,10 @@ from meetingtasks.store.platform import Platform
 from meetingtasks.store.rollup import KEEP_S, bucket_of, slot_of, wait_bucket
 from meetingtasks.store.status import Status
 from meetingtasks.worker.outcomes import outcome_entry
+from meetingtasks.worker.quarantine import REFUSED_TAG_PREFIX, refused_entry_parts
 from meetingtasks.worker.transport import fetch_args
 from tests.lua.conftest import Published
+from tests.support.waiting import wait_for
 
 FETCH = LuaScript.load("fetch")
 GIVE_BACK = LuaScript.load("give_back")
@@ -78,11 +80,27 @@ def test_fetch_refuses_what_it_cannot_record_without_failing(platform: Platform,
     # before that leaves it to the restore sweep, not lost.
     keys = platform.keys
     tags = [row[4] for row in rows]
-    assert len(set(tags)) == 3 and all(isinstance(tag, bytes) and tag for tag in tags)
-    for (_, message, *_), tag in zip(rows, tags, strict=True):
+    assert len(set(tags)) == 3 and all(tag.startswith(REFUSED_TAG_PREFIX.encode()) for tag in tags)
+    for (_, message, _, why, tag) in rows:
         entry = r.hget(keys.unacked("ai"), tag)
-        assert entry is not None and entry.startswith(b"[" + message + b",")
+        assert entry is not None and refused_entry_parts(entry) == ("ai.high", why.decode(), message)
     assert r.zcard(keys.unacked_index("ai")) == 3
+
+
+def test_a_refused_items_lease_never_takes_the_tag_of_another(platform: Platform, r: redis.Redis) -> None:
+    # Given two fetches of one worker that read the same clock (the tag is the worker, the time and the place)
+    keys = platform.keys
+    args = fetch_args(platform, 5, 5, [], [])
+    args[1] = "1700000000.5"
+    tags = []
+    for raw in (b"first", b"second"):
+        r.lpush("ai.high", raw)
+        ((_, _, _, _, tag),) = _rows(FETCH(r, [keys.unacked("ai"), keys.unacked_index("ai"), keys.wake("ai"),
+                                                 *QUEUES], args))
+        tags.append(tag)
+    # Then each is leased under a tag of its own
+    assert tags[0] != tags[1]
+    assert [refused_entry_parts(r.hget(keys.unacked("ai"), tag))[2] for tag in tags] == [b"first", b"second"]  # type: ignore[arg-type,index]
 
 
 def test_unrecord_by_tag_drops_a_refused_items_lease(platform: Platform, r: redis.Redis) -> None:
@@ -90,8 +108,9 @@ def test_unrecord_by_tag_drops_a_refused_items_lease(platform: Platform, r: redi
     r.lpush("ai.high", b"not json")
     ((_, message, _, _, tag),) = _rows(_fetch(platform, r, 5, 5))
     both = [keys.unacked("ai"), keys.unacked_index("ai")]
-    assert UNRECORD(r, both, [b"other bytes", tag]) == b""  # the tag holds another item: left alone
-    assert r.hexists(keys.unacked("ai"), tag)
+    for other in (b"other bytes", message[:-1], b"x" + message):  # the tag holds another item: left alone
+        assert UNRECORD(r, both, [other, tag]) == b""
+        assert r.hexists(keys.unacked("ai"), tag)
     assert UNRECORD(r, both, [message, tag]) == b""
     assert r.hlen(keys.unacked("ai")) == 0 and r.zcard(keys.unacked_index("ai")) == 0
 
@@ -188,12 +207,14 @@ def test_a_busy_workers_fetch_hands_its_counts_back_and_a_later_one_writes_them(
     # Given a fetch that takes a message and applies an outcome, told not to write its counts
     before = r.info("commandstats")
     reply = FETCH(r, queues, fetch_args(platform, 1, 1, [], [outcome], write_counts=False))
-    # Then it writes none (no HINCRBY or HSETNX) and hands them back after its one message
+    # Then it writes none (no HINCRBY or HSETNX) and hands them back after its one message (behind the probe's
+    # receivers)
     after = r.info("commandstats")
     for command in ("cmdstat_hincrby", "cmdstat_hsetnx"):
         assert after.get(command, {}).get("calls", 0) == before.get(command, {}).get("calls", 0), command
     assert len(reply) == 6 and not r.exists(keys.top_type(slot, "ai.echo"))
-    carried = reply[5]
+    receivers, *carried = reply[5]
+    assert receivers == -1  # no task events probe was asked for
     top_fields = sorted(carried[i + 2] for i in range(0, len(carried), 4) if carried[i + 1] == b"ai.echo")
     assert top_fields == [f"STARTED|{bucket_of(0.3)}".encode(), f"SUCCEEDED|{bucket_of(0.1)}".encode()]
     # When the next fetch carries them, told to write: they are written with its own start, each once
@@ -212,3 +233,23 @@ def test_a_busy_workers_fetch_hands_its_counts_back_and_a_later_one_writes_them(
     late = outcome_entry("t-b", Status.SUCCEEDED, 1, {"run_s": "0.1"}, now)
     assert FETCH(r, queues, fetch_args(platform, 1, 1, ["tag-b"], [late], write_counts=False)) == []
     assert r.hget(keys.top_type(slot, "ai.echo"), f"SUCCEEDED|{bucket_of(0.1)}") == b"2"
+
+
+def test_fetch_publishes_the_task_events_probe_and_hands_back_who_received_it(platform: Platform,
+                                                                           r: redis.Redis) -> None:
+    keys = platform.keys
+    queues = [keys.unacked("ai"), keys.unacked_index("ai"), keys.wake("ai"), *QUEUES]
+    probe = ("/0.celeryev/task.multi", b"probe")
+    # Without a subscriber the probe reaches nobody; without a probe there is no tail
+    assert FETCH(r, queues, fetch_args(platform, 1, 1, [], [], probe=probe)) == [[0]]
+    assert FETCH(r, queues, fetch_args(platform, 1, 1, [], [])) == []
+    # With a monitor's pattern subscription (how kombu subscribes to Celery's events) it reaches the monitor
+    pubsub = r.pubsub(ignore_subscribe_messages=True)
+    pubsub.psubscribe("/0.celeryev/*")
+    wait_for(lambda: r.pubsub_numpat() >= 1, 10, message="subscribed")
+    r.lpush("ai.normal", _message("t-p", "tag-p"))
+    reply = FETCH(r, queues, fetch_args(platform, 1, 1, [], [], probe=probe))
+    assert len(reply) == 6 and reply[5] == [1]
+    message = wait_for(lambda: pubsub.get_message(timeout=1), 10, message="the probe")
+    assert message["channel"] == b"/0.celeryev/task.multi" and message["data"] == b"probe"  # type: ignore[index]
+    pubsub.close()

@@ -1,0 +1,86 @@
+"""Celery's task events (what Flower and ``celery events`` show) are sent only while someone receives them.
+
+A worker sends three task events per task (received, started, succeeded). Buffered and published in batches (see
+:class:`~meetingtasks.worker.consumer.PlatformConsumer`), building and encoding them still costs a quick task
+about a tenth of its worker CPU, and Redis pub/sub keeps nothing for a subscriber that comes later: with no
+monitor subscribed, that work reaches nobody. So the worker keeps track of whether anyone receives them:
+
+* every publish on the events exchange (the task event batches, the worker's heartbeats) returns how many
+  subscribers received it; when none did, task events stop (the worker's own events, heartbeats included, go on);
+* while they are stopped, each fetch publishes an empty batch from inside the fetch script (a no-op for Celery's
+  ``EventReceiver``, and so for Flower) and hands back how many received it: the first fetch after a monitor
+  subscribes turns task events on again, so every task fetched after a monitor subscribed is seen from its
+  task-received on, as with events always on.
+
+Celery's own switch (``celery control enable_events``/``disable_events``, which Flower sends) still decides
+whether task events are sent at all; this only skips them when nobody would receive them.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from celery.app.events import Events
+from celery.events.dispatcher import EventDispatcher
+
+#: The routing key of a batch of task events (Celery's dispatcher publishes group "task" as "task.multi").
+BATCH_ROUTING_KEY = "task.multi"
+
+
+class TaskEventListeners:
+    """Whether the last word from Redis said someone receives this process's task events; see the module doc."""
+
+    def __init__(self) -> None:
+        #: Until a publish or a probe says otherwise, task events are sent (as Celery does).
+        self.present = True
+        #: The events exchange's name (set by the dispatcher): publishes on it report their receivers.
+        self.exchange: str | None = None
+        #: (topic, message) of an empty batch, built from the worker's first events message (see :meth:`learn`).
+        self._probe: tuple[str, bytes] | None = None
+
+    def heard(self, receivers: int) -> None:
+        """A publish on the events exchange (or a fetch's probe) reached ``receivers`` subscribers."""
+        self.present = receivers > 0
+
+    def probe(self) -> tuple[str, bytes] | None:
+        """The empty batch a fetch should publish now: only while task events are stopped."""
+        return None if self.present else self._probe
+
+    def learn(self, exchange: str, message: dict[str, Any], topic: str, encode: Any) -> None:
+        """Build the probe from an events message this process publishes (its envelope, with an empty batch for a
+        body), once: a message of the worker's own connection and serializer, so every receiver can decode it.
+        ``encode`` is the channel's body encoder (``Channel.encode_body``)."""
+        if self._probe is not None or exchange != self.exchange:
+            return
+        from meetingtasks.core import kombu_json
+
+        probe = copy.deepcopy(message)
+        props = probe.setdefault("properties", {})
+        probe["body"], props["body_encoding"] = encode("[]", props.get("body_encoding"))
+        probe["content-type"] = "application/json"
+        props.setdefault("delivery_info", {})["routing_key"] = BATCH_ROUTING_KEY
+        self._probe = (topic, kombu_json.dumps(probe).encode())
+
+
+#: This process's view (a worker process has one consuming channel and one event dispatcher).
+LISTENERS = TaskEventListeners()
+
+
+class GatedEventDispatcher(EventDispatcher):  # type: ignore[misc]
+    """Celery's event dispatcher, except that task events are skipped while nobody receives them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        LISTENERS.exchange = self.exchange.name
+
+    def send(self, type: str, *args: Any, **fields: Any) -> Any:
+        if not LISTENERS.present and type.startswith("task-"):
+            return None
+        return super().send(type, *args, **fields)
+
+
+class TaskEvents(Events):  # type: ignore[misc]
+    """The worker app's ``app.events``, whose dispatcher is :class:`GatedEventDispatcher`."""
+
+    dispatcher_cls = f"{__name__}:GatedEventDispatcher"

@@ -1,0 +1,84 @@
+"""Celery's task events (Flower's view) are sent while a monitor receives them, and only then; a monitor that
+subscribes sees every task fetched after it did, from its task-received on (meetingtasks.worker.task_events)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from meetingtasks import dispatch, dispatch_batch
+from meetingtasks.store.platform import Platform
+from meetingtasks.worker.consumer import EVENT_FLUSH_INTERVAL_S
+from meetingtasks.worker.transport import FETCH
+from tests.support.waiting import wait_for
+from tests.support.watching import Monitor, TaskEventReceiver
+from tests.support.workers import WorkerProcess
+
+# Slow tier: worker subprocesses of every pool.
+pytestmark = pytest.mark.slow
+
+POOLS = [("--pool", "solo"), ("--pool", "prefork", "--concurrency", "1"), ("--pool", "threads", "--concurrency", "2")]
+
+
+def task_event_batches(monitor: Monitor) -> list[dict[str, Any]]:
+    """The batches of task events the worker published (not the fetch script's empty probes, which run as Lua)."""
+    return [c for c in monitor.parsed()
+            if c["command"].startswith("PUBLISH") and "celeryev/task.multi" in c["command"]
+            and c.get("client_type") != "lua"]
+
+
+def run_echoes(n: int, tag: str) -> None:
+    """Run ``n`` tasks, then wait out the worker's event flush (so a watch around this sees their batch, if any:
+    asserting an absence needs a window, not a poll)."""
+    handles = dispatch_batch([("t_echo", {"tag": f"{tag}-{i}"}) for i in range(n)]).handles
+    for handle in handles:
+        handle.wait(timeout=30)
+    time.sleep(3 * EVENT_FLUSH_INTERVAL_S)
+
+
+@pytest.mark.parametrize("pool", POOLS, ids=lambda args: args[1])
+def test_task_events_follow_the_monitors_that_receive_them(
+        platform: Platform, r: redis.Redis, redis_url: str, start_worker: Callable[..., WorkerProcess],
+        pool: tuple[str, ...]) -> None:
+    # Given a worker and no monitor: its heartbeat reaches nobody, and neither would its task events
+    start_worker("ai", *pool)
+    run_echoes(3, "warm-up")  # (the first batch may go out before the worker learns nobody listens)
+    # When tasks run with nobody subscribed, then no task events are published
+    with Monitor(redis_url) as monitor:
+        run_echoes(20, "unwatched")
+    assert task_event_batches(monitor) == []
+    # When a monitor subscribes and a task is dispatched at once
+    with TaskEventReceiver(platform, r) as events:
+        handle = dispatch("t_echo", {"tag": "watched"})
+        handle.wait(timeout=30)
+        # Then the monitor sees the task from its task-received on
+        seen = wait_for(lambda: (kinds := [e["type"] for e in events if e.get("uuid") == handle.id])
+                        and "task-succeeded" in kinds and kinds, 20, message="the task's events")
+        assert seen == ["task-received", "task-started", "task-succeeded"]
+    # When the monitor has gone: the next batch reaches nobody, and the worker stops sending them
+    run_echoes(3, "after")
+    wait_for(lambda: _quiet_after(redis_url), 30, interval_s=0.5, message="task events to stop")
+
+
+def _quiet_after(redis_url: str) -> bool:
+    with Monitor(redis_url) as monitor:
+        run_echoes(5, "check")
+    return task_event_batches(monitor) == []
+
+
+@pytest.mark.parametrize("pool", POOLS, ids=lambda args: args[1])
+def test_an_idle_worker_whose_fetches_probe_for_monitors_still_waits(
+        platform: Platform, redis_url: str, start_worker: Callable[..., WorkerProcess], pool: tuple[str, ...]) -> None:
+    # Given a worker with nobody receiving its events (its fetches carry the probe), after some work
+    start_worker("ai", *pool)
+    run_echoes(3, "before")
+    # When it has nothing to do for a second
+    with Monitor(redis_url) as monitor:
+        time.sleep(1.0)
+    # Then it waits for a wake token instead of fetching again and again (a fetch per wait timeout at most)
+    fetches = [c for c in monitor.parsed() if c["command"].startswith(f"EVALSHA {FETCH.sha}")]
+    assert len(fetches) <= 5, len(fetches)
