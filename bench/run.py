@@ -10,11 +10,13 @@ noisy; the table shows medians with min-max and the ratio ours/stock. Scenarios 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -181,12 +183,16 @@ class Bench:
                 finally:
                     worker.stop()
 
-    def drain(self, pool: str, concurrency: int = 1, workers: int = 1, *, cpu: bool = False) -> None:
+    def drain(self, pool: str, concurrency: int = 1, workers: int = 1, *, cpu: bool = False,
+              monitor: bool = False) -> None:
         """Both platforms' same pool, interleaved round by round; with ``cpu``, also the CPU per task that the
-        worker processes (the pool's included) and Redis spent during the drain."""
+        worker processes (the pool's included) and Redis spent during the drain; with ``monitor``, while a monitor
+        receives Celery's task events (see :class:`EventMonitor`)."""
         n = self.n(20_000)
         where = f"{workers} worker processes" if workers > 1 else "1 worker process"
         name = f"drain {n:,}: {pool}" + (f" ({concurrency})" if pool != "solo" else "") + f", {where}"
+        if monitor:
+            name += ", a monitor receiving task events"
         target = {"solo": ">= 4x stock (>= 5,000/s per process)", "threads": ">= 2.5x stock",
                   "prefork": ">= 2x stock"}[pool]
         fig = self.figure(name, "tasks/s", target=target)
@@ -198,14 +204,16 @@ class Bench:
             for ours in (True, False):
                 self.reset()
                 spent: list[float] | None = [] if cpu else None
-                if ours:
-                    self._queue_ours(n)
-                    rate = self._drain(lambda: our_worker(self.env, self.log(f"drain-{pool}-ours"), pool=pool,
-                                                          concurrency=concurrency), n, workers, spent)
-                else:
-                    self._queue_stock(n)
-                    rate = self._drain(lambda: stock_worker(self.stock_env, self.log(f"drain-{pool}-stock"),
-                                                            pool=pool, concurrency=concurrency), n, workers, spent)
+                with EventMonitor(self.client) if monitor else contextlib.nullcontext():
+                    if ours:
+                        self._queue_ours(n)
+                        rate = self._drain(lambda: our_worker(self.env, self.log(f"drain-{pool}-ours"), pool=pool,
+                                                              concurrency=concurrency), n, workers, spent)
+                    else:
+                        self._queue_stock(n)
+                        rate = self._drain(lambda: stock_worker(self.stock_env, self.log(f"drain-{pool}-stock"),
+                                                                pool=pool, concurrency=concurrency), n, workers,
+                                           spent)
                 (fig.ours if ours else fig.stock).append(rate)
                 if spent and worker_cpu is not None and redis_cpu is not None:
                     (worker_cpu.ours if ours else worker_cpu.stock).append(spent[0])
@@ -371,6 +379,33 @@ class Bench:
                 (cpu.ours if ours else cpu.stock).append(per_task_cpu)
 
 
+class EventMonitor:
+    """A monitor of Celery's events for the length of a block, as Flower is one: a pattern subscription to the events
+    exchange's channels (kombu's), reading every message in a thread. meetingtasks sends task events only while
+    someone receives them (meetingtasks.worker.task_events); stock Celery's defaults send none either way."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self.received = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            if self.pubsub.get_message(timeout=0.1) is not None:
+                self.received += 1
+
+    def __enter__(self) -> EventMonitor:
+        self.pubsub.psubscribe("/*.celeryev/*")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.pubsub.close()
+
+
 def _redis_cpu_s(client: redis.Redis) -> float:
     info = client.info("cpu")
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
@@ -495,6 +530,7 @@ def _drain(b: Bench) -> None:
     b.drain("solo", cpu=True)
     b.drain("solo", workers=2)
     b.drain("prefork", 1, cpu=True)
+    b.drain("prefork", 1, monitor=True)
     b.drain("prefork", os.cpu_count() or 1)
     b.drain("threads", 8, cpu=True)
 

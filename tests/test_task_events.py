@@ -47,9 +47,13 @@ def test_task_events_follow_the_monitors_that_receive_them(
     # Given a worker and no monitor: its heartbeat reaches nobody, and neither would its task events
     start_worker("ai", *pool)
     run_echoes(3, "warm-up")  # (the first batch may go out before the worker learns nobody listens)
-    # When tasks run with nobody subscribed, then no task events are published
+    # When tasks run with nobody subscribed to task events, for longer than a worker heartbeat's interval (its
+    # heartbeats reach the workers' gossip, which subscribes to worker events only), then none are published
     with Monitor(redis_url) as monitor:
-        run_echoes(20, "unwatched")
+        until = time.monotonic() + 2.5
+        while time.monotonic() < until:
+            run_echoes(5, "unwatched")
+    assert any("celeryev/worker.heartbeat" in c["command"] for c in monitor.parsed())
     assert task_event_batches(monitor) == []
     # When a monitor subscribes and a task is dispatched at once
     with TaskEventReceiver(platform, r) as events:
@@ -82,3 +86,30 @@ def test_an_idle_worker_whose_fetches_probe_for_monitors_still_waits(
     # Then it waits for a wake token instead of fetching again and again (a fetch per wait timeout at most)
     fetches = [c for c in monitor.parsed() if c["command"].startswith(f"EVALSHA {FETCH.sha}")]
     assert len(fetches) <= 5, len(fetches)
+
+
+def test_a_forked_pool_child_sends_its_task_events_whoever_listens() -> None:
+    # Given a process whose last publish reached nobody (its task events stopped)
+    import multiprocessing
+
+    from meetingtasks.worker.task_events import LISTENERS
+
+    LISTENERS.heard(0)
+    try:
+        assert not LISTENERS.present
+        # When it forks a pool child (which never fetches, so could never probe its way back)
+        ctx = multiprocessing.get_context("fork")
+        answers = ctx.Queue()
+
+        def child() -> None:
+            LISTENERS.heard(0)  # even a publish of its own that reached nobody
+            answers.put(LISTENERS.present)
+
+        proc = ctx.Process(target=child)
+        proc.start()
+        proc.join(30)
+        # Then the child sends its task events as Celery does, and the parent goes on tracking
+        assert answers.get(timeout=10) is True
+        assert not LISTENERS.present
+    finally:
+        LISTENERS.heard(1)

@@ -5,20 +5,23 @@ A worker sends three task events per task (received, started, succeeded). Buffer
 about a tenth of its worker CPU, and Redis pub/sub keeps nothing for a subscriber that comes later: with no
 monitor subscribed, that work reaches nobody. So the worker keeps track of whether anyone receives them:
 
-* every publish on the events exchange (the task event batches, the worker's heartbeats) returns how many
-  subscribers received it; when none did, task events stop (the worker's own events, heartbeats included, go on);
+* every publish of task events returns how many subscribers received it; when none did, task events stop (the
+  worker's own events, heartbeats included, go on: who receives those, another worker's gossip for one, says
+  nothing of who wants task events);
 * while they are stopped, each fetch publishes an empty batch from inside the fetch script (a no-op for Celery's
   ``EventReceiver``, and so for Flower) and hands back how many received it: the first fetch after a monitor
   subscribes turns task events on again, so every task fetched after a monitor subscribed is seen from its
   task-received on, as with events always on.
 
 Celery's own switch (``celery control enable_events``/``disable_events``, which Flower sends) still decides
-whether task events are sent at all; this only skips them when nobody would receive them.
+whether task events are sent at all; this only skips them when nobody would receive them. Only the process that
+fetches keeps track: a prefork pool's children (which never fetch, so never probe) send what they send as before.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 from celery.app.events import Events
@@ -34,14 +37,21 @@ class TaskEventListeners:
     def __init__(self) -> None:
         #: Until a publish or a probe says otherwise, task events are sent (as Celery does).
         self.present = True
+        self._tracking = True
         #: The events exchange's name (set by the dispatcher): publishes on it report their receivers.
         self.exchange: str | None = None
         #: (topic, message) of an empty batch, built from the worker's first events message (see :meth:`learn`).
         self._probe: tuple[str, bytes] | None = None
 
     def heard(self, receivers: int) -> None:
-        """A publish on the events exchange (or a fetch's probe) reached ``receivers`` subscribers."""
-        self.present = receivers > 0
+        """A publish of task events (or a fetch's probe) reached ``receivers`` subscribers."""
+        if self._tracking:
+            self.present = receivers > 0
+
+    def stop_tracking(self) -> None:
+        """Send task events from now on whoever receives them: in a forked pool child, which never probes."""
+        self._tracking = False
+        self.present = True
 
     def probe(self) -> tuple[str, bytes] | None:
         """The empty batch a fetch should publish now: only while task events are stopped."""
@@ -65,6 +75,7 @@ class TaskEventListeners:
 
 #: This process's view (a worker process has one consuming channel and one event dispatcher).
 LISTENERS = TaskEventListeners()
+os.register_at_fork(after_in_child=LISTENERS.stop_tracking)
 
 
 class GatedEventDispatcher(EventDispatcher):  # type: ignore[misc]

@@ -1331,8 +1331,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
 
     def _put_fanout(self, exchange: Any, message: Any, routing_key: Any, **kwargs: Any) -> None:
-        """kombu's fanout publish (Celery's Flower events) with its envelope encoded by orjson; on the events
-        exchange, how many received it decides whether task events go on (see meetingtasks.worker.task_events)."""
+        """kombu's fanout publish (Celery's Flower events) with its envelope encoded by orjson; how many received
+        a publish of task events decides whether they go on (see meetingtasks.worker.task_events)."""
         publish_batch = kwargs.pop("_publish_batch", None)
         topics = self._get_publish_topics(exchange, routing_key)
         payload = kombu_json.dumps(message)
@@ -1345,7 +1345,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             for topic in topics:
                 receivers += int(client.publish(topic, payload))
         if exchange == LISTENERS.exchange:
-            LISTENERS.heard(receivers)
+            if str(routing_key).startswith("task."):  # task events (a batch, or one event when not buffered)
+                LISTENERS.heard(receivers)
             LISTENERS.learn(exchange, message, self._get_publish_topic(exchange, BATCH_ROUTING_KEY),
                             self.encode_body)
 
