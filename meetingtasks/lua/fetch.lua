@@ -48,7 +48,7 @@ local max_messages, now, max_bytes = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3
 local status_prefix, status_ttl, channel, worker = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local deadlines, outbox, batch_prefix = ARGV[8], ARGV[9], ARGV[10]
 local nstart, nacks = tonumber(ARGV[11]), tonumber(ARGV[12])
-local write_counts, probe_topic, ncounts = ARGV[13] == '1', ARGV[14], tonumber(ARGV[16])
+local write_counts, probe_topic, probe_message, ncounts = ARGV[13] == '1', ARGV[14], ARGV[15], tonumber(ARGV[16])
 for i = 17, 16 + 4 * ncounts, 4 do mt_rollup_add(ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])) end
 local FIRST_ACK = 17 + 4 * ncounts
 
@@ -251,7 +251,7 @@ else
   tail = mt_rollup_take()
 end
 if probe_topic ~= '' then
-  table.insert(tail, 1, redis.call('PUBLISH', probe_topic, ARGV[15]))
+  table.insert(tail, 1, redis.call('PUBLISH', probe_topic, probe_message))
 elseif #tail > 0 then
   table.insert(tail, 1, -1)
 end
