@@ -113,3 +113,23 @@ def test_a_forked_pool_child_sends_its_task_events_whoever_listens() -> None:
         assert not LISTENERS.present
     finally:
         LISTENERS.heard(1)
+
+
+def test_fetches_probe_for_monitors_at_most_every_probe_interval() -> None:
+    from meetingtasks.worker.task_events import LISTENERS, PROBE_INTERVAL_S
+
+    listeners = type(LISTENERS)()
+    listeners.exchange = "celeryev"
+    message = {"body": "e30=", "content-type": "application/json", "headers": {},
+               "properties": {"body_encoding": "base64", "delivery_info": {"routing_key": "worker.heartbeat"}}}
+    listeners.learn("celeryev", message, "/0.celeryev/task.multi", lambda body, encoding: (body, None))
+    assert listeners.probe() is None  # task events on: nothing to ask
+    # Given task events stopped
+    listeners.heard(0)
+    first = listeners.probe()
+    assert first is not None and first[0] == "/0.celeryev/task.multi" and b'"body":"[]"' in first[1]
+    asked_at = time.monotonic()
+    # Then the next fetches do not ask again until the interval has passed
+    assert listeners.probe() is None
+    wait_for(lambda: listeners.probe() is not None, 5, interval_s=0.005, message="the next probe")
+    assert time.monotonic() - asked_at >= PROBE_INTERVAL_S

@@ -8,10 +8,11 @@ monitor subscribed, that work reaches nobody. So the worker keeps track of wheth
 * every publish of task events returns how many subscribers received it; when none did, task events stop (the
   worker's own events, heartbeats included, go on: who receives those, another worker's gossip for one, says
   nothing of who wants task events);
-* while they are stopped, each fetch publishes an empty batch from inside the fetch script (a no-op for Celery's
-  ``EventReceiver``, and so for Flower) and hands back how many received it: the first fetch after a monitor
-  subscribes turns task events on again, so every task fetched after a monitor subscribed is seen from its
-  task-received on, as with events always on.
+* while they are stopped, a fetch publishes an empty batch from inside the fetch script (a no-op for Celery's
+  ``EventReceiver``, and so for Flower) and hands back how many received it, at most every
+  :data:`PROBE_INTERVAL_S` (a busy prefork worker fetches several hundred times a second): so every task fetched
+  from that long after a monitor subscribed is seen from its task-received on, as with events always on (an idle
+  worker's next fetch probes at once).
 
 Celery's own switch (``celery control enable_events``/``disable_events``, which Flower sends) still decides
 whether task events are sent at all; this only skips them when nobody would receive them. Only the process that
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 from typing import Any
 
 from celery.app.events import Events
@@ -29,6 +31,8 @@ from celery.events.dispatcher import EventDispatcher
 
 #: The routing key of a batch of task events (Celery's dispatcher publishes group "task" as "task.multi").
 BATCH_ROUTING_KEY = "task.multi"
+#: How often, at most, a fetch asks whether a monitor has subscribed while task events are stopped.
+PROBE_INTERVAL_S = 0.1
 
 
 class TaskEventListeners:
@@ -38,6 +42,7 @@ class TaskEventListeners:
         #: Until a publish or a probe says otherwise, task events are sent (as Celery does).
         self.present = True
         self._tracking = True
+        self._probed_at = -PROBE_INTERVAL_S
         #: The events exchange's name (set by the dispatcher): publishes on it report their receivers.
         self.exchange: str | None = None
         #: (topic, message) of an empty batch, built from the worker's first events message (see :meth:`learn`).
@@ -54,8 +59,15 @@ class TaskEventListeners:
         self.present = True
 
     def probe(self) -> tuple[str, bytes] | None:
-        """The empty batch a fetch should publish now: only while task events are stopped."""
-        return None if self.present else self._probe
+        """The empty batch a fetch should publish now: while task events are stopped, at most every
+        :data:`PROBE_INTERVAL_S`."""
+        if self.present or self._probe is None:
+            return None
+        now = time.monotonic()
+        if now - self._probed_at < PROBE_INTERVAL_S:
+            return None
+        self._probed_at = now
+        return self._probe
 
     def learn(self, exchange: str, message: dict[str, Any], topic: str, encode: Any) -> None:
         """Build the probe from an events message this process publishes (its envelope, with an empty batch for a
