@@ -29,7 +29,8 @@ KEY_SCHEMA: tuple[KeySpec, ...] = (
     KeySpec("<svc>.<priority>", "list", "kombu (routing)",
             "the four task queues; LPUSH in, BRPOP out"),
     KeySpec("P unacked:<svc>", "hash", "kombu QoS",
-            "delivery tag -> [message, exchange, queue]"),
+            "delivery tag -> [message, exchange, queue]; mt-refused:... -> {queue, why} JSON, newline, raw bytes "
+            "(an item the fetch refused, until its dead letter is filed)"),
     KeySpec("P unacked_index:<svc>", "zset", "kombu QoS, lease",
             "delivery tag scored by lease start (s); the lease renewer re-scores live tags"),
     KeySpec("P unacked_mutex:<svc>", "string", "kombu QoS",
