@@ -17,7 +17,6 @@ from meetingtasks.worker.pool import PIPELINE_DEPTH, _JobsPerProcess
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess, pool_stats
 
-
 #: A budget under which t_record is a quick type on any machine (jobs go ahead while a run averages under a
 #: quarter of it: see meetingtasks.worker.pacing).
 QUICK_WITH_MARGIN = {"MEETINGTASKS_SOLO_BATCH_MS": "40"}
@@ -98,7 +97,7 @@ def test_a_quick_task_never_waits_in_a_pipe_behind_a_slow_one_while_a_process_fr
 def test_a_critical_task_a_refill_fetches_goes_ahead_of_the_low_ones_already_in_reserve(
         platform: Platform, r: redis.Redis, start_worker: Callable[..., WorkerProcess], pool: str) -> None:
     d = Dispatcher(platform)
-    # 8 ms low tasks under a 100 ms budget: the reserve holds about a dozen, refilled when down to half.
+    # 8 ms low tasks under a 100 ms budget: the reserve holds about a dozen, refilled when down to a quarter.
     lows = [d.dispatch("t_record", {"tag": f"low-{i}", "seconds": 0.008}, priority="low") for i in range(200)]
     start_worker("ai", "--pool", pool, "--concurrency", "1", env_overrides={"MEETINGTASKS_SOLO_BATCH_MS": "100"})
     wait_for(lambda: r.llen("test:done") >= 40, 30, message="the reserve to be sized from a few runs")

@@ -4,7 +4,7 @@ process may have waiting in its pipe (see ``meetingtasks.worker.pool``).
 Both come from how long tasks run, learnt from each task handed to the pool and acked:
 
 * the reserve holds, per pool process, about ``solo_batch_ms`` worth of tasks (at least one, at most
-  ``SOLO_BATCH_MAX``), refilled when down to half: a reserved message waits about that long at most before it runs
+  ``SOLO_BATCH_MAX``), refilled when down to a quarter: a reserved message waits about that long at most before it runs
   or is reconsidered for priority (a refill's messages of a higher priority go ahead of it);
 * a busy process may be sent jobs ahead (up to the pool's own limit) only while every task in the pool is of a type
   whose runs averaged under half the budget per job sent ahead (a quarter with two), so that a job waits in a pipe

@@ -98,6 +98,12 @@ SOLO_BATCH_MAX = 16
 #: slower tasks the prefetch would save little and double the wait.
 PREFETCH_MIN_BATCH = 4
 
+#: A prefork or threads worker's reserve is refilled when down to 1/this of its size: each refill fetches the other
+#: three quarters in one script call. The quarter left covers the refill's round trip (a quarter budget of work, 1 ms
+#: by default, against a fetch's few hundred microseconds); refilled at half, a prefork (1) drain made a third more
+#: fetches and spent about 13% more Redis CPU per task (the script's per-call work: the acks, the counters, the reply).
+RESERVE_REFILL_DIVISOR = 4
+
 _inline_pool = False
 _reserve_slots = 0
 _reserve_in_process = False
@@ -1064,7 +1070,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     # and the hand-over: the fetch never overlapped a run. So each channel keeps fetched messages in reserve, fetched
     # while the tasks run and handed to the pool the moment a process frees (on the ack of its last task): per pool
     # process about solo_batch_ms worth of tasks (from how long they run; at least one, at most SOLO_BATCH_MAX; see
-    # meetingtasks.worker.pacing), refilled in one fetch when down to half, so that quick tasks share fetches; a
+    # meetingtasks.worker.pacing), refilled in one fetch when down to a quarter, so that quick tasks share fetches; a
     # refill's messages go ahead of reserved ones of a lower priority (see _hold). Strict priority is
     # kept within solo_batch_ms: a reserved message that has waited longer than that when a process frees goes back
     # to the head of its queue with the rest of the reserve if a message of a higher priority waits (see _outranked),
@@ -1090,11 +1096,13 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         return max(0, pacing.pool_limit() + _reserve_slots * pacing.reserve - self._in_pool() - len(self._mt_held))
 
     def reserve_wants_more(self) -> bool:
-        """Fetch when a pool process is free, or when the reserve is down to half: refilled in batches, so that one
-        fetch (one round trip, one script call) serves several tasks."""
+        """Fetch when a pool process is free, or when the reserve is down to its refill mark (see
+        RESERVE_REFILL_DIVISOR): refilled in batches, so that one fetch (one round trip, one script call) serves
+        several tasks."""
         if self.reserve_room() <= 0:
             return False
-        return self._in_pool() < _reserve_slots or len(self._mt_held) <= (_reserve_slots * self._mt_pacing.reserve) // 2
+        return self._in_pool() < _reserve_slots or \
+            len(self._mt_held) <= (_reserve_slots * self._mt_pacing.reserve) // RESERVE_REFILL_DIVISOR
 
     def release_held_soon(self, delivery_tag: Any = None) -> None:
         """:meth:`release_held`, on the consumer's thread: a threads pool acks from the thread that ran the task,
