@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
+import tests.support.spin_tasks  # noqa: F401  (registers t_spin)
 from meetingtasks.core.settings import Settings
 from meetingtasks.enqueue.dispatcher import Dispatcher
 from meetingtasks.operations.embedded import RedisServer
@@ -17,6 +18,7 @@ from meetingtasks.store.connections import reset_shared_clients
 from meetingtasks.store.platform import Platform, configure
 from meetingtasks.store.status import Status
 from tests.support.waiting import wait_for
+from tests.support.watching import Monitor
 from tests.support.workers import WorkerProcess, worker_env
 
 pytestmark = pytest.mark.slow  # worker processes with long tasks and Redis restarts
@@ -64,6 +66,25 @@ def test_a_task_cancelled_while_its_worker_holds_it_unstarted_never_runs(
     # (a loaded machine), given back and then dropped by the next fetch, which records STARTED as it reads the flag.
     assert [s for s, _, _ in victim.info().history] in (
         [Status.QUEUED, Status.CANCELLED], [Status.QUEUED, Status.STARTED, Status.CANCELLED])
+
+
+def test_a_threads_worker_hands_a_reserved_task_to_a_free_thread_without_reading_its_flag_again(
+        platform: Platform, r: redis.Redis, redis_url: str, start_worker: Callable[..., WorkerProcess]) -> None:
+    # Eight threads each keep the GIL busy for 2 ms: a freed thread often waits over 5 ms (CANCEL_RECHECK_S) for the
+    # GIL before it starts its task. The flags read within 5 ms of the hand-over stand (the task waited in no queue):
+    # a reserve whose flags are older than that is read again in one MGET at a hand-over, never a GET per task start.
+    n = 200
+    d = Dispatcher(platform)
+    handles = [d.dispatch("t_spin", {"tag": f"s-{i}"}) for i in range(n)]
+    with Monitor(redis_url) as monitor:
+        start_worker("ai", "--pool", "threads", "--concurrency", "8",
+                     env_overrides={"MEETINGTASKS_INCLUDE": "tests.support.tasks,tests.support.spin_tasks"})
+        wait_for(lambda: all(h.status() == Status.SUCCEEDED for h in handles), timeout_s=60,
+                 message="every task to run")
+    cancel_keys = platform.keys.cancel("")
+    reads = [c.split()[0].upper() for c in monitor.commands if cancel_keys in c]
+    assert reads.count("GET") == 0, f"{reads.count('GET')} tasks read their cancel flag again as they started"
+    assert sorted(x.decode() for x in r.lrange("test:done", 0, -1)) == sorted(f"s-{i}" for i in range(n))
 
 
 def test_a_reserved_message_outliving_its_lease_runs_once_with_a_second_worker(

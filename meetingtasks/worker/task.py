@@ -167,6 +167,7 @@ class PlatformTask(Task):  # type: ignore[misc]
                     and started_at - float(flags_at) > CANCEL_RECHECK_S:
                 # Fetched unstarted and held since its flag was read (a job sent ahead waited in its prefork
                 # process's pipe behind a task that ran on): read it again, as the worker does for what it holds.
+                # (A threads worker's tasks carry no flags_at: they wait in no queue, see Channel._hand_to_celery.)
                 flag = self.durably("reading the cancel flag",
                                     lambda: p.redis(self.spec.service).get(p.keys.cancel(task_id)))
                 cancelled = None if flag is None else "1"
