@@ -98,10 +98,12 @@ SOLO_BATCH_MAX = 16
 #: slower tasks the prefetch would save little and double the wait.
 PREFETCH_MIN_BATCH = 4
 
-#: A prefork or threads worker's reserve is refilled when down to 1/this of its size: each refill fetches the other
-#: three quarters in one script call. The quarter left covers the refill's round trip (a quarter budget of work, 1 ms
-#: by default, against a fetch's few hundred microseconds); refilled at half, a prefork (1) drain made about twice
-#: the fetches, and the script's work per call (the acks, the counters, the reply) showed in Redis's CPU per task.
+#: A prefork or threads worker's reserve is refilled when down to 1/this of its size (and at one message left when
+#: it holds fewer than four): each refill fetches the other three quarters in one script call. The quarter left
+#: covers the refill's round trip (a quarter budget of work, 1 ms by default, against a fetch's few hundred
+#: microseconds), and the last message left covers it for a small reserve of slow tasks, whose processes may free
+#: while the refill is on its way. Refilled at half, a prefork (1) drain made about twice the fetches, and the
+#: script's work per call (the acks, the counters, the reply) showed in Redis's CPU per task.
 RESERVE_REFILL_DIVISOR = 4
 
 _inline_pool = False
@@ -1108,8 +1110,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         several tasks."""
         if self.reserve_room() <= 0:
             return False
-        return self._in_pool() < _reserve_slots or \
-            len(self._mt_held) <= (_reserve_slots * self._mt_pacing.reserve) // RESERVE_REFILL_DIVISOR
+        size = _reserve_slots * self._mt_pacing.reserve
+        return self._in_pool() < _reserve_slots or len(self._mt_held) <= max(1, size // RESERVE_REFILL_DIVISOR)
 
     def release_held_soon(self, delivery_tag: Any = None) -> None:
         """:meth:`release_held`, on the consumer's thread: a threads pool acks from the thread that ran the task,
