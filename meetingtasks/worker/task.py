@@ -86,19 +86,24 @@ class PlatformTask(Task):  # type: ignore[misc]
             return RetryPolicy(self.spec.max_retries, base.base_s, base.max_s, base.jitter)
         return base
 
-    def _priority(self) -> Priority:
-        info = self.request.delivery_info or {}
+    def _priority(self, req: Any = None) -> Priority:
+        if req is None:
+            req = self.request
+        info = req.delivery_info or {}
         parsed = parse_queue(info.get("routing_key") or "")
         if parsed is not None:
             return parsed[1]
-        return Priority.parse(getattr(self.request, "mt_priority", None), self.spec.priority)
+        return Priority.parse(getattr(req, "mt_priority", None), self.spec.priority)
 
-    def _identity(self) -> dict[str, Any]:
+    def _identity(self, req: Any = None) -> dict[str, Any]:
         """Fields every status transition carries, so listeners (gateway, exporter) need no lookup (a new dict each
-        call: callers add to it; the priority is worked out once per run, on the request)."""
-        priority = getattr(self.request, "mt_identity_priority", None)
+        call: callers add to it; the priority is worked out once per run, on the request). ``req``: the current
+        request when the caller holds it (``self.request`` is a thread-local lookup, about 1 us each)."""
+        if req is None:
+            req = self.request
+        priority = getattr(req, "mt_identity_priority", None)
         if priority is None:
-            priority = self.request.mt_identity_priority = self._priority().value
+            priority = req.mt_identity_priority = self._priority(req).value
         return {"type": self.spec.name, "service": self.spec.service, "priority": priority}
 
     def _queue(self) -> str:
@@ -167,7 +172,7 @@ class PlatformTask(Task):  # type: ignore[misc]
                     and started_at - float(flags_at) > CANCEL_RECHECK_S:
                 # Fetched unstarted and held since its flag was read (a job sent ahead waited in its prefork
                 # process's pipe behind a task that ran on): read it again, as the worker does for what it holds.
-                # (A threads worker's tasks carry no flags_at: they wait in no queue, see Channel._hand_to_celery.)
+                # (A threads worker's tasks carry no flags_at: they wait in no queue, see Channel._run_batch.)
                 flag = self.durably("reading the cancel flag",
                                     lambda: p.redis(self.spec.service).get(p.keys.cancel(task_id)))
                 cancelled = None if flag is None else "1"
@@ -191,7 +196,7 @@ class PlatformTask(Task):  # type: ignore[misc]
             self.dead_letter(exc, raw_payload, attempt, status=Status.DEAD_LETTERED)
             raise exc
         if started == DEFERRED_START:
-            self._record_deferred_start(attempt, started_at, wait_s)
+            self._record_deferred_start(req, attempt, started_at, wait_s)
 
         try:
             payload = self.spec.payload_model.model_validate(
@@ -211,10 +216,10 @@ class PlatformTask(Task):  # type: ignore[misc]
         try:
             result = handler(payload)
         except TaskCancelled as cerr:  # the handler saw its cancel flag (meetingtasks.raise_if_cancelled)
-            self.finish(Status.CANCELLED, attempt, error=cerr)
+            self.finish(Status.CANCELLED, attempt, error=cerr, req=req)
             raise Ignore() from None
         except PermanentError as perr:
-            self.finish(Status.FAILED, attempt, error=perr)
+            self.finish(Status.FAILED, attempt, error=perr, req=req)
             raise
         except SoftTimeLimitExceeded as terr:
             self.dead_letter(terr, raw_payload, attempt, status=Status.TIMED_OUT,
@@ -228,23 +233,23 @@ class PlatformTask(Task):  # type: ignore[misc]
         # Secrets in the result are sealed before it is stored; Celery (events, Flower, logs) gets it masked.
         stored, shown = seal_and_mask_result(
             result, lambda: require_keyring(p.settings, f"{self.spec.name} returned a secret"))
-        self.finish(Status.SUCCEEDED, attempt, result=stored)
+        self.finish(Status.SUCCEEDED, attempt, result=stored, req=req)
         return shown
 
-    def _record_deferred_start(self, attempt: int, started_at: float, wait_s: float | None) -> None:
+    def _record_deferred_start(self, req: Any, attempt: int, started_at: float, wait_s: float | None) -> None:
         """STARTED of a task fetched in a solo worker's batch behind others: written now that it runs, with the
         next fetch (or sooner, by the channel's timer, if the task runs long)."""
-        fields: dict[str, Any] = {**self._identity(), "worker": _WORKER, "wait_s": wait_s}
-        entry = outcome_entry(self.request.id, Status.STARTED, attempt, fields, started_at)
+        fields: dict[str, Any] = {**self._identity(req), "worker": _WORKER, "wait_s": wait_s}
+        entry = outcome_entry(req.id, Status.STARTED, attempt, fields, started_at)
         sink = sink_for(self.spec.service)
         if sink is not None:
             sink.buffer_outcome(entry)
-            self.request.mt_start_buffered = True
+            req.mt_start_buffered = True
             return
         p = self.platform
         client = p.redis(self.spec.service)
         self.durably("recording the start", lambda: p.status.transition(
-            client, self.request.id, Status.STARTED, attempt=attempt, now=started_at, fields=fields))
+            client, req.id, Status.STARTED, attempt=attempt, now=started_at, fields=fields))
 
     def apply_buffered_start(self) -> None:
         """Write this task's buffered STARTED now: a status write that bypasses the buffer (every :meth:`durably`
@@ -255,9 +260,12 @@ class PlatformTask(Task):  # type: ignore[misc]
                 raise InfrastructureError(f"task {self.request.id}: its STARTED could not be recorded yet")
             self.request.mt_start_buffered = False
 
-    def finish(self, status: Status, attempt: int, *, result: Any = None, error: BaseException | None = None) -> None:
+    def finish(self, status: Status, attempt: int, *, result: Any = None, error: BaseException | None = None,
+               req: Any = None) -> None:
         p = self.platform
-        fields: dict[str, Any] = {**self._identity(), "run_s": self._run_s()}
+        if req is None:
+            req = self.request
+        fields: dict[str, Any] = {**self._identity(req), "run_s": self._run_s(req)}
         if status is Status.SUCCEEDED:
             fields["result"] = result
         if error is not None:
@@ -265,20 +273,21 @@ class PlatformTask(Task):  # type: ignore[misc]
             fields["error_type"] = type(error).__name__
         sink = sink_for(self.spec.service)
         if sink is not None:  # ran in the consumer's process: recorded with the ack (meetingtasks.worker.outcomes)
-            sink.buffer_outcome(outcome_entry(self.request.id, status, attempt, fields, time.time()))
+            sink.buffer_outcome(outcome_entry(req.id, status, attempt, fields, time.time()))
             return
         client = p.redis(self.spec.service)
+        task_id = req.id
 
         def build(pipe: Any) -> None:
-            p.status.transition(pipe, self.request.id, status, attempt=attempt, fields=fields, by_sha=True)
+            p.status.transition(pipe, task_id, status, attempt=attempt, fields=fields, by_sha=True)
 
         def write() -> None:
             execute_idempotent(client, build)
 
         self.durably(f"recording {status.value}", write)
 
-    def _run_s(self) -> float | None:
-        started = getattr(self.request, "mt_started_at", None)
+    def _run_s(self, req: Any = None) -> float | None:
+        started = getattr(self.request if req is None else req, "mt_started_at", None)
         return None if started is None else time.time() - started
 
     def retry_or_dead_letter(self, exc: Exception, raw_payload: Any, attempt: int) -> None:

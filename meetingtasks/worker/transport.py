@@ -975,7 +975,15 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 headers["mt_fetch_deliveries"] = int(deliveries)
                 headers["mt_fetch_cancelled"] = int(cancelled) or int(headers.get("id") in cancelled_since)
                 headers["mt_fetch_started"] = int(started)
-                headers["mt_fetch_flags_at"] = _wall_time(flags_read_at)
+                if not _reserve_in_process:
+                    # When the flags were read: a task that waited longer reads its flag again as it starts
+                    # (PlatformTask.execute). A threads pool gets a message only when a thread is free, so it waits
+                    # in no queue behind another task and the flags read at most CANCEL_RECHECK_S before the
+                    # hand-over stand (a prefork job may wait in a busy process's pipe; a solo batch's tasks wait
+                    # behind each other). With 8 busy threads the freed one often took a few milliseconds to get
+                    # the GIL, and reading the flag again cost a round trip for a third of a counting drain's
+                    # tasks: 10-14% of its rate.
+                    headers["mt_fetch_flags_at"] = _wall_time(flags_read_at)
             if _reserve_slots and self._in_pool() >= _reserve_slots:
                 self._hold(_Held(queue, item if isinstance(item, bytes) else item.encode(), payload,
                                  int(deliveries), began, flags_read_at))
@@ -1055,13 +1063,6 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             budget_s = platform.settings.solo_batch_ms / 1000 if platform is not None else 0.0
             headers = payload.get("headers") or {}
             self._mt_pacing.handed(str(tag), str(headers.get("task")), self._in_pool(), budget_s)
-            if _reserve_in_process and isinstance(headers, dict):
-                # A threads pool gets a message only when a thread is free: it waits in no queue behind another
-                # task, so the flags read at most CANCEL_RECHECK_S ago stand, and the task does not read its flag
-                # again as it starts (a prefork job may wait in a busy process's pipe, and does). Under a busy pool
-                # the freed thread can take a few milliseconds to get the GIL: reading the flag again then cost a
-                # round trip for a third of the tasks of a threads (8) drain, and about 7% of its rate.
-                headers.pop("mt_fetch_flags_at", None)
         try:
             self.connection._deliver(payload, queue)
         except (RedisError, OSError):
