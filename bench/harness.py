@@ -107,6 +107,8 @@ def stock_worker(env: dict[str, str], log: Path, *, pool: str = "solo", concurre
 READY_KEY = "bench:workers-ready"
 #: Incremented by every run of the drain benchmark's counting task (ours and stock's).
 DONE_KEY = "bench:done"
+#: Where ``bench_count_timed`` sends the timings of its INCR (``python -m bench.task_round_trip``).
+ROUND_TRIPS_KEY = "bench:round-trips"
 
 
 def announce_ready(**_: object) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from celery.signals import worker_ready
 from pydantic import BaseModel
 
-from bench.harness import DONE_KEY, announce_ready
+from bench.harness import DONE_KEY, ROUND_TRIPS_KEY, announce_ready
 from meetingtasks.core.registry import task_type
 from meetingtasks.store.platform import get_platform
 
@@ -35,6 +36,30 @@ def bench_count(p: NoopPayload) -> int:
     """The drain benchmark's task: a no-op that counts itself, so a drain is timed from the first task run to the
     last (stock's ``count`` does the same)."""
     get_platform().redis().incr(DONE_KEY)
+    return p.n
+
+
+#: This process's timings of ``bench_count_timed``'s INCR (seconds), sent to Redis a chunk at a time.
+_round_trips: list[float] = []
+_round_trips_lock = threading.Lock()  # a threads worker's tasks time their calls side by side
+ROUND_TRIPS_CHUNK = 500
+
+
+@task_type("ai", "bench_count_timed", payload=NoopPayload)
+def bench_count_timed(p: NoopPayload) -> int:
+    """``bench_count`` that times its own ``INCR`` (``python -m bench.task_round_trip``): every
+    ``ROUND_TRIPS_CHUNK`` runs it pushes the chunk's timings (microseconds, comma-separated) to a list."""
+    client = get_platform().redis()
+    started = time.perf_counter()
+    client.incr(DONE_KEY)
+    took = time.perf_counter() - started
+    with _round_trips_lock:
+        _round_trips.append(took)
+        chunk = _round_trips[:] if len(_round_trips) >= ROUND_TRIPS_CHUNK else None
+        if chunk is not None:
+            _round_trips.clear()
+    if chunk is not None:
+        client.rpush(ROUND_TRIPS_KEY, ",".join(f"{t * 1e6:.1f}" for t in chunk))
     return p.n
 
 
