@@ -30,7 +30,7 @@ from bench.run import Bench, done
 ALONE_CALLS = 5000
 
 
-def alone_us(bench: Bench) -> list[float]:
+def alone_us() -> list[float]:
     """Round trips of the task's INCR from this process with nothing else on Redis (microseconds)."""
     from meetingtasks.store.connections import poll_replies
     from meetingtasks.store.platform import get_platform
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as server:
         bench = Bench(server.url, Path(tmp), 1, False)
         bench.reset()
-        alone = alone_us(bench)
+        alone = alone_us()
         rate, drained = drain_us(bench, args.pool, args.tasks)
     if not drained:
         raise SystemExit("the worker sent no timings: is bench.noop_tasks the worker's MEETINGTASKS_INCLUDE?")

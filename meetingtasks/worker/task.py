@@ -287,7 +287,9 @@ class PlatformTask(Task):  # type: ignore[misc]
         self.durably(f"recording {status.value}", write)
 
     def _run_s(self, req: Any = None) -> float | None:
-        started = getattr(self.request if req is None else req, "mt_started_at", None)
+        if req is None:
+            req = self.request
+        started = getattr(req, "mt_started_at", None)
         return None if started is None else time.time() - started
 
     def retry_or_dead_letter(self, exc: Exception, raw_payload: Any, attempt: int) -> None:
