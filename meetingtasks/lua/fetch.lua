@@ -48,6 +48,9 @@ local max_messages, now, max_bytes = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3
 local status_prefix, status_ttl, channel, worker = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local deadlines, outbox, batch_prefix = ARGV[8], ARGV[9], ARGV[10]
 local nstart, nacks = tonumber(ARGV[11]), tonumber(ARGV[12])
+-- Leases are scored by their start in whole seconds, rounded up (see meetingtasks.worker.loops.lease_score), made a
+-- string once: a number argument of redis.call is formatted again for each use.
+local lease_score = string.format('%d', math.ceil(tonumber(now)))
 local write_counts, probe_topic, probe_message, ncounts = ARGV[13] == '1', ARGV[14], ARGV[15], tonumber(ARGV[16])
 for i = 17, 16 + 4 * ncounts, 4 do mt_rollup_add(ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])) end
 local FIRST_ACK = 17 + 4 * ncounts
@@ -158,7 +161,7 @@ local function lease(q, m, env)
   local rk = type(info.routing_key) == 'string' and info.routing_key or q
   entries[#entries + 1] = tag
   entries[#entries + 1] = '[' .. m .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']'
-  leases[#leases + 1] = now
+  leases[#leases + 1] = lease_score
   leases[#leases + 1] = tag
 end
 for k = 4, #KEYS do
@@ -214,7 +217,7 @@ for k = 4, #KEYS do
       local tag = mt_refused_tag(unacked, worker, now, popped)
       entries[#entries + 1] = tag
       entries[#entries + 1] = mt_refused_entry(q, m, why)
-      leases[#leases + 1] = now
+      leases[#leases + 1] = lease_score
       leases[#leases + 1] = tag
       table.insert(out, q); table.insert(out, m); table.insert(out, -1); table.insert(out, why); table.insert(out, tag)
     end

@@ -32,7 +32,7 @@ KEY_SCHEMA: tuple[KeySpec, ...] = (
             "delivery tag -> [message, exchange, queue]; mt-refused:... -> {queue, why} JSON, newline, raw bytes "
             "(an item the fetch refused, until its dead letter is filed)"),
     KeySpec("P unacked_index:<svc>", "zset", "kombu QoS, lease",
-            "delivery tag scored by lease start (s); the lease renewer re-scores live tags"),
+            "delivery tag scored by lease start (whole s, rounded up); the lease renewer re-scores live tags"),
     KeySpec("P unacked_mutex:<svc>", "string", "kombu QoS",
             "restore-sweep lock, expires by itself"),
     KeySpec("P dlq:<svc>", "hash", "deadletter",

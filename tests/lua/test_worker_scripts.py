@@ -103,6 +103,25 @@ def test_a_refused_items_lease_never_takes_the_tag_of_another(platform: Platform
     assert [refused_entry_parts(r.hget(keys.unacked("ai"), tag))[2] for tag in tags] == [b"first", b"second"]  # type: ignore[arg-type,index]
 
 
+def test_fetch_scores_every_lease_by_its_start_in_whole_seconds_rounded_up(platform: Platform,
+                                                                          r: redis.Redis) -> None:
+    # Given a message and an item the fetch refuses, fetched at 1700000000.25
+    keys = platform.keys
+    r.lpush("ai.high", _message("t-1", "tag-1"), b"not json")
+    args = fetch_args(platform, 5, 5, [], [])
+    args[1] = "1700000000.25"
+    FETCH(r, [keys.unacked("ai"), keys.unacked_index("ai"), keys.wake("ai"), *QUEUES], args)
+    # Then both leases are scored 1700000001: never earlier than the lease began (restored late, never early), and
+    # a whole number, which Redis stores in a small sorted set as an integer (see worker.loops.lease_score)
+    scores = r.zrange(keys.unacked_index("ai"), 0, -1, withscores=True)
+    assert len(scores) == 2 and {score for _, score in scores} == {1700000001.0}
+    # And a fetch at a whole second keeps it
+    r.lpush("ai.high", _message("t-2", "tag-2"))
+    args[1] = "1700000005.0"
+    FETCH(r, [keys.unacked("ai"), keys.unacked_index("ai"), keys.wake("ai"), *QUEUES], args)
+    assert r.zscore(keys.unacked_index("ai"), "tag-2") == 1700000005.0
+
+
 def test_unrecord_by_tag_drops_a_refused_items_lease(platform: Platform, r: redis.Redis) -> None:
     keys = platform.keys
     r.lpush("ai.high", b"not json")
