@@ -531,7 +531,7 @@ def _drain(b: Bench) -> None:
     b.drain("solo", workers=2)
     b.drain("prefork", 1, cpu=True)
     b.drain("prefork", 1, monitor=True)
-    b.drain("prefork", os.cpu_count() or 1)
+    b.drain("prefork", os.cpu_count() or 1, cpu=True)
     b.drain("threads", 8, cpu=True)
 
 
