@@ -6,9 +6,9 @@ It dispatches ``--tasks`` no-op tasks, snapshots Redis, and drains them with one
 ``MONITOR`` records every call of the fetch script (``meetingtasks/lua/fetch.lua``). Then, for the package's scripts
 and for each ``--lua`` directory (a copy of ``meetingtasks/lua`` with a change to measure), it loads the snapshot
 into a fresh redis-server (AOF on, as the benchmark runs it), replays the recorded calls in order against that
-directory's fetch script, and reports the script's time per task from ``INFO commandstats`` (and Redis's CPU). The
-same calls meet the same data each time, so two versions of a script compare within a few percent on a busy
-machine, where a drain's figures vary by more than that.
+directory's fetch script, and reports the script's time per task from ``INFO commandstats`` (and Redis's CPU), then
+the part of it spent in each command the script calls. The same calls meet the same data each time, so two
+versions of a script compare within a few percent on a busy machine, where a drain's figures vary by more than that.
 
 A replayed call carries the arguments the worker sent in the capture (its clock, its acks and outcomes), so a
 script change that alters what the worker would send next (the reply's layout) cannot be measured this way.
@@ -100,8 +100,10 @@ def capture(pool: str, tasks: int, into: Path) -> int:
         return len(calls)
 
 
-def replay(captured: Path, scripts: Path, tasks: int) -> tuple[float, float]:
-    """The fetch script of ``scripts`` replayed on the snapshot: (script time, Redis CPU) per task, microseconds."""
+def replay(captured: Path, scripts: Path, tasks: int) -> tuple[float, float, dict[str, float]]:
+    """The fetch script of ``scripts`` replayed on the snapshot: (script time, Redis CPU, the time of each command
+    the script calls) per task, microseconds. A command's time is part of the script's; the rest of the script's is
+    its own Lua work and Redis's cost of each call (arguments in, reply out)."""
     calls: list[list[bytes]] = pickle.loads((captured / "calls.pkl").read_bytes())
     saved_prelude = lua.PRELUDE_DIR
     lua.PRELUDE_DIR = scripts / "prelude"
@@ -128,15 +130,27 @@ def replay(captured: Path, scripts: Path, tasks: int) -> tuple[float, float]:
             if left:
                 raise RuntimeError(f"the replay left {left} messages queued: {scripts} is not a fetch script that "
                                    "pops what the recorded one did")
-            script_us = float(client.info("commandstats")["cmdstat_evalsha"]["usec"])
-            return script_us / tasks, cpu * 1e6 / tasks
+            stats = client.info("commandstats")
+            script_us = float(stats.pop("cmdstat_evalsha")["usec"])
+            called = {name.removeprefix("cmdstat_").upper(): float(row["usec"]) / tasks for name, row in stats.items()
+                      if name not in _OWN_COMMANDS}
+            return script_us / tasks, cpu * 1e6 / tasks, called
         finally:
             server.stop()
+
+
+#: Commands of the replay itself (its CPU and stats reads), not of the script.
+_OWN_COMMANDS = {"cmdstat_info", "cmdstat_config", "cmdstat_script", "cmdstat_llen", "cmdstat_ping", "cmdstat_hello",
+                 "cmdstat_client", "cmdstat_bgrewriteaof"}
 
 
 def _cpu_s(client: redis.Redis) -> float:
     info = client.info("cpu")
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+#: The commands the fetch script spends most of its calls' time in, each a column of the report.
+_TOP_COMMANDS = ("HSET", "HMGET", "ZADD", "RPOP", "ZREM", "HDEL", "EXPIRE", "PUBLISH")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"captured {n} fetch calls of a {args.pool} worker draining {args.tasks:,} no-op tasks "
               f"({time.perf_counter() - started:.0f} s)")
         versions = [PACKAGE_SCRIPTS, *args.lua]
-        results: dict[Path, list[tuple[float, float]]] = {v: [] for v in versions}
+        results: dict[Path, list[tuple[float, float, dict[str, float]]]] = {v: [] for v in versions}
         for _ in range(args.rounds):  # interleaved, as the benchmark's rounds are
             for version in versions:
                 results[version].append(replay(captured, version, args.tasks))
@@ -165,6 +179,16 @@ def main(argv: list[str] | None = None) -> int:
             cpu = [r[1] for r in rows]
             print(f"| {version} | {statistics.median(script):.1f} ({min(script):.1f}-{max(script):.1f}) "
                   f"| {statistics.median(cpu):.1f} ({min(cpu):.1f}-{max(cpu):.1f}) |")
+        print()
+        print("Commands the script calls, Redis time per task (us), median of the replays:")
+        print()
+        print("| scripts | " + " | ".join(_TOP_COMMANDS) + " | other |")
+        print("|---|" + "---|" * (len(_TOP_COMMANDS) + 1))
+        for version, rows in results.items():
+            medians = {name: statistics.median(r[2].get(name, 0.0) for r in rows) for r in rows for name in r[2]}
+            other = sum(v for name, v in medians.items() if name not in _TOP_COMMANDS)
+            print(f"| {version} | " + " | ".join(f"{medians.get(name, 0.0):.2f}" for name in _TOP_COMMANDS)
+                  + f" | {other:.2f} |")
     return 0
 
 
