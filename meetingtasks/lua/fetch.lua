@@ -50,7 +50,7 @@ local deadlines, outbox, batch_prefix = ARGV[8], ARGV[9], ARGV[10]
 local nstart, nacks = tonumber(ARGV[11]), tonumber(ARGV[12])
 -- Leases are scored by their start in whole seconds, rounded up (see meetingtasks.worker.loops.lease_score), made a
 -- string once: a number argument of redis.call is formatted again for each use.
-local lease_score = string.format('%d', math.ceil(tonumber(now)))
+local lease_score = string.format('%.0f', math.ceil(tonumber(now)))  -- not %d: no cast to a C long
 local write_counts, probe_topic, probe_message, ncounts = ARGV[13] == '1', ARGV[14], ARGV[15], tonumber(ARGV[16])
 for i = 17, 16 + 4 * ncounts, 4 do mt_rollup_add(ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])) end
 local FIRST_ACK = 17 + 4 * ncounts

@@ -32,7 +32,8 @@ KEY_SCHEMA: tuple[KeySpec, ...] = (
             "delivery tag -> [message, exchange, queue]; mt-refused:... -> {queue, why} JSON, newline, raw bytes "
             "(an item the fetch refused, until its dead letter is filed)"),
     KeySpec("P unacked_index:<svc>", "zset", "kombu QoS, lease",
-            "delivery tag scored by lease start (whole s, rounded up); the lease renewer re-scores live tags"),
+            "delivery tag scored by lease start (s; the fetch and the lease renewer write whole seconds, rounded up); "
+            "the renewer re-scores live tags"),
     KeySpec("P unacked_mutex:<svc>", "string", "kombu QoS",
             "restore-sweep lock, expires by itself"),
     KeySpec("P dlq:<svc>", "hash", "deadletter",
