@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         print("| scripts | " + " | ".join(_TOP_COMMANDS) + " | other |")
         print("|---|" + "---|" * (len(_TOP_COMMANDS) + 1))
         for version, rows in results.items():
-            medians = {name: statistics.median(r[2].get(name, 0.0) for r in rows) for r in rows for name in r[2]}
+            names = {name for _, _, called in rows for name in called}
+            medians = {name: statistics.median(called.get(name, 0.0) for _, _, called in rows) for name in names}
             other = sum(v for name, v in medians.items() if name not in _TOP_COMMANDS)
             print(f"| {version} | " + " | ".join(f"{medians.get(name, 0.0):.2f}" for name in _TOP_COMMANDS)
                   + f" | {other:.2f} |")
